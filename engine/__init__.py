@@ -1,0 +1,1 @@
+"""meshvpn engine: the privileged helper's protocol cores, data plane and OS adapters."""

@@ -1,0 +1,1 @@
+"""Command-line entry points: mesh-helper (privileged helper) and meshctl (LocalAPI client)."""

@@ -1,0 +1,1 @@
+"""meshgui: the unprivileged Qt tray app that drives the helper over its LocalAPI."""
