@@ -18,6 +18,9 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
 fi
 echo "reference peers: building tailscale $TS_VERSION and headscale $HS_VERSION into $CACHE/bin (first run takes several minutes)"
 go install "tailscale.com/cmd/tailscaled@$TS_VERSION" "tailscale.com/cmd/tailscale@$TS_VERSION" "tailscale.com/cmd/derper@$TS_VERSION"
-go install "github.com/juanfont/headscale/cmd/headscale@$HS_VERSION"
+# `go install pkg@version` trips over the proxy refusing headscale's version list
+# (deprecation check), so download the pinned module and build inside it.
+go mod download "github.com/juanfont/headscale@$HS_VERSION"
+( cd "$(go env GOMODCACHE)/github.com/juanfont/headscale@$HS_VERSION" && go build -o "$GOBIN/headscale" ./cmd/headscale )
 echo "$want" > "$stamp"
 echo "reference peers: ready in $CACHE/bin"
