@@ -1,0 +1,1 @@
+"""DERP: tailscale's TCP relay (frame codec, client state machine, asyncio client, region set)."""

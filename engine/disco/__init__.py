@@ -1,0 +1,1 @@
+"""Disco: tailscale's NaCl-boxed path discovery messages (ping, pong, call-me-maybe)."""

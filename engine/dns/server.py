@@ -1,0 +1,174 @@
+"""Asyncio MagicDNS server adapter: UDP + TCP listeners (100.100.100.100:53, fd7a:115c:a1e0::53) around the Resolver core."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+
+from engine.dns.forwarder import Forwarder
+from engine.dns.resolver import Drop, Forward, Reply, Resolver
+
+MAX_INFLIGHT = 256  # concurrent forwarded queries; beyond that new ones are dropped (counted)
+TCP_IDLE_TIMEOUT = 10.0
+MAX_UDP_DATAGRAM = 65535
+IP_FREEBIND = 15  # linux/in.h
+IPV6_FREEBIND = 78  # linux/in6.h
+
+
+class _UDP(asyncio.DatagramProtocol):
+    def __init__(self, server: "DNSServer") -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.server._on_udp(self, data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.server.resolver.counters.drop("udp-error")
+
+
+class DNSServer:
+    """Serves a Resolver on the given addresses. Use as `async with DNSServer(...)`.
+
+    Lifecycle: __aenter__ binds every listener (raises OSError if one fails), __aexit__
+    closes them and cancels in-flight forwards. Background work lives in the server's TaskGroup.
+    """
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        addresses: list[tuple[str, int]],
+        *,
+        forwarder: Forwarder | None = None,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
+        self.resolver = resolver
+        self.addresses = addresses
+        self.forwarder = forwarder or Forwarder()
+        self._log = logger or logging.getLogger("meshvpn.dns.server")
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[asyncio.Server] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._inflight = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.bound: list[tuple[str, int]] = []
+
+    async def __aenter__(self) -> "DNSServer":
+        loop = asyncio.get_running_loop()
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        try:
+            for host, port in self.addresses:
+                s = _bound_socket(host, port, socket.SOCK_DGRAM)
+                port = s.getsockname()[1]
+                tr, _ = await loop.create_datagram_endpoint(lambda: _UDP(self), sock=s)
+                self._udp.append(tr)
+                t = _bound_socket(host, port, socket.SOCK_STREAM)
+                t.listen(64)
+                srv = await asyncio.start_server(self._on_tcp, sock=t)
+                self._tcp.append(srv)
+                self.bound.append((host, port))
+        except BaseException:
+            await self._close()
+            raise
+        self._log.info("MagicDNS listening on %s", ", ".join(f"{h}:{p}" for h, p in self.bound))
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        for tr in self._udp:
+            tr.close()
+        for srv in self._tcp:
+            srv.close()
+        for srv in self._tcp:
+            with contextlib.suppress(Exception):
+                await srv.wait_closed()
+        self._udp, self._tcp = [], []
+        for w in list(self._writers):
+            w.close()
+        tg, self._tg = self._tg, None
+        if tg is not None:
+            for t in list(self._tasks):
+                t.cancel()
+            with contextlib.suppress(BaseException):
+                await tg.__aexit__(None, None, None)
+
+    # -- UDP ------------------------------------------------------------------------------
+    def _on_udp(self, proto: _UDP, data: bytes, addr) -> None:
+        action = self.resolver.handle(data, tcp=False)
+        if isinstance(action, Reply):
+            proto.transport.sendto(action.wire, addr)
+        elif isinstance(action, Forward):
+            if self._tg is None or self._inflight >= MAX_INFLIGHT:
+                self.resolver.counters.drop("busy")
+                return
+            self._inflight += 1
+            task = self._tg.create_task(self._forward_udp(proto, action, addr))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _forward_udp(self, proto: _UDP, action: Forward, addr) -> None:
+        try:
+            reply = await self.forwarder.forward(action.query, action.upstreams)
+            out = self.resolver.finish_forward(action.query, reply)
+            if isinstance(out, Reply) and proto.transport is not None and not proto.transport.is_closing():
+                proto.transport.sendto(out.wire, addr)
+        except Exception:
+            self._log.debug("forward failed", exc_info=True)
+        finally:
+            self._inflight -= 1
+
+    # -- TCP ------------------------------------------------------------------------------
+    async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                try:
+                    hdr = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT)
+                    (n,) = struct.unpack("!H", hdr)
+                    data = await asyncio.wait_for(reader.readexactly(n), TCP_IDLE_TIMEOUT)
+                except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+                    return
+                action = self.resolver.handle(data, tcp=True)
+                if isinstance(action, Forward):
+                    reply = await self.forwarder.forward(action.query, action.upstreams, tcp=True)
+                    action = self.resolver.finish_forward(action.query, reply)
+                if isinstance(action, Drop):
+                    return  # junk on a stream: close it
+                writer.write(struct.pack("!H", len(action.wire)) + action.wire)
+                await writer.drain()
+        except Exception:
+            self._log.debug("tcp client failed", exc_info=True)
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+
+def _bound_socket(host: str, port: int, kind: int) -> socket.socket:
+    """A non-blocking socket bound to host:port; IP_FREEBIND lets it bind before the TUN address exists."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, kind)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):
+            if fam == socket.AF_INET:
+                s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+            else:
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+        if fam == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((host, port))
+        s.setblocking(False)
+        return s
+    except BaseException:
+        s.close()
+        raise

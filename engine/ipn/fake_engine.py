@@ -1,0 +1,186 @@
+"""FakeEngine: a NodeEngine that pretends to log in and serves a canned netmap (tests only).
+
+Refuses to exist unless MESH_TESTING=1 (STYLE R11). It records calls (`calls`) so backend tests
+can assert on the boundary, and lets a test finish an interactive login (`complete_login()`).
+Optional `system_hooks` (up, down) let lab tests make real, journaled system changes while
+"running" (see tests/helper/test_hygiene_lab.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Awaitable, Callable
+
+from engine.ipn.engine_api import (
+    AuthURL,
+    EngineConfig,
+    EngineFailed,
+    EngineSnapshot,
+    EngineUp,
+    EventSink,
+    LoggedIn,
+    LoginNeeded,
+    NetMapUpdate,
+    NetMapView,
+    NodeKeys,
+    PeerView,
+    PingOutcome,
+    UserView,
+)
+
+FAKE_USER = UserView(id=1001, login_name="alice@example.com", display_name="Alice")
+FAKE_SUFFIX = "tail.example.com"
+
+
+def fake_netmap(self_key: str, hostname: str = "self", exit_node_id: str = "") -> NetMapView:
+    """A small tailnet: self, a direct peer, an exit node reached via DERP, an offline node."""
+
+    def peer(i: int, name: str, **kw: Any) -> PeerView:
+        return PeerView(
+            node_id=i,
+            stable_id=f"n{i}CNTRL",
+            node_key="nodekey:" + f"{i:02x}" * 32,
+            name=f"{name}.{FAKE_SUFFIX}.",
+            hostname=name,
+            os=kw.pop("os", "linux"),
+            user_id=FAKE_USER.id,
+            addresses=(f"100.64.0.{i}", f"fd7a:115c:a1e0::{i}"),
+            created="2026-11-01T10:00:00Z",
+            key_expiry="2027-05-01T10:00:00Z",
+            **kw,
+        )
+
+    self_node = PeerView(
+        node_id=1, stable_id="n1CNTRL", node_key=self_key, name=f"{hostname}.{FAKE_SUFFIX}.",
+        hostname=hostname, os="linux", user_id=FAKE_USER.id,
+        addresses=("100.64.0.1", "fd7a:115c:a1e0::1"), allowed_ips=("100.64.0.1/32", "fd7a:115c:a1e0::1/128"),
+        online=True, created="2026-11-01T10:00:00Z", key_expiry="2027-05-01T10:00:00Z",
+    )
+    peers = (
+        peer(2, "peer1", online=True, allowed_ips=("100.64.0.2/32", "fd7a:115c:a1e0::2/128"),
+             endpoints=("192.0.2.2:41641",), home_derp=1, cur_addr="192.0.2.2:41641", relay="fra",
+             rx_bytes=1234, tx_bytes=5678, last_handshake=1_795_000_000.0, active=True),
+        peer(3, "exit1", online=True,
+             allowed_ips=("100.64.0.3/32", "fd7a:115c:a1e0::3/128", "0.0.0.0/0", "::/0"),
+             home_derp=1, relay="fra", active=bool(exit_node_id == "n3CNTRL")),
+        peer(4, "offline1", os="windows", online=False, last_seen="2026-11-20T08:00:00Z",
+             allowed_ips=("100.64.0.4/32", "fd7a:115c:a1e0::4/128")),
+    )
+    return NetMapView(
+        self_node=self_node, peers=peers, users=(FAKE_USER,), domain="example.com",
+        magic_dns_suffix=FAKE_SUFFIX, magic_dns_enabled=True, derp_regions={1: "fra"},
+    )
+
+
+class FakeEngine:
+    """Implements engine_api.NodeEngine in memory."""
+
+    def __init__(
+        self,
+        *,
+        auto_login: bool = True,
+        system_hooks: tuple[Callable[[EngineConfig], Awaitable[None]], Callable[[], Awaitable[None]]] | None = None,
+        fail_start: str = "",
+    ) -> None:
+        if os.environ.get("MESH_TESTING") != "1":
+            raise RuntimeError("FakeEngine is for tests only (set MESH_TESTING=1)")
+        self.auto_login = auto_login
+        self.system_hooks = system_hooks
+        self.fail_start = fail_start
+        self.calls: list[str] = []
+        self.registered: set[str] = set()  # node keys control "knows"
+        self.running = False
+        self.cfg: EngineConfig | None = None
+        self._sink: EventSink | None = None
+        self._keys: NodeKeys | None = None
+        self._netmap: NetMapView | None = None
+        self._login_seq = 0
+
+    # -- NodeEngine --
+
+    async def start(self, cfg: EngineConfig, keys: NodeKeys, sink: EventSink) -> None:
+        self.calls.append("start")
+        self.cfg, self._keys, self._sink = cfg, keys, sink
+        if self.fail_start:
+            sink(EngineFailed(self.fail_start))
+            return
+        self.running = True
+        nk = str(keys.node.public())
+        if nk in self.registered or cfg.auth_key or self.auto_login:
+            await self._finish_login()
+        else:
+            sink(LoginNeeded("node key not registered"))
+
+    async def reconfigure(self, cfg: EngineConfig) -> None:
+        self.calls.append("reconfigure")
+        self.cfg = cfg
+        if self.running and self._sink and self._keys and self._netmap is not None:
+            self._netmap = fake_netmap(str(self._keys.node.public()), cfg.hostname or "self", cfg.exit_node_id)
+            self._sink(NetMapUpdate(self._netmap))
+
+    async def stop(self) -> None:
+        self.calls.append("stop")
+        if self.running and self.system_hooks:
+            await self.system_hooks[1]()
+        self.running = False
+        self._netmap = None
+
+    async def login_interactive(self) -> None:
+        self.calls.append("login_interactive")
+        self._login_seq += 1
+        if self._sink:
+            self._sink(AuthURL(f"https://fake-control.invalid/a/{self._login_seq:04d}"))
+
+    async def logout(self) -> None:
+        self.calls.append("logout")
+        if self._keys:
+            self.registered.discard(str(self._keys.node.public()))
+        await self.stop()
+
+    def status(self) -> EngineSnapshot:
+        return EngineSnapshot(netmap=self._netmap, live_derps=1 if self._netmap else 0, tun=self.running)
+
+    async def ping(self, ip: str, kind: str, size: int) -> PingOutcome:
+        self.calls.append("ping")
+        nm = self._netmap
+        if nm is None:
+            return PingOutcome(err="no netmap")
+        for p in nm.peers:
+            if ip in p.addresses:
+                if not p.online:
+                    await asyncio.sleep(0)
+                    return PingOutcome(node_ip=p.addresses[0], node_name=p.name.split(".")[0], err="timeout")
+                if p.cur_addr:
+                    return PingOutcome(node_ip=p.addresses[0], node_name=p.name.split(".")[0],
+                                       latency_seconds=0.0012, endpoint=p.cur_addr)
+                return PingOutcome(node_ip=p.addresses[0], node_name=p.name.split(".")[0],
+                                   latency_seconds=0.025, derp_region_id=p.home_derp or 1,
+                                   derp_region_code=nm.derp_regions.get(p.home_derp or 1, ""))
+        return PingOutcome(err="no matching peer")
+
+    async def netcheck(self) -> dict[str, Any]:
+        self.calls.append("netcheck")
+        return {"UDP": True, "IPv4": True, "GlobalV4": "192.0.2.10:41641", "MappingVariesByDestIP": False,
+                "PreferredDERP": 1, "RegionLatency": {"1": 0.012}, "RegionCodes": {"1": "fra"}}
+
+    async def aclose(self) -> None:
+        self.calls.append("aclose")
+        await self.stop()
+
+    # -- test controls --
+
+    async def complete_login(self) -> None:
+        """What the browser + control do when the user finishes an interactive login."""
+        await self._finish_login()
+
+    async def _finish_login(self) -> None:
+        assert self._sink is not None and self._keys is not None and self.cfg is not None
+        nk = str(self._keys.node.public())
+        self.registered.add(nk)
+        self._sink(LoggedIn(FAKE_USER, node_id="n1CNTRL"))
+        if self.system_hooks:
+            await self.system_hooks[0](self.cfg)
+        self._netmap = fake_netmap(nk, self.cfg.hostname or "self", self.cfg.exit_node_id)
+        self._sink(NetMapUpdate(self._netmap))
+        self._sink(EngineUp())

@@ -1,0 +1,1 @@
+"""magicsock: one UDP socket + DERP carrying WireGuard, with disco path discovery per peer."""

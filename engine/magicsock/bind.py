@@ -1,0 +1,89 @@
+"""The WireGuard Device's Bind over magicsock: endpoints are peers' node keys, paths chosen per packet."""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from engine.dataplane.endpoint import UdpEndpoint
+
+if TYPE_CHECKING:
+    from engine.magicsock.conn import MagicConn
+
+
+@dataclass(frozen=True, slots=True)
+class PeerEndpoint:
+    """A WireGuard endpoint meaning "whichever path magicsock picks for this node key"."""
+
+    node_key: bytes
+
+    def __str__(self) -> str:
+        # tailscale writes the peer's hex node key as the WireGuard endpoint (wgcfg writer)
+        return self.node_key.hex()
+
+
+class MagicBind:
+    """conn.Bind-like transport for engine.dataplane.Device (see engine/dataplane/bind.py).
+
+    recv_into returns WireGuard datagrams from both the UDP socket and DERP; send routes
+    to the peer's current best path. Thread-safe; used from the Device's worker threads.
+    """
+
+    def __init__(self, conn: "MagicConn") -> None:
+        self._conn = conn
+        self._rx: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
+
+    @property
+    def port(self) -> int:
+        return self._conn.port
+
+    def open(self, port: int) -> int:
+        """The socket belongs to magicsock; the Device gets its port (rebinding is not supported)."""
+        if self._closed:
+            self._rx = queue.SimpleQueue()
+            self._closed = False
+        return self._conn.port
+
+    def deliver(self, data: bytes, endpoint: object) -> None:
+        """Called by magicsock (any thread) with a WireGuard datagram for the Device."""
+        if not self._closed:
+            self._rx.put((data, endpoint))
+
+    def recv_into(self, buf) -> tuple[int, int, object]:
+        item = self._rx.get()
+        if item is None:
+            self._rx.put(None)  # wake the other workers too
+            return 0, 0, None
+        data, ep = item
+        n = min(len(data), len(buf))
+        buf[:n] = data[:n]
+        return n, n, ep
+
+    def send(self, parts: list, endpoint: object, seg: int = 0) -> None:
+        if seg:
+            data = b"".join(bytes(p) for p in parts)
+            dgrams = [data[o : o + seg] for o in range(0, len(data), seg)]
+        else:
+            dgrams = [bytes(p) for p in parts]
+        self._conn.send_wireguard(dgrams, endpoint)
+
+    def parse_endpoint(self, text: str) -> object:
+        t = text.strip()
+        if len(t) == 64:
+            try:
+                return PeerEndpoint(bytes.fromhex(t))
+            except ValueError:
+                pass
+        if t.startswith("nodekey:"):
+            return PeerEndpoint(bytes.fromhex(t[8:]))
+        return UdpEndpoint.parse(t)
+
+    def set_fwmark(self, mark: int) -> None:
+        self._conn.set_fwmark(mark)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._rx.put(None)

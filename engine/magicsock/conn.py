@@ -1,0 +1,665 @@
+"""MagicConn: the UDP socket, DERP clients, disco and STUN for all peers (asyncio + one reader thread).
+
+    ms = MagicConn(node_private, derp_map=..., use_derp_http=True)
+    async with ms:                       # socket bound, reader thread + timers running
+        dev = Device(name, bind=ms.bind)  # WireGuard endpoints: PeerEndpoint(node_key)
+        ms.set_peers([PeerConfig(node_key, disco_key, home_derp, endpoints)])
+        await ms.netcheck()               # STUN -> endpoints, NetInfo, home DERP
+        ms.endpoints(); ms.net_info(); ms.peer_status()
+
+Threads: a reader thread owns `recvfrom` and demuxes STUN | disco | WireGuard
+(stun.is_binding_response, disco magic, else WireGuard); STUN and disco are handed to the
+event loop, WireGuard goes straight to the Bind's queue. Device workers call `send_wireguard`
+which consults the peer's PeerPath under a lock and sends over UDP directly, or schedules the
+DERP write on the loop. Path cores (endpoint.PeerPath) are pure; `now` is `clock()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import nacl.public
+
+from engine import netcheck, stun
+from engine.dataplane.endpoint import UdpEndpoint
+from engine.derp import protocol as dp
+from engine.derp.client import DerpClient
+from engine.derp.derpmap import DerpMap
+from engine.disco import box as dbox
+from engine.disco.message import CallMeMaybe, Ping, Pong
+from engine.magicsock import constants as C
+from engine.magicsock.bind import MagicBind, PeerEndpoint
+from engine.magicsock.endpoint import AddrPort, PathStatus, PeerPath, SendCallMeMaybe, SendPing
+
+NOTE_SEND_EVERY = 0.25  # seconds: how often a data send consults the path core
+RESTUN_INTERVAL = 23.0  # seconds between background netchecks (tailscale: 20-26 s)
+ENDPOINT_LOCAL = 1  # tailcfg.EndpointType values
+ENDPOINT_STUN = 2
+
+
+def _raw32(k: object) -> bytes:
+    b = k if isinstance(k, (bytes, bytearray)) else getattr(k, "raw", None) or bytes(k)
+    b = bytes(b)
+    if len(b) != 32:
+        raise ValueError(f"key must be 32 bytes, got {len(b)}")
+    return b
+
+
+def _private(k: object) -> nacl.public.PrivateKey:
+    if isinstance(k, nacl.public.PrivateKey):
+        return k
+    return nacl.public.PrivateKey(_raw32(k))
+
+
+def _fmt(a: AddrPort) -> str:
+    return f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}"
+
+
+def parse_addrport(text: str) -> AddrPort:
+    ep = UdpEndpoint.parse(text)
+    return str(ep.ip), ep.port
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """What magicsock needs of a netmap peer."""
+
+    node_key: bytes
+    disco_key: bytes
+    home_derp: int = 0
+    endpoints: tuple[str, ...] = ()  # "ip:port"
+
+    @classmethod
+    def make(cls, node_key, disco_key, home_derp: int = 0, endpoints: Iterable[str] = ()) -> "PeerConfig":
+        return cls(_raw32(node_key), _raw32(disco_key), int(home_derp or 0), tuple(endpoints))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One of our endpoint candidates for MapRequest.Endpoints / EndpointTypes."""
+
+    addr: str
+    type: int
+
+
+@dataclass
+class MagicCounters:
+    udp_rx: int = 0
+    udp_tx: int = 0
+    derp_rx: int = 0
+    derp_tx: int = 0
+    derp_tx_dropped: int = 0
+    disco_rx: int = 0
+    disco_tx: int = 0
+    disco_dropped: int = 0
+    stun_rx: int = 0
+    cmm_via_udp_dropped: int = 0
+    wg_unknown_src: int = 0
+    send_no_peer: int = 0
+    send_errors: int = 0
+
+
+@dataclass
+class _Peer:
+    cfg: PeerConfig
+    path: PeerPath
+    last_note: float = -1e9
+
+
+class MagicConn:
+    """See the module docstring. Use as `async with`; all public methods are loop-thread only
+    except `send_wireguard`/`bind` (any thread)."""
+
+    def __init__(
+        self,
+        node_private: object,
+        *,
+        disco_private: object | None = None,
+        port: int = 0,
+        bind_host: str = "0.0.0.0",
+        derp_map: DerpMap | dict | None = None,
+        use_derp_http: bool = False,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        random: Callable[[int], bytes] = os.urandom,
+        local_addrs: Callable[[], list[str]] | None = None,
+        restun_interval: float = RESTUN_INTERVAL,
+    ) -> None:
+        self._node = _private(node_private)
+        self.node_public = bytes(self._node.public_key)
+        self._disco = dbox.DiscoCrypto(
+            private=_private(disco_private) if disco_private is not None else nacl.public.PrivateKey.generate(),
+            random=random,
+        )
+        self.disco_public = self._disco.public
+        self._want_port = port
+        self._bind_host = bind_host
+        self._use_http = use_derp_http
+        self._log = logger or logging.getLogger("engine.magicsock")
+        self._clock = clock
+        self._random = random
+        self._local_addrs = local_addrs or _interface_addrs
+        self._restun_interval = restun_interval
+        self.derp_map = DerpMap.from_json(derp_map) if isinstance(derp_map, dict) else (derp_map or DerpMap())
+        self.counters = MagicCounters()
+        self.bind = MagicBind(self)
+        self.port = 0
+        self.home_derp = 0
+        self.report: netcheck.Report | None = None
+        self.on_endpoints_changed: Callable[[list[Endpoint]], None] | None = None
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._peers: dict[bytes, _Peer] = {}
+        self._by_disco: dict[bytes, list[bytes]] = {}
+        self._addr_peer: dict[AddrPort, bytes] = {}
+        self._derps: dict[int, DerpClient] = {}
+        self._derp_tasks: dict[int, asyncio.Task] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._reader: threading.Thread | None = None
+        self._closed = False
+        self._wake: asyncio.Event | None = None
+        self._netcheck_run: netcheck.NetcheckRun | None = None
+        self._netcheck_done: asyncio.Event | None = None
+        self._netcheck_lock: asyncio.Lock | None = None
+        self._endpoints: list[Endpoint] = []
+        self._last_stun: float | None = None
+        self._fwmark = 0
+        self._bg: list[asyncio.Task] = []
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> "MagicConn":
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._netcheck_lock = asyncio.Lock()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            if self._fwmark:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self._fwmark)
+            sock.bind((self._bind_host, self._want_port))
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self._reader = threading.Thread(target=self._read_loop, name="magicsock-rx", daemon=True)
+        self._reader.start()
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._bg = [
+            self._tg.create_task(self._timer_loop(), name="magicsock-timers"),
+            self._tg.create_task(self._restun_loop(), name="magicsock-restun"),
+        ]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.bind.close()
+        for c in self._derps.values():
+            c.close()
+        if self._wake is not None:
+            self._wake.set()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        if self._tg is not None:
+            for t in list(self._derp_tasks.values()):
+                t.cancel()
+            tg, self._tg = self._tg, None
+            for task in self._bg:
+                task.cancel()
+            await tg.__aexit__(None, None, None)
+        if self._reader is not None:
+            await asyncio.to_thread(self._reader.join, 2.0)
+
+    def set_fwmark(self, mark: int) -> None:
+        self._fwmark = mark
+        if self._sock is not None:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+
+    # ---- configuration (loop thread) ------------------------------------------------------
+
+    def set_derp_map(self, derp_map: DerpMap | dict) -> None:
+        self.derp_map = DerpMap.from_json(derp_map) if isinstance(derp_map, dict) else derp_map
+        for rid in [r for r in self._derps if r not in self.derp_map.regions]:
+            self._close_derp(rid)
+
+    def set_peers(self, peers: Iterable[PeerConfig]) -> None:
+        """Replace the peer set (from the netmap). Unchanged peers keep their path state."""
+        now = self._clock()
+        actions = []
+        with self._lock:
+            wanted = {p.node_key: p for p in peers}
+            for nk in [k for k in self._peers if k not in wanted]:
+                old = self._peers.pop(nk)
+                self._disco.forget(old.cfg.disco_key)
+            for nk, cfg in wanted.items():
+                eps = [parse_addrport(e) for e in cfg.endpoints]
+                cur = self._peers.get(nk)
+                if cur is None or cur.cfg.disco_key != cfg.disco_key:
+                    cur = _Peer(cfg=cfg, path=PeerPath(node_key=nk, disco_key=cfg.disco_key, random=self._random))
+                    self._peers[nk] = cur
+                cur.cfg = cfg
+                cur.path.home_derp = cfg.home_derp
+                for a in eps:
+                    self._addr_peer[a] = nk
+                actions += [(nk, a) for a in cur.path.set_netmap_endpoints(eps, now)]
+            self._by_disco = {}
+            for nk, p in self._peers.items():
+                self._by_disco.setdefault(p.cfg.disco_key, []).append(nk)
+            live = set(self._peers)
+            self._addr_peer = {a: k for a, k in self._addr_peer.items() if k in live}
+        for nk, a in actions:
+            self._do_action(nk, a)
+        self._kick()
+
+    def set_home_derp(self, region_id: int) -> None:
+        """Use `region_id` as home DERP (normally chosen by netcheck)."""
+        if region_id == self.home_derp:
+            return
+        old = self.home_derp
+        self.home_derp = region_id
+        if old in self._derps:
+            self._derps[old].note_preferred(False)
+        if region_id:
+            self._ensure_derp(region_id).note_preferred(True)
+
+    # ---- status -------------------------------------------------------------------------
+
+    def endpoints(self) -> list[Endpoint]:
+        """Our candidates for MapRequest.Endpoints (+ EndpointTypes): STUN first, then local."""
+        return list(self._endpoints) or self._compute_endpoints()
+
+    def net_info(self) -> dict:
+        """tailcfg.NetInfo JSON for Hostinfo.NetInfo (PreferredDERP is what peers use to reach us)."""
+        if self.report is None:
+            return {"PreferredDERP": self.home_derp, "WorkingUDP": None}
+        d = self.report.net_info()
+        d["PreferredDERP"] = self.home_derp or d.get("PreferredDERP", 0)
+        return d
+
+    def peer_status(self) -> dict[bytes, PathStatus]:
+        now = self._clock()
+        with self._lock:
+            return {nk: p.path.status(now) for nk, p in self._peers.items()}
+
+    def derp_status(self) -> dict[int, object]:
+        return {rid: c.status() for rid, c in self._derps.items()}
+
+    # ---- netcheck -------------------------------------------------------------------------
+
+    async def netcheck(self, timeout: float = netcheck.STUN_TIMEOUT) -> netcheck.Report:
+        """STUN every region from our socket; update endpoints, NetInfo and the home DERP."""
+        async with self._netcheck_lock:
+            probes = netcheck.plan(self.derp_map, self._random)
+            run = netcheck.NetcheckRun(probes, self._clock())
+            self._netcheck_done = asyncio.Event()
+            self._netcheck_run = run
+            for pr in probes:
+                self._udp_send(pr.packet, pr.dest)
+            try:
+                if probes:
+                    await asyncio.wait_for(self._netcheck_done.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._netcheck_run = None
+            tcp_lat = None
+            if not run.answers and self.derp_map.regions:
+                tcp_lat = await self._tcp_latency()
+            prev = self.report.preferred_derp if self.report else 0
+            rep = run.report(previous_home=prev, tcp_latency=tcp_lat)
+            self.report = rep
+            self._last_stun = self._clock()
+            if rep.preferred_derp:
+                self.set_home_derp(rep.preferred_derp)
+            elif not self.home_derp and self.derp_map.regions:
+                self.set_home_derp(min(self.derp_map.regions))
+            self._update_endpoints()
+            return rep
+
+    async def _tcp_latency(self) -> dict[int, float]:
+        """Fallback when UDP is blocked: TCP connect time to each region's DERP port."""
+        out: dict[int, float] = {}
+
+        async def one(rid, node):
+            t0 = self._clock()
+            try:
+                _r, w = await asyncio.wait_for(
+                    asyncio.open_connection(node.dial_host(), node.derp_port_for(self._use_http)), 2.0)
+            except (OSError, asyncio.TimeoutError):
+                return
+            out[rid] = self._clock() - t0
+            w.close()
+
+        await asyncio.gather(*(one(rid, r.derp_nodes()[0]) for rid, r in self.derp_map.regions.items() if r.derp_nodes()))
+        return out
+
+    def _compute_endpoints(self) -> list[Endpoint]:
+        eps: list[Endpoint] = []
+        seen = set()
+        if self.report is not None:
+            stun_addrs = list(dict.fromkeys(self.report.mapped.values()))
+            for a in stun_addrs:
+                if a not in seen:
+                    seen.add(a)
+                    eps.append(Endpoint(_fmt(a), ENDPOINT_STUN))
+        locals_ = [a for a in self._local_addrs() if not ipaddress.ip_address(a).is_loopback]
+        if not locals_ and not eps:
+            locals_ = ["127.0.0.1"]
+        for ip in locals_:
+            a = (ip, self.port)
+            if a not in seen:
+                seen.add(a)
+                eps.append(Endpoint(_fmt(a), ENDPOINT_LOCAL))
+        return eps
+
+    def _update_endpoints(self) -> None:
+        eps = self._compute_endpoints()
+        if eps != self._endpoints:
+            self._endpoints = eps
+            if self.on_endpoints_changed is not None:
+                try:
+                    self.on_endpoints_changed(list(eps))
+                except Exception:  # noqa: BLE001 - a callback bug must not kill magicsock
+                    self._log.exception("on_endpoints_changed failed")
+
+    async def _restun_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self._restun_interval)
+            if self.derp_map.regions:
+                await self.netcheck()
+
+    # ---- DERP -----------------------------------------------------------------------------
+
+    def _ensure_derp(self, region_id: int) -> DerpClient:
+        c = self._derps.get(region_id)
+        if c is not None:
+            return c
+        region = self.derp_map.regions.get(region_id)
+        if region is None:
+            raise KeyError(f"DERP region {region_id} not in map")
+        c = DerpClient(region, self._node, self._on_derp_event, use_http=self._use_http,
+                       logger=self._log, clock=self._clock, random=self._random)
+        self._derps[region_id] = c
+        if self._tg is not None:
+            self._derp_tasks[region_id] = self._tg.create_task(c.run(), name=f"derp-{region_id}")
+        return c
+
+    def _close_derp(self, region_id: int) -> None:
+        c = self._derps.pop(region_id, None)
+        if c is not None:
+            c.close()
+        t = self._derp_tasks.pop(region_id, None)
+        if t is not None:
+            t.cancel()
+
+    def _derp_send(self, region_id: int, dst: bytes, pkt: bytes) -> None:
+        if self._closed:
+            return
+        rid = region_id or self.home_derp
+        if not rid or rid not in self.derp_map.regions:
+            self.counters.derp_tx_dropped += 1
+            return
+        if self._ensure_derp(rid).send_packet(dst, pkt):
+            self.counters.derp_tx += 1
+        else:
+            self.counters.derp_tx_dropped += 1
+
+    def _on_derp_event(self, region_id: int, ev: dp.Event) -> None:
+        if isinstance(ev, dp.PacketReceived):
+            self.counters.derp_rx += 1
+            if dbox.looks_like_disco(ev.data):
+                self._handle_disco(ev.data, None, ev.src, region_id)
+                return
+            with self._lock:
+                p = self._peers.get(ev.src)
+                if p is not None:
+                    p.path.stats["rx_derp_packets"] += 1
+                    p.path.stats["rx_bytes"] += len(ev.data)
+            self.bind.deliver(ev.data, PeerEndpoint(ev.src))
+
+    # ---- send path (any thread) ---------------------------------------------------------------
+
+    def send_wireguard(self, dgrams: list[bytes], endpoint: object) -> None:
+        if self._closed:
+            return
+        if isinstance(endpoint, UdpEndpoint):
+            for d in dgrams:
+                self._udp_send(d, (str(endpoint.ip), endpoint.port))
+            return
+        nk = endpoint.node_key if isinstance(endpoint, PeerEndpoint) else None
+        now = self._clock()
+        actions = []
+        with self._lock:
+            p = self._peers.get(nk) if nk is not None else None
+            if p is None:
+                self.counters.send_no_peer += 1
+                return
+            path = p.path
+            udp, via_derp = path.addr_for_send(now)
+            noted = now - p.last_note >= NOTE_SEND_EVERY
+            if noted:
+                p.last_note = now
+                actions = path.note_send(now)
+            n = len(dgrams)
+            size = sum(len(d) for d in dgrams)
+            path.stats["tx_bytes"] += size
+            if udp is not None and not via_derp:
+                path.stats["tx_direct_packets"] += n
+            else:
+                path.stats["tx_derp_packets"] += n
+            region = p.cfg.home_derp
+        if udp is not None:
+            for d in dgrams:
+                self._udp_send(d, udp)
+        if via_derp and self._loop is not None:
+            for d in dgrams:
+                self._loop.call_soon_threadsafe(self._derp_send, region, nk, d)
+        if noted and self._loop is not None:
+            # also wakes the timer loop so a new heartbeat deadline is seen
+            self._loop.call_soon_threadsafe(self._do_actions, nk, actions)
+
+    def _udp_send(self, data: bytes, addr: AddrPort) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.sendto(data, addr)
+            self.counters.udp_tx += 1
+        except BlockingIOError:
+            self.counters.send_errors += 1
+        except OSError as e:
+            if e.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EPERM, errno.EINVAL,
+                               errno.ECONNREFUSED, errno.EBADF, errno.EADDRNOTAVAIL):
+                self._log.debug("udp send to %s: %s", _fmt(addr), e)
+            self.counters.send_errors += 1
+
+    # ---- receive path ---------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        sock = self._sock
+        buf = bytearray(65536)
+        mv = memoryview(buf)
+        loop = self._loop
+        while not self._closed:
+            try:
+                n, sa = sock.recvfrom_into(buf)
+            except OSError as e:
+                if self._closed or e.errno == errno.EBADF:
+                    return
+                continue  # ICMP errors surface as ECONNREFUSED etc.
+            if n == 0 and self._closed:
+                return
+            data = bytes(mv[:n])
+            addr = (sa[0], sa[1])
+            self.counters.udp_rx += 1
+            if stun.is_binding_response(data):
+                loop.call_soon_threadsafe(self._handle_stun, data)
+            elif dbox.looks_like_disco(data):
+                loop.call_soon_threadsafe(self._handle_disco, data, addr, None, 0)
+            else:
+                nk = self._addr_peer.get(addr)
+                if nk is None:
+                    self.counters.wg_unknown_src += 1
+                    self.bind.deliver(data, UdpEndpoint(ipaddress.ip_address(addr[0]), addr[1]))
+                    continue
+                with self._lock:
+                    p = self._peers.get(nk)
+                    if p is not None:
+                        p.path.stats["rx_direct_packets"] += 1
+                        p.path.stats["rx_bytes"] += n
+                self.bind.deliver(data, PeerEndpoint(nk))
+
+    def _handle_stun(self, data: bytes) -> None:
+        self.counters.stun_rx += 1
+        run = self._netcheck_run
+        if run is not None and run.handle_response(data, self._clock()) and run.done():
+            self._netcheck_done.set()
+
+    def _handle_disco(self, data: bytes, addr: AddrPort | None, derp_src: bytes | None, region: int) -> None:
+        """Disco from UDP (`addr`) or DERP (`derp_src` node key, `region`)."""
+        with self._lock:
+            known = set(self._by_disco)
+        got = self._disco.open(data, known=known.__contains__)
+        if got is None:
+            self.counters.disco_dropped += 1
+            return
+        self.counters.disco_rx += 1
+        sender, msg = got
+        now = self._clock()
+        actions = []
+        with self._lock:
+            nks = self._by_disco.get(sender, [])
+            if derp_src is not None:
+                # via DERP the node key is authenticated by the relay: it must match the netmap
+                if derp_src not in nks:
+                    self.counters.disco_dropped += 1
+                    return
+                nk = derp_src
+            elif isinstance(msg, Ping) and msg.node_key in nks:
+                nk = msg.node_key
+            elif len(nks) == 1:
+                nk = nks[0]
+            else:
+                self.counters.disco_dropped += 1
+                return
+            peer = self._peers[nk]
+            if isinstance(msg, Ping):
+                if addr is not None:
+                    peer.path.handle_ping_from(addr, now)
+                    self._addr_peer[addr] = nk
+            elif isinstance(msg, Pong):
+                if addr is None:
+                    return  # we only ping over UDP
+                if peer.path.handle_pong(msg.txid, addr, now):
+                    self._addr_peer[addr] = nk
+            elif isinstance(msg, CallMeMaybe):
+                if addr is not None:
+                    self.counters.cmm_via_udp_dropped += 1  # only valid via DERP
+                    return
+                eps = list(msg.endpoints)
+                for a in eps:
+                    self._addr_peer.setdefault(a, nk)
+                actions = peer.path.handle_call_me_maybe(eps, now)
+            region_for_peer = peer.cfg.home_derp or region
+        if isinstance(msg, Ping):
+            pong = Pong(txid=msg.txid, src=addr if addr is not None else (C.DERP_MAGIC_IP, region))
+            pkt = self._disco.seal(sender, pong)
+            self.counters.disco_tx += 1
+            if addr is not None:
+                self._udp_send(pkt, addr)
+            else:
+                self._derp_send(region or region_for_peer, nk, pkt)
+        self._do_actions(nk, actions)
+        self._kick()
+
+    # ---- actions / timers -----------------------------------------------------------------------
+
+    def _do_actions(self, nk: bytes, actions: list) -> None:
+        for a in actions:
+            self._do_action(nk, a)
+        self._kick()
+
+    def _do_action(self, nk: bytes, action) -> None:
+        p = self._peers.get(nk)
+        if p is None:
+            return
+        if isinstance(action, SendPing):
+            pkt = self._disco.seal(p.cfg.disco_key, Ping(txid=action.txid, node_key=self.node_public))
+            self.counters.disco_tx += 1
+            self._udp_send(pkt, action.addr)
+        elif isinstance(action, SendCallMeMaybe):
+            eps = tuple(parse_addrport(e.addr) for e in self.endpoints())
+            if not eps:
+                return
+            pkt = self._disco.seal(p.cfg.disco_key, CallMeMaybe(endpoints=eps))
+            self.counters.disco_tx += 1
+            self._derp_send(p.cfg.home_derp, nk, pkt)
+
+    def _kick(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _timer_loop(self) -> None:
+        while not self._closed:
+            now = self._clock()
+            due: list[tuple[bytes, list]] = []
+            nxt = None
+            with self._lock:
+                for nk, p in self._peers.items():
+                    t = p.path.get_timer()
+                    if t is not None and t <= now:
+                        acts = p.path.handle_timer(now)
+                        if acts:
+                            due.append((nk, acts))
+                        t = p.path.get_timer()
+                    if t is not None and (nxt is None or t < nxt):
+                        nxt = t
+            for nk, acts in due:
+                for a in acts:
+                    self._do_action(nk, a)
+            timeout = 5.0 if nxt is None else min(5.0, max(0.01, nxt - self._clock()))
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+
+def _interface_addrs() -> list[str]:
+    """Primary IPv4 address of each interface of this namespace (SIOCGIFADDR; no netlink needed)."""
+    import fcntl
+    import struct
+
+    SIOCGIFADDR = 0x8915
+    out = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _idx, name in socket.if_nameindex():
+            try:
+                res = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+            except OSError:
+                continue  # no IPv4 address
+            out.append(socket.inet_ntoa(res[20:24]))
+    return out

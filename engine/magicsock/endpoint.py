@@ -1,0 +1,338 @@
+"""Per-peer path state machine (sans-IO): DERP first, disco pings, direct upgrade, fallback.
+
+Theory of operation (mirrors tailscale's magicsock endpoint):
+
+  * Sending with no *trusted* direct address goes to DERP (and to the untrusted best address,
+    if any). It also starts a discovery round: a disco Ping to every candidate endpoint not
+    pinged within DISCO_PING_INTERVAL, plus one CallMeMaybe via DERP so the peer pings back
+    (simultaneous open through both NATs).
+  * A Pong makes its source a candidate with measured latency; the best one (lowest latency,
+    with small bonuses for private/loopback addresses) becomes `best_addr`, trusted until
+    now + TRUST_UDP_ADDR_DURATION. Trusted -> send only over UDP.
+  * While data flows (SESSION_ACTIVE_TIMEOUT), heartbeat-ping best_addr every
+    HEARTBEAT_INTERVAL; each pong renews trust. No pongs -> trust lapses -> DERP again, and
+    discovery continues every DISCO_PING_INTERVAL until a path answers again.
+  * Every UPGRADE_INTERVAL a full round looks for something better if latency > 5 ms.
+
+Inputs carry `now`; outputs are Action values the adapter performs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from engine.magicsock import constants as C
+
+AddrPort = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class SendPing:
+    """Send a disco Ping with `txid` to `addr` over UDP."""
+
+    addr: AddrPort
+    txid: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendCallMeMaybe:
+    """Send our endpoints to the peer as a CallMeMaybe via DERP."""
+
+
+Action = SendPing | SendCallMeMaybe
+
+
+@dataclass
+class Candidate:
+    addr: AddrPort
+    source: str  # "netmap", "cmm" (CallMeMaybe) or "ping" (peer pinged us from it)
+    last_ping: float | None = None
+    last_pong: float | None = None
+    latency: float | None = None
+    last_heard: float = 0.0
+
+
+@dataclass
+class PathStatus:
+    """Snapshot of one peer's path, for status APIs."""
+
+    path: str  # "direct" or "derp"
+    addr: str  # "ip:port" of the direct path ("" when on DERP)
+    derp_region: int
+    latency_ms: float | None
+    last_pong_age: float | None
+    best_addr: str
+    trusted_for: float
+    candidates: list[str]
+    pings_sent: int
+    pongs_received: int
+    direct_since: float | None
+    tx_direct_packets: int = 0
+    tx_derp_packets: int = 0
+    rx_direct_packets: int = 0
+    rx_derp_packets: int = 0
+    tx_bytes: int = 0
+    rx_bytes: int = 0
+
+
+def _fmt(a: AddrPort) -> str:
+    return f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}"
+
+
+def addr_points(addr: AddrPort) -> int:
+    """Static preference bonus for an address class (betterAddr): loopback > link-local > private."""
+    ip = ipaddress.ip_address(addr[0])
+    pts = 0
+    if ip.is_loopback:
+        pts += 50
+    elif ip.is_link_local:
+        pts += 30
+    elif ip.is_private:
+        pts += 20
+    if ip.version == 6:
+        pts += 10
+    return pts
+
+
+def better_addr(new: AddrPort, new_lat: float, cur: AddrPort | None, cur_lat: float | None) -> bool:
+    """Is `new` (with latency) better than `cur`? Latency improvement in %, plus class bonuses."""
+    if cur is None or cur_lat is None:
+        return True
+    if new == cur:
+        return False
+    new_pts = addr_points(new)
+    cur_pts = addr_points(cur)
+    if new_lat < cur_lat and cur_lat > 0:
+        new_pts += int(100 - new_lat * 100 / cur_lat)
+    elif cur_lat < new_lat and new_lat > 0:
+        cur_pts += int(100 - cur_lat * 100 / new_lat)
+    # hysteresis: a bare 1-point latency win does not switch paths
+    if new_pts == 1 and cur_pts == 0:
+        return False
+    return new_pts > cur_pts
+
+
+@dataclass
+class PeerPath:
+    """Path selection for one peer; all methods are pure functions of their inputs and `now`."""
+
+    node_key: bytes
+    disco_key: bytes
+    random: Callable[[int], bytes]
+    home_derp: int = 0
+    candidates: dict[AddrPort, Candidate] = field(default_factory=dict)
+    pending: dict[bytes, tuple[AddrPort, float]] = field(default_factory=dict)
+    best_addr: AddrPort | None = None
+    best_latency: float | None = None
+    trust_until: float = 0.0
+    last_send: float | None = None
+    last_full_ping: float | None = None
+    last_call_me_maybe: float | None = None
+    next_heartbeat: float | None = None
+    direct_since: float | None = None
+    idle: bool = True  # no session: no heartbeat/session timers armed
+    pings_sent: int = 0
+    pongs_received: int = 0
+    stats: dict[str, int] = field(default_factory=lambda: {
+        "tx_direct_packets": 0, "tx_derp_packets": 0, "rx_direct_packets": 0,
+        "rx_derp_packets": 0, "tx_bytes": 0, "rx_bytes": 0,
+    })
+
+    # ---- configuration ------------------------------------------------------------------
+
+    def set_netmap_endpoints(self, endpoints: Iterable[AddrPort], now: float) -> list[Action]:
+        """Endpoints from control. New ones are pinged at once if a session is active."""
+        wanted = {(str(ipaddress.ip_address(a)), int(p)) for a, p in endpoints}
+        new = False
+        for addr in wanted:
+            if addr not in self.candidates:
+                self.candidates[addr] = Candidate(addr=addr, source="netmap", last_heard=now)
+                new = True
+        for addr in [a for a, c in self.candidates.items() if c.source == "netmap" and a not in wanted]:
+            if addr != self.best_addr:
+                del self.candidates[addr]
+        if new and self._session_active(now):
+            return self._discovery(now, force=False)
+        return []
+
+    # ---- data path ----------------------------------------------------------------------
+
+    def trusted(self, now: float) -> bool:
+        return self.best_addr is not None and now < self.trust_until
+
+    def addr_for_send(self, now: float) -> tuple[AddrPort | None, bool]:
+        """(udp address or None, also_via_derp)."""
+        if self.trusted(now):
+            return self.best_addr, False
+        return self.best_addr, True
+
+    def note_send(self, now: float) -> list[Action]:
+        """Outbound data for this peer: starts discovery if we have no trusted direct path."""
+        first = not self._session_active(now)
+        self.last_send = now
+        self.idle = False
+        if self.trusted(now):
+            if first or self.next_heartbeat is None:
+                self.next_heartbeat = now + C.HEARTBEAT_INTERVAL
+            return []
+        return self._discovery(now, force=False)
+
+    def note_recv(self, addr: AddrPort | None, now: float) -> None:
+        """Inbound WireGuard data from `addr` (None = via DERP); keeps candidates fresh."""
+        if addr is not None and addr in self.candidates:
+            self.candidates[addr].last_heard = now
+
+    # ---- disco input --------------------------------------------------------------------
+
+    def handle_ping_from(self, addr: AddrPort, now: float) -> None:
+        """The peer pinged us over UDP from `addr`: it becomes a candidate (NAT-mapped source)."""
+        c = self.candidates.get(addr)
+        if c is None:
+            self.candidates[addr] = Candidate(addr=addr, source="ping", last_heard=now)
+        else:
+            c.last_heard = now
+
+    def handle_call_me_maybe(self, endpoints: Iterable[AddrPort], now: float) -> list[Action]:
+        """Peer asked us (via DERP) to ping its endpoints now: the simultaneous-open punch."""
+        for addr in endpoints:
+            addr = (str(ipaddress.ip_address(addr[0])), int(addr[1]))
+            c = self.candidates.get(addr)
+            if c is None:
+                self.candidates[addr] = Candidate(addr=addr, source="cmm", last_heard=now)
+            else:
+                c.last_heard = now
+                c.last_ping = None
+        out: list[Action] = []
+        for c in self.candidates.values():
+            out.append(self._ping(c, now))
+        return out
+
+    def handle_pong(self, txid: bytes, src: AddrPort, now: float) -> bool:
+        """A Pong arrived over UDP from `src`; returns True if it matched a ping of ours."""
+        pend = self.pending.pop(txid, None)
+        if pend is None:
+            return False
+        addr, sent = pend
+        if addr != src:
+            # answered from another address than we pinged (e.g. NAT rewrote); trust the source
+            addr = src
+        latency = max(0.0, now - sent)
+        self.pongs_received += 1
+        c = self.candidates.get(addr)
+        if c is None:
+            c = self.candidates[addr] = Candidate(addr=addr, source="ping")
+        c.last_pong = now
+        c.latency = latency
+        c.last_heard = now
+        if addr == self.best_addr:
+            self.best_latency = latency
+            if not self.trusted(now):
+                self.direct_since = now
+            self.trust_until = now + C.TRUST_UDP_ADDR_DURATION
+        elif better_addr(addr, latency, self.best_addr if self.trusted(now) else None, self.best_latency):
+            self.best_addr = addr
+            self.best_latency = latency
+            self.trust_until = now + C.TRUST_UDP_ADDR_DURATION
+            self.direct_since = now
+        if self.trusted(now) and self.next_heartbeat is None and self._session_active(now):
+            self.next_heartbeat = now + C.HEARTBEAT_INTERVAL
+        return True
+
+    # ---- timers -------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        ts = [sent + C.PING_TIMEOUT for _, sent in self.pending.values()]
+        if self.last_send is not None and not self.idle:
+            if self.next_heartbeat is not None:
+                ts.append(self.next_heartbeat)
+            elif self.best_addr is not None and self.trust_until:
+                ts.append(self.trust_until)
+            ts.append(self.last_send + C.SESSION_ACTIVE_TIMEOUT)
+        return min(ts) if ts else None
+
+    def handle_timer(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        for txid, (addr, sent) in list(self.pending.items()):
+            if now >= sent + C.PING_TIMEOUT:
+                del self.pending[txid]
+                if addr == self.best_addr and not self.trusted(now):
+                    # our (already untrusted) best path did not answer: forget it
+                    self.best_addr = None
+                    self.best_latency = None
+                    self.direct_since = None
+        if not self._session_active(now):
+            self.next_heartbeat = None
+            self.idle = True
+            return out
+        if self.next_heartbeat is not None and now >= self.next_heartbeat:
+            self.next_heartbeat = now + C.HEARTBEAT_INTERVAL
+            if not self.trusted(now):
+                out += self._discovery(now, force=False)
+            elif (
+                self.best_latency is not None
+                and self.best_latency > C.GOOD_ENOUGH_LATENCY
+                and (self.last_full_ping is None or now - self.last_full_ping >= C.UPGRADE_INTERVAL)
+            ):
+                out += self._discovery(now, force=True)
+            else:
+                out.append(self._ping(self.candidates[self.best_addr], now))
+        elif self.next_heartbeat is None:
+            self.next_heartbeat = now + C.HEARTBEAT_INTERVAL
+            if not self.trusted(now):
+                out += self._discovery(now, force=False)
+        return out
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _session_active(self, now: float) -> bool:
+        return self.last_send is not None and now - self.last_send < C.SESSION_ACTIVE_TIMEOUT
+
+    def _ping(self, c: Candidate, now: float) -> SendPing:
+        txid = self.random(12)
+        c.last_ping = now
+        self.pending[txid] = (c.addr, now)
+        self.pings_sent += 1
+        return SendPing(addr=c.addr, txid=txid)
+
+    def _discovery(self, now: float, force: bool) -> list[Action]:
+        """Ping every candidate not pinged within DISCO_PING_INTERVAL; CallMeMaybe once per round."""
+        self._expire_candidates(now)
+        out: list[Action] = []
+        for c in self.candidates.values():
+            if force or c.last_ping is None or now - c.last_ping >= C.DISCO_PING_INTERVAL:
+                out.append(self._ping(c, now))
+        if out:
+            self.last_full_ping = now
+        if self.last_call_me_maybe is None or now - self.last_call_me_maybe >= C.DISCO_PING_INTERVAL:
+            if not self.trusted(now):
+                self.last_call_me_maybe = now
+                out.append(SendCallMeMaybe())
+        return out
+
+    def _expire_candidates(self, now: float) -> None:
+        for addr, c in list(self.candidates.items()):
+            if c.source != "netmap" and addr != self.best_addr and now - c.last_heard > C.CANDIDATE_EXPIRY:
+                del self.candidates[addr]
+
+    def status(self, now: float) -> PathStatus:
+        trusted = self.trusted(now)
+        last_pong = None
+        if self.best_addr is not None and self.best_addr in self.candidates:
+            lp = self.candidates[self.best_addr].last_pong
+            last_pong = None if lp is None else now - lp
+        return PathStatus(
+            path="direct" if trusted else "derp",
+            addr=_fmt(self.best_addr) if trusted and self.best_addr else "",
+            derp_region=self.home_derp,
+            latency_ms=None if self.best_latency is None or not trusted else round(self.best_latency * 1000, 3),
+            last_pong_age=last_pong,
+            best_addr=_fmt(self.best_addr) if self.best_addr else "",
+            trusted_for=max(0.0, self.trust_until - now),
+            candidates=sorted(_fmt(a) for a in self.candidates),
+            pings_sent=self.pings_sent,
+            pongs_received=self.pongs_received,
+            direct_since=self.direct_since if trusted else None,
+            **self.stats,
+        )

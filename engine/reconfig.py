@@ -1,0 +1,238 @@
+"""Pure functions NetworkMap -> (WgConfig, RouterConfig), and diffs against the last applied config.
+
+Peer rules (after tailscale wgengine/wgcfg/nmcfg): expired peers are skipped; AllowedIPs
+(None = Addresses) keep /0 routes only for the selected exit node and subnet routes only
+with ``accept_routes``; the peer's own addresses are always kept. Until magicsock exists,
+the WireGuard endpoint is chosen directly from the peer's Endpoints (``pick_endpoint``).
+
+Reconfiguration is declarative: ``diff_wg(old, new)`` returns ``NO_CHANGES`` when equal,
+applying the empty config restores everything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from engine.keys import DiscoPublic, NodePublic
+from engine.netmap import NetworkMap, PeerDelta
+from engine.tailcfg import Node
+
+CGNAT_V4 = ipaddress.ip_network("100.64.0.0/10")
+TAILSCALE_ULA_V6 = ipaddress.ip_network("fd7a:115c:a1e0::/48")
+
+
+class _NoChanges:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_CHANGES"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+NO_CHANGES = _NoChanges()
+
+
+@dataclass(frozen=True, slots=True)
+class WgPeer:
+    public_key: NodePublic
+    allowed_ips: tuple[str, ...]  # canonical CIDR text, sorted
+    endpoint: str | None  # chosen "ip:port" (None = unknown)
+    endpoints: tuple[str, ...] = ()
+    disco_key: DiscoPublic | None = None
+    home_derp: int = 0
+    node_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WgConfig:
+    """Peers by public key; ``ids`` maps node ID -> public key for incremental updates."""
+
+    peers: Mapping[NodePublic, WgPeer] = field(default_factory=lambda: MappingProxyType({}))
+    ids: Mapping[int, NodePublic] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WgConfig) and dict(self.peers) == dict(other.peers)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    local_addrs: tuple[str, ...] = ()  # CIDR on the TUN (e.g. 100.64.0.1/32)
+    routes: tuple[str, ...] = ()  # CIDRs routed into the TUN
+
+    def is_empty(self) -> bool:
+        return not self.local_addrs and not self.routes
+
+
+@dataclass(frozen=True, slots=True)
+class WgDiff:
+    upsert: tuple[WgPeer, ...]
+    remove: tuple[NodePublic, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReconfigOptions:
+    exit_node_id: int | None = None
+    accept_routes: bool = False
+    prefer_v6: bool = False
+
+
+def _canon(cidr: str) -> str | None:
+    try:
+        return str(ipaddress.ip_network(cidr, strict=False))
+    except ValueError:
+        return None
+
+
+def _is_default(net: str) -> bool:
+    return net in ("0.0.0.0/0", "::/0")
+
+
+def pick_endpoint(endpoints: tuple[str, ...] | None, *, prefer_v6: bool = False) -> str | None:
+    """First usable endpoint: IPv4 (or v6 if preferred) before the other family; no loopback/link-local."""
+    if not endpoints:
+        return None
+    best: list[tuple[int, int, str]] = []
+    for i, ep in enumerate(endpoints):
+        host, _, port = ep.rpartition(":")
+        host = host.strip("[]")
+        try:
+            ip = ipaddress.ip_address(host)
+            int(port)
+        except ValueError:
+            continue
+        if ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+            continue
+        fam_rank = 0 if (ip.version == 6) == prefer_v6 else 1
+        best.append((fam_rank, i, ep))
+    if not best:
+        return None
+    return min(best)[2]
+
+
+def peer_config(n: Node, opts: ReconfigOptions, now_unix: float | None = None) -> WgPeer | None:
+    """The WireGuard peer for one Node, or None if it must be skipped."""
+    if n.key.is_zero() or n.expired:
+        return None
+    addrs = {c for c in (_canon(a) for a in n.addresses) if c}
+    allowed = []
+    for a in n.effective_allowed_ips():
+        c = _canon(a)
+        if c is None:
+            continue
+        if c in addrs:
+            allowed.append(c)
+        elif _is_default(c):
+            if opts.exit_node_id is not None and n.id == opts.exit_node_id:
+                allowed.append(c)
+        elif opts.accept_routes:
+            allowed.append(c)
+    return WgPeer(
+        public_key=n.key,
+        allowed_ips=tuple(sorted(set(allowed))),
+        endpoint=pick_endpoint(n.endpoints, prefer_v6=opts.prefer_v6),
+        endpoints=tuple(n.endpoints or ()),
+        disco_key=n.disco_key,
+        home_derp=n.effective_home_derp(),
+        node_id=n.id,
+    )
+
+
+def wg_config(nm: NetworkMap | None, opts: ReconfigOptions = ReconfigOptions(),
+              prev: WgConfig | None = None) -> WgConfig:
+    """WgConfig for ``nm``. With ``prev`` and a non-full delta, only changed peers are recomputed."""
+    if nm is None:
+        return WgConfig()
+    delta: PeerDelta = nm.delta
+    if prev is not None and not delta.full:
+        peers = dict(prev.peers)
+        ids = dict(prev.ids)
+        for pid in delta.removed | delta.changed:
+            old = ids.pop(pid, None)
+            if old is not None:
+                peers.pop(old, None)
+        for pid in delta.changed:
+            n = nm.peers.get(pid)
+            if n is None:
+                continue
+            pc = peer_config(n, opts)
+            if pc is not None:
+                peers[pc.public_key] = pc
+                ids[pid] = pc.public_key
+        return WgConfig(MappingProxyType(peers), MappingProxyType(ids))
+    peers = {}
+    ids = {}
+    for pid, n in nm.peers.items():
+        pc = peer_config(n, opts)
+        if pc is not None:
+            peers[pc.public_key] = pc
+            ids[pid] = pc.public_key
+    return WgConfig(MappingProxyType(peers), MappingProxyType(ids))
+
+
+def router_config(nm: NetworkMap | None, wg: WgConfig | None = None) -> RouterConfig:
+    """Local addresses from the self node (Tailscale ranges only) and routes for all peers' allowed IPs."""
+    if nm is None or nm.self_node is None:
+        return RouterConfig()
+    local = []
+    for a in nm.self_node.addresses:
+        try:
+            iface = ipaddress.ip_interface(a)
+        except ValueError:
+            continue
+        if iface.ip in CGNAT_V4 or iface.ip in TAILSCALE_ULA_V6:
+            local.append(str(iface))
+    own = {str(ipaddress.ip_interface(a).network) for a in local}
+    wg = wg if wg is not None else wg_config(nm)
+    routes = set()
+    for p in wg.peers.values():
+        routes.update(p.allowed_ips)
+    routes -= own
+    return RouterConfig(local_addrs=tuple(sorted(local)), routes=tuple(sorted(routes)))
+
+
+def diff_wg(old: WgConfig | None, new: WgConfig, hint: PeerDelta | None = None) -> WgDiff | _NoChanges:
+    """Peers to upsert/remove to go from ``old`` to ``new``; NO_CHANGES if equal.
+
+    With a non-full ``hint`` only the hinted node IDs are compared (O(delta)).
+    """
+    old_peers = old.peers if old is not None else {}
+    if hint is not None and not hint.full and old is not None:
+        keys: set[NodePublic] = set()
+        for pid in hint.changed | hint.removed:
+            for m in (old.ids, new.ids):
+                k = m.get(pid)
+                if k is not None:
+                    keys.add(k)
+    else:
+        keys = set(old_peers) | set(new.peers)
+    upsert = []
+    remove = []
+    for k in keys:
+        a, b = old_peers.get(k), new.peers.get(k)
+        if b is None:
+            if a is not None:
+                remove.append(k)
+        elif a != b:
+            upsert.append(b)
+    if not upsert and not remove:
+        return NO_CHANGES
+    upsert.sort(key=lambda p: p.node_id)
+    remove.sort(key=lambda k: k.raw)
+    return WgDiff(tuple(upsert), tuple(remove))
+
+
+def diff_router(old: RouterConfig | None, new: RouterConfig) -> RouterConfig | _NoChanges:
+    return NO_CHANGES if old == new else new
+
+
+__all__ = [
+    "WgPeer", "WgConfig", "RouterConfig", "WgDiff", "ReconfigOptions", "NO_CHANGES", "wg_config",
+    "router_config", "diff_wg", "diff_router", "pick_endpoint", "peer_config",
+]

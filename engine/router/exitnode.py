@@ -1,0 +1,332 @@
+"""Using an exit node on Linux: table 52 default routes via the TUN, fwmark policy rules, LAN throw routes.
+
+Layout (tailscale's, see docs reference §11), for IPv4 and IPv6:
+
+    ip rule 5210  fwmark 0x80000/0xff0000 -> lookup main      our own sockets (SO_MARK) bypass
+    ip rule 5230  fwmark 0x80000/0xff0000 -> lookup default
+    ip rule 5250  fwmark 0x80000/0xff0000 -> unreachable      ... and never fall into table 52
+    ip rule 5270                          -> lookup 52        everything else sees table 52 first
+    table 52: default dev <tun>;  throw <lan prefix> (allow-LAN: LAN stays on main)
+
+`ExitRouter.set(cfg)` is idempotent; `set(None)` removes exactly what it installed, so
+`ip rule` / `ip route show table all` dumps compare equal to before. What was installed is
+journaled under the journal dir so `cleanup_leftovers()` at the next start also removes
+what a SIGKILLed helper left behind.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import shlex
+import socket
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence
+
+BYPASS_MARK = 0x80000  # SO_MARK on the helper's own sockets (UDP, DERP, control)
+SUBNET_ROUTE_MARK = 0x40000  # packets forwarded from the TUN (see nft.py)
+MARK_MASK = 0xFF0000
+ROUTE_TABLE = 52
+PRIO_BYPASS_MAIN = 5210
+PRIO_BYPASS_DEFAULT = 5230
+PRIO_BYPASS_UNREACHABLE = 5250
+PRIO_TABLE = 5270
+RULE_PRIORITIES = (PRIO_BYPASS_MAIN, PRIO_BYPASS_DEFAULT, PRIO_BYPASS_UNREACHABLE, PRIO_TABLE)
+SO_MARK = getattr(socket, "SO_MARK", 36)  # linux/socket.h
+DEFAULT_JOURNAL_DIR = Path("/run/meshvpn")
+JOURNAL_NAME = "exitnode.json"
+
+_FWMARK = f"{BYPASS_MARK:#x}/{MARK_MASK:#x}"
+
+
+class RouterError(RuntimeError):
+    """An OS routing command failed (message carries the command and its stderr)."""
+
+
+class Runner(Protocol):
+    """Runs a command (argv) and returns stdout; raises RouterError on failure when check."""
+
+    def __call__(self, argv: Sequence[str], *, input: str | None = None, check: bool = True) -> str: ...
+
+
+def system_runner(argv: Sequence[str], *, input: str | None = None, check: bool = True) -> str:
+    """Run a command in this process's namespace."""
+    p = subprocess.run(list(argv), capture_output=True, text=True, input=input, timeout=30)
+    if check and p.returncode != 0:
+        raise RouterError(f"{shlex.join(argv)} -> rc={p.returncode}: {p.stderr.strip()}")
+    return p.stdout
+
+
+def netns_runner(ns: str) -> Runner:
+    """A runner executing inside network namespace `ns` (tests, or a helper managing a namespace)."""
+
+    def run(argv: Sequence[str], *, input: str | None = None, check: bool = True) -> str:
+        return system_runner(["ip", "netns", "exec", ns, *argv], input=input, check=check)
+
+    return run
+
+
+def mark_socket(sock: socket.socket) -> None:
+    """Mark one of the helper's own sockets so its traffic bypasses table 52 (never loops into the tunnel)."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_MARK, BYPASS_MARK)
+
+
+@dataclass(frozen=True, slots=True)
+class ExitRouteConfig:
+    """Route all traffic through the TUN (the exit node's peer is behind it in WireGuard)."""
+
+    tun: str
+    allow_lan: bool = False
+    # Prefixes kept off the tunnel with allow_lan; None = the directly connected (link-scope)
+    # networks of the main table at set() time.
+    lan_prefixes: tuple[str, ...] | None = None
+    ipv6: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """One `ip rule` (family 4 or 6)."""
+
+    family: int
+    priority: int
+    fwmark: str | None  # "0x80000/0xff0000" or None
+    action: str  # "main", "default", "52" (lookup) or "unreachable"
+
+    def add_argv(self) -> list[str]:
+        argv = ["ip", f"-{self.family}", "rule", "add", "pref", str(self.priority)]
+        if self.fwmark:
+            argv += ["fwmark", self.fwmark]
+        argv += ["unreachable"] if self.action == "unreachable" else ["table", self.action]
+        return argv
+
+    def del_argv(self) -> list[str]:
+        return ["ip", f"-{self.family}", "rule", "del", "pref", str(self.priority)]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """One route in table 52: `default dev <tun>` or `throw <prefix>`."""
+
+    family: int
+    kind: str  # "dev" or "throw"
+    dst: str
+    dev: str = ""
+
+    def replace_argv(self) -> list[str]:
+        if self.kind == "throw":
+            return ["ip", f"-{self.family}", "route", "replace", "throw", self.dst, "table", str(ROUTE_TABLE)]
+        return ["ip", f"-{self.family}", "route", "replace", self.dst, "dev", self.dev, "table", str(ROUTE_TABLE)]
+
+    def del_argv(self) -> list[str]:
+        argv = ["ip", f"-{self.family}", "route", "del"]
+        argv += ["throw", self.dst] if self.kind == "throw" else [self.dst, "dev", self.dev]
+        return argv + ["table", str(ROUTE_TABLE)]
+
+
+def desired_rules(families: Iterable[int]) -> list[RuleSpec]:
+    """The four policy rules per family (pure)."""
+    out = []
+    for fam in families:
+        out += [
+            RuleSpec(fam, PRIO_BYPASS_MAIN, _FWMARK, "main"),
+            RuleSpec(fam, PRIO_BYPASS_DEFAULT, _FWMARK, "default"),
+            RuleSpec(fam, PRIO_BYPASS_UNREACHABLE, _FWMARK, "unreachable"),
+            RuleSpec(fam, PRIO_TABLE, None, str(ROUTE_TABLE)),
+        ]
+    return out
+
+
+def desired_routes(cfg: ExitRouteConfig, lan_prefixes: Sequence[str]) -> list[RouteSpec]:
+    """Table-52 routes for `cfg` (pure): defaults via the TUN and, with allow_lan, throw routes."""
+    fams = (4, 6) if cfg.ipv6 else (4,)
+    out = [RouteSpec(f, "dev", "default", cfg.tun) for f in fams]
+    if cfg.allow_lan:
+        for p in lan_prefixes:
+            net = ipaddress.ip_network(p, strict=False)
+            if net.version in fams and net.prefixlen > 0:
+                out.append(RouteSpec(net.version, "throw", str(net)))
+    return out
+
+
+@dataclass
+class _Journal:
+    rules: list[dict] = field(default_factory=list)
+    routes: list[dict] = field(default_factory=list)
+
+
+class ExitRouter:
+    """Applies ExitRouteConfig to the OS (via `ip`), idempotently and journaled."""
+
+    def __init__(
+        self,
+        runner: Runner = system_runner,
+        journal_dir: Path = DEFAULT_JOURNAL_DIR,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
+        self._run = runner
+        self._journal_path = Path(journal_dir) / JOURNAL_NAME
+        self._log = logger or logging.getLogger("meshvpn.router.exitnode")
+        self._current: ExitRouteConfig | None = None
+        self._rules: list[RuleSpec] = []
+        self._routes: list[RouteSpec] = []
+
+    # -- queries --------------------------------------------------------------------------
+    def _json(self, argv: list[str]) -> list[dict]:
+        out = self._run(argv, check=False)
+        try:
+            return json.loads(out) if out.strip() else []
+        except json.JSONDecodeError:
+            return []
+
+    def _have_ipv6(self) -> bool:
+        return bool(self._run(["sh", "-c", "cat /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null"],
+                              check=False).strip() == "0")
+
+    def _rule_present(self, r: RuleSpec) -> bool:
+        for e in self._json(["ip", f"-{r.family}", "-j", "rule", "show"]):
+            if e.get("priority") == r.priority and self._rule_matches(e, r):
+                return True
+        return False
+
+    @staticmethod
+    def _rule_matches(e: dict, r: RuleSpec) -> bool:
+        mark = f"{e['fwmark']}/{e.get('fwmask', '0xffffffff')}" if "fwmark" in e else None
+        if mark != r.fwmark:
+            return False
+        if r.action == "unreachable":
+            return e.get("action") == "unreachable"
+        return str(e.get("table")) == r.action and "action" not in e
+
+    def detect_lan_prefixes(self, tun: str) -> list[str]:
+        """Directly connected networks (main table, link scope) not on the TUN, IPv4 and IPv6."""
+        out: list[str] = []
+        for fam in (4, 6):
+            for e in self._json(["ip", f"-{fam}", "-j", "route", "show", "table", "main"]):
+                dst, dev = e.get("dst", ""), e.get("dev", "")
+                if not dst or dst == "default" or dev == tun or e.get("type", "unicast") != "unicast":
+                    continue
+                if fam == 4 and e.get("scope") != "link":
+                    continue
+                if fam == 6 and (e.get("protocol") != "kernel" or dst.startswith("fe80:")):
+                    continue
+                if "/" not in dst:
+                    dst += "/32" if fam == 4 else "/128"
+                out.append(dst)
+        return out
+
+    # -- apply ----------------------------------------------------------------------------
+    def set(self, cfg: ExitRouteConfig | None) -> None:
+        """Make the OS match `cfg` (None = no exit node: remove everything we installed)."""
+        if cfg is None:
+            self._remove_all()
+            return
+        v6 = cfg.ipv6 and self._have_ipv6()
+        if v6 != cfg.ipv6:
+            cfg = ExitRouteConfig(cfg.tun, cfg.allow_lan, cfg.lan_prefixes, ipv6=False)
+        lan = list(cfg.lan_prefixes) if cfg.lan_prefixes is not None else (
+            self.detect_lan_prefixes(cfg.tun) if cfg.allow_lan else [])
+        rules = desired_rules((4, 6) if cfg.ipv6 else (4,))
+        routes = desired_routes(cfg, lan)
+        # Journal first (union with what is there), so a crash mid-way can still be undone.
+        self._write_journal(set(self._rules) | set(rules), set(self._routes) | set(routes))
+        # Routes before rules: once rule 5270 exists, table 52 must already be right.
+        for rt in self._routes:
+            if rt not in routes:
+                self._run(rt.del_argv(), check=False)
+        for rt in routes:
+            self._run(rt.replace_argv())
+        for r in rules:
+            if not self._rule_present(r):
+                self._run(r.add_argv())
+        for r in self._rules:
+            if r not in rules:
+                self._del_rule(r)
+        self._rules, self._routes, self._current = rules, routes, cfg
+        self._write_journal(rules, routes)
+        self._log.info("exit routing on via %s (allow_lan=%s, %d throw routes)", cfg.tun, cfg.allow_lan,
+                       sum(1 for r in routes if r.kind == "throw"))
+
+    def _del_rule(self, r: RuleSpec) -> None:
+        # Delete by full selector so a foreign rule at the same priority is left alone.
+        argv = ["ip", f"-{r.family}", "rule", "del", "pref", str(r.priority)]
+        if r.fwmark:
+            argv += ["fwmark", r.fwmark]
+        argv += ["unreachable"] if r.action == "unreachable" else ["table", r.action]
+        for _ in range(8):  # duplicates from older crashes
+            if not self._rule_present(r):
+                break
+            self._run(argv, check=False)
+
+    def _remove_all(self) -> None:
+        for r in self._rules:
+            self._del_rule(r)
+        for rt in self._routes:
+            self._run(rt.del_argv(), check=False)
+        if self._rules or self._routes:
+            self._log.info("exit routing off")
+        self._rules, self._routes, self._current = [], [], None
+        self._journal_path.unlink(missing_ok=True)
+
+    # -- leftovers ------------------------------------------------------------------------
+    def find_leftovers(self) -> tuple[list[RuleSpec], list[RouteSpec]]:
+        """Our rules (priorities 5210-5270 with our selectors) and default/throw routes in table 52."""
+        rules: list[RuleSpec] = []
+        routes: list[RouteSpec] = []
+        fams = (4, 6) if self._have_ipv6() else (4,)
+        for fam in fams:
+            present = self._json(["ip", f"-{fam}", "-j", "rule", "show"])
+            for want in desired_rules((fam,)):
+                if any(e.get("priority") == want.priority and self._rule_matches(e, want) for e in present):
+                    rules.append(want)
+            for e in self._json(["ip", f"-{fam}", "-j", "route", "show", "table", str(ROUTE_TABLE)]):
+                if e.get("type") == "throw":
+                    routes.append(RouteSpec(fam, "throw", self._norm_dst(e.get("dst", ""), fam)))
+                elif e.get("dst") == "default" and e.get("dev"):
+                    routes.append(RouteSpec(fam, "dev", "default", e["dev"]))
+        return rules, routes
+
+    @staticmethod
+    def _norm_dst(dst: str, fam: int) -> str:
+        if "/" not in dst and dst != "default":
+            dst += "/32" if fam == 4 else "/128"
+        return dst
+
+    def cleanup_leftovers(self, *, keep_rules: bool = False) -> list[str]:
+        """At start: remove what a previous (crashed) run installed; returns a description of it."""
+        removed: list[str] = []
+        journal = self._read_journal()
+        rules, routes = self.find_leftovers()
+        if journal is not None:
+            rules = list({*rules, *[RuleSpec(**d) for d in journal.rules]})
+            routes = list({*routes, *[RouteSpec(**d) for d in journal.routes]})
+        for rt in routes:
+            self._run(rt.del_argv(), check=False)
+            removed.append(" ".join(rt.del_argv()[3:]))
+        if not keep_rules:
+            for r in rules:
+                if self._rule_present(r):
+                    self._del_rule(r)
+                    removed.append(" ".join(r.add_argv()[3:]))
+        self._journal_path.unlink(missing_ok=True)
+        if removed:
+            self._log.warning("removed leftovers of a previous run: %s", "; ".join(removed))
+        return removed
+
+    # -- journal --------------------------------------------------------------------------
+    def _write_journal(self, rules: Iterable[RuleSpec], routes: Iterable[RouteSpec]) -> None:
+        j = _Journal([asdict(r) for r in rules], [asdict(r) for r in routes])
+        self._journal_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self._journal_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(j)))
+        os.replace(tmp, self._journal_path)
+
+    def _read_journal(self) -> _Journal | None:
+        try:
+            d = json.loads(self._journal_path.read_text())
+            return _Journal(d.get("rules", []), d.get("routes", []))
+        except (OSError, ValueError, TypeError):
+            return None

@@ -1,0 +1,147 @@
+"""`mesh-helper serve`: the privileged helper daemon (LocalAPI on a Unix socket + IPN backend + engine).
+
+Start-up:   parse flags → recover leftovers of a crashed run (hygiene journal) → engine → backend
+            → LocalAPI socket → sd_notify READY=1
+Shut-down (SIGTERM/SIGINT, or POST /localapi/v0/shutdown by root), reverse order via AsyncExitStack:
+            stop accepting + end watchers → backend (engine.stop: data plane, router/DNS restore,
+            TUN close) → engine.aclose → revert anything still journaled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from engine.hygiene import DEFAULT_JOURNAL, Change, Journal
+from engine.ipn.backend import Backend
+from engine.ipn.engine_api import EngineConfig, NodeEngine
+from engine.ipn.store import FileStore, MemoryStore, StoreError
+from engine.localapi.auth import Authorizer, Operator
+from engine.localapi.client import DEFAULT_SOCKET
+from engine.localapi.server import LocalAPIServer, SocketInUse, SocketPathError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_IN_USE = 0, 1, 2, 3
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="mesh-helper serve", description="Run the meshvpn privileged helper (LocalAPI daemon).")
+    p.add_argument("--socket", default=os.environ.get("MESHVPN_SOCKET", DEFAULT_SOCKET), help="LocalAPI Unix socket path")
+    p.add_argument("--operator", default="", metavar="USER|:GROUP",
+                   help="user (or :group) allowed to change settings without root")
+    p.add_argument("--state", default="", metavar="FILE",
+                   help="headless mode: keep prefs AND private keys in this root-only (0600) file")
+    p.add_argument("--tun", default="meshvpn0", metavar="NAME", help="TUN interface name")
+    p.add_argument("--journal", default=DEFAULT_JOURNAL, help=argparse.SUPPRESS)
+    p.add_argument("--engine", choices=("real", "fake"), default="real", help=argparse.SUPPRESS)
+    p.add_argument("--fake-manual-login", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--fake-system", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--socket-mode", default="0666", help=argparse.SUPPRESS)
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def _sd_notify(msg: str) -> None:
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(msg.encode(), addr)
+
+
+def fake_system_hooks(journal: Journal, tun: str) -> tuple[Any, Any]:
+    """For lab tests of hygiene: a journaled TUN + route + rule while the fake engine 'runs'."""
+    ids: list[int] = []
+
+    async def up(cfg: EngineConfig) -> None:
+        ids.append(journal.apply(Change.link(tun), ["ip", "tuntap", "add", "dev", tun, "mode", "tun"]))
+        journal.run(["ip", "addr", "add", "100.64.0.1/32", "dev", tun])
+        journal.run(["ip", "link", "set", "dev", tun, "up"])
+        ids.append(journal.apply(Change.route("100.64.0.0/10", dev=tun, table=52),
+                                 ["ip", "route", "add", "100.64.0.0/10", "dev", tun, "table", "52"]))
+        ids.append(journal.apply(Change.rule(5270, table=52), ["ip", "-4", "rule", "add", "priority", "5270", "table", "52"]))
+
+    async def down() -> None:
+        while ids:
+            journal.revert(ids.pop())
+
+    return up, down
+
+
+def build_engine(args: argparse.Namespace, journal: Journal, log: logging.Logger) -> NodeEngine:
+    if args.engine == "fake":
+        from engine.ipn.fake_engine import FakeEngine
+
+        hooks = fake_system_hooks(journal, args.tun) if args.fake_system else None
+        return FakeEngine(auto_login=not args.fake_manual_login, system_hooks=hooks)
+    try:
+        from engine.ipn.daemon_engine import DaemonEngine  # adapter over engine/daemon.py's node
+    except ImportError as e:
+        raise SystemExit(f"mesh-helper serve: the real engine is not available in this build ({e})")
+    return DaemonEngine(journal=journal, tun_name=args.tun, logger=log)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    log = logging.getLogger("meshvpn.helper")
+    journal = Journal(args.journal, logger=logging.getLogger("meshvpn.hygiene"))
+    rep = journal.recover()
+    if rep.undone or rep.failed:
+        log.warning("cleaned up after a previous run: %d undone, %d failed", len(rep.undone), len(rep.failed))
+    store = FileStore(args.state, keep_keys=True) if args.state else MemoryStore()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(lambda: journal.revert_all())  # runs last
+            engine = build_engine(args, journal, log)
+            stack.push_async_callback(engine.aclose)
+            backend = Backend(engine, store=store, tun_name=args.tun, logger=logging.getLogger("meshvpn.backend"))
+            stack.push_async_callback(backend.aclose)
+            await backend.start()
+            auth = Authorizer(Operator(args.operator), pref_operator=lambda: backend.prefs.operator_user)
+            server = LocalAPIServer(backend, auth, args.socket, socket_mode=int(args.socket_mode, 8),
+                                    logger=logging.getLogger("meshvpn.localapi"), on_shutdown_request=stop.set)
+            await server.start()
+            stack.push_async_callback(server.aclose)  # runs first
+            _sd_notify("READY=1")
+            log.info("mesh-helper ready (socket %s, state %s)", args.socket, backend.state.go_name)
+            await stop.wait()
+            log.info("shutting down")
+            _sd_notify("STOPPING=1")
+    except (SocketInUse, SocketPathError) as e:
+        log.error("%s", e)
+        return EXIT_IN_USE
+    except StoreError as e:
+        log.error("%s", e)
+        return EXIT_ERROR
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    if args.engine == "fake" and os.environ.get("MESH_TESTING") != "1":
+        print("mesh-helper serve: --engine fake is for tests only (MESH_TESTING=1)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.state and os.geteuid() != 0 and not os.environ.get("MESH_TESTING"):
+        print("mesh-helper serve: --state needs root (the file holds private keys)", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The only async<->widget seam: runs the LocalAPI watch loop, reduces events into a ViewState and emits Qt signals.
+
+    EngineClient.watch() ──(asyncio task)──► reduce() ──► stateChanged(ViewState)   (queued to widgets)
+    widget clicks ──► Bridge slots ──► coroutine on the bridge's TaskGroup ──► LocalAPI
+
+Widgets never touch the socket. Reconnects with capped backoff and reports HELPER_DOWN
+meanwhile (STYLE R18). A 403 on any write turns the GUI read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any, Awaitable, Callable, Iterable
+
+from PySide6.QtCore import QObject, Signal
+
+from meshgui import state as st
+from meshgui.engine_client import AccessDenied, EngineClient, HelperUnavailable, LocalAPIError
+
+RECONNECT_BACKOFF = (0.5, 1.0, 2.0, 3.0)  # seconds; capped at 3 s like Tailscale's systray
+PING_CONCURRENCY = 8
+PING_TIMEOUT = 5.0  # seconds per peer
+STATUS_COALESCE = 0.2  # seconds: Notify bursts trigger one /status fetch
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Bridge(QObject):
+    """Owns the watch loop and the current ViewState; exposes user actions as slots."""
+
+    stateChanged = Signal(object)  # ViewState
+    browseTo = Signal(str)  # a login URL to open, once per URL, only after the user asked to log in
+    actionFailed = Signal(str)  # a plain-words error for a user action
+
+    def __init__(self, client: EngineClient, *, clock: Clock = utc_now,
+                 logger: logging.Logger | logging.LoggerAdapter | None = None,
+                 on_connected: Callable[[], Awaitable[None]] | None = None,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.client = client
+        self._clock = clock
+        self._log = logger or logging.getLogger("meshgui.bridge")
+        self._on_connected = on_connected
+        self._state = st.ViewState()
+        self._tg: asyncio.TaskGroup | None = None
+        self._stop = asyncio.Event()
+        self._status_dirty = asyncio.Event()
+        self._opened_urls: set[str] = set()
+        self.notify_count = 0
+        self.status_fetches = 0
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def state(self) -> st.ViewState:
+        return self._state
+
+    def dispatch(self, event: st.Event) -> None:
+        """Reduce one event; emit stateChanged only when the ViewState really changed."""
+        new = st.reduce(self._state, event, self._clock())
+        if new == self._state:
+            return
+        self._state = new
+        if new.browse_url and new.login_pending and new.browse_url not in self._opened_urls:
+            self._opened_urls.add(new.browse_url)
+            self.browseTo.emit(new.browse_url)
+        self.stateChanged.emit(new)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Run until stop(): the watch loop, the status refresher and every action task."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._watch_loop())
+                tg.create_task(self._status_loop())
+                await self._stop.wait()
+                raise _Stop()
+        except* _Stop:
+            pass
+        finally:
+            self._tg = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Schedule `coro` on the bridge's TaskGroup; errors become actionFailed, never crashes."""
+        if self._tg is None:
+            asyncio.ensure_future(self._guard(coro))
+            return
+        self._tg.create_task(self._guard(coro))
+
+    async def _guard(self, coro: Awaitable[Any]) -> None:
+        try:
+            await coro
+        except AccessDenied as e:
+            self.dispatch(st.AccessDenied(e.body))
+            self.actionFailed.emit("You are not allowed to control the VPN helper on this computer.")
+        except HelperUnavailable as e:
+            self.actionFailed.emit(str(e))
+        except LocalAPIError as e:
+            self.actionFailed.emit(e.body.strip() or str(e))
+        except (OSError, ValueError) as e:  # never let one action take the watch loop down
+            self._log.warning("action failed: %s", e)
+            self.actionFailed.emit(str(e))
+
+    # ------------------------------------------------------------ loops
+
+    async def _watch_loop(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                if self._on_connected is not None:
+                    await self._on_connected()
+                await self.refresh()
+                self.dispatch(st.HelperUp())
+                async for notify in self.client.watch():
+                    attempt = 0
+                    self.notify_count += 1
+                    self.dispatch(st.NotifyEvent(notify))
+                    if any(k in notify for k in ("State", "Prefs", "NetMap", "Engine", "LoginFinished")):
+                        self._status_dirty.set()
+                raise HelperUnavailable("the helper closed the watch stream")
+            except (HelperUnavailable, LocalAPIError, OSError) as e:
+                if isinstance(e, AccessDenied):
+                    self.dispatch(st.AccessDenied(e.body))
+                self._log.info("helper unavailable: %s", e)
+                self.dispatch(st.HelperDown(_plain_reason(e)))
+            delay = RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)]
+            attempt += 1
+            try:
+                await asyncio.wait_for(self._stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _status_loop(self) -> None:
+        while True:
+            await self._status_dirty.wait()
+            await asyncio.sleep(STATUS_COALESCE)
+            self._status_dirty.clear()
+            try:
+                await self.refresh()
+            except (HelperUnavailable, LocalAPIError, OSError) as e:
+                self._log.debug("status refresh failed: %s", e)
+
+    async def refresh(self) -> None:
+        """Fetch /status and reduce it."""
+        status = await self.client.status()
+        self.status_fetches += 1
+        self.dispatch(st.StatusEvent(status))
+
+    # ------------------------------------------------------------ actions (slots)
+
+    def connect_vpn(self) -> None:
+        self.spawn(self._edit({"WantRunning": True}))
+
+    def disconnect_vpn(self) -> None:
+        self.spawn(self._edit({"WantRunning": False}))
+
+    def set_exit_node(self, node_id: str) -> None:
+        fields: dict[str, Any] = {"ExitNodeID": node_id}
+        if not node_id:
+            fields["ExitNodeIP"] = ""
+        self.spawn(self._edit(fields))
+
+    def set_allow_lan(self, allow: bool) -> None:
+        self.spawn(self._edit({"ExitNodeAllowLANAccess": allow}))
+
+    def login(self, control_url: str = "") -> None:
+        """Browser SSO: start with WantRunning (and the chosen control server), then login-interactive."""
+        self.dispatch(st.LoginStarted())
+        self.spawn(self._login(control_url))
+
+    def cancel_login(self) -> None:
+        self.dispatch(st.LoginCancelled())
+
+    def logout(self) -> None:
+        self.spawn(self.client.logout())
+
+    def ping_peers(self, peers: Iterable[st.PeerView]) -> None:
+        ips = [p.ipv4 or p.ips[0] for p in peers if p.online and p.ips]
+        if ips:
+            self.spawn(self._ping_all(ips))
+
+    async def _edit(self, fields: dict[str, Any]) -> None:
+        masked = dict(fields)
+        for k in fields:
+            masked[f"{k}Set"] = True
+        prefs = await self.client.edit_prefs(masked)
+        self.dispatch(st.PrefsEvent(prefs))
+
+    async def _login(self, control_url: str) -> None:
+        try:
+            prefs = await self.client.get_prefs()
+            prefs["WantRunning"] = True
+            if control_url:
+                prefs["ControlURL"] = control_url
+            await self.client.start({"UpdatePrefs": prefs})
+            await self.client.login_interactive()
+        except BaseException:
+            self.dispatch(st.LoginCancelled())
+            raise
+
+    async def _ping_all(self, ips: list[str]) -> None:
+        sem = asyncio.Semaphore(PING_CONCURRENCY)
+
+        async def one(ip: str) -> None:
+            async with sem:
+                try:
+                    result = await asyncio.wait_for(self.client.ping(ip), PING_TIMEOUT)
+                except (asyncio.TimeoutError, LocalAPIError, HelperUnavailable, OSError) as e:
+                    result = {"Err": str(e) or "timeout"}
+                self.dispatch(st.PingEvent(ip, result))
+
+        await asyncio.gather(*(one(ip) for ip in ips))
+
+
+class _Stop(Exception):
+    """Raised inside run()'s TaskGroup to cancel its tasks on stop()."""
+
+
+def _plain_reason(e: BaseException) -> str:
+    if isinstance(e, HelperUnavailable):
+        return "The VPN helper is not running."
+    return str(e)

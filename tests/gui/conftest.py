@@ -1,0 +1,9 @@
+"""GUI test configuration: offscreen Qt by default; builders for tailscaled-shaped JSON live in builders.py."""
+
+from __future__ import annotations
+
+import os
+
+# pytest-qt creates the QApplication in-process: offscreen unless a test starts its own X server.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")

@@ -1,0 +1,3 @@
+"""Interop tests: the shared `lab` fixture."""
+
+from tests.lab.fixtures import lab  # noqa: F401

@@ -1,0 +1,145 @@
+"""Runs tailscale's derper (plain HTTP DERP + STUN) for tests, on loopback or inside a lab host."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+DEFAULT_BIN = pathlib.Path(os.environ.get("MESH_PEER_BIN", "/var/cache/meshvpn-peers/bin")) / "derper"
+
+
+def derper_available() -> bool:
+    return DEFAULT_BIN.exists()
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Derper:
+    """`with Derper(addr="127.0.0.1") as d:` ... `d.derp_map()`; `d.restart()`; never `-dev`.
+
+    `popen` lets a lab host run it inside its namespace (e.g. `host.popen`); `probe` is a
+    callable(argv) -> returncode used to wait for readiness from inside that namespace.
+    """
+
+    def __init__(
+        self,
+        addr: str = "127.0.0.1",
+        port: int | None = None,
+        stun_port: int | None = None,
+        region_id: int = 900,
+        workdir: str | os.PathLike | None = None,
+        popen: Callable[..., subprocess.Popen] | None = None,
+        binary: os.PathLike | str = DEFAULT_BIN,
+        in_namespace: bool = False,
+    ) -> None:
+        self.addr = addr
+        self.port = port or (3340 if in_namespace else free_port())
+        self.stun_port = stun_port or (3478 if in_namespace else free_port(socket.SOCK_DGRAM))
+        self.region_id = region_id
+        self._tmp = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="derper-")
+            workdir = self._tmp.name
+        self.workdir = pathlib.Path(workdir)
+        self._popen = popen or (lambda argv, **kw: subprocess.Popen(argv, **kw))
+        self.binary = str(binary)
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.workdir / "derper.log"
+        self._in_ns = in_namespace
+
+    def argv(self) -> list[str]:
+        return [
+            self.binary,
+            "-a", f"{self.addr}:{self.port}",
+            "-stun-port", str(self.stun_port),
+            "-c", str(self.workdir / "derper.json"),
+            "-http-port", "-1",
+        ]
+
+    def start(self, timeout: float = 15.0) -> None:
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = self._popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"derper exited with {self.proc.returncode}: {self.log()[-2000:]}")
+            if "derper: serving on" in self.log():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"derper did not start: {self.log()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def region(self) -> dict:
+        """A tailcfg.DERPRegion JSON dict for this server (plain HTTP: DERPPort set explicitly)."""
+        return {
+            "RegionID": self.region_id,
+            "RegionCode": f"lab{self.region_id}",
+            "RegionName": f"lab derper {self.region_id}",
+            "Nodes": [
+                {
+                    "Name": f"{self.region_id}a",
+                    "RegionID": self.region_id,
+                    "HostName": self.addr,
+                    "IPv4": self.addr,
+                    "IPv6": "none",
+                    "STUNPort": self.stun_port,
+                    "DERPPort": self.port,
+                    "InsecureForTests": True,
+                }
+            ],
+        }
+
+    def derp_map(self) -> dict:
+        return {"Regions": {str(self.region_id): self.region()}}
+
+    def __enter__(self) -> "Derper":
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def merge_derp_maps(servers: Sequence[Derper]) -> dict:
+    return {"Regions": {str(s.region_id): s.region() for s in servers}}

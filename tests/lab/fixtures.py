@@ -1,0 +1,37 @@
+"""pytest fixtures for lab tests: `lab` yields a fresh Lab and keeps its process logs under test-artifacts/lab/."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.lab.netlab import REPO_ROOT, Lab
+
+
+@pytest.fixture
+def lab(request):
+    """A function-scoped Lab; torn down after the test, process logs copied to test-artifacts/lab/<test>/."""
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root")
+    lab = Lab(keep_logs=True)
+    try:
+        with lab:
+            yield lab
+    finally:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)[-120:]
+        dest = REPO_ROOT / "test-artifacts" / "lab" / safe
+        try:
+            if any(lab.dir.iterdir()):
+                shutil.rmtree(dest, ignore_errors=True)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(lab.dir, dest)
+        except OSError:
+            pass
+        shutil.rmtree(lab.dir, ignore_errors=True)
+
+
+__all__ = ["lab", "Path"]

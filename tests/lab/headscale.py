@@ -1,0 +1,184 @@
+"""Headscale runner for lab tests: config (sqlite, embedded DERP+STUN on the lab address), serve, CLI helpers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.lab.netlab import Host, LabError
+from tests.lab.peers import peer_bin
+
+BASE_DOMAIN = "mesh.test"
+
+
+def _config_yaml(d: Path, addr: str, port: int, stun_port: int, log_level: str) -> str:
+    # JSON is valid YAML; headscale reads it with viper.
+    host = f"[{addr}]" if ":" in addr else addr
+    cfg = {
+        "server_url": f"http://{host}:{port}",
+        "listen_addr": f"{host}:{port}",
+        "metrics_listen_addr": "127.0.0.1:0",
+        "grpc_listen_addr": "127.0.0.1:0",
+        "grpc_allow_insecure": False,
+        "noise": {"private_key_path": str(d / "noise_private.key")},
+        "prefixes": {"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48", "allocation": "sequential"},
+        "derp": {
+            "server": {
+                "enabled": True,
+                "region_id": 999,
+                "region_code": "lab",
+                "region_name": "Lab embedded DERP",
+                "verify_clients": True,
+                "stun_listen_addr": f"{host}:{stun_port}",
+                "private_key_path": str(d / "derp_server_private.key"),
+                "automatically_add_embedded_derp_region": True,
+                "ipv4": addr if ":" not in addr else "",
+                "ipv6": addr if ":" in addr else "",
+            },
+            "urls": [],
+            "paths": [],
+            "auto_update_enabled": False,
+            "update_frequency": "24h",
+        },
+        "disable_check_updates": True,
+        "database": {"type": "sqlite", "sqlite": {"path": str(d / "db.sqlite"), "write_ahead_log": True}},
+        "log": {"level": log_level, "format": "text"},
+        "policy": {"mode": "file", "path": ""},
+        "dns": {
+            "magic_dns": True,
+            "base_domain": BASE_DOMAIN,
+            "override_local_dns": False,
+            "nameservers": {"global": [], "split": {}},
+            "search_domains": [],
+            "extra_records": [],
+        },
+        "unix_socket": str(d / "headscale.sock"),
+        "unix_socket_permission": "0770",
+        "logtail": {"enabled": False},
+    }
+    return json.dumps(cfg, indent=2)
+
+
+class Headscale:
+    """headscale serving on ``addr:port`` inside ``host`` (a lab namespace)."""
+
+    def __init__(self, host: Host, addr: str | None = None, *, port: int = 8080, stun_port: int = 3478,
+                 log_level: str = "info") -> None:
+        self.host = host
+        self.addr = addr or host.addr
+        self.port = port
+        self.stun_port = stun_port
+        self.dir = host.lab.dir / f"headscale-{host.name}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = self.dir / "config.yaml"
+        self.config.write_text(_config_yaml(self.dir, self.addr, port, stun_port, log_level))
+        self.bin = peer_bin("headscale")
+        self.proc: subprocess.Popen | None = None
+        self._user_ids: dict[str, int] = {}
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.addr}]" if ":" in self.addr else self.addr
+        return f"http://{host}:{self.port}"
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self, timeout: float = 30) -> "Headscale":
+        self.proc = self.host.popen([self.bin, "-c", str(self.config), "serve"])
+        self.host.lab.add_cleanup(self.stop)
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise LabError(f"headscale exited rc={self.proc.returncode}: {self.log()[-3000:]}")
+            p = self.host.run(["curl", "-fsS", "-m", "2", f"{self.url}/health"], check=False, timeout=5)
+            if p.returncode == 0 and (self.dir / "headscale.sock").exists():
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"headscale not ready after {timeout}s: {self.log()[-3000:]}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+    def restart(self, down_for: float = 0.0) -> None:
+        self.stop()
+        if down_for:
+            time.sleep(down_for)
+        self.proc = self.host.popen([self.bin, "-c", str(self.config), "serve"])
+        self.wait_ready()
+
+    def log(self) -> str:
+        return "\n".join(Host.log_of(p) for p in self.host._procs if self.bin in " ".join(map(str, p.args)))
+
+    # -- CLI --------------------------------------------------------------------------
+    def cli(self, *args: str, json_out: bool = True, timeout: float = 30):
+        argv = [self.bin, "-c", str(self.config), *args]
+        if json_out:
+            argv += ["-o", "json"]
+        p = self.host.run(argv, timeout=timeout)
+        if not json_out:
+            return p.stdout
+        out = p.stdout.strip()
+        return json.loads(out) if out else None
+
+    def create_user(self, name: str) -> int:
+        self.cli("users", "create", name)
+        for u in self.cli("users", "list") or []:
+            if u.get("name") == name:
+                self._user_ids[name] = int(u["id"])
+                return int(u["id"])
+        raise LabError(f"user {name} not found after create")
+
+    def preauth_key(self, user: str | int, *, reusable: bool = True, ephemeral: bool = False,
+                    expiration: str = "1h") -> str:
+        uid = user if isinstance(user, int) else self._user_ids.get(user) or self.create_user(user)
+        args = ["preauthkeys", "create", "--user", str(uid), "-e", expiration]
+        if reusable:
+            args.append("--reusable")
+        if ephemeral:
+            args.append("--ephemeral")
+        out = self.cli(*args)
+        key = out.get("key") if isinstance(out, dict) else None
+        if not key:
+            raise LabError(f"unexpected preauthkeys output: {str(out)[:200]}")
+        return key
+
+    def nodes(self) -> list[dict]:
+        return self.cli("nodes", "list") or []
+
+    def node_by_hostname(self, hostname: str) -> dict | None:
+        for n in self.nodes():
+            if n.get("name") == hostname or n.get("given_name") == hostname:
+                return n
+        return None
+
+    def register(self, auth_id: str, user: str) -> None:
+        """Approve an interactive login (the command /register/<id> tells the admin to run)."""
+        self.cli("auth", "register", "--auth-id", auth_id, "--user", user, json_out=False)
+
+    def delete_node(self, node_id: int) -> None:
+        self.cli("nodes", "delete", "-i", str(node_id), "--force", json_out=False)
+
+    def expire_node(self, node_id: int) -> None:
+        self.cli("nodes", "expire", "-i", str(node_id), json_out=False)
+
+
+def auth_id_from_url(auth_url: str) -> str:
+    """The <auth_id> of ``<server>/register/<auth_id>``."""
+    return auth_url.rstrip("/").rsplit("/", 1)[1]
+
+
+__all__ = ["Headscale", "auth_id_from_url", "BASE_DOMAIN"]

@@ -1,0 +1,117 @@
+"""Lab runner for our own userspace WireGuard engine (`mesh-helper wg`), with the same surface as peers.WireguardGo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.lab.netlab import REPO_ROOT, UAPI_DIR, Host, LabError
+from tests.lab.peers import WgKeyPair, WgTool, gen_keypair, wait_for_socket
+
+WG_QUICK_SHIM = REPO_ROOT / "engine" / "dataplane" / "wg-quick-userspace"
+MESH_HELPER = Path(sys.executable).with_name("mesh-helper")
+
+
+def engine_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for running the engine from this checkout inside a lab host."""
+    env = {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "MESH_HELPER": str(MESH_HELPER)}
+    env.update(extra or {})
+    return env
+
+
+class MeshWg:
+    """`mesh-helper wg --config ... --foreground` on `ifname` inside `host`.
+
+    ifname must be machine-unique (UAPI sockets are global): use `lab.ifname()`.
+    `env` may carry MESH_WG_* overrides (e.g. MESH_WG_REKEY_AFTER_TIME).
+    """
+
+    def __init__(self, host: Host, ifname: str, keys: WgKeyPair | None = None, *,
+                 listen_port: int | None = None, address: str | None = None, address6: str | None = None,
+                 mtu: int = 1420, env: dict[str, str] | None = None, extra_config: str = "",
+                 log_level: str = "info"):
+        self.host = host
+        self.ifname = ifname
+        self.keys = keys or gen_keypair()
+        self.listen_port = listen_port
+        self.address = address
+        self.address6 = address6
+        self.mtu = mtu
+        self.env = env or {}
+        self.extra_config = extra_config
+        self.log_level = log_level
+        self.proc: subprocess.Popen | None = None
+        self.wg = WgTool(host, ifname)
+        self.config_path = host.lab.dir / f"{ifname}.conf"
+
+    @property
+    def public_key(self) -> str:
+        return self.keys.public
+
+    @property
+    def socket_path(self) -> Path:
+        return UAPI_DIR / f"{self.ifname}.sock"
+
+    def write_config(self) -> Path:
+        lines = ["[Interface]", f"PrivateKey = {self.keys.private}", f"MTU = {self.mtu}"]
+        if self.listen_port is not None:
+            lines.append(f"ListenPort = {self.listen_port}")
+        for a in (self.address, self.address6):
+            if a:
+                lines.append(f"Address = {a}")
+        text = "\n".join(lines) + "\n" + self.extra_config
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return self.config_path
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "engine.cli.helper", "wg", "--config", str(self.config_path),
+                "--interface", self.ifname, "--foreground", "--log-level", self.log_level]
+
+    def start(self, timeout: float = 20) -> "MeshWg":
+        self.write_config()
+        self.proc = self.host.popen(self.argv(), env=engine_env(self.env))
+        self.host.lab.add_cleanup(self.stop)
+        wait_for_socket(self.ifname, timeout=timeout, proc=self.proc)
+        # The socket may be a stale one from a killed run: wait until wg(8) gets an answer.
+        deadline = time.monotonic() + timeout
+        while self.host.run([self.wg.wg, "show", self.ifname], check=False).returncode != 0:
+            if self.proc.poll() is not None:
+                raise LabError(f"engine {self.ifname} exited rc={self.proc.returncode}:\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise LabError(f"engine {self.ifname} not answering on its UAPI socket:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def add_peer(self, public: str, **kw) -> None:
+        self.wg.add_peer(public, **kw)
+
+    def log(self) -> str:
+        return Host.log_of(self.proc) if self.proc else ""
+
+    def send_signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        """Send `sig` and wait; returns the exit status (None if it was not running)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            raise LabError(f"engine {self.ifname} did not stop within {timeout}s on signal {sig}:\n{self.log()[-3000:]}")
+
+    def link_exists(self) -> bool:
+        return self.host.run(["ip", "link", "show", "dev", self.ifname], check=False).returncode == 0
+
+
+__all__ = ["MeshWg", "engine_env", "WG_QUICK_SHIM", "MESH_HELPER"]

@@ -1,0 +1,86 @@
+"""tailscaled runner for lab tests: TUN mode in a lab namespace, own statedir/socket, `tailscale up`, status --json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from tests.lab.netlab import Host, LabError
+from tests.lab.peers import peer_bin
+
+ENV = {
+    "TS_DEBUG_USE_DERP_HTTP": "1",  # headscale's embedded DERP is plain HTTP in the lab
+    "TS_DISABLE_PORTMAPPER": "1",  # never probe a gateway
+    "TS_NO_LOGS_NO_SUPPORT": "true",
+    "TS_ASSUME_NETWORK_UP_FOR_TEST": "1",
+}
+
+
+class Tailscaled:
+    """A real tailscaled (TUN ``tun``) inside ``host``; CLI via ``tailscale --socket``."""
+
+    def __init__(self, host: Host, *, tun: str = "tailscale0", port: int = 41641, verbose: int = 0,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.host = host
+        self.tun = tun
+        self.port = port
+        self.dir = host.lab.dir / f"tailscaled-{host.name}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket = self.dir / "tailscaled.sock"
+        self.env = {**ENV, **(extra_env or {})}
+        self.verbose = verbose
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20) -> "Tailscaled":
+        argv = [peer_bin("tailscaled"), f"--statedir={self.dir}", f"--socket={self.socket}",
+                f"--tun={self.tun}", f"--port={self.port}", "--no-logs-no-support"]
+        if self.verbose:
+            argv.append(f"--verbose={self.verbose}")
+        self.proc = self.host.popen(argv, env=self.env)
+        self.host.lab.add_cleanup(self.stop)
+        deadline = time.monotonic() + timeout
+        while not self.socket.exists():
+            if self.proc.poll() is not None:
+                raise LabError(f"tailscaled exited rc={self.proc.returncode}: {Host.log_of(self.proc)[-3000:]}")
+            if time.monotonic() > deadline:
+                raise LabError(f"tailscaled socket did not appear: {Host.log_of(self.proc)[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return self.host.run([peer_bin("tailscale"), f"--socket={self.socket}", *args], check=check,
+                             timeout=timeout, env=self.env)
+
+    def up(self, login_server: str, auth_key: str, hostname: str | None = None, *extra: str,
+           timeout: float = 60) -> None:
+        args = ["up", f"--login-server={login_server}", f"--auth-key={auth_key}", "--accept-dns=false",
+                f"--timeout={int(timeout)}s"]
+        if hostname:
+            args.append(f"--hostname={hostname}")
+        self.cli(*args, *extra, timeout=timeout + 10)
+
+    def status(self) -> dict:
+        return json.loads(self.cli("status", "--json").stdout)
+
+    def peers(self) -> list[dict]:
+        return list((self.status().get("Peer") or {}).values())
+
+    def ip(self, v6: bool = False) -> str:
+        return self.cli("ip", "-6" if v6 else "-4").stdout.strip()
+
+    def log(self) -> str:
+        return Host.log_of(self.proc) if self.proc else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+
+__all__ = ["Tailscaled"]

@@ -1,0 +1,120 @@
+"""A magicsock node driven over stdin/stdout JSON lines, for lab tests (runs inside a lab host).
+
+Commands (one JSON object per line) -> one JSON reply line each:
+  {"cmd":"netcheck"}                         -> {"report":..., "endpoints":[...], "net_info":...}
+  {"cmd":"peers","peers":[{node,disco,derp,endpoints}]}
+  {"cmd":"pump","to":hex,"interval":0.1}     start sending a datagram to `to` every interval
+  {"cmd":"stop_pump"}
+  {"cmd":"status"}                           -> {"peers":{hex: PathStatus}, "rx":{hex: n}, "derp":{...}}
+  {"cmd":"quit"}
+The first line printed is {"ready":true, "node":hex, "disco":hex, "port":n}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+import threading
+import time
+
+import nacl.public
+
+from engine.magicsock.bind import PeerEndpoint
+from engine.magicsock.conn import MagicConn, PeerConfig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--derp-map", required=True)
+    ap.add_argument("--port", type=int, default=0)
+    args = ap.parse_args()
+    asyncio.run(run(args))
+
+
+async def run(args) -> None:
+    derp_map = json.load(open(args.derp_map))
+    key = nacl.public.PrivateKey.generate()
+    rx: dict[str, int] = {}
+    first_rx: dict[str, float] = {}
+    t0 = time.monotonic()
+    async with MagicConn(key, derp_map=derp_map, use_derp_http=True, port=args.port) as ms:
+        def drain():
+            buf = bytearray(65536)
+            while True:
+                n, _s, ep = ms.bind.recv_into(buf)
+                if ep is None:
+                    return
+                k = ep.node_key.hex() if isinstance(ep, PeerEndpoint) else str(ep)
+                rx[k] = rx.get(k, 0) + 1
+                first_rx.setdefault(k, time.monotonic() - t0)
+
+        threading.Thread(target=drain, daemon=True).start()
+        out = sys.stdout
+        out.write(json.dumps({"ready": True, "node": ms.node_public.hex(), "disco": ms.disco_public.hex(),
+                              "port": ms.port}) + "\n")
+        out.flush()
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        pump_task = None
+        seq = 0
+
+        async def pump(to: bytes, interval: float):
+            nonlocal seq
+            ep = PeerEndpoint(to)
+            while True:
+                seq += 1
+                # looks like a WireGuard transport message (type 4) so nothing demuxes it as disco/STUN
+                ms.bind.send([b"\x04\x00\x00\x00" + seq.to_bytes(8, "little") + b"x" * 100], ep)
+                await asyncio.sleep(interval)
+
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                req = json.loads(line)
+                cmd = req["cmd"]
+                reply: dict = {"ok": True}
+                if cmd == "netcheck":
+                    rep = await ms.netcheck()
+                    reply = {"report": rep.to_json(), "endpoints": [e.addr for e in ms.endpoints()],
+                             "net_info": ms.net_info()}
+                elif cmd == "peers":
+                    ms.set_peers([PeerConfig.make(bytes.fromhex(p["node"]), bytes.fromhex(p["disco"]),
+                                                  p.get("derp", 0), p.get("endpoints", ())) for p in req["peers"]])
+                elif cmd == "pump":
+                    if pump_task is not None:
+                        pump_task.cancel()
+                    pump_task = tg.create_task(pump(bytes.fromhex(req["to"]), float(req.get("interval", 0.1))))
+                elif cmd == "stop_pump":
+                    if pump_task is not None:
+                        pump_task.cancel()
+                        pump_task = None
+                elif cmd == "status":
+                    reply = {
+                        "peers": {k.hex(): dataclasses.asdict(v) for k, v in ms.peer_status().items()},
+                        "rx": dict(rx),
+                        "first_rx": dict(first_rx),
+                        "t": time.monotonic() - t0,
+                        "derp": {str(k): dataclasses.asdict(v) for k, v in ms.derp_status().items()},
+                        "counters": dataclasses.asdict(ms.counters),
+                        "home_derp": ms.home_derp,
+                    }
+                elif cmd == "quit":
+                    out.write(json.dumps(reply) + "\n")
+                    out.flush()
+                    break
+                else:
+                    reply = {"ok": False, "error": f"unknown command {cmd}"}
+                out.write(json.dumps(reply) + "\n")
+                out.flush()
+            if pump_task is not None:
+                pump_task.cancel()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""magicsock end to end in network namespaces behind NAT routers, with real derpers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.lab.derper import derper_available
+from tests.nat.natlab import build, wait_for
+
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(not derper_available(), reason="derper not built")]
+
+DIRECT_DEADLINE = 30.0  # tailscale's CI bar for a direct path
+FALLBACK_DEADLINE = 20.0  # trustUDPAddrDuration (6.5 s) + heartbeat + generous slack
+
+
+def _direct(x, y):
+    return lambda: x.path_to(y).get("path") == "direct" and y.path_to(x).get("path") == "direct"
+
+
+def _flowing(x, y):
+    """Packets from y keep arriving at x."""
+    n0 = x.rx_from(y)
+    return lambda: x.rx_from(y) > n0 + 3
+
+
+@pytest.mark.parametrize(
+    "kind_a,kind_b,want",
+    [
+        pytest.param("easy", "easy", "direct", id="easy-easy"),
+        pytest.param("easy", "hard", "direct", id="easy-hard"),
+        pytest.param("hard", "hard", "derp", id="hard-hard"),
+        pytest.param("udp-blocked", "easy", "derp", id="udpblocked-easy"),
+    ],
+)
+def test_nat_matrix_cell(lab, kind_a, kind_b, want):
+    s = build(lab, kind_a, kind_b)
+    try:
+        s.connect()
+        if kind_a == "hard" and kind_b == "hard":
+            assert s.a.report["MappingVariesByDestIP"] is True
+        if kind_a == "easy":
+            assert s.a.report["MappingVariesByDestIP"] is False
+        s.pump()
+        got, _ = wait_for(lambda: s.a.rx_from(s.b) and s.b.rx_from(s.a), 15)
+        assert got, (s.a.status(), s.b.status())
+        if want == "direct":
+            ok, _ = wait_for(_direct(s.a, s.b), DIRECT_DEADLINE)
+            assert ok, (s.a.status(), s.b.status())
+        else:
+            ok, _ = wait_for(_direct(s.a, s.b), 8)
+            assert not ok
+            assert s.a.path_to(s.b)["path"] == "derp"
+        ok, _ = wait_for(_flowing(s.a, s.b), 10)
+        assert ok
+    finally:
+        s.close()
+
+
+def test_direct_breaks_falls_back_to_derp_and_recovers(lab):
+    s = build(lab, "easy", "easy", n_derpers=1)
+    try:
+        s.connect()
+        s.pump()
+        ok, _ = wait_for(_direct(s.a, s.b), DIRECT_DEADLINE)
+        assert ok, (s.a.status(), s.b.status())
+        # break the direct path: drop all forwarded UDP at A's router and forget NAT state
+        s.ra.block_udp(True)
+        s.ra.flush_conntrack()
+        ok, waited = wait_for(lambda: s.a.path_to(s.b)["path"] == "derp", FALLBACK_DEADLINE)
+        assert ok, s.a.status()
+        # traffic still flows (over DERP / TCP)
+        ok, _ = wait_for(_flowing(s.b, s.a), 15)
+        assert ok, (s.a.status(), s.b.status())
+        # heal: back to direct
+        s.ra.block_udp(False)
+        ok, _ = wait_for(_direct(s.a, s.b), DIRECT_DEADLINE + 30)
+        assert ok, (s.a.status(), s.b.status())
+    finally:
+        s.close()
+
+
+def test_derp_restart_reconnects_and_relays(lab):
+    s = build(lab, "udp-blocked", "easy", n_derpers=1)
+    try:
+        s.connect()
+        s.pump()
+        ok, _ = wait_for(_flowing(s.a, s.b), 15)
+        assert ok, (s.a.status(), s.b.status())
+        s.derpers[0].restart()
+        ok, _ = wait_for(lambda: s.a.status()["derp"]["900"]["connects"] >= 2, 20)
+        assert ok, s.a.status()["derp"]
+        ok, _ = wait_for(_flowing(s.a, s.b), 20)
+        assert ok, (s.a.status(), s.b.status())
+        ok, _ = wait_for(_flowing(s.b, s.a), 20)
+        assert ok
+    finally:
+        s.close()
