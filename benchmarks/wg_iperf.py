@@ -100,14 +100,15 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"{cpu}, {os.cpu_count()} CPUs visible, Linux {platform.release()}, "
-            f"Python {platform.python_version()}")
+            f"Python {platform.python_version()}, load average at start {load}")
 
 
-def render(results: dict[str, dict[str, float]], seconds: int, command: str) -> str:
+def render(results: dict[str, dict[str, float]], seconds: int, command: str, machine_desc: str) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [BEGIN, "## WireGuard data plane: iperf3 TCP and ping RTT (veth lab)", "",
-             f"- Date: {now}", f"- Machine: {machine()}", f"- Command: `{command}`",
+             f"- Date: {now}", f"- Machine: {machine_desc}", f"- Command (as root, from the repo root): `{command}`",
              f"- Method: two namespaces over one veth; iperf3 TCP `-t {seconds}` client->server and `-R`; "
              "`ping -c 20 -i 0.2` average RTT through the tunnel; the raw veth line has no tunnel.", "",
              "| path | TCP a->b Mbit/s | TCP b->a Mbit/s | ping RTT ms |", "|---|---:|---:|---:|"]
@@ -144,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         print("needs root (network namespaces)", file=sys.stderr)
         return 1
     kinds = [args.only] if args.only else ["wireguard-go", "ours"]
+    start_machine = machine()
     results = measure(args.time, kinds)
-    command = "sudo .venv/bin/python benchmarks/wg_iperf.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    section = render(results, args.time, command.strip())
+    command = ".venv/bin/python benchmarks/wg_iperf.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    section = render(results, args.time, command.strip(), start_machine)
     print(section)
     if not args.no_write:
         write_doc(section)

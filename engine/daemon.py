@@ -165,6 +165,7 @@ class Node:
         self.peer_removes = 0
         self._status_path = Path(args.status_file) if args.status_file else None
         self._last_status: dict = {}
+        self._applied_nm: NetworkMap | None = None  # the netmap the data plane reflects
 
     def _open_dataplane(self) -> None:
         if self._device_factory is not None:
@@ -212,6 +213,8 @@ class Node:
             s = ev.status
             self.log.info("status: state=%s in_map_poll=%s%s", s.state.value, s.in_map_poll,
                           f" error={s.last_error}" if s.last_error else "")
+            if s.state.value in ("logged-out", "needs-login") and self.wg_applied is not None:
+                self.clear_dataplane()
             if s.state.value == "authenticated" and self.state.registered_url != self.args.login_server:
                 self.state.registered_url = self.args.login_server
                 save_state(self.state_path, self.state)
@@ -248,13 +251,26 @@ class Node:
         if rc != self.router_applied and self.router is not None:
             self.router.set(rc)
         self.router_applied = rc
+        self._applied_nm = nm
         self.write_status()
+
+    def clear_dataplane(self) -> None:
+        """Logged out / needs login: drop all peers and routes (the TUN stays)."""
+        if self.device is not None and self.wg_applied is not None:
+            for k in self.wg_applied.peers:
+                self.device.remove_peer(k.raw)
+        if self.router is not None:
+            self.router.set(RouterConfig(local_addrs=self.router_applied.local_addrs if self.router_applied else ()))
+        self.wg_applied = None
+        self.router_applied = None
+        self._applied_nm = None
+        self.log.info("data plane cleared (not logged in)")
 
     def write_status(self) -> None:
         """Machine-readable status for tests/operators (no secrets)."""
         if self._status_path is None or self.client is None:
             return
-        nm = self.client.netmap
+        nm = self._applied_nm
         s = self.client.status
         doc = {
             "State": s.state.value,

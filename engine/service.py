@@ -43,6 +43,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fake-manual-login", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--fake-system", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--socket-mode", default="0666", help=argparse.SUPPRESS)
+    p.add_argument("--cleanup-only", action="store_true",
+                   help="undo what a crashed run left behind (journal), then exit (systemd ExecStopPost)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -140,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.state and os.geteuid() != 0 and not os.environ.get("MESH_TESTING"):
         print("mesh-helper serve: --state needs root (the file holds private keys)", file=sys.stderr)
         return EXIT_USAGE
+    if args.cleanup_only:
+        rep = Journal(args.journal).recover()
+        print(f"mesh-helper: cleanup: {len(rep.undone)} undone, {len(rep.failed)} failed", file=sys.stderr)
+        for msg in rep.failed:
+            print(f"  failed: {msg}", file=sys.stderr)
+        return EXIT_ERROR if rep.failed else EXIT_OK
     return asyncio.run(serve(args))
 
 

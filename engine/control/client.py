@@ -187,6 +187,16 @@ class LoginError(Exception):
     pass
 
 
+def _leaves(eg: BaseException) -> list[BaseException]:
+    """The non-group exceptions inside (nested) exception groups."""
+    if isinstance(eg, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for e in eg.exceptions:
+            out.extend(_leaves(e))
+        return out
+    return [eg]
+
+
 def backoff_delay(attempt: int, *, base: float, cap: float, rng: Callable[[], float]) -> float:
     """Exponential backoff with jitter in [d/2, d], d = min(cap, base * 2**attempt)."""
     d = min(cap, base * (2 ** min(attempt, 30)))
@@ -310,12 +320,12 @@ class ControlClient:
             except* _Interrupted:
                 progressed = True
             except* (ControlTransportError, MapStreamError, WireError, LoginError, OSError) as eg:
-                err = "; ".join(str(e) for e in eg.exceptions)
+                err = "; ".join(dict.fromkeys(str(e) or type(e).__name__ for e in _leaves(eg)))
                 self._log.info("control: %s", err)
                 self._update(in_map_poll=False, last_error=err)
             except* Exception as eg:  # a bug: log it, back off, keep the node alive
                 self._log.error("control: unexpected error", exc_info=eg)
-                self._update(in_map_poll=False, last_error=f"internal error: {eg.exceptions[0]!r}")
+                self._update(in_map_poll=False, last_error=f"internal error: {_leaves(eg)[0]!r}")
             finally:
                 self._conn = None
             if self.maps_received != maps_before:

@@ -192,7 +192,7 @@ async def _open(url: ServerURL, timeout: float, verify_tls: bool = True):
             timeout,
         )
     except (OSError, asyncio.TimeoutError) as e:
-        raise ControlTransportError(f"dial {url.host}:{url.port}: {e or type(e).__name__}") from e
+        raise ControlTransportError(f"dial {url.host}:{url.port}: {str(e) or type(e).__name__}") from e
 
 
 async def http1_request(url: str, method: str = "GET", *, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
@@ -212,7 +212,7 @@ async def http1_request(url: str, method: str = "GET", *, timeout: float = 10.0)
                 break
             raw += more
     except (OSError, asyncio.TimeoutError) as e:
-        raise ControlTransportError(f"{method} {url}: {e or type(e).__name__}") from e
+        raise ControlTransportError(f"{method} {url}: {str(e) or type(e).__name__}") from e
     finally:
         writer.close()
         with contextlib.suppress(Exception):
@@ -355,7 +355,7 @@ class ControlConn:
                     "control server closed the connection during the handshake "
                     "(unsupported capability version?)") from e
             except (asyncio.LimitOverrunError, OSError, asyncio.TimeoutError) as e:
-                raise ControlTransportError(f"upgrade: {e or type(e).__name__}") from e
+                raise ControlTransportError(f"upgrade: {str(e) or type(e).__name__}") from e
             try:
                 noise = hs.receive_response(resp)
             except Exception as e:

@@ -154,7 +154,7 @@ class Device:
         self._threads: list[threading.Thread] = []
         self._timer_wake = threading.Event()
         self._hs_queue: queue.Queue = queue.Queue(HANDSHAKE_QUEUE)
-        self._send_lock = threading.Lock()
+        self._route_cache: dict[bytes, Peer] = {}  # destination address -> peer; cleared on any change
         t = self._timings
         self._reject_time = t.reject_after_time
         self._rekey_msgs = t.rekey_after_messages
@@ -322,15 +322,18 @@ class Device:
             else:
                 for net in nets:
                     core.add_allowed_ip(peer, net)
+            self._route_cache = {}
         self._flush_outgoing()
 
     def remove_peer(self, public_key: bytes) -> None:
         with self._lock:
             self._core.remove_peer(_key32(public_key, "public key"))
+            self._route_cache = {}
 
     def remove_all_peers(self) -> None:
         with self._lock:
             self._core.remove_all_peers()
+            self._route_cache = {}
 
     def peers(self) -> list[PeerStatus]:
         core = self._core
@@ -466,6 +469,7 @@ class Device:
         reject_time = self._reject_time
         rekey_msgs = self._rekey_msgs
         bind_send = self._bind.send
+        route_cache = self._route_cache
         o = 0  # write offset in outmv
         run_start = 0
         run_size = 0
@@ -502,10 +506,17 @@ class Device:
             length = len(pkt) - 16
             if length <= 0:
                 continue
-            peer = lookup(pkt)
+            b0 = pkt[0] >> 4
+            dkey = pkt[16:20].tobytes() if b0 == 4 else pkt[24:40].tobytes()
+            peer = route_cache.get(dkey)
             if peer is None:
-                self._count("drop_no_route")
-                continue
+                peer = lookup(pkt)
+                if peer is None:
+                    self._count("drop_no_route")
+                    continue
+                if len(route_cache) > 4096:
+                    route_cache.clear()
+                route_cache[dkey] = peer
             if peer is not cur_peer:
                 finish_peer()
                 cur_peer = peer
@@ -594,7 +605,6 @@ class Device:
         reject_msgs = self._reject_msgs
         last_minute = self._last_minute_age
         hs_queue = self._hs_queue
-        coalescer = offload.Coalescer() if vnet else None
         recv = bind.recv_into
         counters = self._counters
         while self._running:
@@ -704,7 +714,7 @@ class Device:
                 if got_data:
                     t.data_received(now)
             if plain:
-                self._write_packets(plain, coalescer)
+                self._write_packets(plain)
             if core.has_outgoing:
                 self._flush_outgoing()
 
@@ -719,18 +729,15 @@ class Device:
             return
         plain.append(memoryview(r[1]))
 
-    def _write_packets(self, plain: list, coalescer: offload.Coalescer | None = None) -> None:
+    def _write_packets(self, plain: list) -> None:
         tun = self._tun
         try:
-            if getattr(tun, "vnet_hdr", False):
-                if coalescer is None:
-                    coalescer = offload.Coalescer()
-                add = coalescer.add
-                for p in plain:
-                    add(p)
-                frames = coalescer.flush()
+            if tun.vnet_hdr:
+                frames: list = []
+                offload.coalesce(plain, frames)
+                write = tun.write
                 for f in frames:
-                    tun.write(f)
+                    write(f)
             else:
                 for p in plain:
                     tun.write([p])

@@ -108,118 +108,128 @@ def _mask(ihl: int, thl: int) -> int:
     return int.from_bytes(m, "big")
 
 
-_MASKS: dict[tuple[int, int], int] = {}
+_MASKS: dict[int, int] = {}  # by ihl + header length: 40 + thl (IPv4), 80 + thl (IPv6)
+
+
+def _group_frame(parts: list, hdr: memoryview, hl: int, plen_total: int, mss: int, v6: bool, psh: bool) -> list:
+    """Prefix a coalesced run of payloads with a GSO virtio header and the fixed-up IP/TCP header."""
+    h = bytearray(hdr)
+    total = hl + plen_total
+    if v6:
+        ihl = 40
+        h[4] = (total - 40) >> 8
+        h[5] = (total - 40) & 0xFF
+        pseudo = _pseudo6(h, 6, total - 40)
+        gso = GSO_TCPV6
+    else:
+        ihl = 20
+        h[2] = total >> 8
+        h[3] = total & 0xFF
+        ipv4_header_checksum(memoryview(h)[:20])
+        pseudo = _pseudo4(h, 6, total - 20)
+        gso = GSO_TCPV4
+    if psh:
+        h[ihl + 13] |= _TCP_PSH
+    c = checksum_fold(pseudo)
+    h[ihl + 16] = c >> 8
+    h[ihl + 17] = c & 0xFF
+    parts[0] = _VNET.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso, hl, mss, ihl, 16)
+    parts[1] = h
+    return parts
+
+
+def coalesce(pkts: list, frames: list) -> None:
+    """Append TUN frames (lists of buffers for writev) for a batch of decrypted IP packets.
+
+    Runs of adjacent TCP segments of one flow (same addresses, ports, ack, window, options,
+    TTL/TOS; contiguous sequence numbers; only ACK/PSH; all but the last of equal size; at most
+    64 KiB) become one GSO super-packet; everything else is passed through with a zero header.
+    Only adjacent segments coalesce, which is what a bulk flow produces (the sender's TSO burst
+    arrives as a contiguous run). The views in ``pkts`` must stay valid until the frames are written.
+    """
+    masks = _MASKS
+    from_bytes = int.from_bytes
+    append = frames.append
+    g_parts = None  # current group: [vnet, hdr, payload, payload, ...]
+    g_key = g_next = g_mss = g_len = g_hl = 0
+    g_open = g_v6 = g_psh = False
+    g_first = g_hdr = None
+    for pkt in pkts:
+        b0 = pkt[0]
+        if b0 == 0x45:
+            ihl = 20
+            if pkt[9] != 6 or (pkt[6] & 0x3F) or pkt[7]:
+                ihl = 0
+        elif b0 >> 4 == 6:
+            ihl = 40 if pkt[6] == 6 else 0
+        else:
+            ihl = 0
+        n = len(pkt)
+        if ihl and n >= ihl + 20:
+            thl = (pkt[ihl + 12] >> 4) << 2
+            flags = pkt[ihl + 13]
+            hl = ihl + thl
+            plen = n - hl
+            if plen > 0 and thl >= 20 and (flags & 0xF7) == _TCP_ACK:
+                hdr = pkt[:hl]
+                mask = masks.get(hl + ihl)
+                if mask is None:
+                    mask = masks[hl + ihl] = _mask(ihl, thl)
+                key = from_bytes(hdr, "big") & mask
+                seq = from_bytes(pkt[ihl + 4:ihl + 8], "big")
+                if (g_open and key == g_key and seq == g_next and plen <= g_mss
+                        and g_len + plen + hl <= _MAX_IP_LEN):
+                    g_parts.append(pkt[hl:])
+                    g_len += plen
+                    g_next = (seq + plen) & 0xFFFFFFFF
+                    if plen < g_mss or flags & _TCP_PSH:
+                        g_open = False
+                        g_psh = bool(flags & _TCP_PSH)
+                    continue
+                if g_parts is not None:
+                    if len(g_parts) == 3:
+                        append([ZERO_VNET_HDR, g_first])
+                    else:
+                        append(_group_frame(g_parts, g_hdr, g_hl, g_len, g_mss, g_v6, g_psh))
+                g_parts = [None, None, pkt[hl:]]
+                g_first = pkt
+                g_hdr = hdr
+                g_key = key
+                g_next = (seq + plen) & 0xFFFFFFFF
+                g_mss = g_len = plen
+                g_hl = hl
+                g_v6 = ihl == 40
+                g_psh = False
+                g_open = not (flags & _TCP_PSH)
+                continue
+        if g_parts is not None:
+            if len(g_parts) == 3:
+                append([ZERO_VNET_HDR, g_first])
+            else:
+                append(_group_frame(g_parts, g_hdr, g_hl, g_len, g_mss, g_v6, g_psh))
+            g_parts = None
+            g_open = False
+        append([ZERO_VNET_HDR, pkt])
+    if g_parts is not None:
+        if len(g_parts) == 3:
+            append([ZERO_VNET_HDR, g_first])
+        else:
+            append(_group_frame(g_parts, g_hdr, g_hl, g_len, g_mss, g_v6, g_psh))
 
 
 class Coalescer:
-    """Turns a batch of decrypted IP packets into TUN frames (lists of buffers for writev).
-
-    Only adjacent segments coalesce, which is what a bulk flow produces: the sender's TSO
-    burst arrives as a contiguous run of same-sized segments.
-    """
-
-    __slots__ = ("frames", "_g_key", "_g_hdr", "_g_parts", "_g_next", "_g_mss", "_g_len", "_g_hl",
-                 "_g_open", "_g_v6", "_g_psh", "_g_first")
+    """Incremental wrapper around ``coalesce`` (add packets, then ``flush()`` for the frames)."""
 
     def __init__(self) -> None:
-        self.frames: list[list] = []
-        self._g_parts: list | None = None
+        self._pkts: list = []
 
     def add(self, pkt: memoryview) -> None:
-        """Add one IP packet (trimmed to its IP length; the view must stay valid until flushed)."""
-        b0 = pkt[0]
-        ver = b0 >> 4
-        if ver == 4:
-            ihl = (b0 & 15) << 2
-            if ihl != 20 or pkt[9] != 6 or (pkt[6] & 0x3F) or pkt[7]:
-                self._single(pkt)
-                return
-        elif ver == 6:
-            ihl = 40
-            if pkt[6] != 6:
-                self._single(pkt)
-                return
-        else:
-            self._single(pkt)
-            return
-        n = len(pkt)
-        if n < ihl + 20:
-            self._single(pkt)
-            return
-        thl = (pkt[ihl + 12] >> 4) << 2
-        flags = pkt[ihl + 13]
-        hl = ihl + thl
-        plen = n - hl
-        if plen <= 0 or thl < 20 or (flags & ~(_TCP_ACK | _TCP_PSH)) or not (flags & _TCP_ACK):
-            self._single(pkt)
-            return
-        hdr = pkt[:hl]
-        mask = _MASKS.get((ihl, thl))
-        if mask is None:
-            mask = _MASKS[(ihl, thl)] = _mask(ihl, thl)
-        key = int.from_bytes(hdr, "big") & mask
-        seq = int.from_bytes(pkt[ihl + 4:ihl + 8], "big")
-        if (self._g_parts is not None and self._g_open and key == self._g_key and seq == self._g_next
-                and plen <= self._g_mss and self._g_len + plen + hl <= _MAX_IP_LEN):
-            self._g_parts.append(pkt[hl:])
-            self._g_len += plen
-            self._g_next = (seq + plen) & 0xFFFFFFFF
-            if plen < self._g_mss or flags & _TCP_PSH:
-                self._g_open = False
-                self._g_psh = bool(flags & _TCP_PSH)
-            return
-        self._flush_group()
-        self._g_key = key
-        self._g_hdr = hdr
-        self._g_first = pkt
-        self._g_parts = [pkt[hl:]]
-        self._g_next = (seq + plen) & 0xFFFFFFFF
-        self._g_mss = plen
-        self._g_len = plen
-        self._g_hl = hl
-        self._g_v6 = ver == 6
-        self._g_psh = False
-        self._g_open = not (flags & _TCP_PSH)
-
-    def _single(self, pkt: memoryview) -> None:
-        self._flush_group()
-        self.frames.append([ZERO_VNET_HDR, pkt])
-
-    def _flush_group(self) -> None:
-        parts = self._g_parts
-        if parts is None:
-            return
-        self._g_parts = None
-        if len(parts) == 1:
-            self.frames.append([ZERO_VNET_HDR, self._g_first])
-            return
-        hl = self._g_hl
-        hdr = bytearray(self._g_hdr)
-        total = hl + self._g_len
-        if self._g_v6:
-            ihl = 40
-            struct.pack_into("!H", hdr, 4, total - 40)
-            pseudo = _pseudo6(hdr, 6, total - 40)
-            gso = GSO_TCPV6
-        else:
-            ihl = 20
-            struct.pack_into("!H", hdr, 2, total)
-            ipv4_header_checksum(memoryview(hdr)[:20])
-            pseudo = _pseudo4(hdr, 6, total - 20)
-            gso = GSO_TCPV4
-        if self._g_psh:
-            hdr[ihl + 13] |= _TCP_PSH
-        struct.pack_into("!H", hdr, ihl + 16, checksum_fold(pseudo))
-        vh = _VNET.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso, hl, self._g_mss, ihl, 16)
-        parts.insert(0, hdr)
-        parts.insert(0, vh)
-        self.frames.append(parts)
+        self._pkts.append(pkt)
 
     def flush(self) -> list[list]:
-        """Finish the batch; returns the frames and resets."""
-        self._flush_group()
-        frames = self.frames
-        self.frames = []
+        frames: list[list] = []
+        coalesce(self._pkts, frames)
+        self._pkts = []
         return frames
 
 

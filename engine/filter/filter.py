@@ -35,7 +35,7 @@ from engine.filter.packet import (
     TCP_SYN,
     decode,
 )
-from engine.filter.rules import Match, Range, compile_rules, prefixes_to_ranges
+from engine.filter.rules import FilterRuleError, Match, Range, compile_rules, prefixes_to_ranges
 
 LRU_SIZE = 512  # tailscale's flowtrack cache size for UDP/SCTP reply tuples
 
@@ -116,6 +116,31 @@ class Filter:
         """Compile FilterRule JSON dicts; returns (filter, non-fatal errors). SrcBits raises."""
         matches, errors = compile_rules(rules)
         return cls(matches, local_nets, **kw), errors
+
+    @classmethod
+    def for_netmap(
+        cls,
+        packet_filter: Sequence[Any] | None,
+        self_addresses: Iterable[str],
+        advertised_routes: Iterable[str] = (),
+        prev: "Filter | None" = None,
+    ) -> tuple["Filter", list[str]]:
+        """The daemon's entry point: NetworkMap.packet_filter (None = none yet -> AllowNone).
+
+        Local destinations are our own addresses plus the routes we advertise (0.0.0.0/0 and
+        ::/0 when offering an exit node). A fatal rule error (SrcBits) fails closed (AllowNone).
+        The UDP reply LRU of `prev` is carried over.
+        """
+        if packet_filter is None:
+            f, errors = cls.allow_none(), []
+        else:
+            try:
+                f, errors = cls.from_rules(packet_filter, [*self_addresses, *advertised_routes])
+            except FilterRuleError as e:
+                f, errors = cls.allow_none(), [str(e)]
+        if prev is not None:
+            f.carry_state_from(prev)
+        return f, errors
 
     def carry_state_from(self, old: "Filter") -> None:
         """Keep the UDP reply LRU across a reconfiguration (as tailscale does)."""

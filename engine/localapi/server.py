@@ -17,6 +17,7 @@ Request path:  accept ─► SO_PEERCRED ─► h11 parse (limits) ─► CSRF/H
 from __future__ import annotations
 
 import asyncio
+import http
 import json
 import logging
 import os
@@ -101,6 +102,13 @@ class Route:
     handler: Handler
     write: bool  # needs write permission
     action: str  # for denial messages
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
 
 
 def _json_bytes(v: Any, indent: bool = False) -> bytes:
@@ -380,7 +388,7 @@ class LocalAPIServer:
             ctype = r.ctype
         if r.status == 204:
             body, ctype = b"", None
-        resp = h11.Response(status_code=r.status, headers=self._headers(r.headers, ctype, len(body) if r.status != 204 else None))
+        resp = h11.Response(status_code=r.status, reason=_reason(r.status), headers=self._headers(r.headers, ctype, len(body) if r.status != 204 else None))
         try:
             writer.write(conn.send(resp))
             if body:
@@ -396,11 +404,11 @@ class LocalAPIServer:
         try:
             if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
                 return
-            data = conn.send(h11.Response(status_code=status, headers=self._headers([("Connection", "close")], "application/json", len(body))))
+            data = conn.send(h11.Response(status_code=status, reason=_reason(status), headers=self._headers([("Connection", "close")], "application/json", len(body))))
             data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             # h11 is in ERROR; write a minimal response by hand.
-            data = (f"HTTP/1.1 {status} Bad Request\r\nContent-Type: application/json\r\n"
+            data = (f"HTTP/1.1 {status} {_reason(status).decode()}\r\nContent-Type: application/json\r\n"
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
         writer.write(data)
         try:
@@ -411,7 +419,7 @@ class LocalAPIServer:
     async def _send_stream(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                            chunks: Stream) -> None:
         """Chunked response of newline-delimited JSON, until the producer ends or the client hangs up."""
-        writer.write(conn.send(h11.Response(status_code=200, headers=self._headers([], "application/json", None))))
+        writer.write(conn.send(h11.Response(status_code=200, reason=b"OK", headers=self._headers([], "application/json", None))))
         await writer.drain()
 
         async def pump() -> None:

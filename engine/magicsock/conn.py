@@ -41,6 +41,7 @@ from engine.magicsock.bind import MagicBind, PeerEndpoint
 from engine.magicsock.endpoint import AddrPort, PathStatus, PeerPath, SendCallMeMaybe, SendPing
 
 NOTE_SEND_EVERY = 0.25  # seconds: how often a data send consults the path core
+DERP_INACTIVE_CLEANUP = 60.0  # seconds before an unused non-home DERP connection is closed
 RESTUN_INTERVAL = 23.0  # seconds between background netchecks (tailscale: 20-26 s)
 ENDPOINT_LOCAL = 1  # tailcfg.EndpointType values
 ENDPOINT_STUN = 2
@@ -175,6 +176,7 @@ class MagicConn:
         self._last_stun: float | None = None
         self._fwmark = 0
         self._bg: list[asyncio.Task] = []
+        self._derp_last_use: dict[int, float] = {}
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -407,6 +409,12 @@ class MagicConn:
             self._derp_tasks[region_id] = self._tg.create_task(c.run(), name=f"derp-{region_id}")
         return c
 
+    def _close_idle_derps(self, now: float) -> None:
+        """Non-home regions are closed after DERP_INACTIVE_CLEANUP of no sends (magicsock/derp.go)."""
+        for rid in list(self._derps):
+            if rid != self.home_derp and now - self._derp_last_use.get(rid, now) > DERP_INACTIVE_CLEANUP:
+                self._close_derp(rid)
+
     def _close_derp(self, region_id: int) -> None:
         c = self._derps.pop(region_id, None)
         if c is not None:
@@ -419,6 +427,7 @@ class MagicConn:
         if self._closed:
             return
         rid = region_id or self.home_derp
+        self._derp_last_use[rid] = self._clock()
         if not rid or rid not in self.derp_map.regions:
             self.counters.derp_tx_dropped += 1
             return
@@ -446,10 +455,14 @@ class MagicConn:
         if self._closed:
             return
         if isinstance(endpoint, UdpEndpoint):
-            for d in dgrams:
-                self._udp_send(d, (str(endpoint.ip), endpoint.port))
-            return
-        nk = endpoint.node_key if isinstance(endpoint, PeerEndpoint) else None
+            addr = (str(endpoint.ip), endpoint.port)
+            nk = self._addr_peer.get(addr)
+            if nk is None:  # not a peer we know: plain UDP (e.g. a WireGuard-only peer)
+                for d in dgrams:
+                    self._udp_send(d, addr)
+                return
+        else:
+            nk = endpoint.node_key if isinstance(endpoint, PeerEndpoint) else None
         now = self._clock()
         actions = []
         with self._lock:
@@ -640,6 +653,7 @@ class MagicConn:
             for nk, acts in due:
                 for a in acts:
                     self._do_action(nk, a)
+            self._close_idle_derps(now)
             timeout = 5.0 if nxt is None else min(5.0, max(0.01, nxt - self._clock()))
             self._wake.clear()
             try:

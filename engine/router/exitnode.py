@@ -70,6 +70,17 @@ def netns_runner(ns: str) -> Runner:
     return run
 
 
+def offers_exit_node(allowed_ips: Iterable[str]) -> bool:
+    """A peer is an exit-node option iff its AllowedIPs contain both 0.0.0.0/0 and ::/0 (tsaddr.ContainsExitRoutes)."""
+    nets = set()
+    for a in allowed_ips or ():
+        try:
+            nets.add(str(ipaddress.ip_network(str(a), strict=False)))
+        except ValueError:
+            continue
+    return "0.0.0.0/0" in nets and "::/0" in nets
+
+
 def mark_socket(sock: socket.socket) -> None:
     """Mark one of the helper's own sockets so its traffic bypasses table 52 (never loops into the tunnel)."""
     sock.setsockopt(socket.SOL_SOCKET, SO_MARK, BYPASS_MARK)
@@ -102,9 +113,6 @@ class RuleSpec:
             argv += ["fwmark", self.fwmark]
         argv += ["unreachable"] if self.action == "unreachable" else ["table", self.action]
         return argv
-
-    def del_argv(self) -> list[str]:
-        return ["ip", f"-{self.family}", "rule", "del", "pref", str(self.priority)]
 
 
 @dataclass(frozen=True, slots=True)

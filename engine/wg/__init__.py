@@ -16,7 +16,8 @@ Data-plane API (``engine.wg.core``)
                       timings=Timings(),                # tests may lower rekey_after_time etc.
                       mtu=1420,                         # padding never grows a packet beyond this
                       random_bytes=secrets.token_bytes, # indexes, ephemerals, cookie secrets
-                      rng=random.Random())              # timer jitter only
+                      rng=random.Random(),              # timer jitter only
+                      on_outgoing=None)                 # called (any thread) when the outbox fills
     core.set_private_key(b32 | None, now)               # changes identity, drops all sessions
     peer = core.add_peer(public_key, preshared_key=None, persistent_keepalive=0,
                          endpoint=None, allowed_ips=(), now=now)  # or core.update_peer(...)
@@ -24,12 +25,12 @@ Data-plane API (``engine.wg.core``)
     core.set_allowed_ips(peer, ["10.0.0.2/32", ...]); core.add_allowed_ip(peer, net)
     core.allowed_ips.lookup(dst_ip_bytes) -> Peer | None          # cryptokey routing (TUN -> peer)
 
-    # TUN reader thread (hot path, ~3-4 µs + AEAD):
+    # TUN reader thread (hot path; 1420 B: encrypt ≈ 1.6 µs, decrypt ≈ 2.8 µs incl. AEAD, one core):
     peer = core.route(ip_packet)                    # allowed-ips lookup on the destination; None = drop
     datagram = core.encrypt(peer, ip_packet, now)   # bytes to send to peer.endpoint, or None:
                                                     # the packet was staged and a handshake started
     # UDP reader thread (hot path):
-    r = core.decrypt(datagram, src, now)
+    r = core.decrypt(datagram, src, now)          # datagram: bytes or bytearray (not memoryview)
         # tuple (peer, ip_packet) -> write ip_packet to TUN (already trimmed, source-checked)
         # None                    -> consumed (handshake, keepalive, cookie reply): nothing to write
         # DropReason (a str)      -> dropped; also counted in core.counters()
@@ -45,6 +46,7 @@ Data-plane API (``engine.wg.core``)
 the address). ``peer.endpoint`` is updated from ``src`` of every authenticated packet;
 the adapter may set it with ``core.set_endpoint(peer, addr)``. ``Outgoing.addr`` is the
 endpoint to use (``peer.endpoint`` at the time of queueing, or ``src`` for cookie replies).
+``core.counters()`` -> {"drop_<reason>": n, "handshakes_completed": n, ...}.
 Per-peer status: ``peer.public_key``, ``peer.rx_bytes``, ``peer.tx_bytes``,
 ``peer.last_handshake`` (wall time or None), ``peer.persistent_keepalive``, ``peer.endpoint``.
 

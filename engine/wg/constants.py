@@ -10,23 +10,27 @@ IDENTIFIER = b"WireGuard v1 zx2c4 Jason@zx2c4.com"  # §5.4: mixed into H_i (Noi
 LABEL_MAC1 = b"mac1----"  # §5.4.4: mac1 key = HASH(LABEL_MAC1 || S_pub of the receiver)
 LABEL_COOKIE = b"cookie--"  # §5.4.7: cookie-reply key = HASH(LABEL_COOKIE || S_pub of the sender)
 
-# --- Message-count limits (whitepaper §6.1 "Timers & Stateless UX", table of constants) -----
-REKEY_AFTER_MESSAGES = 1 << 60  # §6.1: initiate a new handshake after this many sent messages
-REJECT_AFTER_MESSAGES = (1 << 64) - (1 << 13) - 1  # §6.1: never send/accept a counter >= this
+# --- Message-count limits (whitepaper §6.1 table of constants; used as in §6.2) -------------
+REKEY_AFTER_MESSAGES = 1 << 60  # §6.2: initiate a new handshake after this many sent messages
+REJECT_AFTER_MESSAGES = (1 << 64) - (1 << 13) - 1  # §6.2: never send/accept a counter >= this
 
 # --- Times in seconds (whitepaper §6.1, same table) -----------------------------------------
-REKEY_AFTER_TIME = 120.0  # §6.1/§6.2: the initiator rekeys a session older than this on send
-REJECT_AFTER_TIME = 180.0  # §6.1: a keypair older than this is never used (send or receive)
+REKEY_AFTER_TIME = 120.0  # §6.2/§6.3: the initiator rekeys a session older than this on send
+REJECT_AFTER_TIME = 180.0  # §6.2: a keypair older than this is never used (send or receive);
+#                            §6.3: all keys are erased after 3 x REJECT_AFTER_TIME without a session
 REKEY_ATTEMPT_TIME = 90.0  # §6.4: keep retrying a handshake for this long, then give up
 REKEY_TIMEOUT = 5.0  # §6.4: retransmit an unanswered initiation after this (+ jitter)
 KEEPALIVE_TIMEOUT = 10.0  # §6.5: passive keepalive after receiving data and sending nothing
-REKEY_TIMEOUT_JITTER_MAX = 0.334  # §6.1 "jitter of up to 333 ms"; wireguard-go draws [0, 334) ms
+REKEY_TIMEOUT_JITTER_MAX = 0.334  # §6.4: retries add up to 333 ms of jitter; wireguard-go
+#                                   RekeyTimeoutJitterMaxMs draws an integer in [0, 334) ms
 MAX_TIMER_HANDSHAKES = int(REKEY_ATTEMPT_TIME / REKEY_TIMEOUT)  # = 18 retries (wireguard-go)
 
 # --- Cookies and DoS mitigation (whitepaper §5.3, §5.4.7) ----------------------------------
 COOKIE_REFRESH_TIME = 120.0  # §5.4.7: responder's cookie secret R_m changes every 2 minutes;
 #                              the initiator stops using a cookie older than this
-HANDSHAKE_INITIATION_RATE = 1.0 / 50  # §5.1 (replay/flood): ≥ 20 ms between initiations per peer
+HANDSHAKE_INITIATION_RATE = 1.0 / 50  # wireguard-go HandshakeInitationRate, kernel
+#   INITIATIONS_PER_SECOND = 50: an initiation < 20 ms after the last accepted one from that
+#   peer is dropped (flood guard beside the TAI64N replay check of §5.1/§5.4.2)
 UNDER_LOAD_AFTER_TIME = 1.0  # wireguard-go device.go: stay "under load" for 1 s once detected
 RATE_LIMIT_PACKETS_PER_SECOND = 20  # wireguard-go ratelimiter: handshakes/s per source IP
 RATE_LIMIT_BURST = 5  # wireguard-go ratelimiter: burst per source IP

@@ -402,6 +402,8 @@ class DeviceCore:
         t.any_authenticated_packet_traversal(now)
         t.any_authenticated_packet_sent(now)
         self._counters["handshake_initiations_sent"] += 1
+        if self._log is not None:
+            self._log.debug("%s: sending handshake initiation (retry=%s)", peer, is_retry)
         peer.tx_bytes += len(data)
         self._push(peer, peer.endpoint, data)
         t.handshake_initiated(now)
@@ -429,7 +431,7 @@ class DeviceCore:
             if counter >= self._reject_msgs:
                 return self._drop(DropReason.COUNTER_LIMIT)
             try:
-                pt = kp.recv_aead.decrypt(_NONCE_PREFIX + datagram[8:16], datagram[SIZE_TRANSPORT_HEADER:], None)
+                pt = kp.recv_aead.decrypt(_NONCE_PREFIX + datagram[8:16], memoryview(datagram)[SIZE_TRANSPORT_HEADER:], None)
             except InvalidTag:
                 return self._drop(DropReason.DECRYPT_TRANSPORT)
             with kp.recv_lock:
@@ -493,60 +495,62 @@ class DeviceCore:
             peer.timers.handshake_complete(now)
             peer.last_handshake = self._wall_clock()
             self._counters["handshakes_completed"] += 1
+            if self._log is not None:
+                self._log.debug("%s: handshake complete (responder, key confirmed)", peer)
             self._send_staged_locked(peer, now)
 
     def _receive_handshake(self, datagram: bytes, src: Any, now: float) -> DropReason | None:
         ident, checker = self._identity, self._checker
         if ident is None or checker is None:
-            return self._drop(DropReason.NO_PRIVATE_KEY)
+            return self._drop_logged(DropReason.NO_PRIVATE_KEY, src)
         try:
             msg = parse_message(datagram)
         except MessageParseError:
-            return self._drop(DropReason.MALFORMED)
+            return self._drop_logged(DropReason.MALFORMED, src)
         if isinstance(msg, CookieReply):
-            return self._receive_cookie_reply(msg, now)
+            return self._receive_cookie_reply(msg, src, now)
         if not isinstance(msg, (Initiation, Response)):
-            return self._drop(DropReason.MALFORMED)
+            return self._drop_logged(DropReason.MALFORMED, src)
         data = bytes(datagram)
         if not checker.check_mac1(data):
-            return self._drop(DropReason.BAD_MAC1)
+            return self._drop_logged(DropReason.BAD_MAC1, src)
         if now < self._under_load_until:
             with self._cookie_lock:
                 if not checker.check_mac2(data, src, now):
                     reply = checker.create_reply(data, msg.sender, src, now)
                     self._push(None, src, reply.marshal())
-                    return self._drop(DropReason.COOKIE_SENT)
+                    return self._drop_logged(DropReason.COOKIE_SENT, src)
                 if not self._limiter.allow(src, now):
-                    return self._drop(DropReason.RATE_LIMITED)
+                    return self._drop_logged(DropReason.RATE_LIMITED, src)
         if isinstance(msg, Initiation):
             return self._receive_initiation(ident, msg, src, now)
         return self._receive_response(ident, msg, src, now)
 
-    def _receive_cookie_reply(self, msg: CookieReply, now: float) -> DropReason | None:
+    def _receive_cookie_reply(self, msg: CookieReply, src: Any, now: float) -> DropReason | None:
         entry = self._index.get(msg.receiver)
         if entry is None:
-            return self._drop(DropReason.UNKNOWN_INDEX)
+            return self._drop_logged(DropReason.UNKNOWN_INDEX, src)
         peer = entry.peer if isinstance(entry, Keypair) else entry
         with peer.lock:
             if not peer.cookie_gen.consume_reply(msg, now):
-                return self._drop(DropReason.BAD_COOKIE_REPLY)
+                return self._drop_logged(DropReason.BAD_COOKIE_REPLY, src)
         self._counters["cookie_replies_consumed"] += 1
         return None
 
     def _receive_initiation(self, ident: StaticIdentity, msg: Initiation, src: Any, now: float) -> DropReason | None:
         opened = hsm.open_initiation(ident, msg)
         if isinstance(opened, DropReason):
-            return self._drop(opened)
+            return self._drop_logged(opened, src)
         peer = self._peers.get(opened.remote_static)
         if peer is None:
-            return self._drop(DropReason.UNKNOWN_PEER)
+            return self._drop_logged(DropReason.UNKNOWN_PEER, src)
         with peer.lock:
             if peer.removed or self._identity is not ident:
-                return self._drop(DropReason.UNKNOWN_PEER)
+                return self._drop_logged(DropReason.UNKNOWN_PEER, src)
             hs = peer.handshake
             err = hsm.accept_initiation(opened, hs, now=now, initiation_rate=self.timings.handshake_initiation_rate)
             if err is not None:
-                return self._drop(err)
+                return self._drop_logged(err, src)
             peer.endpoint = src
             t = peer.timers
             t.any_authenticated_packet_traversal(now)
@@ -559,7 +563,7 @@ class DeviceCore:
             if resp is None:
                 self._free_index(idx, peer)
                 hs.zero()
-                return self._drop(DropReason.BAD_DH)
+                return self._drop_logged(DropReason.BAD_DH, src)
             data = peer.cookie_gen.add_macs(resp.marshal(), now)
             self._begin_session_locked(peer, idx, now)
             t.any_authenticated_packet_traversal(now)
@@ -582,14 +586,14 @@ class DeviceCore:
     def _receive_response(self, ident: StaticIdentity, msg: Response, src: Any, now: float) -> DropReason | None:
         entry = self._index.get(msg.receiver)
         if entry.__class__ is not Peer:
-            return self._drop(DropReason.UNKNOWN_INDEX)
+            return self._drop_logged(DropReason.UNKNOWN_INDEX, src)
         peer: Peer = entry  # type: ignore[assignment]
         with peer.lock:
             if peer.removed or self._identity is not ident:
-                return self._drop(DropReason.UNKNOWN_PEER)
+                return self._drop_logged(DropReason.UNKNOWN_PEER, src)
             err = hsm.consume_response(ident, msg, peer.handshake)
             if err is not None:
-                return self._drop(err)
+                return self._drop_logged(err, src)
             peer.endpoint = src
             peer.rx_bytes += SIZE_RESPONSE
             t = peer.timers
@@ -599,6 +603,8 @@ class DeviceCore:
             t.handshake_complete(now)
             peer.last_handshake = self._wall_clock()
             self._counters["handshakes_completed"] += 1
+            if self._log is not None:
+                self._log.debug("%s: handshake complete (initiator)", peer)
             self._send_keepalive_locked(peer, now)  # key confirmation (or the staged packets)
         return None
 
@@ -635,6 +641,8 @@ class DeviceCore:
         elif action is Action.GIVE_UP:
             peer.staged.clear()
             self._counters["handshakes_given_up"] += 1
+            if self._log is not None:
+                self._log.debug("%s: handshake did not complete, giving up", peer)
 
     def _zero_and_flush_locked(self, peer: Peer) -> None:
         for kp in peer.keypairs.clear():

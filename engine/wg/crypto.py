@@ -113,7 +113,7 @@ def xaead_decrypt(key: bytes, xnonce: bytes, ciphertext: bytes, ad: bytes) -> by
 class PrivateKey:
     """An X25519 private key; never shows its bytes (repr prints the public key's short form)."""
 
-    __slots__ = ("_key", "_raw", "public")
+    __slots__ = ("_key", "_raw", "_public")
 
     def __init__(self, raw: bytes) -> None:
         raw = bytes(raw)
@@ -121,7 +121,11 @@ class PrivateKey:
             raise ValueError(f"private key: want {KEY_SIZE} bytes, got {len(raw)}")
         self._raw = raw
         self._key = X25519PrivateKey.from_private_bytes(raw)
-        self.public = PublicKey(self._key.public_key().public_bytes_raw())
+        self._public = PublicKey(self._key.public_key().public_bytes_raw())
+
+    def public(self) -> "PublicKey":
+        """The matching public key."""
+        return self._public
 
     @classmethod
     def generate(cls, random_bytes) -> "PrivateKey":
@@ -146,10 +150,10 @@ class PrivateKey:
         return isinstance(other, PrivateKey) and _hmac.compare_digest(self._raw, other._raw)
 
     def __hash__(self) -> int:
-        return hash(self.public)
+        return hash(self._public)
 
     def __repr__(self) -> str:
-        return f"PrivateKey(public={self.public.short()})"
+        return f"PrivateKey(public={self._public.short()})"
 
     __str__ = __repr__
 

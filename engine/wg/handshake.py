@@ -37,6 +37,34 @@ class HandshakeState(enum.IntEnum):
     RESPONSE_CONSUMED = 4
 
 
+class HandshakeEvent(enum.Enum):
+    CREATE_INITIATION = "create_initiation"
+    ACCEPT_INITIATION = "accept_initiation"
+    CREATE_RESPONSE = "create_response"
+    CONSUME_RESPONSE = "consume_response"
+    DERIVE_KEYPAIR = "derive_keypair"
+    ZERO = "zero"
+
+
+_S, _E = HandshakeState, HandshakeEvent
+# Every legal (state, event) -> next state; anything else is refused (None / a DropReason)
+# and leaves the state unchanged. A new initiation (sent or received) always restarts.
+_TRANSITIONS: dict[tuple[HandshakeState, HandshakeEvent], HandshakeState] = {
+    **{(s, _E.CREATE_INITIATION): _S.INITIATION_CREATED for s in _S},
+    **{(s, _E.ACCEPT_INITIATION): _S.INITIATION_CONSUMED for s in _S},
+    **{(s, _E.ZERO): _S.ZEROED for s in _S},
+    (_S.INITIATION_CONSUMED, _E.CREATE_RESPONSE): _S.RESPONSE_CREATED,
+    (_S.INITIATION_CREATED, _E.CONSUME_RESPONSE): _S.RESPONSE_CONSUMED,
+    (_S.RESPONSE_CREATED, _E.DERIVE_KEYPAIR): _S.ZEROED,  # responder: keys, awaiting confirmation
+    (_S.RESPONSE_CONSUMED, _E.DERIVE_KEYPAIR): _S.ZEROED,  # initiator: keys, confirmed
+}
+
+
+def next_state(state: HandshakeState, event: HandshakeEvent) -> HandshakeState | None:
+    """The state after ``event`` in ``state``, or None if the event is not allowed there."""
+    return _TRANSITIONS.get((state, event))
+
+
 class StaticIdentity:
     """Our static key with the values derived from it once (mac1/cookie keys, initial hash)."""
 
@@ -44,7 +72,7 @@ class StaticIdentity:
 
     def __init__(self, private: PrivateKey) -> None:
         self.private = private
-        self.public = private.public
+        self.public = private.public()
         self.mac1_key = crypto.hash_(LABEL_MAC1, self.public)  # checks mac1 of messages to us
         self.cookie_key = crypto.hash_(LABEL_COOKIE, self.public)  # encrypts cookies we send
         self.initial_hash = crypto.hash_(INITIAL_HASH, self.public)  # H after "<- s" (we respond)
@@ -108,8 +136,8 @@ def create_initiation(
     if hs.precomputed_ss is None:
         return None
     try:
-        c = crypto.kdf1(INITIAL_CHAIN_KEY, ephemeral.public)  # e
-        h = crypto.hash_(hs.initial_hash, ephemeral.public)
+        c = crypto.kdf1(INITIAL_CHAIN_KEY, ephemeral.public())  # e
+        h = crypto.hash_(hs.initial_hash, ephemeral.public())
         c, k = crypto.kdf2(c, ephemeral.exchange(hs.remote_static))  # es
     except DHError:
         return None
@@ -123,7 +151,7 @@ def create_initiation(
     hs.local_ephemeral = ephemeral
     hs.local_index = sender_index
     hs.remote_ephemeral = b""
-    return Initiation(sender_index, bytes(ephemeral.public), enc_static, enc_ts)
+    return Initiation(sender_index, bytes(ephemeral.public()), enc_static, enc_ts)
 
 
 class OpenedInitiation:
@@ -180,11 +208,11 @@ def accept_initiation(opened: OpenedInitiation, hs: PeerHandshake, *, now: float
 
 def create_response(hs: PeerHandshake, *, sender_index: int, ephemeral: PrivateKey) -> Response | None:
     """Build message 2 (responder; mac fields left zero). None unless an initiation was consumed."""
-    if hs.state != HandshakeState.INITIATION_CONSUMED:
+    if next_state(hs.state, HandshakeEvent.CREATE_RESPONSE) is None:
         return None
     try:
-        c = crypto.kdf1(hs.chain_key, ephemeral.public)  # e
-        h = crypto.hash_(hs.hash, ephemeral.public)
+        c = crypto.kdf1(hs.chain_key, ephemeral.public())  # e
+        h = crypto.hash_(hs.hash, ephemeral.public())
         c = crypto.kdf1(c, ephemeral.exchange(hs.remote_ephemeral))  # ee
         c = crypto.kdf1(c, ephemeral.exchange(hs.remote_static))  # se
     except DHError:
@@ -197,12 +225,12 @@ def create_response(hs: PeerHandshake, *, sender_index: int, ephemeral: PrivateK
     hs.local_ephemeral = ephemeral
     hs.local_index = sender_index
     hs.state = HandshakeState.RESPONSE_CREATED
-    return Response(sender_index, hs.remote_index, bytes(ephemeral.public), enc_nothing)
+    return Response(sender_index, hs.remote_index, bytes(ephemeral.public()), enc_nothing)
 
 
 def consume_response(ident: StaticIdentity, msg: Response, hs: PeerHandshake) -> DropReason | None:
     """Initiator (peer lock held): e, ee, se, psk; commits only if the empty payload verifies."""
-    if hs.state != HandshakeState.INITIATION_CREATED or msg.receiver != hs.local_index:
+    if next_state(hs.state, HandshakeEvent.CONSUME_RESPONSE) is None or msg.receiver != hs.local_index:
         return DropReason.UNEXPECTED_RESPONSE
     eph = hs.local_ephemeral
     if eph is None:
@@ -230,14 +258,14 @@ def consume_response(ident: StaticIdentity, msg: Response, hs: PeerHandshake) ->
 
 def derive_keypair(hs: PeerHandshake, *, now: float, peer: object = None) -> Keypair | None:
     """Split (§5.4.5): both sides derive transport keys, and the handshake is zeroed."""
+    if next_state(hs.state, HandshakeEvent.DERIVE_KEYPAIR) is None:
+        return None
     if hs.state == HandshakeState.RESPONSE_CONSUMED:
         send, recv = crypto.kdf2(hs.chain_key, b"")
         initiator = True
-    elif hs.state == HandshakeState.RESPONSE_CREATED:
+    else:
         recv, send = crypto.kdf2(hs.chain_key, b"")
         initiator = False
-    else:
-        return None
     kp = Keypair(send, recv, local_index=hs.local_index, remote_index=hs.remote_index,
                  created=now, is_initiator=initiator, peer=peer)
     hs.zero()

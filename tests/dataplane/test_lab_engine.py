@@ -99,3 +99,60 @@ def test_tso_reads_segmented(lab):
     wait_ping(a, TUN_B)
     transfer(lab, a, b, TUN_B, 10 << 20)
     transfer(lab, a, b, TUN_B6, 3 << 20)
+
+
+@pytest.mark.parametrize("tso", [False, True], ids=["plain", "tso"])
+def test_interop_with_wireguard_go(lab, tso):
+    """Our engine on a, wireguard-go on b: ping and byte-exact TCP both ways (GRO/GSO on both)."""
+    import base64
+
+    from tests.lab.peers import WireguardGo, peer_bin
+
+    try:
+        peer_bin("wireguard-go")
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(str(e))
+    a, b = labpair.link_hosts(lab)
+    ka, pa = labpair.new_key()
+    wg = WireguardGo(b, lab.ifname(), listen_port=51821, address=f"{TUN_B}/24", address6=f"{TUN_B6}/64").start()
+    wg.add_peer(base64.b64encode(pa).decode(), endpoint=f"{labpair.UL_A}:51820",
+                allowed_ips=f"{TUN_A}/32,{TUN_A6}/128")
+    cfg = {"name": lab.ifname(), "mtu": 1420, "tso": tso, "private_key": ka.hex(), "listen_port": 51820,
+           "addresses": [f"{TUN_A}/24", f"{TUN_A6}/64"],
+           "peers": [{"public_key": base64.b64decode(wg.public_key).hex(), "endpoint": f"{labpair.UL_B}:51821",
+                      "allowed_ips": [f"{TUN_B}/32", f"{TUN_B6}/128"]}]}
+    node = labpair.start_node(lab, a, cfg)
+    wait_ping(a, TUN_B)
+    wait_ping(b, TUN_A)
+    wait_ping(a, TUN_B6)
+    transfer(lab, a, b, TUN_B, 16 << 20)
+    transfer(lab, b, a, TUN_A, 16 << 20)
+    transfer(lab, a, b, TUN_B6, 4 << 20)
+    st = node.status()
+    assert st["peers"][0]["last_handshake"]
+    assert not st["counters"].get("worker_crashed")
+
+
+def test_hostile_datagrams_on_real_socket(lab):
+    """Garbage, truncated and 65 KB datagrams at the real UDP socket are counted; the tunnel survives."""
+    p = engine_pair(lab)
+    a, b = p.a.host, p.b.host
+    wait_ping(a, TUN_B)
+    a.exec_python(r"""
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dst = (sys.argv[1], 51821)
+for d in [b"", b"\x04", b"\x01" + bytes(147), b"\x04\0\0\0" + os.urandom(60), os.urandom(1400),
+          b"\x02" + os.urandom(91), b"\x03" + os.urandom(63), b"\x09" * 100]:
+    s.sendto(d, dst)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+s.sendto(os.urandom(65000), dst)
+for _ in range(300):
+    s.sendto(b"\x01\0\0\0" + os.urandom(144), dst)
+""", labpair.UL_B)
+    time.sleep(1.0)
+    wait_ping(a, TUN_B)
+    c = p.b.status()["counters"]
+    drops = sum(v for k, v in c.items() if k.startswith("drop_"))
+    assert drops >= 300, c
+    assert not c.get("worker_crashed")

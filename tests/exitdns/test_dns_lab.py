@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.netlab import REPO_ROOT
 
 HERE = Path(__file__).resolve().parent
 ZONE = {"www.example.org.": "203.0.113.80", "app.corp.example.": "203.0.113.81"}
@@ -184,7 +183,6 @@ def test_dns_manager_lifecycle(lab, tmp_path) -> None:
     """DNSManager: OS pointed at quad-100, non-tailnet names go to the original nameserver, SIGTERM restores."""
     c, up = lab.host("c"), lab.host("up")
     lab.link(c, up, "192.0.2.1/24", "192.0.2.53/24")
-    c.run(["ip", "addr", "add", "100.100.100.100/32", "dev", "lo"])
     up.popen_python(str(HERE / "upstream_dns.py"), "192.0.2.53", "53", json.dumps(ZONE))
     up.wait_for(["sh", "-c", "ss -lun | grep -q 192.0.2.53:53"])
     with netns_resolv_conf(c.ns, ORIGINAL_RESOLV) as rc:
@@ -193,6 +191,8 @@ def test_dns_manager_lifecycle(lab, tmp_path) -> None:
         while "ready" not in c.log_of(p):
             assert time.monotonic() < deadline and p.poll() is None, c.log_of(p)
             time.sleep(0.05)
+        # quad-100 appears only now (as when the TUN comes up after the server): IP_FREEBIND bound it anyway
+        c.run(["ip", "addr", "add", "100.100.100.100/32", "dev", "lo"])
         assert "['192.0.2.53:53']" in c.log_of(p)  # upstream = the namespace's original resolver
         assert "nameserver 100.100.100.100" in rc.read_text()
         assert c.run(["getent", "hosts", "peer1"]).stdout.split()[0] == "100.64.0.2"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
@@ -11,10 +10,10 @@ from engine.router.exitnode import (
     BYPASS_MARK,
     ExitRouteConfig,
     ExitRouter,
-    RuleSpec,
     desired_routes,
     desired_rules,
     netns_runner,
+    offers_exit_node,
 )
 
 
@@ -33,6 +32,11 @@ def test_desired_rules_and_routes_pure() -> None:
     ]
     assert len(desired_routes(ExitRouteConfig("tun0"), ["192.168.1.0/24"])) == 2
 
+def test_offers_exit_node() -> None:
+    assert offers_exit_node(["100.64.0.3/32", "0.0.0.0/0", "::/0"])
+    assert not offers_exit_node(["100.64.0.3/32", "0.0.0.0/0"])
+    assert not offers_exit_node(None)
+
 
 def _client(lab):
     """Client c on a LAN (192.168.50.0/24, fd00:50::/64) behind gateway g, plus a real TUN 'tun0'."""
@@ -46,7 +50,6 @@ def _client(lab):
     c.add_addr("tun0", "fd7a:115c:a1e0::5/128")
     return c
 
-
 def _dump(host) -> str:
     parts = []
     for fam in ("-4", "-6"):
@@ -54,11 +57,9 @@ def _dump(host) -> str:
         parts.append(host.run(["ip", fam, "route", "show", "table", "all"]).stdout)
     return "\n".join(parts)
 
-
 def _route_get(host, dst: str, mark: int | None = None) -> str:
     argv = ["ip", "route", "get", dst] + (["mark", hex(mark)] if mark else [])
     return host.run(argv).stdout
-
 
 @pytest.mark.lab
 def test_exit_routing_set_and_restore(lab, tmp_path) -> None:
@@ -98,7 +99,6 @@ def test_exit_routing_set_and_restore(lab, tmp_path) -> None:
     r.set(None)  # idempotent
     assert _dump(c) == before
 
-
 @pytest.mark.lab
 def test_marked_socket_uses_lan_source(lab, tmp_path) -> None:
     """A real socket with SO_MARK 0x80000 (mark_socket) bypasses table 52; an unmarked one doesn't."""
@@ -117,7 +117,6 @@ def test_marked_socket_uses_lan_source(lab, tmp_path) -> None:
     out = c.exec_python(code).stdout.split()
     assert out == ["100.64.0.5", "192.168.50.2"]
     r.set(None)
-
 
 @pytest.mark.lab
 def test_leftovers_after_crash_are_removed(lab, tmp_path) -> None:
@@ -142,7 +141,6 @@ def test_leftovers_after_crash_are_removed(lab, tmp_path) -> None:
     assert _dump(c) == before
     assert r.find_leftovers() == ([], [])
     assert r.cleanup_leftovers() == []
-
 
 @pytest.mark.lab
 def test_foreign_rule_at_our_priority_is_kept(lab, tmp_path) -> None:

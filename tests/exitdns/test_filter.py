@@ -267,3 +267,15 @@ def test_accepts_tailcfg_dataclasses() -> None:
     f, _ = Filter.from_rules([rule], LOCAL)
     assert f.check_in(tcp(PEER4, ME4, 1, 22)) is ACCEPT
     assert f.check_in(udp(PEER4, ME4, 1, 22)) is DROP
+
+
+def test_for_netmap() -> None:
+    f, errors = Filter.for_netmap(None, [ME4 + "/32"])
+    assert errors == [] and f.check_in(tcp(PEER4, ME4, 1, 22, 0x10)) is DROP  # AllowNone
+    allow_all = [{"SrcIPs": ["*"], "DstPorts": [{"IP": "*", "Ports": {"First": 0, "Last": 65535}}]}]
+    f.check_out(udp(ME4, PEER4, 5000, 53))
+    g, _ = Filter.for_netmap(allow_all, [ME4 + "/32"], ["0.0.0.0/0", "::/0"], prev=f)
+    assert g.check_in(tcp(PEER4, "198.51.100.7", 1, 443)) is ACCEPT  # exit node: 0/0 is local
+    assert g.check_in(udp(PEER4, ME4, 53, 5000)) is ACCEPT
+    h, errors = Filter.for_netmap([{"SrcIPs": ["*"], "SrcBits": [1], "DstPorts": []}], [ME4 + "/32"])
+    assert errors and h.check_in(tcp(PEER4, ME4, 1, 22, 0x10)) is DROP  # fails closed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from tests.lab.meshwg import WG_QUICK_SHIM, MeshWg, engine_env
 from tests.lab.netlab import UAPI_DIR
-from tests.lab.peers import WireguardGo, gen_keypair, gen_psk, peer_bin
+from tests.lab.peers import WgTool, WireguardGo, gen_keypair, gen_psk, peer_bin
 
 pytestmark = pytest.mark.lab
 
@@ -221,6 +222,15 @@ def test_wg_set_add_remove_and_setconf(lab, hosts):
     # setconf with the peer again brings it back
     a.run([ours.wg.wg, "setconf", ours.ifname, str(path)])
     assert wait_ping(a, TB)
+    # interface settings on the running engine
+    ours.wg.set("listen-port", str(PORT + 1), "fwmark", "0x42")
+    iface = ours.wg.dump()[0]
+    assert iface[2] == str(PORT + 1) and iface[3] == "0x42"
+    assert "51821" in a.run(["ss", "-uln"]).stdout
+    # wg(8) errors come back as errno: a bad key is refused without killing the engine
+    bad = a.run([ours.wg.wg, "set", ours.ifname, "peer", "AAAA", "remove"], check=False)
+    assert bad.returncode != 0
+    assert ours.wg.show("peers").split() == [ref.public_key]
 
 
 def test_wg_quick_up_down_with_our_engine(lab, hosts):
@@ -288,3 +298,31 @@ def test_teardown(lab, hosts, how):
         eng = again
     assert _gone(a, eng), eng.log()[-3000:]
     assert eng.ifname not in a.run(["ip", "route", "show", "table", "all"]).stdout
+
+
+def test_background_mode_and_config_errors(lab, hosts):
+    """Without --foreground the command returns once ready; a bad config fails with FILE:LINE: FIELD."""
+    a, b = hosts
+    ifname = lab.ifname()
+    keys = gen_keypair()
+    conf = lab.dir / f"{ifname}.conf"
+    conf.write_text(f"[Interface]\nPrivateKey = {keys.private}\nAddress = {TA}/24\n[Peer]\nPublicKey = nope\n")
+    env = engine_env({"MESH_WG_LOG_FILE": str(lab.dir / f"{ifname}-engine.log")})
+    helper = ["-m", "engine.cli.helper", "wg", "--config", str(conf)]
+    bad = a.run([sys.executable, *helper], env=env, check=False)
+    assert bad.returncode == 1
+    assert f"{ifname}.conf:5: PublicKey: not a valid base64 32-byte key" in bad.stderr
+    assert keys.private not in bad.stderr + bad.stdout
+    conf.write_text(f"[Interface]\nPrivateKey = {keys.private}\nListenPort = {PORT}\nAddress = {TA}/24\n")
+    ok = a.run([sys.executable, *helper], env=env, timeout=60)
+    assert ok.returncode == 0
+    wg = WgTool(a, ifname)
+    assert wg.dump()[0][1] == keys.public
+    # a second engine on the same interface is refused while the first one runs
+    dup = a.run([sys.executable, *helper], env=env, check=False, timeout=60)
+    assert dup.returncode == 1 and "already" in dup.stderr
+    (UAPI_DIR / f"{ifname}.sock").unlink()  # like wg-quick down for a userspace interface
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and a.run(["ip", "link", "show", "dev", ifname], check=False).returncode == 0:
+        time.sleep(0.2)
+    assert a.run(["ip", "link", "show", "dev", ifname], check=False).returncode != 0

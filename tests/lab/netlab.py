@@ -433,10 +433,15 @@ class Lab:
 
     def __init__(self, sweep: bool = True, keep_logs: bool = False):
         global _lab_counter
+        pid_part = _b36(os.getpid() % 36**_TAG_PID_CHARS, _TAG_PID_CHARS)
+        existing = list_namespaces()
         with _counter_lock:
-            n = _lab_counter
-            _lab_counter = (_lab_counter + 1) % 36
-        self.tag = _b36(os.getpid() % 36**_TAG_PID_CHARS, _TAG_PID_CHARS) + _B36[n]
+            for _ in range(36):  # skip a tag whose namespaces a failed teardown left behind
+                n = _lab_counter
+                _lab_counter = (_lab_counter + 1) % 36
+                if not any(ns.startswith(f"{NS_PREFIX}{pid_part}{_B36[n]}-") for ns in existing):
+                    break
+        self.tag = pid_part + _B36[n]
         self.prefix = f"{NS_PREFIX}{self.tag}-"
         self.hosts: dict[str, Host] = {}
         self.switches: dict[str, Switch] = {}

@@ -19,12 +19,14 @@ AGENT = str(Path(__file__).with_name("node_agent.py"))
 class Agent:
     """A node_agent.py process in a lab host, driven by JSON lines."""
 
-    def __init__(self, host: Host, derp_map_path: Path, port: int = 0):
+    def __init__(self, host: Host, derp_map_path: Path, port: int = 0, wg: str = "", wg_addr: str = ""):
         self.host = host
+        self.wg_addr = wg_addr.split("/")[0]
         self.log_path = host.lab.dir / f"agent-{host.name}.log"
         log = open(self.log_path, "wb")
         self.proc = host.popen(
-            [sys.executable, AGENT, "--derp-map", str(derp_map_path), "--port", str(port)],
+            [sys.executable, AGENT, "--derp-map", str(derp_map_path), "--port", str(port),
+             *(["--wg", wg, "--wg-addr", wg_addr] if wg else [])],
             env={"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "MESH_TESTING": "1"},
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
         )
@@ -60,7 +62,10 @@ class Agent:
         return r
 
     def peer_json(self, home: int) -> dict:
-        return {"node": self.node, "disco": self.disco, "derp": home, "endpoints": self.endpoints}
+        d = {"node": self.node, "disco": self.disco, "derp": home, "endpoints": self.endpoints}
+        if self.wg_addr:
+            d["allowed_ips"] = [f"{self.wg_addr}/32"]
+        return d
 
     def status(self) -> dict:
         return self.call("status")
@@ -128,7 +133,7 @@ def home_router_firewall(r: Router) -> None:
     r.host.run(["nft", "-f", "-"], input=rules)
 
 
-def build(lab: Lab, kind_a: str, kind_b: str, n_derpers: int = 2) -> Scene:
+def build(lab: Lab, kind_a: str, kind_b: str, n_derpers: int = 2, wg: bool = False) -> Scene:
     """internet 203.0.113.0/24 with derpers at .10/.11; A and B behind routers of the given kinds
     ('none' = host directly on the internet)."""
     inet = lab.switch("inet")
@@ -157,9 +162,20 @@ def build(lab: Lab, kind_a: str, kind_b: str, n_derpers: int = 2) -> Scene:
             home_router_firewall(r)
             routers.append(r)
         hosts.append(h)
-    a = Agent(hosts[0], map_path)
-    b = Agent(hosts[1], map_path)
+    if wg:
+        a = Agent(hosts[0], map_path, wg=lab.ifname("wg"), wg_addr="100.64.0.1/32")
+        b = Agent(hosts[1], map_path, wg=lab.ifname("wg"), wg_addr="100.64.0.2/32")
+        hosts[0].run(["ip", "route", "replace", "100.64.0.2/32", "dev", a_wg(a)])
+        hosts[1].run(["ip", "route", "replace", "100.64.0.1/32", "dev", a_wg(b)])
+    else:
+        a = Agent(hosts[0], map_path)
+        b = Agent(hosts[1], map_path)
     return Scene(lab=lab, derpers=derpers, a=a, b=b, ra=routers[0], rb=routers[1], derp_map=derp_map)
+
+
+def a_wg(agent: Agent) -> str:
+    argv = agent.proc.args
+    return argv[argv.index("--wg") + 1]
 
 
 def wait_for(pred, timeout: float, step: float = 0.25):

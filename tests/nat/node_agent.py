@@ -30,6 +30,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--derp-map", required=True)
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--wg", default="", help="TUN name: run a WireGuard Device over magicsock")
+    ap.add_argument("--wg-addr", default="", help="tunnel address CIDR, e.g. 100.64.0.1/32")
     args = ap.parse_args()
     asyncio.run(run(args))
 
@@ -51,7 +53,17 @@ async def run(args) -> None:
                 rx[k] = rx.get(k, 0) + 1
                 first_rx.setdefault(k, time.monotonic() - t0)
 
-        threading.Thread(target=drain, daemon=True).start()
+        dev = None
+        if args.wg:
+            from engine.dataplane.device import Device
+            from engine.dataplane.tun_linux import LinuxTun
+
+            tun = LinuxTun.create(args.wg, mtu=1280, addresses=[args.wg_addr] if args.wg_addr else ())
+            dev = Device(args.wg, mtu=1280, tun=tun, bind=ms.bind)
+            dev.set_private_key(bytes(key))
+            dev.up()
+        else:
+            threading.Thread(target=drain, daemon=True).start()
         out = sys.stdout
         out.write(json.dumps({"ready": True, "node": ms.node_public.hex(), "disco": ms.disco_public.hex(),
                               "port": ms.port}) + "\n")
@@ -86,6 +98,10 @@ async def run(args) -> None:
                 elif cmd == "peers":
                     ms.set_peers([PeerConfig.make(bytes.fromhex(p["node"]), bytes.fromhex(p["disco"]),
                                                   p.get("derp", 0), p.get("endpoints", ())) for p in req["peers"]])
+                    if dev is not None:
+                        for p in req["peers"]:
+                            nk = bytes.fromhex(p["node"])
+                            dev.upsert_peer(nk, endpoint=PeerEndpoint(nk), allowed_ips=p.get("allowed_ips", []))
                 elif cmd == "pump":
                     if pump_task is not None:
                         pump_task.cancel()
@@ -104,6 +120,11 @@ async def run(args) -> None:
                         "counters": dataclasses.asdict(ms.counters),
                         "home_derp": ms.home_derp,
                     }
+                    if dev is not None:
+                        reply["wg"] = {"peers": [{"public_key": x.public_key.hex(), "endpoint": str(x.endpoint),
+                                                  "last_handshake": x.last_handshake, "rx_bytes": x.rx_bytes,
+                                                  "tx_bytes": x.tx_bytes} for x in dev.peers()],
+                                       "counters": dev.counters()}
                 elif cmd == "quit":
                     out.write(json.dumps(reply) + "\n")
                     out.flush()
@@ -114,6 +135,8 @@ async def run(args) -> None:
                 out.flush()
             if pump_task is not None:
                 pump_task.cancel()
+        if dev is not None:
+            await asyncio.to_thread(dev.close)
 
 
 if __name__ == "__main__":

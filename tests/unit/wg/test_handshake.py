@@ -34,7 +34,7 @@ def _noise(initiator: bool, psk: bytes) -> NoiseConnection:
     if initiator:
         n.set_as_initiator()
         n.set_keypair_from_private_bytes(NoiseKeypair.STATIC, S_I.raw())
-        n.set_keypair_from_public_bytes(NoiseKeypair.REMOTE_STATIC, bytes(S_R.public))
+        n.set_keypair_from_public_bytes(NoiseKeypair.REMOTE_STATIC, bytes(S_R.public()))
         n.set_keypair_from_private_bytes(NoiseKeypair.EPHEMERAL, E_I.raw())
     else:
         n.set_as_responder()
@@ -48,14 +48,14 @@ def _noise(initiator: bool, psk: bytes) -> NoiseConnection:
 
 def _our_initiator(psk: bytes = PSK):
     ident = hsm.StaticIdentity(S_I)
-    hs = hsm.PeerHandshake(S_R.public, psk)
+    hs = hsm.PeerHandshake(S_R.public(), psk)
     hs.set_identity(ident)
     return ident, hs
 
 
 def _our_responder(psk: bytes = PSK):
     ident = hsm.StaticIdentity(S_R)
-    hs = hsm.PeerHandshake(S_I.public, psk)
+    hs = hsm.PeerHandshake(S_I.public(), psk)
     hs.set_identity(ident)
     return ident, hs
 
@@ -70,7 +70,7 @@ def test_noise_initiator_to_our_responder(psk):
     ident, hs = _our_responder(psk)
     opened = hsm.open_initiation(ident, msg)
     assert not isinstance(opened, DropReason)
-    assert opened.remote_static == S_I.public
+    assert opened.remote_static == S_I.public()
     assert hsm.accept_initiation(opened, hs, now=0.0, initiation_rate=0.02) is None
     assert hs.last_timestamp == payload
     resp = hsm.create_response(hs, sender_index=0x5678, ephemeral=E_R)
@@ -115,7 +115,7 @@ def test_pinned_transcript_vector():
     ct = ki.send_aead.encrypt(crypto.nonce(0), b"vector", None)
     assert kr.recv_aead.decrypt(crypto.nonce(0), ct, None) == b"vector"
     transcript = init.marshal() + resp.marshal() + ct
-    assert init.ephemeral.hex() == bytes(E_I.public).hex()
+    assert init.ephemeral.hex() == bytes(E_I.public()).hex()
     assert hashlib.sha256(transcript).hexdigest() == PINNED_TRANSCRIPT_SHA256, transcript.hex()
 
 

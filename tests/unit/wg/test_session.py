@@ -66,7 +66,7 @@ IDENT = hsm.StaticIdentity(PrivateKey(bytes([0x22]) * 32))
 
 
 def _hs():
-    hs = hsm.PeerHandshake(PrivateKey(bytes([0x11]) * 32).public)
+    hs = hsm.PeerHandshake(PrivateKey(bytes([0x11]) * 32).public())
     hs.set_identity(IDENT)
     return hs
 

@@ -1,9 +1,13 @@
 """Capture helper (not a test): our DeviceCore over UDP vs wireguard-go; run by capture_wireguard_go.sh."""
-import socket, struct, sys, time, subprocess
-sys.path.insert(0, "/work/main")
-from engine.wg.core import DeviceCore
-from engine.wg.crypto import PrivateKey
-import secrets, base64
+import base64
+import pathlib
+import socket
+import struct
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))
+from engine.wg.core import DeviceCore  # noqa: E402
 
 def csum(b):
     if len(b) % 2: b += b"\0"

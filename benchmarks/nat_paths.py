@@ -1,0 +1,103 @@
+"""NAT matrix benchmark: per pair of NAT kinds, time to first packet (via DERP) and time to a direct path.
+
+    sudo .venv/bin/python benchmarks/nat_paths.py [--cells easy-easy,none-hard] [--runs 1] [--markdown docs/nat-matrix.md]
+
+Each cell builds a lab (tests/nat/natlab.py: derpers on an 'internet' switch, two magicsock nodes
+behind NAT routers), exchanges netmap-style peer info, starts 10 datagrams/s each way and records:
+  first  seconds from the first send until the peer received a packet (DERP path, B2)
+  direct seconds until both sides report a direct path ('-' if not within --direct-timeout)
+  path   final path classification (direct / derp)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.lab.netlab import NAT_KINDS, Lab  # noqa: E402
+from tests.nat.natlab import build  # noqa: E402
+
+
+def run_cell(kind_a: str, kind_b: str, direct_timeout: float) -> dict:
+    with Lab() as lab:
+        s = build(lab, kind_a, kind_b)
+        try:
+            s.connect()
+            t_a = s.a.status()["t"]
+            t0 = time.monotonic()
+            s.pump(0.1)
+            first = None
+            direct = None
+            while time.monotonic() - t0 < direct_timeout:
+                sa, sb = s.a.status(), s.b.status()
+                if first is None and s.a.node in sb["first_rx"]:
+                    # a's first packet reached b: b's clock is its own; use wall time instead
+                    first = time.monotonic() - t0
+                pa = sa["peers"][s.b.node]["path"]
+                pb = sb["peers"][s.a.node]["path"]
+                if pa == "direct" and pb == "direct":
+                    direct = time.monotonic() - t0
+                    break
+                time.sleep(0.1)
+            del t_a
+            st = s.a.path_to(s.b)
+            return {
+                "first": first,
+                "direct": direct,
+                "path": st.get("path", "?"),
+                "latency_ms": st.get("latency_ms"),
+                "mvbdi": s.a.report.get("MappingVariesByDestIP"),
+            }
+        finally:
+            s.close()
+
+
+def fmt(v, unit="s"):
+    return "-" if v is None else f"{v:.2f}{unit}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cells", default="", help="comma list like easy-hard; default: every unordered pair")
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--direct-timeout", type=float, default=20.0)
+    ap.add_argument("--markdown", default="", help="also write the table to this file")
+    args = ap.parse_args()
+    if args.cells:
+        cells = [tuple(c.split("-", 1)) for c in args.cells.split(",")]
+    else:
+        cells = list(itertools.combinations_with_replacement(NAT_KINDS, 2))
+    rows = []
+    for ka, kb in cells:
+        res = [run_cell(ka, kb, args.direct_timeout) for _ in range(args.runs)]
+        firsts = [r["first"] for r in res if r["first"] is not None]
+        directs = [r["direct"] for r in res if r["direct"] is not None]
+        row = {
+            "a": ka, "b": kb,
+            "path": "/".join(sorted({r["path"] for r in res})),
+            "first": statistics.median(firsts) if firsts else None,
+            "direct": statistics.median(directs) if directs else None,
+            "direct_n": f"{len(directs)}/{len(res)}",
+        }
+        rows.append(row)
+        print(f"{ka:>12} x {kb:<12} path={row['path']:<7} first={fmt(row['first'])} "
+              f"direct={fmt(row['direct'])} ({row['direct_n']})", flush=True)
+    if args.markdown:
+        lines = [
+            "| A \\ B | path | time to first packet | time to direct | direct runs |",
+            "|---|---|---|---|---|",
+        ]
+        for r in rows:
+            lines.append(f"| {r['a']} / {r['b']} | {r['path']} | {fmt(r['first'])} | {fmt(r['direct'])} | {r['direct_n']} |")
+        Path(args.markdown).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

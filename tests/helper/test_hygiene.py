@@ -1,0 +1,208 @@
+"""Hygiene journal: record/forget/recover with a recording runner (unit), and SIGKILL recovery in a netns (lab)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from engine.hygiene import COMPACT_AFTER_LINES, Change, Journal
+from tests.helper.conftest import REPO, meshctl
+
+
+class Runner:
+    """Records argv; `gone` holds argv prefixes that fail as 'already gone'."""
+
+    def __init__(self, fail: dict[str, str] | None = None):
+        self.calls: list[list[str]] = []
+        self.fail = fail or {}
+
+    def __call__(self, argv):
+        self.calls.append(list(argv))
+        key = " ".join(argv)
+        for frag, err in self.fail.items():
+            if frag in key:
+                return 2, err
+        return 0, ""
+
+
+def test_recover_undoes_newest_first_and_empties(tmp_path):
+    path = tmp_path / "j.jsonl"
+    j = Journal(path, run=Runner())
+    a = j.record(Change.link("mv0"))
+    b = j.record(Change.route("100.64.0.0/10", dev="mv0", table=52))
+    j.record(Change.rule(5270, table=52))
+    j.record(Change.nft_table("inet", "meshvpn"))
+    j.forget(b)
+    assert [c for c, _ in j.pending()] == [a, 3, 4]
+    # a new process after a crash
+    r = Runner()
+    rep = Journal(path, run=r).recover()
+    assert r.calls == [
+        ["nft", "delete", "table", "inet", "meshvpn"],
+        ["ip", "-4", "rule", "del", "priority", "5270", "table", "52"],
+        ["ip", "link", "del", "dev", "mv0"],
+    ]
+    assert len(rep.undone) == 3 and rep.failed == []
+    # idempotent: nothing left to do
+    r2 = Runner()
+    assert Journal(path, run=r2).recover().undone == [] and r2.calls == []
+
+
+def test_already_gone_counts_as_undone_real_failures_are_reported(tmp_path):
+    path = tmp_path / "j.jsonl"
+    j = Journal(path, run=Runner())
+    j.record(Change.link("gone0"))
+    j.record(Change.route("10.9.0.0/16", dev="x"))
+    r = Runner({"link del": 'Cannot find device "gone0"', "route del": "RTNETLINK answers: Operation not permitted"})
+    rep = Journal(path, run=r).recover()
+    assert rep.undone == ["already gone: ip link del dev gone0"]
+    assert rep.failed and "Operation not permitted" in rep.failed[0]
+
+
+def test_torn_last_line_is_skipped(tmp_path):
+    path = tmp_path / "j.jsonl"
+    j = Journal(path, run=Runner())
+    j.record(Change.link("mv1"))
+    with open(path, "a") as f:
+        f.write('{"op":"rec","id":2,"change":{"kind":"li')  # crash mid-write
+    r = Runner()
+    rep = Journal(path, run=r).recover()
+    assert rep.corrupt_lines == 1 and r.calls == [["ip", "link", "del", "dev", "mv1"]]
+
+
+def test_apply_records_first_and_rolls_back_on_failure(tmp_path):
+    path = tmp_path / "j.jsonl"
+    r = Runner({"rule add": "RTNETLINK answers: File exists"})
+    j = Journal(path, run=r)
+    with pytest.raises(OSError, match="File exists"):
+        j.apply(Change.rule(5270, table=52), ["ip", "-4", "rule", "add", "priority", "5270", "table", "52"])
+    assert j.pending() == []
+    cid = j.apply(Change.link("ok0"), ["ip", "tuntap", "add", "dev", "ok0", "mode", "tun"])
+    assert j.revert(cid)[0] and j.pending() == []
+
+
+def test_file_and_sysctl_changes_restore(tmp_path):
+    target = tmp_path / "resolv.conf"
+    target.write_text("nameserver 192.0.2.53\n")
+    path = tmp_path / "j.jsonl"
+    j = Journal(path, run=Runner())
+    j.record(Change.file_contents(str(target), target.read_bytes()))
+    target.write_text("nameserver 100.100.100.100\n")
+    new = tmp_path / "created-by-us"
+    j.record(Change.file_contents(str(new), None))
+    new.write_text("x")
+    Journal(path, run=Runner()).recover()
+    assert target.read_text() == "nameserver 192.0.2.53\n"
+    assert not new.exists()
+
+
+def test_journal_is_compacted(tmp_path):
+    path = tmp_path / "j.jsonl"
+    j = Journal(path, run=Runner())
+    keep = j.record(Change.link("keep0"))
+    for i in range(COMPACT_AFTER_LINES):
+        j.forget(j.record(Change.link(f"t{i}")))
+    lines = path.read_text().splitlines()
+    assert len(lines) < COMPACT_AFTER_LINES
+    assert [c for c, _ in Journal(path, run=Runner()).pending()] == [keep]
+    assert all(json.loads(ln) for ln in lines)
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+
+
+# ---------------------------------------------------------------- lab: SIGKILL recovery in a netns
+
+TUN = "mvhyg0"
+
+
+def leftovers(host) -> dict[str, str]:
+    return {
+        "link": host.run(["ip", "-o", "link", "show"]).stdout,
+        "route": host.run(["ip", "route", "show", "table", "52"], check=False).stdout,
+        "rule": host.run(["ip", "-4", "rule", "show"]).stdout,
+    }
+
+
+def counts(host) -> tuple[int, int, int]:
+    lo = leftovers(host)
+    return (lo["link"].count(f"{TUN}:"), lo["route"].count("100.64.0.0/10"), lo["rule"].count("5270:"))
+
+
+class NsHelper:
+    def __init__(self, host, workdir):
+        self.host = host
+        self.sock = str(workdir / "h.sock")
+        self.journal = str(workdir / "changes.jsonl")
+        self.proc = None
+
+    def start(self):
+        self.proc = self.host.popen(
+            [sys.executable, "-m", "engine.cli.helper", "serve", "--engine", "fake", "--fake-system",
+             "--tun", TUN, "--socket", self.sock, "--journal", self.journal],
+            env={"MESH_TESTING": "1", "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}, cwd=str(REPO))
+        deadline = time.monotonic() + 20
+        while "mesh-helper ready" not in self.host.log_of(self.proc):
+            assert self.proc.poll() is None, self.host.log_of(self.proc)[-3000:]
+            assert time.monotonic() < deadline, self.host.log_of(self.proc)[-3000:]
+            time.sleep(0.05)
+        return self
+
+    def up(self):
+        p = meshctl(self.sock, "up", "--login-server", "http://control.invalid", "--timeout", "20")
+        assert p.returncode == 0, p.stderr + self.host.log_of(self.proc)[-2000:]
+
+    def kill(self, sig=signal.SIGKILL):
+        os.killpg(self.proc.pid, sig)
+        self.proc.wait(timeout=15)
+        return self.proc.returncode
+
+
+@pytest.mark.lab
+def test_sigkill_while_running_leaves_nothing_after_next_start(lab):
+    host = lab.host("hyg")
+    h = NsHelper(host, lab.dir).start()
+    h.up()
+    assert counts(host) == (1, 1, 1)
+    h.kill()
+    assert counts(host) == (1, 1, 1)  # the crash left them behind ...
+    h.start()
+    assert counts(host) == (0, 0, 0)  # ... and the next start removed them
+    assert "cleaned up after a previous run: 3 undone, 0 failed" in host.log_of(h.proc)
+    h.up()
+    assert counts(host) == (1, 1, 1)
+    assert h.kill(signal.SIGTERM) == 0  # graceful: cleans up itself
+    assert counts(host) == (0, 0, 0)
+    assert Journal(h.journal).pending() == []
+
+
+@pytest.mark.lab
+def test_twenty_kill_cycles_leave_nothing_duplicated(lab):
+    host = lab.host("hyc")
+    h = NsHelper(host, lab.dir)
+    for i in range(20):
+        h.start()
+        assert counts(host) == (0, 0, 0), f"cycle {i}: leftovers after start"
+        h.up()
+        assert counts(host) == (1, 1, 1), f"cycle {i}: duplicates while running"
+        h.kill()
+    h.start()
+    assert counts(host) == (0, 0, 0)
+    assert len(open(h.journal).read().splitlines()) == 0
+    assert h.kill(signal.SIGTERM) == 0
+
+
+@pytest.mark.lab
+def test_cleanup_only_mode_for_systemd_exec_stop_post(lab):
+    host = lab.host("hyx")
+    h = NsHelper(host, lab.dir).start()
+    h.up()
+    h.kill()
+    assert counts(host) == (1, 1, 1)
+    p = host.run([sys.executable, "-m", "engine.cli.helper", "serve", "--cleanup-only", "--journal", h.journal],
+                 env={"PYTHONPATH": str(REPO)})
+    assert "3 undone, 0 failed" in p.stderr
+    assert counts(host) == (0, 0, 0)
