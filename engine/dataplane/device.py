@@ -2,27 +2,33 @@
 
 Public API (stable; used by the UAPI helper and the control plane; all methods thread-safe)::
 
-    dev = Device(name, *, mtu=1420, tun=None, bind=None, logger=None, timings=None)
+    dev = Device(name, *, mtu=1420, tun=None, bind=None, logger=None, timings=None, tso=False)
     dev.up()                      # create TUN (unless given) and open the bind; start workers
     dev.close()                   # idempotent: workers joined, socket closed, TUN removed
     dev.set_private_key(key)      # 32 raw bytes, or None to clear (drops all sessions)
+    dev.private_key, dev.public_key   # 32 bytes or None
     dev.set_listen_port(port)     # 0 = pick one; rebinds if up; read back via dev.listen_port
-    dev.set_fwmark(mark)          # SO_MARK on the UDP socket(s); 0 clears
+    dev.set_fwmark(mark)          # SO_MARK on the UDP socket(s); 0 clears; read back via dev.fwmark
     dev.upsert_peer(public_key, *, endpoint=UNCHANGED, allowed_ips=None,
                     replace_allowed_ips=False, preshared_key=UNCHANGED,
                     persistent_keepalive=UNCHANGED)
     dev.remove_peer(public_key)
     dev.remove_all_peers()
     dev.peers() -> list[PeerStatus]
-    dev.counters() -> dict[str, int]  # drops by reason and traffic totals
+    dev.counters() -> dict[str, int]  # drops by reason ("drop_<reason>") and event counts
 
 Types: keys are 32-byte ``bytes`` (anything ``bytes(k)`` turns into 32 bytes is accepted);
 ``endpoint`` is an endpoint object of the bind (``UdpEndpoint`` for the kernel UDP bind),
-``"ip:port"`` / ``"[ip6]:port"`` text, an ``(ip, port)`` tuple or ``None`` (clear);
-``allowed_ips`` is an iterable of ``ipaddress`` networks or CIDR text, added to the peer's
-set (or replacing it when ``replace_allowed_ips``); ``preshared_key`` is 32 bytes or ``None``
-(all zero); ``persistent_keepalive`` is seconds (0 or ``None`` = off). ``UNCHANGED`` leaves a
-field as it is.  ``timings`` is the wg core's Timings (tests shorten REKEY_AFTER_TIME).
+``"ip:port"`` / ``"[ip6]:port"`` text (parsed by ``bind.parse_endpoint`` when it has one),
+an ``(ip, port)`` tuple or ``None`` (clear); ``allowed_ips`` is an iterable of ``ipaddress``
+networks or CIDR text, added to the peer's set (or replacing it when ``replace_allowed_ips``);
+``preshared_key`` is 32 bytes or ``None`` (all zero); ``persistent_keepalive`` is seconds (0 or
+``None`` = off; turning it on sends a keepalive at once). ``UNCHANGED`` leaves a field as it is.
+``timings`` is ``engine.wg.constants.Timings`` (tests shorten REKEY_AFTER_TIME etc.).
+``tso``: when the Device creates its own TUN, also let the kernel hand it 64 KiB TCP
+super-packets that the Device segments (off by default: measured slower in Python, see
+``offload``). ``peers()[i].endpoint`` follows roaming (the source of the latest authenticated
+packet).
 
 Errors: API misuse raises ``ValueError`` / ``RuntimeError``; nothing a peer sends ever raises:
 it is dropped and counted under ``counters()["drop_<reason>"]``.
@@ -146,6 +152,7 @@ class Device:
         self._lock = threading.RLock()
         self._listen_port = 0
         self._fwmark = 0
+        self._private_key: bytes | None = None
         self._core = DeviceCore(None, wall_clock=time.time, timings=self._timings, mtu=mtu,
                                 on_outgoing=self._on_outgoing)
         self._counters: dict[str, int] = {}
@@ -222,6 +229,7 @@ class Device:
         self._threads.clear()
         self._core.remove_all_peers()
         self._core.set_private_key(None)
+        self._private_key = None
 
     def _close_io(self) -> None:
         if self._bind is not None:
@@ -259,6 +267,11 @@ class Device:
         return self._fwmark
 
     @property
+    def private_key(self) -> bytes | None:
+        """The configured private key (for UAPI ``get``; never log it)."""
+        return self._private_key
+
+    @property
     def public_key(self) -> bytes | None:
         pk = self._core.public_key
         return None if pk is None else bytes(pk)
@@ -269,6 +282,7 @@ class Device:
             raw = None
         with self._lock:
             self._core.set_private_key(raw, time.monotonic())
+            self._private_key = raw
 
     def set_listen_port(self, port: int) -> None:
         port = int(port)

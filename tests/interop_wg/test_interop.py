@@ -231,6 +231,9 @@ def test_wg_set_add_remove_and_setconf(lab, hosts):
     bad = a.run([ours.wg.wg, "set", ours.ifname, "peer", "AAAA", "remove"], check=False)
     assert bad.returncode != 0
     assert ours.wg.show("peers").split() == [ref.public_key]
+    raw = a.exec_python("import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n"
+                        "s.sendall(b'set=1\\nbogus=1\\n\\n')\nprint(s.recv(100).decode())", str(ours.socket_path))
+    assert raw.stdout.strip() == "errno=-22"
 
 
 def test_wg_quick_up_down_with_our_engine(lab, hosts):

@@ -1,0 +1,241 @@
+"""DaemonEngine: the NodeEngine adapter over engine/daemon.py's headless Node (control client + WG device + router).
+
+    Backend ──start(cfg, keys)──► DaemonEngine ──► daemon.Node(args, NodeState(keys…)).run(stop)
+    control events (StatusChanged/AuthURL/NetMapUpdated/...) ──► engine_api events ──► Backend
+
+Differences from the headless `mesh-helper --state` runner: keys come from the backend (GUI keyring or
+the helper's state file) and are never written by this adapter; registration state is kept in memory.
+Not yet provided by the node (reported as such): disco ping (ping() answers with an error), netcheck
+runner (NotImplementedError → 501), exit-node selection and hostname changes while running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+from engine.control.client import AuthURL as CAuthURL
+from engine.control.client import LoginFailed, NetMapUpdated, NodeKeyRotated, StatusChanged
+from engine.daemon import DEFAULT_DERP_REGION, DEFAULT_MTU, Node, NodeState
+from engine.hygiene import Journal
+from engine.ipn.engine_api import (
+    AuthURL,
+    EngineConfig,
+    EngineFailed,
+    EngineSnapshot,
+    EngineUp,
+    EventSink,
+    LoggedIn,
+    LoginNeeded,
+    NetMapUpdate,
+    NetMapView,
+    NodeKeys,
+    PeerView,
+    PingOutcome,
+    UserView,
+)
+from engine.keys import DiscoPrivate, NLPrivate
+
+ACTIVE_WINDOW = 120.0  # seconds since the last handshake that count as "active" (tailscale: 2 min)
+
+
+def _addr(prefix: str) -> str:
+    return prefix.split("/")[0]
+
+
+def netmap_view(nm: Any, stats: dict[str, Any], now: float) -> NetMapView | None:
+    """engine.netmap.NetworkMap (+ WireGuard per-peer stats by nodekey text) -> NetMapView (pure)."""
+    if nm is None or nm.self_node is None:
+        return None
+    regions: dict[int, str] = {}
+    if nm.derp_map is not None and nm.derp_map.regions:
+        regions = {int(rid): r.region_code for rid, r in nm.derp_map.regions.items()}
+
+    def view(n: Any, is_self: bool) -> PeerView:
+        hi = n.hostinfo
+        key = str(n.key)
+        st = stats.get(key)
+        ep = ""
+        lh = 0.0
+        rx = tx = 0
+        if st is not None:
+            lh = float(st.last_handshake or 0.0)
+            rx, tx = st.rx_bytes, st.tx_bytes
+            if st.endpoint is not None and lh:
+                ep = str(st.endpoint)
+        derp = n.effective_home_derp()
+        return PeerView(
+            node_id=n.id, stable_id=n.stable_id, node_key=key, name=n.name,
+            hostname=(hi.hostname if hi and hi.hostname else n.name.split(".")[0]),
+            os=(hi.os if hi and hi.os else ""), user_id=n.user,
+            addresses=tuple(_addr(a) for a in n.addresses),
+            allowed_ips=tuple(n.effective_allowed_ips()),
+            primary_routes=tuple(n.primary_routes or ()), tags=tuple(n.tags or ()),
+            online=bool(n.online) if n.online is not None else (is_self or bool(lh)),
+            last_seen=n.last_seen or "", key_expiry=n.key_expiry or "", expired=bool(n.expired),
+            created=n.created or "", endpoints=tuple(n.endpoints or ()), home_derp=derp,
+            cur_addr=ep, relay=regions.get(derp, ""), rx_bytes=rx, tx_bytes=tx, last_handshake=lh,
+            active=bool(lh and now - lh < ACTIVE_WINDOW),
+        )
+
+    users = tuple(UserView(id=u.id, login_name=u.login_name, display_name=u.display_name,
+                           profile_pic_url=u.profile_pic_url or "") for u in nm.user_profiles.values())
+    self_name = nm.self_node.name.rstrip(".")
+    suffix = self_name.split(".", 1)[1] if "." in self_name else ""
+    return NetMapView(
+        self_node=view(nm.self_node, True), peers=tuple(view(p, False) for p in nm.sorted_peers()), users=users,
+        domain=nm.domain, magic_dns_suffix=suffix,
+        magic_dns_enabled=bool(nm.dns_config is not None and getattr(nm.dns_config, "proxied", False)),
+        derp_regions=regions,
+    )
+
+
+class _BackendNode(Node):
+    """daemon.Node whose events go to the backend and which never writes a state file."""
+
+    def __init__(self, engine: "DaemonEngine", args: argparse.Namespace, state: NodeState, log: logging.Logger) -> None:
+        super().__init__(args, state, state_path=None, log=log)  # type: ignore[arg-type]
+        self._engine = engine
+
+    def on_event(self, ev: Any) -> None:
+        sink = self._engine._sink
+        if isinstance(ev, NetMapUpdated):
+            self.apply_netmap(ev.netmap)
+            self._engine._on_netmap()
+        elif isinstance(ev, StatusChanged):
+            s = ev.status
+            state = s.state.value
+            if state in ("logged-out", "needs-login") and self.wg_applied is not None:
+                self.clear_dataplane()
+            if state == "authenticated":
+                self._engine.registered_url = self.args.login_server
+                sink(LoggedIn(UserView(id=self._engine._user_id(), login_name=s.login_name or "")))
+            elif state in ("needs-login", "logged-out"):
+                sink(LoginNeeded(s.last_error or state))
+        elif isinstance(ev, CAuthURL):
+            sink(AuthURL(ev.url))
+        elif isinstance(ev, NodeKeyRotated):
+            self.state.node_key = ev.new_private
+            if self.device is not None:
+                self.device.set_private_key(ev.new_private.raw)
+            self.log.warning("node key rotated by control (%r); the GUI keyring still has the old key", ev)
+        elif isinstance(ev, LoginFailed):
+            sink(LoginNeeded(ev.error))
+
+
+class DaemonEngine:
+    """engine_api.NodeEngine over daemon.Node."""
+
+    def __init__(self, *, journal: Journal | None = None, tun_name: str = "meshvpn0",
+                 logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
+        self.journal = journal  # TODO(router/dns owners): record system changes here (see engine/hygiene.py)
+        self.tun_name = tun_name
+        self.log = logger or logging.getLogger("meshvpn.engine")
+        self.registered_url: str | None = None
+        self._node: _BackendNode | None = None
+        self._stop: asyncio.Event | None = None
+        self._task: asyncio.Task[int] | None = None
+        self._sink: EventSink = lambda ev: None
+        self._up_sent = False
+        self._disco = DiscoPrivate.generate()
+        self._nl = NLPrivate.generate()
+        self._log_id = uuid.uuid4().hex + uuid.uuid4().hex
+
+    def _user_id(self) -> int:
+        nm = self._node._applied_nm if self._node is not None else None
+        return nm.self_node.user if nm is not None and nm.self_node is not None else 0
+
+    def _on_netmap(self) -> None:
+        view = netmap_view(self._node._applied_nm if self._node else None, self._stats(), time.time())
+        if view is None:
+            return
+        # LoggedIn again with the real user id now that profiles are known
+        self._sink(NetMapUpdate(view))
+        if not self._up_sent:
+            self._up_sent = True
+            self._sink(EngineUp())
+
+    def _stats(self) -> dict[str, Any]:
+        dev = self._node.device if self._node is not None else None
+        if dev is None:
+            return {}
+        from engine.keys import NodePublic
+
+        return {str(NodePublic(p.public_key)): p for p in dev.peers()}
+
+    async def start(self, cfg: EngineConfig, keys: NodeKeys, sink: EventSink) -> None:
+        await self.stop()
+        self._sink = sink
+        self._up_sent = False
+        args = argparse.Namespace(
+            login_server=cfg.control_url, auth_key=cfg.auth_key or None, state=None,
+            hostname=cfg.hostname or None, tun=cfg.tun_name or self.tun_name, port=0, mtu=DEFAULT_MTU,
+            derp_region=DEFAULT_DERP_REGION, watchdog=120.0, endpoint_interval=10.0, status_file=None,
+            logout_on_exit=False, verbose=False,
+        )
+        state = NodeState(keys.machine, keys.node, self._disco, self._nl, self._log_id, self.registered_url)
+        self._node = _BackendNode(self, args, state, self.log)
+        self._stop = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(self._node, self._stop), name="daemon-node")
+
+    async def _run(self, node: _BackendNode, stop: asyncio.Event) -> int:
+        try:
+            return await node.run(stop)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - reported to the backend, not raised into the loop
+            self.log.exception("engine failed")
+            self._sink(EngineFailed(f"engine failed: {e}"))
+            return 1
+
+    async def reconfigure(self, cfg: EngineConfig) -> None:
+        if cfg.exit_node_id or cfg.exit_node_ip:
+            self.log.warning("exit node selection is not wired into the daemon node yet")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        assert self._stop is not None
+        self._stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), 20.0)
+        except asyncio.TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._task = None
+        self._node = None
+
+    async def login_interactive(self) -> None:
+        if self._node is not None and self._node.client is not None:
+            self._node.client.login()
+
+    async def logout(self) -> None:
+        if self._node is not None and self._node.client is not None:
+            await self._node.client.logout()
+        self.registered_url = None
+        await self.stop()
+
+    def status(self) -> EngineSnapshot:
+        node = self._node
+        if node is None:
+            return EngineSnapshot()
+        view = netmap_view(node._applied_nm, self._stats(), time.time())
+        health = ()
+        if node.client is not None and node.client.status.last_error:
+            health = (node.client.status.last_error,)
+        return EngineSnapshot(netmap=view, health=health, tun=node.device is not None)
+
+    async def ping(self, ip: str, kind: str, size: int) -> PingOutcome:
+        return PingOutcome(err="ping is not implemented by the engine yet")
+
+    async def netcheck(self) -> dict[str, Any]:
+        raise NotImplementedError("netcheck runner not wired into the daemon node yet")
+
+    async def aclose(self) -> None:
+        await self.stop()

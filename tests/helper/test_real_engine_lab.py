@@ -1,0 +1,135 @@
+"""Lab: `mesh-helper serve` with the real engine (daemon Node) joins Headscale; tailscale CLI + meshctl drive it."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helper.conftest import REPO, TAILSCALE, meshctl, tailscale_cli
+from tests.lab.headscale import Headscale, auth_id_from_url
+from tests.lab.peers import peer_bin
+from tests.lab.tailscaled import Tailscaled
+
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(not TAILSCALE.exists(), reason="reference peers not built")]
+
+CTL = "192.0.2.1"
+
+
+def wait_until(fn, what: str, timeout: float = 60.0, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last={last!r}")
+
+
+@pytest.fixture
+def net(lab):
+    try:
+        peer_bin("headscale")
+    except Exception:  # noqa: BLE001
+        pytest.skip("headscale not built")
+    sw = lab.switch("lan")
+    ctl = lab.host("ctl")
+    sw.attach(ctl, f"{CTL}/24")
+
+    def host(name: str, last_octet: int):
+        h = lab.host(name)
+        sw.attach(h, f"192.0.2.{last_octet}/24")
+        return h
+
+    hs = Headscale(ctl).start()
+    return lab, hs, host
+
+
+def start_helper(h, lab):
+    sock = str(lab.dir / f"helper-{h.name}.sock")
+    proc = h.popen([sys.executable, "-m", "engine.cli.helper", "serve", "--socket", sock,
+                    "--journal", str(lab.dir / f"journal-{h.name}.jsonl"), "--tun", "mesh0", "-v"],
+                   env={"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}, cwd=str(REPO))
+    wait_until(lambda: "mesh-helper ready" in h.log_of(proc) or proc.poll() is not None, "helper ready", 20)
+    assert proc.poll() is None, h.log_of(proc)[-3000:]
+    return sock, proc
+
+
+def status(sock: str) -> dict:
+    p = tailscale_cli(sock, "status", "--json")
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_auth_key_join_status_down_and_clean_exit(net):
+    lab, hs, host = net
+    key = hs.preauth_key("alice")
+    t = Tailscaled(host("t", 13)).start()
+    t.up(hs.url, key, "go-t")
+    a = host("a", 11)
+    sock, proc = start_helper(a, lab)
+
+    p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key, "--hostname", "py-a", "--timeout", "60",
+                timeout=90)
+    assert p.returncode == 0, p.stdout + p.stderr + a.log_of(proc)[-3000:]
+    assert key not in a.log_of(proc)
+
+    def sees_go_t():
+        st = status(sock)
+        peers = {v["HostName"]: v for v in (st.get("Peer") or {}).values()}
+        return (st, peers) if st["BackendState"] == "Running" and "go-t" in peers else None
+
+    st, peers = wait_until(sees_go_t, "our helper's status to list go-t")
+    hn = {n["name"]: n for n in hs.nodes()}
+    assert st["Self"]["PublicKey"] == hn["py-a"]["node_key"]
+    assert sorted(st["TailscaleIPs"]) == sorted(hn["py-a"]["ip_addresses"])
+    assert sorted(peers["go-t"]["TailscaleIPs"]) == sorted(hn["go-t"]["ip_addresses"])
+    assert peers["go-t"]["PublicKey"] == hn["go-t"]["node_key"]
+    assert st["User"], st
+
+    out = meshctl(sock, "status")
+    assert out.returncode == 0 and "go-t" in out.stdout, out.stdout + out.stderr
+    assert a.run(["ip", "link", "show", "mesh0"], check=False).returncode == 0
+
+    p = meshctl(sock, "down")
+    assert p.returncode == 0, p.stderr
+    assert status(sock)["BackendState"] == "Stopped"
+    wait_until(lambda: a.run(["ip", "link", "show", "mesh0"], check=False).returncode != 0, "TUN removed on down", 20)
+
+    p = meshctl(sock, "up", "--timeout", "60", timeout=90)
+    assert p.returncode == 0, p.stdout + p.stderr
+    wait_until(lambda: status(sock)["BackendState"] == "Running", "running again")
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, a.log_of(proc)[-3000:]
+    assert a.run(["ip", "link", "show", "mesh0"], check=False).returncode != 0
+
+
+def test_interactive_login_through_the_cli(net):
+    lab, hs, host = net
+    hs.create_user("bob")
+    a = host("a", 11)
+    sock, proc = start_helper(a, lab)
+    cli = subprocess.Popen([str(TAILSCALE), f"--socket={sock}", "up", f"--login-server={hs.url}",
+                            "--hostname=py-i", "--timeout=90s"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = wait_until(lambda: re.search(r"https?://\S+/register/\S+", status(sock).get("AuthURL", "") or ""),
+                         "AuthURL from headscale", 60).group(0)
+        hs.register(auth_id_from_url(url), "bob")
+        out, err = cli.communicate(timeout=90)
+        assert cli.returncode == 0, out + err + a.log_of(proc)[-3000:]
+        assert "To authenticate, visit:" in err and url in err
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    st = wait_until(lambda: (s := status(sock))["BackendState"] == "Running" and s, "Running after approval")
+    assert st["Self"]["HostName"] == "py-i"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
