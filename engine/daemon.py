@@ -247,10 +247,11 @@ class Node:
             self.log.info("wg: %d peers (+%d upserted, -%d removed)", len(new.peers), len(diff.upsert),
                           len(diff.remove))
         self.wg_applied = new
-        rc = router_config(nm, new)
-        if rc != self.router_applied and self.router is not None:
-            self.router.set(rc)
-        self.router_applied = rc
+        if diff is not NO_CHANGES or nm.self_changed or self.router_applied is None:
+            rc = router_config(nm, new)  # O(peers): only when WireGuard peers or self changed
+            if rc != self.router_applied and self.router is not None:
+                self.router.set(rc)
+            self.router_applied = rc
         self._applied_nm = nm
         self.write_status()
 

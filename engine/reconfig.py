@@ -11,6 +11,7 @@ applying the empty config restores everything.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -83,6 +84,7 @@ class ReconfigOptions:
     prefer_v6: bool = False
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _canon(cidr: str) -> str | None:
     try:
         return str(ipaddress.ip_network(cidr, strict=False))
@@ -151,8 +153,8 @@ def wg_config(nm: NetworkMap | None, opts: ReconfigOptions = ReconfigOptions(),
         return WgConfig()
     delta: PeerDelta = nm.delta
     if prev is not None and not delta.full:
-        peers = dict(prev.peers)
-        ids = dict(prev.ids)
+        peers = prev.peers.copy()  # C-level dict copy (mappingproxy.copy)
+        ids = prev.ids.copy()
         for pid in delta.removed | delta.changed:
             old = ids.pop(pid, None)
             if old is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -91,6 +92,19 @@ def build_engine(args: argparse.Namespace, journal: Journal, log: logging.Logger
     return DaemonEngine(journal=journal, tun_name=args.tun, logger=log)
 
 
+async def _step(log: logging.Logger, what: str, close: Any, timeout: float) -> None:
+    """One shutdown step, bounded: a stuck subsystem must not keep the others from restoring the system."""
+    log.debug("shutdown: closing %s", what)
+    try:
+        await asyncio.wait_for(close(), timeout)
+    except asyncio.TimeoutError:
+        log.error("shutdown: %s did not close within %.0fs; continuing", what, timeout)
+    except Exception:  # noqa: BLE001 - keep unwinding
+        log.exception("shutdown: closing %s failed", what)
+    else:
+        log.debug("shutdown: %s closed", what)
+
+
 async def serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("meshvpn.helper")
     journal = Journal(args.journal, logger=logging.getLogger("meshvpn.hygiene"))
@@ -106,15 +120,15 @@ async def serve(args: argparse.Namespace) -> int:
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(lambda: journal.revert_all())  # runs last
             engine = build_engine(args, journal, log)
-            stack.push_async_callback(engine.aclose)
+            stack.push_async_callback(_step, log, "engine", engine.aclose, 25.0)
             backend = Backend(engine, store=store, tun_name=args.tun, logger=logging.getLogger("meshvpn.backend"))
-            stack.push_async_callback(backend.aclose)
+            stack.push_async_callback(_step, log, "backend", backend.aclose, 30.0)
             await backend.start()
             auth = Authorizer(Operator(args.operator), pref_operator=lambda: backend.prefs.operator_user)
             server = LocalAPIServer(backend, auth, args.socket, socket_mode=int(args.socket_mode, 8),
                                     logger=logging.getLogger("meshvpn.localapi"), on_shutdown_request=stop.set)
             await server.start()
-            stack.push_async_callback(server.aclose)  # runs first
+            stack.push_async_callback(_step, log, "LocalAPI", server.aclose, 10.0)  # runs first
             _sd_notify("READY=1")
             log.info("mesh-helper ready (socket %s, state %s)", args.socket, backend.state.go_name)
             await stop.wait()
@@ -136,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    for noisy in ("hpack", "h2", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps stacks to stderr
     if args.engine == "fake" and os.environ.get("MESH_TESTING") != "1":
         print("mesh-helper serve: --engine fake is for tests only (MESH_TESTING=1)", file=sys.stderr)
         return EXIT_USAGE

@@ -31,7 +31,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -40,7 +40,7 @@ from engine.control.transport import ControlConn, ControlTransportError, fetch_s
 from engine.keys import DiscoPublic, MachinePrivate, MachinePublic, NLPublic, NodePrivate, NodePublic
 from engine.netmap import MapSession, NetworkMap
 from engine.tailcfg import (
-    CURRENT_CAPABILITY_VERSION, Hostinfo, MapRequest, PingRequest, RegisterAuth, RegisterRequest,
+    CURRENT_CAPABILITY_VERSION, Hostinfo, MapRequest, NetInfo, PingRequest, RegisterAuth, RegisterRequest,
     RegisterResponse, WireError, decode, encode,
 )
 
@@ -261,8 +261,6 @@ class ControlClient:
         """Home DERP region for NetInfo.PreferredDERP (how peers learn our HomeDERP)."""
         hi = self.opts.hostinfo
         ni = hi.net_info
-        from engine.tailcfg import NetInfo
-
         ni = dataclasses.replace(ni, preferred_derp=region) if ni else NetInfo(preferred_derp=region)
         self.set_hostinfo(dataclasses.replace(hi, net_info=ni))
 

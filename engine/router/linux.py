@@ -7,7 +7,6 @@ restores the interface. Runs wherever the process runs: tests put it in a namesp
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import subprocess
 from typing import Callable, Sequence
@@ -82,10 +81,6 @@ class LinuxRouter:
             self._log.info("router %s: restore: %s", self.ifname, e)
             self._addrs.clear()
             self._routes.clear()
-
-
-def _fam(cidr: str) -> str:
-    return "-6" if ipaddress.ip_network(cidr, strict=False).version == 6 else "-4"
 
 
 __all__ = ["LinuxRouter", "RouterError"]

@@ -431,7 +431,7 @@ class DeviceCore:
             if counter >= self._reject_msgs:
                 return self._drop(DropReason.COUNTER_LIMIT)
             try:
-                pt = kp.recv_aead.decrypt(_NONCE_PREFIX + datagram[8:16], memoryview(datagram)[SIZE_TRANSPORT_HEADER:], None)
+                pt = kp.recv_aead.decrypt(_NONCE_PREFIX + datagram[8:16], datagram[SIZE_TRANSPORT_HEADER:], None)
             except InvalidTag:
                 return self._drop(DropReason.DECRYPT_TRANSPORT)
             with kp.recv_lock:

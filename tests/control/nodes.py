@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 from typing import Callable
 
 from tests.lab.netlab import Host, LabError
@@ -17,7 +16,9 @@ class OurNode:
     """`python -m engine.cli.helper --login-server ... --status-file ...` inside ``host``."""
 
     def __init__(self, host: Host, login_server: str, *, auth_key: str | None = None, hostname: str | None = None,
-                 port: int = 41641, watchdog: float | None = None, tun: str = "mesh0") -> None:
+                 port: int = 41641, watchdog: float | None = None, tun: str = "mesh0",
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.extra_args = tuple(extra_args)
         self.host = host
         self.login_server = login_server
         self.auth_key = auth_key
@@ -38,7 +39,7 @@ class OurNode:
             env["MESH_AUTH_KEY"] = self.auth_key  # keeps the key off the command line
         if self.watchdog:
             args += ["--watchdog", str(self.watchdog)]
-        self.proc = self.host.popen_python("engine.cli.helper", *args, module=True, env=env)
+        self.proc = self.host.popen_python("engine.cli.helper", *args, *self.extra_args, module=True, env=env)
         self.host.lab.add_cleanup(self.stop)
         return self
 

@@ -234,3 +234,40 @@ def test_sigterm_restores_interface(net):
     assert st["NodeKey"] == _hs_node(hs, "py-a")["node_key"]
     assert len(hs.nodes()) == 2
     del b
+
+
+def test_node_key_expiry_needs_login_then_relogin(net):
+    lab, hs, host = net
+    hs.create_user("bob")
+    a = OurNode(host("a", 11), hs.url).start()  # interactive node: expiry must surface "needs login"
+    st = a.wait(lambda s: s.get("AuthURL"), "AuthURL")
+    hs.register(auth_id_from_url(st["AuthURL"]), "bob")
+    st = a.wait_synced(0)
+    old_key = st["NodeKey"]
+    hs.expire_node(int(_hs_node(hs, "py-a")["id"]))
+    st = a.wait(lambda s: s["State"] in ("needs-login", "wait-auth-url"), "needs login after expiry", timeout=30)
+    st = a.wait(lambda s: s.get("AuthURL"), "a new AuthURL", timeout=30)
+    assert st["NodeKey"] != old_key  # rotated node key
+    hs.register(auth_id_from_url(st["AuthURL"]), "bob")
+    st = a.wait_synced(0, timeout=30)
+    assert st["NodeKey"] == _hs_node(hs, "py-a")["node_key"]
+
+
+def test_logout_on_exit(net):
+    lab, hs, host = net
+    key = hs.preauth_key("alice")
+    a = OurNode(host("a", 11), hs.url, auth_key=key, extra_args=("--logout-on-exit",)).start()
+    a.wait_synced(0)
+    assert a.stop() == 0
+    assert "logging-out" not in a.log()
+    n = _hs_node(hs, "py-a")
+    exp = n.get("expiry")
+    assert exp and exp.get("seconds", 0) < time.time(), n
+
+
+def test_ping_request_answered(net):
+    lab, hs, host = net
+    a = OurNode(host("a", 11), hs.url, auth_key=hs.preauth_key("alice")).start()
+    a.wait_synced(0)
+    page = hs.debug_ping(int(_hs_node(hs, "py-a")["id"]))
+    assert "responded in" in page, page[-500:]

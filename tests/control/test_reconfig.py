@@ -1,6 +1,5 @@
 """NetworkMap -> WgConfig/RouterConfig, and diffs (NO_CHANGES when equal)."""
 
-import dataclasses
 
 from engine.keys import NodePublic
 from engine.netmap import MapSession

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from engine.dataplane import uapi
 from engine.dataplane.uapi import (
-    UNSET, DeviceState, PeerState, RemovePeer, ReplacePeers, SetFwmark, SetListenPort, SetPrivateKey,
+    DeviceState, PeerState, RemovePeer, ReplacePeers, SetFwmark, SetListenPort, SetPrivateKey,
     UapiServer, UpsertPeer, format_get, handle_request, parse_set,
 )
 

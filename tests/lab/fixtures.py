@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -34,4 +33,4 @@ def lab(request):
         shutil.rmtree(lab.dir, ignore_errors=True)
 
 
-__all__ = ["lab", "Path"]
+__all__ = ["lab"]

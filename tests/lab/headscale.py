@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 from tests.lab.netlab import Host, LabError
@@ -20,7 +19,7 @@ def _config_yaml(d: Path, addr: str, port: int, stun_port: int, log_level: str) 
     cfg = {
         "server_url": f"http://{host}:{port}",
         "listen_addr": f"{host}:{port}",
-        "metrics_listen_addr": "127.0.0.1:0",
+        "metrics_listen_addr": "127.0.0.1:9090",  # debug endpoints (/debug/ping), loopback of the ctl host
         "grpc_listen_addr": "127.0.0.1:0",
         "grpc_allow_insecure": False,
         "noise": {"private_key_path": str(d / "noise_private.key")},
@@ -168,6 +167,12 @@ class Headscale:
     def register(self, auth_id: str, user: str) -> None:
         """Approve an interactive login (the command /register/<id> tells the admin to run)."""
         self.cli("auth", "register", "--auth-id", auth_id, "--user", user, json_out=False)
+
+    def debug_ping(self, node: str | int, timeout: float = 40) -> str:
+        """Ask headscale to send the node a PingRequest (/debug/ping); returns the result page text."""
+        p = self.host.run(["curl", "-sS", "-m", str(int(timeout)), f"http://127.0.0.1:9090/debug/ping?node={node}"],
+                          timeout=timeout + 5)
+        return p.stdout
 
     def delete_node(self, node_id: int) -> None:
         self.cli("nodes", "delete", "-i", str(node_id), "--force", json_out=False)

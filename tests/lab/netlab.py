@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Iterable, Sequence
+from typing import IO, Sequence
 
 NS_PREFIX = "mvl"
 WG_IF_PREFIX = "mw"

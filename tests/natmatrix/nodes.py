@@ -1,0 +1,206 @@
+"""Node kinds for the NAT matrix: one interface (start/wait_running/ip/ping/path_to/stop), tailscaled now, ours later.
+
+A matrix cell pairs two nodes of any kinds (tailscaled<->tailscaled today; ours<->ours and
+ours<->tailscaled once our magicsock lands). The matrix runner only talks to this interface,
+so adding a kind is: subclass `NodeKind`, register it in `NODE_KINDS`.
+
+Path semantics (what `path_to` returns, from this node's view of `peer`):
+  ("direct", "ip:port")  traffic to the peer goes over UDP to that endpoint only
+  ("derp",   "<region>") traffic goes through DERP (the peer's home region code)
+  ("none",   "")         the peer is not (yet) in this node's netmap
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+import time
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+from tests.lab.netlab import Host, LabError
+from tests.lab.tailscaled import Tailscaled
+from tests.natmatrix import localapi
+
+_RTT = re.compile(r"time=([0-9.]+) ms")
+
+
+class PathInfo(NamedTuple):
+    """("direct", "ip:port") | ("derp", region code) | ("none", "")."""
+
+    kind: str
+    where: str
+
+
+NO_PATH = PathInfo("none", "")
+
+
+class NodeKind(abc.ABC):
+    """One mesh node inside a lab host; subclasses implement the lifecycle and status reading."""
+
+    kind: ClassVar[str] = "?"
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname  # the node's name in the tailnet
+        self.host: Host | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def start(self, host: Host, login_server: str, auth_key: str) -> None:
+        """Start the node in `host` and begin joining `login_server` with `auth_key` (never logged)."""
+
+    @abc.abstractmethod
+    def wait_running(self, timeout: float = 60.0) -> None:
+        """Block until the node is logged in, has its tailnet address and its TUN is up (LabError on timeout)."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop the node (idempotent); the lab tears down its namespace afterwards anyway."""
+
+    # -- status ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def ip(self) -> str:
+        """This node's tailnet IPv4 address."""
+
+    @abc.abstractmethod
+    def knows(self, peer_ip: str) -> bool:
+        """Whether the node's netmap has a peer with tailnet address `peer_ip`."""
+
+    @abc.abstractmethod
+    def path_to(self, peer: "NodeKind") -> PathInfo:
+        """The path this node currently uses to send to `peer` (see the module docstring)."""
+
+    def log(self) -> str:
+        return ""
+
+    # -- traffic --------------------------------------------------------------------------
+    def ping(self, peer_ip: str, timeout: float = 2.0) -> float | None:
+        """One ICMP echo through the tunnel (kernel ping in this node's namespace); RTT in ms or None."""
+        assert self.host is not None, "start() first"
+        p = self.host.run(["ping", "-n", "-c", "1", "-W", str(max(1, int(timeout))), peer_ip],
+                          check=False, timeout=timeout + 5)
+        m = _RTT.search(p.stdout)
+        return float(m.group(1)) if p.returncode == 0 and m else None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.hostname!r})"
+
+
+class LocalApiNode(NodeKind):
+    """A node whose state is read from a tailscaled-compatible LocalAPI (`GET /localapi/v0/status`)."""
+
+    socket_path: Path | None = None
+
+    def status(self, timeout: float = 5.0) -> dict:
+        if self.socket_path is None:
+            raise LabError(f"{self!r}: not started")
+        return localapi.status(str(self.socket_path), timeout)
+
+    def wait_running(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while True:
+            try:
+                st = self.status()
+                last = st.get("BackendState")
+                if last == "Running" and (st.get("Self") or {}).get("TailscaleIPs"):
+                    return
+            except (OSError, ValueError) as e:
+                last = e
+            if time.monotonic() > deadline:
+                raise LabError(f"{self!r} not Running after {timeout}s (last: {last}): {self.log()[-2000:]}")
+            time.sleep(0.2)
+
+    def ip(self) -> str:
+        for a in (self.status().get("Self") or {}).get("TailscaleIPs") or []:
+            if ":" not in a:
+                return a
+        raise LabError(f"{self!r} has no tailnet IPv4 address")
+
+    def _peer(self, st: dict, peer_ip: str) -> dict | None:
+        for p in (st.get("Peer") or {}).values():
+            if peer_ip in (p.get("TailscaleIPs") or []):
+                return p
+        return None
+
+    def knows(self, peer_ip: str) -> bool:
+        return self._peer(self.status(), peer_ip) is not None
+
+    def path_to(self, peer: NodeKind) -> PathInfo:
+        p = self._peer(self.status(), peer.ip())
+        if p is None:
+            return NO_PATH
+        # CurAddr is set only while a trusted direct UDP path is used without DERP.
+        if p.get("CurAddr"):
+            return PathInfo("direct", p["CurAddr"])
+        if p.get("Relay"):
+            return PathInfo("derp", p["Relay"])
+        return NO_PATH
+
+
+class TailscaledNode(LocalApiNode):
+    """A real tailscaled in TUN mode (tests/lab/tailscaled.py), read through its LocalAPI socket."""
+
+    kind = "tailscaled"
+
+    def __init__(self, hostname: str) -> None:
+        super().__init__(hostname)
+        self.ts: Tailscaled | None = None
+        self._ip: str | None = None
+
+    def start(self, host: Host, login_server: str, auth_key: str) -> None:
+        self.host = host
+        self.ts = Tailscaled(host).start()
+        self.socket_path = self.ts.socket
+        # `tailscale up` returns once the node is Running (or fails with the CLI's message).
+        self.ts.up(login_server, auth_key, self.hostname, timeout=60)
+
+    def ip(self) -> str:
+        if self._ip is None:  # fixed for the node's lifetime; saves a LocalAPI round trip per poll
+            self._ip = super().ip()
+        return self._ip
+
+    def log(self) -> str:
+        return self.ts.log() if self.ts else ""
+
+    def stop(self) -> None:
+        if self.ts is not None:
+            self.ts.stop()
+
+
+class OurNode(LocalApiNode):
+    """TODO(lead): our own node (mesh-helper) in the matrix; wire this once our magicsock lands.
+
+    What the hook needs (everything else -- topology, cells, timing, the doc table -- is kind-agnostic):
+
+    * ``start(host, login_server, auth_key)``: launch ``mesh-helper`` inside ``host`` (use
+      ``host.popen_python("engine.cli.helper", ..., module=True, env={"MESH_AUTH_KEY": auth_key})``
+      so the key never reaches argv or logs) in TUN mode, with our magicsock (UDP + disco + STUN +
+      DERP over plain HTTP, as tailscaled does with TS_DEBUG_USE_DERP_HTTP=1: the DERP map comes
+      from headscale's embedded region 999 at http://203.0.113.1:8080), hostname ``self.hostname``,
+      and a LocalAPI socket under ``host.lab.dir``; set ``self.host`` and ``self.socket_path``;
+      register ``host.lab.add_cleanup(self.stop)``.
+    * the LocalAPI at ``self.socket_path`` must answer ``GET /localapi/v0/status`` in tailscaled's
+      shape: ``BackendState`` ("Running"), ``Self.TailscaleIPs``, and per ``Peer`` entry
+      ``TailscaleIPs``, ``CurAddr`` ("ip:port" while a trusted direct UDP path is in use, else "")
+      and ``Relay`` (the peer's home DERP region code, "lab" here). Then wait_running/ip/knows/
+      path_to are inherited unchanged; otherwise override ``path_to`` to return PathInfo.
+    * the node must route its tailnet /32s through its TUN so the kernel ``ping`` in ``ping()``
+      goes through our data plane (or override ``ping``).
+    * ``stop()``: SIGTERM and wait, idempotent.
+    Then add ``"ours"`` rows by passing ``OurNode`` as a side's kind (``benchmarks/nat_matrix.py
+    --rows ours-ours,ours-tailscaled``; the test's ``ROWS``).
+    """
+
+    kind = "ours"
+
+    def start(self, host: Host, login_server: str, auth_key: str) -> None:
+        raise NotImplementedError("OurNode is a TODO hook: see its docstring (wired by the lead when magicsock lands)")
+
+    def stop(self) -> None:
+        pass
+
+
+NODE_KINDS: dict[str, type[NodeKind]] = {"tailscaled": TailscaledNode, "ours": OurNode}
+
+__all__ = ["NodeKind", "LocalApiNode", "TailscaledNode", "OurNode", "PathInfo", "NO_PATH", "NODE_KINDS"]
