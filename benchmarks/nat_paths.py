@@ -29,23 +29,19 @@ def run_cell(kind_a: str, kind_b: str, direct_timeout: float) -> dict:
         s = build(lab, kind_a, kind_b)
         try:
             s.connect()
-            t_a = s.a.status()["t"]
+            t_b0 = s.b.status()["t"]  # b's clock when the pumps start
             t0 = time.monotonic()
             s.pump(0.1)
             first = None
             direct = None
-            while time.monotonic() - t0 < direct_timeout:
+            while time.monotonic() - t0 < direct_timeout and (first is None or direct is None):
                 sa, sb = s.a.status(), s.b.status()
                 if first is None and s.a.node in sb["first_rx"]:
-                    # a's first packet reached b: b's clock is its own; use wall time instead
-                    first = time.monotonic() - t0
-                pa = sa["peers"][s.b.node]["path"]
-                pb = sb["peers"][s.a.node]["path"]
-                if pa == "direct" and pb == "direct":
+                    first = sb["first_rx"][s.a.node] - t_b0
+                if direct is None and sa["peers"][s.b.node]["path"] == "direct" and \
+                        sb["peers"][s.a.node]["path"] == "direct":
                     direct = time.monotonic() - t0
-                    break
-                time.sleep(0.1)
-            del t_a
+                time.sleep(0.05)
             st = s.a.path_to(s.b)
             return {
                 "first": first,

@@ -167,6 +167,11 @@ class Node:
         self._last_status: dict = {}
         self._applied_nm: NetworkMap | None = None  # the netmap the data plane reflects
 
+    @property
+    def applied_netmap(self) -> NetworkMap | None:
+        """The netmap the WireGuard device and routes currently reflect (None before the first / after logout)."""
+        return self._applied_nm
+
     def _open_dataplane(self) -> None:
         if self._device_factory is not None:
             self.device = self._device_factory()

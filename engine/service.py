@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from engine.hygiene import DEFAULT_JOURNAL, Change, Journal
-from engine.ipn.backend import Backend
+from engine.ipn.local import Backend
 from engine.ipn.engine_api import EngineConfig, NodeEngine
 from engine.ipn.store import FileStore, MemoryStore, StoreError
 from engine.localapi.auth import Authorizer, Operator
@@ -38,6 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="user (or :group) allowed to change settings without root")
     p.add_argument("--state", default="", metavar="FILE",
                    help="headless mode: keep prefs AND private keys in this root-only (0600) file")
+    p.add_argument("--prefs", default="", metavar="FILE",
+                   help="keep prefs (never keys) in this file across restarts (GUI mode; e.g. /var/lib/meshvpn/prefs.json)")
     p.add_argument("--tun", default="meshvpn0", metavar="NAME", help="TUN interface name")
     p.add_argument("--journal", default=DEFAULT_JOURNAL, help=argparse.SUPPRESS)
     p.add_argument("--engine", choices=("real", "fake"), default="real", help=argparse.SUPPRESS)
@@ -111,7 +113,12 @@ async def serve(args: argparse.Namespace) -> int:
     rep = journal.recover()
     if rep.undone or rep.failed:
         log.warning("cleaned up after a previous run: %d undone, %d failed", len(rep.undone), len(rep.failed))
-    store = FileStore(args.state, keep_keys=True) if args.state else MemoryStore()
+    if args.state:
+        store: Any = FileStore(args.state, keep_keys=True)
+    elif args.prefs:
+        store = FileStore(args.prefs, keep_keys=False)
+    else:
+        store = MemoryStore()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -3,9 +3,9 @@
 The ``Bind`` interface (wireguard-go's conn.Bind, adapted to batching from Python):
 
 - ``open(port) -> int``: bind (0 = any port); returns the actual port. May be called again to rebind.
-- ``recv_into(buf) -> (n, seg, endpoint)``: block until a batch arrives: ``buf[:n]`` holds
+- ``recv_into(buf, block=True) -> (n, seg, endpoint)``: wait for a batch: ``buf[:n]`` holds
   datagrams of ``seg`` bytes each (the last may be shorter), all from ``endpoint``.
-  Returns ``(0, 0, None)`` once closed.
+  Returns ``(0, 0, None)`` once closed, ``(-1, 0, None)`` if ``block`` is False and nothing waits.
 - ``send(parts, endpoint, seg=0)``: ``seg == 0``: each element of ``parts`` is one datagram;
   ``seg > 0``: the concatenation of ``parts`` is a run of datagrams of ``seg`` bytes (the last
   may be shorter), sent with one UDP GSO ``sendmsg`` where the kernel supports it.
@@ -42,7 +42,7 @@ class Bind(Protocol):
     port: int
 
     def open(self, port: int) -> int: ...
-    def recv_into(self, buf: bytearray | memoryview) -> tuple[int, int, object]: ...
+    def recv_into(self, buf: bytearray | memoryview, block: bool = True) -> tuple[int, int, object]: ...
     def send(self, parts: list, endpoint: object, seg: int = 0) -> None: ...
     def parse_endpoint(self, text: str) -> object: ...
     def set_fwmark(self, mark: int) -> None: ...
@@ -153,7 +153,7 @@ class UdpBind:
                 self._sock.close()
 
     # -- data path -----------------------------------------------------------------------
-    def recv_into(self, buf: bytearray | memoryview) -> tuple[int, int, object]:
+    def recv_into(self, buf: bytearray | memoryview, block: bool = True) -> tuple[int, int, object]:
         while True:
             sock = self._sock
             if self._closed or sock is None:
@@ -161,6 +161,8 @@ class UdpBind:
             try:
                 n, anc, _flags, addr = sock.recvmsg_into([buf], _CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
+                if not block:
+                    return -1, 0, None
                 self._poll.poll()
                 if self._closed:
                     return 0, 0, None
@@ -270,8 +272,14 @@ class MemoryBind:
         """Deliver ``datagram`` as if ``source`` had sent it to us."""
         self._inbox.put((bytes(datagram), source))
 
-    def recv_into(self, buf: bytearray | memoryview) -> tuple[int, int, object]:
-        item = self._inbox.get()
+    def recv_into(self, buf: bytearray | memoryview, block: bool = True) -> tuple[int, int, object]:
+        if block:
+            item = self._inbox.get()
+        else:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return -1, 0, None
         if item is None or self._closed:
             self._inbox.put(None)
             return 0, 0, None

@@ -84,6 +84,8 @@ UNDER_LOAD_DEPTH = HANDSHAKE_QUEUE // 8
 TIMER_TICK = 0.1
 UDP_GSO_MAX = 65000  # bytes of UDP payload per GSO sendmsg
 UDP_GSO_SEGMENTS = 64
+RECV_SLOT = 65536 + 64  # one UDP GRO batch
+RECV_BATCHES = 4  # GRO batches gathered (without waiting) before one round of TUN writes
 
 
 class _Unchanged:
@@ -607,9 +609,9 @@ class Device:
         tun = self._tun
         core = self._core
         vnet = bool(getattr(tun, "vnet_hdr", False))
-        rbuf = bytearray(65536 + 64)
+        rbuf = bytearray(RECV_SLOT * RECV_BATCHES)
         rmv = memoryview(rbuf)
-        pbuf = bytearray(65536 + 64)
+        pbuf = bytearray(RECV_SLOT * RECV_BATCHES)
         pmv = memoryview(pbuf)
         index = core._index  # NOTE: wants a public DeviceCore accessor (see report)
         allowed = core.allowed_ips
@@ -621,114 +623,130 @@ class Device:
         hs_queue = self._hs_queue
         recv = bind.recv_into
         counters = self._counters
+        plain: list = []
+        peer_rx: dict[Peer, list] = {}
+        k = 0  # receive batches gathered since the last TUN write
         while self._running:
+            base = k * RECV_SLOT
             try:
-                n, seg, src = recv(rmv)
+                # Block for the first batch; then take whatever else is already queued (up to
+                # RECV_BATCHES) so that one flow's segments coalesce into bigger TUN writes.
+                n, seg, src = recv(rmv[base:base + RECV_SLOT], k == 0)
             except OSError as e:
                 self._count("recv_errors")
                 self._log.debug("recv failed: %s", e)
-                continue
-            if n <= 0:
-                if src is None and not self._running:
-                    return
-                if n == 0 and src is None:
-                    return
-                continue
-            now = time.monotonic()
-            plain: list = []
-            peer_rx: dict[Peer, list] = {}
-            if seg <= 0:
-                seg = n
-            for off in range(0, n, seg):
-                end = off + seg
-                if end > n:
-                    end = n
-                dl = end - off
-                d = rmv[off:end]
-                if dl < 32 or rbuf[off] != 4 or rbuf[off + 1] or rbuf[off + 2] or rbuf[off + 3]:
-                    if dl >= 4 and rbuf[off] in (1, 2, 3):
-                        try:
-                            hs_queue.put_nowait((bytes(d), src))
-                        except queue.Full:
-                            counters["drop_handshake_queue_full"] = counters.get("drop_handshake_queue_full", 0) + 1
+                n, seg, src = -1, 0, None
+            if n == 0 and src is not None:  # an empty datagram
+                counters["drop_malformed"] = counters.get("drop_malformed", 0) + 1
+                if k == 0:
+                    continue
+                n = -1
+            if n < 0:
+                k = RECV_BATCHES  # nothing more queued: write what we have
+            elif n == 0:
+                return  # closed
+            else:
+                k += 1
+                now = time.monotonic()
+                if seg <= 0:
+                    seg = n
+                end_all = base + n
+                for off in range(base, end_all, seg):
+                    end = off + seg
+                    if end > end_all:
+                        end = end_all
+                    dl = end - off
+                    d = rmv[off:end]
+                    if dl < 32 or rbuf[off] != 4 or rbuf[off + 1] or rbuf[off + 2] or rbuf[off + 3]:
+                        if dl >= 4 and rbuf[off] in (1, 2, 3):
+                            try:
+                                hs_queue.put_nowait((bytes(d), src))
+                            except queue.Full:
+                                counters["drop_handshake_queue_full"] = counters.get("drop_handshake_queue_full", 0) + 1
+                                continue
+                            if hs_queue.qsize() >= UNDER_LOAD_DEPTH:
+                                core.set_under_load(now)
+                        else:
+                            counters["drop_malformed"] = counters.get("drop_malformed", 0) + 1
+                        continue
+                    kp = index.get(_from_bytes(rbuf[off + 4:off + 8], "little"))
+                    if kp.__class__ is not Keypair:
+                        counters["drop_unknown_index"] = counters.get("drop_unknown_index", 0) + 1
+                        continue
+                    peer = kp.peer
+                    age = now - kp.created
+                    if (peer.keypairs.next is kp or age >= reject_time
+                            or (kp.is_initiator and age > last_minute and not peer.timers.sent_last_minute_handshake)):
+                        self._slow_decrypt(bytes(d), src, now, plain)
+                        continue
+                    ctr = _from_bytes(rbuf[off + 8:off + 16], "little")
+                    if ctr >= reject_msgs:
+                        counters["drop_counter_limit"] = counters.get("drop_counter_limit", 0) + 1
+                        continue
+                    plen = dl - 32
+                    try:
+                        kp.recv_aead.decrypt_into(_NONCE(ctr), d[16:], None, pmv[off:off + plen])
+                    except InvalidTag:
+                        counters["drop_decrypt_transport"] = counters.get("drop_decrypt_transport", 0) + 1
+                        continue
+                    with kp.recv_lock:
+                        fresh = kp.replay.validate(ctr, reject_msgs)
+                    if not fresh:
+                        counters["drop_replay"] = counters.get("drop_replay", 0) + 1
+                        continue
+                    st = peer_rx.get(peer)
+                    if st is None:
+                        st = peer_rx[peer] = [0, False, src]
+                    st[0] += dl
+                    st[2] = src
+                    if not plen:
+                        continue  # keepalive
+                    st[1] = True
+                    v = pbuf[off] >> 4
+                    if v == 4:
+                        if plen < 20:
+                            counters["drop_bad_inner_packet"] = counters.get("drop_bad_inner_packet", 0) + 1
                             continue
-                        if hs_queue.qsize() >= UNDER_LOAD_DEPTH:
-                            core.set_under_load(now)
+                        ln = (pbuf[off + 2] << 8) | pbuf[off + 3]
+                        if ln > plen or ln < 20:
+                            counters["drop_bad_inner_packet"] = counters.get("drop_bad_inner_packet", 0) + 1
+                            continue
+                        if lookup_v4(_from_bytes(pbuf[off + 12:off + 16], "big")) is not peer:
+                            counters["drop_disallowed_source"] = counters.get("drop_disallowed_source", 0) + 1
+                            continue
+                    elif v == 6:
+                        if plen < 40:
+                            counters["drop_bad_inner_packet"] = counters.get("drop_bad_inner_packet", 0) + 1
+                            continue
+                        ln = ((pbuf[off + 4] << 8) | pbuf[off + 5]) + 40
+                        if ln > plen:
+                            counters["drop_bad_inner_packet"] = counters.get("drop_bad_inner_packet", 0) + 1
+                            continue
+                        if lookup_v6(_from_bytes(pbuf[off + 8:off + 24], "big")) is not peer:
+                            counters["drop_disallowed_source"] = counters.get("drop_disallowed_source", 0) + 1
+                            continue
                     else:
-                        counters["drop_malformed"] = counters.get("drop_malformed", 0) + 1
-                    continue
-                kp = index.get(_from_bytes(rbuf[off + 4:off + 8], "little"))
-                if kp.__class__ is not Keypair:
-                    counters["drop_unknown_index"] = counters.get("drop_unknown_index", 0) + 1
-                    continue
-                peer = kp.peer
-                age = now - kp.created
-                if (peer.keypairs.next is kp or age >= reject_time
-                        or (kp.is_initiator and age > last_minute and not peer.timers.sent_last_minute_handshake)):
-                    self._slow_decrypt(bytes(d), src, now, plain)
-                    continue
-                ctr = _from_bytes(rbuf[off + 8:off + 16], "little")
-                if ctr >= reject_msgs:
-                    counters["drop_counter_limit"] = counters.get("drop_counter_limit", 0) + 1
-                    continue
-                plen = dl - 32
-                try:
-                    kp.recv_aead.decrypt_into(_NONCE(ctr), d[16:], None, pmv[off:off + plen])
-                except InvalidTag:
-                    counters["drop_decrypt_transport"] = counters.get("drop_decrypt_transport", 0) + 1
-                    continue
-                with kp.recv_lock:
-                    fresh = kp.replay.validate(ctr, reject_msgs)
-                if not fresh:
-                    counters["drop_replay"] = counters.get("drop_replay", 0) + 1
-                    continue
-                st = peer_rx.get(peer)
-                if st is None:
-                    st = peer_rx[peer] = [0, False]
-                st[0] += dl
-                if not plen:
-                    continue  # keepalive
-                st[1] = True
-                v = pbuf[off] >> 4
-                if v == 4:
-                    if plen < 20:
                         counters["drop_bad_inner_packet"] = counters.get("drop_bad_inner_packet", 0) + 1
                         continue
-                    ln = (pbuf[off + 2] << 8) | pbuf[off + 3]
-                    if ln > plen or ln < 20:
-                        counters["drop_bad_inner_packet"] = counters.get("drop_bad_inner_packet", 0) + 1
-                        continue
-                    if lookup_v4(_from_bytes(pbuf[off + 12:off + 16], "big")) is not peer:
-                        counters["drop_disallowed_source"] = counters.get("drop_disallowed_source", 0) + 1
-                        continue
-                elif v == 6:
-                    if plen < 40:
-                        counters["drop_bad_inner_packet"] = counters.get("drop_bad_inner_packet", 0) + 1
-                        continue
-                    ln = ((pbuf[off + 4] << 8) | pbuf[off + 5]) + 40
-                    if ln > plen:
-                        counters["drop_bad_inner_packet"] = counters.get("drop_bad_inner_packet", 0) + 1
-                        continue
-                    if lookup_v6(_from_bytes(pbuf[off + 8:off + 24], "big")) is not peer:
-                        counters["drop_disallowed_source"] = counters.get("drop_disallowed_source", 0) + 1
-                        continue
-                else:
-                    counters["drop_bad_inner_packet"] = counters.get("drop_bad_inner_packet", 0) + 1
-                    continue
-                plain.append(pmv[off:off + ln])
+                    plain.append(pmv[off:off + ln])
+            if k < RECV_BATCHES:
+                continue
+            k = 0
             # per-peer bookkeeping once per batch (what DeviceCore.decrypt does per packet)
-            for peer, (nbytes, got_data) in peer_rx.items():
+            for peer, (nbytes, got_data, psrc) in peer_rx.items():
                 t = peer.timers
                 if t.persistent_keepalive_interval:
                     t.persistent_keepalive = now + t.persistent_keepalive_interval
                 t.new_handshake = None
-                if peer.endpoint != src:
-                    peer.endpoint = src  # roaming: the latest authenticated source wins
+                if peer.endpoint != psrc:
+                    peer.endpoint = psrc  # roaming: the latest authenticated source wins
                 peer.rx_bytes += nbytes
                 if got_data:
                     t.data_received(now)
+            peer_rx.clear()
             if plain:
                 self._write_packets(plain)
+                plain.clear()
             if core.has_outgoing:
                 self._flush_outgoing()
 

@@ -20,6 +20,7 @@ BACKOFF_MIN = 0.25  # seconds
 BACKOFF_MAX = 10.0
 DIAL_TIMEOUT = 10.0
 READ_CHUNK = 64 << 10
+PENDING_MAX = 64  # packets held while the connection is being established
 
 
 @dataclass
@@ -83,6 +84,7 @@ class DerpClient:
         self.last_error = ""
         self.health = ""
         self._totals = p.DerpCounters()
+        self._pending: list[tuple[bytes, bytes]] = []
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -125,11 +127,16 @@ class DerpClient:
         await asyncio.wait_for(self._connected.wait(), timeout)
 
     def send_packet(self, dst: bytes, packet: bytes) -> bool:
-        """Queue a packet to `dst` (node public key); False if not connected right now."""
+        """Send a packet to `dst` (node public key). While (re)connecting, up to PENDING_MAX
+        packets wait and go out right after login; beyond that they are dropped (False)."""
         conn = self._conn
-        if conn is None or not conn.send_packet(dst, packet):
-            self._totals.dropped_not_connected += 1
-            return False
+        if conn is None or conn.state is not p.State.CONNECTED:
+            if self._closing or len(self._pending) >= PENDING_MAX:
+                self._totals.dropped_not_connected += 1
+                return False
+            self._pending.append((dst, packet))
+            return True
+        conn.send_packet(dst, packet)
         self._flush()
         return True
 
@@ -261,7 +268,10 @@ class DerpClient:
                     self._connected.set()
                     if self._preferred:
                         conn.note_preferred(True)
-                        self._flush()
+                    pending, self._pending = self._pending, []
+                    for dst, pkt in pending:
+                        conn.send_packet(dst, pkt)
+                    self._flush()
                     self._log.debug("derp region %d connected to %s", self.region.region_id, node.name)
                 elif isinstance(ev, p.HealthEvent):
                     self.health = ev.problem

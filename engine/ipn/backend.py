@@ -1,74 +1,25 @@
-"""The IPN backend: prefs + the ipn.State machine + the IPN bus, driving a NodeEngine.
+"""Pure IPN backend logic: prefs validation, prefs -> engine config, netmap -> ipnstate/tailcfg JSON (no I/O).
 
-Flow (tailscaled's LocalBackend, reduced):
-
-    LocalAPI ──edit_prefs/start/login/logout──► Backend ──start/stop/reconfigure──► NodeEngine
-        ▲                                          │  ▲                                  │
-        └──────── watch(mask): Notify lines ◄──────┘  └────── sink(EngineEvent) ◄────────┘
-
-- State moves only through engine.ipn.state.StateMachine (the table); the backend turns user
-  requests and engine events into Inputs, then makes the engine match the new state
-  (ENGINE_WANTED ⇒ started, otherwise stopped).
-- User operations are serialized by one lock; engine events are handled synchronously in the sink
-  (state + notifications only); engine calls they imply are queued to a worker task.
-- Private keys live in memory (NodeKeys); only public halves appear in status/notify/logs.
+The asyncio LocalBackend that owns state and drives the engine is engine/ipn/local.py; the state
+machine table is engine/ipn/state.py. Everything here is a function of its arguments.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import ipaddress
-import logging
 import re
-import socket
 import time
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
-from engine.ipn.engine_api import (
-    AuthURL,
-    EngineConfig,
-    EngineEvent,
-    EngineFailed,
-    EngineUp,
-    LoggedIn,
-    LoginNeeded,
-    MachineAuthNeeded,
-    NetMapUpdate,
-    NetMapView,
-    NodeEngine,
-    NodeKeys,
-    PeerView,
-)
-from engine.ipn.state import ENGINE_WANTED, Input, InvalidTransition, StateMachine
-from engine.ipn.store import MemoryStore, PrefsStore
-from engine.keys import KeyError_, MachinePrivate, NodePrivate
+from engine.ipn.engine_api import EngineConfig, NetMapView, PeerView
 from engine.localapi.schema import (
     DEFAULT_CONTROL_URL,
     GO_ZERO_TIME,
-    INTERNAL_PREFS,
-    IPN_VERSION,
     ZERO_NODEKEY,
-    EngineStatus,
-    ExitNodeStatus,
-    KeysInfo,
-    MaskedPrefs,
-    Notify,
-    NotifyWatchOpt,
-    Persist,
     PeerStatus,
-    PingResult,
     Prefs,
-    SetKeysRequest,
-    State,
-    Status,
-    TailnetStatus,
-    UserProfile,
-    WhoIsResponse,
 )
 
-WATCH_QUEUE_MAX = 256  # notifications buffered per watcher; a slower watcher is disconnected
-PING_TIMEOUT = 10.0  # seconds the helper waits for an engine ping
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
@@ -193,541 +144,39 @@ def _valid_prefix(s: str) -> bool:
         return False
 
 
-class _Watcher:
-    def __init__(self, mask: NotifyWatchOpt) -> None:
-        self.mask = mask
-        self.queue: asyncio.Queue[Notify | None] = asyncio.Queue(WATCH_QUEUE_MAX + 1)
-        self.overflowed = False
-
-    def offer(self, n: Notify) -> None:
-        if self.overflowed:
-            return
-        if self.queue.qsize() >= WATCH_QUEUE_MAX:
-            self.overflowed = True
-            self.queue.put_nowait(None)  # end of stream: the client should reconnect
-            return
-        self.queue.put_nowait(n)
-
-
-class Backend:
-    """tailscaled's LocalBackend analogue (see module doc)."""
-
-    def __init__(
-        self,
-        engine: NodeEngine,
-        *,
-        store: PrefsStore | None = None,
-        logger: logging.Logger | logging.LoggerAdapter | None = None,
-        version: str = IPN_VERSION,
-        tun_name: str = "meshvpn0",
-        os_hostname: Callable[[], str] = socket.gethostname,
-        generate_keys: bool = True,
-    ) -> None:
-        self.engine = engine
-        self.store = store or MemoryStore()
-        self.log = logger or logging.getLogger("meshvpn.backend")
-        self.version = version
-        self.tun_name = tun_name
-        self._os_hostname = os_hostname
-        self._generate_keys = generate_keys
-        self.sm = StateMachine()
-        self.prefs = Prefs(logged_out=True)
-        self.keys: NodeKeys | None = None
-        self.auth_url = ""
-        self.err_message = ""
-        self._interactive = False  # a login-interactive is pending: send BrowseToURL
-        self._netmap: NetMapView | None = None
-        self._engine_on = False
-        self._login_wanted = False  # a login was asked for: keep the control client up in NeedsLogin
-        self._lock = asyncio.Lock()
-        self._watchers: set[_Watcher] = set()
-        self._work: asyncio.Queue[Callable[[], Any] | None] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
-        self._session_seq = 0
-        self.dropped_inputs = 0
-
-    # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def state(self) -> State:
-        return self.sm.state
-
-    @property
-    def logged_in(self) -> bool:
-        return (not self.prefs.logged_out) and self.prefs.config is not None and bool(self.prefs.config.user_profile.login_name)
-
-    async def start(self) -> None:
-        """Load prefs/keys from the store and enter the first real state."""
-        if self._worker is not None:
-            raise RuntimeError("Backend.start() called twice")
-        self._worker = asyncio.get_running_loop().create_task(self._work_loop(), name="backend-worker")
-        st = self.store.load()
-        if st.prefs is not None:
-            self.prefs = st.prefs
-        if st.keys is not None:
-            self.keys = st.keys
-        if not self.logged_in:
-            self._input(Input.START_LOGGED_OUT)
-        elif self.prefs.want_running:
-            self._input(Input.START_RUNNING)
-        else:
-            self._input(Input.START_STOPPED)
-        async with self._lock:
-            await self._sync_engine_locked()
-
-    async def aclose(self) -> None:
-        """Stop the engine (restoring the system) and end every watcher."""
-        async with self._lock:
-            if self._engine_on:
-                self._engine_on = False
-                try:
-                    await self.engine.stop()
-                except Exception:  # noqa: BLE001 - shutdown must go on
-                    self.log.exception("engine stop failed during shutdown")
-        for w in list(self._watchers):
-            w.queue.put_nowait(None)
-        self._watchers.clear()
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise
-            self._worker = None
-
-    async def _work_loop(self) -> None:
-        while True:
-            job = await self._work.get()
-            if job is None:
-                return
-            try:
-                async with self._lock:
-                    await job()
-            except Exception:  # noqa: BLE001 - a failed job must not kill the backend
-                self.log.exception("backend job failed")
-
-    # ------------------------------------------------------------------ state machine glue
-
-    def _input(self, inp: Input) -> None:
-        before = self.sm.state
+def check_prefs(p: Prefs, nm: NetMapView | None) -> None:
+    """Raise PrefsError if `p` cannot be applied (tailscaled's CheckPrefs + our limits; exit node vs `nm`)."""
+    if p.run_ssh:
+        raise PrefsError("the Tailscale SSH server is not supported by meshvpn")
+    if p.run_web_client:
+        raise PrefsError("the web client is not supported by meshvpn")
+    if p.control_url and not re.match(r"^https?://[^/\s]+", p.control_url):
+        raise PrefsError(f"invalid control URL {p.control_url!r}: want http:// or https://")
+    if p.hostname and not all(_HOSTNAME_RE.match(lbl) for lbl in p.hostname.split(".")):
+        raise PrefsError(f"invalid hostname {p.hostname!r}")
+    for r in p.advertise_routes or ():
+        if not _valid_prefix(r):
+            raise PrefsError(f"invalid route to advertise {r!r}: want a network prefix like 10.0.0.0/24")
+    if p.exit_node_ip and p.exit_node_id:
+        raise PrefsError("cannot set ExitNodeIP when ExitNodeID is already set")
+    if p.exit_node_ip:
         try:
-            after = self.sm.process(inp)
-        except InvalidTransition as e:
-            self.dropped_inputs += 1
-            self.log.debug("dropped: %s", e)
+            ipaddress.ip_address(p.exit_node_ip)
+        except ValueError:
+            raise PrefsError(f"invalid exit node IP {p.exit_node_ip!r}") from None
+    check_exit_node(p, nm)
+
+
+def check_exit_node(p: Prefs, nm: NetMapView | None) -> None:
+    """The selected exit node must exist in the netmap, offer exit routes, and not be us."""
+    if nm is None or not (p.exit_node_ip or p.exit_node_id):
+        return
+    if p.exit_node_ip and p.exit_node_ip in nm.self_node.addresses:
+        raise PrefsError(f"cannot use {p.exit_node_ip} as an exit node: it is this machine's own Tailscale IP")
+    for peer in nm.peers:
+        if (p.exit_node_id and peer.stable_id == p.exit_node_id) or (p.exit_node_ip and p.exit_node_ip in peer.addresses):
+            if not peer.exit_node_option:
+                raise PrefsError(f"node {peer.name.split('.')[0]} ({peer.addresses[0] if peer.addresses else peer.stable_id}) is not advertising an exit node")
             return
-        if after != before:
-            self.log.info("state %s -> %s (%s)", before.go_name, after.go_name, inp.value)
-            if after != State.NEEDS_LOGIN:
-                self.auth_url = ""
-            self._send(Notify(state=after))
-
-    def _ensure_keys(self) -> NodeKeys:
-        if self.keys is None:
-            if not self._generate_keys:
-                raise BackendError("no node keys: the GUI must hand them over (POST /localapi/v0/meshvpn/keys) first")
-            self.keys = NodeKeys(MachinePrivate.generate(), NodePrivate.generate(), source="generated")
-            self.log.info("generated new in-memory node keys: %r", self.keys)
-        return self.keys
-
-    def _engine_wanted(self) -> bool:
-        if self.sm.state in ENGINE_WANTED:
-            return True
-        # Logging in needs the control client running.
-        return self.sm.state == State.NEEDS_LOGIN and self._login_wanted
-
-    async def _sync_engine_locked(self, *, auth_key: str = "", restart: bool = False) -> None:
-        want = self._engine_wanted()
-        if self._engine_on and (not want or restart):
-            self._engine_on = False
-            self._netmap = None
-            await self.engine.stop()
-        if want and not self._engine_on:
-            keys = self._ensure_keys()
-            self._engine_on = True
-            cfg = engine_config(self.prefs, tun_name=self.tun_name, auth_key=auth_key)
-            self.log.info("starting engine: control=%s node=%s", cfg.control_url, keys.node.public().short())
-            await self.engine.start(cfg, keys, self._on_engine_event)
-
-    # ------------------------------------------------------------------ engine events
-
-    def _on_engine_event(self, ev: EngineEvent) -> None:
-        if isinstance(ev, AuthURL):
-            self.auth_url = ev.url
-            self._input(Input.AUTH_URL)
-            if self._interactive:
-                self._interactive = False
-                self._send(Notify(browse_to_url=ev.url))
-        elif isinstance(ev, LoginNeeded):
-            self._input(Input.LOGIN_NEEDED)
-        elif isinstance(ev, MachineAuthNeeded):
-            self._input(Input.MACHINE_AUTH_NEEDED)
-        elif isinstance(ev, LoggedIn):
-            self._login_wanted = False
-            self.auth_url = ""
-            profile = UserProfile(id=ev.user.id, login_name=ev.user.login_name,
-                                  display_name=ev.user.display_name, profile_pic_url=ev.user.profile_pic_url)
-            self.prefs = dataclasses.replace(self.prefs, logged_out=False,
-                                             config=Persist(user_profile=profile, node_id=ev.node_id))
-            self._save()
-            self._input(Input.LOGGED_IN)
-            self._send(Notify(login_finished={}, prefs=self._public_prefs()))
-            if not self.prefs.want_running:
-                self._input(Input.WANT_RUNNING_OFF)
-                self._work.put_nowait(self._sync_engine_locked)
-        elif isinstance(ev, NetMapUpdate):
-            self._netmap = ev.netmap
-            self._resolve_exit_node_ip()
-            self._send(Notify(net_map=netmap_json(ev.netmap)))
-            self._send(Notify(engine=self._engine_status()), only=NotifyWatchOpt.ENGINE_UPDATES)
-        elif isinstance(ev, EngineUp):
-            self._input(Input.ENGINE_UP)
-        elif isinstance(ev, EngineFailed):
-            self.err_message = ev.message
-            self._send(Notify(err_message=ev.message))
-            self._input(Input.ENGINE_FAILED)
-            self._work.put_nowait(self._sync_engine_locked)
-
-    def _resolve_exit_node_ip(self) -> None:
-        """Like tailscaled: once the netmap knows the node, ExitNodeIP becomes ExitNodeID."""
-        p, nm = self.prefs, self._netmap
-        if nm is None or not p.exit_node_ip or p.exit_node_id:
-            return
-        for peer in nm.peers:
-            if p.exit_node_ip in peer.addresses:
-                self.prefs = dataclasses.replace(p, exit_node_id=peer.stable_id, exit_node_ip="")
-                self._save()
-                self._send(Notify(prefs=self._public_prefs()))
-                return
-
-    # ------------------------------------------------------------------ IPN bus
-
-    def _send(self, n: Notify, *, only: NotifyWatchOpt | None = None) -> None:
-        n = dataclasses.replace(n, version=self.version)
-        for w in list(self._watchers):
-            if only is not None and not (w.mask & only):
-                continue
-            w.offer(n)
-
-    async def watch(self, mask: NotifyWatchOpt) -> AsyncIterator[Notify]:
-        """Notifications from now on; the first one carries what `mask` asks for (INITIAL_*)."""
-        w = _Watcher(mask)
-        self._session_seq += 1
-        first = Notify(version=self.version, session_id=f"{id(self) & 0xffffff:06x}{self._session_seq:010x}")
-        if mask & NotifyWatchOpt.INITIAL_STATE:
-            first = dataclasses.replace(first, state=self.state)
-            if self.auth_url and self.state == State.NEEDS_LOGIN:
-                first = dataclasses.replace(first, browse_to_url=self.auth_url)
-        if mask & NotifyWatchOpt.INITIAL_PREFS:
-            first = dataclasses.replace(first, prefs=self._public_prefs())
-        if mask & NotifyWatchOpt.INITIAL_NETMAP and self._netmap is not None:
-            first = dataclasses.replace(first, net_map=netmap_json(self._netmap))
-        if mask & NotifyWatchOpt.INITIAL_HEALTH_STATE:
-            first = dataclasses.replace(first, health={"Warnings": {}})
-        self._watchers.add(w)
-        try:
-            if mask & (NotifyWatchOpt.INITIAL_STATE | NotifyWatchOpt.INITIAL_PREFS | NotifyWatchOpt.INITIAL_NETMAP
-                       | NotifyWatchOpt.INITIAL_HEALTH_STATE):
-                yield first
-            while True:
-                n = await w.queue.get()
-                if n is None:
-                    return
-                yield n
-        finally:
-            self._watchers.discard(w)
-
-    # ------------------------------------------------------------------ prefs
-
-    def _public_prefs(self) -> Prefs:
-        return self.prefs
-
-    def _save(self) -> None:
-        try:
-            self.store.save(self.prefs, self.keys if (self.keys and self.keys.source != "gui") else None)
-        except OSError as e:
-            self.log.error("cannot save prefs: %s", e)
-
-    def check_prefs(self, p: Prefs) -> None:
-        """Raise PrefsError if `p` cannot be applied (tailscaled's CheckPrefs + our limits)."""
-        if p.run_ssh:
-            raise PrefsError("the Tailscale SSH server is not supported by meshvpn")
-        if p.run_web_client:
-            raise PrefsError("the web client is not supported by meshvpn")
-        if p.control_url and not re.match(r"^https?://[^/\s]+", p.control_url):
-            raise PrefsError(f"invalid control URL {p.control_url!r}: want http:// or https://")
-        if p.hostname and not all(_HOSTNAME_RE.match(lbl) for lbl in p.hostname.split(".")):
-            raise PrefsError(f"invalid hostname {p.hostname!r}")
-        for r in p.advertise_routes or ():
-            if not _valid_prefix(r):
-                raise PrefsError(f"invalid route to advertise {r!r}: want a network prefix like 10.0.0.0/24")
-        if p.exit_node_ip and p.exit_node_id:
-            raise PrefsError("cannot set ExitNodeIP when ExitNodeID is already set")
-        if p.exit_node_ip:
-            try:
-                ipaddress.ip_address(p.exit_node_ip)
-            except ValueError:
-                raise PrefsError(f"invalid exit node IP {p.exit_node_ip!r}") from None
-        self._check_exit_node(p)
-
-    def _check_exit_node(self, p: Prefs) -> None:
-        nm = self._netmap
-        if nm is None or not (p.exit_node_ip or p.exit_node_id):
-            return
-        if p.exit_node_ip and p.exit_node_ip in nm.self_node.addresses:
-            raise PrefsError(f"cannot use {p.exit_node_ip} as an exit node: it is this machine's own Tailscale IP")
-        for peer in nm.peers:
-            if (p.exit_node_id and peer.stable_id == p.exit_node_id) or (p.exit_node_ip and p.exit_node_ip in peer.addresses):
-                if not peer.exit_node_option:
-                    raise PrefsError(f"node {peer.name.split('.')[0]} ({peer.addresses[0] if peer.addresses else peer.stable_id}) is not advertising an exit node")
-                return
-        what = p.exit_node_ip or p.exit_node_id
-        raise PrefsError(f"no node found in netmap with {'IP' if p.exit_node_ip else 'ID'} {what}")
-
-    async def edit_prefs(self, mp: MaskedPrefs, *, actor_is_root: bool = True) -> Prefs:
-        """PATCH /prefs: apply the masked edit, validate, persist, notify, reconcile the engine."""
-        bad = mp.set_fields & INTERNAL_PREFS
-        if bad:
-            raise PrefsError(f"cannot set internal prefs {sorted(bad)}")
-        if "OperatorUser" in mp.set_fields and not actor_is_root and mp.prefs.operator_user != self.prefs.operator_user:
-            raise PrefsError("only root can change the operator user")
-        async with self._lock:
-            new = mp.apply_to(self.prefs)
-            if "ExitNodeIP" in mp.set_fields and mp.prefs.exit_node_ip and "ExitNodeID" not in mp.set_fields:
-                new = dataclasses.replace(new, exit_node_id="")
-            if "ExitNodeID" in mp.set_fields and mp.prefs.exit_node_id and "ExitNodeIP" not in mp.set_fields:
-                new = dataclasses.replace(new, exit_node_ip="")
-            self.check_prefs(new)
-            old = self.prefs
-            self.prefs = new
-            self._resolve_exit_node_ip()
-            self._save()
-            self._send(Notify(prefs=self._public_prefs()))
-            if old.want_running != self.prefs.want_running or "WantRunning" in mp.set_fields:
-                self._input(Input.WANT_RUNNING_ON if self.prefs.want_running else Input.WANT_RUNNING_OFF)
-            if self._engine_on and self._engine_wanted() and engine_config(old, tun_name=self.tun_name) != engine_config(self.prefs, tun_name=self.tun_name):
-                await self.engine.reconfigure(engine_config(self.prefs, tun_name=self.tun_name))
-            await self._sync_engine_locked()
-            return self.prefs
-
-    async def start_with(self, *, update_prefs: Prefs | None, auth_key: str = "") -> None:
-        """POST /start: replace prefs (keeping the login), then (re)start the state machine."""
-        async with self._lock:
-            if update_prefs is not None:
-                keep = self.prefs
-                newp = dataclasses.replace(update_prefs, config=keep.config, logged_out=keep.logged_out)
-                self.check_prefs(newp)
-                control_changed = (newp.control_url or DEFAULT_CONTROL_URL) != (keep.control_url or DEFAULT_CONTROL_URL)
-                if control_changed and keep.config is not None:
-                    # A different control server: the old login means nothing there.
-                    newp = dataclasses.replace(newp, config=None, logged_out=True)
-                self.prefs = newp
-                self._save()
-                self._send(Notify(prefs=self._public_prefs()))
-            self.err_message = ""
-            if not self.logged_in:
-                self._login_wanted = True
-                if self.sm.state != State.NEEDS_LOGIN:
-                    self._input(Input.LOGIN_NEEDED if self.sm.state != State.NO_STATE else Input.START_LOGGED_OUT)
-                await self._sync_engine_locked(auth_key=auth_key, restart=bool(auth_key))
-                return
-            self._input(Input.WANT_RUNNING_ON if self.prefs.want_running else Input.WANT_RUNNING_OFF)
-            await self._sync_engine_locked(auth_key=auth_key, restart=True)
-
-    async def set_use_exit_node(self, on: bool) -> Prefs:
-        """Toggle the exit node, remembering the last one (InternalExitNodePrior) to turn it back on."""
-        p = self.prefs
-        if on:
-            prior = p.exit_node_id or p.internal_exit_node_prior
-            if not prior:
-                raise PrefsError("no previously used exit node to turn back on; choose one first")
-            return await self.edit_prefs(MaskedPrefs(Prefs(exit_node_id=prior), frozenset({"ExitNodeID"})))
-        if p.exit_node_id:
-            self.prefs = dataclasses.replace(p, internal_exit_node_prior=p.exit_node_id)
-        return await self.edit_prefs(MaskedPrefs(Prefs(), frozenset({"ExitNodeID", "ExitNodeIP"})))
-
-    async def login_interactive(self) -> None:
-        """POST /login-interactive: get an AuthURL from control; it is sent as BrowseToURL."""
-        async with self._lock:
-            self._interactive = True
-            self._login_wanted = True
-            self._input(Input.LOGIN_INTERACTIVE)
-            if self.auth_url and self.sm.state == State.NEEDS_LOGIN:
-                self._interactive = False
-                self._send(Notify(browse_to_url=self.auth_url))
-                return
-            await self._sync_engine_locked()
-            await self.engine.login_interactive()
-
-    async def logout(self) -> None:
-        """POST /logout: expire the node key at control, stop, forget the login."""
-        async with self._lock:
-            if self._engine_on:
-                self._engine_on = False
-                self._netmap = None
-                await self.engine.logout()
-            self._login_wanted = False
-            self.prefs = dataclasses.replace(self.prefs, logged_out=True, want_running=False, config=None)
-            self._save()
-            self._input(Input.LOGOUT)
-            self._send(Notify(prefs=self._public_prefs()))
-
-    # ------------------------------------------------------------------ keys
-
-    def set_keys(self, req: SetKeysRequest) -> KeysInfo:
-        """The GUI's keys (from its keyring). Changing keys while logged in logs out the old node locally."""
-        try:
-            mk = MachinePrivate.from_text(req.machine_private)
-            nk = NodePrivate.from_text(req.node_private)
-            if mk.is_zero() or nk.is_zero():
-                raise KeyError_("zero key")
-        except KeyError_ as e:
-            raise PrefsError(f"invalid keys: {str(e).split(':')[0]}: want privkey:<64 hex digits>, non-zero") from None
-        new = NodeKeys(mk, nk, source="gui")
-        if self.keys is not None and self.keys.node == nk and self.keys.machine == mk:
-            return self.keys_info()
-        if self._engine_on:
-            raise BackendError("cannot replace keys while connected; bring the connection down first")
-        self.keys = new
-        self.log.info("keys set by GUI: %r", new)
-        return self.keys_info()
-
-    def keys_info(self) -> KeysInfo:
-        if self.keys is None:
-            return KeysInfo()
-        return KeysInfo(machine_public=str(self.keys.machine.public()), node_public=str(self.keys.node.public()),
-                        source=self.keys.source)
-
-    # ------------------------------------------------------------------ queries
-
-    def _engine_status(self) -> EngineStatus:
-        nm = self._netmap
-        peers = nm.peers if nm else ()
-        return EngineStatus(
-            r_bytes=sum(p.rx_bytes for p in peers), w_bytes=sum(p.tx_bytes for p in peers),
-            num_live=sum(1 for p in peers if p.last_handshake > 0),
-            live_derps=self.engine.status().live_derps if self._engine_on else 0,
-            live_peers={p.node_key: {"NodeKey": p.node_key, "TxBytes": p.tx_bytes, "RxBytes": p.rx_bytes,
-                                     "LastHandshake": _rfc3339(p.last_handshake)}
-                        for p in peers if p.last_handshake > 0} or None,
-        )
-
-    def status(self, *, peers: bool = True) -> Status:
-        """ipnstate.Status from prefs + state + the engine's snapshot."""
-        snap = self.engine.status() if self._engine_on else None
-        nm: NetMapView | None = None
-        if self._engine_on:
-            nm = (snap.netmap if snap is not None else None) or self._netmap
-        state = self.state
-        health: list[str] = list(snap.health) if snap else []
-        if state == State.STOPPED:
-            health.insert(0, "Tailscale is stopped.")
-        if self.err_message:
-            health.append(self.err_message)
-        derp = nm.derp_regions if nm else {}
-        if nm is not None:
-            self_ps = peer_status(nm.self_node, prefs=self.prefs, derp_regions=derp, is_self=True)
-            self_ps = dataclasses.replace(self_ps, online=state == State.RUNNING,
-                                          relay=derp.get(nm.self_node.home_derp, self_ps.relay))
-        else:
-            pub = str(self.keys.node.public()) if (self.keys and self.logged_in) else ZERO_NODEKEY
-            self_ps = PeerStatus(public_key=pub, host_name=self.prefs.hostname or self._os_hostname(), os="linux",
-                                 user_id=self.prefs.config.user_profile.id if self.prefs.config else 0, addrs=[])
-        peer_map: dict[str, PeerStatus] | None = None
-        exit_status = None
-        if nm is not None and peers:
-            peer_map = {}
-            for p in nm.peers:
-                ps = peer_status(p, prefs=self.prefs, derp_regions=derp)
-                peer_map[ps.public_key] = ps
-        if nm is not None:
-            for p in nm.peers:
-                if (self.prefs.exit_node_id and p.stable_id == self.prefs.exit_node_id) or (
-                        self.prefs.exit_node_ip and self.prefs.exit_node_ip in p.addresses):
-                    exit_status = ExitNodeStatus(id=p.stable_id, online=p.online,
-                                                 tailscale_ips=[a + ("/32" if ":" not in a else "/128") for a in p.addresses])
-        users: dict[str, UserProfile] | None = None
-        if nm is not None:
-            users = {str(u.id): UserProfile(id=u.id, login_name=u.login_name, display_name=u.display_name,
-                                            profile_pic_url=u.profile_pic_url) for u in nm.users}
-        elif self.prefs.config is not None and self.logged_in:
-            up = self.prefs.config.user_profile
-            users = {str(up.id): up}
-        tailnet = None
-        if nm is not None:
-            tailnet = TailnetStatus(name=nm.domain, magic_dns_suffix=nm.magic_dns_suffix,
-                                    magic_dns_enabled=nm.magic_dns_enabled)
-        return Status(
-            version=self.version,
-            tun=bool(snap.tun) if snap else False,
-            backend_state=state.go_name,
-            have_node_key=self.logged_in,
-            auth_url=self.auth_url if state == State.NEEDS_LOGIN else "",
-            tailscale_ips=list(nm.self_node.addresses) if nm else None,
-            self=self_ps,
-            exit_node_status=exit_status,
-            health=health,
-            magic_dns_suffix=nm.magic_dns_suffix if nm else "",
-            current_tailnet=tailnet,
-            peer=peer_map,
-            user=users,
-        )
-
-    def _find(self, ip: str) -> tuple[PeerView | None, bool]:
-        nm = self._netmap if self._engine_on else None
-        if nm is None:
-            return None, False
-        if ip in nm.self_node.addresses:
-            return nm.self_node, True
-        for p in nm.peers:
-            if ip in p.addresses:
-                return p, False
-        return None, False
-
-    async def ping(self, ip: str, kind: str, size: int = 0) -> PingResult:
-        ipaddress.ip_address(ip)  # raises ValueError
-        peer, is_self = self._find(ip)
-        if is_self:
-            return PingResult(ip=ip, err=f"{ip} is local Tailscale IP", is_local_ip=True)
-        if not self._engine_on or self.state not in (State.RUNNING, State.STARTING):
-            return PingResult(ip=ip, err=f"not connected (state {self.state.go_name})")
-        if peer is None:
-            return PingResult(ip=ip, err="no matching peer")
-        try:
-            out = await asyncio.wait_for(self.engine.ping(ip, kind, size), PING_TIMEOUT)
-        except asyncio.TimeoutError:
-            out = None
-        name = peer.name.split(".")[0] if peer.name else peer.hostname
-        if out is None:
-            return PingResult(ip=ip, node_ip=peer.addresses[0], node_name=name, err="timeout")
-        return PingResult(ip=ip, node_ip=out.node_ip or peer.addresses[0], node_name=out.node_name or name,
-                          err=out.err, latency_seconds=out.latency_seconds, endpoint=out.endpoint,
-                          derp_region_id=out.derp_region_id, derp_region_code=out.derp_region_code)
-
-    def whois(self, addr: str) -> WhoIsResponse | None:
-        nm = self._netmap if self._engine_on else None
-        if nm is None:
-            return None
-        target: PeerView | None = None
-        if addr.startswith("nodekey:"):
-            for p in (nm.self_node, *nm.peers):
-                if p.node_key == addr:
-                    target = p
-        else:
-            host = addr
-            if addr.startswith("["):
-                host = addr[1:].split("]")[0]
-            elif addr.count(":") == 1:
-                host = addr.split(":")[0]
-            ipaddress.ip_address(host)  # ValueError on junk
-            target, _ = self._find(host)
-        if target is None:
-            return None
-        user = next((u for u in nm.users if u.id == target.user_id), None)
-        up = UserProfile(id=user.id, login_name=user.login_name, display_name=user.display_name) if user else None
-        return WhoIsResponse(node=node_json(target), user_profile=up, cap_map={})
-
-    async def netcheck(self) -> dict[str, Any]:
-        return await self.engine.netcheck()
+    what = p.exit_node_ip or p.exit_node_id
+    raise PrefsError(f"no node found in netmap with {'IP' if p.exit_node_ip else 'ID'} {what}")

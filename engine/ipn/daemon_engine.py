@@ -41,6 +41,7 @@ from engine.ipn.engine_api import (
 )
 from engine.keys import DiscoPrivate, NLPrivate
 
+STOP_GRACE = 10.0  # seconds the node gets to stop by itself before we cancel it
 ACTIVE_WINDOW = 120.0  # seconds since the last handshake that count as "active" (tailscale: 2 min)
 
 
@@ -198,22 +199,36 @@ class DaemonEngine:
             self.log.warning("exit node selection is not wired into the daemon node yet")
 
     async def stop(self) -> None:
+        """Ask the node to stop (it restores routes and closes the TUN); escalate if it does not."""
         if self._task is None:
             return
         assert self._stop is not None
+        node, task = self._node, self._task
         self._stop.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), 20.0)
-        except asyncio.TimeoutError:
-            self._task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=STOP_GRACE)
+        tries = 0
+        while not done and tries < 5:
+            # A child that swallowed the first cancellation gets another one (TaskGroup re-aborts).
+            tries += 1
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=1.0)
+        if not done:
+            self.log.error("engine did not stop; restoring the data plane directly")
+            if node is not None:
+                node._close_dataplane()
+        else:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                task.result()
         self._task = None
         self._node = None
 
     async def login_interactive(self) -> None:
-        if self._node is not None and self._node.client is not None:
-            self._node.client.login()
+        client = self._node.client if self._node is not None else None
+        if client is None:
+            return
+        if client.status.state.value in ("new", "logging-in", "wait-auth-url"):
+            return  # a login is already under way; its AuthURL event will come (or came) anyway
+        client.login()
 
     async def logout(self) -> None:
         if self._node is not None and self._node.client is not None:

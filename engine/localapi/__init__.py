@@ -1,0 +1,1 @@
+"""LocalAPI: tailscaled-compatible HTTP over a Unix socket (schema, server, client, auth)."""

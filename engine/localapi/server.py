@@ -29,7 +29,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import h11
 
-from engine.ipn.backend import Backend, BackendError, PrefsError
+from engine.ipn.backend import BackendError, PrefsError
+from engine.ipn.local import Backend
 from engine.localapi.auth import Authorizer, Permit, peer_cred
 from engine.localapi.schema import (
     CAPABILITY_VERSION,

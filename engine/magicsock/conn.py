@@ -581,7 +581,7 @@ class MagicConn:
             peer = self._peers[nk]
             if isinstance(msg, Ping):
                 if addr is not None:
-                    peer.path.handle_ping_from(addr, now)
+                    actions = peer.path.handle_ping_from(addr, now)
                     self._addr_peer[addr] = nk
             elif isinstance(msg, Pong):
                 if addr is None:

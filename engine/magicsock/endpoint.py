@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from engine.magicsock import constants as C
 
 AddrPort = tuple[str, int]
+PING_BACK_MIN_INTERVAL = 1.0  # seconds: rate limit for answering a peer's ping with our own
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,13 +187,19 @@ class PeerPath:
 
     # ---- disco input --------------------------------------------------------------------
 
-    def handle_ping_from(self, addr: AddrPort, now: float) -> None:
-        """The peer pinged us over UDP from `addr`: it becomes a candidate (NAT-mapped source)."""
+    def handle_ping_from(self, addr: AddrPort, now: float) -> list[Action]:
+        """The peer pinged us over UDP from `addr`: it becomes a candidate (NAT-mapped source).
+
+        If we have no trusted path, ping it straight back: that source is open toward us right
+        now, so this usually completes the path without waiting for the next round."""
         c = self.candidates.get(addr)
         if c is None:
-            self.candidates[addr] = Candidate(addr=addr, source="ping", last_heard=now)
+            c = self.candidates[addr] = Candidate(addr=addr, source="ping", last_heard=now)
         else:
             c.last_heard = now
+        if not self.trusted(now) and (c.last_ping is None or now - c.last_ping >= PING_BACK_MIN_INTERVAL):
+            return [self._ping(c, now)]
+        return []
 
     def handle_call_me_maybe(self, endpoints: Iterable[AddrPort], now: float) -> list[Action]:
         """Peer asked us (via DERP) to ping its endpoints now: the simultaneous-open punch."""

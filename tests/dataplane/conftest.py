@@ -1,12 +1,8 @@
-"""Fixtures for data-plane tests: in-memory device pairs and (for lab tests) the shared netns lab."""
+"""Fixtures for data-plane tests: the shared netns lab fixture; fakes need MESH_TESTING=1."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
-
-import pytest
 
 from tests.lab.fixtures import lab  # noqa: F401  (the shared lab fixture)
 

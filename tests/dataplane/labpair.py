@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import subprocess
 import time
 from dataclasses import dataclass, field

@@ -8,7 +8,8 @@ import stat
 
 import pytest
 
-from engine.ipn.backend import Backend, BackendError, PrefsError
+from engine.ipn.backend import BackendError, PrefsError
+from engine.ipn.local import Backend
 from engine.ipn.fake_engine import FakeEngine
 from engine.ipn.store import FileStore, MemoryStore, StoreError, Stored
 from engine.keys import MachinePrivate, NodePrivate
@@ -267,3 +268,20 @@ def test_file_store_is_private_and_atomic(tmp_path):
     prefs_only = FileStore(tmp_path / "p.json", keep_keys=False)
     prefs_only.save(Prefs(), keys)
     assert "privkey" not in (tmp_path / "p.json").read_text()
+
+
+def test_engine_updates_are_pushed_to_watchers_that_ask(monkeypatch):
+    import engine.ipn.local as bmod
+    monkeypatch.setattr(bmod, "ENGINE_UPDATE_INTERVAL", 0.01)
+
+    async def t():
+        b = Backend(FakeEngine(), store=MemoryStore())
+        await b.start()
+        await b.start_with(update_prefs=UP)
+        gen = b.watch(NotifyWatchOpt.ENGINE_UPDATES)
+        n = await asyncio.wait_for(gen.__anext__(), 5)
+        assert n.engine is not None and n.engine.r_bytes == 1234 and n.engine.w_bytes == 5678
+        assert n.engine.num_live == 1
+        await gen.aclose()
+        await b.aclose()
+    run(t())

@@ -141,3 +141,29 @@ def test_meshctl_and_client_against_real_tailscaled(lab):
         assert n.state is not None and n.prefs is not None and n.prefs.hostname == "from-meshvpn"
         assert n.version.startswith("1.90.9")
     asyncio.run(client())
+
+
+def test_prefs_file_survives_a_restart(shared_dir):
+    from tests.helper.conftest import HelperProc
+    prefs_file = shared_dir / "prefs.json"
+    h = HelperProc(shared_dir, "--prefs", str(prefs_file)).start()
+    try:
+        assert meshctl(h.socket, "up", "--login-server", "http://control.invalid", "--hostname", "keepme",
+                       "--timeout", "20").returncode == 0
+    finally:
+        assert h.stop() == 0
+    text = prefs_file.read_text()
+    assert "keepme" in text and "privkey" not in text
+    assert oct(os.stat(prefs_file).st_mode & 0o777) == "0o600"
+    h2 = HelperProc(shared_dir, "--prefs", str(prefs_file)).start()
+    try:
+        def running():
+            st = json.loads(meshctl(h2.socket, "--json", "status").stdout)
+            return st if st["BackendState"] == "Running" else None
+        deadline = time.monotonic() + 20
+        while not running():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert running()["Self"]["HostName"] == "keepme"
+    finally:
+        assert h2.stop() == 0

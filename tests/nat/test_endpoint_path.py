@@ -140,11 +140,15 @@ def test_session_idle_stops_heartbeats():
     assert p.handle_timer(now + 100) == []
 
 
-def test_ping_from_peer_adds_candidate():
+def test_ping_from_peer_adds_candidate_and_pings_back():
     p = _peer(endpoints=())
-    p.handle_ping_from(("203.0.113.9", 5555), 1.0)
-    acts = p.note_send(1.0)
+    acts = p.handle_ping_from(("203.0.113.9", 5555), 1.0)
     assert [a.addr for a in pings(acts)] == [("203.0.113.9", 5555)]
+    assert p.handle_ping_from(("203.0.113.9", 5555), 1.5) == []  # rate limited
+    assert pings(p.note_send(1.6)) == []  # pinged 0.6 s ago
+    answer(p, acts, 1.0)
+    assert p.trusted(1.01)
+    assert p.handle_ping_from(("203.0.113.9", 5555), 3.0) == []  # trusted: no ping-back
 
 
 def test_netmap_endpoint_removal():

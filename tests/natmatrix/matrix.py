@@ -21,6 +21,7 @@ import concurrent.futures
 import itertools
 import re
 import statistics
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -180,10 +181,18 @@ def measure_cell(topo: MatrixTopology, cell: Cell, *, window: float, settle: flo
     host = topo.sites[cell.a].host
     # -D: a unix timestamp per line; -O: report unanswered requests (so 'sent' is visible).
     # `-w` bounds the ping's own lifetime even if this thread dies.
+    # One log per cell: a host runs several cells' pings at once, so Host.popen's per-host
+    # numbering of default log files could hand two of them the same file.
+    log_path = topo.lab.dir / f"ping-{cell.name}.log"
     t0 = time.time()
     m0 = time.monotonic()
-    proc = host.popen(["ping", "-n", "-D", "-O", "-i", str(PING_INTERVAL), "-W", "1",
-                       "-w", str(int(window + settle + 5)), b_ip])
+    with open(log_path, "wb") as out:
+        proc = host.popen(["ping", "-n", "-D", "-O", "-i", str(PING_INTERVAL), "-W", "1",
+                           "-w", str(int(window + settle + 5)), b_ip], stdout=out, stderr=subprocess.STDOUT)
+
+    def ping_log() -> str:
+        return log_path.read_text(errors="replace")
+
     direct_since: float | None = None
     try:
         while True:
@@ -207,7 +216,7 @@ def measure_cell(topo: MatrixTopology, cell: Cell, *, window: float, settle: flo
             elif not both:
                 direct_since = None
             if res.first is None:
-                res.first, _, _ = _ping_stats(host.log_of(proc), t0)
+                res.first, _, _ = _ping_stats(ping_log(), t0)
             if stop_when_direct and direct_since is not None and res.first is not None \
                     and now - direct_since >= settle:
                 break
@@ -218,7 +227,7 @@ def measure_cell(topo: MatrixTopology, cell: Cell, *, window: float, settle: flo
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=5)
-    res.first, res.sent, res.received = _ping_stats(host.log_of(proc), t0)
+    res.first, res.sent, res.received = _ping_stats(ping_log(), t0)
     res.error = "" if res.received else (res.error or "no echo reply")
     res.final_rtt_ms = a.ping(b_ip, timeout=3.0)
     return res

@@ -9,6 +9,15 @@ Layout (all inside lab namespaces; nothing touches the machine's own network)::
 
 NAT kinds (tests/lab/netlab.py): none, easy (masquerade), hard (masquerade random: a new
 random port per destination), udp-blocked (masquerade + all forwarded UDP dropped).
+
+Router firewall: every NAT router here also drops unsolicited packets addressed to itself on
+its WAN (`ROUTER_FIREWALL`), as home routers do. Without it, a peer's early disco ping to the
+router's mapped port reaches the router's own stack, conntrack confirms an inbound entry for
+that address pair, and the client's own outgoing packet to the same peer then clashes with it,
+so masquerade picks a *new* source port: an "easy" NAT turns into a hard one for exactly the
+peer it is punching toward (measured: easy<->easy stayed on DERP for good, both routers holding
+UNREPLIED entries refreshed by the 5 s disco pings). Dropping in the input hook discards the
+unconfirmed conntrack entry, so the port-preserving mapping survives.
 A *site* is one client host plus how it reaches the internet; `add_site(..., behind=other)`
 puts a second client behind the same router ("two clients behind the same NAT").
 """
@@ -25,6 +34,12 @@ from tests.natmatrix.nodes import NodeKind
 
 INET_PREFIX = "203.0.113"
 HEADSCALE_ADDR = f"{INET_PREFIX}.1"
+ROUTER_FIREWALL = (
+    "add table inet mvlmxfw\n"
+    "flush table inet mvlmxfw\n"
+    "add chain inet mvlmxfw input { type filter hook input priority 0 ; }\n"
+    'add rule inet mvlmxfw input iifname "wan" ct state new drop\n'
+)
 ROUTER_BASE = 10  # router n gets 203.0.113.(10+n)
 PUBLIC_BASE = 100  # "none" client n gets 203.0.113.(100+n)
 SHORT = {"none": "none", "easy": "easy", "hard": "hard", "udp-blocked": "udpb"}
@@ -54,17 +69,19 @@ class MatrixTopology:
     _publics: int = 0
 
     @classmethod
-    def build(cls, lab: Lab, user: str = "matrix") -> "MatrixTopology":
+    def build(cls, lab: Lab, user: str = "matrix", *, firewall: bool = True) -> "MatrixTopology":
         sw = lab.switch("inet")
         hs_host = lab.host("hs")
         sw.attach(hs_host, f"{HEADSCALE_ADDR}/24")
         hs = Headscale(hs_host, HEADSCALE_ADDR).start()
         key = hs.preauth_key(user, reusable=True, expiration="2h")
-        return cls(lab=lab, headscale=hs, auth_key=key)
+        return cls(lab=lab, headscale=hs, auth_key=key, firewall=firewall)
 
     @property
     def switch(self):
         return self.lab.switches["inet"]
+
+    firewall: bool = True
 
     def add_site(self, label: str, nat: str, *, behind: str | None = None) -> Site:
         """A client host `label` behind a new router of kind `nat` (or on the switch for "none"),
@@ -89,6 +106,8 @@ class MatrixTopology:
             n = self._routers
             router = self.lab.nat_router(f"r{label}", nat, self.switch, f"{INET_PREFIX}.{ROUTER_BASE + n}/24",
                                          f"10.{n}.0.0/24")
+            if self.firewall:
+                router.host.run(["nft", "-f", "-"], input=ROUTER_FIREWALL)
             router.add_host(host)
             site = Site(label, nat, host, router)
         self.sites[label] = site
