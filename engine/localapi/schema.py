@@ -635,14 +635,24 @@ class WhoIsResponse(Wire):
 class SetKeysRequest(Wire):
     """POST /localapi/v0/meshvpn/keys: the GUI hands over the keys from the user's keyring.
 
-    Text forms "privkey:<64 hex>". The helper keeps them in memory only.
+    Wire: {"MachineKey": "privkey:<64 hex>", "NodeKey": "privkey:<64 hex>"} (the names of the
+    helper's state file); "MachinePrivate"/"NodePrivate" are accepted as aliases. Memory only.
     """
 
-    machine_private: str = gofield("MachinePrivate", "")
-    node_private: str = gofield("NodePrivate", "")
+    machine_private: str = gofield("MachineKey", "")
+    node_private: str = gofield("NodeKey", "")
 
     def __repr__(self) -> str:  # secrets never printed
         return "SetKeysRequest(<redacted>)"
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "SetKeysRequest":
+        if isinstance(d, dict):
+            d = {_KEY_ALIASES.get(k, k): v for k, v in d.items()}
+        return super().from_dict(d)
+
+
+_KEY_ALIASES = {"MachinePrivate": "MachineKey", "NodePrivate": "NodeKey"}
 
 
 @dataclass(frozen=True)

@@ -167,3 +167,26 @@ def test_prefs_file_survives_a_restart(shared_dir):
         assert running()["Self"]["HostName"] == "keepme"
     finally:
         assert h2.stop() == 0
+
+
+def test_headless_state_file_keeps_keys_private_and_stable(shared_dir):
+    from tests.helper.conftest import HelperProc
+    state = shared_dir / "state.json"
+    h = HelperProc(shared_dir, "--state", str(state)).start()
+    try:
+        assert meshctl(h.socket, "up", "--login-server", "http://control.invalid", "--timeout", "20").returncode == 0
+        k1 = asyncio.run(LocalClient(h.socket).keys())
+        assert k1.node_public.startswith("nodekey:") and k1.source == "generated"
+    finally:
+        assert h.stop() == 0
+    assert oct(os.stat(state).st_mode & 0o777) == "0o600"
+    assert "privkey:" in state.read_text()
+    assert "privkey" not in h.log()
+    h2 = HelperProc(shared_dir, "--state", str(state)).start()
+    try:
+        k2 = asyncio.run(LocalClient(h2.socket).keys())
+        assert k2.node_public == k1.node_public and k2.source == "state-file"
+        st = asyncio.run(LocalClient(h2.socket).status())
+        assert st.backend_state in ("Starting", "Running") and st.self.public_key == k1.node_public
+    finally:
+        assert h2.stop() == 0

@@ -133,3 +133,31 @@ def test_interactive_login_through_the_cli(net):
     assert st["Self"]["HostName"] == "py-i"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
+
+
+def test_sigkill_with_real_engine_leaves_no_leftovers(net):
+    lab, hs, host = net
+    key = hs.preauth_key("alice")
+    a = host("a", 11)
+    rules_before = a.run(["ip", "rule", "show"]).stdout
+    routes_before = a.run(["ip", "route", "show", "table", "all"]).stdout
+    sock, proc = start_helper(a, lab)
+    p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key, "--hostname", "py-k", "--timeout", "60",
+                timeout=90)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert a.run(["ip", "link", "show", "mesh0"], check=False).returncode == 0
+    p = tailscale_cli(sock, "status")
+    assert p.returncode == 0 and "py-k" in p.stdout, p.stdout + p.stderr
+    proc.kill()
+    proc.wait(timeout=10)
+    sock, proc = start_helper(a, lab)
+    assert a.run(["ip", "link", "show", "mesh0"], check=False).returncode != 0
+    assert a.run(["ip", "rule", "show"]).stdout == rules_before
+    assert a.run(["ip", "route", "show", "table", "all"]).stdout == routes_before
+    # the same node (keys are in memory only in GUI mode): logs in again with the key
+    p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key, "--hostname", "py-k", "--timeout", "60",
+                timeout=90)
+    assert p.returncode == 0, p.stdout + p.stderr
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert a.run(["ip", "route", "show", "table", "all"]).stdout == routes_before

@@ -173,3 +173,11 @@ def test_options_repr_hides_auth_key():
     o = Options(auth_key="tskey-secret-123", update_prefs=Prefs())
     assert "tskey-secret" not in repr(o)
     assert Options.from_json(o.to_json()).auth_key == "tskey-secret-123"
+
+
+def test_set_keys_request_names_and_aliases():
+    from engine.localapi.schema import SetKeysRequest
+    a = SetKeysRequest.from_dict({"MachineKey": "privkey:" + "1" * 64, "NodeKey": "privkey:" + "2" * 64})
+    b = SetKeysRequest.from_dict({"MachinePrivate": "privkey:" + "1" * 64, "NodePrivate": "privkey:" + "2" * 64})
+    assert a == b and a.to_dict() == {"MachineKey": "privkey:" + "1" * 64, "NodeKey": "privkey:" + "2" * 64}
+    assert "privkey" not in repr(a)

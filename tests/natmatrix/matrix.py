@@ -60,6 +60,16 @@ EXPECTED_TAILSCALED: dict[frozenset[str] | str, str] = {
 }
 
 
+# Matrix rows: (a-side kind, b-side kind) per pairing; docs/nat-matrix.md plans all three per cell.
+ROWS: dict[str, tuple[str, str]] = {
+    "tailscaled-tailscaled": ("tailscaled", "tailscaled"),
+    "ours-ours": ("ours", "ours"),
+    "ours-tailscaled": ("ours", "tailscaled"),
+}
+ROW_TITLES = {"tailscaled-tailscaled": "tailscaled ↔ tailscaled", "ours-ours": "ours ↔ ours",
+              "ours-tailscaled": "ours ↔ tailscaled"}
+
+
 @dataclass(frozen=True)
 class Cell:
     """A pair of sites: `a` pings `b`. `name` is e.g. "easy-hard" or "same-easy"."""
@@ -81,6 +91,7 @@ class CellResult:
     """What one run of one cell measured."""
 
     cell: Cell
+    ready: float | None = None  # s the cell waited for mutual reachable netmap entries
     first: float | None = None  # s to the first echo reply
     direct: float | None = None  # s until both sides report direct
     direct_a: float | None = None
@@ -124,6 +135,15 @@ def parse_cells(spec: str) -> list[Cell]:
             raise ValueError(f"unknown cell {name!r}; known: {sorted(by_name)}")
         out.append(by_name[name])
     return out
+
+
+def direct_ip(topo: MatrixTopology, viewer: str, target: str) -> str:
+    """The address `viewer` should see `target` at on a direct path: its LAN address behind a shared
+    router, its own public address for kind "none", else its router's WAN (mapped) address."""
+    v, t = topo.sites[viewer], topo.sites[target]
+    if t.router is None or (v.router is t.router):
+        return t.host.addr
+    return t.router.wan_addr
 
 
 def build_sites(topo: MatrixTopology, cells: Iterable[Cell]) -> None:
@@ -171,12 +191,17 @@ def measure_cell(topo: MatrixTopology, cell: Cell, *, window: float, settle: flo
     assert a is not None and b is not None, "start_nodes() first"
     res = CellResult(cell)
     a_ip, b_ip = a.ip(), b.ip()
-    deadline = time.monotonic() + 60
-    while not (a.knows(b_ip) and b.knows(a_ip)):
-        if time.monotonic() > deadline:
-            res.error = "peers never appeared in each other's netmaps"
+    # Start the clock only once each node has the other in its netmap *with a way to reach it*
+    # (a home DERP region or an endpoint): a udp-blocked node learns its home DERP a few
+    # seconds after it is Running, and until then its peers log "no UDP or DERP addr".
+    w0 = time.monotonic()
+    while not (a.knows(b_ip) and b.knows(a_ip)
+               and a.path_to(b).kind != "none" and b.path_to(a).kind != "none"):
+        if time.monotonic() - w0 > 60:
+            res.error = "peers never became reachable in each other's netmaps"
             return res
         time.sleep(POLL_INTERVAL)
+    res.ready = time.monotonic() - w0
 
     host = topo.sites[cell.a].host
     # -D: a unix timestamp per line; -O: report unanswered requests (so 'sent' is visible).
@@ -271,5 +296,5 @@ def median(xs: Iterable[float | None]) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-__all__ = ["Cell", "CellResult", "EXPECTED_TAILSCALED", "all_cells", "parse_cells", "build_sites",
+__all__ = ["ROWS", "ROW_TITLES", "direct_ip", "Cell", "CellResult", "EXPECTED_TAILSCALED", "all_cells", "parse_cells", "build_sites",
            "measure_cell", "run_matrix", "median"]

@@ -39,6 +39,7 @@ class NodeKind(abc.ABC):
     """One mesh node inside a lab host; subclasses implement the lifecycle and status reading."""
 
     kind: ClassVar[str] = "?"
+    available: ClassVar[bool] = True  # False until the kind can really run (matrix rows then show "pending")
 
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname  # the node's name in the tailnet
@@ -193,6 +194,7 @@ class OurNode(LocalApiNode):
     """
 
     kind = "ours"
+    available = False  # TODO(lead): True once start() is implemented
 
     def start(self, host: Host, login_server: str, auth_key: str) -> None:
         raise NotImplementedError("OurNode is a TODO hook: see its docstring (wired by the lead when magicsock lands)")

@@ -79,3 +79,48 @@ def test_wrong_password_is_refused_and_nothing_registers(sso: SsoLab):
     assert not res.ok and "idp-error" in res.steps, res
     assert ts.status().get("BackendState") == "NeedsLogin"
     assert sso.hs.node_by_hostname("sso-intruder") is None
+
+
+def test_our_helper_browser_sso_reaches_running(sso: SsoLab):
+    """Our stack: `mesh-helper serve` (real engine) + `meshctl up`; the AuthURL is our LocalAPI's BrowseToURL."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    from tests.lab.netlab import REPO_ROOT
+
+    hostname = "py-sso"
+    lab, client = sso.client.lab, sso.client
+    sock = str(lab.dir / "helper-sso.sock")
+    env = {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "MESH_TESTING": "1"}
+    helper = client.popen([sys.executable, "-m", "engine.cli.helper", "serve", "--socket", sock,
+                           "--journal", str(lab.dir / "journal-sso.jsonl"), "--tun", "mesh0", "-v"],
+                          env=env, cwd=str(REPO_ROOT))
+    _wait(lambda: "mesh-helper ready" in client.log_of(helper) or helper.poll() is not None, "helper ready", 30)
+    assert helper.poll() is None, client.log_of(helper)[-3000:]
+
+    # `meshctl up --json` prints {"AuthURL": ...} for each BrowseToURL notification it gets from the IPN bus.
+    up = client.popen([sys.executable, "-m", "engine.cli.meshctl", "--socket", sock, "up", "--json",
+                       "--login-server", sso.login_server, "--hostname", hostname, "--timeout", "120"],
+                      env=env, cwd=str(REPO_ROOT))
+    pat = re.compile(re.escape(sso.login_server) + r"/register/[A-Za-z0-9_-]+")
+    auth_url = _wait(lambda: (m := pat.search(client.log_of(up))) and m.group(0), "BrowseToURL from our LocalAPI")
+    assert sso.hs.node_by_hostname(hostname) is None
+
+    res = sso.login_with_browser(auth_url, prefix="sso-ours")
+    assert res.ok and "Node registered" in res.final_text, res
+
+    assert _wait(lambda: up.poll() is not None, "`meshctl up` to return") and up.returncode == 0, \
+        client.log_of(up)[-2000:] + client.log_of(helper)[-3000:]
+
+    def running():
+        p = subprocess.run([sys.executable, "-m", "engine.cli.meshctl", "--socket", sock, "status", "--json"],
+                           capture_output=True, text=True, timeout=30, env={**env, "PATH": "/usr/bin:/bin"},
+                           cwd=str(REPO_ROOT))
+        return p.returncode == 0 and json.loads(p.stdout).get("BackendState") == "Running"
+
+    _wait(running, "our helper BackendState Running")
+    user = sso.node_user(hostname)
+    assert user is not None and user.get("provider") == "oidc" and user.get("name") == sso.idp.user().username, user
+    _assert_no_secrets_in_logs(sso)
