@@ -92,8 +92,11 @@ def _canon(cidr: str) -> str | None:
         return None
 
 
+_DEFAULT_ROUTES = frozenset({"0.0.0.0/0", "::/0"})
+
+
 def _is_default(net: str) -> bool:
-    return net in ("0.0.0.0/0", "::/0")
+    return net in _DEFAULT_ROUTES
 
 
 def pick_endpoint(endpoints: tuple[str, ...] | None, *, prefer_v6: bool = False) -> str | None:
@@ -179,7 +182,11 @@ def wg_config(nm: NetworkMap | None, opts: ReconfigOptions = ReconfigOptions(),
 
 
 def router_config(nm: NetworkMap | None, wg: WgConfig | None = None) -> RouterConfig:
-    """Local addresses from the self node (Tailscale ranges only) and routes for all peers' allowed IPs."""
+    """Local addresses from the self node (Tailscale ranges only) and main-table routes for all peers' allowed IPs.
+
+    The default routes (0.0.0.0/0, ::/0) of a selected exit node are never main-table routes:
+    engine.router.exitnode.ExitRouter owns them in table 52 behind the fwmark policy rules.
+    """
     if nm is None or nm.self_node is None:
         return RouterConfig()
     local = []
@@ -196,6 +203,7 @@ def router_config(nm: NetworkMap | None, wg: WgConfig | None = None) -> RouterCo
     for p in wg.peers.values():
         routes.update(p.allowed_ips)
     routes -= own
+    routes.difference_update(_DEFAULT_ROUTES)
     return RouterConfig(local_addrs=tuple(sorted(local)), routes=tuple(sorted(routes)))
 
 

@@ -229,5 +229,5 @@ class _Stop(Exception):
 
 def _plain_reason(e: BaseException) -> str:
     if isinstance(e, HelperUnavailable):
-        return "The VPN helper is not running."
+        return ""  # the headline already says "VPN helper not running"
     return str(e)

@@ -92,8 +92,19 @@ def netmap_view(nm: Any, stats: dict[str, Any], now: float) -> NetMapView | None
         self_node=view(nm.self_node, True), peers=tuple(view(p, False) for p in nm.sorted_peers()), users=users,
         domain=nm.domain, magic_dns_suffix=suffix,
         magic_dns_enabled=bool(nm.dns_config is not None and getattr(nm.dns_config, "proxied", False)),
-        derp_regions=regions,
+        derp_regions=regions, derp_map=_derp_map_json(nm.derp_map),
     )
+
+
+def _derp_map_json(dm: Any) -> dict[str, Any] | None:
+    if dm is None:
+        return None
+    try:
+        from engine.tailcfg import encode
+
+        return encode(dm)
+    except Exception:  # noqa: BLE001 - a display nicety; never break status over it
+        return None
 
 
 class _BackendNode(Node):

@@ -114,6 +114,7 @@ class NetMapView:
     magic_dns_suffix: str = ""  # e.g. "tail.example.com"
     magic_dns_enabled: bool = False
     derp_regions: dict[int, str] = field(default_factory=dict)  # region id -> code
+    derp_map: dict[str, Any] | None = None  # tailcfg.DERPMap JSON, served on /localapi/v0/derpmap
 
 
 @dataclass(frozen=True)

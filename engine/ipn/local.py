@@ -139,6 +139,11 @@ class Backend:
         return self.sm.state
 
     @property
+    def netmap(self) -> NetMapView | None:
+        """The latest netmap view while the engine runs (None otherwise)."""
+        return self._netmap if self._engine_on else None
+
+    @property
     def logged_in(self) -> bool:
         return (not self.prefs.logged_out) and self.prefs.config is not None and bool(self.prefs.config.user_profile.login_name)
 

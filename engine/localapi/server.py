@@ -125,6 +125,10 @@ def bind_unix_socket(path: str, *, mode: int = 0o666, dir_mode: int = 0o755) -> 
     if not os.path.isdir(parent):
         os.makedirs(parent, mode=dir_mode, exist_ok=True)
         os.chmod(parent, dir_mode)
+    pst = os.stat(parent)
+    if pst.st_mode & stat.S_IWOTH and not pst.st_mode & stat.S_ISVTX:
+        raise SocketPathError(f"socket directory {parent} is world-writable without the sticky bit; "
+                              "anyone could replace the socket")
     if os.path.lexists(path):
         st = os.lstat(path)
         if not stat.S_ISSOCK(st.st_mode):
@@ -298,6 +302,9 @@ class LocalAPIServer:
             except asyncio.TimeoutError:
                 await self._send_error_raw(conn, writer, 408, "request body not received in time")
                 return
+            self.log.debug("%s %s -> %s (%s)", ev.method.decode("ascii", "replace"),
+                           ev.target.decode("latin-1").split("?")[0],
+                           result.status if isinstance(result, Reply) else "stream", permit.who)
             if isinstance(result, Reply):
                 await self._send_reply(conn, writer, result)
             else:
@@ -591,7 +598,9 @@ class LocalAPIServer:
         return Reply(200, {"Warning": ""})
 
     async def h_derpmap(self, req: Request) -> Reply:
-        nm = self.backend._netmap
+        nm = self.backend.netmap
+        if nm is not None and nm.derp_map:
+            return Reply(200, nm.derp_map)
         regions = {str(i): {"RegionID": i, "RegionCode": code, "RegionName": code, "Nodes": []}
                    for i, code in (nm.derp_regions.items() if nm else [])}
         return Reply(200, {"Regions": regions})

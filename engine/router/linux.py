@@ -1,8 +1,12 @@
 """Linux router: applies a RouterConfig (TUN addresses and routes) with `ip -batch`, idempotently.
 
 ``set(cfg)`` adds what is missing and deletes only what this router added earlier, so
-applying the same config twice runs nothing and ``set(RouterConfig())`` (or ``close()``)
-restores the interface. Runs wherever the process runs: tests put it in a namespace.
+applying the same config twice runs nothing and ``close()`` restores the interface. Runs
+wherever the process runs: tests put it in a namespace.
+
+``service_addrs`` (e.g. MagicDNS's 100.100.100.100/32 and fd7a:115c:a1e0::53/128) stay on
+the TUN from ``up()`` until ``close()`` whatever the RouterConfig says, so the quad-100
+resolver is a local address of the host (answered by our DNS server) whenever the node runs.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ def _run_ip(argv: Sequence[str], batch: str) -> None:
 class LinuxRouter:
     """Owns the addresses and routes of one interface (table main)."""
 
-    def __init__(self, ifname: str, *, runner: Runner = _run_ip,
+    def __init__(self, ifname: str, *, runner: Runner = _run_ip, service_addrs: Sequence[str] = (),
                  logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
         self.ifname = ifname
+        self.service_addrs = tuple(service_addrs)
+        self._service_on = False
         self._run = runner
         self._log = logger or logging.getLogger("engine.router")
         self._addrs: set[str] = set()
@@ -44,6 +50,9 @@ class LinuxRouter:
         if mtu:
             cmds.insert(0, f"link set dev {self.ifname} mtu {mtu}")
         self._batch(cmds)
+        if self.service_addrs and not self._service_on:
+            self._service_on = True
+            self.set(self.applied)
 
     def _batch(self, cmds: list[str], force: bool = False) -> None:
         if not cmds:
@@ -54,6 +63,8 @@ class LinuxRouter:
 
     def set(self, cfg: RouterConfig) -> None:
         want_addrs = set(cfg.local_addrs)
+        if self._service_on:
+            want_addrs.update(self.service_addrs)
         want_routes = set(cfg.routes)
         cmds: list[str] = []
         for a in sorted(self._routes - want_routes):
@@ -74,7 +85,8 @@ class LinuxRouter:
         self.applied = cfg
 
     def close(self) -> None:
-        """Remove everything this router added (idempotent)."""
+        """Remove everything this router added, service addresses included (idempotent)."""
+        self._service_on = False
         try:
             self.set(RouterConfig())
         except RouterError as e:

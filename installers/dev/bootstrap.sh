@@ -51,6 +51,8 @@ else
   log "Python packages: present"
 fi
 
+bash installers/dev/oidc-setup.sh
+
 case "$mode" in
   test)
     log "running the test suite"

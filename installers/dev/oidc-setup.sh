@@ -26,6 +26,12 @@ if ((${#apt_missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${apt_missing[@]}"
 fi
 
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+if ((node_major < 20)); then
+  echo "oidc-setup: node $(node --version) is too old for oidc-provider 9 (needs >= 20)" >&2
+  exit 1
+fi
+
 # oidc-provider: reinstall only when the pinned lockfile changed.
 want="$(sha256sum "$IDP_SRC/package.json" "$IDP_SRC/package-lock.json" | sha256sum | cut -c1-16)"
 stamp="$NODE_DIR/.meshvpn-stamp"

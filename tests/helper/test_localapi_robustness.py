@@ -175,3 +175,13 @@ def test_sigterm_shuts_down_gracefully_and_removes_socket(shared_dir):
     assert not os.path.exists(h.socket)
     assert "shutting down" in h.log()
     watcher.close()
+
+
+def test_world_writable_socket_dir_is_refused(shared_dir):
+    d = shared_dir / "open"
+    d.mkdir()
+    os.chmod(d, 0o777)
+    with pytest.raises(SocketPathError, match="world-writable"):
+        bind_unix_socket(str(d / "s.sock"))
+    os.chmod(d, 0o1777)  # sticky, like /tmp: acceptable
+    bind_unix_socket(str(d / "s.sock")).close()

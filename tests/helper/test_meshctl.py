@@ -190,3 +190,13 @@ def test_headless_state_file_keeps_keys_private_and_stable(shared_dir):
         assert st.backend_state in ("Starting", "Running") and st.self.public_key == k1.node_public
     finally:
         assert h2.stop() == 0
+
+
+def test_advertise_exit_node_toggles_default_routes(helper):
+    s = helper.socket
+    assert meshctl(s, "up", "--login-server", "http://control.invalid", "--advertise-exit-node",
+                   "--timeout", "20").returncode == 0
+    prefs = asyncio.run(LocalClient(s).prefs())
+    assert prefs.advertise_routes == ["0.0.0.0/0", "::/0"] and prefs.exit_routes_advertised()
+    assert meshctl(s, "up", "--no-advertise-exit-node", "--timeout", "20").returncode == 0
+    assert asyncio.run(LocalClient(s).prefs()).advertise_routes is None

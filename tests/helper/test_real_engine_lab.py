@@ -95,6 +95,8 @@ def test_auth_key_join_status_down_and_clean_exit(net):
 
     out = meshctl(sock, "status")
     assert out.returncode == 0 and "go-t" in out.stdout, out.stdout + out.stderr
+    dm = tailscale_cli(sock, "debug", "derp-map")
+    assert dm.returncode == 0 and '"999"' in dm.stdout, dm.stdout + dm.stderr  # headscale's embedded region
     assert a.run(["ip", "link", "show", "mesh0"], check=False).returncode == 0
 
     p = meshctl(sock, "down")

@@ -11,6 +11,17 @@ import pytest
 from tests.lab.netlab import REPO_ROOT, Lab
 
 
+_LOG_SUFFIXES = (".log", ".out", ".err", ".txt", ".png")
+
+
+def _only_logs(directory, names):
+    """copytree filter: keep logs and screenshots, never keys, state files or databases."""
+    return [
+        n for n in names
+        if not os.path.isdir(os.path.join(directory, n)) and not n.endswith(_LOG_SUFFIXES)
+    ]
+
+
 @pytest.fixture
 def lab(request):
     """A function-scoped Lab; torn down after the test, process logs copied to test-artifacts/lab/<test>/."""
@@ -27,7 +38,7 @@ def lab(request):
             if any(lab.dir.iterdir()):
                 shutil.rmtree(dest, ignore_errors=True)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(lab.dir, dest)
+                shutil.copytree(lab.dir, dest, ignore=_only_logs)
         except OSError:
             pass
         shutil.rmtree(lab.dir, ignore_errors=True)

@@ -1,4 +1,14 @@
-"""Lab OpenID provider (npm oidc-provider with static users and a login form) and headscale's `oidc:` config for it."""
+"""Lab OpenID provider (npm oidc-provider with static users and a login form), headscale's `oidc:` config, SSO lab.
+
+Usage (any client under test; the browser step is tests/lab/browser.py)::
+
+    sso = start_sso_lab(lab)                  # idp + headscale(OIDC) + client host "laptop" on one switch
+    ...start a client in sso.client with --login-server=sso.login_server, get its AuthURL...
+    sso.login_with_browser(auth_url)          # Chromium signs in as sso.idp.user() and confirms
+    assert sso.node_user("hostname")["provider"] == "oidc"
+
+Needs `installers/dev/oidc-setup.sh` (node modules in <peer cache>/oidc-node, Playwright driver).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.lab.headscale import Headscale
 from tests.lab.netlab import REPO_ROOT, Host, LabError
 
 IDP_SCRIPT = REPO_ROOT / "tests" / "oidc" / "idp" / "provider.mjs"
@@ -174,7 +185,7 @@ class OidcProvider:
         return cfg
 
 
-def enable_oidc(hs, idp: OidcProvider, **extra) -> None:
+def enable_oidc(hs: Headscale, idp: OidcProvider, **extra) -> None:
     """Add an `oidc:` section for ``idp`` to a not-yet-started tests.lab.headscale.Headscale.
 
     Headscale writes its config (JSON, valid YAML) in __init__ and has no extra-config option,
@@ -188,7 +199,7 @@ def enable_oidc(hs, idp: OidcProvider, **extra) -> None:
     hs.config.write_text(json.dumps(cfg, indent=2))
 
 
-def oidc_users(hs) -> list[dict]:
+def oidc_users(hs: Headscale) -> list[dict]:
     """headscale users that came from OIDC (provider "oidc")."""
     return [u for u in (hs.cli("users", "list") or []) if u.get("provider") == "oidc"]
 
@@ -207,7 +218,7 @@ class SsoLab:
     idp_host: Host
     client: Host
     idp: OidcProvider
-    hs: object  # tests.lab.headscale.Headscale
+    hs: Headscale
 
     @property
     def login_server(self) -> str:
@@ -238,8 +249,6 @@ class SsoLab:
 def start_sso_lab(lab, *, subnet: str = "192.0.2", client_name: str = "laptop",
                   users: tuple[OidcUser, ...] | None = None) -> SsoLab:
     """Build and start the SSO lab: switch ``<subnet>.0/24`` with ctl .1, idp .2, client .10."""
-    from tests.lab.headscale import Headscale
-
     sw = lab.switch("sso")
     ctl, idp_host, client = lab.host("ctl"), lab.host("idp"), lab.host(client_name)
     sw.attach(ctl, f"{subnet}.1/24")

@@ -101,6 +101,8 @@ class CellResult:
     sent: int = 0
     received: int = 0
     final_rtt_ms: float | None = None
+    want_ip_ab: str = ""  # the address a direct a->b path must use (see direct_ip)
+    want_ip_ba: str = ""
     error: str = ""
 
     @property
@@ -189,7 +191,7 @@ def measure_cell(topo: MatrixTopology, cell: Cell, *, window: float, settle: flo
     """
     a, b = topo.sites[cell.a].node, topo.sites[cell.b].node
     assert a is not None and b is not None, "start_nodes() first"
-    res = CellResult(cell)
+    res = CellResult(cell, want_ip_ab=direct_ip(topo, cell.a, cell.b), want_ip_ba=direct_ip(topo, cell.b, cell.a))
     a_ip, b_ip = a.ip(), b.ip()
     # Start the clock only once each node has the other in its netmap *with a way to reach it*
     # (a home DERP region or an endpoint): a udp-blocked node learns its home DERP a few

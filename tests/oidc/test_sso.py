@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 import time
 
 import pytest
 
+from tests.lab.browser import complete_sso_login
+from tests.lab.netlab import REPO_ROOT
 from tests.lab.oidc import SsoLab
 from tests.lab.peers import peer_bin
 from tests.lab.tailscaled import Tailscaled
@@ -47,6 +53,7 @@ def test_tailscaled_browser_sso_reaches_running(sso: SsoLab):
 
     assert _wait(lambda: up.poll() is not None, "`tailscale up` to return") and up.returncode == 0, \
         sso.client.log_of(up)[-2000:]
+    assert "To authenticate, visit:" in sso.client.log_of(up) and auth_url in sso.client.log_of(up)
     _wait(lambda: ts.status().get("BackendState") == "Running", "tailscaled BackendState Running")
     assert ts.ip().startswith("100.")
 
@@ -68,8 +75,6 @@ def _assert_no_secrets_in_logs(sso: SsoLab) -> None:
 
 
 def test_wrong_password_is_refused_and_nothing_registers(sso: SsoLab):
-    from tests.lab.browser import complete_sso_login
-
     ts = Tailscaled(sso.client).start()
     sso.client.popen([peer_bin("tailscale"), f"--socket={ts.socket}", "up", f"--login-server={sso.login_server}",
                       "--hostname=sso-intruder", "--accept-dns=false", "--timeout=60s"], env=ts.env)
@@ -83,13 +88,6 @@ def test_wrong_password_is_refused_and_nothing_registers(sso: SsoLab):
 
 def test_our_helper_browser_sso_reaches_running(sso: SsoLab):
     """Our stack: `mesh-helper serve` (real engine) + `meshctl up`; the AuthURL is our LocalAPI's BrowseToURL."""
-    import json
-    import re
-    import subprocess
-    import sys
-
-    from tests.lab.netlab import REPO_ROOT
-
     hostname = "py-sso"
     lab, client = sso.client.lab, sso.client
     sock = str(lab.dir / "helper-sso.sock")

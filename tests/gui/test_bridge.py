@@ -1,0 +1,125 @@
+"""Bridge against the fake helper LocalAPI: reconnect, browser SSO flow, actions, 403 read-only, pings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from meshgui.bridge import Bridge
+from meshgui.engine_client import EngineClient
+from meshgui.state import PathKind, TrayState
+from tests.gui.aio import new_loop, run, wait_until
+from tests.gui.builders import exit_option, named, peer
+from tests.gui.fake_localapi import FakeLocalAPI
+
+
+@pytest.fixture
+def loop(qapp):
+    lp = new_loop(qapp)
+    yield lp
+    lp.close()
+
+
+@pytest.fixture
+def sock(tmp_path):
+    return str(tmp_path / "helper.sock")
+
+
+@contextlib.asynccontextmanager
+async def running(bridge: Bridge):
+    task = asyncio.ensure_future(bridge.run())
+    try:
+        yield bridge
+    finally:
+        bridge.stop()
+        await asyncio.wait_for(task, 10)
+
+
+def test_helper_down_then_up(loop, sock):
+    async def main():
+        b = Bridge(EngineClient(sock, timeout=5))
+        states = []
+        b.stateChanged.connect(lambda v: states.append(v.tray))
+        async with running(b):
+            await wait_until(lambda: b.notify_count == 0 and TrayState.HELPER_DOWN in states or
+                             b.state.tray is TrayState.HELPER_DOWN, what="helper down")
+            with FakeLocalAPI(sock, backend="Stopped"):
+                await wait_until(lambda: b.state.tray is TrayState.STOPPED, what="stopped after reconnect")
+            await wait_until(lambda: b.state.tray is TrayState.HELPER_DOWN, what="down after helper exit")
+    run(loop, main())
+
+
+def test_browser_login_flow(loop, sock):
+    with FakeLocalAPI(sock) as fake:
+        async def main():
+            b = Bridge(EngineClient(sock, timeout=5))
+            opened = []
+            b.browseTo.connect(opened.append)
+            async with running(b):
+                await wait_until(lambda: b.state.tray is TrayState.NEEDS_LOGIN)
+                b.login("https://headscale.example.com")
+                await wait_until(lambda: opened, what="BrowseToURL")
+                assert opened == [fake.login_url] and b.state.login_pending
+                assert fake.prefs["ControlURL"] == "https://headscale.example.com"
+                assert ("POST", "/localapi/v0/start") in fake.requests
+                assert ("POST", "/localapi/v0/login-interactive") in fake.requests
+                fake.push({"BrowseToURL": fake.login_url})  # repeated URL: not opened twice
+                fake.complete_login()
+                await wait_until(lambda: b.state.tray is TrayState.CONNECTED, what="connected after login")
+                assert not b.state.login_pending and opened == [fake.login_url]
+        run(loop, main())
+
+
+def test_actions_exit_node_lan_disconnect(loop, sock):
+    peers = [peer(1, named("nas"), exit_option), peer(2, named("phone"))]
+    with FakeLocalAPI(sock, backend="Running", peers=peers) as fake:
+        async def main():
+            b = Bridge(EngineClient(sock, timeout=5))
+            async with running(b):
+                await wait_until(lambda: b.state.tray is TrayState.CONNECTED and len(b.state.peers) == 2)
+                b.set_exit_node("n1CNTRL")
+                await wait_until(lambda: b.state.tray is TrayState.EXIT_NODE, what="exit node")
+                b.set_allow_lan(True)
+                await wait_until(lambda: b.state.allow_lan, what="allow lan")
+                b.set_exit_node("")
+                await wait_until(lambda: b.state.tray is TrayState.CONNECTED, what="exit cleared")
+                assert fake.prefs["ExitNodeIP"] == ""
+                b.disconnect_vpn()
+                await wait_until(lambda: b.state.tray is TrayState.STOPPED, what="stopped")
+                b.ping_peers(b.state.peers)
+                await wait_until(lambda: all(p.latency_ms for p in b.state.peers), what="pings")
+                assert {p.path for p in b.state.peers} == {PathKind.DIRECT}
+                assert b.state.peers[0].path_text == "direct 3 ms"
+        run(loop, main())
+
+
+def test_403_turns_read_only(loop, sock):
+    with FakeLocalAPI(sock, backend="Running", read_only=True):
+        async def main():
+            b = Bridge(EngineClient(sock, timeout=5))
+            failures = []
+            b.actionFailed.connect(failures.append)
+            async with running(b):
+                await wait_until(lambda: b.state.tray is TrayState.CONNECTED)
+                assert not b.state.read_only
+                b.disconnect_vpn()
+                await wait_until(lambda: b.state.read_only, what="read-only")
+                assert failures and "not allowed" in failures[0]
+                assert b.state.tray is TrayState.CONNECTED
+        run(loop, main())
+
+
+def test_watch_stream_with_huge_and_broken_lines(loop, sock):
+    """Framing: a Notify split over many chunks, junk lines and an oversized line do not break the stream."""
+    many = [peer(i) for i in range(1000)]
+    with FakeLocalAPI(sock, backend="Running", peers=many) as fake:
+        async def main():
+            b = Bridge(EngineClient(sock, timeout=5))
+            async with running(b):
+                await wait_until(lambda: len(b.state.peers) == 1000, what="1000 peers")
+                fake.call(lambda: [w.write(b"5\r\n{bad\n\r\n") for w in fake._watchers])
+                fake.push({"State": 4})
+                await wait_until(lambda: b.state.backend_state == "Stopped", what="state after junk")
+        run(loop, main())
