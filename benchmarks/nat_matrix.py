@@ -8,7 +8,7 @@ Each run builds a fresh lab (tests/natmatrix/topology.py: headscale with embedde
 (tests/natmatrix/matrix.py); --isolate gives every cell its own lab instead (slower, no
 sharing of CPU between cells). Rows whose node kind is not available yet (OurNode) are
 written as "pending". The table goes between the markers in docs/nat-matrix.md; raw
-per-run values go to test-artifacts/natmatrix/bench.json.
+per-run values go to test-artifacts/natmatrix/bench.json (bench-adhoc.json with --no-doc).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ RAW = REPO / "test-artifacts" / "natmatrix" / "bench.json"
 BEGIN, END = "<!-- nat_matrix:begin -->", "<!-- nat_matrix:end -->"
 
 
-def run_row(row: str, cells: list[Cell], runs: int, window: float, isolate: bool) -> dict[str, list[CellResult]]:
+def run_row(row: str, cells: list[Cell], runs: int, window: float, isolate: bool,
+            firewall: bool = True) -> dict[str, list[CellResult]]:
     kind_a, kind_b = (NODE_KINDS[k] for k in ROWS[row])
     out: dict[str, list[CellResult]] = {c.name: [] for c in cells}
     groups = [[c] for c in cells] if isolate else [cells]
@@ -46,7 +47,7 @@ def run_row(row: str, cells: list[Cell], runs: int, window: float, isolate: bool
             t = time.monotonic()
             try:
                 with Lab() as lab:
-                    results = run_matrix(group, kind_a, kind_b, window=window, lab=lab,
+                    results = run_matrix(group, kind_a, kind_b, window=window, lab=lab, firewall=firewall,
                                          log=lambda s: print(f"  {s}", flush=True))
             except Exception as e:  # a failed build counts as a failed run of each cell in the group
                 results = [CellResult(c, error=f"{type(e).__name__}: {e}") for c in group]
@@ -129,7 +130,8 @@ def render(cells: list[Cell], rows: list[str], data: dict[str, dict[str, list[Ce
             want = c.expected(EXPECTED_TAILSCALED)
             res = data.get(row, {}).get(c.name)
             if not res:
-                lines.append(f"| {c.name} | {title} | {want} | pending | | | | | | |")
+                kinds_ready = all(NODE_KINDS[k].available for k in ROWS[row])
+                lines.append(f"| {c.name} | {title} | {want} | {'not run' if kinds_ready else 'pending'} | | | | | | |")
                 continue
             s = cell_summary(res)
             lines.append(f"| {c.name} | {title} | {want} | {s['path']} | {s['via']} | {s['first']} | "
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
     p.add_argument("--window", type=float, default=30.0, help="seconds to wait for direct / to watch DERP cells")
     p.add_argument("--isolate", action="store_true", help="one lab per cell instead of one per run")
+    p.add_argument("--bare-routers", action="store_true",
+                   help="leave out the routers' WAN input drop (shows the conntrack clash; implies --no-doc)")
     p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/nat-matrix.md")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
@@ -173,16 +177,18 @@ def main(argv: list[str] | None = None) -> int:
         if not all(NODE_KINDS[k].available for k in ROWS[row]):
             print(f"{row}: pending (node kind not available yet)", flush=True)
             continue
-        data[row] = run_row(row, cells, args.runs, args.window, args.isolate)
+        data[row] = run_row(row, cells, args.runs, args.window, args.isolate, firewall=not args.bare_routers)
     elapsed = time.monotonic() - t0
     command = "sudo .venv/bin/python benchmarks/nat_matrix.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     section = render(cells, list(ROWS), data, runs=args.runs, window=args.window, isolate=args.isolate,
                      command=command.strip(), machine_desc=machine_desc, elapsed=elapsed)
     print(section)
-    RAW.parent.mkdir(parents=True, exist_ok=True)
-    RAW.write_text(json.dumps({row: {cell: [dict(dataclasses.asdict(r), cell=cell, path=r.path) for r in rs]
+    doc = not (args.no_doc or args.bare_routers)
+    raw = RAW if doc else RAW.with_name("bench-adhoc.json")  # bench.json always matches the doc
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps({row: {cell: [dict(dataclasses.asdict(r), cell=cell, path=r.path) for r in rs]
                                      for cell, rs in d.items()} for row, d in data.items()}, indent=1, default=str))
-    if not args.no_doc:
+    if doc:
         write_doc(section)
         print(f"wrote {DOC}")
     return 0

@@ -54,8 +54,8 @@ def run_cell(kind_a: str, kind_b: str, direct_timeout: float) -> dict:
             s.close()
 
 
-def fmt(v, unit="s"):
-    return "-" if v is None else f"{v:.2f}{unit}"
+def fmt(v):
+    return "-" if v is None else f"{v * 1000:.0f} ms"
 
 
 def main() -> int:

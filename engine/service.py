@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from engine.hygiene import DEFAULT_JOURNAL, Change, Journal
@@ -91,7 +92,7 @@ def build_engine(args: argparse.Namespace, journal: Journal, log: logging.Logger
         from engine.ipn.daemon_engine import DaemonEngine  # adapter over engine/daemon.py's node
     except ImportError as e:
         raise SystemExit(f"mesh-helper serve: the real engine is not available in this build ({e})")
-    return DaemonEngine(journal=journal, tun_name=args.tun, logger=log)
+    return DaemonEngine(journal=journal, tun_name=args.tun, run_dir=str(Path(args.journal).parent), logger=log)
 
 
 async def _step(log: logging.Logger, what: str, close: Any, timeout: float) -> None:
@@ -107,12 +108,59 @@ async def _step(log: logging.Logger, what: str, close: Any, timeout: float) -> N
         log.debug("shutdown: %s closed", what)
 
 
+def recover_leftovers(args: argparse.Namespace, log: logging.Logger) -> tuple[int, int]:
+    """Undo what a crashed previous run left: our journal, then each subsystem's own journal.
+
+    (exit-node rules/routes, nft forwarding table + sysctls, resolv.conf). Subsystem cleanups run
+    only for the real engine: they inspect the live system of the current network namespace.
+    """
+    jdir = Path(args.journal).parent
+    rep = Journal(args.journal, logger=logging.getLogger("meshvpn.hygiene")).recover()
+    undone, failed = len(rep.undone), len(rep.failed)
+    if args.engine != "real":
+        return undone, failed
+    cleaners: list[tuple[str, Any]] = []
+    with contextlib.suppress(ImportError):
+        from engine.router.exitnode import ExitRouter
+
+        cleaners.append(("exit-node routes", lambda: ExitRouter(journal_dir=jdir).cleanup_leftovers()))
+    with contextlib.suppress(ImportError):
+        from engine.router.nft import Forwarder
+
+        cleaners.append(("forwarding", lambda: Forwarder(journal_dir=jdir).cleanup_leftovers()))
+    with contextlib.suppress(ImportError):
+        from engine.dns.resolvconf_file import ResolvConfFile
+
+        cleaners.append(("resolv.conf", lambda: ResolvConfFile(journal_dir=jdir).cleanup_leftovers()))
+    for what, clean in cleaners:
+        try:
+            done = clean()
+        except Exception as e:  # noqa: BLE001 - one subsystem must not block the others' cleanup
+            log.error("cleanup of %s leftovers failed: %s", what, e)
+            failed += 1
+            continue
+        if done:
+            undone += len(done) if isinstance(done, list) else 1
+    return undone, failed
+
+
+def ensure_socket_dir(path: str, log: logging.Logger) -> None:
+    """The socket's directory must let local users reach the socket (0755); other subsystems may create it 0700."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, mode=0o755, exist_ok=True)
+    st = os.stat(d)
+    if st.st_uid == os.geteuid() and (st.st_mode & 0o005) != 0o005 and not d.startswith(("/tmp", "/var/tmp")):
+        log.warning("socket directory %s had mode %o; making it 0755 so local users can connect", d, st.st_mode & 0o777)
+        os.chmod(d, 0o755)
+
+
 async def serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("meshvpn.helper")
+    ensure_socket_dir(args.socket, log)
+    undone, failed = recover_leftovers(args, log)
+    if undone or failed:
+        log.warning("cleaned up after a previous run: %d undone, %d failed", undone, failed)
     journal = Journal(args.journal, logger=logging.getLogger("meshvpn.hygiene"))
-    rep = journal.recover()
-    if rep.undone or rep.failed:
-        log.warning("cleaned up after a previous run: %d undone, %d failed", len(rep.undone), len(rep.failed))
     if args.state:
         store: Any = FileStore(args.state, keep_keys=True)
     elif args.prefs:
@@ -167,11 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         print("mesh-helper serve: --state needs root (the file holds private keys)", file=sys.stderr)
         return EXIT_USAGE
     if args.cleanup_only:
-        rep = Journal(args.journal).recover()
-        print(f"mesh-helper: cleanup: {len(rep.undone)} undone, {len(rep.failed)} failed", file=sys.stderr)
-        for msg in rep.failed:
-            print(f"  failed: {msg}", file=sys.stderr)
-        return EXIT_ERROR if rep.failed else EXIT_OK
+        undone, failed = recover_leftovers(args, logging.getLogger("meshvpn.helper"))
+        print(f"mesh-helper: cleanup: {undone} undone, {failed} failed", file=sys.stderr)
+        return EXIT_ERROR if failed else EXIT_OK
     return asyncio.run(serve(args))
 
 

@@ -25,6 +25,9 @@ from meshgui.settings import Choices, Settings
 from meshgui.state import TrayState, ViewState
 from meshgui.supervisor import Direct, Supervisor, default_strategies, find_socket
 
+PING_ON_SHOW = 64  # peers pinged when the menu or window opens
+PING_REFRESH = 30.0  # seconds between re-pings of already measured peers
+
 NO_TRAY_TEXT = ("No system tray was found on this desktop, so meshvpn shows this window instead. "
                 "On GNOME, install the “AppIndicator and KStatusNotifierItem Support” extension to get "
                 "the tray icon.")
@@ -87,6 +90,8 @@ class App:
         self.started_at = time.monotonic()
         self.tray_shown_at: float | None = None
         self._quit = asyncio.Event()
+        self._pinged: set[str] = set()
+        self._last_ping_refresh = -PING_REFRESH
 
         self.bridge.stateChanged.connect(self.on_state)
         self.bridge.browseTo.connect(self.open_url)
@@ -94,6 +99,8 @@ class App:
         self.window.actionRequested.connect(self.on_action)
         if self.tray is not None:
             self.tray.actionTriggered.connect(self.on_action)
+            self.tray.menu.aboutToShow.connect(
+                lambda: self._ping(self.view.peers[:PING_ON_SHOW], refresh=True))
         self.login_dialog.cancelRequested.connect(lambda: self.on_action("cancel_login", ""))
         self.login_dialog.openRequested.connect(self.open_url)
         self.login_dialog.copyRequested.connect(lambda url: self.on_action("copy", url))
@@ -118,6 +125,7 @@ class App:
         tasks = [asyncio.ensure_future(self.bridge.run())]
         if self.supervisor is not None:
             tasks.append(asyncio.ensure_future(self.supervisor.run()))
+            self.supervisor.request_start()  # no-op when the helper already answers
         if self.args.exit_after:
             asyncio.get_event_loop().call_later(self.args.exit_after, self.quit)
         try:
@@ -156,6 +164,10 @@ class App:
                 self.login_dialog.show()
         elif self.login_dialog.isVisible():
             self.login_dialog.hide()
+        if self.window.isVisible():
+            fresh = [p for p in view.peers if p.online and p.key not in self._pinged]
+            if fresh:
+                self._ping(fresh)
         for note in notifications.transitions(old, view):
             self.notify(*note)
         if view.helper_running and not view.read_only and view.backend_state not in ("NoState", "NeedsLogin"):
@@ -256,7 +268,21 @@ class App:
         self.window.show()
         self.window.raise_()
         self.window.activateWindow()
-        self.bridge.ping_peers(self.view.peers[:64])
+        self._ping(self.view.peers[:PING_ON_SHOW], refresh=True)
+
+    def _ping(self, peers, *, refresh: bool = False) -> None:
+        """Measure latency/path of `peers`; a refresh re-pings at most every PING_REFRESH seconds."""
+        now = time.monotonic()
+        if refresh:
+            if now - self._last_ping_refresh < PING_REFRESH:
+                peers = [p for p in peers if p.key not in self._pinged]
+            else:
+                self._last_ping_refresh = now
+        peers = [p for p in peers if p.online]
+        if not peers:
+            return
+        self._pinged.update(p.key for p in peers)
+        self.bridge.ping_peers(peers)
 
     def show_preferences(self) -> None:
         from meshgui.prefs import PreferencesDialog

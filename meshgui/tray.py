@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Callable
 
 from PySide6.QtCore import QObject, Qt, Signal
@@ -43,6 +44,7 @@ class Tray(QObject):
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._clock = clock
+        self._log = logging.getLogger("meshgui.tray")
         self._theme_choice = theme
         self._spec: tuple[menu_spec.MenuItem, ...] | None = None
         self._icon_key: tuple[TrayState, str] | None = None
@@ -51,12 +53,18 @@ class Tray(QObject):
         self.icon = QSystemTrayIcon(self)
         self.icon.setContextMenu(self.menu)
         self.icon.activated.connect(self._on_activated)
+        self.menu.aboutToShow.connect(lambda: self._log.info("tray menu shown"))
+        self.menu.aboutToHide.connect(self._on_menu_hidden)
+        self._items: dict[int, menu_spec.MenuItem] = {}
+        self._pending: tuple[menu_spec.MenuItem, ...] | None = None
         self.rebuilds = 0
+        self.in_place_updates = 0
 
     # ------------------------------------------------------------ rendering
 
     def show(self) -> None:
         self.icon.show()
+        self._log.info("tray icon shown")
 
     def hide(self) -> None:
         self.icon.hide()
@@ -66,7 +74,7 @@ class Tray(QObject):
         self._icon_key = None
 
     def apply(self, view: ViewState) -> None:
-        """Update icon, tooltip and (only if its spec changed) the menu."""
+        """Update icon, tooltip and menu: in place when only texts/checks changed, else rebuilt (deferred while open)."""
         theme = icon_theme(self._theme_choice)
         key = (view.tray, theme)
         if key != self._icon_key:
@@ -74,13 +82,28 @@ class Tray(QObject):
             self.icon.setIcon(state_icon(view.tray, theme))
         self.icon.setToolTip(menu_spec.tooltip(view))
         spec = menu_spec.build(view, now=self._clock())
-        if spec != self._spec:
+        if spec == self._spec:
+            return
+        if self._spec is not None and _shape(spec) == _shape(self._spec):
+            self._spec = spec
+            self.in_place_updates += 1
+            self._update_in_place(self.menu, spec)
+        elif self.menu.isVisible():
+            self._pending = spec  # never pull items from under the user's pointer
+        else:
+            self._spec = spec
+            self._rebuild(spec)
+
+    def _on_menu_hidden(self) -> None:
+        if self._pending is not None:
+            spec, self._pending = self._pending, None
             self._spec = spec
             self._rebuild(spec)
 
     def _rebuild(self, spec: tuple[menu_spec.MenuItem, ...]) -> None:
         self.rebuilds += 1
         self.menu.clear()
+        self._items.clear()
         self._fill(self.menu, spec)
 
     def _fill(self, qmenu: QMenu, items: tuple[menu_spec.MenuItem, ...]) -> None:
@@ -92,15 +115,35 @@ class Tray(QObject):
                 self._fill(sub, it.children)
             else:
                 act = QAction(it.text, qmenu)
-                act.setEnabled(it.enabled and bool(it.action))
-                if it.tooltip:
-                    act.setToolTip(it.tooltip)
-                if it.checkable:
-                    act.setCheckable(True)
-                    act.setChecked(it.checked)
-                if it.action:
-                    act.triggered.connect(lambda _=False, a=it.action, g=it.arg: self.actionTriggered.emit(a, g))
+                self._set(act, it)
+                act.triggered.connect(lambda _=False, a=act: self._on_triggered(a))
                 qmenu.addAction(act)
+
+    def _set(self, act: QAction, it: menu_spec.MenuItem) -> None:
+        self._items[id(act)] = it
+        if act.text() != it.text:
+            act.setText(it.text)
+        act.setEnabled(it.enabled and bool(it.action))
+        act.setToolTip(it.tooltip)
+        act.setCheckable(it.checkable)
+        if it.checkable:
+            act.setChecked(it.checked)
+
+    def _update_in_place(self, qmenu: QMenu, items: tuple[menu_spec.MenuItem, ...]) -> None:
+        for act, it in zip(qmenu.actions(), items):
+            if it.separator:
+                continue
+            if it.children:
+                if act.text() != it.text:
+                    act.setText(it.text)
+                self._update_in_place(act.menu(), it.children)
+            else:
+                self._set(act, it)
+
+    def _on_triggered(self, act: QAction) -> None:
+        it = self._items.get(id(act))
+        if it is not None and it.action:
+            self.actionTriggered.emit(it.action, it.arg)
 
     def _on_activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason == QSystemTrayIcon.ActivationReason.Trigger:
@@ -131,3 +174,9 @@ def _texts(qmenu: QMenu) -> list:
         else:
             out.append(act.text())
     return out
+
+
+def _shape(items: tuple[menu_spec.MenuItem, ...]) -> tuple:
+    """Structure of a menu spec (kinds, actions, nesting) without texts, checks or arguments."""
+    return tuple(("-",) if it.separator else ("+", _shape(it.children)) if it.children else ("a", it.action)
+                 for it in items)

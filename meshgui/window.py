@@ -99,13 +99,16 @@ class MainWindow(QMainWindow):
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.setColumnWidth(0, 180)
-        self.table.setColumnWidth(1, 230)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        for col, width in enumerate((130, 210, 60, 170, 70, 110, 80, 80)):
+            self.table.setColumnWidth(col, width)
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
         self.table.doubleClicked.connect(self._on_double_click)
 
         details = QFrame(split)
         details.setFrameShape(QFrame.Shape.StyledPanel)
+        details.setMaximumWidth(340)
         dl = QVBoxLayout(details)
         self.detail_title = QLabel("Select a device", details)
         self.detail_title.setFont(font)
@@ -138,6 +141,7 @@ class MainWindow(QMainWindow):
         split.addWidget(details)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
+        split.setSizes([680, 300])
         outer.addWidget(split, 1)
         self.setCentralWidget(central)
 

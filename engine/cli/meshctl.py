@@ -199,8 +199,8 @@ async def cmd_netcheck(c: LocalClient, a: argparse.Namespace, out: TextIO) -> in
     lat = rep.get("RegionLatency") or {}
     if lat:
         out.write("\t* DERP latency:\n")
-        for rid, sec in sorted(lat.items(), key=lambda kv: kv[1]):
-            out.write(f"\t\t- {codes.get(str(rid), rid)}: {float(sec) * 1000:.1f}ms\n")
+        for rid, ms in sorted(lat.items(), key=lambda kv: kv[1]):  # milliseconds (engine.netcheck.Report)
+            out.write(f"\t\t- {codes.get(str(rid), rid)}: {float(ms):.1f}ms\n")
     return EXIT_OK
 
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
-import os
 import queue
 import struct
 import threading
@@ -66,8 +65,11 @@ from engine.wg.keypair import Keypair
 #   handshake:   core.decrypt() on handshake messages; sends what the core queues
 #   timers:      core.handle_timers() at core.next_deadline() (at least every 100 ms)
 #
-# The fast paths mirror DeviceCore.encrypt/decrypt with batch-level bookkeeping; any case
-# they do not cover (no session, rekey due, key confirmation, limits) goes through the core.
+# The fast paths inline only the per-packet crypto of DeviceCore.encrypt/decrypt; the
+# bookkeeping (timers, byte counts, roaming, last-minute rekey) is the core's note_sent /
+# note_received, called once per peer per batch, and inner packets are checked by the core's
+# inner_packet_length. Any case they do not cover (no session, rekey due, key confirmation,
+# limits) goes through the core.
 
 _HDR = struct.Struct("<IIQ")
 _HDR_PACK_INTO = _HDR.pack_into
@@ -168,7 +170,6 @@ class Device:
         self._reject_time = t.reject_after_time
         self._rekey_msgs = t.rekey_after_messages
         self._reject_msgs = t.reject_after_messages
-        self._last_minute_age = t.last_minute_rekey_age
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -510,13 +511,7 @@ class Device:
 
         def finish_peer() -> None:
             if cur_peer is not None and kp is not None and tx:
-                t = cur_peer.timers
-                if t.persistent_keepalive_interval:
-                    t.persistent_keepalive = now + t.persistent_keepalive_interval
-                t.send_keepalive = None
-                if sent_data and t.new_handshake is None:
-                    t.data_sent(now)
-                cur_peer.tx_bytes += tx
+                core.note_sent(cur_peer, tx, sent_data, now)
 
         for pkt in pkts:
             length = len(pkt) - 16
@@ -606,20 +601,16 @@ class Device:
     # -- inbound: UDP -> TUN -------------------------------------------------------------------
     def _udp_loop(self) -> None:
         bind = self._bind
-        tun = self._tun
         core = self._core
-        vnet = bool(getattr(tun, "vnet_hdr", False))
         rbuf = bytearray(RECV_SLOT * RECV_BATCHES)
         rmv = memoryview(rbuf)
         pbuf = bytearray(RECV_SLOT * RECV_BATCHES)
         pmv = memoryview(pbuf)
-        index = core._index  # NOTE: wants a public DeviceCore accessor (see report)
-        allowed = core.allowed_ips
-        lookup_v4 = allowed.lookup_v4
-        lookup_v6 = allowed.lookup_v6
+        index = core.index_table
+        inner_length = core.inner_packet_length
+        note_received = core.note_received
         reject_time = self._reject_time
         reject_msgs = self._reject_msgs
-        last_minute = self._last_minute_age
         hs_queue = self._hs_queue
         recv = bind.recv_into
         counters = self._counters
@@ -674,9 +665,7 @@ class Device:
                         counters["drop_unknown_index"] = counters.get("drop_unknown_index", 0) + 1
                         continue
                     peer = kp.peer
-                    age = now - kp.created
-                    if (peer.keypairs.next is kp or age >= reject_time
-                            or (kp.is_initiator and age > last_minute and not peer.timers.sent_last_minute_handshake)):
+                    if peer.keypairs.next is kp or now - kp.created >= reject_time:
                         self._slow_decrypt(bytes(d), src, now, plain)
                         continue
                     ctr = _from_bytes(rbuf[off + 8:off + 16], "little")
@@ -702,47 +691,18 @@ class Device:
                     if not plen:
                         continue  # keepalive
                     st[1] = True
-                    v = pbuf[off] >> 4
-                    if v == 4:
-                        if plen < 20:
-                            counters["drop_bad_inner_packet"] = counters.get("drop_bad_inner_packet", 0) + 1
-                            continue
-                        ln = (pbuf[off + 2] << 8) | pbuf[off + 3]
-                        if ln > plen or ln < 20:
-                            counters["drop_bad_inner_packet"] = counters.get("drop_bad_inner_packet", 0) + 1
-                            continue
-                        if lookup_v4(_from_bytes(pbuf[off + 12:off + 16], "big")) is not peer:
-                            counters["drop_disallowed_source"] = counters.get("drop_disallowed_source", 0) + 1
-                            continue
-                    elif v == 6:
-                        if plen < 40:
-                            counters["drop_bad_inner_packet"] = counters.get("drop_bad_inner_packet", 0) + 1
-                            continue
-                        ln = ((pbuf[off + 4] << 8) | pbuf[off + 5]) + 40
-                        if ln > plen:
-                            counters["drop_bad_inner_packet"] = counters.get("drop_bad_inner_packet", 0) + 1
-                            continue
-                        if lookup_v6(_from_bytes(pbuf[off + 8:off + 24], "big")) is not peer:
-                            counters["drop_disallowed_source"] = counters.get("drop_disallowed_source", 0) + 1
-                            continue
-                    else:
-                        counters["drop_bad_inner_packet"] = counters.get("drop_bad_inner_packet", 0) + 1
+                    ln = inner_length(pbuf, off, plen, peer)
+                    if ln.__class__ is not int:
+                        key = "drop_" + ln
+                        counters[key] = counters.get(key, 0) + 1
                         continue
                     plain.append(pmv[off:off + ln])
             if k < RECV_BATCHES:
                 continue
             k = 0
-            # per-peer bookkeeping once per batch (what DeviceCore.decrypt does per packet)
+            # per-peer bookkeeping once per batch (DeviceCore.decrypt does it per packet)
             for peer, (nbytes, got_data, psrc) in peer_rx.items():
-                t = peer.timers
-                if t.persistent_keepalive_interval:
-                    t.persistent_keepalive = now + t.persistent_keepalive_interval
-                t.new_handshake = None
-                if peer.endpoint != psrc:
-                    peer.endpoint = psrc  # roaming: the latest authenticated source wins
-                peer.rx_bytes += nbytes
-                if got_data:
-                    t.data_received(now)
+                note_received(peer, nbytes, psrc, got_data, now)
             peer_rx.clear()
             if plain:
                 self._write_packets(plain)

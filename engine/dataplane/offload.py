@@ -111,8 +111,12 @@ def _mask(ihl: int, thl: int) -> int:
 _MASKS: dict[int, int] = {}  # by ihl + header length: 40 + thl (IPv4), 80 + thl (IPv6)
 
 
-def _group_frame(parts: list, hdr: memoryview, hl: int, plen_total: int, mss: int, v6: bool, psh: bool) -> list:
-    """Prefix a coalesced run of payloads with a GSO virtio header and the fixed-up IP/TCP header."""
+def _group_frame(parts: list, first: memoryview, hdr: memoryview, hl: int, plen_total: int, mss: int,
+                 v6: bool, psh: bool) -> list:
+    """The TUN frame of a run: ``first`` as it is if the run is that one segment, else the run's
+    payloads prefixed with a GSO virtio header and the fixed-up IP/TCP header."""
+    if len(parts) == 3:  # [vnet, hdr, the first segment's payload]
+        return [ZERO_VNET_HDR, first]
     h = bytearray(hdr)
     total = hl + plen_total
     if v6:
@@ -187,10 +191,7 @@ def coalesce(pkts: list, frames: list) -> None:
                         g_psh = bool(flags & _TCP_PSH)
                     continue
                 if g_parts is not None:
-                    if len(g_parts) == 3:
-                        append([ZERO_VNET_HDR, g_first])
-                    else:
-                        append(_group_frame(g_parts, g_hdr, g_hl, g_len, g_mss, g_v6, g_psh))
+                    append(_group_frame(g_parts, g_first, g_hdr, g_hl, g_len, g_mss, g_v6, g_psh))
                 g_parts = [None, None, pkt[hl:]]
                 g_first = pkt
                 g_hdr = hdr
@@ -203,18 +204,12 @@ def coalesce(pkts: list, frames: list) -> None:
                 g_open = not (flags & _TCP_PSH)
                 continue
         if g_parts is not None:
-            if len(g_parts) == 3:
-                append([ZERO_VNET_HDR, g_first])
-            else:
-                append(_group_frame(g_parts, g_hdr, g_hl, g_len, g_mss, g_v6, g_psh))
+            append(_group_frame(g_parts, g_first, g_hdr, g_hl, g_len, g_mss, g_v6, g_psh))
             g_parts = None
             g_open = False
         append([ZERO_VNET_HDR, pkt])
     if g_parts is not None:
-        if len(g_parts) == 3:
-            append([ZERO_VNET_HDR, g_first])
-        else:
-            append(_group_frame(g_parts, g_hdr, g_hl, g_len, g_mss, g_v6, g_psh))
+        append(_group_frame(g_parts, g_first, g_hdr, g_hl, g_len, g_mss, g_v6, g_psh))
 
 
 class Coalescer:

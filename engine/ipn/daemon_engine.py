@@ -5,7 +5,7 @@
 
 Differences from the headless `mesh-helper --state` runner: keys come from the backend (GUI keyring or
 the helper's state file) and are never written by this adapter; registration state is kept in memory.
-Not yet provided by the node (reported as such): disco ping (ping() answers with an error), netcheck
+Not yet provided by the node (reported as such): disco ping (ping() sends an ICMP echo through the TUN), netcheck
 runner (NotImplementedError → 501), exit-node selection and hostname changes while running.
 """
 
@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -41,8 +42,11 @@ from engine.ipn.engine_api import (
 )
 from engine.keys import DiscoPrivate, NLPrivate
 
+PING_WAIT = 3.0  # seconds one ICMP echo may take
+_RTT_RE = re.compile(r"= [\d.]+/([\d.]+)/")  # iputils summary: rtt min/avg/max/mdev = a/b/c/d ms
 STOP_GRACE = 10.0  # seconds the node gets to stop by itself before we cancel it
-ACTIVE_WINDOW = 120.0  # seconds since the last handshake that count as "active" (tailscale: 2 min)
+ACTIVE_WINDOW = 120.0
+EXIT_ROUTES = ("0.0.0.0/0", "::/0")  # seconds since the last handshake that count as "active" (tailscale: 2 min)
 
 
 def _addr(prefix: str) -> str:
@@ -107,6 +111,19 @@ def _derp_map_json(dm: Any) -> dict[str, Any] | None:
         return None
 
 
+def node_prefs_args(cfg: EngineConfig) -> dict[str, Any]:
+    """daemon.Node's preference flags from the backend's EngineConfig (pure)."""
+    routes = [r for r in cfg.advertise_routes if r not in EXIT_ROUTES]
+    return {
+        "exit_node": cfg.exit_node_id or cfg.exit_node_ip or None,
+        "exit_node_allow_lan_access": cfg.exit_node_allow_lan_access,
+        "advertise_exit_node": all(r in cfg.advertise_routes for r in EXIT_ROUTES),
+        "advertise_routes": ",".join(routes) or None,
+        "accept_dns": cfg.corp_dns,
+        "accept_routes": cfg.route_all,
+    }
+
+
 class _BackendNode(Node):
     """daemon.Node whose events go to the backend and which never writes a state file."""
 
@@ -143,9 +160,10 @@ class _BackendNode(Node):
 class DaemonEngine:
     """engine_api.NodeEngine over daemon.Node."""
 
-    def __init__(self, *, journal: Journal | None = None, tun_name: str = "meshvpn0",
+    def __init__(self, *, journal: Journal | None = None, tun_name: str = "meshvpn0", run_dir: str | None = None,
                  logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
         self.journal = journal  # TODO(router/dns owners): record system changes here (see engine/hygiene.py)
+        self.run_dir = run_dir  # where the node's subsystems journal their OS changes
         self.tun_name = tun_name
         self.log = logger or logging.getLogger("meshvpn.engine")
         self.registered_url: str | None = None
@@ -188,7 +206,8 @@ class DaemonEngine:
             login_server=cfg.control_url, auth_key=cfg.auth_key or None, state=None,
             hostname=cfg.hostname or None, tun=cfg.tun_name or self.tun_name, port=0, mtu=DEFAULT_MTU,
             derp_region=DEFAULT_DERP_REGION, watchdog=120.0, endpoint_interval=10.0, status_file=None,
-            logout_on_exit=False, verbose=False,
+            logout_on_exit=False, verbose=False, run_dir=str(self.run_dir) if self.run_dir else None,
+            **node_prefs_args(cfg),
         )
         state = NodeState(keys.machine, keys.node, self._disco, self._nl, self._log_id, self.registered_url)
         self._node = _BackendNode(self, args, state, self.log)
@@ -206,8 +225,22 @@ class DaemonEngine:
             return 1
 
     async def reconfigure(self, cfg: EngineConfig) -> None:
-        if cfg.exit_node_id or cfg.exit_node_ip:
-            self.log.warning("exit node selection is not wired into the daemon node yet")
+        """Prefs changed while running: exit node, routes, DNS, hostname."""
+        node = self._node
+        if node is None:
+            return
+        a = node_prefs_args(cfg)
+        try:
+            node.set_prefs(exit_node=a["exit_node"], exit_node_allow_lan=a["exit_node_allow_lan_access"],
+                           advertise_exit_node=a["advertise_exit_node"], advertise_routes=a["advertise_routes"],
+                           accept_dns=a["accept_dns"], accept_routes=a["accept_routes"])
+        except ValueError as e:
+            self._sink(EngineFailed(f"cannot apply prefs: {e}"))
+            return
+        want_host = cfg.hostname or None
+        if node.client is not None and want_host != node.args.hostname:
+            node.args.hostname = want_host
+            node.client.set_hostinfo(node._hostinfo())
 
     async def stop(self) -> None:
         """Ask the node to stop (it restores routes and closes the TUN); escalate if it does not."""
@@ -237,8 +270,10 @@ class DaemonEngine:
         client = self._node.client if self._node is not None else None
         if client is None:
             return
-        if client.status.state.value in ("new", "logging-in", "wait-auth-url"):
-            return  # a login is already under way; its AuthURL event will come (or came) anyway
+        if client.status.state.value not in ("needs-login", "logged-out"):
+            # A login is under way (its AuthURL event comes anyway) or done; forced re-auth of a
+            # logged-in node (`tailscale up --force-reauth`) is not supported yet.
+            return
         client.login()
 
     async def logout(self) -> None:
@@ -258,10 +293,43 @@ class DaemonEngine:
         return EngineSnapshot(netmap=view, health=health, tun=node.device is not None)
 
     async def ping(self, ip: str, kind: str, size: int) -> PingOutcome:
-        return PingOutcome(err="ping is not implemented by the engine yet")
+        """An ICMP echo through the tunnel (the node has no disco yet), reported with the WireGuard endpoint."""
+        node = self._node
+        view = netmap_view(node._applied_nm, self._stats(), time.time()) if node is not None else None
+        peer = next((p for p in view.peers if ip in p.addresses), None) if view is not None else None
+        if peer is None:
+            return PingOutcome(err="no matching peer")
+        name = peer.name.split(".")[0]
+        argv = ["ping", "-n", "-q", "-c", "1", "-W", str(int(PING_WAIT)), ip]
+        if ":" in ip:
+            argv.insert(1, "-6")
+        try:
+            proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.PIPE)
+            out, _ = await asyncio.wait_for(proc.communicate(), PING_WAIT + 2)
+        except (OSError, asyncio.TimeoutError) as e:
+            return PingOutcome(node_ip=ip, node_name=name, err=f"ping failed: {e}")
+        m = _RTT_RE.search(out.decode(errors="replace"))
+        if proc.returncode != 0 or m is None:
+            return PingOutcome(node_ip=ip, node_name=name, err="timeout")
+        peer = next((p for p in (netmap_view(node._applied_nm, self._stats(), time.time()) or view).peers
+                     if ip in p.addresses), peer)
+        return PingOutcome(node_ip=ip, node_name=name, latency_seconds=float(m.group(1)) / 1000.0,
+                           endpoint=peer.cur_addr)
 
     async def netcheck(self) -> dict[str, Any]:
-        raise NotImplementedError("netcheck runner not wired into the daemon node yet")
+        """magicsock's netcheck (STUN to every DERP region) once the node carries a magicsock."""
+        node = self._node
+        conn = None
+        if node is not None:
+            conn = getattr(node, "magicsock", None) or getattr(node, "conn", None)
+        if conn is None or not hasattr(conn, "netcheck"):
+            raise NotImplementedError("the node has no magicsock (netcheck) yet")
+        rep = (await conn.netcheck()).to_json()
+        view = netmap_view(node._applied_nm, {}, time.time()) if node is not None else None
+        if view is not None:
+            rep.setdefault("RegionCodes", {str(k): v for k, v in view.derp_regions.items()})
+        return rep
 
     async def aclose(self) -> None:
         await self.stop()

@@ -89,7 +89,7 @@ class FakeEngine:
         self.system_hooks = system_hooks
         self.fail_start = fail_start
         self.calls: list[str] = []
-        self.registered: set[str] = set()  # node keys control "knows"
+        self.registered: set[tuple[str, str]] = set()  # (control URL, node key) pairs control "knows"
         self.running = False
         self.cfg: EngineConfig | None = None
         self._sink: EventSink | None = None
@@ -107,7 +107,7 @@ class FakeEngine:
             return
         self.running = True
         nk = str(keys.node.public())
-        if nk in self.registered or cfg.auth_key or self.auto_login:
+        if (cfg.control_url, nk) in self.registered or cfg.auth_key or self.auto_login:
             await self._finish_login()
         else:
             sink(LoginNeeded("node key not registered"))
@@ -134,8 +134,8 @@ class FakeEngine:
 
     async def logout(self) -> None:
         self.calls.append("logout")
-        if self._keys:
-            self.registered.discard(str(self._keys.node.public()))
+        if self._keys and self.cfg:
+            self.registered.discard((self.cfg.control_url, str(self._keys.node.public())))
         await self.stop()
 
     def status(self) -> EngineSnapshot:
@@ -162,7 +162,7 @@ class FakeEngine:
     async def netcheck(self) -> dict[str, Any]:
         self.calls.append("netcheck")
         return {"UDP": True, "IPv4": True, "GlobalV4": "192.0.2.10:41641", "MappingVariesByDestIP": False,
-                "PreferredDERP": 1, "RegionLatency": {"1": 0.012}, "RegionCodes": {"1": "fra"}}
+                "PreferredDERP": 1, "RegionLatency": {"1": 12.0}, "RegionCodes": {"1": "fra"}}
 
     async def aclose(self) -> None:
         self.calls.append("aclose")
@@ -177,7 +177,7 @@ class FakeEngine:
     async def _finish_login(self) -> None:
         assert self._sink is not None and self._keys is not None and self.cfg is not None
         nk = str(self._keys.node.public())
-        self.registered.add(nk)
+        self.registered.add((self.cfg.control_url, nk))
         self._sink(LoggedIn(FAKE_USER, node_id="n1CNTRL"))
         if self.system_hooks:
             await self.system_hooks[0](self.cfg)

@@ -79,13 +79,20 @@ PING_TIMEOUT = 10.0  # seconds the helper waits for an engine ping
 
 
 class _Watcher:
+    """One watch-ipn-bus subscriber: a bounded queue; RATE_LIMIT watchers get coalesced NetMaps."""
+
     def __init__(self, mask: NotifyWatchOpt) -> None:
         self.mask = mask
         self.queue: asyncio.Queue[Notify | None] = asyncio.Queue(WATCH_QUEUE_MAX + 1)
         self.overflowed = False
+        self.pending_netmap: Notify | None = None  # RATE_LIMIT: latest NetMap-only notify, sent by the ticker
 
     def offer(self, n: Notify) -> None:
         if self.overflowed:
+            return
+        if (self.mask & NotifyWatchOpt.RATE_LIMIT and n.net_map is not None
+                and dataclasses.replace(n, net_map=None, version="") == Notify()):
+            self.pending_netmap = n
             return
         if self.queue.qsize() >= WATCH_QUEUE_MAX:
             self.overflowed = True
@@ -192,9 +199,15 @@ class Backend:
         self._worker = self._ticker = None
 
     async def _engine_ticker(self) -> None:
-        """Live counters/paths change without a netmap change: push them to ENGINE_UPDATES watchers."""
+        """Every ENGINE_UPDATE_INTERVAL: flush coalesced NetMaps (RATE_LIMIT watchers), push Engine stats."""
         while True:
             await asyncio.sleep(ENGINE_UPDATE_INTERVAL)
+            for w in list(self._watchers):
+                if w.pending_netmap is not None:
+                    n, w.pending_netmap = w.pending_netmap, None
+                    w.mask &= ~NotifyWatchOpt.RATE_LIMIT
+                    w.offer(n)
+                    w.mask |= NotifyWatchOpt.RATE_LIMIT
             if self._engine_on and any(w.mask & NotifyWatchOpt.ENGINE_UPDATES for w in self._watchers):
                 snap = self.engine.status()
                 if snap.netmap is not None:
@@ -387,6 +400,7 @@ class Backend:
     async def start_with(self, *, update_prefs: Prefs | None, auth_key: str = "") -> None:
         """POST /start: replace prefs (keeping the login), then (re)start the state machine."""
         async with self._lock:
+            control_changed = False
             if update_prefs is not None:
                 keep = self.prefs
                 newp = dataclasses.replace(update_prefs, config=keep.config, logged_out=keep.logged_out)
@@ -403,7 +417,7 @@ class Backend:
                 self._login_wanted = True
                 if self.sm.state != State.NEEDS_LOGIN:
                     self._input(Input.LOGIN_NEEDED if self.sm.state != State.NO_STATE else Input.START_LOGGED_OUT)
-                await self._sync_engine_locked(auth_key=auth_key, restart=bool(auth_key))
+                await self._sync_engine_locked(auth_key=auth_key, restart=bool(auth_key) or control_changed)
                 return
             self._input(Input.WANT_RUNNING_ON if self.prefs.want_running else Input.WANT_RUNNING_OFF)
             await self._sync_engine_locked(auth_key=auth_key, restart=True)

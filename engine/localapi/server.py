@@ -12,6 +12,16 @@ Request path:  accept ─► SO_PEERCRED ─► h11 parse (limits) ─► CSRF/H
   a bad request never stops the server.
 - Endpoint names and JSON shapes follow tailscaled 1.90's LocalAPI so the real `tailscale` CLI can
   drive us; our own additions live under /localapi/v0/meshvpn/.
+
+Endpoints (/localapi/v0/...; R = any local user, W = root/operator):
+    status GET R (?peers=false)          prefs GET R / PATCH W (MaskedPrefs)   check-prefs POST W
+    start POST W (ipn.Options) -> 204    login-interactive POST W -> 204       logout POST W -> 204
+    watch-ipn-bus GET R (?mask=N, NDJSON ipn.Notify)   ping POST R (?ip&type&size)   whois GET R (?addr)
+    set-use-exit-node-enabled POST W (?enabled)        suggest-exit-node GET R        derpmap GET R
+    check-ip-forwarding / check-udp-gro-forwarding / check-reverse-path-filtering GET R ({"Warning"})
+    serve-config GET R (null)            shutdown POST root
+    meshvpn/keys GET R (public halves) / POST W ({"MachineKey","NodeKey"}: privkey:…)
+    meshvpn/netcheck GET R               meshvpn/version GET R                  meshvpn/whoami GET R
 """
 
 from __future__ import annotations

@@ -51,8 +51,15 @@ class MagicBind:
         if not self._closed:
             self._rx.put((data, endpoint))
 
-    def recv_into(self, buf) -> tuple[int, int, object]:
-        item = self._rx.get()
+    def recv_into(self, buf, block: bool = True) -> tuple[int, int, object]:
+        """(n, seg, endpoint); (0, 0, None) once closed; (-1, 0, None) if not block and empty."""
+        if block:
+            item = self._rx.get()
+        else:
+            try:
+                item = self._rx.get_nowait()
+            except queue.Empty:
+                return -1, 0, None
         if item is None:
             self._rx.put(None)  # wake the other workers too
             return 0, 0, None

@@ -48,8 +48,12 @@ ENDPOINT_STUN = 2
 
 
 def _raw32(k: object) -> bytes:
-    b = k if isinstance(k, (bytes, bytearray)) else getattr(k, "raw", None) or bytes(k)
-    b = bytes(b)
+    """32 raw bytes of a key given as bytes, an engine.keys key (.raw) or anything bytes() accepts."""
+    if isinstance(k, (bytes, bytearray)):
+        b = bytes(k)
+    else:
+        raw = getattr(k, "raw", None)
+        b = bytes(raw() if callable(raw) else raw) if raw is not None else bytes(k)
     if len(b) != 32:
         raise ValueError(f"key must be 32 bytes, got {len(b)}")
     return b

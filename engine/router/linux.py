@@ -7,6 +7,8 @@ wherever the process runs: tests put it in a namespace.
 ``service_addrs`` (e.g. MagicDNS's 100.100.100.100/32 and fd7a:115c:a1e0::53/128) stay on
 the TUN from ``up()`` until ``close()`` whatever the RouterConfig says, so the quad-100
 resolver is a local address of the host (answered by our DNS server) whenever the node runs.
+They are never picked as a source address: IPv4 ones get ``scope host``, IPv6 ones
+``preferred_lft 0`` (deprecated: RFC 6724 rule 3), so tunnel traffic keeps the node's own IPs.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class LinuxRouter:
             cmds.append(f"addr del {a} dev {self.ifname}")
         for a in sorted(want_addrs - self._addrs):
             extra = " nodad" if ":" in a else ""
+            if a in self.service_addrs:
+                # Never a source address: only reachable locally (IPv4 scope host; IPv6 deprecated).
+                extra = " nodad preferred_lft 0" if ":" in a else " scope host"
             cmds.append(f"addr replace {a} dev {self.ifname}{extra}")
         for r in sorted(want_routes - self._routes):
             cmds.append(f"route replace {r} dev {self.ifname}")

@@ -62,15 +62,25 @@ device lock. Counters are plain ints updated under the GIL (approximate under ra
 
 Fast-path contract (for a batching data plane that inlines ``encrypt``/``decrypt``)
 ----------------------------------------------------------------------------------
-These attributes are stable API: ``core.index_table`` (read-only dict: index -> Keypair |
-Peer), ``Keypair.{send_aead, recv_aead, send_counter, replay, recv_lock, created,
-is_initiator, local_index, remote_index, peer}``, ``Peer.{keypairs.current/previous/next,
-timers, endpoint, rx_bytes, tx_bytes}`` and the timer fields the hot path touches
-(``timers.persistent_keepalive(_interval)``, ``send_keepalive``, ``new_handshake``,
-``sent_last_minute_handshake``, ``data_sent()``, ``data_received()``). A fast path must
-hand to ``core.encrypt``/``core.decrypt`` every case it does not cover: no or expired
-keypair, counter ≥ rekey_after_messages, initiator keypair past rekey/last-minute age,
-a packet under ``keypairs.next`` (key confirmation) and every non-transport message.
+A fast path inlines only the per-packet crypto; the rules stay in the core::
+
+    core.index_table                      # live read-only Mapping: our index -> Keypair | Peer
+    core.keypair_for_index(i)             # -> Keypair | None (a session, not a handshake)
+    core.inner_packet_length(buf, off, n, peer)  # -> IP length, or DropReason (not counted)
+    core.note_sent(peer, nbytes, data, now)      # once per peer per sent batch
+    core.note_received(peer, nbytes, src, data, now)  # once per peer per received batch
+
+``note_sent``/``note_received`` are exactly the bookkeeping ``encrypt``/``decrypt`` do per
+packet (they call them): timers (persistent keepalive, passive keepalive, new-handshake,
+data sent/received), tx/rx bytes, roaming to ``src`` (the source of the batch's latest
+packet) and, on receive, the last-minute rekey; they may queue an initiation (check
+``has_outgoing``). ``data`` says whether any packet of the batch was not a keepalive.
+Stable attributes: ``Keypair.{send_aead, recv_aead, send_counter, replay, recv_lock,
+created, is_initiator, remote_index, peer}`` and ``Peer.{keypairs.current/next, endpoint}``.
+A fast path must hand to ``core.encrypt``/``core.decrypt`` every case it does not cover:
+no or expired keypair, the first packet of a batch (it starts a due rekey), counter ≥
+rekey_after_messages, a packet under ``keypairs.next`` (key confirmation), a keypair past
+REJECT_AFTER_TIME and every non-transport message.
 
 Modules: ``constants`` (spec constants, Timings), ``messages`` (wire formats), ``crypto``
 (BLAKE2s, KDF, AEADs, X25519, TAI64N), ``handshake`` (Noise_IKpsk2), ``cookie`` (mac1/mac2,

@@ -23,7 +23,7 @@ import random
 import secrets
 import struct
 import threading
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from cryptography.exceptions import InvalidTag
 
@@ -258,14 +258,17 @@ class DeviceCore:
             self.allowed_ips.insert(prefix, peer)
 
     @property
-    def index_table(self) -> dict[int, Keypair | Peer]:
+    def index_table(self) -> Mapping[int, Keypair | Peer]:
         """Our receiver indexes -> Keypair (sessions) or Peer (handshake in flight).
 
-        Read-only for callers: a batch fast path may ``get()`` from it without a lock.
+        Live and read-only (typed as a Mapping; it is the table itself, not a copy or a
+        MappingProxyType, because that costs ~2% of the data plane's receive path): a batch
+        fast path may keep it and ``get()`` from it without a lock. Never mutate it.
         """
         return self._index
 
     def keypair_for_index(self, index: int) -> Keypair | None:
+        """The session keypair our receiver ``index`` names (None: unknown, or a handshake)."""
         kp = self._index.get(index)
         return kp if kp.__class__ is Keypair else None
 
@@ -341,14 +344,23 @@ class DeviceCore:
             if pad:
                 packet = packet + _ZEROS[pad]
         out = _HEADER_PACK(TYPE_TRANSPORT, kp.remote_index, n) + kp.send_aead.encrypt(_NONCE_PACK(n), packet, None)
-        t = peer.timers
-        if t.persistent_keepalive_interval:
-            t.persistent_keepalive = now + t.persistent_keepalive_interval  # traversal
-        t.send_keepalive = None  # any_authenticated_packet_sent
-        if length and t.new_handshake is None:
-            t.data_sent(now)
-        peer.tx_bytes += len(out)
+        self.note_sent(peer, len(out), length > 0, now)
         return out
+
+    def note_sent(self, peer: Peer, nbytes: int, data: bool, now: float) -> None:
+        """Bookkeeping after transport messages (``nbytes`` in all) were sealed for ``peer``.
+
+        ``data``: at least one carried a packet (not only keepalives). Re-arms the persistent
+        keepalive, cancels the passive keepalive, arms new-handshake on data, counts tx bytes.
+        ``encrypt`` calls it per packet; a batching data plane once per peer per batch (as
+        wireguard-go's sequential sender does).
+        """
+        t = peer.timers
+        t.any_authenticated_packet_traversal(now)
+        t.any_authenticated_packet_sent(now)
+        if data:
+            t.data_sent(now)
+        peer.tx_bytes += nbytes
 
     def _want_handshake(self, peer: Peer, now: float) -> None:
         last = peer.timers.last_sent_handshake
@@ -441,49 +453,67 @@ class DeviceCore:
             peer: Peer = kp.peer
             if peer.keypairs.next is kp:
                 self._received_with_next(peer, kp, now)
-            t = peer.timers
-            cur = peer.keypairs.current  # keepKeyFreshReceiving looks at the current keypair
-            if (cur is not None and cur.is_initiator and not t.sent_last_minute_handshake
-                    and now - cur.created > self._last_minute_age):
-                with peer.lock:
-                    if not t.sent_last_minute_handshake:
-                        t.sent_last_minute_handshake = True
-                        self._send_initiation_locked(peer, now, is_retry=False)
-            if t.persistent_keepalive_interval:
-                t.persistent_keepalive = now + t.persistent_keepalive_interval  # traversal
-            t.new_handshake = None  # any_authenticated_packet_received
-            peer.endpoint = src
-            peer.rx_bytes += len(datagram)
-            if not pt:
+            n = len(pt)
+            self.note_received(peer, len(datagram), src, n > 0, now)
+            if not n:
                 return None  # keepalive
-            t.data_received(now)
-            v = pt[0] >> 4
-            if v == 4:
-                n = len(pt)
-                if n < 20:
-                    return self._drop(DropReason.BAD_INNER_PACKET)
-                length = (pt[2] << 8) | pt[3]
-                if length > n or length < 20:
-                    return self._drop(DropReason.BAD_INNER_PACKET)
-                if length != n:
-                    pt = pt[:length]
-                if self.allowed_ips.lookup_v4(_from_bytes(pt[12:16], "big")) is not peer:
-                    return self._drop(DropReason.DISALLOWED_SOURCE)
-                return peer, pt
-            if v == 6:
-                n = len(pt)
-                if n < 40:
-                    return self._drop(DropReason.BAD_INNER_PACKET)
-                length = ((pt[4] << 8) | pt[5]) + 40
-                if length > n:
-                    return self._drop(DropReason.BAD_INNER_PACKET)
-                if length != n:
-                    pt = pt[:length]
-                if self.allowed_ips.lookup_v6(_from_bytes(pt[8:24], "big")) is not peer:
-                    return self._drop(DropReason.DISALLOWED_SOURCE)
-                return peer, pt
-            return self._drop(DropReason.BAD_INNER_PACKET)
+            length = self.inner_packet_length(pt, 0, n, peer)
+            if length.__class__ is not int:
+                return self._drop(length)  # type: ignore[arg-type]
+            return peer, (pt if length == n else pt[:length])
         return self._receive_handshake(datagram, src, now)
+
+    def note_received(self, peer: Peer, nbytes: int, src: Any, data: bool, now: float) -> None:
+        """Bookkeeping after transport messages from ``peer`` passed the replay window.
+
+        ``nbytes``: their datagram bytes in all; ``src``: the source of the latest one (the
+        peer roams there); ``data``: at least one was not a keepalive. Starts the last-minute
+        rekey of an initiator session, re-arms the persistent keepalive, cancels new-handshake,
+        arms the passive keepalive on data, counts rx bytes. ``decrypt`` calls it per packet; a
+        batching data plane once per peer per batch (as wireguard-go's sequential receiver does).
+        """
+        t = peer.timers
+        cur = peer.keypairs.current  # keepKeyFreshReceiving looks at the current keypair
+        if (cur is not None and cur.is_initiator and not t.sent_last_minute_handshake
+                and now - cur.created > self._last_minute_age):
+            with peer.lock:
+                if not t.sent_last_minute_handshake:
+                    t.sent_last_minute_handshake = True
+                    self._send_initiation_locked(peer, now, is_retry=False)
+        t.any_authenticated_packet_traversal(now)
+        t.any_authenticated_packet_received(now)
+        peer.endpoint = src
+        peer.rx_bytes += nbytes
+        if data:
+            t.data_received(now)
+
+    def inner_packet_length(self, buf: bytes | bytearray, off: int, n: int, peer: Peer) -> int | DropReason:
+        """Check the decrypted IP packet at ``buf[off:off + n]`` (n > 0) that came from ``peer``.
+
+        Returns its length from the IP header (the rest is padding), or why to drop it (not yet
+        counted): not IPv4/IPv6 or a lying length (BAD_INNER_PACKET), or a source address
+        outside ``peer``'s allowed-ips (DISALLOWED_SOURCE).
+        """
+        v = buf[off] >> 4
+        if v == 4:
+            if n < 20:
+                return DropReason.BAD_INNER_PACKET
+            length = (buf[off + 2] << 8) | buf[off + 3]
+            if length > n or length < 20:
+                return DropReason.BAD_INNER_PACKET
+            if self.allowed_ips.lookup_v4(_from_bytes(buf[off + 12:off + 16], "big")) is not peer:
+                return DropReason.DISALLOWED_SOURCE
+            return length
+        if v == 6:
+            if n < 40:
+                return DropReason.BAD_INNER_PACKET
+            length = ((buf[off + 4] << 8) | buf[off + 5]) + 40
+            if length > n:
+                return DropReason.BAD_INNER_PACKET
+            if self.allowed_ips.lookup_v6(_from_bytes(buf[off + 8:off + 24], "big")) is not peer:
+                return DropReason.DISALLOWED_SOURCE
+            return length
+        return DropReason.BAD_INNER_PACKET
 
     def _received_with_next(self, peer: Peer, kp: Keypair, now: float) -> None:
         with peer.lock:
@@ -555,7 +585,16 @@ class DeviceCore:
             t = peer.timers
             t.any_authenticated_packet_traversal(now)
             t.any_authenticated_packet_received(now)
-            # send the response (wireguard-go SendHandshakeResponse)
+            # Send the response (wireguard-go SendHandshakeResponse).
+            # Crossing initiations (both sides initiate at once): accepting theirs replaces our
+            # own in-flight initiation and frees its index, so their response to ours is dropped
+            # (UNKNOWN_INDEX) and each side holds only an unconfirmed `next` keypair, which cannot
+            # send. Packets stay staged (a new initiation is rate-limited by the response sent
+            # here) until the retransmit timer, REKEY_TIMEOUT + jitter (5-5.33 s) after our first
+            # initiation, sends one that completes. wireguard-go @ f333402 does the same:
+            # CreateMessageResponse deletes the initiation's index, ConsumeMessageResponse needs
+            # handshakeInitiationCreated, SendHandshakeResponse sets lastSentHandshake. Kept
+            # as-is on purpose; test_crossing_initiations_stall_until_the_retransmit_timer_*.
             t.response_sent(now)
             self._free_index(hs.local_index, peer)
             idx = self._new_index(peer)

@@ -7,7 +7,6 @@ import threading
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from engine.wg.constants import Timings
 from engine.wg.replay import ReplayFilter
 
 
@@ -44,28 +43,6 @@ class Keypair:
         self.send_counter = itertools.count()
         self.replay = ReplayFilter()
         self.recv_lock = threading.Lock()
-
-    # The core inlines these checks on its hot paths; these methods state them once.
-    def next_send_counter(self, now: float, timings: Timings) -> tuple[int, bool] | None:
-        """(counter, rekey_due) for the next packet, or None if this keypair must not send
-        (older than REJECT_AFTER_TIME, or the counter reached REJECT_AFTER_MESSAGES)."""
-        if now - self.created >= timings.reject_after_time:
-            return None
-        n = next(self.send_counter)
-        if n >= timings.reject_after_messages:
-            return None
-        rekey = n >= timings.rekey_after_messages or (
-            self.is_initiator and now - self.created > timings.rekey_after_time)
-        return n, rekey
-
-    def receive_allowed(self, counter: int, now: float, timings: Timings) -> bool:
-        """Pre-decryption checks: keypair younger than REJECT_AFTER_TIME, counter below the limit."""
-        return now - self.created < timings.reject_after_time and counter < timings.reject_after_messages
-
-    def accept_counter(self, counter: int, timings: Timings) -> bool:
-        """Post-decryption replay check (marks the counter seen); thread-safe."""
-        with self.recv_lock:
-            return self.replay.validate(counter, timings.reject_after_messages)
 
     def exhaust(self, limit: int) -> None:
         """Make every later send counter ≥ ``limit`` (used when the keypair is retired)."""

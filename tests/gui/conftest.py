@@ -7,3 +7,15 @@ import os
 # pytest-qt creates the QApplication in-process: offscreen unless a test starts its own X server.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def qloop(qapp):
+    """One qasync loop for the whole session (several QEventLoops on one QApplication crash qasync)."""
+    from tests.gui.aio import new_loop
+    loop = new_loop(qapp)
+    yield loop
+    loop.close()

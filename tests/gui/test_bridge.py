@@ -10,16 +10,14 @@ import pytest
 from meshgui.bridge import Bridge
 from meshgui.engine_client import EngineClient
 from meshgui.state import PathKind, TrayState
-from tests.gui.aio import new_loop, run, wait_until
+from tests.gui.aio import run, wait_until
 from tests.gui.builders import exit_option, named, peer
 from tests.gui.fake_localapi import FakeLocalAPI
 
 
 @pytest.fixture
-def loop(qapp):
-    lp = new_loop(qapp)
-    yield lp
-    lp.close()
+def loop(qloop):
+    return qloop
 
 
 @pytest.fixture
@@ -120,6 +118,6 @@ def test_watch_stream_with_huge_and_broken_lines(loop, sock):
             async with running(b):
                 await wait_until(lambda: len(b.state.peers) == 1000, what="1000 peers")
                 fake.call(lambda: [w.write(b"5\r\n{bad\n\r\n") for w in fake._watchers])
-                fake.push({"State": 4})
+                fake.set_backend("Stopped")
                 await wait_until(lambda: b.state.backend_state == "Stopped", what="state after junk")
         run(loop, main())

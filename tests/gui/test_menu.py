@@ -185,3 +185,25 @@ def test_qt_tray_rebuilds_only_on_change_and_routes_actions(qtbot):
         if act.text() == "Disconnect":
             act.trigger()
     assert got == [("disconnect", "")]
+
+
+def test_qt_tray_updates_in_place_when_only_texts_change(qtbot):
+    """Latency/path updates must not clear the menu (it may be open under the user's pointer)."""
+    from meshgui.tray import Tray
+    tray = Tray(clock=lambda: NOW)
+    s = STATES["connected"]
+    tray.apply(s)
+    s2 = st.reduce(s, st.PingEvent("100.64.0.3", {"LatencySeconds": 0.041, "DERPRegionCode": "fra"}), NOW)
+    tray.apply(s2)
+    assert (tray.rebuilds, tray.in_place_updates) == (1, 1)
+    assert tray.menu_texts() == texts(menu.build(s2, now=NOW))
+    got = []
+    tray.actionTriggered.connect(lambda a, g: got.append((a, g)))
+    devices = next(a.menu() for a in tray.menu.actions() if a.text().startswith("Network devices"))
+    phone = next(a for a in devices.actions() if a.text().startswith("phone"))
+    assert phone.text() == "phone  100.64.0.3  — relay fra 41 ms"
+    phone.trigger()
+    assert got == [("copy", "100.64.0.3")]
+    # A structural change (logout) rebuilds.
+    tray.apply(STATES["needs_login"])
+    assert tray.rebuilds == 2

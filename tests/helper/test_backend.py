@@ -285,3 +285,55 @@ def test_engine_updates_are_pushed_to_watchers_that_ask(monkeypatch):
         await gen.aclose()
         await b.aclose()
     run(t())
+
+
+def test_new_control_server_forgets_the_login_and_restarts_the_engine():
+    async def t():
+        async with Harness(auto_login=False) as h:
+            await h.backend.start_with(update_prefs=UP)
+            await h.engine.complete_login()
+            assert h.backend.state == State.RUNNING
+            other = Prefs(control_url="https://other.invalid", want_running=True)
+            await h.backend.start_with(update_prefs=other)
+            assert h.backend.state == State.NEEDS_LOGIN
+            assert h.backend.prefs.config is None and h.backend.prefs.logged_out
+            assert h.engine.calls[-2:] == ["stop", "start"] and h.engine.cfg.control_url == "https://other.invalid"
+    run(t())
+
+
+def test_rate_limited_watchers_get_coalesced_netmaps(monkeypatch):
+    import engine.ipn.local as bmod
+    monkeypatch.setattr(bmod, "ENGINE_UPDATE_INTERVAL", 0.05)
+
+    async def t():
+        b = Backend(FakeEngine(), store=MemoryStore())
+        await b.start()
+        await b.start_with(update_prefs=UP)
+        fast, slow = b.watch(NotifyWatchOpt(0)), b.watch(NotifyWatchOpt.RATE_LIMIT)
+        tf = asyncio.get_running_loop().create_task(fast.__anext__())
+        ts_ = asyncio.get_running_loop().create_task(slow.__anext__())
+        await asyncio.sleep(0)
+        for i in range(20):
+            await b.edit_prefs(MaskedPrefs.of(hostname=f"h{i}"))  # FakeEngine.reconfigure -> a new netmap each
+        first_fast = await asyncio.wait_for(tf, 5)
+        got_fast = [first_fast]
+        while not fast.ag_running and len(got_fast) < 40:
+            try:
+                got_fast.append(await asyncio.wait_for(fast.__anext__(), 0.01))
+            except asyncio.TimeoutError:
+                break
+        first_slow = await asyncio.wait_for(ts_, 5)
+        slow_netmaps = [first_slow] if first_slow.net_map else []
+        while True:
+            try:
+                n = await asyncio.wait_for(slow.__anext__(), 0.3)
+            except asyncio.TimeoutError:
+                break
+            if n.net_map:
+                slow_netmaps.append(n)
+        assert sum(1 for n in got_fast if n.net_map) == 20
+        assert 1 <= len(slow_netmaps) <= 3
+        assert slow_netmaps[-1].net_map["SelfNode"]["Hostinfo"]["Hostname"] == "h19"
+        await fast.aclose(); await slow.aclose()
+        await b.aclose()
+    run(t())

@@ -206,3 +206,21 @@ def test_cleanup_only_mode_for_systemd_exec_stop_post(lab):
                  env={"PYTHONPATH": str(REPO)})
     assert "3 undone, 0 failed" in p.stderr
     assert counts(host) == (0, 0, 0)
+
+
+@pytest.mark.lab
+def test_cleanup_also_runs_the_exit_router_journal(lab):
+    """Exit-node rules/routes left by a SIGKILLed helper are removed by the next start's recovery."""
+    host = lab.host("hye")
+    host.run(["ip", "tuntap", "add", "dev", "mesh0", "mode", "tun"])
+    host.run(["ip", "link", "set", "mesh0", "up"])
+    rules_before = host.run(["ip", "-4", "rule", "show"]).stdout
+    code = ("import sys; from pathlib import Path; from engine.router.exitnode import ExitRouter, ExitRouteConfig;"
+            "ExitRouter(journal_dir=Path(sys.argv[1])).set(ExitRouteConfig('mesh0', ipv6=False))")
+    host.exec_python(code, str(lab.dir))
+    assert "lookup 52" in host.run(["ip", "-4", "rule", "show"]).stdout
+    p = host.run([sys.executable, "-m", "engine.cli.helper", "serve", "--cleanup-only",
+                  "--journal", str(lab.dir / "changes.jsonl")], env={"PYTHONPATH": str(REPO)})
+    assert "0 failed" in p.stderr, p.stderr
+    assert host.run(["ip", "-4", "rule", "show"]).stdout == rules_before
+    assert "default" not in host.run(["ip", "route", "show", "table", "52"], check=False).stdout

@@ -62,7 +62,7 @@ def test_full_cycle(helper):
     assert json.loads(p.stdout)[0]["Endpoint"] == "192.0.2.2:41641"
 
     p = meshctl(s, "netcheck")
-    assert p.returncode == 0 and "Nearest DERP: fra" in p.stdout
+    assert p.returncode == 0 and "Nearest DERP: fra" in p.stdout and "fra: 12.0ms" in p.stdout
     p = meshctl(s, "version", "--json")
     assert json.loads(p.stdout)["Daemon"].startswith("1.90.9")
     p = meshctl(s, "whois", "100.64.0.3")
@@ -200,3 +200,20 @@ def test_advertise_exit_node_toggles_default_routes(helper):
     assert prefs.advertise_routes == ["0.0.0.0/0", "::/0"] and prefs.exit_routes_advertised()
     assert meshctl(s, "up", "--no-advertise-exit-node", "--timeout", "20").returncode == 0
     assert asyncio.run(LocalClient(s).prefs()).advertise_routes is None
+
+
+def test_gui_keys_are_used_for_the_node(helper):
+    from engine.keys import MachinePrivate, NodePrivate
+
+    mk, nk = MachinePrivate.generate(), NodePrivate.generate()
+
+    async def t():
+        c = LocalClient(helper.socket)
+        info = await c.set_keys(mk.to_text(), nk.to_text())
+        assert info.node_public == str(nk.public()) and info.source == "gui"
+        assert (await c.keys()).machine_public == str(mk.public())
+    asyncio.run(t())
+    assert meshctl(helper.socket, "up", "--login-server", "http://control.invalid", "--timeout", "20").returncode == 0
+    st = json.loads(meshctl(helper.socket, "--json", "status").stdout)
+    assert st["Self"]["PublicKey"] == str(nk.public())
+    assert nk.to_text() not in helper.log() and mk.to_text() not in helper.log()

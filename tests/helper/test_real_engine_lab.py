@@ -163,3 +163,72 @@ def test_sigkill_with_real_engine_leaves_no_leftovers(net):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     assert a.run(["ip", "route", "show", "table", "all"]).stdout == routes_before
+
+
+def test_two_helpers_ping_each_other_over_wireguard(net):
+    lab, hs, host = net
+    key = hs.preauth_key("alice")
+    a, b = host("a", 11), host("b", 12)
+    sa, pa = start_helper(a, lab)
+    sb, pb = start_helper(b, lab)
+    for sock, name in ((sa, "py-a"), (sb, "py-b")):
+        p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key, "--hostname", name, "--timeout", "60",
+                    timeout=90)
+        assert p.returncode == 0, p.stdout + p.stderr
+    b_ip = wait_until(lambda: next((v["TailscaleIPs"][0] for v in (status(sa).get("Peer") or {}).values()
+                                    if v["HostName"] == "py-b"), None), "py-b in py-a's status")
+    tries: list = []
+
+    def ping_ok():
+        r = meshctl(sa, "ping", "-c", "1", "py-b")
+        tries.append(r.stdout + r.stderr)
+        return r if r.returncode == 0 else None
+
+    try:
+        p = wait_until(ping_ok, "ping py-a -> py-b over WireGuard", 30, 1.0)
+    except AssertionError:
+        raise AssertionError(f"{tries[-3:]}\n{a.log_of(pa)[-2000:]}") from None
+    assert f"pong from py-b ({b_ip}) via 192.0.2.12:" in p.stdout, p.stdout
+    st = {v["HostName"]: v for v in status(sa)["Peer"].values()}
+    assert st["py-b"]["CurAddr"].startswith("192.0.2.12:") and st["py-b"]["RxBytes"] > 0
+    assert st["py-b"]["LastHandshake"] != "0001-01-01T00:00:00Z"
+    t = tailscale_cli(sa, "ping", "-c", "1", b_ip)
+    assert "pong from py-b" in t.stdout, t.stdout + t.stderr
+    for proc in (pa, pb):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_exit_node_chosen_through_the_localapi(net):
+    lab, hs, host = net
+    key = hs.preauth_key("alice")
+    a, b = host("a", 11), host("b", 12)
+    sa, pa = start_helper(a, lab)
+    sb, pb = start_helper(b, lab)
+    rules_before = a.run(["ip", "-4", "rule", "show"]).stdout
+    assert meshctl(sb, "up", "--login-server", hs.url, "--auth-key", key, "--hostname", "py-b",
+                   "--advertise-exit-node", "--timeout", "60", timeout=90).returncode == 0
+    assert meshctl(sa, "up", "--login-server", hs.url, "--auth-key", key, "--hostname", "py-a",
+                   "--timeout", "60", timeout=90).returncode == 0
+    node_b = wait_until(lambda: hs.node_by_hostname("py-b"), "py-b in headscale")
+    hs.cli("nodes", "approve-routes", "-i", str(node_b["id"]), "-r", "0.0.0.0/0,::/0", json_out=False)
+
+    def offers():
+        peers = {v["HostName"]: v for v in (status(sa).get("Peer") or {}).values()}
+        return peers.get("py-b", {}).get("ExitNodeOption")
+
+    wait_until(offers, "py-b offered as exit node to py-a", 60, 1.0)
+    p = meshctl(sa, "exit-node", "list")
+    assert "py-b" in p.stdout, p.stdout + p.stderr
+    p = tailscale_cli(sa, "set", "--exit-node=py-b")
+    assert p.returncode == 0, p.stdout + p.stderr
+    st = status(sa)
+    assert [v["HostName"] for v in st["Peer"].values() if v["ExitNode"]] == ["py-b"]
+    wait_until(lambda: "lookup 52" in a.run(["ip", "-4", "rule", "show"]).stdout, "exit-node policy rule", 20)
+    assert "default dev mesh0" in a.run(["ip", "route", "show", "table", "52"], check=False).stdout
+    p = meshctl(sa, "exit-node", "set", "")
+    assert p.returncode == 0, p.stderr
+    wait_until(lambda: a.run(["ip", "-4", "rule", "show"]).stdout == rules_before, "exit rules removed", 20)
+    for proc in (pa, pb):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

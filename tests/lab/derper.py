@@ -40,6 +40,7 @@ class Derper:
         popen: Callable[..., subprocess.Popen] | None = None,
         binary: os.PathLike | str = DEFAULT_BIN,
         in_namespace: bool = False,
+        tls_hostname: str = "",
     ) -> None:
         self.addr = addr
         self.port = port or (3340 if in_namespace else free_port())
@@ -55,17 +56,48 @@ class Derper:
         self.proc: subprocess.Popen | None = None
         self.log_path = self.workdir / "derper.log"
         self._in_ns = in_namespace
+        self.tls_hostname = tls_hostname  # non-empty: serve TLS (-certmode manual) with a self-signed cert
 
     def argv(self) -> list[str]:
-        return [
+        argv = [
             self.binary,
             "-a", f"{self.addr}:{self.port}",
             "-stun-port", str(self.stun_port),
             "-c", str(self.workdir / "derper.json"),
             "-http-port", "-1",
         ]
+        if self.tls_hostname:
+            argv += ["-certmode", "manual", "-certdir", str(self.workdir / "certs"), "-hostname", self.tls_hostname]
+        return argv
+
+    def _write_cert(self) -> None:
+        """Self-signed cert for tls_hostname as derper's manual cert mode wants it (<host>.crt/.key)."""
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        d = self.workdir / "certs"
+        d.mkdir(exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.tls_hostname)])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(self.tls_hostname)]), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        (d / f"{self.tls_hostname}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (d / f"{self.tls_hostname}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
     def start(self, timeout: float = 15.0) -> None:
+        if self.tls_hostname and not (self.workdir / "certs").exists():
+            self._write_cert()
         log = open(self.log_path, "ab")
         try:
             self.proc = self._popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
@@ -110,7 +142,7 @@ class Derper:
                 {
                     "Name": f"{self.region_id}a",
                     "RegionID": self.region_id,
-                    "HostName": self.addr,
+                    "HostName": self.tls_hostname or self.addr,
                     "IPv4": self.addr,
                     "IPv6": "none",
                     "STUNPort": self.stun_port,

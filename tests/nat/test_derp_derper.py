@@ -135,3 +135,36 @@ def test_malformed_server_counted_and_reconnects():
             assert hits >= 2 and c.malformed >= 1
 
     asyncio.run(main())
+
+
+def test_tls_derper_insecure_for_tests():
+    """TLS DERP (derper -certmode manual, self-signed): InsecureForTests skips verification."""
+    with Derper(tls_hostname="derp.test") as d:
+        async def main():
+            ka, kb = nacl.public.PrivateKey.generate(), nacl.public.PrivateKey.generate()
+            sa, sb = Sink(), Sink()
+            region = DerpMap.from_json(d.derp_map()).regions[d.region_id]
+            async with DerpClient(region, ka, sa) as a, DerpClient(region, kb, sb) as b:
+                await sa.wait_for(lambda e: isinstance(e, p.ServerInfo))
+                await sb.wait_for(lambda e: isinstance(e, p.ServerInfo))
+                assert a.send_packet(bytes(kb.public_key), b"over tls")
+                ev = await sb.wait_for(lambda e: isinstance(e, p.PacketReceived))
+                assert ev.data == b"over tls"
+
+        asyncio.run(main())
+
+    # without InsecureForTests the self-signed certificate is refused
+    with Derper(tls_hostname="derp.test") as d:
+        async def refused():
+            m = d.derp_map()
+            m["Regions"][str(d.region_id)]["Nodes"][0]["InsecureForTests"] = False
+            region = DerpMap.from_json(m).regions[d.region_id]
+            sink = Sink()
+            async with DerpClient(region, nacl.public.PrivateKey.generate(), sink, backoff_min=0.05) as c:
+                for _ in range(100):
+                    if "CERTIFICATE_VERIFY_FAILED" in c.last_error:
+                        break
+                    await asyncio.sleep(0.05)
+                assert "CERTIFICATE_VERIFY_FAILED" in c.last_error and not c.connected
+
+        asyncio.run(refused())

@@ -23,10 +23,10 @@ import re
 import statistics
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from tests.lab.netlab import NAT_KINDS, Lab, LabError
+from tests.lab.netlab import NAT_KINDS, Lab
 from tests.natmatrix.nodes import NodeKind, PathInfo
 from tests.natmatrix.topology import MatrixTopology, side_label
 
@@ -194,8 +194,9 @@ def measure_cell(topo: MatrixTopology, cell: Cell, *, window: float, settle: flo
     res = CellResult(cell, want_ip_ab=direct_ip(topo, cell.a, cell.b), want_ip_ba=direct_ip(topo, cell.b, cell.a))
     a_ip, b_ip = a.ip(), b.ip()
     # Start the clock only once each node has the other in its netmap *with a way to reach it*
-    # (a home DERP region or an endpoint): a udp-blocked node learns its home DERP a few
-    # seconds after it is Running, and until then its peers log "no UDP or DERP addr".
+    # (a home DERP region or an endpoint): a udp-blocked node learns its home DERP ~0.5 s
+    # after it is Running, and until then its peers log "no UDP or DERP addr" and the first
+    # packet waits for the 5 s handshake retry.
     w0 = time.monotonic()
     while not (a.knows(b_ip) and b.knows(a_ip)
                and a.path_to(b).kind != "none" and b.path_to(a).kind != "none"):
@@ -228,6 +229,8 @@ def measure_cell(topo: MatrixTopology, cell: Cell, *, window: float, settle: flo
                 pab, pba = a.path_to(b), b.path_to(a)
             except (OSError, ValueError) as e:  # a status poll can time out under load; try again
                 res.error = f"status poll: {e}"
+                if now >= window:
+                    break
                 time.sleep(POLL_INTERVAL)
                 continue
             res.path_ab, res.path_ba = pab, pba
@@ -262,10 +265,12 @@ def measure_cell(topo: MatrixTopology, cell: Cell, *, window: float, settle: flo
 
 def run_matrix(cells: list[Cell], kind_a: Callable[[str], NodeKind], kind_b: Callable[[str], NodeKind], *,
                window: float = 20.0, settle: float = 1.0, parallel: int = 12,
-               log: Callable[[str], None] = lambda s: None, lab: Lab | None = None) -> list[CellResult]:
+               log: Callable[[str], None] = lambda s: None, lab: Lab | None = None,
+               firewall: bool = True) -> list[CellResult]:
     """Build one lab with every site the cells need, start the nodes, measure all cells concurrently.
 
     `kind_a` builds the node for a-side sites (the pinging side), `kind_b` for b- and c-side ones.
+    `firewall=False` leaves out the routers' WAN input drop (see topology.py).
     """
     own = lab is None
     lab = lab or Lab()
@@ -273,7 +278,7 @@ def run_matrix(cells: list[Cell], kind_a: Callable[[str], NodeKind], kind_b: Cal
         if own:
             lab.__enter__()
         t = time.monotonic()
-        topo = MatrixTopology.build(lab)
+        topo = MatrixTopology.build(lab, firewall=firewall)
         build_sites(topo, cells)
         log(f"lab built in {time.monotonic() - t:.1f}s: sites {sorted(topo.sites)}")
         t = time.monotonic()

@@ -13,12 +13,15 @@ Path semantics (what `path_to` returns, from this node's view of `peer`):
 from __future__ import annotations
 
 import abc
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
-from tests.lab.netlab import Host, LabError
+from tests.lab.netlab import REPO_ROOT, Host, LabError
 from tests.lab.tailscaled import Tailscaled
 from tests.natmatrix import localapi
 
@@ -170,37 +173,73 @@ class TailscaledNode(LocalApiNode):
 
 
 class OurNode(LocalApiNode):
-    """TODO(lead): our own node (mesh-helper) in the matrix; wire this once our magicsock lands.
+    """TODO(lead): our own node (mesh-helper) in the matrix; enable once our magicsock lands.
 
-    What the hook needs (everything else -- topology, cells, timing, the doc table -- is kind-agnostic):
+    Drafted adapter, off by default (``available`` is False unless MESH_NATMATRIX_OURS=1):
 
-    * ``start(host, login_server, auth_key)``: launch ``mesh-helper`` inside ``host`` (use
-      ``host.popen_python("engine.cli.helper", ..., module=True, env={"MESH_AUTH_KEY": auth_key})``
-      so the key never reaches argv or logs) in TUN mode, with our magicsock (UDP + disco + STUN +
-      DERP over plain HTTP, as tailscaled does with TS_DEBUG_USE_DERP_HTTP=1: the DERP map comes
-      from headscale's embedded region 999 at http://203.0.113.1:8080), hostname ``self.hostname``,
-      and a LocalAPI socket under ``host.lab.dir``; set ``self.host`` and ``self.socket_path``;
-      register ``host.lab.add_cleanup(self.stop)``.
-    * the LocalAPI at ``self.socket_path`` must answer ``GET /localapi/v0/status`` in tailscaled's
-      shape: ``BackendState`` ("Running"), ``Self.TailscaleIPs``, and per ``Peer`` entry
-      ``TailscaleIPs``, ``CurAddr`` ("ip:port" while a trusted direct UDP path is in use, else "")
-      and ``Relay`` (the peer's home DERP region code, "lab" here). Then wait_running/ip/knows/
-      path_to are inherited unchanged; otherwise override ``path_to`` to return PathInfo.
-    * the node must route its tailnet /32s through its TUN so the kernel ``ping`` in ``ping()``
-      goes through our data plane (or override ``ping``).
-    * ``stop()``: SIGTERM and wait, idempotent.
-    Then add ``"ours"`` rows by passing ``OurNode`` as a side's kind (``benchmarks/nat_matrix.py
-    --rows ours-ours,ours-tailscaled``; the test's ``ROWS``).
+    * ``start``: ``mesh-helper serve --socket <lab dir>/ours-<host>.sock --journal <lab dir>/...
+      --tun mesh0`` inside ``host``; wait for "mesh-helper ready"; then ``meshctl --socket S up
+      --login-server URL --auth-key file:<0600 file> --hostname H --timeout 60`` (meshctl runs in
+      the test's namespace: the LocalAPI is a Unix socket; the key never reaches argv or logs).
+    * everything else is inherited from LocalApiNode, so our LocalAPI must answer
+      ``GET /localapi/v0/status`` in tailscaled's shape: ``BackendState`` "Running",
+      ``Self.TailscaleIPs``, and per ``Peer``: ``TailscaleIPs``, ``CurAddr`` ("ip:port" while a
+      trusted direct UDP path is in use, else "") and ``Relay`` (the peer's home DERP region
+      code, "lab" here; "" until the peer has a home DERP).
+    * the engine must use headscale's embedded DERP over plain HTTP (region 999 at
+      http://203.0.113.1:8080, as tailscaled does with TS_DEBUG_USE_DERP_HTTP=1) and STUN at
+      203.0.113.1:3478, and route the tailnet /32s through its TUN so the kernel ping in
+      ``ping()`` crosses our data plane.
+    Then set ``available = True`` (rows ours-ours and ours-tailscaled of the test and of
+    ``benchmarks/nat_matrix.py`` stop being "pending").
     """
 
     kind = "ours"
-    available = False  # TODO(lead): True once start() is implemented
+    available = os.environ.get("MESH_NATMATRIX_OURS") == "1"  # TODO(lead): True once magicsock lands
+
+    def __init__(self, hostname: str) -> None:
+        super().__init__(hostname)
+        self.proc: subprocess.Popen | None = None
 
     def start(self, host: Host, login_server: str, auth_key: str) -> None:
-        raise NotImplementedError("OurNode is a TODO hook: see its docstring (wired by the lead when magicsock lands)")
+        self.host = host
+        d = host.lab.dir
+        self.socket_path = d / f"ours-{host.name}.sock"
+        self.proc = host.popen_python("engine.cli.helper", "serve", "--socket", str(self.socket_path),
+                                      "--journal", str(d / f"ours-{host.name}.journal"), "--tun", "mesh0", "-v",
+                                      module=True, env={"MESH_TESTING": "1"})
+        host.lab.add_cleanup(self.stop)
+        deadline = time.monotonic() + 30
+        while "mesh-helper ready" not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"{self!r}: helper did not become ready: {self.log()[-2000:]}")
+            time.sleep(0.1)
+        key_file = d / f"ours-{host.name}.authkey"
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, auth_key.encode())
+            os.close(fd)
+            p = subprocess.run([sys.executable, "-m", "engine.cli.meshctl", "--socket", str(self.socket_path), "up",
+                                "--login-server", login_server, "--auth-key", f"file:{key_file}",
+                                "--hostname", self.hostname, "--timeout", "60"],
+                               capture_output=True, text=True, timeout=90, cwd="/tmp",
+                               env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "MESH_TESTING": "1"})
+        finally:
+            key_file.unlink(missing_ok=True)  # never left behind for log/artifact copies
+        if p.returncode != 0:
+            raise LabError(f"{self!r}: meshctl up rc={p.returncode}: {p.stderr.strip()[-1000:]}")
+
+    def log(self) -> str:
+        return Host.log_of(self.proc) if self.proc else ""
 
     def stop(self) -> None:
-        pass
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
 
 
 NODE_KINDS: dict[str, type[NodeKind]] = {"tailscaled": TailscaledNode, "ours": OurNode}

@@ -37,7 +37,9 @@ def _save(row: str, results: list[CellResult], lab_dir) -> None:
     (ARTIFACTS / f"{row}.json").write_text(json.dumps(out, indent=1, default=str))
     dest = ARTIFACTS / f"{row}-logs"
     shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(lab_dir, dest, ignore=shutil.ignore_patterns("*.sock", "*.sqlite*"))
+    # logs only: state dirs hold node and server private keys
+    shutil.copytree(lab_dir, dest, ignore=lambda d, names: [
+        n for n in names if not (n.endswith(".log") or os.path.isdir(os.path.join(d, n)))])
 
 
 @pytest.fixture(scope="module", params=list(ROWS))

@@ -290,3 +290,64 @@ def test_logs_name_peers_by_short_key_only(caplog):
         ident = core._identity
         assert ident.private.raw().hex() not in text
         assert bytes(ident.public).hex() not in text
+
+
+def test_crossing_initiations_stall_until_the_retransmit_timer_like_wireguard_go():
+    """Both sides initiate at the same moment. Each answers the other's initiation, which
+    replaces its own (the index is freed), so both responses are dropped and each side holds
+    only an unconfirmed ``next`` keypair that cannot send. The retransmit timer (REKEY_TIMEOUT +
+    jitter) resolves it; wireguard-go behaves the same (see DeviceCore._receive_initiation)."""
+    p = Pair()
+    from_a, from_b = ip4("10.0.0.1", "10.0.0.2", b"from-a"), ip4("10.0.0.2", "10.0.0.1", b"from-b")
+    assert p.a.encrypt(p.pa, from_a, 0.0) is None and p.b.encrypt(p.pb, from_b, 0.0) is None
+    (init_a,), (init_b,) = p.a.datagrams_to_send(), p.b.datagrams_to_send()
+    assert p.b.decrypt(init_a.data, A_ADDR, 0.0) is None
+    assert p.a.decrypt(init_b.data, B_ADDR, 0.0) is None
+    (resp_a,), (resp_b,) = p.a.datagrams_to_send(), p.b.datagrams_to_send()
+    assert p.a.decrypt(resp_b.data, B_ADDR, 0.0) == DropReason.UNKNOWN_INDEX
+    assert p.b.decrypt(resp_a.data, A_ADDR, 0.0) == DropReason.UNKNOWN_INDEX
+    for peer in (p.pa, p.pb):
+        assert peer.keypairs.current is None and peer.keypairs.next is not None
+        assert list(peer.staged) == [from_a if peer is p.pa else from_b]
+    # Until the retransmit timer nothing goes out: new packets are staged and their initiation
+    # is held back by the rate limit (the response we sent counts as a handshake message).
+    p.advance(4.99, step=0.01)
+    assert p.a.encrypt(p.pa, from_a, p.now) is None and p.a.datagrams_to_send() == []
+    assert p.delivered_to_a == [] and p.delivered_to_b == []
+    assert p.a.counters()["handshake_initiations_sent"] == p.b.counters()["handshake_initiations_sent"] == 1
+    # REKEY_TIMEOUT (5 s) + jitter (< 334 ms) after the first initiation, a retry completes it
+    p.advance(0.35, step=0.001)
+    assert p.delivered_to_b == [from_a, from_a] and p.delivered_to_a == [from_b]
+    assert p.pa.keypairs.current is not None and p.pb.keypairs.current is not None
+    done = [t.last_handshake_completed for t in (p.pa.timers, p.pb.timers)]
+    assert all(d is not None and 5.0 <= d <= 5.334 for d in done)
+
+
+def _bookkeeping(peer) -> tuple:
+    t = peer.timers
+    return (t.persistent_keepalive, t.send_keepalive, t.new_handshake, t.need_another_keepalive,
+            t.sent_last_minute_handshake, peer.rx_bytes, peer.tx_bytes, peer.endpoint)
+
+
+@pytest.mark.parametrize("payload", [b"data", None])  # None: a keepalive
+def test_batch_hooks_are_the_per_packet_bookkeeping(payload):
+    """note_sent/note_received (what a batching data plane calls) do exactly what encrypt and
+    decrypt do per packet: same timers, byte counts, roaming and last-minute rekey."""
+    roamed = ("198.51.100.9", 4242)
+    by_packet, by_hook = Pair(keepalive_a=25), Pair(keepalive_a=25)
+    for p in (by_packet, by_hook):
+        p.send_a(ip4("10.0.0.1", "10.0.0.2"))  # a initiates
+        p.b.update_peer(p.pb, persistent_keepalive=25, now=0.0)
+        p.flush()
+        p.clock.now = 166.0  # past the last-minute rekey age of a's initiator keypair
+    pkt = b"" if payload is None else ip4("10.0.0.2", "10.0.0.1", payload)
+    d = by_packet.b.encrypt(by_packet.pb, pkt, 166.0)  # b is the responder: no rekey on send
+    by_hook.b.note_sent(by_hook.pb, len(d), bool(pkt), 166.0)
+    assert _bookkeeping(by_packet.pb) == _bookkeeping(by_hook.pb)
+    r = by_packet.a.decrypt(d, roamed, 166.0)
+    assert (r is None) == (payload is None)
+    by_hook.a.note_received(by_hook.pa, len(d), roamed, bool(pkt), 166.0)
+    assert _bookkeeping(by_packet.pa) == _bookkeeping(by_hook.pa)
+    assert by_hook.pa.endpoint == roamed and by_hook.pa.timers.sent_last_minute_handshake
+    assert [len(o.data) for o in by_hook.a.datagrams_to_send()] == [148]  # the rekey it started
+    assert [len(o.data) for o in by_packet.a.datagrams_to_send()] == [148]

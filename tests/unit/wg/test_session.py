@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.wg import handshake as hsm
-from engine.wg.constants import Timings
 from engine.wg.crypto import PrivateKey
 from engine.wg.drops import DropReason
 from engine.wg.keypair import Keypair
@@ -20,23 +19,14 @@ def kp(initiator: bool, idx: int, created: float = 0.0) -> Keypair:
                    is_initiator=initiator)
 
 
-def test_send_counter_limits_and_rekey_signal():
-    t = Timings(rekey_after_messages=3, reject_after_messages=5, rekey_after_time=120, reject_after_time=180)
-    k = kp(True, 1)
-    assert [k.next_send_counter(1.0, t) for _ in range(6)] == [(0, False), (1, False), (2, False), (3, True), (4, True), None]
-    r = kp(False, 2)
-    assert r.next_send_counter(121.0, Timings()) == (0, False)  # only the initiator rekeys on time
-    assert kp(True, 3).next_send_counter(121.0, Timings()) == (0, True)
-    assert kp(True, 4).next_send_counter(180.0, Timings()) is None
+# The send/receive limits (REKEY/REJECT_AFTER_MESSAGES/TIME) live in DeviceCore.encrypt/decrypt
+# and the data plane's fast paths; they are tested through the core in test_core.py
+# (test_message_limits, test_receive_rejects_keypair_older_than_180s) and test_timers.py.
 
 
-def test_receive_checks():
-    t = Timings()
-    k = kp(False, 1)
-    assert k.receive_allowed(5, 179.9, t) and not k.receive_allowed(5, 180.0, t)
-    assert not k.receive_allowed(t.reject_after_messages, 1.0, t)
-    assert k.accept_counter(5, t) and not k.accept_counter(5, t)
-    assert "Keypair(local=0x00000001" in repr(k)
+def test_keypair_repr_names_indexes_and_role():
+    assert "Keypair(local=0x00000001" in repr(kp(False, 1)) and "responder" in repr(kp(False, 1))
+    assert "initiator" in repr(kp(True, 2))
 
 
 def test_rotation_initiator_and_responder():

@@ -1,0 +1,102 @@
+"""A private X display (Xvfb) with an XEmbed tray host (trayer), screenshots (ImageMagick import) and xdotool."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+
+def have_x_tools(tray: bool = True) -> bool:
+    tools = ["Xvfb", "xdotool", "import"] + (["trayer"] if tray else [])
+    return all(shutil.which(t) for t in tools)
+
+
+class XSession:
+    """`with XSession(tray=True) as x:` gives x.env (DISPLAY set) for child processes; everything is killed after."""
+
+    def __init__(self, *, tray: bool = True, size: str = "1024x768x24") -> None:
+        self.tray = tray
+        self.size = size
+        self.procs: list[subprocess.Popen] = []
+        self.display = ""
+        self.env: dict[str, str] = {}
+
+    def __enter__(self) -> "XSession":
+        r, w = os.pipe()
+        xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", self.size, "-nolisten", "tcp"],
+                                pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        os.close(w)
+        self.procs.append(xvfb)
+        try:
+            num = b""
+            deadline = time.monotonic() + 30
+            while not num.endswith(b"\n"):
+                chunk = os.read(r, 16)
+                if not chunk or time.monotonic() > deadline:
+                    raise RuntimeError("Xvfb did not report a display")
+                num += chunk
+        finally:
+            os.close(r)
+        self.display = ":" + num.decode().strip()
+        self.env = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS")}
+        self.env.update(DISPLAY=self.display, QT_QPA_PLATFORM="xcb")
+        if self.tray:
+            self.procs.append(subprocess.Popen(
+                ["trayer", "--edge", "top", "--align", "right", "--widthtype", "request", "--height", "32",
+                 "--tint", "0x2b2b2b", "--transparent", "true", "--alpha", "0", "--SetDockType", "true",
+                 "--expand", "true", "--iconspacing", "4"],
+                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True))
+            trayer = self.procs[-1]
+
+            def up() -> bool:
+                if trayer.poll() is not None:
+                    raise RuntimeError(f"trayer exited {trayer.returncode}: {trayer.stderr.read()[-2000:]!r}")
+                return self.tray_geometry()[2] > 0
+
+            self.wait_for(up, "trayer panel")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+    def xdotool(self, *args: str, check: bool = True) -> str:
+        out = subprocess.run(["xdotool", *args], env=self.env, capture_output=True, text=True, timeout=30)
+        if check and out.returncode != 0:
+            raise RuntimeError(f"xdotool {' '.join(args)}: {out.stderr}")
+        return out.stdout
+
+    def screenshot(self, path: str) -> str:
+        subprocess.run(["import", "-window", "root", path], env=self.env, check=True, timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return path
+
+    def tray_geometry(self) -> tuple[int, int, int, int]:
+        """Geometry of trayer's panel window (the widest of its windows)."""
+        best = (0, 0, 0, 0)
+        for wid in self.xdotool("search", "--class", "trayer", check=False).split():
+            geo = self.xdotool("getwindowgeometry", "--shell", wid, check=False)
+            vals = dict(line.split("=", 1) for line in geo.split() if "=" in line)
+            if "WIDTH" in vals and int(vals["WIDTH"]) > best[2]:
+                best = (int(vals["X"]), int(vals["Y"]), int(vals["WIDTH"]), int(vals["HEIGHT"]))
+        return best
+
+    @staticmethod
+    def wait_for(pred, what: str, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            v = pred()
+            if v:
+                return v
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.1)

@@ -1,0 +1,42 @@
+"""Fixtures for tests/node: the shared `lab`, and `exitnet` (headscale + an exit node of ours + an "internet" host).
+
+    ctl 192.0.2.1 (headscale)   lanhost 192.0.2.20 (udp echo :7, tcp whoami :8080)
+        |                           |
+    ----+------ switch lan 192.0.2.0/24 ------+-------------------+
+                    |                                             |
+              c 192.0.2.11 (client host, node not started)   e 192.0.2.12 (our node, --advertise-exit-node, approved)
+                                                                  | 203.0.113.1/24
+                                                            inet 203.0.113.2 (udp echo :7, tcp whoami :8080)
+
+"inet" is reachable only through e; the echo servers reply with the source address they saw.
+"""
+
+import pytest
+
+from tests.control.nodes import wait_until
+from tests.lab.fixtures import lab  # noqa: F401
+from tests.node.labnode import INET, LANHOST, UDP_ECHO, Node, approve_exit_routes, start_headscale, tcp_whoami
+
+
+@pytest.fixture
+def exitnet(lab):  # noqa: F811
+    sw = lab.switch("lan")
+    ctl, c, e, lanhost, inet = (lab.host(n) for n in ("ctl", "c", "e", "lanhost", "inet"))
+    sw.attach(ctl, "192.0.2.1/24")
+    sw.attach(c, "192.0.2.11/24")
+    sw.attach(e, "192.0.2.12/24")
+    sw.attach(lanhost, f"{LANHOST}/24")
+    lab.link(e, inet, "203.0.113.1/24", f"{INET}/24")
+    for h, addr in ((inet, "0.0.0.0"), (lanhost, "0.0.0.0")):
+        h.popen_python(UDP_ECHO, addr, "7")
+        tcp_whoami(h, addr, 8080)
+    hs = start_headscale(ctl)
+    key = hs.preauth_key("alice")
+    ex = Node(e, hs.url, auth_key=key, args=("--advertise-exit-node",)).start()
+    ex.wait_synced(0)
+    approve_exit_routes(hs, "py-e")
+    wait_until(lambda: {"0.0.0.0/0", "::/0"} <= set(hs.node_by_hostname("py-e").get("approved_routes") or ()),
+               "exit routes approved")
+    return lab, hs, key, c, ex, ctl
+
+

@@ -1,0 +1,54 @@
+"""Lab: a headscale ACL policy enforced by our nodes' packet filters (both directions, TCP, UDP, ICMP).
+
+Policy: only alice's nodes -> bob's nodes on tcp:8080. Node a belongs to alice, b to bob.
+Expected (tailscale filter semantics): a->b:8080 works; a->b:8081, b->a:8080 and UDP are
+dropped by the receiver's filter; a can ping b (echo requests need a rule between the two
+IPs, ports ignored), b cannot ping a; replies and established flows always pass.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.node.labnode import UDP_ECHO, Node, start_headscale, tcp_ask, tcp_whoami, udp_ask
+
+pytestmark = pytest.mark.lab
+
+POLICY = {"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:8080"], "proto": "tcp"}]}
+
+
+def test_acl_policy_enforced(lab):
+    sw = lab.switch("lan")
+    ctl, a, b = (lab.host(n) for n in ("ctl", "a", "b"))
+    sw.attach(ctl, "192.0.2.1/24")
+    sw.attach(a, "192.0.2.11/24")
+    sw.attach(b, "192.0.2.12/24")
+    hs = start_headscale(ctl, policy=POLICY)
+    na = Node(a, hs.url, auth_key=hs.preauth_key("alice")).start()
+    nb = Node(b, hs.url, auth_key=hs.preauth_key("bob")).start()
+    sa, sb = na.wait_synced(1), nb.wait_synced(1)
+    assert sb["Filter"]["Rules"] >= 1 and sa["Filter"]["Rules"] == 0, (sa["Filter"], sb["Filter"])
+    a_ip, b_ip = na.ip, nb.ip
+    for h, ip in ((a, a_ip), (b, b_ip)):
+        for port in (8080, 8081):
+            tcp_whoami(h, ip, port)
+        h.popen_python(UDP_ECHO, ip, "8080")
+
+    # allowed: a -> b tcp/8080 (the server sees a's tailnet address)
+    got = tcp_ask(a, b_ip, 8080)
+    assert got.startswith(f"{a_ip}:"), got
+    # denied: another port, the other direction, another protocol
+    assert tcp_ask(a, b_ip, 8081, timeout=3).startswith("error")
+    assert tcp_ask(b, a_ip, 8080, timeout=3).startswith("error")
+    assert udp_ask(a, b_ip, 8080, tries=2) == "timeout"
+    assert udp_ask(b, a_ip, 8080, tries=2) == "timeout"
+    # ICMP: a may ping b (a rule a->b exists), b may not ping a
+    assert a.ping(b_ip, count=2).returncode == 0
+    assert b.ping(a_ip, count=2, timeout=2).returncode != 0
+    # still allowed after all that
+    assert tcp_ask(a, b_ip, 8080).startswith(f"{a_ip}:")
+
+    drops_b = nb.wait(lambda s: s["Filter"]["Drops"].get("no-rules-matched", 0) >= 2, "b's drops")["Filter"]
+    drops_a = na.wait(lambda s: s["Filter"]["Drops"].get("no-rules-matched", 0) >= 2, "a's drops")["Filter"]
+    assert drops_b["AcceptedIn"] > 0 and drops_a["AcceptedIn"] > 0  # replies got in
+    assert na.proc.poll() is None and nb.proc.poll() is None

@@ -1,0 +1,117 @@
+"""Lab: our node as exit node for our other node (headscale-approved 0.0.0.0/0, ::/0), through real WireGuard.
+
+The topology is the `exitnet` fixture (tests/node/conftest.py): client host c and exit node e
+on a LAN with headscale; "inet" (203.0.113.2) behind e only; echo servers report the source they saw.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from engine.router.exitnode import BYPASS_MARK
+from tests.node.labnode import INET, LANHOST, DrivenNode, Node, route_get, routing_dump, tcp_ask, udp_ask
+
+pytestmark = pytest.mark.lab
+
+
+def _wait_exit_option(node) -> dict:
+    return node.wait(lambda s: any(p["ExitNodeOption"] for p in s.get("Peers", [])), "py-e as exit-node option")
+
+
+def test_exit_node_end_to_end(exitnet):
+    lab, hs, key, c, ex, ctl = exitnet
+    before = routing_dump(c)
+    assert udp_ask(c, INET, 7, tries=1).startswith("error")  # no route to the "internet" without the exit node
+
+    cl = Node(c, hs.url, auth_key=key, args=("--exit-node", "py-e")).start()
+    st = cl.wait(lambda s: s.get("ExitNodeID") is not None and s.get("InMapPoll"), "exit node resolved")
+    e_id = ex.status()["Self"]["ID"]
+    assert st["ExitNodeID"] == e_id
+    assert cl.peer("py-e")["ExitNodeOption"]
+
+    # internet traffic leaves through e, masqueraded to e's WAN address (UDP and TCP)
+    assert udp_ask(c, INET, 7).startswith("203.0.113.1:"), cl.log()[-2000:]
+    assert tcp_ask(c, INET, 8080).startswith("203.0.113.1:")
+    got = route_get(c, INET)
+    assert "dev mesh0" in got and "table 52" in got
+    # without allow-LAN the LAN goes through the tunnel too: lanhost sees e's address
+    assert udp_ask(c, LANHOST, 7).startswith("192.0.2.12:")
+
+    # our own sockets bypass table 52: marked traffic to headscale uses the LAN ...
+    assert "dev eth0" in route_get(c, "192.0.2.1", BYPASS_MARK)
+    assert "dev mesh0" in route_get(c, "192.0.2.1")  # ... unmarked traffic would not
+    # ... the WireGuard socket carries the mark, and headscale sees c's control connection from c itself
+    socks = c.run(["ss", "-uanpe"]).stdout
+    assert any(":41641" in line and "fwmark:0x80000" in line for line in socks.splitlines()), socks
+    est = ctl.run(["ss", "-tnH", "state", "established", "( sport = :8080 )"]).stdout
+    assert "192.0.2.11:" in est, est
+
+    # SIGKILL: rules stay behind; a restart (no exit node) removes them: routing as before
+    assert cl.stop(signal.SIGKILL) == -9
+    assert "lookup 52" in c.run(["ip", "rule"]).stdout
+    cl.restart()
+    cl.wait_synced(1)
+    assert routing_dump(c, skip_dev="mesh0") == before  # the baseline was taken before mesh0 existed
+    assert udp_ask(c, INET, 7, tries=1).startswith("error")
+    assert cl.stop() == 0
+    assert routing_dump(c) == before
+
+
+def test_exit_node_runtime_api_allow_lan_and_clear(exitnet):
+    lab, hs, key, c, ex, ctl = exitnet
+    before = routing_dump(c)
+    cl = DrivenNode(c, hs.url, auth_key=key).start()
+    cl.wait_synced(1)
+    _wait_exit_option(cl)
+    no_exit = routing_dump(c)
+    assert udp_ask(c, INET, 7, tries=1).startswith("error")
+
+    e_ip = ex.ip
+    prefs = cl.call("set_exit_node", e_ip)  # by tailnet IP this time
+    assert prefs["exit_node"] == e_ip and not prefs["exit_node_allow_lan"]
+    cl.wait(lambda s: s.get("ExitNodeID") == ex.status()["Self"]["ID"], "exit node resolved")
+    assert udp_ask(c, INET, 7).startswith("203.0.113.1:")
+    assert udp_ask(c, LANHOST, 7).startswith("192.0.2.12:")  # LAN via the exit node
+
+    cl.call("set_exit_node_allow_lan", True)
+    assert udp_ask(c, LANHOST, 7).startswith("192.0.2.11:")  # LAN direct
+    assert tcp_ask(c, LANHOST, 8080).startswith("192.0.2.11:")
+    assert "dev eth0" in route_get(c, LANHOST)
+    assert udp_ask(c, INET, 7).startswith("203.0.113.1:")  # internet still via e
+    cl.call("set_exit_node_allow_lan", False)
+    assert udp_ask(c, LANHOST, 7).startswith("192.0.2.12:")
+
+    cl.call("set_exit_node", None)  # clearing restores routing exactly
+    cl.wait(lambda s: s.get("ExitNodeID") is None, "exit node cleared")
+    assert routing_dump(c) == no_exit
+    assert udp_ask(c, INET, 7, tries=1).startswith("error")
+    assert udp_ask(c, LANHOST, 7).startswith("192.0.2.11:")
+    # the peer's /0 are gone from WireGuard: e is an ordinary peer again
+    assert c.ping(ex.ip, count=2).returncode == 0
+
+    # set again, then SIGKILL and restart with the exit node: cleanup + re-install, then a clean stop
+    cl.call("set_exit_node", "py-e", allow_lan=True)
+    assert udp_ask(c, INET, 7).startswith("203.0.113.1:")
+    assert cl.stop(signal.SIGKILL) == -9
+    cl2 = Node(c, hs.url, args=("--exit-node", "py-e", "--exit-node-allow-lan-access")).start()
+    cl2.wait(lambda s: s.get("ExitNodeID") is not None and s.get("InMapPoll"), "exit node after restart")
+    assert "removed exit routing leftovers" in cl2.log() or "removed leftovers" in cl2.log()
+    assert udp_ask(c, INET, 7).startswith("203.0.113.1:")
+    assert udp_ask(c, LANHOST, 7).startswith("192.0.2.11:")
+    rules = c.run(["ip", "rule"]).stdout
+    assert rules.count("lookup 52") == 1, rules  # no duplicates from the crashed run
+    assert cl2.stop() == 0
+    assert routing_dump(c) == before
+
+
+def test_bad_exit_node_fails_closed(exitnet):
+    lab, hs, key, c, ex, ctl = exitnet
+    cl = Node(c, hs.url, auth_key=key, args=("--exit-node", "no-such-node")).start()
+    st = cl.wait_synced(1)
+    assert st["ExitNodeID"] is None
+    assert "not in the netmap" in cl.log()
+    assert udp_ask(c, INET, 7, tries=2) == "timeout"  # blackholed, not leaked to the LAN
+    assert c.ping(ex.ip, count=2).returncode == 0  # the tailnet still works
+    assert cl.stop() == 0
