@@ -54,6 +54,35 @@ def run_cell(kind_a: str, kind_b: str, direct_timeout: float) -> dict:
             s.close()
 
 
+def run_break(direct_timeout: float) -> dict:
+    """easy/easy: direct, then block UDP at A's router: time to DERP, then unblock: time to direct."""
+    with Lab() as lab:
+        s = build(lab, "easy", "easy", n_derpers=1)
+        try:
+            s.connect()
+            s.pump(0.1)
+            t0 = time.monotonic()
+            while s.a.path_to(s.b).get("path") != "direct":
+                if time.monotonic() - t0 > direct_timeout:
+                    return {"error": "never direct"}
+                time.sleep(0.05)
+            s.ra.block_udp(True)
+            s.ra.flush_conntrack()
+            t1 = time.monotonic()
+            while s.a.path_to(s.b).get("path") != "derp":
+                time.sleep(0.05)
+            to_derp = time.monotonic() - t1
+            s.ra.block_udp(False)
+            t2 = time.monotonic()
+            while s.a.path_to(s.b).get("path") != "direct" or s.b.path_to(s.a).get("path") != "direct":
+                if time.monotonic() - t2 > 60:
+                    return {"to_derp": to_derp, "back_to_direct": None}
+                time.sleep(0.05)
+            return {"to_derp": to_derp, "back_to_direct": time.monotonic() - t2}
+        finally:
+            s.close()
+
+
 def fmt(v):
     return "-" if v is None else f"{v * 1000:.0f} ms"
 
@@ -64,7 +93,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--direct-timeout", type=float, default=20.0)
     ap.add_argument("--markdown", default="", help="also write the table to this file")
+    ap.add_argument("--break-test", action="store_true", help="measure direct -> DERP -> direct (B3) instead")
     args = ap.parse_args()
+    if args.break_test:
+        for i in range(args.runs):
+            r = run_break(args.direct_timeout)
+            print(f"run {i + 1}: direct->derp {fmt(r.get('to_derp'))}, derp->direct {fmt(r.get('back_to_direct'))} {r.get('error', '')}")
+        return 0
     if args.cells:
         cells = [tuple(c.split("-", 1)) for c in args.cells.split(",")]
     else:

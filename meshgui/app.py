@@ -37,7 +37,7 @@ ABOUT_TEXT = ("<b>meshvpn</b><br>A Tailscale-compatible mesh VPN client.<br>"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="meshgui", description="meshvpn tray app")
-    p.add_argument("--socket", help="LocalAPI socket of the helper (default: $MESH_SOCKET or /run/meshvpn/helper.sock)")
+    p.add_argument("--socket", help="LocalAPI socket of the helper (default: $MESHVPN_SOCKET or /run/meshvpn/meshvpn.sock)")
     p.add_argument("--show", action="store_true", help="open the main window at start")
     p.add_argument("--no-supervise", action="store_true", help="never start or restart the helper")
     p.add_argument("--helper-command", help="command line that runs the helper directly (when root / for tests)")

@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 UNIT = "mesh-helper.service"
-DEFAULT_SOCKETS = ("/run/meshvpn/helper.sock", "/var/run/meshvpn/helper.sock")
-SOCKET_ENV = "MESH_SOCKET"
+DEFAULT_SOCKETS = ("/run/meshvpn/meshvpn.sock", "/var/run/meshvpn/meshvpn.sock")  # = engine.localapi.client
+SOCKET_ENV = "MESHVPN_SOCKET"
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # seconds between failed start attempts
 READY_TIMEOUT = 15.0  # seconds for a started helper to answer on its socket
 
 
 def find_socket(explicit: str | None = None, env: dict[str, str] | None = None,
                 candidates: Sequence[str] = DEFAULT_SOCKETS) -> str:
-    """The socket to use: --socket, then $MESH_SOCKET, then the first existing default, else the first default."""
+    """The socket to use: --socket, then $MESHVPN_SOCKET, then the first existing default, else the first default."""
     env = dict(os.environ if env is None else env)
     if explicit:
         return explicit

@@ -10,7 +10,8 @@ import datetime as dt
 from typing import Callable
 
 from PySide6.QtCore import QItemSelection, QModelIndex, Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QFrame, QHBoxLayout,
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QFrame, QGridLayout,
+                               QHBoxLayout,
                                QHeaderView, QLabel, QLineEdit, QMainWindow, QPushButton, QSplitter, QTableView,
                                QVBoxLayout, QWidget)
 
@@ -123,14 +124,14 @@ class MainWindow(QMainWindow):
             self.fields[key] = lab
             form.addRow(key + ":", lab)
         dl.addLayout(form)
-        buttons = QHBoxLayout()
+        buttons = QGridLayout()
         self.copy_ip = QPushButton("Copy IP", details)
         self.copy_dns = QPushButton("Copy DNS name", details)
         self.ping = QPushButton("Ping", details)
         self.use_exit = QPushButton("Use as exit node", details)
-        for b in (self.copy_ip, self.copy_dns, self.ping, self.use_exit):
+        for i, b in enumerate((self.copy_ip, self.copy_dns, self.ping, self.use_exit)):
             b.setEnabled(False)
-            buttons.addWidget(b)
+            buttons.addWidget(b, i // 2, i % 2)
         self.copy_ip.clicked.connect(lambda: self._peer_action("copy", lambda p: p.ipv4 or p.ips[0]))
         self.copy_dns.clicked.connect(lambda: self._peer_action("copy", lambda p: p.dns_name or p.name))
         self.ping.clicked.connect(lambda: self._peer_action("ping", lambda p: p.key))

@@ -161,6 +161,25 @@ def test_rekey_observed_while_traffic_continues():
         p.close()
 
 
+def test_receiving_initiator_rekeys_in_the_last_minute_via_the_batch_hook():
+    """a initiates, then only receives: its fast path's once-per-batch bookkeeping
+    (core.note_received) must start the last-minute rekey (age > 4 - 1 - 1 = 2 s)."""
+    t = Timings(rekey_after_time=100.0, reject_after_time=4.0, keepalive_timeout=1.0, rekey_timeout=1.0)
+    p = Pair(timings=t)
+    try:
+        p.ta.inject(icmp_echo(A_IP, B_IP))
+        p.tb.get_written()
+        for i in range(70):  # ~3.5 s of b -> a traffic, past the 4 s the first session lives
+            pkt = udp_packet(B_IP, A_IP, 1, 2, struct.pack("!I", i))
+            p.tb.inject(pkt)
+            assert p.ta.get_written() == pkt
+            time.sleep(0.05)
+        assert p.a.counters().get("handshake_initiations_sent", 0) >= 2
+        assert p.a.counters().get("handshakes_completed", 0) >= 2
+    finally:
+        p.close()
+
+
 def test_tcp_burst_coalesced_on_vnet_tun():
     p = Pair(vnet=True)
     try:

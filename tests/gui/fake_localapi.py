@@ -171,5 +171,5 @@ class FakeLocalAPI:
             return 200, {"IP": ip, "LatencySeconds": 0.003, "Endpoint": "192.0.2.10:41641"}
         if path == "/localapi/v0/meshvpn/keys" and self.keys_endpoint:
             self.received_keys.append(json.loads(body))
-            return 204, None
+            return 200, {"MachinePublic": "mkey:" + "0" * 64, "NodePublic": "nodekey:" + "0" * 64, "Source": "gui"}
         return 404, {"error": "not found"}

@@ -79,6 +79,17 @@ def test_outbound_records_udp_flows_and_drops_junk(vnet):
     assert t.read_into(buf) == 0
 
 
+@pytest.mark.parametrize("dst", ["224.0.0.9", "169.254.7.7"])
+def test_outbound_tcp_fast_path_still_drops_multicast_and_link_local(dst):
+    t, inner = make(True, rules=[])
+    ok = tcp_packet(ME, PEER, 40000, 22, 1, b"x", flags=ACK)
+    inner.inject(frame(tcp_packet(ME, dst, 40000, 22, 1, b"x", flags=ACK), True))
+    inner.inject(frame(ok, True))
+    buf = bytearray(2048)
+    n = t.read_into(buf)
+    assert bytes(buf[:n]) == frame(ok, True) and t.dropped_out == 1
+
+
 def test_coalesced_tcp_super_packet_checked_once():
     """offload.coalesce output: [gso hdr, ip+tcp header, payloads...] passes or drops as a whole."""
     segs = [tcp_packet(PEER, ME, 40000, 22, 1000 + i * 1000, bytes([i]) * 1000, flags=ACK, ident=i)
