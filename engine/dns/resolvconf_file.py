@@ -68,7 +68,7 @@ class ResolvConfFile:
             return None
 
     def _write_atomic(self, p: Path, text: str) -> None:
-        self._jdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._jdir.mkdir(parents=True, exist_ok=True, mode=0o755)  # shared with the LocalAPI socket; journals hold no secrets
         tmp = p.with_name(p.name + ".tmp")
         with open(tmp, "w") as f:
             f.write(text)

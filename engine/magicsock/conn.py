@@ -118,6 +118,10 @@ class _Peer:
     cfg: PeerConfig
     path: PeerPath
     last_note: float = -1e9
+    endpoint: PeerEndpoint | None = None
+
+    def __post_init__(self) -> None:
+        self.endpoint = PeerEndpoint(self.cfg.node_key)
 
 
 class MagicConn:
@@ -542,12 +546,12 @@ class MagicConn:
                     self.counters.wg_unknown_src += 1
                     self.bind.deliver(data, UdpEndpoint(ipaddress.ip_address(addr[0]), addr[1]))
                     continue
-                with self._lock:
-                    p = self._peers.get(nk)
-                    if p is not None:
-                        p.path.stats["rx_direct_packets"] += 1
-                        p.path.stats["rx_bytes"] += n
-                self.bind.deliver(data, PeerEndpoint(nk))
+                p = self._peers.get(nk)
+                if p is not None:  # counters only: no lock on the hot path (races cost a count at worst)
+                    st = p.path.stats
+                    st["rx_direct_packets"] += 1
+                    st["rx_bytes"] += n
+                self.bind.deliver(data, p.endpoint if p is not None else PeerEndpoint(nk))
 
     def _handle_stun(self, data: bytes) -> None:
         self.counters.stun_rx += 1

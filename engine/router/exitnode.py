@@ -327,7 +327,7 @@ class ExitRouter:
     # -- journal --------------------------------------------------------------------------
     def _write_journal(self, rules: Iterable[RuleSpec], routes: Iterable[RouteSpec]) -> None:
         j = _Journal([asdict(r) for r in rules], [asdict(r) for r in routes])
-        self._journal_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._journal_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)  # shared with the LocalAPI socket; journals hold no secrets
         tmp = self._journal_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(j)))
         os.replace(tmp, self._journal_path)

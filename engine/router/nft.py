@@ -145,7 +145,7 @@ class Forwarder:
         return done
 
     def _write_journal(self, j: dict) -> None:
-        self._journal_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._journal_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)  # shared with the LocalAPI socket; journals hold no secrets
         tmp = self._journal_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(j))
         os.replace(tmp, self._journal_path)

@@ -95,9 +95,11 @@ def test_non_operator_gets_403_and_read_only(ts_sock):
         "print(json.dumps(asyncio.run(main())))\n"
     )
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    # The venv interpreter lives under /root; the client module needs only the stdlib, so use the system one.
+    # The venv interpreter lives under /root (unreadable for nobody): use the system 3.11 with the venv's
+    # pure-Python packages (h11) on the path.
+    site = next(p for p in sys.path if p.endswith("site-packages") and ".venv" in p)
     out = subprocess.run(["/usr/bin/python3", "-c", code], cwd=root, capture_output=True, text=True, timeout=60,
-                         user=65534, group=65534, env={"PYTHONPATH": root, "PATH": "/usr/bin:/bin"})
+                         user=65534, group=65534, env={"PYTHONPATH": f"{root}:{site}", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     assert got == {"state": "NeedsLogin", "denied": True, "status": 403}

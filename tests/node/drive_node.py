@@ -9,6 +9,7 @@ This is how the LocalAPI calls the node at run time; the test drives it without 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import dataclasses
 import json
 import logging
@@ -22,6 +23,7 @@ from engine.daemon import Node, build_parser, load_state
 
 
 def main(argv: list[str]) -> int:
+    faulthandler.register(signal.SIGUSR1)  # stack dump on demand (debugging hung stops)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)

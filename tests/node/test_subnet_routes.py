@@ -49,4 +49,12 @@ def test_advertise_at_run_time_and_accept_routes(lab):
     ex.call("set_advertise_exit_node", False)
     wait_until(lambda: not routes("available_routes"), "routes withdrawn")
     assert "meshvpn" not in e.run(["nft", "list", "tables"]).stdout  # forwarding off again
-    assert cl.stop() == 0 and ex.stop() == 0
+    assert cl.stop() == 0
+    import os, signal, subprocess, time
+    os.kill(ex.proc.pid, signal.SIGTERM)
+    try:
+        ex.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.kill(ex.proc.pid, signal.SIGUSR1); time.sleep(1)
+        print(ex.log()[-8000:])
+        raise
