@@ -514,7 +514,7 @@ class Node:
         else:
             pf, addrs = nm.packet_filter, tuple(nm.self_node.addresses)
         routes = self._prefs.routable_ips()
-        key = (id(pf) if pf is not None else None, addrs, routes)
+        key = (pf, addrs, routes)  # compared by value: headscale resends the same rules with many updates
         if key == self._filter_key:
             return
         f, errors = Filter.for_netmap(pf, addrs, routes, prev=self._filter)

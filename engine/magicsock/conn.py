@@ -42,6 +42,7 @@ from engine.magicsock.endpoint import AddrPort, PathStatus, PeerPath, SendCallMe
 
 NOTE_SEND_EVERY = 0.25  # seconds: how often a data send consults the path core
 DERP_INACTIVE_CLEANUP = 60.0  # seconds before an unused non-home DERP connection is closed
+IDLE_NETCHECK_INTERVAL = 300.0  # seconds: full netcheck at least this often even when idle
 RESTUN_INTERVAL = 23.0  # seconds between background netchecks (tailscale: 20-26 s)
 ENDPOINT_LOCAL = 1  # tailcfg.EndpointType values
 ENDPOINT_STUN = 2
@@ -185,6 +186,7 @@ class MagicConn:
         self._fwmark = 0
         self._bg: list[asyncio.Task] = []
         self._derp_last_use: dict[int, float] = {}
+        self._restun_task: asyncio.Task | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -396,10 +398,33 @@ class MagicConn:
                     self._log.exception("on_endpoints_changed failed")
 
     async def _restun_loop(self) -> None:
+        """Re-STUN every restun_interval while some peer session is active (NAT mappings need
+        refreshing and may move); when idle only every IDLE_NETCHECK_INTERVAL (no idle wakeups
+        storm, scenario B4)."""
         while not self._closed:
             await asyncio.sleep(self._restun_interval)
-            if self.derp_map.regions:
+            if not self.derp_map.regions:
+                continue
+            with self._lock:
+                active = any(not p.path.idle for p in self._peers.values())
+            stale = self._last_stun is None or self._clock() - self._last_stun >= IDLE_NETCHECK_INTERVAL
+            if active or stale:
                 await self.netcheck()
+
+    def _restun_if_stale(self) -> None:
+        """Before a CallMeMaybe: refresh our STUN endpoints if older than ENDPOINTS_FRESH_ENOUGH."""
+        if self._tg is None or self._restun_task is not None or not self.derp_map.regions:
+            return
+        if self._last_stun is not None and self._clock() - self._last_stun < C.ENDPOINTS_FRESH_ENOUGH:
+            return
+
+        async def go() -> None:
+            try:
+                await self.netcheck()
+            finally:
+                self._restun_task = None
+
+        self._restun_task = self._tg.create_task(go(), name="magicsock-restun-now")
 
     # ---- DERP -----------------------------------------------------------------------------
 
@@ -632,6 +657,7 @@ class MagicConn:
             self.counters.disco_tx += 1
             self._udp_send(pkt, action.addr)
         elif isinstance(action, SendCallMeMaybe):
+            self._restun_if_stale()
             eps = tuple(parse_addrport(e.addr) for e in self.endpoints())
             if not eps:
                 return

@@ -1,10 +1,16 @@
-"""Writes the tray icons (one SVG per tray state and theme) and icons.qrc; run after editing, then pyside6-rcc."""
+"""Writes the tray icons (one SVG per tray state and theme), icons.qrc, and compiles meshgui/icons_rc.py with pyside6-rcc."""
 
 from __future__ import annotations
 
 import pathlib
+import shutil
+import subprocess
+import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
+RC_MODULE = HERE.parent.parent / "meshgui" / "icons_rc.py"
+RC_DOC = '"""Compiled Qt resources (:/icons/...) generated from resources/icons by resources/icons/generate.py."""\n'
+
 STATES = ("connected", "exit-node", "connecting", "stopped", "needs-login", "needs-approval", "helper-down", "error")
 THEMES = {"light": "#1f2328", "dark": "#f2f4f7"}  # glyph colour for a light panel / a dark panel
 GREEN, ORANGE, RED, BLUE, GREY = "#2da44e", "#d97706", "#d1242f", "#1f6feb", "#8c959f"
@@ -64,6 +70,9 @@ def main() -> None:
     (HERE / "icons.qrc").write_text(
         '<!DOCTYPE RCC>\n<RCC version="1.0">\n  <qresource prefix="/icons">\n'
         + "\n".join(entries) + "\n  </qresource>\n</RCC>\n")
+    rcc = shutil.which("pyside6-rcc") or str(pathlib.Path(sys.executable).parent / "pyside6-rcc")
+    code = subprocess.run([rcc, str(HERE / "icons.qrc")], check=True, capture_output=True, text=True).stdout
+    RC_MODULE.write_text(RC_DOC + code)
 
 
 if __name__ == "__main__":

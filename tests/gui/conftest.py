@@ -11,6 +11,8 @@ os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
 import pytest  # noqa: E402
 
+from tests.lab.fixtures import lab  # noqa: E402,F401  (lab namespace fixture)
+
 
 @pytest.fixture(scope="session")
 def qloop(qapp):

@@ -187,3 +187,37 @@ def test_single_instance(qapp, tmp_path, monkeypatch):
         assert shown
     finally:
         first.release()
+
+
+def test_supervisor_with_our_helper_restores_state_after_crash(qapp, qloop, env):
+    """Our real helper (fake engine) started by the supervisor, SIGKILLed, restarted; the GUI returns to the exit node."""
+    import shlex
+    import tempfile
+
+    from tests.gui.helper_proc import helper_argv
+    work = tempfile.mkdtemp(prefix="meshgui-sup-")
+    sock = os.path.join(work, "meshvpn.sock")
+    os.environ["MESH_TESTING"] = "1"
+    app = App(qapp, parse_args(["--socket", sock, "--settings", str(env / "gui.ini"),
+                                "--helper-command", shlex.join(helper_argv(sock, work))]))
+    os.chdir(ROOT)
+
+    async def main():
+        task = await start(app)
+        try:
+            await wait_until(lambda: app.view.tray is TrayState.NEEDS_LOGIN, timeout=60, what="helper started")
+            app.on_action("login", "")
+            await wait_until(lambda: app.view.tray is TrayState.CONNECTED and app.view.peers, what="logged in")
+            exit1 = next(p for p in app.view.peers if p.name == "exit1")
+            app.on_action("set_exit_node", exit1.id)
+            app.on_action("allow_lan", True)
+            await wait_until(lambda: app.view.tray is TrayState.EXIT_NODE and app.view.allow_lan)
+            await wait_until(lambda: app.settings.choices.exit_node_id == exit1.id)
+            os.kill(app.supervisor.strategies[0].proc.pid, signal.SIGKILL)
+            await wait_until(lambda: app.view.tray is TrayState.HELPER_DOWN, what="crash shown")
+            await wait_until(lambda: app.supervisor.status.starts == 2, timeout=60, what="restarted")
+            await wait_until(lambda: app.view.tray is TrayState.EXIT_NODE and app.view.allow_lan, timeout=30,
+                             what="same state after restart")
+        finally:
+            await stop(app, task)
+    run(qloop, main(), timeout=150)

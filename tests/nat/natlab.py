@@ -28,7 +28,7 @@ class Agent:
             [sys.executable, AGENT, "--derp-map", str(derp_map_path), "--port", str(port),
              *(["--wg", wg, "--wg-addr", wg_addr] if wg else [])],
             env={"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "MESH_TESTING": "1"},
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, bufsize=0,
         )
         log.close()
         hello = self._read(20.0)

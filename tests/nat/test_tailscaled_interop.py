@@ -28,7 +28,7 @@ class TailnetAgent:
         self.proc = host.popen([sys.executable, AGENT, "--login-server", login_server, "--auth-key", auth_key,
                                 "--hostname", f"mesh-{host.name}", "--tun", tun],
                                env={"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"},
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, bufsize=0)
         log.close()
         self.last_netmap: dict = {}
 
@@ -75,7 +75,9 @@ class TailnetAgent:
                 self.proc.kill()
 
 
-def test_tailscaled_peer_via_derp_then_direct(lab):
+@pytest.mark.parametrize("our_nat", ["easy", "udp-blocked"])
+def test_tailscaled_peer(lab, our_nat):
+    """easy: WireGuard + disco with tailscaled end on a direct path; udp-blocked: all via DERP."""
     from tests.lab.headscale import Headscale
     from tests.lab.peers import PeerMissing, peer_bin
     from tests.lab.tailscaled import Tailscaled
@@ -91,7 +93,7 @@ def test_tailscaled_peer_via_derp_then_direct(lab):
     hs = Headscale(ctl, "203.0.113.5").start()
     hs.create_user("lab")
     key = hs.preauth_key("lab", reusable=True)
-    ra = lab.nat_router("ra", "easy", inet, "203.0.113.2/24", "10.1.0.0/24")
+    ra = lab.nat_router("ra", our_nat, inet, "203.0.113.2/24", "10.1.0.0/24")
     rb = lab.nat_router("rb", "easy", inet, "203.0.113.3/24", "10.2.0.0/24")
     home_router_firewall(ra)
     home_router_firewall(rb)
@@ -110,7 +112,14 @@ def test_tailscaled_peer_via_derp_then_direct(lab):
         assert ok, (agent.status(), ts.status(), agent.log()[-2000:])
         # tailscaled's disco ping to us: our pongs must be understood ("pong from ... via ...")
         out = ts.cli("ping", "--c", "10", "--timeout", "5s", our_ip, check=False, timeout=90).stdout
+        print("tailscale ping (first):", out)
         assert re.search(r"pong from \S+ \(" + re.escape(our_ip) + r"\) via ", out), out
+        if our_nat == "udp-blocked":
+            assert "via DERP(lab)" in out, out
+            st = agent.status()
+            assert list(st["paths"].values())[0]["path"] == "derp"
+            assert st["net_info"]["WorkingUDP"] is False and st["home_derp"] == 999
+            return
         # with traffic flowing, both ends end up direct
         pinger = ours.popen(["ping", "-i", "0.2", ts_ip])
 
@@ -122,6 +131,7 @@ def test_tailscaled_peer_via_derp_then_direct(lab):
         pinger.terminate()
         assert ok, (agent.status(), ts.status())
         out = ts.cli("ping", "--c", "5", our_ip, check=False, timeout=60).stdout
+        print("tailscale ping (later):", out)
         assert re.search(r"via 203\.0\.113\.2:\d+", out), out  # direct, to our NAT's public address
     finally:
         agent.close()

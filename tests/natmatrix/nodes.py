@@ -28,6 +28,16 @@ from tests.natmatrix import localapi
 _RTT = re.compile(r"time=([0-9.]+) ms")
 
 
+def _write_secret(path: Path, secret: str) -> Path:
+    """Write `secret` to a new 0600 file (for "file:" auth-key arguments); returns the path."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, secret.encode())
+    finally:
+        os.close(fd)
+    return path
+
+
 class PathInfo(NamedTuple):
     """("direct", "ip:port") | ("derp", region code) | ("none", "")."""
 
@@ -157,7 +167,13 @@ class TailscaledNode(LocalApiNode):
         self.ts = Tailscaled(host).start()
         self.socket_path = self.ts.socket
         # `tailscale up` returns once the node is Running (or fails with the CLI's message).
-        self.ts.up(login_server, auth_key, self.hostname, timeout=60)
+        # The key goes through a 0600 file ("file:" form), so it is neither in argv (ps) nor
+        # in the command line a LabError would print; the file is removed right after.
+        key_file = _write_secret(host.lab.dir / f"ts-{host.name}.authkey", auth_key)
+        try:
+            self.ts.up(login_server, f"file:{key_file}", self.hostname, timeout=60)
+        finally:
+            key_file.unlink(missing_ok=True)
 
     def ip(self) -> str:
         if self._ip is None:  # fixed for the node's lifetime; saves a LocalAPI round trip per poll
@@ -214,11 +230,8 @@ class OurNode(LocalApiNode):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise LabError(f"{self!r}: helper did not become ready: {self.log()[-2000:]}")
             time.sleep(0.1)
-        key_file = d / f"ours-{host.name}.authkey"
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        key_file = _write_secret(d / f"ours-{host.name}.authkey", auth_key)
         try:
-            os.write(fd, auth_key.encode())
-            os.close(fd)
             p = subprocess.run([sys.executable, "-m", "engine.cli.meshctl", "--socket", str(self.socket_path), "up",
                                 "--login-server", login_server, "--auth-key", f"file:{key_file}",
                                 "--hostname", self.hostname, "--timeout", "60"],

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -64,6 +66,19 @@ class DrivenNode(Node):
         self.host.lab.add_cleanup(self.stop)
         self._calls = 0
         return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        """As OurNode.stop, but a node that does not stop in time first dumps its threads' stacks into its log."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        os.kill(self.proc.pid, sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGUSR1)  # drive_node.py: faulthandler stack dump
+            time.sleep(1)
+            self.proc.kill()
+            return self.proc.wait(timeout=5)
 
     def call(self, method: str, *args, timeout: float = 30, **kwargs) -> dict:
         """Call Node.<method>(*args, **kwargs) in the running node; returns the resulting prefs."""
