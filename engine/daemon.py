@@ -539,17 +539,33 @@ class Node:
                                accept_routes=self._prefs.accept_routes)
 
     def _apply_exit_routing(self) -> None:
-        """Table 52 + rules while an exit node is chosen (even before it resolves: fail closed)."""
+        """Table 52 + rules while an exit node is chosen and we are logged in (netmap present).
+
+        An exit node that does not resolve (not in the netmap, routes not approved) still gets
+        the routes: traffic is blackholed rather than leaked (fail closed). Before the first
+        netmap and while logged out there is no exit routing, so an interactive login's browser
+        can reach the control server (tailscale installs routes only in the Running state).
+        """
         if self.exit_router is None:
             return
         from engine.router.exitnode import ExitRouteConfig
 
         want = (ExitRouteConfig(self.args.tun, allow_lan=self._prefs.exit_node_allow_lan)
-                if self._prefs.exit_node else None)
+                if self._prefs.exit_node and self._applied_nm is not None else None)
         if want == self._exit_applied:
             return
         self.exit_router.set(want)
         self._exit_applied = want
+
+    def _report_exit_node(self) -> None:
+        """Hostinfo.ExitNodeID: the StableID of the exit node in use (tailscale capver 122)."""
+        if self.client is None:
+            return
+        peer = self.exit_node_peer
+        want = (peer.stable_id or None) if peer is not None else None
+        hi = self.client.opts.hostinfo
+        if hi.exit_node_id != want:
+            self.client.set_hostinfo(dataclasses.replace(hi, exit_node_id=want))
 
     def _apply_forwarding(self) -> None:
         if self.forwarder is None:
@@ -685,6 +701,8 @@ class Node:
         self._apply_filter(nm)
         self._apply_dns(nm, force=force)
         self._applied_nm = nm
+        self._apply_exit_routing()
+        self._report_exit_node()
         self.write_status()
 
     def clear_dataplane(self) -> None:
@@ -701,6 +719,8 @@ class Node:
         self.exit_node_peer = None
         self._apply_filter(None)
         self._apply_dns(None)
+        self._apply_exit_routing()
+        self._report_exit_node()
         self.log.info("data plane cleared (not logged in)")
 
     def write_status(self) -> None:
@@ -757,7 +777,6 @@ class Node:
             async with contextlib.AsyncExitStack() as stack:
                 await self._start_dns(stack)
                 self._apply_forwarding()
-                self._apply_exit_routing()
                 self._apply_filter(None)
                 self._apply_dns(None, force=True)
                 exclude = {self.args.tun, "lo"}

@@ -220,4 +220,8 @@ def test_supervisor_with_our_helper_restores_state_after_crash(qapp, qloop, env)
                              what="same state after restart")
         finally:
             await stop(app, task)
-    run(qloop, main(), timeout=150)
+    try:
+        run(qloop, main(), timeout=150)
+    finally:
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)

@@ -47,6 +47,12 @@ def test_exit_node_end_to_end(exitnet):
     assert any(":41641" in line and "fwmark:0x80000" in line for line in socks.splitlines()), socks
     est = ctl.run(["ss", "-tnH", "state", "established", "( sport = :8080 )"]).stdout
     assert "192.0.2.11:" in est, est
+    # a control connection dialled while table 52 is in force: restart headscale, c reconnects directly
+    hs.restart()
+    cl.wait(lambda s: s["InMapPoll"] and s["StreamsStarted"] >= 2, "c to reconnect", timeout=60)
+    est = ctl.run(["ss", "-tnH", "state", "established", "( sport = :8080 )"]).stdout
+    assert "192.0.2.11:" in est, est
+    assert udp_ask(c, INET, 7).startswith("203.0.113.1:")
 
     # SIGKILL: rules stay behind; a restart (no exit node) removes them: routing as before
     assert cl.stop(signal.SIGKILL) == -9

@@ -107,9 +107,22 @@ def test_exit_node_select_allow_lan_and_clear(node):
 def test_unknown_exit_node_fails_closed(node):
     n, f = node
     n.set_exit_node("100.64.0.99")
+    assert [c for c in f["exit"].calls if c[0] == "set"] == []  # no routes before the first netmap
     n.apply_netmap(netmap())
     assert n.exit_node_peer is None
     assert f["exit"].last("set") == (ExitRouteConfig("mesh9"),)  # traffic to the TUN, no peer takes it
+
+
+def test_logged_out_removes_exit_routing(node):
+    n, f = node
+    n.set_exit_node("node3")
+    n.apply_netmap(netmap())
+    assert f["exit"].last("set") == (ExitRouteConfig("mesh9"),)
+    n.clear_dataplane()  # needs login: the browser must reach the control server
+    assert f["exit"].last("set") == (None,)
+    assert n.filter.explain_in(udp_packet("100.64.0.3", "100.64.0.1", 1, 2, b"x"))[0] is DROP
+    n.apply_netmap(netmap())
+    assert f["exit"].last("set") == (ExitRouteConfig("mesh9"),)
 
 
 def test_advertise_exit_node_and_routes(node):
