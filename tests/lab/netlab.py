@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import os
 import shlex
 import shutil
@@ -131,6 +132,9 @@ def sweep_stale(prefix: str = NS_PREFIX) -> list[str]:
     return removed
 
 
+_LOG_SEQ = itertools.count()
+
+
 class Host:
     """One lab host: a network namespace with lo up; run/popen execute inside it."""
 
@@ -209,7 +213,7 @@ class Host:
         """
         log_path = None
         if stdout is None:
-            n = len(self._procs)
+            n = next(_LOG_SEQ)  # unique even when several threads start processes at once
             log_path = self.lab.dir / f"{self.name}-{n}-{Path(_argv(cmd)[0]).name}.log"
             stdout = open(log_path, "wb")
             if stderr is None:
@@ -376,6 +380,12 @@ class Router:
         rules += "add chain ip mvlnat post { type nat hook postrouting priority 100 ; }\n"
         if masq:
             rules += f'add rule ip mvlnat post oifname "wan" {masq}\n'
+            # Like a home router: unsolicited UDP to the router itself is dropped. Otherwise the
+            # kernel confirms a conntrack entry for a peer's early probe, and masquerade then
+            # picks a *different* port for the client's own flow to that peer.
+            rules += ("add table inet mvlrfw\nflush table inet mvlrfw\n"
+                      "add chain inet mvlrfw input { type filter hook input priority 0 ; }\n"
+                      'add rule inet mvlrfw input iifname "wan" meta l4proto udp ct state new drop\n')
         self.host.run(["nft", "-f", "-"], input=rules)
 
     def add_host(self, host: Host, addr: str | None = None) -> str:

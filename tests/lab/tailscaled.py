@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -54,11 +55,19 @@ class Tailscaled:
 
     def up(self, login_server: str, auth_key: str, hostname: str | None = None, *extra: str,
            timeout: float = 60) -> None:
-        args = ["up", f"--login-server={login_server}", f"--auth-key={auth_key}", "--accept-dns=false",
+        # The key goes through a 0600 file, never argv: argv shows in `ps` and in error output.
+        key_file = self.dir / "authkey"
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(auth_key)
+        args = ["up", f"--login-server={login_server}", f"--auth-key=file:{key_file}", "--accept-dns=false",
                 f"--timeout={int(timeout)}s"]
         if hostname:
             args.append(f"--hostname={hostname}")
-        self.cli(*args, *extra, timeout=timeout + 10)
+        try:
+            self.cli(*args, *extra, timeout=timeout + 10)
+        finally:
+            key_file.unlink(missing_ok=True)
 
     def status(self) -> dict:
         return json.loads(self.cli("status", "--json").stdout)

@@ -20,6 +20,18 @@ ZONE = {"www.example.org.": "203.0.113.80"}
 ORIGINAL = "# the namespace's own resolv.conf\nnameserver 192.0.2.53\noptions timeout:1 attempts:2\n"
 
 
+UDP_RAW = (
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.settimeout(1.0)\n"
+    "s.sendto(bytes.fromhex(sys.argv[1]), ('100.100.100.100', 53))\n"
+    "try:\n"
+    "    print(s.recv(65535).hex())\n"
+    "except socket.timeout:\n"
+    "    print('timeout')\n"
+)
+
+
 def dig(h, *args: str) -> str:
     return h.run(["dig", "+time=2", "+tries=2", *args], check=False).stdout
 
@@ -63,6 +75,18 @@ def test_magicdns_names_forwarding_and_restore(net):
         assert a.run(["getent", "hosts", "py-b"]).stdout.split()[:2] == [b_ip, fqdn]
         assert a.run(["getent", "hosts", fqdn]).stdout.split()[0] == b_ip
         assert a.run(["getent", "hosts", "www.example.org"]).stdout.split()[0] == "203.0.113.80"
+
+        # junk from a local client: FORMERR or silence, and the node keeps answering
+        import dns.message
+        import dns.rcode
+
+        qw = dns.message.make_query(fqdn, "A").to_wire()
+        out = a.exec_python(UDP_RAW, (qw[:12] + b"\xff\xfe").hex()).stdout.strip()
+        assert dns.message.from_wire(bytes.fromhex(out)).rcode() == dns.rcode.FORMERR
+        for junk in (b"\0", qw + b"\0" * 20000, b"\xff" * 600):  # runt, oversize, a "response"
+            assert a.exec_python(UDP_RAW, junk.hex()).stdout.strip() == "timeout"
+        assert dig(a, "@100.100.100.100", fqdn, "+short").split() == [b_ip]
+        assert na.proc.poll() is None
 
         # stop: the original resolv.conf is back
         assert na.stop() == 0
