@@ -83,6 +83,42 @@ def run_break(direct_timeout: float) -> dict:
             s.close()
 
 
+def run_iperf(kind_a: str, kind_b: str, seconds: int) -> dict:
+    """TCP through our WireGuard Device on magicsock (TUN MTU 1280), one iperf3 stream."""
+    import json
+
+    with Lab() as lab:
+        s = build(lab, kind_a, kind_b, n_derpers=1, wg=True)
+        try:
+            s.connect()
+            t0 = time.monotonic()
+            while s.a.host.ping("100.64.0.2", count=1, timeout=2).returncode != 0:
+                if time.monotonic() - t0 > 20:
+                    return {"error": "no tunnel"}
+            if kind_a != "udp-blocked" and kind_b != "udp-blocked":
+                t0 = time.monotonic()
+                while s.a.path_to(s.b).get("path") != "direct" and time.monotonic() - t0 < 20:
+                    s.a.host.ping("100.64.0.2", count=1, timeout=1)
+            s.b.host.popen(["iperf3", "-s", "-1", "-B", "100.64.0.2"])
+            time.sleep(0.5)
+            r = s.a.host.run(["iperf3", "-c", "100.64.0.2", "-t", str(seconds), "-J"], check=False,
+                             timeout=seconds + 30)
+            j = json.loads(r.stdout)
+            return {"path": s.a.path_to(s.b).get("path"),
+                    "mbit": j["end"]["sum_received"]["bits_per_second"] / 1e6,
+                    "retr": j["end"]["sum_sent"].get("retransmits")}
+        finally:
+            s.close()
+
+
+def parse_cell(cell: str) -> tuple[str, str]:
+    """'udp-blocked-easy' -> ('udp-blocked', 'easy')."""
+    for k in NAT_KINDS:
+        if cell.startswith(k + "-") and cell[len(k) + 1:] in NAT_KINDS:
+            return k, cell[len(k) + 1:]
+    raise SystemExit(f"bad cell {cell!r}; kinds are {NAT_KINDS}")
+
+
 def fmt(v):
     return "-" if v is None else f"{v * 1000:.0f} ms"
 
@@ -93,15 +129,21 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--direct-timeout", type=float, default=20.0)
     ap.add_argument("--markdown", default="", help="also write the table to this file")
+    ap.add_argument("--iperf", action="store_true", help="iperf3 through WireGuard on magicsock per cell")
     ap.add_argument("--break-test", action="store_true", help="measure direct -> DERP -> direct (B3) instead")
     args = ap.parse_args()
+    if args.iperf:
+        for ka, kb in [parse_cell(c) for c in (args.cells or "none-none,easy-easy,udp-blocked-none").split(",")]:
+            r = run_iperf(ka, kb, 5)
+            print(f"{ka:>12} x {kb:<12} path={r.get('path')} {r.get('mbit', 0):.0f} Mbit/s retr={r.get('retr')} {r.get('error', '')}")
+        return 0
     if args.break_test:
         for i in range(args.runs):
             r = run_break(args.direct_timeout)
             print(f"run {i + 1}: direct->derp {fmt(r.get('to_derp'))}, derp->direct {fmt(r.get('back_to_direct'))} {r.get('error', '')}")
         return 0
     if args.cells:
-        cells = [tuple(c.split("-", 1)) for c in args.cells.split(",")]
+        cells = [parse_cell(c) for c in args.cells.split(",")]
     else:
         cells = list(itertools.combinations_with_replacement(NAT_KINDS, 2))
     rows = []

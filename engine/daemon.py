@@ -167,6 +167,7 @@ class NodePrefs:
     advertise_routes: tuple[str, ...] = ()  # canonical CIDRs (subnet routes we offer)
     accept_dns: bool = True
     accept_routes: bool = False
+    shields_up: bool = False  # accept no new inbound connections (replies and established flows still pass)
 
     def routable_ips(self) -> tuple[str, ...]:
         """Hostinfo.RoutableIPs: advertised subnets, plus both defaults when offering an exit node."""
@@ -209,6 +210,7 @@ def prefs_from_args(args: argparse.Namespace) -> NodePrefs:
         advertise_routes=canonical_routes(getattr(args, "advertise_routes", None)),
         accept_dns=bool(getattr(args, "accept_dns", d.accept_dns)),
         accept_routes=bool(getattr(args, "accept_routes", d.accept_routes)),
+        shields_up=bool(getattr(args, "shields_up", d.shields_up)),
     )
 
 
@@ -324,7 +326,7 @@ class Node:
     Run-time API (call on the node's event loop thread; each applies at once when running
     and is remembered otherwise): ``set_exit_node``, ``set_exit_node_allow_lan``,
     ``set_advertise_exit_node``, ``set_advertise_routes``, ``set_accept_dns``,
-    ``set_accept_routes``, ``set_prefs``; read ``prefs``, ``exit_node_options()``,
+    ``set_accept_routes``, ``set_shields_up``, ``set_prefs`` (several at once); read ``prefs``, ``exit_node_options()``,
     ``exit_node_peer``, ``filter``.
     """
 
@@ -513,6 +515,8 @@ class Node:
             pf, addrs = None, ()
         else:
             pf, addrs = nm.packet_filter, tuple(nm.self_node.addresses)
+            if self._prefs.shields_up:
+                pf = ()  # no rules: new inbound connections are dropped, replies still pass
         routes = self._prefs.routable_ips()
         key = (pf, addrs, routes)  # compared by value: headscale resends the same rules with many updates
         if key == self._filter_key:
@@ -588,6 +592,8 @@ class Node:
             changes["exit_node"] = None if v is None or str(v).strip() == "" else str(v).strip()
         old = self._prefs
         new = dataclasses.replace(old, **changes)
+        if new.exit_node and new.advertise_exit_node:
+            raise ValueError("cannot advertise an exit node and use an exit node at the same time")
         if new == old:
             return new
         self._prefs = new
@@ -630,6 +636,9 @@ class Node:
 
     def set_accept_routes(self, on: bool) -> NodePrefs:
         return self.set_prefs(accept_routes=bool(on))
+
+    def set_shields_up(self, on: bool) -> NodePrefs:
+        return self.set_prefs(shields_up=bool(on))
 
     def exit_node_options(self) -> list:
         """Peers (tailcfg.Node) that offer an exit node, by node ID."""
@@ -744,7 +753,7 @@ class Node:
             "StreamsStarted": self.client.streams_started,
             "Prefs": {"ExitNode": p.exit_node, "ExitNodeAllowLANAccess": p.exit_node_allow_lan,
                       "AdvertiseExitNode": p.advertise_exit_node, "AdvertiseRoutes": list(p.advertise_routes),
-                      "AcceptDNS": p.accept_dns, "AcceptRoutes": p.accept_routes},
+                      "AcceptDNS": p.accept_dns, "AcceptRoutes": p.accept_routes, "ShieldsUp": p.shields_up},
             "ExitNodeID": self.exit_node_peer.id if self.exit_node_peer is not None else None,
             "MagicDNS": self.dns is not None,
             "Filter": None if f is None else {"Rules": len(f.matches), "AcceptedIn": f.accepted_in,
@@ -797,13 +806,14 @@ class Node:
                 self.client = ControlClient(opts, on_event=self.on_event, logger=self.log.getChild("control"))
                 self.log.info("joining %s as %s with endpoints %s", self.args.login_server, opts.hostinfo.hostname, eps)
                 async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self.client.run())
+                    client_task = tg.create_task(self.client.run())
                     tg.create_task(self._watch_endpoints(exclude))
                     if self._status_path is not None:
                         tg.create_task(self._refresh_status())
                     await stop.wait()
                     if self.args.logout_on_exit:
                         await self.client.logout()
+                    await _cancel_firmly(client_task, self.log)
                     raise _Stop()
         except* _Stop:
             pass
@@ -824,6 +834,20 @@ class Node:
             if tuple(eps) != self.client.opts.endpoints:
                 self.log.info("endpoints changed: %s", eps)
                 self.client.set_endpoints(eps)
+
+
+async def _cancel_firmly(task: asyncio.Task, log: logging.Logger, tries: int = 10) -> None:
+    """Cancel ``task`` and wait for it, cancelling again if it swallowed a cancellation.
+
+    Python 3.11's asyncio.wait_for can lose a cancellation that races with its inner
+    future completing; a TaskGroup cancels its children only once and would then wait forever.
+    """
+    for i in range(tries):
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=1.0)
+        if done:
+            return
+        log.warning("control client ignored cancellation (%d); cancelling again", i + 1)
 
 
 def _quiet(fn):
@@ -868,6 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="point the OS resolver at MagicDNS (100.100.100.100)")
     g.add_argument("--accept-routes", action=argparse.BooleanOptionalAction, default=False,
                    help="use subnet routes other nodes advertise")
+    g.add_argument("--shields-up", action="store_true", help="block incoming connections from the tailnet")
     g.add_argument("--dns-mode", choices=DNS_MODES, default="auto",
                    help="how OS DNS is configured: systemd-resolved when running, else resolv.conf (auto)")
     g.add_argument("--run-dir", default=None,
@@ -884,6 +909,8 @@ def main(argv: list[str] | None = None) -> int:
         canonical_routes(args.advertise_routes)
     except ValueError as e:
         parser.error(str(e))
+    if args.exit_node and args.advertise_exit_node:
+        parser.error("--exit-node and --advertise-exit-node cannot be used together")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("hpack", "h2", "asyncio"):

@@ -1,7 +1,7 @@
-"""A Tun wrapper that applies the packet filter: check_out on frames read from the TUN, check_in on frames written to it.
+"""A Tun wrapper applying the packet filter: check_out on frames read from the TUN, check_in on frames written.
 
-    OS ──TUN read──► FilterTun.read_into ──check_out──► Device (encrypt, send)      dropped: read the next
-    OS ◄─TUN write── FilterTun.write ◄──check_in─── Device (decrypt, coalesce)      dropped: not written
+    OS ─TUN read─► FilterTun.read_into ─check_out─► Device (encrypt, send)    dropped: read the next
+    OS ◄TUN write─ FilterTun.write ◄─check_in── Device (decrypt, coalesce)    dropped: not written
 
 The Device (engine.dataplane.device) is unchanged: it gets a FilterTun as its ``tun=`` and
 uses the same ``Tun`` interface (``read_into``, ``write``, ``close``, ``name``, ``mtu``,

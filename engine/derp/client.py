@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import os
 import random as _random
@@ -243,6 +245,12 @@ class DerpClient:
             asyncio.open_connection(host, port, ssl=ctx, server_hostname=server_hostname), DIAL_TIMEOUT
         )
         self._writer = writer
+        if ctx is not None and node.cert_name.startswith("sha256-raw:"):
+            # DERPNode.CertName "sha256-raw:<hex>" pins the server's self-signed certificate
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True) or b""
+            got = hashlib.sha256(der).hexdigest()
+            if not hmac.compare_digest(got, node.cert_name[len("sha256-raw:"):].lower()):
+                raise ssl.SSLError(f"DERP server certificate does not match pinned {node.cert_name[:24]}…")
         conn = p.DerpClientConn(private_key=self._key, host=node.host_name or host, random=self._random)
         self._conn = conn
         conn.start(self._clock())

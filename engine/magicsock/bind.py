@@ -46,10 +46,11 @@ class MagicBind:
             self._closed = False
         return self._conn.port
 
-    def deliver(self, data: bytes, endpoint: object) -> None:
-        """Called by magicsock (any thread) with a WireGuard datagram for the Device."""
+    def deliver(self, data: bytes, endpoint: object, seg: int = 0) -> None:
+        """Called by magicsock (any thread) with a WireGuard datagram, or a GRO run of
+        `seg`-byte datagrams, for the Device."""
         if not self._closed:
-            self._rx.put((data, endpoint))
+            self._rx.put((data, endpoint, seg))
 
     def recv_into(self, buf, block: bool = True) -> tuple[int, int, object]:
         """(n, seg, endpoint); (0, 0, None) once closed; (-1, 0, None) if not block and empty."""
@@ -63,18 +64,15 @@ class MagicBind:
         if item is None:
             self._rx.put(None)  # wake the other workers too
             return 0, 0, None
-        data, ep = item
-        n = min(len(data), len(buf))
+        data, ep, seg = item
+        n = len(data)
+        if n > len(buf):  # cannot happen with the Device's 64 KiB slots; keep whole datagrams
+            n = (len(buf) // seg) * seg if seg else len(buf)
         buf[:n] = data[:n]
-        return n, n, ep
+        return n, (seg or n), ep
 
     def send(self, parts: list, endpoint: object, seg: int = 0) -> None:
-        if seg:
-            data = b"".join(bytes(p) for p in parts)
-            dgrams = [data[o : o + seg] for o in range(0, len(data), seg)]
-        else:
-            dgrams = [bytes(p) for p in parts]
-        self._conn.send_wireguard(dgrams, endpoint)
+        self._conn.send_wireguard(parts, endpoint, seg)
 
     def parse_endpoint(self, text: str) -> object:
         t = text.strip()

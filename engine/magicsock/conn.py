@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import nacl.public
 
@@ -38,12 +38,17 @@ from engine.disco import box as dbox
 from engine.disco.message import CallMeMaybe, Ping, Pong
 from engine.magicsock import constants as C
 from engine.magicsock.bind import MagicBind, PeerEndpoint
-from engine.magicsock.endpoint import AddrPort, PathStatus, PeerPath, SendCallMeMaybe, SendPing
+from engine.magicsock.endpoint import (
+    AddrPort, PathStatus, PeerPath, SendCallMeMaybe, SendPing, usable_candidate,
+)
 
 NOTE_SEND_EVERY = 0.25  # seconds: how often a data send consults the path core
 DERP_INACTIVE_CLEANUP = 60.0  # seconds before an unused non-home DERP connection is closed
 IDLE_NETCHECK_INTERVAL = 300.0  # seconds: full netcheck at least this often even when idle
 RESTUN_INTERVAL = 23.0  # seconds between background netchecks (tailscale: 20-26 s)
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
 ENDPOINT_LOCAL = 1  # tailcfg.EndpointType values
 ENDPOINT_STUN = 2
 
@@ -184,9 +189,13 @@ class MagicConn:
         self._endpoints: list[Endpoint] = []
         self._last_stun: float | None = None
         self._fwmark = 0
+        self._v6 = False
+        self._sa_cache: dict[AddrPort, tuple] = {}
         self._bg: list[asyncio.Task] = []
         self._derp_last_use: dict[int, float] = {}
         self._restun_task: asyncio.Task | None = None
+        self.gso = False  # UDP_SEGMENT sends (probed at open; off for good after EIO)
+        self.gro = False  # UDP_GRO receives
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -194,16 +203,17 @@ class MagicConn:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._netcheck_lock = asyncio.Lock()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = self._open_socket()
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-            if self._fwmark:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self._fwmark)
-            sock.bind((self._bind_host, self._want_port))
-        except BaseException:
-            sock.close()
-            raise
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+            self.gro = True
+        except OSError:
+            self.gro = False
+        try:
+            sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+            self.gso = True
+        except OSError:
+            self.gso = False
         self._sock = sock
         self.port = sock.getsockname()[1]
         self._reader = threading.Thread(target=self._read_loop, name="magicsock-rx", daemon=True)
@@ -241,9 +251,66 @@ class MagicConn:
             tg, self._tg = self._tg, None
             for task in self._bg:
                 task.cancel()
+            if self._restun_task is not None:
+                self._restun_task.cancel()
             await tg.__aexit__(None, None, None)
         if self._reader is not None:
             await asyncio.to_thread(self._reader.join, 2.0)
+
+    def _open_socket(self) -> socket.socket:
+        """Dual-stack UDP socket ("::", IPV6_V6ONLY off) unless IPv6 is unavailable or an IPv4
+        bind_host was given; IPv4 peers then appear as ::ffff:a.b.c.d at the socket only."""
+        family = socket.AF_INET
+        host = self._bind_host
+        if host in ("", "0.0.0.0", "::") and socket.has_ipv6:
+            try:
+                probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+                probe.close()
+                family, host = socket.AF_INET6, "::"
+            except OSError:
+                family, host = socket.AF_INET, "0.0.0.0"
+        elif ":" in host:
+            family = socket.AF_INET6
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            if self._fwmark:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self._fwmark)
+            sock.bind((host, self._want_port))
+        except OSError:
+            sock.close()
+            if family == socket.AF_INET6 and self._bind_host in ("", "0.0.0.0", "::"):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                family = socket.AF_INET
+                try:
+                    sock.bind(("0.0.0.0", self._want_port))
+                except BaseException:
+                    sock.close()
+                    raise
+            else:
+                raise
+        self._v6 = family == socket.AF_INET6
+        self._sa_cache: dict[AddrPort, tuple] = {}
+        return sock
+
+    def _sockaddr(self, addr: AddrPort) -> tuple | None:
+        """Our (ip, port) -> the socket's address form; None if this socket cannot reach it."""
+        sa = self._sa_cache.get(addr)
+        if sa is None:
+            v6 = ":" in addr[0]
+            if self._v6:
+                sa = (addr[0] if v6 else "::ffff:" + addr[0], addr[1], 0, 0)
+            elif v6:
+                return None
+            else:
+                sa = addr
+            if len(self._sa_cache) > 4096:
+                self._sa_cache.clear()
+            self._sa_cache[addr] = sa
+        return sa
 
     def set_fwmark(self, mark: int) -> None:
         self._fwmark = mark
@@ -377,7 +444,9 @@ class MagicConn:
                 if a not in seen:
                     seen.add(a)
                     eps.append(Endpoint(_fmt(a), ENDPOINT_STUN))
-        locals_ = [a for a in self._local_addrs() if not ipaddress.ip_address(a).is_loopback]
+        # never the tunnel's own addresses (100.64/10): a "direct path" through the tunnel loops
+        locals_ = [a for a in self._local_addrs()
+                   if not ipaddress.ip_address(a).is_loopback and usable_candidate((a, 1))]
         if not locals_ and not eps:
             locals_ = ["127.0.0.1"]
         for ip in locals_:
@@ -484,20 +553,23 @@ class MagicConn:
 
     # ---- send path (any thread) ---------------------------------------------------------------
 
-    def send_wireguard(self, dgrams: list[bytes], endpoint: object) -> None:
+    def send_wireguard(self, parts: list, endpoint: object, seg: int = 0) -> None:
+        """Send WireGuard datagrams (Bind.send semantics: seg > 0 = a GSO run of seg-byte
+        datagrams in the concatenation of `parts`) over the peer's current path."""
         if self._closed:
             return
         if isinstance(endpoint, UdpEndpoint):
             addr = (str(endpoint.ip), endpoint.port)
             nk = self._addr_peer.get(addr)
             if nk is None:  # not a peer we know: plain UDP (e.g. a WireGuard-only peer)
-                for d in dgrams:
-                    self._udp_send(d, addr)
+                self._udp_send_run(parts, seg, addr)
                 return
         else:
             nk = endpoint.node_key if isinstance(endpoint, PeerEndpoint) else None
         now = self._clock()
         actions = []
+        size = sum(len(d) for d in parts)
+        n = -(-size // seg) if seg else len(parts)
         with self._lock:
             p = self._peers.get(nk) if nk is not None else None
             if p is None:
@@ -509,8 +581,6 @@ class MagicConn:
             if noted:
                 p.last_note = now
                 actions = path.note_send(now)
-            n = len(dgrams)
-            size = sum(len(d) for d in dgrams)
             path.stats["tx_bytes"] += size
             if udp is not None and not via_derp:
                 path.stats["tx_direct_packets"] += n
@@ -518,21 +588,46 @@ class MagicConn:
                 path.stats["tx_derp_packets"] += n
             region = p.cfg.home_derp
         if udp is not None:
-            for d in dgrams:
-                self._udp_send(d, udp)
+            self._udp_send_run(parts, seg, udp)
         if via_derp and self._loop is not None:
-            for d in dgrams:
+            for d in _split(parts, seg):
                 self._loop.call_soon_threadsafe(self._derp_send, region, nk, d)
         if noted and self._loop is not None:
             # also wakes the timer loop so a new heartbeat deadline is seen
             self._loop.call_soon_threadsafe(self._do_actions, nk, actions)
+
+    def _udp_send_run(self, parts: list, seg: int, addr: AddrPort) -> None:
+        """One GSO sendmsg for a run when the kernel can, else one sendto per datagram."""
+        sock = self._sock
+        if sock is None:
+            return
+        if seg and self.gso:
+            try:
+                sa = self._sockaddr(addr)
+                if sa is None:
+                    self.counters.send_errors += 1
+                    return
+                sock.sendmsg(parts, [(SOL_UDP, UDP_SEGMENT, seg.to_bytes(2, "little"))], 0, sa)
+                self.counters.udp_tx += 1
+                return
+            except OSError as e:
+                if e.errno != errno.EIO:
+                    self.counters.send_errors += 1
+                    return
+                self.gso = False  # no checksum offload on this route: fall back for good
+        for d in _split(parts, seg):
+            self._udp_send(d, addr)
 
     def _udp_send(self, data: bytes, addr: AddrPort) -> None:
         sock = self._sock
         if sock is None:
             return
         try:
-            sock.sendto(data, addr)
+            sa = self._sockaddr(addr)
+            if sa is None:
+                self.counters.send_errors += 1
+                return
+            sock.sendto(data, sa)
             self.counters.udp_tx += 1
         except BlockingIOError:
             self.counters.send_errors += 1
@@ -549,34 +644,58 @@ class MagicConn:
         buf = bytearray(65536)
         mv = memoryview(buf)
         loop = self._loop
+        cmsg_space = socket.CMSG_SPACE(4)
         while not self._closed:
             try:
-                n, sa = sock.recvfrom_into(buf)
+                n, anc, _flags, sa = sock.recvmsg_into([buf], cmsg_space)
             except OSError as e:
                 if self._closed or e.errno == errno.EBADF:
                     return
                 continue  # ICMP errors surface as ECONNREFUSED etc.
             if n == 0 and self._closed:
                 return
-            data = bytes(mv[:n])
-            addr = (sa[0], sa[1])
-            self.counters.udp_rx += 1
+            seg = n
+            for level, typ, cdata in anc:
+                if level == SOL_UDP and typ == UDP_GRO:
+                    seg = int.from_bytes(cdata[:4], "little") or n
+            ip = sa[0]
+            if ip.startswith("::ffff:") and "." in ip:
+                ip = ip[7:]
+            elif "%" in ip:
+                ip = ip.split("%", 1)[0]
+            addr = (ip, sa[1])
+            if seg < n and not _all_wireguard(buf, n, seg):
+                # a GRO batch holding something else: demux datagram by datagram
+                for off in range(0, n, seg):
+                    self._demux(bytes(mv[off:min(n, off + seg)]), addr, loop)
+                continue
+            self._demux(bytes(mv[:n]), addr, loop, seg if seg < n else 0)
+
+    def _demux(self, data: bytes, addr: AddrPort, loop, seg: int = 0) -> None:
+        """STUN | disco -> event loop; WireGuard (a single datagram or a GRO run) -> the Bind."""
+        n = len(data)
+        self.counters.udp_rx += 1
+        if not seg:
+            if not usable_candidate(addr):
+                self.counters.disco_dropped += 1  # arrived through our own tunnel: never a path
+                return
             if stun.is_binding_response(data):
                 loop.call_soon_threadsafe(self._handle_stun, data)
-            elif dbox.looks_like_disco(data):
+                return
+            if dbox.looks_like_disco(data):
                 loop.call_soon_threadsafe(self._handle_disco, data, addr, None, 0)
-            else:
-                nk = self._addr_peer.get(addr)
-                if nk is None:
-                    self.counters.wg_unknown_src += 1
-                    self.bind.deliver(data, UdpEndpoint(ipaddress.ip_address(addr[0]), addr[1]))
-                    continue
-                p = self._peers.get(nk)
-                if p is not None:  # counters only: no lock on the hot path (races cost a count at worst)
-                    st = p.path.stats
-                    st["rx_direct_packets"] += 1
-                    st["rx_bytes"] += n
-                self.bind.deliver(data, p.endpoint if p is not None else PeerEndpoint(nk))
+                return
+        nk = self._addr_peer.get(addr)
+        if nk is None:
+            self.counters.wg_unknown_src += 1
+            self.bind.deliver(data, UdpEndpoint(ipaddress.ip_address(addr[0]), addr[1]), seg)
+            return
+        p = self._peers.get(nk)
+        if p is not None:  # counters only: no lock on the hot path (races cost a count at worst)
+            st = p.path.stats
+            st["rx_direct_packets"] += -(-n // seg) if seg else 1
+            st["rx_bytes"] += n
+        self.bind.deliver(data, p.endpoint if p is not None else PeerEndpoint(nk), seg)
 
     def _handle_stun(self, data: bytes) -> None:
         self.counters.stun_rx += 1
@@ -625,7 +744,7 @@ class MagicConn:
                 if addr is not None:
                     self.counters.cmm_via_udp_dropped += 1  # only valid via DERP
                     return
-                eps = list(msg.endpoints)
+                eps = [a for a in msg.endpoints if usable_candidate(a)]
                 for a in eps:
                     self._addr_peer.setdefault(a, nk)
                 actions = peer.path.handle_call_me_maybe(eps, now)
@@ -694,6 +813,23 @@ class MagicConn:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+
+
+def _split(parts: list, seg: int) -> list[bytes]:
+    """Bind.send parts -> individual datagrams."""
+    if not seg:
+        return [bytes(d) for d in parts]
+    data = b"".join(bytes(d) for d in parts)
+    return [data[o:o + seg] for o in range(0, len(data), seg)]
+
+
+def _all_wireguard(buf: bytearray, n: int, seg: int) -> bool:
+    """Every datagram of a GRO run starts like a WireGuard message (type 1-4, then zeros):
+    then it cannot be STUN (byte 1 == 0x01) or disco (starts with 'T')."""
+    for off in range(0, n, seg):
+        if not 1 <= buf[off] <= 4 or buf[off + 1] != 0:
+            return False
+    return True
 
 
 def _interface_addrs() -> list[str]:

@@ -82,6 +82,24 @@ def _fmt(a: AddrPort) -> str:
     return f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}"
 
 
+TAILSCALE_V4 = ipaddress.ip_network("100.64.0.0/10")  # tsaddr.CGNATRange
+TAILSCALE_V6 = ipaddress.ip_network("fd7a:115c:a1e0::/48")  # tsaddr.TailscaleULARange
+
+
+def usable_candidate(addr: AddrPort) -> bool:
+    """Can `addr` be a direct path? Never one of the tailnet's own addresses: a path "through"
+    the tunnel would loop WireGuard into itself (tailscale ignores such endpoints too)."""
+    try:
+        ip = ipaddress.ip_address(addr[0])
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified or ip.is_multicast or not 0 < addr[1] < 65536:
+        return False
+    return ip not in (TAILSCALE_V4 if ip.version == 4 else TAILSCALE_V6)
+
+
 def addr_points(addr: AddrPort) -> int:
     """Static preference bonus for an address class (betterAddr): loopback > link-local > private."""
     ip = ipaddress.ip_address(addr[0])
@@ -146,6 +164,7 @@ class PeerPath:
     def set_netmap_endpoints(self, endpoints: Iterable[AddrPort], now: float) -> list[Action]:
         """Endpoints from control. New ones are pinged at once if a session is active."""
         wanted = {(str(ipaddress.ip_address(a)), int(p)) for a, p in endpoints}
+        wanted = {a for a in wanted if usable_candidate(a)}
         new = False
         for addr in wanted:
             if addr not in self.candidates:
@@ -192,6 +211,8 @@ class PeerPath:
 
         If we have no trusted path, ping it straight back: that source is open toward us right
         now, so this usually completes the path without waiting for the next round."""
+        if not usable_candidate(addr):
+            return []
         c = self.candidates.get(addr)
         if c is None:
             c = self.candidates[addr] = Candidate(addr=addr, source="ping", last_heard=now)
@@ -205,6 +226,8 @@ class PeerPath:
         """Peer asked us (via DERP) to ping its endpoints now: the simultaneous-open punch."""
         for addr in endpoints:
             addr = (str(ipaddress.ip_address(addr[0])), int(addr[1]))
+            if not usable_candidate(addr):
+                continue
             c = self.candidates.get(addr)
             if c is None:
                 self.candidates[addr] = Candidate(addr=addr, source="cmm", last_heard=now)
@@ -218,9 +241,10 @@ class PeerPath:
 
     def handle_pong(self, txid: bytes, src: AddrPort, now: float) -> bool:
         """A Pong arrived over UDP from `src`; returns True if it matched a ping of ours."""
-        pend = self.pending.pop(txid, None)
-        if pend is None:
+        pend = self.pending.get(txid)
+        if pend is None or not usable_candidate(src):
             return False
+        del self.pending[txid]
         addr, sent = pend
         if addr != src:
             # answered from another address than we pinged (e.g. NAT rewrote); trust the source

@@ -79,7 +79,7 @@ def test_bridge_shows_needs_login_with_real_tailscaled(qloop, ts_sock):
     run(qloop, main())
 
 
-@pytest.mark.xfail(strict=True, reason="engine.localapi.client loses tailscaled's early 403 (the server closes "
+@pytest.mark.xfail(strict=False, reason="engine.localapi.client (racily) loses tailscaled's early 403 (the server closes "
                    "before reading the body; the client's write fails with ConnectionResetError instead of "
                    "reading the answer). Passes with our helper (tests/gui/test_our_helper.py).")
 def test_non_operator_gets_403_and_read_only(ts_sock):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import nacl.public
 import pytest
@@ -144,7 +143,7 @@ def test_tls_derper_insecure_for_tests():
             ka, kb = nacl.public.PrivateKey.generate(), nacl.public.PrivateKey.generate()
             sa, sb = Sink(), Sink()
             region = DerpMap.from_json(d.derp_map()).regions[d.region_id]
-            async with DerpClient(region, ka, sa) as a, DerpClient(region, kb, sb) as b:
+            async with DerpClient(region, ka, sa) as a, DerpClient(region, kb, sb):
                 await sa.wait_for(lambda e: isinstance(e, p.ServerInfo))
                 await sb.wait_for(lambda e: isinstance(e, p.ServerInfo))
                 assert a.send_packet(bytes(kb.public_key), b"over tls")
@@ -168,3 +167,34 @@ def test_tls_derper_insecure_for_tests():
                 assert "CERTIFICATE_VERIFY_FAILED" in c.last_error and not c.connected
 
         asyncio.run(refused())
+
+
+def test_tls_derper_cert_pin():
+    """DERPNode.CertName "sha256-raw:<hex>" pins the self-signed cert: right pin connects, wrong pin is refused."""
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    with Derper(tls_hostname="derp.test") as d:
+        pem = (d.workdir / "certs" / "derp.test.crt").read_bytes()
+        pin = hashlib.sha256(x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)).hexdigest()
+
+        async def attempt(cert_name):
+            m = d.derp_map()
+            node = m["Regions"][str(d.region_id)]["Nodes"][0]
+            node["InsecureForTests"] = False
+            node["CertName"] = cert_name
+            region = DerpMap.from_json(m).regions[d.region_id]
+            sink = Sink()
+            async with DerpClient(region, nacl.public.PrivateKey.generate(), sink, backoff_min=0.05) as c:
+                for _ in range(100):
+                    if c.connected or c.last_error:
+                        break
+                    await asyncio.sleep(0.05)
+                return c.connected, c.last_error
+
+        ok, err = asyncio.run(attempt("sha256-raw:" + pin))
+        assert ok, err
+        ok, err = asyncio.run(attempt("sha256-raw:" + "00" * 32))
+        assert not ok and "does not match pinned" in err

@@ -155,3 +155,89 @@ def test_netmap_endpoint_removal():
     p = _peer(endpoints=(A, B))
     p.set_netmap_endpoints([B], 1.0)
     assert set(p.candidates) == {B}
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ADDRS = [A, B, ("203.0.113.9", 5555)]
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["send", "pong_pending", "pong_random", "timer", "cmm", "ping_from", "netmap"]),
+        st.floats(0.0, 8.0),
+        st.integers(0, 2),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(OPS)
+def test_random_inputs_keep_invariants(ops):
+    """Any sequence of inputs: no exception, timers are sane, 'direct' only with a best address."""
+    p = _peer()
+    now = 0.0
+    for op, dt, i in ops:
+        now += dt
+        if op == "send":
+            p.note_send(now)
+        elif op == "pong_pending" and p.pending:
+            txid = sorted(p.pending)[i % len(p.pending)]
+            p.handle_pong(txid, p.pending[txid][0], now)
+        elif op == "pong_random":
+            assert p.handle_pong(bytes([i]) * 12, ADDRS[i], now) is False or True
+        elif op == "timer":
+            p.handle_timer(now)
+            t = p.get_timer()
+            assert t is None or t > now  # progress: the timer loop can never spin
+        elif op == "cmm":
+            p.handle_call_me_maybe([ADDRS[i]], now)
+        elif op == "ping_from":
+            p.handle_ping_from(ADDRS[i], now)
+        elif op == "netmap":
+            p.set_netmap_endpoints(ADDRS[: i + 1], now)
+        udp, derp = p.addr_for_send(now)
+        if not derp:
+            assert udp is not None and p.trusted(now)
+        st_ = p.status(now)
+        assert st_.path in ("direct", "derp")
+        assert (st_.path == "direct") == p.trusted(now)
+        t = p.get_timer()
+        assert t is None or t == t  # not NaN
+        for _addr, sent in p.pending.values():
+            assert sent <= now
+
+
+def test_gro_run_demux_check():
+    from engine.magicsock.conn import _all_wireguard, _split
+
+    wg = b"\x04\x00\x00\x00" + b"x" * 28
+    assert _all_wireguard(bytearray(wg * 3), 96, 32)
+    stun_like = b"\x01\x01\x00\x00" + b"x" * 28  # binding response, not WireGuard type 1
+    assert not _all_wireguard(bytearray(wg + stun_like + wg), 96, 32)
+    assert not _all_wireguard(bytearray(wg + b"TS" + b"x" * 30), 64, 32)
+    assert _split([b"ab", memoryview(b"cdef")], 4) == [b"abcd", b"ef"]
+    assert _split([b"ab", b"cd"], 0) == [b"ab", b"cd"]
+
+
+@pytest.mark.parametrize("addr,ok", [
+    (("203.0.113.5", 41641), True),
+    (("10.1.0.2", 41641), True),
+    (("100.64.0.2", 41641), False),  # our own tailnet range: a path through the tunnel would loop
+    (("100.127.255.1", 1), False),
+    (("fd7a:115c:a1e0::1", 41641), False),
+    (("::ffff:100.64.0.9", 41641), False),
+    (("0.0.0.0", 41641), False),
+    (("203.0.113.5", 0), False),
+])
+def test_usable_candidate(addr, ok):
+    from engine.magicsock.endpoint import usable_candidate
+
+    assert usable_candidate(addr) is ok
+
+
+def test_tailnet_addresses_never_become_candidates():
+    p = _peer(endpoints=(A, ("100.64.0.2", 41641)))
+    assert set(p.candidates) == {A}
+    assert p.handle_ping_from(("100.64.0.2", 41641), 1.0) == []
+    assert pings(p.handle_call_me_maybe([("100.64.0.2", 41641)], 1.0)) and ("100.64.0.2", 41641) not in p.candidates

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from tests.lab.derper import derper_available
@@ -127,5 +130,26 @@ def test_wireguard_over_magicsock_derp_then_direct(lab):
         pinger.terminate()
         wg = s.a.status()["wg"]["peers"][0]
         assert wg["last_handshake"] and wg["rx_bytes"] > 0
+    finally:
+        s.close()
+
+
+def test_wireguard_tcp_over_derp_when_udp_blocked(lab):
+    """TCP through our tunnel when only DERP works; the tunnel's own addresses never become a
+    'direct path' (that would loop WireGuard into itself)."""
+    s = build(lab, "udp-blocked", "none", n_derpers=1, wg=True)
+    try:
+        s.connect()
+        ok, _ = wait_for(lambda: s.a.host.ping("100.64.0.2", count=1, timeout=2).returncode == 0, 20)
+        assert ok, (s.a.status(), s.b.status())
+        s.b.host.popen(["iperf3", "-s", "-1", "-B", "100.64.0.2"])
+        time.sleep(0.5)
+        r = s.a.host.run(["iperf3", "-c", "100.64.0.2", "-t", "2", "-J"], check=False, timeout=40)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        assert json.loads(r.stdout)["end"]["sum_received"]["bytes"] > 1_000_000
+        for x, y in ((s.a, s.b), (s.b, s.a)):
+            st = x.path_to(y)
+            assert st["path"] == "derp", st
+            assert not [c for c in st["candidates"] if c.startswith("100.")], st
     finally:
         s.close()

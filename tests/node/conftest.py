@@ -1,12 +1,12 @@
-"""Fixtures for tests/node: the shared `lab`, and `exitnet` (headscale + an exit node of ours + an "internet" host).
+"""Fixtures for tests/node: the shared `lab`, and `exitnet` (headscale, an exit node of ours, an "internet").
 
     ctl 192.0.2.1 (headscale)   lanhost 192.0.2.20 (udp echo :7, tcp whoami :8080)
         |                           |
     ----+------ switch lan 192.0.2.0/24 ------+-------------------+
                     |                                             |
-              c 192.0.2.11 (client host, node not started)   e 192.0.2.12 (our node, --advertise-exit-node, approved)
-                                                                  | 203.0.113.1/24
-                                                            inet 203.0.113.2 (udp echo :7, tcp whoami :8080)
+              c 192.0.2.11 (node not started)            e 192.0.2.12 (our node: --advertise-exit-node, approved)
+                                                                  | 203.0.113.1/24, 2001:db8:1::1/64
+                                                         inet 203.0.113.2, 2001:db8:1::2 (udp echo :7, whoami :8080)
 
 "inet" is reachable only through e; the echo servers reply with the source address they saw.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from tests.control.nodes import wait_until
 from tests.lab.fixtures import lab  # noqa: F401
-from tests.node.labnode import INET, LANHOST, UDP_ECHO, Node, approve_exit_routes, start_headscale, tcp_whoami
+from tests.node.labnode import INET, INET6, LANHOST, UDP_ECHO, Node, approve_exit_routes, start_headscale, tcp_whoami
 
 
 @pytest.fixture
@@ -26,7 +26,8 @@ def exitnet(lab):  # noqa: F811
     sw.attach(c, "192.0.2.11/24")
     sw.attach(e, "192.0.2.12/24")
     sw.attach(lanhost, f"{LANHOST}/24")
-    lab.link(e, inet, "203.0.113.1/24", f"{INET}/24")
+    lab.link(e, inet, "203.0.113.1/24", f"{INET}/24", a_addr6="2001:db8:1::1/64", b_addr6=f"{INET6}/64")
+    inet.popen_python(UDP_ECHO, INET6, "7")
     for h, addr in ((inet, "0.0.0.0"), (lanhost, "0.0.0.0")):
         h.popen_python(UDP_ECHO, addr, "7")
         tcp_whoami(h, addr, 8080)

@@ -9,8 +9,8 @@ This is how the LocalAPI calls the node at run time; the test drives it without 
 from __future__ import annotations
 
 import asyncio
-import faulthandler
 import dataclasses
+import faulthandler
 import json
 import logging
 import os

@@ -1,4 +1,4 @@
-"""Lab helpers for node tests: headscale with a policy file, our node with routing/DNS flags, a run-time driver, dumps."""
+"""Lab helpers for node tests: headscale with a policy, our node with routing/DNS flags, a run-time driver."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ UDP_ECHO = str(REPO_ROOT / "tests" / "lab" / "udp_echo.py")
 UPSTREAM_DNS = str(REPO_ROOT / "tests" / "exitdns" / "upstream_dns.py")
 DRIVER = str(HERE / "drive_node.py")
 INET = "203.0.113.2"  # the "internet" host of the exitnet fixture, reachable only through the exit node
+INET6 = "2001:db8:1::2"  # ... and its IPv6 address (e has 2001:db8:1::1)
 LANHOST = "192.0.2.20"  # a host on the client's LAN
 
 
@@ -84,7 +85,8 @@ class DrivenNode(Node):
         """Call Node.<method>(*args, **kwargs) in the running node; returns the resulting prefs."""
         self._calls += 1
         n = self._calls
-        self.proc.stdin.write((json.dumps({"n": n, "method": method, "args": list(args), "kwargs": kwargs}) + "\n").encode())
+        req = {"n": n, "method": method, "args": list(args), "kwargs": kwargs}
+        self.proc.stdin.write((json.dumps(req) + "\n").encode())
         self.proc.stdin.flush()
         deadline = time.monotonic() + timeout
         while True:
@@ -115,7 +117,7 @@ def route_get(h: Host, dst: str, mark: int | None = None) -> str:
 
 ASK_UDP = (
     "import socket, sys\n"
-    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)\n"
     "s.settimeout(1.0)\n"
     "for _ in range(int(sys.argv[3]) if len(sys.argv) > 3 else 5):\n"
     "    try:\n"
@@ -144,7 +146,8 @@ TCP_WHOAMI = (
 TCP_ASK = (
     "import socket, sys\n"
     "try:\n"
-    "    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]) if len(sys.argv) > 3 else 5)\n"
+    "    t = float(sys.argv[3]) if len(sys.argv) > 3 else 5\n"
+    "    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=t)\n"
     "    print(c.recv(100).decode() or 'closed')\n"
     "except OSError as e:\n"
     "    print('error', type(e).__name__, e.errno)\n"

@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from engine.router.exitnode import BYPASS_MARK
-from tests.node.labnode import INET, LANHOST, DrivenNode, Node, route_get, routing_dump, tcp_ask, udp_ask
+from tests.node.labnode import INET, INET6, LANHOST, DrivenNode, Node, route_get, routing_dump, tcp_ask, udp_ask
 
 pytestmark = pytest.mark.lab
 
@@ -24,6 +24,7 @@ def test_exit_node_end_to_end(exitnet):
     lab, hs, key, c, ex, ctl = exitnet
     before = routing_dump(c)
     assert udp_ask(c, INET, 7, tries=1).startswith("error")  # no route to the "internet" without the exit node
+    assert udp_ask(c, INET6, 7, tries=1).startswith("error")
 
     cl = Node(c, hs.url, auth_key=key, args=("--exit-node", "py-e")).start()
     st = cl.wait(lambda s: s.get("ExitNodeID") is not None and s.get("InMapPoll"), "exit node resolved")
@@ -34,6 +35,7 @@ def test_exit_node_end_to_end(exitnet):
     # internet traffic leaves through e, masqueraded to e's WAN address (UDP and TCP)
     assert udp_ask(c, INET, 7).startswith("203.0.113.1:"), cl.log()[-2000:]
     assert tcp_ask(c, INET, 8080).startswith("203.0.113.1:")
+    assert udp_ask(c, INET6, 7).startswith("2001:db8:1::1:")  # IPv6 too (::/0), masqueraded to e's address
     got = route_get(c, INET)
     assert "dev mesh0" in got and "table 52" in got
     # without allow-LAN the LAN goes through the tunnel too: lanhost sees e's address

@@ -1,4 +1,4 @@
-"""FilterTun: the packet filter around a Tun (check_out on reads, check_in on writes), with and without offload frames."""
+"""FilterTun: the packet filter around a Tun (check_out on reads, check_in on writes), with/without offload."""
 
 from __future__ import annotations
 

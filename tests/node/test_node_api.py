@@ -1,4 +1,4 @@
-"""Node's run-time API and reconfiguration with recording fakes (no OS changes): exit node, allow-LAN, advertise, accept-routes."""
+"""Node's run-time API and reconfiguration with recording fakes (no OS changes): exit node, advertise, routes."""
 
 from __future__ import annotations
 
@@ -144,6 +144,18 @@ def test_advertise_exit_node_and_routes(node):
         n.set_advertise_routes("10.300.0.0/16")
 
 
+def test_exit_node_and_advertising_one_exclude_each_other(node):
+    n, f = node
+    n.set_exit_node("node3")
+    with pytest.raises(ValueError, match="at the same time"):
+        n.set_advertise_exit_node(True)
+    assert n.prefs.exit_node == "node3" and not n.prefs.advertise_exit_node
+    with pytest.raises(SystemExit):
+        from engine.daemon import main
+
+        main(["--login-server", "u", "--state", "s", "--exit-node", "x", "--advertise-exit-node"])
+
+
 def test_accept_routes(node):
     n, f = node
     n.apply_netmap(netmap())
@@ -154,13 +166,27 @@ def test_accept_routes(node):
     assert "10.9.0.0/16" in f["router"].last("set")[0].routes
 
 
+def test_shields_up(node):
+    n, f = node
+    allow_all = {"SrcIPs": ["*"], "DstPorts": [{"IP": "*", "Ports": {"First": 0, "Last": 65535}}]}
+    n.apply_netmap(netmap(packet_filter=(allow_all,)))
+    syn = udp_packet("100.64.0.2", "100.64.0.1", 5000, 7, b"x")
+    assert n.filter.explain_in(syn)[0] is not DROP
+    n.set_shields_up(True)
+    assert n.filter.explain_in(syn) == (DROP, DropReason.NO_RULE)
+    n.set_shields_up(False)
+    assert n.filter.explain_in(syn)[0] is not DROP
+
+
 def test_prefs_from_flags(tmp_path):
     args = build_parser().parse_args(["--login-server", "u", "--state", "s", "--exit-node", "100.64.0.3",
-                                      "--exit-node-allow-lan-access", "--advertise-exit-node",
-                                      "--advertise-routes", "10.0.0.0/8", "--no-accept-dns", "--accept-routes"])
+                                      "--exit-node-allow-lan-access",
+                                      "--advertise-routes", "10.0.0.0/8", "--no-accept-dns", "--accept-routes",
+                                      "--shields-up"])
     n = Node(args, NodeState.generate(), tmp_path / "s", logging.getLogger("t"))
-    assert n.prefs == NodePrefs(exit_node="100.64.0.3", exit_node_allow_lan=True, advertise_exit_node=True,
-                                advertise_routes=("10.0.0.0/8",), accept_dns=False, accept_routes=True)
+    assert n.prefs == NodePrefs(exit_node="100.64.0.3", exit_node_allow_lan=True, advertise_exit_node=False,
+                                advertise_routes=("10.0.0.0/8",), accept_dns=False, accept_routes=True,
+                                shields_up=True)
     assert NodePrefs().accept_dns and not NodePrefs().accept_routes
 
 
