@@ -10,9 +10,9 @@ Composition (one asyncio loop; the WireGuard data plane runs in its own worker t
     prefs (flags / set_* API) -> ExitRouter (table 52 + rules), Forwarder (nft masquerade), Hostinfo.RoutableIPs
 
 The helper's own sockets carry SO_MARK 0x80000 (WireGuard UDP via Device.set_fwmark, DNS
-upstreams via the forwarder hook, control connections via ``install_bypass_marking``) so they
-never enter table 52. Endpoints published to control are the host's interface addresses with
-the UDP listen port (no STUN/DERP/disco yet). At start, leftovers of a crashed run (rules,
+upstreams via the forwarder hook, control connections via ControlOptions.socket_hook, DERP
+via ``install_bypass_marking``) so they never enter table 52. Endpoints published to control
+are the host's interface addresses with the UDP listen port (no STUN/DERP/disco yet). At start, leftovers of a crashed run (rules,
 table 52, nft table, resolv.conf) are removed; SIGTERM/SIGINT stop the client and restore DNS,
 exit routing, forwarding, routes and addresses, then close the TUN.
 """
@@ -252,12 +252,14 @@ _bypass_marking = {"installed": False}  # process-wide by nature: audit hooks ca
 
 
 def install_bypass_marking() -> None:
-    """Give every IPv4/IPv6 socket this process connects SO_MARK BYPASS_MARK (set just before connect).
+    """Give every unmarked IPv4/IPv6 socket this process connects SO_MARK BYPASS_MARK (just before connect).
 
-    tailscaled marks all of its own sockets (net/netns); ours are the control client's
-    (asyncio.open_connection inside engine.control.transport, which has no socket hook yet),
-    the DNS forwarder's and later DERP's. Until ControlOptions grows a socket hook, a
-    ``socket.connect`` audit hook does it; marking is harmless where no policy rules exist.
+    Only for DERP: engine/derp/client.py (and magicsock's DERP dials) open their TCP connections
+    with asyncio.open_connection(host, port) and have no socket hook yet, so a ``socket.connect``
+    audit hook marks them. Our other sockets are marked explicitly (control: ControlOptions.socket_hook,
+    DNS upstreams: the forwarder's hook, WireGuard: Device.set_fwmark); the audit hook leaves
+    already-marked sockets alone. Remove it once the DERP client takes a socket hook.
+    Marking is harmless where no policy rules exist.
     """
     if _bypass_marking["installed"]:
         return
@@ -779,6 +781,8 @@ class Node:
         os.replace(tmp, self._status_path)
 
     async def run(self, stop: asyncio.Event) -> int:
+        from engine.router.exitnode import mark_socket
+
         install_bypass_marking()
         self._open_os_routing()
         self._open_dataplane()
@@ -802,18 +806,19 @@ class Node:
                     endpoints=tuple(eps),
                     endpoint_types=tuple(1 for _ in eps),
                     watchdog_timeout=self.args.watchdog,
+                    socket_hook=_quiet(mark_socket),  # control connections never enter table 52
                 )
                 self.client = ControlClient(opts, on_event=self.on_event, logger=self.log.getChild("control"))
                 self.log.info("joining %s as %s with endpoints %s", self.args.login_server, opts.hostinfo.hostname, eps)
                 async with asyncio.TaskGroup() as tg:
-                    client_task = tg.create_task(self.client.run())
+                    tg.create_task(self.client.run())
                     tg.create_task(self._watch_endpoints(exclude))
                     if self._status_path is not None:
                         tg.create_task(self._refresh_status())
                     await stop.wait()
                     if self.args.logout_on_exit:
                         await self.client.logout()
-                    await _cancel_firmly(client_task, self.log)
+                    await self.client.aclose()  # run() returns; no cancellation to get lost
                     raise _Stop()
         except* _Stop:
             pass
@@ -834,20 +839,6 @@ class Node:
             if tuple(eps) != self.client.opts.endpoints:
                 self.log.info("endpoints changed: %s", eps)
                 self.client.set_endpoints(eps)
-
-
-async def _cancel_firmly(task: asyncio.Task, log: logging.Logger, tries: int = 10) -> None:
-    """Cancel ``task`` and wait for it, cancelling again if it swallowed a cancellation.
-
-    Python 3.11's asyncio.wait_for can lose a cancellation that races with its inner
-    future completing; a TaskGroup cancels its children only once and would then wait forever.
-    """
-    for i in range(tries):
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=1.0)
-        if done:
-            return
-        log.warning("control client ignored cancellation (%d); cancelling again", i + 1)
 
 
 def _quiet(fn):

@@ -180,14 +180,16 @@ class App:
     async def _on_connected(self) -> None:
         """Before each (re)connection's first status: keys to the helper, then the user's choices back."""
         await self._hand_keys()
-        if self.supervisor is not None and self.supervisor.take_restarted():
+        if self.supervisor is not None and self.supervisor.restart_pending:
             c = self.settings.choices
             masked = {"WantRunning": c.want_running, "WantRunningSet": True,
                       "ExitNodeID": c.exit_node_id, "ExitNodeIDSet": True,
                       "ExitNodeAllowLANAccess": c.allow_lan, "ExitNodeAllowLANAccessSet": True}
             try:
-                await self.client.edit_prefs(masked)
+                await self.client.edit_prefs(masked)  # HelperUnavailable propagates: retried on reconnect
+                self.supervisor.ack_restart()
             except LocalAPIError as e:
+                self.supervisor.ack_restart()
                 self.log.warning("could not restore choices after restart: %s", e)
 
     async def _hand_keys(self) -> None:

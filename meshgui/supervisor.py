@@ -5,7 +5,7 @@
                                └──────── backoff 1 s, 2 s, 4 s … 30 s ◄┘
 
 All process work is asyncio subprocesses (never blocks the GUI thread). After a restart the
-app restores the user's last choices (see App._on_connected); `take_restarted()` tells it when.
+app restores the user's last choices (see App._on_connected); `restart_pending` tells it when.
 """
 
 from __future__ import annotations
@@ -191,10 +191,14 @@ class Supervisor:
         """Ask for the helper to be (re)started; idempotent while an attempt is running."""
         self._wanted.set()
 
-    def take_restarted(self) -> bool:
-        """True once after we (re)started the helper: the app then restores the user's choices."""
-        r, self._restarted = self._restarted, False
-        return r
+    @property
+    def restart_pending(self) -> bool:
+        """True after we (re)started the helper until ack_restart(): the app then restores the user's choices."""
+        return self._restarted
+
+    def ack_restart(self) -> None:
+        """The user's choices were restored on the restarted helper."""
+        self._restarted = False
 
     def stop(self) -> None:
         self._stop.set()
@@ -239,12 +243,13 @@ class Supervisor:
                     continue
                 self._log.info("starting the helper via %s", strategy.name)
                 self.status.history.append(strategy.name)
+                # Mark before starting: the bridge may reconnect before _wait_ready() sees the socket.
+                self._restarted = True
                 await strategy.start()
                 if await self._wait_ready():
                     self.status.starts += 1
                     self.status.strategy = strategy.name
                     self.status.last_error = ""
-                    self._restarted = True
                     self._active = strategy
                     return True
                 errors.append(f"{strategy.name}: the helper did not open {self.socket_path}")

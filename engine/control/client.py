@@ -2,10 +2,13 @@
 
 Lifecycle (one asyncio task runs ``ControlClient.run()``; everything else is a method call)::
 
-    run():  loop {
-              GET /key (once) -> dial ts2021 -> [register if not authorized] -> map long-poll
+    run():  loop until aclose() {
+              attempt task: GET /key (once) -> dial ts2021 -> [register if not authorized] -> map long-poll
               on error: status.in_map_poll=False, last_error=..., sleep backoff (0.5 s .. 30 s, jittered)
             }
+
+Stop it with ``await client.aclose()``: every wait in run() also watches the stop event, so
+stopping never depends on a cancellation reaching the right await (see ``aclose``).
 
 Login states (``State``) and their transitions (``_TRANSITIONS``)::
 
@@ -24,7 +27,6 @@ Events go to the injected ``on_event`` callback: ``StatusChanged``, ``AuthURL``,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import enum
 import json
@@ -36,7 +38,9 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from engine.control.mapstream import MapFramer, MapStreamError, parse_map_response
-from engine.control.transport import ControlConn, ControlTransportError, fetch_server_key, http1_request
+from engine.control.transport import (
+    ControlConn, ControlTransportError, SocketHook, fetch_server_key, http1_request,
+)
 from engine.keys import DiscoPublic, MachinePrivate, MachinePublic, NLPublic, NodePrivate, NodePublic
 from engine.netmap import MapSession, NetworkMap
 from engine.tailcfg import (
@@ -50,6 +54,9 @@ BACKOFF_BASE = 0.5  # s
 BACKOFF_CAP = 30.0  # s (auto.go)
 REGISTER_TIMEOUT = 30.0  # s for non-long-poll register calls
 SAME_AUTH_URL_BACKOFF = 2.0  # s before re-polling when control returned the same AuthURL
+STOP_TIMEOUT = 10.0  # s aclose() waits for run() to return
+STOP_CANCEL_WAIT = 1.0  # s a cancelled connection attempt gets before it is cancelled again
+STOP_CANCEL_TRIES = 5
 
 
 class State(enum.Enum):
@@ -173,6 +180,7 @@ class ControlOptions:
     compress: bool = True
     endpoints: tuple[str, ...] = ()
     endpoint_types: tuple[int, ...] = ()
+    socket_hook: SocketHook | None = None  # called on every control TCP socket before connect (SO_MARK)
 
     def __repr__(self) -> str:
         return (f"ControlOptions(server_url={self.server_url!r}, node={self.node_key.public().short()}, "
@@ -185,6 +193,10 @@ class _Interrupted(Exception):
 
 class LoginError(Exception):
     pass
+
+
+class _LostCancellation(Exception):
+    """Internal: a connection attempt ended cancelled although nobody cancelled it (3.11 TaskGroup)."""
 
 
 def _leaves(eg: BaseException) -> list[BaseException]:
@@ -223,6 +235,9 @@ class ControlClient:
         self._want_logout = False
         self._paused_for_login = False
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._run_task: asyncio.Task | None = None
         self._interrupt = asyncio.Event()
         self._lite = asyncio.Event()
         self._conn: ControlConn | None = None
@@ -283,63 +298,153 @@ class ControlClient:
         self._want_logout = True
         self._interrupt.set()
         self._wake.set()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._logout_done), timeout)
+        await asyncio.wait({self._logout_done}, timeout=timeout)  # never cancels the future
+
+    async def aclose(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop ``run()`` (call from another task); it returns soon, whatever it was doing.
+
+        Stopping does not rely on delivering a cancellation into run(): on Python 3.11 a
+        TaskGroup child failing while its parent is cancelled turns the cancellation into an
+        ExceptionGroup, and asyncio.wait_for can lose one that races with completion. Instead
+        each connection attempt runs in its own task, and run() waits on it together with the
+        stop event, as it does in every other wait (backoff, paused for login).
+        """
+        self._stopping = True
+        self._stop.set()
+        self._wake.set()
+        self._interrupt.set()
+        task = self._run_task
+        if task is None or task.done() or task is asyncio.current_task():
+            return
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            self._log.error("control: client did not stop within %.0fs", timeout)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     async def run(self) -> None:
-        """Run until cancelled."""
+        """Run until ``aclose()`` (then returns) or cancellation (then raises CancelledError)."""
+        self._run_task = asyncio.current_task()
         attempt = 0
         self._transition(Input.START)
-        while True:
-            self._interrupt.clear()
-            if self._paused_for_login and not self._want_logout:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            progressed = False
-            maps_before = self.maps_received
-            try:
-                if self._server_key is None:
-                    self._server_key = await fetch_server_key(self.opts.server_url, self.opts.version,
-                                                              timeout=self.opts.dial_timeout)
-                async with ControlConn.dial(self.opts.server_url, self.opts.machine_key, self._server_key,
-                                            self.opts.version, timeout=self.opts.dial_timeout,
-                                            logger=self._log) as conn:
-                    self._conn = conn
-                    await conn.wait_early_payload(timeout=self.opts.dial_timeout)
-                    if self._want_logout:
-                        await self._do_logout(conn)
+        try:
+            while not self._stopping:
+                self._interrupt.clear()
+                if self._paused_for_login and not self._want_logout:
+                    self._wake.clear()
+                    await self._wait_wake(None)
+                    continue
+                progressed = False
+                outcome = "none"
+                maps_before = self.maps_received
+                try:
+                    finished, outcome = await self._until_stopped(self._attempt())
+                    if not finished:
+                        break
+                except* _Interrupted:
+                    progressed = True
+                except* (ControlTransportError, MapStreamError, WireError, LoginError, OSError) as eg:
+                    err = "; ".join(dict.fromkeys(str(e) or type(e).__name__ for e in _leaves(eg)))
+                    self._log.info("control: %s", err)
+                    self._update(in_map_poll=False, last_error=err)
+                except* Exception as eg:  # a bug: log it, back off, keep the node alive
+                    self._log.error("control: unexpected error", exc_info=eg)
+                    self._update(in_map_poll=False, last_error=f"internal error: {_leaves(eg)[0]!r}")
+                finally:
+                    self._conn = None
+                if self._stopping:
+                    break
+                if outcome == "again":
+                    continue
+                if outcome == "progressed" or self.maps_received != maps_before:
+                    progressed = True
+                if self._status.in_map_poll:
+                    self._update(in_map_poll=False)
+                if progressed:
+                    attempt = 0
+                    if self._interrupt.is_set() or self._want_logout:
                         continue
-                    if not self._authorized:
-                        await self._login(conn)
-                        progressed = True
-                    if self._authorized and not self._paused_for_login:
-                        await self._map_poll(conn)
-            except* _Interrupted:
-                progressed = True
-            except* (ControlTransportError, MapStreamError, WireError, LoginError, OSError) as eg:
-                err = "; ".join(dict.fromkeys(str(e) or type(e).__name__ for e in _leaves(eg)))
-                self._log.info("control: %s", err)
-                self._update(in_map_poll=False, last_error=err)
-            except* Exception as eg:  # a bug: log it, back off, keep the node alive
-                self._log.error("control: unexpected error", exc_info=eg)
-                self._update(in_map_poll=False, last_error=f"internal error: {_leaves(eg)[0]!r}")
-            finally:
-                self._conn = None
-            if self.maps_received != maps_before:
-                progressed = True
+                delay = backoff_delay(attempt, base=self.opts.backoff_base, cap=self.opts.backoff_cap, rng=self._rng)
+                attempt += 1
+                self._update(reconnects=self._status.reconnects + 1)
+                self._wake.clear()
+                await self._wait_wake(delay)
+        finally:
+            self._conn = None
             if self._status.in_map_poll:
                 self._update(in_map_poll=False)
-            if progressed:
-                attempt = 0
-                if self._interrupt.is_set() or self._want_logout:
-                    continue
-            delay = backoff_delay(attempt, base=self.opts.backoff_base, cap=self.opts.backoff_cap, rng=self._rng)
-            attempt += 1
-            self._update(reconnects=self._status.reconnects + 1)
-            self._wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _attempt(self) -> str:
+        """One connection: GET /key (once), dial, then logout or login + map poll.
+
+        Returns "again" (loop at once), "progressed" (login made progress) or "none"; a map
+        poll always ends with an exception.
+        """
+        if self._server_key is None:
+            self._server_key = await fetch_server_key(self.opts.server_url, self.opts.version,
+                                                      timeout=self.opts.dial_timeout,
+                                                      socket_hook=self.opts.socket_hook)
+        async with ControlConn.dial(self.opts.server_url, self.opts.machine_key, self._server_key,
+                                    self.opts.version, timeout=self.opts.dial_timeout,
+                                    logger=self._log, socket_hook=self.opts.socket_hook) as conn:
+            self._conn = conn
+            await conn.wait_early_payload(timeout=self.opts.dial_timeout)
+            if self._want_logout:
+                await self._do_logout(conn)
+                return "again"
+            outcome = "none"
+            if not self._authorized:
+                await self._login(conn)
+                outcome = "progressed"
+            if self._authorized and not self._paused_for_login:
+                await self._map_poll(conn)
+            return outcome
+
+    async def _until_stopped(self, coro) -> tuple[bool, str]:
+        """Run ``coro`` in its own task until it ends or aclose() is called.
+
+        Returns (True, its result) or raises its exception; (False, "") when stopped (the task
+        is then cancelled, again if it swallows that). A fresh task per attempt also keeps a
+        cancel count that a 3.11 TaskGroup leaves raised from leaking into the next attempt.
+        """
+        task = asyncio.get_running_loop().create_task(coro, name="control-attempt")
+        stop_wait = asyncio.get_running_loop().create_task(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # run() itself was cancelled: take the attempt down with it
+            await self._reap(task)
+            raise
+        finally:
+            stop_wait.cancel()
+        if not task.done():
+            await self._reap(task)
+            return False, ""
+        if task.cancelled():  # nobody but _reap cancels it: a cancellation leaked out of a TaskGroup
+            raise _LostCancellation("control connection attempt ended cancelled")
+        return True, task.result()
+
+    async def _reap(self, task: asyncio.Task) -> None:
+        """Cancel ``task`` and wait for it, cancelling again if it swallowed a cancellation."""
+        for i in range(STOP_CANCEL_TRIES):
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=STOP_CANCEL_WAIT)
+            if done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: no "exception was never retrieved" noise
+                return
+            self._log.warning("control: connection attempt ignored cancellation (%d); cancelling again", i + 1)
+        self._log.error("control: connection attempt still running after %d cancellations; abandoning it",
+                        STOP_CANCEL_TRIES)
+
+    async def _wait_wake(self, timeout: float | None) -> None:
+        """Wait for ``_wake`` (set by login/logout/aclose) or ``timeout``; never loses a cancellation."""
+        w = asyncio.get_running_loop().create_task(self._wake.wait())
+        try:
+            await asyncio.wait({w}, timeout=timeout)
+        finally:
+            w.cancel()
 
     # -- internals -----------------------------------------------------------------------
 
@@ -572,7 +677,7 @@ class ControlClient:
                 path = (u.path or "/") + (f"?{u.query}" if u.query else "")
                 await conn.request("HEAD", path, timeout=10.0)
             else:
-                await http1_request(pr.url, "HEAD", timeout=10.0)
+                await http1_request(pr.url, "HEAD", timeout=10.0, socket_hook=self.opts.socket_hook)
             self.pings_answered += 1
         except (ControlTransportError, OSError) as e:
             self._log.info("control: answering PingRequest failed: %s", e)

@@ -21,10 +21,11 @@ import base64
 import contextlib
 import json
 import logging
+import socket
 import ssl
 import struct
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import h2.config
@@ -45,6 +46,8 @@ EARLY_PAYLOAD_HEADER_LEN = 9  # magic (5) + uint32 BE length
 MAX_EARLY_PAYLOAD = 10 << 20  # client rejects larger (ts2021 conn.go)
 MAX_HTTP_HEAD = 64 << 10
 H2_WINDOW = 16 << 20  # our receive window: whole maps arrive without stalls
+
+SocketHook = Callable[[socket.socket], None]  # called on each new TCP socket before connect (e.g. SO_MARK)
 
 
 class ControlTransportError(Exception):
@@ -178,29 +181,65 @@ def encode_early_payload(early: dict) -> bytes:
 # --- asyncio adapter ------------------------------------------------------------------
 
 
-async def _open(url: ServerURL, timeout: float, verify_tls: bool = True):
+async def _connect(host: str, port: int, socket_hook: SocketHook | None) -> socket.socket:
+    """A connected non-blocking TCP socket to host:port (each resolved address in turn, IPv4/IPv6).
+
+    We create the socket ourselves so ``socket_hook`` sees it before connect (the daemon marks
+    it to bypass the exit-node table); asyncio.open_connection(host, port) offers no such seam.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    if not infos:
+        raise OSError(f"no address for {host}")
+    last: OSError | None = None
+    for family, type_, proto, _, addr in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setblocking(False)
+            if socket_hook is not None:
+                socket_hook(sock)
+            await loop.sock_connect(sock, addr)
+            return sock
+        except OSError as e:
+            sock.close()
+            last = e
+        except BaseException:
+            sock.close()
+            raise
+    assert last is not None
+    raise last
+
+
+async def _open(url: ServerURL, timeout: float, verify_tls: bool = True, socket_hook: SocketHook | None = None):
     ssl_ctx = None
     if url.scheme == "https":
         ssl_ctx = ssl.create_default_context()
         if not verify_tls:
             ssl_ctx.check_hostname = False
             ssl_ctx.verify_mode = ssl.CERT_NONE
+    sock: socket.socket | None = None
     try:
-        return await asyncio.wait_for(
-            asyncio.open_connection(url.host, url.port, ssl=ssl_ctx,
-                                    server_hostname=url.host if ssl_ctx else None),
-            timeout,
-        )
+        async with asyncio.timeout(timeout):
+            sock = await _connect(url.host, url.port, socket_hook)
+            return await asyncio.open_connection(sock=sock, ssl=ssl_ctx,
+                                                 server_hostname=url.host if ssl_ctx else None)
     except (OSError, asyncio.TimeoutError) as e:
+        if sock is not None:
+            sock.close()
         raise ControlTransportError(f"dial {url.host}:{url.port}: {str(e) or type(e).__name__}") from e
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
 
 
-async def http1_request(url: str, method: str = "GET", *, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+async def http1_request(url: str, method: str = "GET", *, timeout: float = 10.0,
+                        socket_hook: SocketHook | None = None) -> tuple[int, dict[str, str], bytes]:
     """One plain HTTP/1.1 request with Connection: close (for /key and non-Noise ping answers)."""
     u = urlsplit(url)
     su = ServerURL.parse(f"{u.scheme}://{u.netloc}")
     path = (u.path or "/") + (f"?{u.query}" if u.query else "")
-    reader, writer = await _open(su, timeout)
+    reader, writer = await _open(su, timeout, socket_hook=socket_hook)
     try:
         writer.write(f"{method} {path} HTTP/1.1\r\nHost: {su.authority}\r\nConnection: close\r\n"
                      f"User-Agent: meshvpn\r\n\r\n".encode())
@@ -240,9 +279,11 @@ def _dechunk(body: bytes) -> bytes:
         pos = eol + 2 + size + 2
 
 
-async def fetch_server_key(server_url: str, version: int, *, timeout: float = 10.0) -> MachinePublic:
+async def fetch_server_key(server_url: str, version: int, *, timeout: float = 10.0,
+                           socket_hook: SocketHook | None = None) -> MachinePublic:
     """GET /key?v=N; returns the control server's Noise static key."""
-    status, _, body = await http1_request(f"{server_url.rstrip('/')}/key?v={version}", timeout=timeout)
+    status, _, body = await http1_request(f"{server_url.rstrip('/')}/key?v={version}", timeout=timeout,
+                                          socket_hook=socket_hook)
     if status != 200:
         raise ControlTransportError(f"GET /key: HTTP {status}: {body[:200]!r}")
     try:
@@ -335,11 +376,13 @@ class ControlConn:
     @contextlib.asynccontextmanager
     async def dial(cls, server_url: str, machine_key: MachinePrivate, control_key: MachinePublic,
                    version: int, *, timeout: float = 15.0,
-                   logger: logging.Logger | logging.LoggerAdapter | None = None) -> AsyncIterator["ControlConn"]:
+                   logger: logging.Logger | logging.LoggerAdapter | None = None,
+                   socket_hook: SocketHook | None = None) -> AsyncIterator["ControlConn"]:
         log = logger or logging.getLogger("engine.control")
         url = ServerURL.parse(server_url)
         hs = ClientHandshake(machine_key, control_key, version)
-        reader, writer = await _open(url, timeout, verify_tls=False)  # Noise authenticates the server
+        # Noise authenticates the server, so TLS (if any) is not verified
+        reader, writer = await _open(url, timeout, verify_tls=False, socket_hook=socket_hook)
         try:
             try:
                 writer.write(build_upgrade_request(url.authority, hs.initiation))

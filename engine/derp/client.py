@@ -8,6 +8,7 @@ import hmac
 import logging
 import os
 import random as _random
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -62,6 +63,7 @@ class DerpClient:
         random: Callable[[int], bytes] = os.urandom,
         backoff_min: float = BACKOFF_MIN,
         backoff_max: float = BACKOFF_MAX,
+        fwmark: int = 0,
     ) -> None:
         self.region = region
         self._key = private_key
@@ -72,6 +74,7 @@ class DerpClient:
         self._random = random
         self._backoff_min = backoff_min
         self._backoff_max = backoff_max
+        self.fwmark = fwmark  # SO_MARK for the TCP connection (0 = none); applies from the next dial
         self._conn: p.DerpClientConn | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -228,6 +231,23 @@ class DerpClient:
         t.bytes_in += c.bytes_in
         t.bytes_out += c.bytes_out
 
+    async def _dial(self, host: str, port: int, ctx, server_hostname):
+        if not self.fwmark:
+            return await asyncio.open_connection(host, port, ssl=ctx, server_hostname=server_hostname)
+        # SO_MARK before connect, so DERP never routes into our own tunnel (exit-node table 52)
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _t, proto, _c, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, self.fwmark)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, addr)
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock, ssl=ctx, server_hostname=server_hostname)
+
     async def _session(self, node: DerpNode) -> float | None:
         """One connection; returns a server-advised reconnect delay or None."""
         self._node = node
@@ -241,9 +261,7 @@ class DerpClient:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             server_hostname = node.host_name or host
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=ctx, server_hostname=server_hostname), DIAL_TIMEOUT
-        )
+        reader, writer = await asyncio.wait_for(self._dial(host, port, ctx, server_hostname), DIAL_TIMEOUT)
         self._writer = writer
         if ctx is not None and node.cert_name.startswith("sha256-raw:"):
             # DERPNode.CertName "sha256-raw:<hex>" pins the server's self-signed certificate

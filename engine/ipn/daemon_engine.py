@@ -5,8 +5,9 @@
 
 Differences from the headless `mesh-helper --state` runner: keys come from the backend (GUI keyring or
 the helper's state file) and are never written by this adapter; registration state is kept in memory.
-Not yet provided by the node (reported as such): disco ping (ping() sends an ICMP echo through the TUN), netcheck
-runner (NotImplementedError → 501), exit-node selection and hostname changes while running.
+Prefs (exit node, allow-LAN, accept DNS/routes, advertised routes / exit node, shields-up) go into the Node at
+start and through ``Node.set_prefs`` on ``reconfigure``. Not yet provided by the node (reported as such): disco
+ping (ping() sends an ICMP echo through the TUN), netcheck runner (NotImplementedError → 501).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ from engine.keys import DiscoPrivate, NLPrivate
 PING_WAIT = 3.0  # seconds one ICMP echo may take
 _RTT_RE = re.compile(r"= [\d.]+/([\d.]+)/")  # iputils summary: rtt min/avg/max/mdev = a/b/c/d ms
 STOP_GRACE = 10.0  # seconds the node gets to stop by itself before we cancel it
-ACTIVE_WINDOW = 120.0
-EXIT_ROUTES = ("0.0.0.0/0", "::/0")  # seconds since the last handshake that count as "active" (tailscale: 2 min)
+ACTIVE_WINDOW = 120.0  # seconds since the last handshake that count as "active" (tailscale: 2 min)
+EXIT_ROUTES = ("0.0.0.0/0", "::/0")
 
 
 def _addr(prefix: str) -> str:
@@ -121,6 +122,7 @@ def node_prefs_args(cfg: EngineConfig) -> dict[str, Any]:
         "advertise_routes": ",".join(routes) or None,
         "accept_dns": cfg.corp_dns,
         "accept_routes": cfg.route_all,
+        "shields_up": cfg.shields_up,
     }
 
 
@@ -233,7 +235,8 @@ class DaemonEngine:
         try:
             node.set_prefs(exit_node=a["exit_node"], exit_node_allow_lan=a["exit_node_allow_lan_access"],
                            advertise_exit_node=a["advertise_exit_node"], advertise_routes=a["advertise_routes"],
-                           accept_dns=a["accept_dns"], accept_routes=a["accept_routes"])
+                           accept_dns=a["accept_dns"], accept_routes=a["accept_routes"],
+                           shields_up=a["shields_up"])
         except ValueError as e:
             self._sink(EngineFailed(f"cannot apply prefs: {e}"))
             return
@@ -248,14 +251,12 @@ class DaemonEngine:
             return
         assert self._stop is not None
         node, task = self._node, self._task
-        self._stop.set()
+        self._stop.set()  # Node.run stops its control client with aclose(): no cancellation involved
         done, _ = await asyncio.wait({task}, timeout=STOP_GRACE)
-        tries = 0
-        while not done and tries < 5:
-            # A child that swallowed the first cancellation gets another one (TaskGroup re-aborts).
-            tries += 1
+        if not done:  # a bug elsewhere (DNS, data plane): last resort
+            self.log.error("engine did not stop within %.0fs; cancelling it", STOP_GRACE)
             task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=1.0)
+            done, _ = await asyncio.wait({task}, timeout=2.0)
         if not done:
             self.log.error("engine did not stop; restoring the data plane directly")
             if node is not None:

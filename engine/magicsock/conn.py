@@ -313,7 +313,10 @@ class MagicConn:
         return sa
 
     def set_fwmark(self, mark: int) -> None:
+        """SO_MARK on the UDP socket now and on DERP connections from their next dial."""
         self._fwmark = mark
+        for c in self._derps.values():
+            c.fwmark = mark
         if self._sock is not None:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
 
@@ -505,7 +508,7 @@ class MagicConn:
         if region is None:
             raise KeyError(f"DERP region {region_id} not in map")
         c = DerpClient(region, self._node, self._on_derp_event, use_http=self._use_http,
-                       logger=self._log, clock=self._clock, random=self._random)
+                       logger=self._log, clock=self._clock, random=self._random, fwmark=self._fwmark)
         self._derps[region_id] = c
         if self._tg is not None:
             self._derp_tasks[region_id] = self._tg.create_task(c.run(), name=f"derp-{region_id}")
@@ -807,7 +810,8 @@ class MagicConn:
                 for a in acts:
                     self._do_action(nk, a)
             self._close_idle_derps(now)
-            timeout = 5.0 if nxt is None else min(5.0, max(0.01, nxt - self._clock()))
+            # idle: wake rarely (idle DERP cleanup only); else at the next path timer
+            timeout = 30.0 if nxt is None else min(30.0, max(0.02, nxt - self._clock()))
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)

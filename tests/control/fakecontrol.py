@@ -2,7 +2,8 @@
 
 Only what the pair tests need: /key, the /ts2021 upgrade, the early payload, and scripted
 answers to /machine/register and /machine/map (the map stream sends what the test queues).
-Misbehaviour knobs: ``mode`` = "ok" | "http400" | "eof" | "bad_record".
+Misbehaviour knobs: ``mode`` = "ok" | "http400" | "eof" | "bad_record" | "hang_register" (register
+requests are never answered). ``connections`` records (client port, request line) per TCP connection.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from engine.keys import ChallengePublic, MachinePrivate
 
 
 class FakeControl:
-    def __init__(self, mode: str = "ok") -> None:
+    def __init__(self, mode: str = "ok", host: str = "127.0.0.1") -> None:
         self.key = MachinePrivate.generate()
         self.mode = mode
+        self.host = host
+        self.connections: list[tuple[int, str]] = []
         self.register_responses: list[dict] = []  # popped per register call; default authorized
         self.map_messages: asyncio.Queue = asyncio.Queue()  # dicts sent on the map stream
         self.requests: list[tuple[str, dict]] = []
@@ -36,10 +39,11 @@ class FakeControl:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        h = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{h}:{self.port}"
 
     async def __aenter__(self) -> "FakeControl":
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -59,6 +63,7 @@ class FakeControl:
         try:
             head = (await reader.readuntil(b"\r\n\r\n"))[:-4]
             line = head.split(b"\r\n", 1)[0].decode()
+            self.connections.append((writer.get_extra_info("peername")[1], line))
             if line.startswith("GET /key"):
                 body = json.dumps({"publicKey": str(self.key.public())}).encode()
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
@@ -134,7 +139,9 @@ class FakeControl:
                         path = st["headers"][":path"]
                         body = json.loads(st["body"]) if st["body"] else {}
                         self.requests.append((path, body))
-                        if path == "/machine/register":
+                        if path == "/machine/register" and self.mode == "hang_register":
+                            pass  # never answered: the client is stuck mid-login
+                        elif path == "/machine/register":
                             rr = self.register_responses.pop(0) if self.register_responses else {
                                 "MachineAuthorized": True, "Login": {"LoginName": "tester"}}
                             out = json.dumps(rr).encode()

@@ -83,6 +83,16 @@ class FakeLocalAPI:
     # ------------------------------------------------------------ server
 
     async def _start(self) -> None:
+        import os
+        import socket
+        if os.path.exists(self.path):  # a crashed predecessor's socket: remove it only if nobody answers
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(self.path)
+            except OSError:
+                os.unlink(self.path)
+            finally:
+                probe.close()
         self._server = await asyncio.start_unix_server(self._handle, self.path)
 
     async def _stop(self) -> None:

@@ -15,6 +15,7 @@ from tests.helper.conftest import REPO, TAILSCALE, meshctl, tailscale_cli
 from tests.lab.headscale import Headscale, auth_id_from_url
 from tests.lab.peers import peer_bin
 from tests.lab.tailscaled import Tailscaled
+from tests.node.labnode import INET, UDP_ECHO, udp_ask
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(not TAILSCALE.exists(), reason="reference peers not built")]
 
@@ -199,10 +200,24 @@ def test_two_helpers_ping_each_other_over_wireguard(net):
         assert proc.wait(timeout=30) == 0
 
 
+def _exit_routing(h) -> bool:
+    """Table 52 holds the default route via the TUN and rule 5270 looks it up (IPv4)."""
+    rules = h.run(["ip", "-4", "rule", "show"]).stdout
+    table = h.run(["ip", "-4", "route", "show", "table", "52"], check=False).stdout
+    return any(r.startswith("5270:") and "lookup 52" in r for r in rules.splitlines()) and "default dev mesh0" in table
+
+
 def test_exit_node_chosen_through_the_localapi(net):
+    """meshctl / tailscale CLI pick our other node as exit node: table 52 + rule 5270, traffic leaves via it.
+
+    ``inet`` (203.0.113.2, udp echo reporting the source it saw) is reachable only through b.
+    """
     lab, hs, host = net
     key = hs.preauth_key("alice")
     a, b = host("a", 11), host("b", 12)
+    inet = lab.host("inet")
+    lab.link(b, inet, "203.0.113.1/24", f"{INET}/24")
+    inet.popen_python(UDP_ECHO, "0.0.0.0", "7")
     sa, pa = start_helper(a, lab)
     sb, pb = start_helper(b, lab)
     rules_before = a.run(["ip", "-4", "rule", "show"]).stdout
@@ -215,17 +230,38 @@ def test_exit_node_chosen_through_the_localapi(net):
 
     def offers():
         peers = {v["HostName"]: v for v in (status(sa).get("Peer") or {}).values()}
-        return peers.get("py-b", {}).get("ExitNodeOption")
+        return peers.get("py-b", {}).get("ExitNodeOption") and peers["py-b"]
 
-    wait_until(offers, "py-b offered as exit node to py-a", 60, 1.0)
+    b_ip = wait_until(offers, "py-b offered as exit node to py-a", 60, 1.0)["TailscaleIPs"][0]
+    assert udp_ask(a, INET, 7, tries=1).startswith("error")  # no way to the "internet" without b
     p = meshctl(sa, "exit-node", "list")
     assert "py-b" in p.stdout, p.stdout + p.stderr
-    p = tailscale_cli(sa, "set", "--exit-node=py-b")
+
+    # meshctl up --exit-node (node running: EditPrefs -> DaemonEngine.reconfigure -> Node.set_prefs)
+    p = meshctl(sa, "up", "--exit-node", "py-b", "--timeout", "60", timeout=90)
     assert p.returncode == 0, p.stdout + p.stderr
     st = status(sa)
     assert [v["HostName"] for v in st["Peer"].values() if v["ExitNode"]] == ["py-b"]
-    wait_until(lambda: "lookup 52" in a.run(["ip", "-4", "rule", "show"]).stdout, "exit-node policy rule", 20)
-    assert "default dev mesh0" in a.run(["ip", "route", "show", "table", "52"], check=False).stdout
+    wait_until(lambda: _exit_routing(a), "table 52 + rule 5270", 20)
+    got = wait_until(lambda: (r := udp_ask(a, INET, 7)).startswith("203.0.113.1:") and r, "traffic via b", 30, 1.0)
+    assert got.startswith("203.0.113.1:"), got  # masqueraded to b's address on inet's link
+
+    # the prefs survive down/up: the exit node goes into the Node at start
+    assert meshctl(sa, "down").returncode == 0
+    wait_until(lambda: a.run(["ip", "-4", "rule", "show"]).stdout == rules_before, "rules removed on down", 20)
+    assert meshctl(sa, "up", "--timeout", "60", timeout=90).returncode == 0
+    wait_until(lambda: _exit_routing(a), "table 52 + rule 5270 after up", 30)
+    wait_until(lambda: udp_ask(a, INET, 7).startswith("203.0.113.1:"), "traffic via b after up", 30, 1.0)
+
+    # tailscale set --exit-node= clears it; --exit-node=<ip> sets it again
+    p = tailscale_cli(sa, "set", "--exit-node=")
+    assert p.returncode == 0, p.stdout + p.stderr
+    wait_until(lambda: a.run(["ip", "-4", "rule", "show"]).stdout == rules_before, "exit rules removed", 20)
+    assert udp_ask(a, INET, 7, tries=1).startswith("error")
+    p = tailscale_cli(sa, "set", f"--exit-node={b_ip}")
+    assert p.returncode == 0, p.stdout + p.stderr
+    wait_until(lambda: _exit_routing(a), "table 52 + rule 5270 via tailscale set", 20)
+    wait_until(lambda: udp_ask(a, INET, 7).startswith("203.0.113.1:"), "traffic via b (tailscale set)", 30, 1.0)
     p = meshctl(sa, "exit-node", "set", "")
     assert p.returncode == 0, p.stderr
     wait_until(lambda: a.run(["ip", "-4", "rule", "show"]).stdout == rules_before, "exit rules removed", 20)

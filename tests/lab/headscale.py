@@ -1,4 +1,10 @@
-"""Headscale runner for lab tests: config (sqlite, embedded DERP+STUN on the lab address), serve, CLI helpers."""
+"""Headscale runner for lab tests: config (sqlite, embedded DERP+STUN on the lab address), serve, CLI helpers.
+
+    hs = Headscale(host, policy={...ACL...}, extra_config={"oidc": {...}}).start()
+
+``policy`` becomes a file-mode ACL policy; ``extra_config`` (and later ``add_config``) is
+deep-merged into the generated config, so callers never rewrite the config file themselves.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.lab.netlab import Host, LabError
 from tests.lab.peers import peer_bin
@@ -13,8 +20,18 @@ from tests.lab.peers import peer_bin
 BASE_DOMAIN = "mesh.test"
 
 
-def _config_yaml(d: Path, addr: str, port: int, stun_port: int, log_level: str) -> str:
-    # JSON is valid YAML; headscale reads it with viper.
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``extra`` merged in: nested dicts merge key by key, anything else replaces."""
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _config(d: Path, addr: str, port: int, stun_port: int, log_level: str) -> dict[str, Any]:
     host = f"[{addr}]" if ":" in addr else addr
     cfg = {
         "server_url": f"http://{host}:{port}",
@@ -58,14 +75,14 @@ def _config_yaml(d: Path, addr: str, port: int, stun_port: int, log_level: str) 
         "unix_socket_permission": "0770",
         "logtail": {"enabled": False},
     }
-    return json.dumps(cfg, indent=2)
+    return cfg
 
 
 class Headscale:
     """headscale serving on ``addr:port`` inside ``host`` (a lab namespace)."""
 
     def __init__(self, host: Host, addr: str | None = None, *, port: int = 8080, stun_port: int = 3478,
-                 log_level: str = "info") -> None:
+                 log_level: str = "info", policy: dict | None = None, extra_config: dict | None = None) -> None:
         self.host = host
         self.addr = addr or host.addr
         self.port = port
@@ -73,10 +90,27 @@ class Headscale:
         self.dir = host.lab.dir / f"headscale-{host.name}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config = self.dir / "config.yaml"
-        self.config.write_text(_config_yaml(self.dir, self.addr, port, stun_port, log_level))
+        self.config_dict = _config(self.dir, self.addr, port, stun_port, log_level)
+        if policy is not None:
+            path = self.dir / "policy.json"
+            path.write_text(json.dumps(policy, indent=1))
+            self.config_dict["policy"] = {"mode": "file", "path": str(path)}
+        if extra_config:
+            self.config_dict = deep_merge(self.config_dict, extra_config)
+        self._write_config()
         self.bin = peer_bin("headscale")
         self.proc: subprocess.Popen | None = None
         self._user_ids: dict[str, int] = {}
+
+    def _write_config(self) -> None:
+        self.config.write_text(json.dumps(self.config_dict, indent=2))  # JSON is valid YAML (viper reads it)
+
+    def add_config(self, extra: dict) -> None:
+        """Deep-merge ``extra`` into the config before start() (e.g. an `oidc:` section)."""
+        if self.proc is not None:
+            raise LabError("Headscale.add_config must be called before start()")
+        self.config_dict = deep_merge(self.config_dict, extra)
+        self._write_config()
 
     @property
     def url(self) -> str:
@@ -186,4 +220,4 @@ def auth_id_from_url(auth_url: str) -> str:
     return auth_url.rstrip("/").rsplit("/", 1)[1]
 
 
-__all__ = ["Headscale", "auth_id_from_url", "BASE_DOMAIN"]
+__all__ = ["Headscale", "auth_id_from_url", "deep_merge", "BASE_DOMAIN"]

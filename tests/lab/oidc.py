@@ -186,17 +186,12 @@ class OidcProvider:
 
 
 def enable_oidc(hs: Headscale, idp: OidcProvider, **extra) -> None:
-    """Add an `oidc:` section for ``idp`` to a not-yet-started tests.lab.headscale.Headscale.
-
-    Headscale writes its config (JSON, valid YAML) in __init__ and has no extra-config option,
-    so this rewrites that file. Also registers headscale's /oidc/callback at the IdP.
-    """
+    """Add an `oidc:` section for ``idp`` to a not-yet-started tests.lab.headscale.Headscale
+    (Headscale.add_config) and register headscale's /oidc/callback at the IdP."""
     if hs.proc is not None:
         raise LabError("enable_oidc must be called before Headscale.start()")
     idp.allow_redirect(f"{hs.url}/oidc/callback")
-    cfg = json.loads(hs.config.read_text())
-    cfg["oidc"] = idp.headscale_config(hs.dir / "oidc_client_secret", **extra)
-    hs.config.write_text(json.dumps(cfg, indent=2))
+    hs.add_config({"oidc": idp.headscale_config(hs.dir / "oidc_client_secret", **extra)})
 
 
 def oidc_users(hs: Headscale) -> list[dict]:

@@ -42,6 +42,24 @@ class Sink:
             await asyncio.sleep(0.02)
 
 
+def test_fwmark_dial(derper):
+    """With fwmark set, the TCP connection is made from a socket carrying SO_MARK (needs root)."""
+    async def main():
+        ka, kb = nacl.public.PrivateKey.generate(), nacl.public.PrivateKey.generate()
+        sa, sb = Sink(), Sink()
+        async with _client(derper, ka, sa, fwmark=0x80000) as a, _client(derper, kb, sb):
+            await sa.wait_for(lambda e: isinstance(e, p.ServerInfo))
+            await sb.wait_for(lambda e: isinstance(e, p.ServerInfo))
+            import socket as _socket
+            mark = a._writer.get_extra_info("socket").getsockopt(_socket.SOL_SOCKET, _socket.SO_MARK)
+            assert mark == 0x80000
+            assert a.send_packet(bytes(kb.public_key), b"marked")
+            ev = await sb.wait_for(lambda e: isinstance(e, p.PacketReceived))
+            assert ev.data == b"marked"
+
+    asyncio.run(main())
+
+
 def _client(derper, key, sink, **kw):
     region = DerpMap.from_json(derper.derp_map()).regions[derper.region_id]
     return DerpClient(region, key, sink, use_http=True, backoff_min=0.05, backoff_max=0.5, **kw)

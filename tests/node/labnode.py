@@ -26,14 +26,7 @@ LANHOST = "192.0.2.20"  # a host on the client's LAN
 
 def start_headscale(ctl: Host, policy: dict | None = None) -> Headscale:
     """headscale in ``ctl`` (its own namespace); with ``policy``, a file-mode ACL policy."""
-    hs = Headscale(ctl)
-    if policy is not None:
-        cfg = json.loads(hs.config.read_text())
-        path = hs.dir / "policy.json"
-        path.write_text(json.dumps(policy, indent=1))
-        cfg["policy"] = {"mode": "file", "path": str(path)}
-        hs.config.write_text(json.dumps(cfg, indent=2))
-    return hs.start()
+    return Headscale(ctl, policy=policy).start()
 
 
 class Node(OurNode):

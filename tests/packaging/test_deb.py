@@ -7,6 +7,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -269,8 +270,18 @@ def test_install_and_purge_in_a_throwaway_root(built, tmp_path):
     # Upgrade in place (same version): the postinst upgrade path, still no systemd.
     r = _dpkg(root, "-i", built.deb)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert wants.is_symlink()
 
-    (root / "var/lib/meshvpn").mkdir(parents=True)
+    # Remove (not purge): programs and unit link go, prefs stay; reinstalling enables the helper again.
+    r = _dpkg(root, "--remove", "meshvpn")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not wants.is_symlink() and not (root / PREFIX / "meshctl").exists()
+    r = _dpkg(root, "-i", built.deb)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert wants.is_symlink()
+    assert not (root / "var/lib/meshvpn/.enabled-before-remove").exists()
+
+    (root / "var/lib/meshvpn").mkdir(parents=True, exist_ok=True)
     (root / "var/lib/meshvpn/prefs.json").write_text("{}")
     (root / "var/cache/meshvpn").mkdir(parents=True)
     r = _dpkg(root, "--purge", "meshvpn")
@@ -313,9 +324,10 @@ def test_scripts_with_systemd_running(built, tmp_path):
 
     def script(*argv: str) -> list[str]:
         log.write_text("")
-        # tmpfs over /run and /etc/systemd/system only inside the new mount namespace: the machine's
-        # own /run and unit links are never touched.
+        # tmpfs over /run, /var/lib and /etc/systemd/system only inside the new mount namespace: the
+        # machine's own runtime dirs, state and unit links are never touched.
         inner = ('mount -t tmpfs meshvpn-test /run && mkdir -p /run/systemd/system && '
+                 'mount -t tmpfs meshvpn-test /var/lib && '
                  '{ [ ! -d /etc/systemd/system ] || mount -t tmpfs meshvpn-test /etc/systemd/system; } && exec "$@"')
         r = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", inner, "sh", "sh", *argv],
                 env=clean_env(PATH=f"{fakebin}:/usr/sbin:/usr/bin:/sbin:/bin", FAKE_LOG=str(log)))
@@ -336,6 +348,8 @@ def test_scripts_with_systemd_running(built, tmp_path):
 
     calls = script(str(ctl / "prerm"), "remove")
     assert "systemctl disable --now mesh-helper.service" in calls, calls
+    assert calls.index("systemctl --root=/ is-enabled --quiet mesh-helper.service") < calls.index(
+        "systemctl disable --now mesh-helper.service"), calls
 
     calls = script(str(ctl / "postrm"), "remove")
     assert "systemctl daemon-reload" in calls, calls
@@ -349,3 +363,25 @@ def test_build_time_and_sizes(built, artifacts_dir):
         f"build (bundle + deb): {built.seconds:.0f}s\nbundle: {bundle_bytes / 2**20:.1f} MiB\n"
         f".deb: {deb_bytes / 2**20:.1f} MiB\ngui: {built.with_gui}\n")
     assert built.seconds < 900
+
+
+def test_meshgui_keeps_keys_in_the_keyring(built, tmp_path):
+    """The frozen app finds keyring's Secret Service backend (entry points survive bundling) and stores
+    the device keys there: a private session bus with gnome-keyring, then the venv's keyring reads back."""
+    _gui(built)
+    if not (shutil.which("dbus-run-session") and shutil.which("gnome-keyring-daemon")):
+        pytest.skip("dbus-run-session / gnome-keyring-daemon not installed")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    env = clean_env(QT_QPA_PLATFORM="offscreen", HOME=str(home), XDG_RUNTIME_DIR=str(home),
+                    XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"),
+                    MESHVPN_SOCKET=str(tmp_path / "none.sock"))
+    check = ("import keyring; k = keyring.get_keyring(); "
+             "print(type(k).__module__, all(keyring.get_password('meshvpn', e) for e in "
+             "('machine-private-key', 'node-private-key')))")  # booleans only: keys never reach the output
+    inner = ('echo -n test | gnome-keyring-daemon --unlock --components=secrets >/dev/null && '
+             '"$1" --no-supervise --exit-after 2.5 --instance "$2" --settings "$3" && "$4" -c "$5"')
+    r = run(["dbus-run-session", "--", "sh", "-c", inner, "sh", built.bundle / "meshgui", f"pkgkr-{os.getpid()}",
+             home / "meshgui.conf", sys.executable, check], env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "keyring.backends.SecretService True", r.stdout
