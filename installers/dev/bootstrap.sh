@@ -65,7 +65,7 @@ case "$mode" in
     ;;
   run)
     log "starting the main job"
-    exec .venv/bin/python -m engine.demo "$@"
+    exec bash installers/dev/run-app.sh "$@"
     ;;
   setup)
     log "set-up done"
