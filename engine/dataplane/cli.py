@@ -258,6 +258,13 @@ def _run_foreground(ifname: str, cfg: wgconfig.WgConfig | None, log: logging.Log
     return 0
 
 
+def _self_command(argv: list[str]) -> list[str]:
+    """How to run `mesh-helper wg ARGV` again: the frozen bundle's own binary, or this interpreter."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, "wg", *argv]
+    return [sys.executable, "-m", "engine.dataplane.cli", *argv]
+
+
 def _daemonize(argv: list[str], ifname: str, timeout: float = 30.0) -> int:
     """Re-exec ourselves with --foreground in a new session; return when it reports ready."""
     r, w = os.pipe()
@@ -265,7 +272,7 @@ def _daemonize(argv: list[str], ifname: str, timeout: float = 30.0) -> int:
     env = {**os.environ, READY_FD_ENV: str(w)}
     with open(log_path, "ab") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.dataplane.cli", *argv, "--foreground"],
+            _self_command(argv) + ["--foreground"],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env, pass_fds=(w,),
             start_new_session=True, cwd="/",
         )

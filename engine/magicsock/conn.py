@@ -95,6 +95,15 @@ class PeerConfig:
 
 
 @dataclass(frozen=True)
+class PingReply:
+    """A Pong to MagicConn.ping: round trip, the UDP source (direct) or None with the DERP region."""
+
+    latency: float
+    addr: AddrPort | None
+    derp_region: int = 0
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """One of our endpoint candidates for MapRequest.Endpoints / EndpointTypes."""
 
@@ -194,6 +203,7 @@ class MagicConn:
         self._bg: list[asyncio.Task] = []
         self._derp_last_use: dict[int, float] = {}
         self._restun_task: asyncio.Task | None = None
+        self._cli_pings: dict[bytes, tuple[asyncio.Future, float]] = {}  # txid -> (waiter, sent) for ping()
         self.gso = False  # UDP_SEGMENT sends (probed at open; off for good after EIO)
         self.gro = False  # UDP_GRO receives
 
@@ -498,6 +508,36 @@ class MagicConn:
 
         self._restun_task = self._tg.create_task(go(), name="magicsock-restun-now")
 
+    # ---- disco ping (`tailscale ping`) ------------------------------------------------------
+
+    async def ping(self, node_key: object, timeout: float = 5.0) -> "PingReply":
+        """One disco ping to a peer: over its trusted direct path if there is one, else via
+        DERP (and a discovery round starts, so a later ping can come back direct). Returns the
+        first Pong; asyncio.TimeoutError after `timeout`, KeyError for an unknown peer."""
+        nk = _raw32(node_key)
+        now = self._clock()
+        with self._lock:
+            p = self._peers.get(nk)
+            if p is None:
+                raise KeyError("not a peer")
+            udp = p.path.best_addr if p.path.trusted(now) else None
+            actions = [] if udp is not None else p.path.note_send(now)
+            region, disco = p.cfg.home_derp, p.cfg.disco_key
+        txid = self._random(12)
+        fut = self._loop.create_future()
+        self._cli_pings[txid] = (fut, now)
+        pkt = self._disco.seal(disco, Ping(txid=txid, node_key=self.node_public))
+        self.counters.disco_tx += 1
+        try:
+            if udp is not None:
+                self._udp_send(pkt, udp)
+            else:
+                self._derp_send(region, nk, pkt)
+            self._do_actions(nk, actions)
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._cli_pings.pop(txid, None)
+
     # ---- DERP -----------------------------------------------------------------------------
 
     def _ensure_derp(self, region_id: int) -> DerpClient:
@@ -739,8 +779,11 @@ class MagicConn:
                     actions = peer.path.handle_ping_from(addr, now)
                     self._addr_peer[addr] = nk
             elif isinstance(msg, Pong):
+                cli = self._cli_pings.pop(msg.txid, None)
+                if cli is not None and not cli[0].done():
+                    cli[0].set_result(PingReply(max(0.0, now - cli[1]), addr, region if addr is None else 0))
                 if addr is None:
-                    return  # we only ping over UDP
+                    return  # path pings go over UDP only; DERP pongs answer ping()
                 if peer.path.handle_pong(msg.txid, addr, now):
                     self._addr_peer[addr] = nk
             elif isinstance(msg, CallMeMaybe):

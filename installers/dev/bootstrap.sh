@@ -11,7 +11,7 @@ APT_PACKAGES=(
   xvfb trayer xdotool imagemagick x11-utils gnome-keyring dbus dbus-x11 libnotify-bin
   libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0
   libxcb-render-util0 libxcb-image0 libegl1 libgl1 libfontconfig1 libdbus-1-3
-  dnsutils tcpdump chromium chromium-driver procps psmisc socat netcat-openbsd
+  dnsutils tcpdump chromium chromium-driver procps psmisc socat netcat-openbsd binutils conntrack
 )
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
@@ -45,7 +45,7 @@ stamp=.venv/.meshvpn-deps
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   log "installing Python packages into .venv"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install -q -e '.[dev,package]'
   touch "$stamp"
 else
   log "Python packages: present"
