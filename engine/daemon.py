@@ -10,9 +10,10 @@ Composition (one asyncio loop; the WireGuard data plane runs in its own worker t
     prefs (flags / set_* API) -> ExitRouter (table 52 + rules), Forwarder (nft masquerade), Hostinfo.RoutableIPs
 
 The helper's own sockets carry SO_MARK 0x80000 (WireGuard UDP via Device.set_fwmark, DNS
-upstreams via the forwarder hook, control connections via ControlOptions.socket_hook, DERP
-via ``install_bypass_marking``) so they never enter table 52. Endpoints published to control
-are the host's interface addresses with the UDP listen port (no STUN/DERP/disco yet). At start, leftovers of a crashed run (rules,
+upstreams via the forwarder hook, control connections via ControlOptions.socket_hook, DERP via
+its fwmark, stray dials via ``install_bypass_marking``) so they never enter table 52. WireGuard runs over magicsock
+(engine/nodetransport.py: one UDP socket + DERP + disco + STUN); endpoints published to control are
+its STUN-mapped and interface addresses, PreferredDERP its netcheck's home region. At start, leftovers of a crashed run (rules,
 table 52, nft table, resolv.conf) are removed; SIGTERM/SIGINT stop the client and restore DNS,
 exit routing, forwarding, routes and addresses, then close the TUN.
 """
@@ -254,11 +255,11 @@ _bypass_marking = {"installed": False}  # process-wide by nature: audit hooks ca
 def install_bypass_marking() -> None:
     """Give every unmarked IPv4/IPv6 socket this process connects SO_MARK BYPASS_MARK (just before connect).
 
-    Only for DERP: engine/derp/client.py (and magicsock's DERP dials) open their TCP connections
-    with asyncio.open_connection(host, port) and have no socket hook yet, so a ``socket.connect``
-    audit hook marks them. Our other sockets are marked explicitly (control: ControlOptions.socket_hook,
-    DNS upstreams: the forwarder's hook, WireGuard: Device.set_fwmark); the audit hook leaves
-    already-marked sockets alone. Remove it once the DERP client takes a socket hook.
+    Only for what still dials without a mark: magicsock's netcheck TCP-latency fallback
+    (engine/magicsock/conn.py ``_tcp_latency``, asyncio.open_connection(host, port) to each DERP
+    region). Everything else is marked explicitly (control: ControlOptions.socket_hook, DNS
+    upstreams: the forwarder's hook, WireGuard/magicsock UDP and DERP TCP: their fwmark); the audit
+    hook leaves already-marked sockets alone. Remove it once that dial marks its socket too.
     Marking is harmless where no policy rules exist.
     """
     if _bypass_marking["installed"]:
@@ -350,6 +351,7 @@ class Node:
         self.forwarder = None  # engine.router.nft.Forwarder (offering one / subnet routes)
         self.dns = None  # engine.dns.manager.DNSManager
         self.tun = None  # engine.dataplane.filtertun.FilterTun (None with an injected device)
+        self.transport = None  # engine.nodetransport.NodeTransport (magicsock; None with an injected device)
         self.client: ControlClient | None = None
         self.wg_applied: WgConfig | None = None
         self.router_applied: RouterConfig | None = None
@@ -397,7 +399,8 @@ class Node:
             raw = LinuxTun.create(self.args.tun, mtu=self.args.mtu, offload=True)
             self.tun = FilterTun(raw)
             self._filter = self.tun.filter  # AllowNone until the first netmap
-            self.device = Device(self.args.tun, mtu=self.args.mtu, tun=self.tun, logger=self.log.getChild("wg"))
+            self.device = Device(self.args.tun, mtu=self.args.mtu, tun=self.tun, logger=self.log.getChild("wg"),
+                                 bind=self.transport.bind if self.transport is not None else None)
         self.device.set_private_key(self.state.node_key.raw)
         self.device.set_listen_port(self.args.port)
         if hasattr(self.device, "set_fwmark"):
@@ -656,7 +659,8 @@ class Node:
             backend_log_id=self.state.backend_log_id,
             go_arch="amd64",
             routable_ips=self._prefs.routable_ips() or None,
-            net_info=NetInfo(preferred_derp=self.args.derp_region),
+            net_info=NetInfo(preferred_derp=self.transport.home_derp if self.transport is not None
+                             else self.args.derp_region),
         )
 
     def on_event(self, ev) -> None:
@@ -692,13 +696,16 @@ class Node:
         incremental = not full and not nm.self_changed
         new = wg_config(nm, opts, prev=self.wg_applied if incremental else None)
         diff = diff_wg(self.wg_applied, new, hint=nm.delta if incremental and self.wg_applied is not None else None)
+        if self.transport is not None and (diff is not NO_CHANGES or nm.derp_map is not None):
+            self.transport.update(nm, new)  # before WireGuard: magicsock must know the peers it sends to
         if diff is not NO_CHANGES and self.device is not None:
             self.reconfigs += 1
             for k in diff.remove:
                 self.device.remove_peer(k.raw)
                 self.peer_removes += 1
             for p in diff.upsert:
-                self.device.upsert_peer(p.public_key.raw, endpoint=p.endpoint, allowed_ips=list(p.allowed_ips),
+                ep = self.transport.wg_endpoint(p) if self.transport is not None else p.endpoint
+                self.device.upsert_peer(p.public_key.raw, endpoint=ep, allowed_ips=list(p.allowed_ips),
                                         replace_allowed_ips=True)
                 self.peer_upserts += 1
             self.log.info("wg: %d peers (+%d upserted, -%d removed)", len(new.peers), len(diff.upsert),
@@ -723,6 +730,8 @@ class Node:
                 self.device.remove_peer(k.raw)
         if self.router is not None:
             self.router.set(RouterConfig(local_addrs=self.router_applied.local_addrs if self.router_applied else ()))
+        if self.transport is not None:
+            self.transport.update(None, None)  # no peers for magicsock either
         self.wg_applied = None
         self.router_applied = None
         self._opts_applied = None
@@ -785,7 +794,12 @@ class Node:
 
         install_bypass_marking()
         self._open_os_routing()
-        self._open_dataplane()
+        await self._open_transport()
+        try:
+            self._open_dataplane()
+        except BaseException:
+            await self._close_transport()
+            raise
         try:
             async with contextlib.AsyncExitStack() as stack:
                 await self._start_dns(stack)
@@ -793,7 +807,10 @@ class Node:
                 self._apply_filter(None)
                 self._apply_dns(None, force=True)
                 exclude = {self.args.tun, "lo"}
-                eps = local_endpoints(self.device.listen_port, exclude_ifaces=exclude)
+                eps = local_endpoints(self.device.listen_port, exclude_ifaces=exclude) if self.transport is None else []
+                types = tuple(1 for _ in eps)
+                if self.transport is not None:  # STUN-mapped + interface addresses of the magicsock port
+                    eps, types = self.transport.endpoints()
                 opts = ControlOptions(
                     server_url=self.args.login_server,
                     machine_key=self.state.machine_key,
@@ -804,15 +821,18 @@ class Node:
                     auth_key=self.args.auth_key,
                     registered_before=self.state.registered_url == self.args.login_server,
                     endpoints=tuple(eps),
-                    endpoint_types=tuple(1 for _ in eps),
+                    endpoint_types=types,
                     watchdog_timeout=self.args.watchdog,
                     socket_hook=_quiet(mark_socket),  # control connections never enter table 52
                 )
                 self.client = ControlClient(opts, on_event=self.on_event, logger=self.log.getChild("control"))
+                if self.transport is not None:
+                    self.transport.attach(self.client)
                 self.log.info("joining %s as %s with endpoints %s", self.args.login_server, opts.hostinfo.hostname, eps)
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self.client.run())
-                    tg.create_task(self._watch_endpoints(exclude))
+                    if self.transport is None:  # magicsock republishes its own endpoints
+                        tg.create_task(self._watch_endpoints(exclude))
                     if self._status_path is not None:
                         tg.create_task(self._refresh_status())
                     await stop.wait()
@@ -824,7 +844,24 @@ class Node:
             pass
         finally:
             self._close_dataplane()
+            await self._close_transport()
         return 0
+
+    async def _open_transport(self) -> None:
+        """Magicsock (engine/nodetransport.py) for the real data plane; none with an injected device."""
+        if self._device_factory is not None or getattr(self.args, "no_magicsock", False):
+            return
+        from engine.nodetransport import NodeTransport
+        from engine.router.exitnode import BYPASS_MARK
+
+        self.transport = await NodeTransport(self.state.node_key, self.state.disco_key, port=self.args.port,
+                                             fwmark=BYPASS_MARK, logger=self.log.getChild("magicsock")).start()
+
+    async def _close_transport(self) -> None:
+        t, self.transport = self.transport, None
+        if t is not None:
+            with contextlib.suppress(Exception):
+                await t.aclose()
 
     async def _refresh_status(self, interval: float = 1.0) -> None:
         """Counters (filter drops, ...) change without events: rewrite the status file when they do."""

@@ -170,7 +170,9 @@ class App:
                 self._ping(fresh)
         for note in notifications.transitions(old, view):
             self.notify(*note)
-        if view.helper_running and not view.read_only and view.backend_state not in ("NoState", "NeedsLogin"):
+        restoring = self.supervisor is not None and self.supervisor.restart_pending
+        if view.helper_running and not view.read_only and not restoring \
+                and view.backend_state not in ("NoState", "NeedsLogin"):
             choices = Choices(view.want_running, view.exit_node_id, view.allow_lan)
             if choices != self.settings.choices:
                 self.settings.choices = choices
@@ -186,6 +188,8 @@ class App:
                       "ExitNodeID": c.exit_node_id, "ExitNodeIDSet": True,
                       "ExitNodeAllowLANAccess": c.allow_lan, "ExitNodeAllowLANAccessSet": True}
             try:
+                self.log.info("restoring choices after a helper (re)start: running=%s exit=%r lan=%s",
+                              c.want_running, c.exit_node_id, c.allow_lan)
                 await self.client.edit_prefs(masked)  # HelperUnavailable propagates: retried on reconnect
                 self.supervisor.ack_restart()
             except LocalAPIError as e:

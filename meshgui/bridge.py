@@ -52,6 +52,7 @@ class Bridge(QObject):
         self._stop = asyncio.Event()
         self._status_dirty = asyncio.Event()
         self._opened_urls: set[str] = set()
+        self._connected = False
         self.notify_count = 0
         self.status_fetches = 0
 
@@ -121,6 +122,7 @@ class Bridge(QObject):
                 if self._on_connected is not None:
                     await self._on_connected()
                 await self.refresh()
+                self._connected = True
                 self.dispatch(st.HelperUp())
                 async for notify in self.client.watch():
                     attempt = 0
@@ -132,6 +134,7 @@ class Bridge(QObject):
             except (HelperUnavailable, LocalAPIError, OSError) as e:
                 if isinstance(e, AccessDenied):
                     self.dispatch(st.AccessDenied(e.body))
+                self._connected = False
                 self._log.info("helper unavailable: %s", e)
                 self.dispatch(st.HelperDown(_plain_reason(e)))
             delay = RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)]
@@ -146,6 +149,8 @@ class Bridge(QObject):
             await self._status_dirty.wait()
             await asyncio.sleep(STATUS_COALESCE)
             self._status_dirty.clear()
+            if not self._connected:  # only the watch loop (re)connects, after on_connected
+                continue
             try:
                 await self.refresh()
             except (HelperUnavailable, LocalAPIError, OSError) as e:

@@ -6,8 +6,9 @@
 Differences from the headless `mesh-helper --state` runner: keys come from the backend (GUI keyring or
 the helper's state file) and are never written by this adapter; registration state is kept in memory.
 Prefs (exit node, allow-LAN, accept DNS/routes, advertised routes / exit node, shields-up) go into the Node at
-start and through ``Node.set_prefs`` on ``reconfigure``. Not yet provided by the node (reported as such): disco
-ping (ping() sends an ICMP echo through the TUN), netcheck runner (NotImplementedError → 501).
+start and through ``Node.set_prefs`` on ``reconfigure``. Paths come from the node's magicsock
+(engine/nodetransport.py): Status CurAddr = the direct path in use, ping type "disco" = a disco ping
+(via DERP(region) or via ip:port), netcheck = magicsock's netcheck; other ping types send an ICMP echo.
 """
 
 from __future__ import annotations
@@ -54,8 +55,11 @@ def _addr(prefix: str) -> str:
     return prefix.split("/")[0]
 
 
-def netmap_view(nm: Any, stats: dict[str, Any], now: float) -> NetMapView | None:
-    """engine.netmap.NetworkMap (+ WireGuard per-peer stats by nodekey text) -> NetMapView (pure)."""
+def netmap_view(nm: Any, stats: dict[str, Any], now: float, paths: dict[str, Any] | None = None) -> NetMapView | None:
+    """engine.netmap.NetworkMap (+ WireGuard per-peer stats, magicsock PathStatus by nodekey text) -> NetMapView (pure).
+
+    With ``paths`` (a magicsock node), CurAddr is the direct path in use ("" while on DERP);
+    without, the WireGuard endpoint once a handshake happened."""
     if nm is None or nm.self_node is None:
         return None
     regions: dict[int, str] = {}
@@ -74,6 +78,9 @@ def netmap_view(nm: Any, stats: dict[str, Any], now: float) -> NetMapView | None
             rx, tx = st.rx_bytes, st.tx_bytes
             if st.endpoint is not None and lh:
                 ep = str(st.endpoint)
+        if paths is not None:
+            ps = paths.get(key)
+            ep = ps.addr if ps is not None and ps.path == "direct" else ""
         derp = n.effective_home_derp()
         return PeerView(
             node_id=n.id, stable_id=n.stable_id, node_key=key, name=n.name,
@@ -124,6 +131,20 @@ def node_prefs_args(cfg: EngineConfig) -> dict[str, Any]:
         "accept_routes": cfg.route_all,
         "shields_up": cfg.shields_up,
     }
+
+
+async def _disco_ping(transport: Any, peer: PeerView, ip: str, name: str) -> PingOutcome:
+    """`tailscale ping` over magicsock: answered via DERP(region) until a direct path answers."""
+    from engine.keys import NodePublic
+
+    try:
+        r = await transport.ping(NodePublic.from_text(peer.node_key).raw, PING_WAIT)
+    except KeyError:
+        return PingOutcome(node_ip=ip, node_name=name, err="peer has no disco key")
+    except asyncio.TimeoutError:
+        return PingOutcome(node_ip=ip, node_name=name, err="timeout")
+    return PingOutcome(node_ip=ip, node_name=name, latency_seconds=r.latency, endpoint=r.endpoint,
+                       derp_region_id=r.derp_region, derp_region_code=r.derp_code)
 
 
 class _BackendNode(Node):
@@ -183,7 +204,7 @@ class DaemonEngine:
         return nm.self_node.user if nm is not None and nm.self_node is not None else 0
 
     def _on_netmap(self) -> None:
-        view = netmap_view(self._node._applied_nm if self._node else None, self._stats(), time.time())
+        view = netmap_view(self._node._applied_nm if self._node else None, self._stats(), time.time(), self._paths())
         if view is None:
             return
         # LoggedIn again with the real user id now that profiles are known
@@ -199,6 +220,15 @@ class DaemonEngine:
         from engine.keys import NodePublic
 
         return {str(NodePublic(p.public_key)): p for p in dev.peers()}
+
+    def _paths(self) -> dict[str, Any] | None:
+        """magicsock's per-peer PathStatus by nodekey text; None for a node without magicsock."""
+        t = getattr(self._node, "transport", None) if self._node is not None else None
+        if t is None:
+            return None
+        from engine.keys import NodePublic
+
+        return {str(NodePublic(k)): ps for k, ps in t.paths().items()}
 
     async def start(self, cfg: EngineConfig, keys: NodeKeys, sink: EventSink) -> None:
         await self.stop()
@@ -287,7 +317,7 @@ class DaemonEngine:
         node = self._node
         if node is None:
             return EngineSnapshot()
-        view = netmap_view(node._applied_nm, self._stats(), time.time())
+        view = netmap_view(node._applied_nm, self._stats(), time.time(), self._paths())
         health = ()
         if node.client is not None and node.client.status.last_error:
             health = (node.client.status.last_error,)
@@ -296,11 +326,14 @@ class DaemonEngine:
     async def ping(self, ip: str, kind: str, size: int) -> PingOutcome:
         """An ICMP echo through the tunnel (the node has no disco yet), reported with the WireGuard endpoint."""
         node = self._node
-        view = netmap_view(node._applied_nm, self._stats(), time.time()) if node is not None else None
+        view = netmap_view(node._applied_nm, self._stats(), time.time(), self._paths()) if node is not None else None
         peer = next((p for p in view.peers if ip in p.addresses), None) if view is not None else None
         if peer is None:
             return PingOutcome(err="no matching peer")
         name = peer.name.split(".")[0]
+        transport = getattr(node, "transport", None)
+        if kind.lower() == "disco" and transport is not None:
+            return await _disco_ping(transport, peer, ip, name)
         argv = ["ping", "-n", "-q", "-c", "1", "-W", str(int(PING_WAIT)), ip]
         if ":" in ip:
             argv.insert(1, "-6")
@@ -313,7 +346,7 @@ class DaemonEngine:
         m = _RTT_RE.search(out.decode(errors="replace"))
         if proc.returncode != 0 or m is None:
             return PingOutcome(node_ip=ip, node_name=name, err="timeout")
-        peer = next((p for p in (netmap_view(node._applied_nm, self._stats(), time.time()) or view).peers
+        peer = next((p for p in (netmap_view(node._applied_nm, self._stats(), time.time(), self._paths()) or view).peers
                      if ip in p.addresses), peer)
         return PingOutcome(node_ip=ip, node_name=name, latency_seconds=float(m.group(1)) / 1000.0,
                            endpoint=peer.cur_addr)
@@ -321,12 +354,10 @@ class DaemonEngine:
     async def netcheck(self) -> dict[str, Any]:
         """magicsock's netcheck (STUN to every DERP region) once the node carries a magicsock."""
         node = self._node
-        conn = None
-        if node is not None:
-            conn = getattr(node, "magicsock", None) or getattr(node, "conn", None)
-        if conn is None or not hasattr(conn, "netcheck"):
+        transport = getattr(node, "transport", None) if node is not None else None
+        if transport is None:
             raise NotImplementedError("the node has no magicsock (netcheck) yet")
-        rep = (await conn.netcheck()).to_json()
+        rep = await transport.netcheck()
         view = netmap_view(node._applied_nm, {}, time.time()) if node is not None else None
         if view is not None:
             rep.setdefault("RegionCodes", {str(k): v for k, v in view.derp_regions.items()})

@@ -167,13 +167,9 @@ class TailscaledNode(LocalApiNode):
         self.ts = Tailscaled(host).start()
         self.socket_path = self.ts.socket
         # `tailscale up` returns once the node is Running (or fails with the CLI's message).
-        # The key goes through a 0600 file ("file:" form), so it is neither in argv (ps) nor
-        # in the command line a LabError would print; the file is removed right after.
-        key_file = _write_secret(host.lab.dir / f"ts-{host.name}.authkey", auth_key)
-        try:
-            self.ts.up(login_server, f"file:{key_file}", self.hostname, timeout=60)
-        finally:
-            key_file.unlink(missing_ok=True)
+        # Tailscaled.up passes the key through its own 0600 file ("file:" form), so it is
+        # neither in argv (ps) nor in the command line a LabError would print.
+        self.ts.up(login_server, auth_key, self.hostname, timeout=60)
 
     def ip(self) -> str:
         if self._ip is None:  # fixed for the node's lifetime; saves a LocalAPI round trip per poll
@@ -189,29 +185,22 @@ class TailscaledNode(LocalApiNode):
 
 
 class OurNode(LocalApiNode):
-    """TODO(lead): our own node (mesh-helper) in the matrix; enable once our magicsock lands.
-
-    Drafted adapter, off by default (``available`` is False unless MESH_NATMATRIX_OURS=1):
+    """Our own node: ``mesh-helper serve`` (LocalAPI) + ``meshctl up``, read through our LocalAPI.
 
     * ``start``: ``mesh-helper serve --socket <lab dir>/ours-<host>.sock --journal <lab dir>/...
-      --tun mesh0`` inside ``host``; wait for "mesh-helper ready"; then ``meshctl --socket S up
-      --login-server URL --auth-key file:<0600 file> --hostname H --timeout 60`` (meshctl runs in
-      the test's namespace: the LocalAPI is a Unix socket; the key never reaches argv or logs).
-    * everything else is inherited from LocalApiNode, so our LocalAPI must answer
-      ``GET /localapi/v0/status`` in tailscaled's shape: ``BackendState`` "Running",
-      ``Self.TailscaleIPs``, and per ``Peer``: ``TailscaleIPs``, ``CurAddr`` ("ip:port" while a
-      trusted direct UDP path is in use, else "") and ``Relay`` (the peer's home DERP region
-      code, "lab" here; "" until the peer has a home DERP).
-    * the engine must use headscale's embedded DERP over plain HTTP (region 999 at
-      http://203.0.113.1:8080, as tailscaled does with TS_DEBUG_USE_DERP_HTTP=1) and STUN at
-      203.0.113.1:3478, and route the tailnet /32s through its TUN so the kernel ping in
-      ``ping()`` crosses our data plane.
-    Then set ``available = True`` (rows ours-ours and ours-tailscaled of the test and of
-    ``benchmarks/nat_matrix.py`` stop being "pending").
+      --tun mesh0`` inside ``host`` (with ``MESH_DEBUG_USE_DERP_HTTP=1``: headscale's embedded DERP
+      is plain HTTP here, as tailscaled's TS_DEBUG_USE_DERP_HTTP=1); wait for "mesh-helper ready";
+      then ``meshctl --socket S up --login-server URL --auth-key file:<0600 file> --hostname H``
+      (meshctl runs in the test's namespace: the LocalAPI is a Unix socket; the key never
+      reaches argv or logs).
+    * the path comes from ``GET /localapi/v0/status`` (LocalApiNode): per ``Peer`` ``CurAddr``
+      ("ip:port" while magicsock's direct path is trusted, engine/nodetransport.py) and ``Relay``
+      (the peer's home DERP region code, "lab").
+    * MESH_NATMATRIX_OURS=0 turns the ours rows off (they then show as "pending").
     """
 
     kind = "ours"
-    available = os.environ.get("MESH_NATMATRIX_OURS") == "1"  # TODO(lead): True once magicsock lands
+    available = os.environ.get("MESH_NATMATRIX_OURS", "1") == "1"  # MESH_NATMATRIX_OURS=0 skips our rows
 
     def __init__(self, hostname: str) -> None:
         super().__init__(hostname)
@@ -223,7 +212,7 @@ class OurNode(LocalApiNode):
         self.socket_path = d / f"ours-{host.name}.sock"
         self.proc = host.popen_python("engine.cli.helper", "serve", "--socket", str(self.socket_path),
                                       "--journal", str(d / f"ours-{host.name}.journal"), "--tun", "mesh0", "-v",
-                                      module=True, env={"MESH_TESTING": "1"})
+                                      module=True, env={"MESH_TESTING": "1", "MESH_DEBUG_USE_DERP_HTTP": "1"})
         host.lab.add_cleanup(self.stop)
         deadline = time.monotonic() + 30
         while "mesh-helper ready" not in self.log():

@@ -83,9 +83,8 @@ def test_path_to_reads_curaddr_then_relay(peer, want):
     assert a.knows("100.64.0.2") == ("100.64.0.2" in peer["TailscaleIPs"])
 
 
-def test_our_node_is_gated_and_rows_name_known_kinds():
+def test_our_node_is_enabled_unless_opted_out_and_rows_name_known_kinds():
     import os
 
-    assert OurNode.available is (os.environ.get("MESH_NATMATRIX_OURS") == "1")
-    assert "TODO(lead)" in (OurNode.__doc__ or "")
+    assert OurNode.available is (os.environ.get("MESH_NATMATRIX_OURS", "1") == "1")
     assert {k for row in ROWS.values() for k in row} <= set(NODE_KINDS)

@@ -1,0 +1,145 @@
+"""Lab: our node uses a real tailscaled as exit node (tailscaled --advertise-exit-node, approved in headscale).
+
+Topology: tests/exit_tailscaled/tsnet.py with the inet link on ts. The echo servers on inet
+report the source address they saw; inet can only answer ts's WAN address (203.0.113.1).
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from engine.router.exitnode import BYPASS_MARK
+from tests.exit_tailscaled.tsnet import (
+    CTL_IP, OURS_LAN, OURS_NAME, TS_NAME, WAN_IP, WAN_IP6, approve_exit, build, diag, eventually, helper_pid,
+    socket_lines, start_tailscaled, ts_peer,
+)
+from tests.node.labnode import INET, INET6, DrivenNode, Node, route_get, routing_dump, tcp_ask, udp_ask
+
+pytestmark = pytest.mark.lab
+
+
+def _ts_exit_offered(node: Node, ts_ip: str) -> dict:
+    return node.wait(lambda s: any(p["ExitNodeOption"] and ts_ip in [a.split("/")[0] for a in p["Addresses"]]
+                                   for p in s.get("Peers", [])), f"{TS_NAME} offered as exit node", timeout=60)
+
+
+def _setup(lab):
+    net = build(lab, exit_side="ts")
+    key = net.hs.preauth_key("alice")
+    t = start_tailscaled(net, key, "--advertise-exit-node", forwarding=True)
+    approve_exit(net.hs, TS_NAME)
+    ts_ip, ts_ip6 = t.ip(), t.ip(v6=True)
+    return net, key, t, ts_ip, ts_ip6
+
+
+def _our_sockets_bypass(net, node: Node) -> None:
+    """Our helper's control/DERP (TCP to headscale) and WireGuard/disco (UDP) sockets carry the bypass mark."""
+    c, ctl = net.ours, net.ctl
+    # a marked route lookup to headscale uses the LAN, an unmarked one would enter the tunnel
+    assert "dev eth0" in route_get(c, CTL_IP, BYPASS_MARK)
+    assert "dev mesh0" in route_get(c, CTL_IP)
+    pid = helper_pid(node)
+    udp = [ln for ln in socket_lines(c, "u", pid) if ":41641 " in ln]
+    assert udp and all("fwmark:0x80000" in ln for ln in udp), socket_lines(c, "u", pid)
+    tcp = [ln for ln in socket_lines(c, "t", pid) if f"{CTL_IP}:8080" in ln and "ESTAB" in ln]
+    assert tcp, socket_lines(c, "t", pid)
+    assert all("fwmark:0x80000" in ln and f"{OURS_LAN}:" in ln for ln in tcp), tcp
+    # headscale sees our connections (control, DERP) from our LAN address, not via the exit node
+    est = ctl.run(["ss", "-tnH", "state", "established", "( sport = :8080 )"]).stdout
+    assert f"{OURS_LAN}:" in est, est
+
+
+def _direct_from_ts(t, timeout: float = 90) -> dict:
+    """tailscaled's view of us: a direct path to our LAN endpoint (so our WireGuard UDP is not tunnelled)."""
+    return eventually(lambda: (p := ts_peer(t, OURS_NAME)) and (p.get("CurAddr") or "").startswith(f"{OURS_LAN}:")
+                      and p, "tailscaled to reach us directly", timeout, 1.0, diag(t=t))
+
+
+def test_tailscaled_exit_node_by_flag(lab):
+    net, key, t, ts_ip, ts_ip6 = _setup(lab)
+    c = net.ours
+    before = routing_dump(c)
+    assert udp_ask(c, INET, 7, tries=1).startswith("error")  # no route to the "internet" without the exit node
+
+    cl = Node(c, net.hs.url, auth_key=key, args=("--exit-node", ts_ip)).start()
+    st = cl.wait(lambda s: s.get("ExitNodeID") is not None and s.get("InMapPoll"), "exit node resolved", timeout=60)
+    assert ts_ip in [a.split("/")[0] for p in st["Peers"] if p["ID"] == st["ExitNodeID"] for a in p["Addresses"]]
+    got = route_get(c, INET)
+    assert "dev mesh0" in got and "table 52" in got, got
+    _our_sockets_bypass(net, cl)
+
+    # internet traffic leaves through tailscaled, masqueraded to its WAN address (DERP first, then direct)
+    d = diag(node=cl, t=t)
+    got = eventually(lambda: (r := udp_ask(c, INET, 7)).startswith(f"{WAN_IP}:") and r, "UDP via tailscaled",
+                     90, 1.0, d)
+    assert got.startswith(f"{WAN_IP}:")
+    assert tcp_ask(c, INET, 8080, timeout=10).startswith(f"{WAN_IP}:")
+    assert eventually(lambda: udp_ask(c, INET6, 7).startswith(f"{WAN_IP6}:"), "IPv6 via tailscaled", 30, 1.0, d)
+    # tailscaled lists us with it as our exit node's client: traffic counted, path direct to our LAN address
+    peer = _direct_from_ts(t)
+    assert peer["RxBytes"] > 0 and peer["TxBytes"] > 0, peer
+    assert udp_ask(c, INET, 7).startswith(f"{WAN_IP}:")  # still fine on the direct path
+    _our_sockets_bypass(net, cl)
+
+    # a control (and DERP) connection dialled while table 52 is in force: headscale restart, we reconnect directly
+    net.hs.restart()
+    cl.wait(lambda s: s["InMapPoll"] and s["StreamsStarted"] >= 2, "reconnect to headscale", timeout=90)
+    eventually(lambda: f"{OURS_LAN}:" in net.ctl.run(["ss", "-tnH", "state", "established",
+                                                       "( sport = :8080 )"]).stdout, "our connection seen", 30)
+    _our_sockets_bypass(net, cl)
+    assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled after restart",
+                      60, 1.0, d)
+
+    # SIGKILL: rules stay behind; a restart without the exit node removes them: routing as before
+    assert cl.stop(signal.SIGKILL) == -9
+    assert "lookup 52" in c.run(["ip", "rule"]).stdout
+    cl.restart()
+    cl.wait_synced(1, timeout=60)
+    assert routing_dump(c, skip_dev="mesh0") == before  # the baseline was taken before mesh0 existed
+    assert udp_ask(c, INET, 7, tries=1).startswith("error")
+    assert cl.stop() == 0
+    assert routing_dump(c) == before
+
+
+def test_tailscaled_exit_node_set_and_clear_at_run_time(lab):
+    net, key, t, ts_ip, ts_ip6 = _setup(lab)
+    c = net.ours
+    before = routing_dump(c)
+    cl = DrivenNode(c, net.hs.url, auth_key=key).start()
+    cl.wait_synced(1, timeout=60)
+    _ts_exit_offered(cl, ts_ip)
+    no_exit = routing_dump(c)
+    assert "lookup 52" not in c.run(["ip", "rule"]).stdout
+    d = diag(node=cl, t=t)
+    # plain tailnet traffic first (DERP, then direct), without any exit node
+    eventually(lambda: c.ping(ts_ip, count=1, timeout=2).returncode == 0, "ping tailscaled", 90, 1.0, d)
+
+    prefs = cl.call("set_exit_node", TS_NAME)  # by name this time
+    assert prefs["exit_node"] == TS_NAME
+    ts_id = cl.wait(lambda s: s.get("ExitNodeID") is not None, "exit node resolved")["ExitNodeID"]
+    assert cl.peer(TS_NAME)["ID"] == ts_id
+    assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled", 60, 1.0, d)
+    assert tcp_ask(c, INET, 8080, timeout=10).startswith(f"{WAN_IP}:")
+    assert udp_ask(c, INET6, 7).startswith(f"{WAN_IP6}:")
+    _our_sockets_bypass(net, cl)
+
+    cl.call("set_exit_node", None)  # clearing restores routing exactly
+    cl.wait(lambda s: s.get("ExitNodeID") is None, "exit node cleared")
+    assert routing_dump(c) == no_exit
+    assert udp_ask(c, INET, 7, tries=1).startswith("error")
+    assert c.ping(ts_ip, count=2).returncode == 0  # tailscaled is an ordinary peer again
+
+    cl.call("set_exit_node", ts_ip)  # by IP; then SIGKILL and a restart that re-installs it
+    assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled again", 60, 1.0, d)
+    assert cl.stop(signal.SIGKILL) == -9
+    cl2 = Node(c, net.hs.url, args=("--exit-node", ts_ip)).start()
+    cl2.wait(lambda s: s.get("ExitNodeID") is not None and s.get("InMapPoll"), "exit node after restart", 60)
+    assert "removed exit routing leftovers" in cl2.log() or "removed leftovers" in cl2.log()
+    rules = c.run(["ip", "rule"]).stdout
+    assert rules.count("lookup 52") == 1, rules  # no duplicates from the crashed run
+    assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled after restart",
+                      90, 1.0, diag(node=cl2, t=t))
+    assert cl2.stop() == 0
+    assert routing_dump(c) == before
