@@ -13,7 +13,8 @@ The helper's own sockets carry SO_MARK 0x80000 (WireGuard UDP via Device.set_fwm
 upstreams via the forwarder hook, control connections via ControlOptions.socket_hook, DERP via
 its fwmark, stray dials via ``install_bypass_marking``) so they never enter table 52. WireGuard runs over magicsock
 (engine/nodetransport.py: one UDP socket + DERP + disco + STUN); endpoints published to control are
-its STUN-mapped and interface addresses, PreferredDERP its netcheck's home region. At start, leftovers of a crashed run (rules,
+its STUN-mapped and interface addresses, PreferredDERP its netcheck's home region.
+At start, leftovers of a crashed run (rules,
 table 52, nft table, resolv.conf) are removed; SIGTERM/SIGINT stop the client and restore DNS,
 exit routing, forwarding, routes and addresses, then close the TUN.
 """
@@ -855,7 +856,8 @@ class Node:
         from engine.router.exitnode import BYPASS_MARK
 
         self.transport = await NodeTransport(self.state.node_key, self.state.disco_key, port=self.args.port,
-                                             fwmark=BYPASS_MARK, logger=self.log.getChild("magicsock")).start()
+                                             fwmark=BYPASS_MARK, control_url=self.args.login_server,
+                                             logger=self.log.getChild("magicsock")).start()
 
     async def _close_transport(self) -> None:
         t, self.transport = self.transport, None

@@ -39,6 +39,15 @@ def derp_http_from_env(env: dict[str, str] | None = None) -> bool:
     return any(env.get(k, "").lower() in ("1", "true", "yes") for k in DERP_HTTP_ENV)
 
 
+def derp_http_for(control_url: str | None, env: dict[str, str] | None = None) -> bool:
+    """DERP over plain HTTP: when asked by the environment, or when control itself is plain http://.
+
+    A control server reached without TLS (a headscale dev/lab setup) serves its embedded DERP on
+    the same plain-HTTP listener; with TLS control, DERP uses TLS like tailscaled does.
+    """
+    return derp_http_from_env(env) or (control_url or "").lower().startswith("http://")
+
+
 @dataclass(frozen=True, slots=True)
 class PingResult:
     """One disco ping: latency, and either the direct ip:port or the DERP region it came back over."""
@@ -53,12 +62,13 @@ class NodeTransport:
     """MagicConn lifecycle + netmap/control glue for one node (loop-thread only, except ``bind``)."""
 
     def __init__(self, node_private: Any, disco_private: Any, *, port: int = 0, fwmark: int = 0,
-                 use_derp_http: bool | None = None, logger: logging.Logger | logging.LoggerAdapter | None = None,
+                 use_derp_http: bool | None = None, control_url: str | None = None,
+                 logger: logging.Logger | logging.LoggerAdapter | None = None,
                  conn_factory: Callable[..., MagicConn] = MagicConn) -> None:
         self.log = logger or logging.getLogger("engine.nodetransport")
         self._fwmark = fwmark
-        self.conn = conn_factory(node_private, disco_private=disco_private, port=port,
-                                 use_derp_http=derp_http_from_env() if use_derp_http is None else use_derp_http,
+        http = derp_http_for(control_url) if use_derp_http is None else use_derp_http
+        self.conn = conn_factory(node_private, disco_private=disco_private, port=port, use_derp_http=http,
                                  logger=self.log)
         self._client: Any = None
         self._derp_json: Any = None
@@ -225,4 +235,4 @@ class NodeTransport:
         }
 
 
-__all__ = ["NodeTransport", "PingResult", "derp_http_from_env"]
+__all__ = ["NodeTransport", "PingResult", "derp_http_for", "derp_http_from_env"]

@@ -96,6 +96,7 @@ class App:
         self.bridge.stateChanged.connect(self.on_state)
         self.bridge.browseTo.connect(self.open_url)
         self.bridge.actionFailed.connect(lambda msg: self.notify("meshvpn", msg))
+        self.bridge.helperDown.connect(self._on_helper_down)
         self.window.actionRequested.connect(self.on_action)
         if self.tray is not None:
             self.tray.actionTriggered.connect(self.on_action)
@@ -150,14 +151,8 @@ class App:
         if self.tray is not None:
             self.tray.apply(view)
         self.window.apply(view)
-        if view.read_only:
-            pass
-        elif self.keyring_error:
-            self.window.show_banner(self.keyring_error)
-        elif self.tray is None:
-            self.window.show_banner(NO_TRAY_TEXT)
-        else:
-            self.window.show_banner("")
+        if not view.read_only:  # (the window shows its own read-only banner)
+            self.window.show_banner(self.keyring_error or (NO_TRAY_TEXT if self.tray is None else ""))
         if view.login_pending:
             self.login_dialog.set_url(view.browse_url)
             if not self.login_dialog.isVisible():
@@ -176,7 +171,10 @@ class App:
             choices = Choices(view.want_running, view.exit_node_id, view.allow_lan)
             if choices != self.settings.choices:
                 self.settings.choices = choices
-        if view.tray is TrayState.HELPER_DOWN and self.supervisor is not None and self.supervisor.auto_restart:
+
+    def _on_helper_down(self, _reason: str) -> None:
+        """Each failed reconnection asks the supervisor again (a dying helper may still accept for a moment)."""
+        if self.supervisor is not None and self.supervisor.auto_restart:
             self.supervisor.request_start()
 
     async def _on_connected(self) -> None:

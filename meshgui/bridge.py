@@ -37,6 +37,7 @@ class Bridge(QObject):
     stateChanged = Signal(object)  # ViewState
     browseTo = Signal(str)  # a login URL to open, once per URL, only after the user asked to log in
     actionFailed = Signal(str)  # a plain-words error for a user action
+    helperDown = Signal(str)  # every failed (re)connection, even when the ViewState did not change
 
     def __init__(self, client: EngineClient, *, clock: Clock = utc_now,
                  logger: logging.Logger | logging.LoggerAdapter | None = None,
@@ -121,6 +122,7 @@ class Bridge(QObject):
             try:
                 if self._on_connected is not None:
                     await self._on_connected()
+                self.dispatch(st.PrefsEvent(await self.client.get_prefs()))  # before status: no default prefs
                 await self.refresh()
                 self._connected = True
                 self.dispatch(st.HelperUp())
@@ -137,6 +139,7 @@ class Bridge(QObject):
                 self._connected = False
                 self._log.info("helper unavailable: %s", e)
                 self.dispatch(st.HelperDown(_plain_reason(e)))
+                self.helperDown.emit(str(e))
             delay = RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)]
             attempt += 1
             try:

@@ -16,6 +16,7 @@ class LoginDialog(QDialog):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("meshvpn login")
+        self.setMinimumWidth(560)  # login URLs are long and have no wrap points
         self._url = ""
         lay = QVBoxLayout(self)
         self.message = QLabel("Waiting for browser login…", self)

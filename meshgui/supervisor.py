@@ -140,8 +140,8 @@ class Direct(Strategy):
         return (not self.require_root or os.geteuid() == 0) and bool(self.command)
 
     async def start(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            return
+        if self.proc is not None and self.proc.returncode is None and _alive(self.proc.pid):
+            return  # still running (just not answering yet)
         self.proc = await asyncio.create_subprocess_exec(
             *self.command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL, env=self.env, start_new_session=True)
@@ -154,6 +154,21 @@ class Direct(Strategy):
             except asyncio.TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    """True unless `pid` has exited (gone or a zombie); asyncio may not have reaped it yet."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return not os.path.isdir("/proc")  # no /proc entry on Linux means gone
 
 
 class StartFailed(Exception):
@@ -189,6 +204,8 @@ class Supervisor:
 
     def request_start(self) -> None:
         """Ask for the helper to be (re)started; idempotent while an attempt is running."""
+        if not self._wanted.is_set():
+            self._log.debug("helper start requested")
         self._wanted.set()
 
     @property
@@ -218,6 +235,7 @@ class Supervisor:
             if self._stop.is_set():
                 return
             if await socket_answers(self.socket_path):
+                self._log.debug("helper answers on %s: nothing to start", self.socket_path)
                 self._wanted.clear()
                 attempt = 0
                 continue

@@ -512,31 +512,37 @@ class MagicConn:
 
     async def ping(self, node_key: object, timeout: float = 5.0) -> "PingReply":
         """One disco ping to a peer: over its trusted direct path if there is one, else via
-        DERP (and a discovery round starts, so a later ping can come back direct). Returns the
-        first Pong; asyncio.TimeoutError after `timeout`, KeyError for an unknown peer."""
+        DERP and to every candidate address over UDP (a discovery round starts too, so a later
+        ping can come back direct), as tailscale's cliPing does. Returns the first Pong;
+        asyncio.TimeoutError after `timeout`, KeyError for an unknown peer."""
         nk = _raw32(node_key)
         now = self._clock()
         with self._lock:
             p = self._peers.get(nk)
             if p is None:
                 raise KeyError("not a peer")
-            udp = p.path.best_addr if p.path.trusted(now) else None
-            actions = [] if udp is not None else p.path.note_send(now)
+            trusted = p.path.best_addr if p.path.trusted(now) else None
+            udp = [trusted] if trusted is not None else list(p.path.candidates)
+            actions = [] if trusted is not None else p.path.note_send(now)
             region, disco = p.cfg.home_derp, p.cfg.disco_key
-        txid = self._random(12)
         fut = self._loop.create_future()
-        self._cli_pings[txid] = (fut, now)
-        pkt = self._disco.seal(disco, Ping(txid=txid, node_key=self.node_public))
-        self.counters.disco_tx += 1
+        sends: list[tuple[bytes, AddrPort | None]] = [(self._random(12), a) for a in udp]
+        if trusted is None:
+            sends.append((self._random(12), None))  # None: via DERP
         try:
-            if udp is not None:
-                self._udp_send(pkt, udp)
-            else:
-                self._derp_send(region, nk, pkt)
+            for txid, addr in sends:
+                self._cli_pings[txid] = (fut, now)
+                pkt = self._disco.seal(disco, Ping(txid=txid, node_key=self.node_public))
+                self.counters.disco_tx += 1
+                if addr is not None:
+                    self._udp_send(pkt, addr)
+                else:
+                    self._derp_send(region, nk, pkt)
             self._do_actions(nk, actions)
             return await asyncio.wait_for(fut, timeout)
         finally:
-            self._cli_pings.pop(txid, None)
+            for txid, _ in sends:
+                self._cli_pings.pop(txid, None)
 
     # ---- DERP -----------------------------------------------------------------------------
 

@@ -34,8 +34,12 @@ def _setup(lab):
     return net, key, t, ts_ip, ts_ip6
 
 
-def _our_sockets_bypass(net, node: Node) -> None:
-    """Our helper's control/DERP (TCP to headscale) and WireGuard/disco (UDP) sockets carry the bypass mark."""
+def _our_sockets_bypass(net, node: Node, derp: bool = False) -> None:
+    """Our helper's control/DERP (TCP to headscale) and WireGuard/disco (UDP) sockets carry the bypass mark.
+
+    ``derp``: the home DERP connection is up too (headscale's embedded DERP shares its port with
+    control, so then there are at least two marked connections to it).
+    """
     c, ctl = net.ours, net.ctl
     # a marked route lookup to headscale uses the LAN, an unmarked one would enter the tunnel
     assert "dev eth0" in route_get(c, CTL_IP, BYPASS_MARK)
@@ -43,8 +47,11 @@ def _our_sockets_bypass(net, node: Node) -> None:
     pid = helper_pid(node)
     udp = [ln for ln in socket_lines(c, "u", pid) if ":41641 " in ln]
     assert udp and all("fwmark:0x80000" in ln for ln in udp), socket_lines(c, "u", pid)
-    tcp = [ln for ln in socket_lines(c, "t", pid) if f"{CTL_IP}:8080" in ln and "ESTAB" in ln]
-    assert tcp, socket_lines(c, "t", pid)
+    def to_headscale() -> list[str]:
+        return [ln for ln in socket_lines(c, "t", pid) if f"{CTL_IP}:8080" in ln and "ESTAB" in ln]
+
+    tcp = eventually(lambda: len(to_headscale()) >= (2 if derp else 1) and to_headscale(),
+                     "our control (and DERP) connections to headscale", 30, 0.5, lambda: "\n".join(socket_lines(c, "t")))
     assert all("fwmark:0x80000" in ln and f"{OURS_LAN}:" in ln for ln in tcp), tcp
     # headscale sees our connections (control, DERP) from our LAN address, not via the exit node
     est = ctl.run(["ss", "-tnH", "state", "established", "( sport = :8080 )"]).stdout
@@ -81,14 +88,14 @@ def test_tailscaled_exit_node_by_flag(lab):
     peer = _direct_from_ts(t)
     assert peer["RxBytes"] > 0 and peer["TxBytes"] > 0, peer
     assert udp_ask(c, INET, 7).startswith(f"{WAN_IP}:")  # still fine on the direct path
-    _our_sockets_bypass(net, cl)
+    _our_sockets_bypass(net, cl, derp=True)
 
     # a control (and DERP) connection dialled while table 52 is in force: headscale restart, we reconnect directly
     net.hs.restart()
     cl.wait(lambda s: s["InMapPoll"] and s["StreamsStarted"] >= 2, "reconnect to headscale", timeout=90)
     eventually(lambda: f"{OURS_LAN}:" in net.ctl.run(["ss", "-tnH", "state", "established",
                                                        "( sport = :8080 )"]).stdout, "our connection seen", 30)
-    _our_sockets_bypass(net, cl)
+    _our_sockets_bypass(net, cl, derp=True)
     assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled after restart",
                       60, 1.0, d)
 
@@ -123,7 +130,7 @@ def test_tailscaled_exit_node_set_and_clear_at_run_time(lab):
     assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled", 60, 1.0, d)
     assert tcp_ask(c, INET, 8080, timeout=10).startswith(f"{WAN_IP}:")
     assert udp_ask(c, INET6, 7).startswith(f"{WAN_IP6}:")
-    _our_sockets_bypass(net, cl)
+    _our_sockets_bypass(net, cl, derp=True)
 
     cl.call("set_exit_node", None)  # clearing restores routing exactly
     cl.wait(lambda s: s.get("ExitNodeID") is None, "exit node cleared")
@@ -143,3 +150,111 @@ def test_tailscaled_exit_node_set_and_clear_at_run_time(lab):
                       90, 1.0, diag(node=cl2, t=t))
     assert cl2.stop() == 0
     assert routing_dump(c) == before
+
+
+def _start_helper(h, lab):
+    """`mesh-helper serve` (LocalAPI on a private socket, journal in the lab dir) in host ``h``."""
+    import sys
+
+    from tests.lab.netlab import REPO_ROOT
+
+    sock = str(lab.dir / f"helper-{h.name}.sock")
+    proc = h.popen([sys.executable, "-m", "engine.cli.helper", "serve", "--socket", sock,
+                    "--journal", str(lab.dir / f"journal-{h.name}.jsonl"), "--tun", "mesh0", "-v"],
+                   env={"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}, cwd=str(REPO_ROOT))
+    eventually(lambda: "mesh-helper ready" in h.log_of(proc) or proc.poll() is not None, "helper ready", 30)
+    assert proc.poll() is None, h.log_of(proc)[-3000:]
+    return sock, proc
+
+
+def test_tailscaled_exit_node_via_localapi(lab):
+    """meshctl / tailscale CLI against our LocalAPI pick the tailscaled exit node; clear; SIGKILL + restart."""
+    import json
+
+    from tests.helper.conftest import meshctl, tailscale_cli
+
+    net, key, t, ts_ip, ts_ip6 = _setup(lab)
+    c = net.ours
+    before = routing_dump(c)
+    sock, proc = _start_helper(c, lab)
+    p = meshctl(sock, "up", "--login-server", net.hs.url, "--auth-key", key, "--hostname", OURS_NAME,
+                "--timeout", "60", timeout=90)
+    assert p.returncode == 0, p.stdout + p.stderr + c.log_of(proc)[-3000:]
+
+    def status() -> dict:
+        r = tailscale_cli(sock, "status", "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    def ts_in_status():
+        return next((v for v in (status().get("Peer") or {}).values() if v["HostName"] == TS_NAME), None)
+
+    def helper_diag() -> str:
+        return f"helper log:\n{c.log_of(proc)[-4000:]}\n" + diag(t=t)()
+
+    eventually(lambda: (p := ts_in_status()) and p.get("ExitNodeOption"), f"{TS_NAME} as exit-node option",
+               60, 1.0, helper_diag)
+    assert TS_NAME in meshctl(sock, "exit-node", "list").stdout
+    eventually(lambda: c.ping(ts_ip, count=1, timeout=2).returncode == 0, "ping tailscaled", 90, 1.0, helper_diag)
+    no_exit = routing_dump(c)
+
+    p = meshctl(sock, "up", "--exit-node", TS_NAME, "--timeout", "60", timeout=90)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert ts_in_status()["ExitNode"]
+    assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled (LocalAPI)",
+                      60, 1.0, helper_diag)
+    assert tcp_ask(c, INET, 8080, timeout=10).startswith(f"{WAN_IP}:")
+    assert "dev eth0" in route_get(c, CTL_IP, BYPASS_MARK) and "dev mesh0" in route_get(c, CTL_IP)
+    est = net.ctl.run(["ss", "-tnH", "state", "established", "( sport = :8080 )"]).stdout
+    assert f"{OURS_LAN}:" in est, est
+
+    # tailscale set --exit-node= (our LocalAPI) clears it: routing exactly as without an exit node
+    p = tailscale_cli(sock, "set", "--exit-node=")
+    assert p.returncode == 0, p.stdout + p.stderr
+    eventually(lambda: routing_dump(c) == no_exit, "routing restored after clearing", 20)
+    assert udp_ask(c, INET, 7, tries=1).startswith("error")
+    # ... and --exit-node=<IP> sets it again
+    p = tailscale_cli(sock, "set", f"--exit-node={ts_ip}")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled (tailscale set)",
+                      60, 1.0, helper_diag)
+
+    # SIGKILL of the helper: its rules stay; the next helper removes them at start: routing as before
+    proc.kill()
+    proc.wait(timeout=10)
+    assert "lookup 52" in c.run(["ip", "rule"]).stdout
+    sock, proc = _start_helper(c, lab)
+    assert routing_dump(c) == before
+    assert udp_ask(c, INET, 7, tries=1).startswith("error")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert routing_dump(c) == before
+
+
+def test_tailscaled_exit_node_approved_late_then_revoked(lab):
+    """Chosen before headscale approves its routes: blocked (fail closed), used once approved, blocked when revoked."""
+    net = build(lab, exit_side="ts")
+    key = net.hs.preauth_key("alice")
+    t = start_tailscaled(net, key, "--advertise-exit-node", forwarding=True)
+    ts_ip = t.ip()
+    c = net.ours
+    cl = Node(c, net.hs.url, auth_key=key, args=("--exit-node", ts_ip)).start()
+    cl.wait_synced(1, timeout=60)
+    d = diag(node=cl, t=t)
+    eventually(lambda: "does not offer an exit node" in cl.log(), "warning: not an exit node yet", 30)
+    assert not cl.peer(TS_NAME)["ExitNodeOption"]
+    assert udp_ask(c, INET, 7, tries=2) == "timeout"  # blackholed in table 52, not leaked
+    assert "default dev mesh0" in c.run(["ip", "route", "show", "table", "52"]).stdout
+
+    nid = approve_exit(net.hs, TS_NAME)
+    cl.wait(lambda s: (p := next((p for p in s["Peers"] if p["Name"].startswith(TS_NAME + ".")), None))
+            and p["ExitNodeOption"], "approved exit routes in our netmap", 60)
+    assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled once approved",
+                      90, 1.0, d)
+
+    net.hs.cli("nodes", "approve-routes", "-i", str(nid), "-r", "", json_out=False)  # revoke
+    cl.wait(lambda s: not any(p["ExitNodeOption"] for p in s["Peers"]), "exit routes revoked", 60)
+    assert eventually(lambda: udp_ask(c, INET, 7, tries=2) == "timeout", "blocked after revocation", 30, 1.0, d)
+    assert "lookup 52" in c.run(["ip", "rule"]).stdout  # still fail-closed, the pref stays
+    assert c.ping(ts_ip, count=1, timeout=3).returncode == 0  # an ordinary peer now
+    assert cl.stop() == 0

@@ -6,11 +6,16 @@
              |                                        |
        ours 192.0.2.11 (our mesh-helper, mesh0)    ts 192.0.2.12 (tailscaled, tailscale0)
 
-    exit side X (ours or ts):  X 203.0.113.1/24, 2001:db8:1::1/64 -- inet 203.0.113.2, 2001:db8:1::2
-                               (udp echo :7, tcp whoami :8080; both report the source address they saw)
+    exit side X (ours or ts):
+      X 198.51.100.2/24, 2001:db8:2::2/64 -- isp (router) -- inet 203.0.113.2/24, 2001:db8:1::2/64
+      (X routes only 203.0.113.0/24 and 2001:db8:1::/64 via isp; inet runs udp echo :7 and tcp
+      whoami :8080, both reporting the source address they saw)
 
-"inet" has no default route: it is reachable only through X (the exit node's WAN side), and it
-can answer only X's own address, so a reply proves the traffic was masqueraded by X.
+"inet" is reachable only through X (the exit node's WAN side). The isp router does not NAT, so
+the source inet reports is the address the packet left X with: X's WAN address proves that X
+masqueraded it. inet sits one router away from X on purpose: tailscaled as an exit node drops
+traffic to its own directly connected subnets (its filter's "local nets" are the default route
+minus interface prefixes, ipn/ipnlocal shrinkDefaultRoute: a "guest Wi-Fi" exit node).
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from tests.node.labnode import INET, INET6, UDP_ECHO, Node, tcp_whoami
 CTL_IP = "192.0.2.1"
 OURS_LAN = "192.0.2.11"
 TS_LAN = "192.0.2.12"
-WAN_IP, WAN_IP6 = "203.0.113.1", "2001:db8:1::1"  # the exit node's address on inet's link
+WAN_IP, WAN_IP6 = "198.51.100.2", "2001:db8:2::2"  # the exit node's WAN address (towards isp)
+ISP_WAN, ISP_WAN6 = "198.51.100.1", "2001:db8:2::1"
+ISP_INET, ISP_INET6 = "203.0.113.1", "2001:db8:1::1"
 TS_NAME = "tsnode"  # tailscaled's hostname (headscale given_name)
 OURS_NAME = "py-ours"  # labnode.Node names itself py-<host>
 TS_ENV = {"TS_DEBUG_FIREWALL_MODE": "nftables"}  # no iptables binary here; tailscaled then uses netlink nftables
@@ -67,8 +74,15 @@ def build(lab: Lab, *, exit_side: str | None = None, policy: dict | None = None)
     inet = None
     if exit_side is not None:
         x = {"ours": ours, "ts": ts}[exit_side]
-        inet = lab.host("inet")
-        lab.link(x, inet, f"{WAN_IP}/24", f"{INET}/24", a_addr6=f"{WAN_IP6}/64", b_addr6=f"{INET6}/64")
+        isp, inet = lab.host("isp"), lab.host("inet")
+        lab.link(x, isp, f"{WAN_IP}/24", f"{ISP_WAN}/24", a_addr6=f"{WAN_IP6}/64", b_addr6=f"{ISP_WAN6}/64")
+        lab.link(isp, inet, f"{ISP_INET}/24", f"{INET}/24", a_addr6=f"{ISP_INET6}/64", b_addr6=f"{INET6}/64")
+        isp.sysctl("net.ipv4.ip_forward", 1)
+        isp.sysctl("net.ipv6.conf.all.forwarding", 1)
+        x.add_route("203.0.113.0/24", via=ISP_WAN)
+        x.add_route("2001:db8:1::/64", via=ISP_WAN6)
+        inet.set_default_route(ISP_INET)
+        inet.set_default_route(ISP_INET6)
         inet.popen_python(UDP_ECHO, INET6, "7")
         inet.popen_python(UDP_ECHO, "0.0.0.0", "7")
         tcp_whoami(inet, "0.0.0.0", 8080)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 # pytest-qt creates the QApplication in-process: offscreen unless a test starts its own X server.
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ["QT_QPA_PLATFORM"] = "offscreen"  # X tests run the GUI as a child with their own DISPLAY
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
 

@@ -39,7 +39,12 @@ async def start(app: App) -> asyncio.Future:
 
 async def stop(app: App, task: asyncio.Future) -> None:
     app.quit()
-    await asyncio.wait_for(task, 20)
+    try:
+        await asyncio.wait_for(asyncio.shield(task), 20)
+    except asyncio.TimeoutError:
+        for t in asyncio.all_tasks():
+            t.print_stack(file=sys.stderr)
+        raise
     app.window.close()
 
 

@@ -24,6 +24,13 @@ class XSession:
         self.env: dict[str, str] = {}
 
     def __enter__(self) -> "XSession":
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__(None, None, None)  # never leak Xvfb/trayer when start-up fails
+            raise
+
+    def _start(self) -> "XSession":
         r, w = os.pipe()
         xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", self.size, "-nolisten", "tcp"],
                                 pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -190,6 +190,8 @@ def test_two_helpers_ping_each_other_over_wireguard(net):
     except AssertionError:
         raise AssertionError(f"{tries[-3:]}\n{a.log_of(pa)[-2000:]}") from None
     assert f"pong from py-b ({b_ip}) via 192.0.2.12:" in p.stdout, p.stdout
+    # a disco ping (like tailscale's) never touches WireGuard: send real traffic for Rx/handshake
+    assert a.run(["ping", "-n", "-c", "1", "-W", "3", b_ip], check=False).returncode == 0
     st = {v["HostName"]: v for v in status(sa)["Peer"].values()}
     assert st["py-b"]["CurAddr"].startswith("192.0.2.12:") and st["py-b"]["RxBytes"] > 0
     assert st["py-b"]["LastHandshake"] != "0001-01-01T00:00:00Z"

@@ -57,10 +57,14 @@ class Tailscaled:
            timeout: float = 60) -> None:
         # The key goes through a 0600 file, never argv: argv shows in `ps` and in error output.
         key_file = self.dir / "authkey"
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(auth_key)
-        args = ["up", f"--login-server={login_server}", f"--auth-key=file:{key_file}", "--accept-dns=false",
+        if auth_key.startswith("file:"):  # the caller already keeps it in a file
+            key_arg = auth_key
+        else:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(auth_key)
+            key_arg = f"file:{key_file}"
+        args = ["up", f"--login-server={login_server}", f"--auth-key={key_arg}", "--accept-dns=false",
                 f"--timeout={int(timeout)}s"]
         if hostname:
             args.append(f"--hostname={hostname}")
