@@ -18,7 +18,6 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.report import machine, write_section  # noqa: E402
 from tests.lab.netlab import Lab  # noqa: E402
 from tests.natmatrix.matrix import (  # noqa: E402
     EXPECTED_TAILSCALED, ROW_TITLES, ROWS, Cell, CellResult, all_cells, median, parse_cells, run_matrix)
@@ -91,20 +91,6 @@ def cell_summary(results: list[CellResult]) -> dict:
     }
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} CPUs visible, Linux {platform.release()}, "
-            f"Python {platform.python_version()}, load average at start {load}")
-
-
 def render(cells: list[Cell], rows: list[str], data: dict[str, dict[str, list[CellResult]]], *, runs: int,
            window: float, isolate: bool, command: str, machine_desc: str, elapsed: float) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -141,14 +127,7 @@ def render(cells: list[Cell], rows: list[str], data: dict[str, dict[str, list[Ce
 
 
 def write_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# NAT matrix\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text)
+    write_section(DOC, BEGIN, END, section, "# NAT matrix\n\n")
 
 
 def main(argv: list[str] | None = None) -> int:

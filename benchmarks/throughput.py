@@ -13,18 +13,17 @@ nodes under cProfile (written to the lab dir and summarised; this slows them dow
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.report import iperf3  # noqa: E402
 from tests.dataplane import labpair  # noqa: E402
 from tests.lab.netlab import Lab  # noqa: E402
-from tests.lab.peers import WireguardGo, peer_bin  # noqa: E402
+from tests.lab.peers import WireguardGo  # noqa: E402
 
 VARIANTS = {
     "engine": {},  # vnet_hdr + GRO coalescing on TUN write, kernel segments (no TSO reads), UDP GSO/GRO
@@ -35,16 +34,8 @@ VARIANTS = {
 
 
 def iperf(a, b, dst: str, seconds: int, extra=()) -> tuple[float, int]:
-    srv = b.popen([peer_bin("iperf3"), "-s", "-1", "-B", dst])
-    deadline = time.monotonic() + 10
-    while b.run(["sh", "-c", f"ss -ltn | grep -q '{dst}]*:5201'"], check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            raise RuntimeError("iperf3 server did not start")
-        time.sleep(0.05)
-    out = a.run([peer_bin("iperf3"), "-c", dst, "-t", str(seconds), "-J", *extra], timeout=seconds + 60).stdout
-    srv.wait(timeout=15)
-    d = json.loads(out)
-    return d["end"]["sum_received"]["bits_per_second"] / 1e6, d["end"]["sum_sent"].get("retransmits", 0)
+    end = iperf3(a, b, dst, seconds, extra, poll=0.05)
+    return end["sum_received"]["bits_per_second"] / 1e6, end["sum_sent"].get("retransmits", 0)
 
 
 def run_wggo(lab, a, b):

@@ -14,21 +14,20 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
-import platform
 import re
 import shlex
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.report import iperf3, machine, write_section  # noqa: E402
+from tests.dataplane.labpair import wait_ping  # noqa: E402
 from tests.lab.meshwg import MeshWg  # noqa: E402
 from tests.lab.netlab import Host, Lab  # noqa: E402
-from tests.lab.peers import WireguardGo, peer_bin  # noqa: E402
+from tests.lab.peers import WireguardGo  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- wg_iperf:begin -->", "<!-- wg_iperf:end -->"
@@ -37,17 +36,7 @@ A4, B4, TA, TB, PORT = "192.0.2.1", "192.0.2.2", "10.9.0.1", "10.9.0.2", 51820
 
 def _iperf(a: Host, b: Host, dst: str, seconds: int, reverse: bool = False) -> float:
     """Mbit/s received, iperf3 TCP client on a -> server on b."""
-    srv = b.popen([peer_bin("iperf3"), "-s", "-1", "-B", dst])
-    deadline = time.monotonic() + 10
-    while b.run(["sh", "-c", f"ss -ltn | grep -q '{dst}:5201'"], check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            raise RuntimeError("iperf3 server did not start")
-        time.sleep(0.1)
-    args = [peer_bin("iperf3"), "-c", dst, "-t", str(seconds), "-J"] + (["-R"] if reverse else [])
-    out = a.run(args, timeout=seconds + 60).stdout
-    srv.wait(timeout=15)
-    data = json.loads(out)
-    return data["end"]["sum_received"]["bits_per_second"] / 1e6
+    return iperf3(a, b, dst, seconds, ["-R"] if reverse else [])["sum_received"]["bits_per_second"] / 1e6
 
 
 def _ping(a: Host, dst: str, count: int = 20) -> float:
@@ -56,20 +45,13 @@ def _ping(a: Host, dst: str, count: int = 20) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
-def _wait_ping(a: Host, dst: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while a.run(["ping", "-c", "1", "-W", "1", dst], check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no tunnel connectivity to {dst}")
-
-
 def _pair(kind: str, lab: Lab, a: Host, b: Host):
     cls = WireguardGo if kind == "wireguard-go" else MeshWg
     x = cls(a, lab.ifname(), listen_port=PORT, address=f"{TA}/24").start()
     y = cls(b, lab.ifname(), listen_port=PORT, address=f"{TB}/24").start()
     x.add_peer(y.public_key, endpoint=f"{B4}:{PORT}", allowed_ips=f"{TB}/32")
     y.add_peer(x.public_key, endpoint=f"{A4}:{PORT}", allowed_ips=f"{TA}/32")
-    _wait_ping(a, TB)
+    wait_ping(a, TB)
     return x, y
 
 
@@ -89,20 +71,6 @@ def measure(seconds: int, kinds: list[str]) -> dict[str, dict[str, float]]:
                 y.stop()
             print(f"{kind}: {results[kind]}", flush=True)
     return results
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} CPUs visible, Linux {platform.release()}, "
-            f"Python {platform.python_version()}, load average at start {load}")
 
 
 def render(results: dict[str, dict[str, float]], seconds: int, command: str, machine_desc: str) -> str:
@@ -125,14 +93,7 @@ def render(results: dict[str, dict[str, float]], seconds: int, command: str, mac
 
 
 def write_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nFigures measured with the scripts in `benchmarks/`.\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text)
+    write_section(DOC, BEGIN, END, section, "# Benchmarks\n\nFigures measured with the scripts in `benchmarks/`.\n\n")
 
 
 def main(argv: list[str] | None = None) -> int:

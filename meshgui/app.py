@@ -22,7 +22,7 @@ from meshgui.bridge import Bridge, utc_now
 from meshgui.engine_client import EngineClient, LocalAPIError
 from meshgui.keys import DeviceKeys, KeyringUnavailable, KeyStore
 from meshgui.settings import Choices, Settings
-from meshgui.state import TrayState, ViewState
+from meshgui.state import ViewState
 from meshgui.supervisor import Direct, Supervisor, default_strategies, find_socket
 
 PING_ON_SHOW = 64  # peers pinged when the menu or window opens

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from meshgui.state import PeerView, TrayState, ViewState
 

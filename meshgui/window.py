@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFormLay
                                QVBoxLayout, QWidget)
 
 from meshgui import menu as menu_spec
-from meshgui.models import COL_NAME, PeerFilterModel, PeerModel, PeerRole, ago, human_bytes
+from meshgui.models import COL_NAME, PeerFilterModel, PeerModel, ago, human_bytes
 from meshgui.state import PeerView, TrayState, ViewState
 from meshgui.tray import app_icon
 

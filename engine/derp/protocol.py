@@ -44,37 +44,13 @@ class ServerInfo:
     info: dict
 
 
-@dataclass(frozen=True, slots=True)
-class PacketReceived:
-    src: bytes
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class PeerGoneEvent:
-    key: bytes
-    reason: int
-
-
-@dataclass(frozen=True, slots=True)
-class PeerPresentEvent:
-    key: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class HealthEvent:
-    problem: str
-
-
-@dataclass(frozen=True, slots=True)
-class RestartingEvent:
-    reconnect_in: float
-    try_for: float
-
-
-@dataclass(frozen=True, slots=True)
-class PongReceived:
-    data: bytes
+# Server messages the core passes on as they were parsed are its events as well (one type each).
+PacketReceived = f.RecvPacket
+PeerGoneEvent = f.PeerGone
+PeerPresentEvent = f.PeerPresent
+HealthEvent = f.Health
+RestartingEvent = f.Restarting
+PongReceived = f.Pong
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,24 +179,16 @@ class DerpClientConn:
             events.append(Connected(server_key=msg.key))
             return
         match msg:
-            case f.RecvPacket(src=src, data=data):
+            case f.RecvPacket():
                 self.counters.packets_in += 1
-                events.append(PacketReceived(src=src, data=data))
+                events.append(msg)
             case f.KeepAlive():
                 self.counters.keepalives += 1
             case f.Ping(data=data):
                 self.counters.server_pings += 1
                 self._out += f.encode_pong(data)
-            case f.Pong(data=data):
-                events.append(PongReceived(data=data))
-            case f.PeerGone(key=key, reason=reason):
-                events.append(PeerGoneEvent(key=key, reason=reason))
-            case f.PeerPresent(key=key):
-                events.append(PeerPresentEvent(key=key))
-            case f.Health(problem=problem):
-                events.append(HealthEvent(problem=problem))
-            case f.Restarting(reconnect_in=ri, try_for=tf):
-                events.append(RestartingEvent(reconnect_in=ri, try_for=tf))
+            case f.Pong() | f.PeerGone() | f.PeerPresent() | f.Health() | f.Restarting():
+                events.append(msg)
             case f.ServerInfoSealed(sealed=sealed):
                 events.append(ServerInfo(info=self._open_server_info(sealed)))
             case f.ServerKey():

@@ -160,6 +160,30 @@ def desired_routes(cfg: ExitRouteConfig, lan_prefixes: Sequence[str]) -> list[Ro
     return out
 
 
+class JsonJournal:
+    """One JSON object in the journal dir, replaced atomically: what to undo after a crash."""
+
+    def __init__(self, journal_dir: Path, name: str) -> None:
+        self.path = Path(journal_dir) / name
+
+    def write(self, obj: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)  # shared with the LocalAPI socket; journals hold no secrets
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(obj))
+        os.replace(tmp, self.path)
+
+    def read(self) -> dict | None:
+        """The journaled object; None when there is none or it is not a readable JSON object."""
+        try:
+            obj = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return obj if isinstance(obj, dict) else None
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 @dataclass
 class _Journal:
     rules: list[dict] = field(default_factory=list)
@@ -176,7 +200,7 @@ class ExitRouter:
         logger: logging.Logger | logging.LoggerAdapter | None = None,
     ) -> None:
         self._run = runner
-        self._journal_path = Path(journal_dir) / JOURNAL_NAME
+        self._journal = JsonJournal(journal_dir, JOURNAL_NAME)
         self._log = logger or logging.getLogger("meshvpn.router.exitnode")
         self._current: ExitRouteConfig | None = None
         self._rules: list[RuleSpec] = []
@@ -277,7 +301,7 @@ class ExitRouter:
         if self._rules or self._routes:
             self._log.info("exit routing off")
         self._rules, self._routes, self._current = [], [], None
-        self._journal_path.unlink(missing_ok=True)
+        self._journal.remove()
 
     # -- leftovers ------------------------------------------------------------------------
     def find_leftovers(self) -> tuple[list[RuleSpec], list[RouteSpec]]:
@@ -319,22 +343,15 @@ class ExitRouter:
                 if self._rule_present(r):
                     self._del_rule(r)
                     removed.append(" ".join(r.add_argv()[3:]))
-        self._journal_path.unlink(missing_ok=True)
+        self._journal.remove()
         if removed:
             self._log.warning("removed leftovers of a previous run: %s", "; ".join(removed))
         return removed
 
     # -- journal --------------------------------------------------------------------------
     def _write_journal(self, rules: Iterable[RuleSpec], routes: Iterable[RouteSpec]) -> None:
-        j = _Journal([asdict(r) for r in rules], [asdict(r) for r in routes])
-        self._journal_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)  # shared with the LocalAPI socket; journals hold no secrets
-        tmp = self._journal_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(j)))
-        os.replace(tmp, self._journal_path)
+        self._journal.write(asdict(_Journal([asdict(r) for r in rules], [asdict(r) for r in routes])))
 
     def _read_journal(self) -> _Journal | None:
-        try:
-            d = json.loads(self._journal_path.read_text())
-            return _Journal(d.get("rules", []), d.get("routes", []))
-        except (OSError, ValueError, TypeError):
-            return None
+        d = self._journal.read()
+        return None if d is None else _Journal(d.get("rules", []), d.get("routes", []))

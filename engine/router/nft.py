@@ -15,14 +15,13 @@ are journaled and restored by set(None) or, after a crash, by cleanup_leftovers(
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.router.exitnode import (
     DEFAULT_JOURNAL_DIR,
+    JsonJournal,
     MARK_MASK,
     SUBNET_ROUTE_MARK,
     Runner,
@@ -92,7 +91,7 @@ class Forwarder:
         logger: logging.Logger | logging.LoggerAdapter | None = None,
     ) -> None:
         self._run = runner
-        self._journal_path = Path(journal_dir) / JOURNAL_NAME
+        self._journal = JsonJournal(journal_dir, JOURNAL_NAME)
         self._log = logger or logging.getLogger("meshvpn.router.nft")
         self._current: ForwardConfig | None = None
 
@@ -109,14 +108,14 @@ class Forwarder:
     def set(self, cfg: ForwardConfig | None) -> None:
         """Make the OS match `cfg` (None = stop forwarding: table removed, sysctls restored)."""
         if cfg is None:
-            self._undo(self._read_journal())
+            self._undo(self._journal.read())
             self._current = None
             return
-        journal = self._read_journal()
+        journal = self._journal.read()
         if journal is None:
             # First time: remember what to restore before touching anything.
             journal = {"sysctl": {k: self._sysctl_get(k) for k in (SYSCTL_V4, SYSCTL_V6)}}
-            self._write_journal(journal)
+            self._journal.write(journal)
         self._run(["nft", "-f", "-"], input=ruleset(cfg))
         self._sysctl_set(SYSCTL_V4, "1")
         if cfg.ipv6 and journal["sysctl"].get(SYSCTL_V6) is not None:
@@ -134,25 +133,12 @@ class Forwarder:
                 if old is not None and self._sysctl_get(key) != old:
                     self._sysctl_set(key, old)
                     done.append(f"{key}={old}")
-        self._journal_path.unlink(missing_ok=True)
+        self._journal.remove()
         return done
 
     def cleanup_leftovers(self) -> list[str]:
         """At start: delete a leftover `meshvpn` table and restore journaled sysctls; returns what was done."""
-        done = self._undo(self._read_journal())
+        done = self._undo(self._journal.read())
         if done:
             self._log.warning("removed forwarding leftovers of a previous run: %s", "; ".join(done))
         return done
-
-    def _write_journal(self, j: dict) -> None:
-        self._journal_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)  # shared with the LocalAPI socket; journals hold no secrets
-        tmp = self._journal_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(j))
-        os.replace(tmp, self._journal_path)
-
-    def _read_journal(self) -> dict | None:
-        try:
-            j = json.loads(self._journal_path.read_text())
-            return j if isinstance(j, dict) else None
-        except (OSError, ValueError):
-            return None

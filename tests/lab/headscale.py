@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.lab.netlab import Host, LabError
+from tests.lab.netlab import Host, LabError, stop_process, wait_ready
 from tests.lab.peers import peer_bin
 
 BASE_DOMAIN = "mesh.test"
@@ -125,25 +125,15 @@ class Headscale:
         return self
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise LabError(f"headscale exited rc={self.proc.returncode}: {self.log()[-3000:]}")
+        def ready() -> bool:
             p = self.host.run(["curl", "-fsS", "-m", "2", f"{self.url}/health"], check=False, timeout=5)
-            if p.returncode == 0 and (self.dir / "headscale.sock").exists():
-                return
-            if time.monotonic() > deadline:
-                raise LabError(f"headscale not ready after {timeout}s: {self.log()[-3000:]}")
-            time.sleep(0.2)
+            return p.returncode == 0 and (self.dir / "headscale.sock").exists()
+
+        wait_ready(ready, what="headscale", until="GET /health answers and the CLI socket exists", proc=self.proc,
+                   timeout=timeout, interval=0.2, log=self.log)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         self.proc = None
 
     def restart(self, down_for: float = 0.0) -> None:

@@ -6,10 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tests.lab.netlab import REPO_ROOT, UAPI_DIR, Host, LabError
+from tests.lab.netlab import REPO_ROOT, UAPI_DIR, Host, LabError, wait_ready
 from tests.lab.peers import WgKeyPair, WgTool, gen_keypair, wait_for_socket
 
 WG_QUICK_SHIM = REPO_ROOT / "engine" / "dataplane" / "wg-quick-userspace"
@@ -79,13 +78,9 @@ class MeshWg:
         self.host.lab.add_cleanup(self.stop)
         wait_for_socket(self.ifname, timeout=timeout, proc=self.proc)
         # The socket may be a stale one from a killed run: wait until wg(8) gets an answer.
-        deadline = time.monotonic() + timeout
-        while self.host.run([self.wg.wg, "show", self.ifname], check=False).returncode != 0:
-            if self.proc.poll() is not None:
-                raise LabError(f"engine {self.ifname} exited rc={self.proc.returncode}:\n{self.log()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise LabError(f"engine {self.ifname} not answering on its UAPI socket:\n{self.log()[-3000:]}")
-            time.sleep(0.1)
+        wait_ready(lambda: self.host.run([self.wg.wg, "show", self.ifname], check=False).returncode == 0,
+                   what=f"engine {self.ifname}", until="wg show answers on its UAPI socket", proc=self.proc,
+                   timeout=timeout, log=self.log)
         return self
 
     def add_peer(self, public: str, **kw) -> None:

@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Callable, Sequence
 
 NS_PREFIX = "mvl"
 WG_IF_PREFIX = "mw"
@@ -133,6 +133,37 @@ def sweep_stale(prefix: str = NS_PREFIX) -> list[str]:
 
 
 _LOG_SEQ = itertools.count()
+
+
+def wait_ready(ready: Callable[[], bool], *, what: str, until: str, proc: subprocess.Popen | None = None,
+               timeout: float = 30, interval: float = 0.1, log: Callable[[], str] | None = None) -> None:
+    """Poll ``ready()`` until true; LabError (with the log tail) if ``proc`` exits first or ``timeout`` s pass.
+
+    ``what`` names the process ("headscale"), ``until`` the readiness check ("GET /health answers");
+    ``log`` defaults to the log file of ``proc``.
+    """
+    def tail() -> str:
+        text = log() if log is not None else Host.log_of(proc) if proc is not None else ""
+        return text[-3000:]
+
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc is not None and proc.poll() is not None:
+            raise LabError(f"{what} exited rc={proc.returncode}: {tail()}")
+        if time.monotonic() > deadline:
+            raise LabError(f"{what} not ready after {timeout}s ({until}): {tail()}")
+        time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10) -> None:
+    """SIGTERM ``proc`` if it still runs; SIGKILL it when it has not exited after ``timeout`` s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
 
 
 class Host:
@@ -600,4 +631,5 @@ class Lab:
         return r
 
 
-__all__ = ["Lab", "Host", "Switch", "Router", "LabError", "sweep_stale", "list_namespaces", "NAT_KINDS"]
+__all__ = ["Lab", "Host", "Switch", "Router", "LabError", "sweep_stale", "list_namespaces", "NAT_KINDS",
+           "wait_ready", "stop_process"]

@@ -17,12 +17,11 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.lab.headscale import Headscale
-from tests.lab.netlab import REPO_ROOT, Host, LabError
+from tests.lab.netlab import REPO_ROOT, Host, LabError, stop_process, wait_ready
 
 IDP_SCRIPT = REPO_ROOT / "tests" / "oidc" / "idp" / "provider.mjs"
 NODE_DIR_DEFAULT = Path(os.environ.get("MESH_PEER_CACHE", "/var/cache/meshvpn-peers")) / "oidc-node"
@@ -138,30 +137,22 @@ class OidcProvider:
         return self
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
         url = f"{self.issuer}/.well-known/openid-configuration"
-        while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise LabError(f"OpenID provider exited rc={self.proc.returncode}: {self.log()[-3000:]}")
+
+        def ready() -> bool:
             p = self.host.run(["curl", "-fsS", "-m", "2", url], check=False, timeout=5)
             if p.returncode == 0:
                 try:
-                    if json.loads(p.stdout).get("issuer") == self.issuer:
-                        return
+                    return json.loads(p.stdout).get("issuer") == self.issuer
                 except ValueError:
                     pass
-            if time.monotonic() > deadline:
-                raise LabError(f"OpenID provider not ready after {timeout}s: {self.log()[-3000:]}")
-            time.sleep(0.2)
+            return False
+
+        wait_ready(ready, what="OpenID provider", until="its discovery document names the issuer", proc=self.proc,
+                   timeout=timeout, interval=0.2, log=self.log)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         self.proc = None
 
     def log(self) -> str:

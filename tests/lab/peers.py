@@ -6,14 +6,13 @@ import base64
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from tests.lab.netlab import UAPI_DIR, Host, LabError
+from tests.lab.netlab import UAPI_DIR, Host, LabError, stop_process, wait_ready
 
 PEER_CACHE_BIN = Path("/var/cache/meshvpn-peers/bin")
 _DEBIAN_DIRS = (Path("/usr/bin"), Path("/usr/sbin"), Path("/bin"), Path("/sbin"))
@@ -130,13 +129,8 @@ class WgTool:
 
 def wait_for_socket(ifname: str, timeout: float = 10, proc: subprocess.Popen | None = None) -> Path:
     sock = UAPI_DIR / f"{ifname}.sock"
-    deadline = time.monotonic() + timeout
-    while not sock.exists():
-        if proc is not None and proc.poll() is not None:
-            raise LabError(f"process for {ifname} exited rc={proc.returncode}: {Host.log_of(proc)[-2000:]}")
-        if time.monotonic() > deadline:
-            raise LabError(f"UAPI socket {sock} did not appear within {timeout}s")
-        time.sleep(0.05)
+    wait_ready(sock.exists, what=f"process for {ifname}", until=f"UAPI socket {sock} appears", proc=proc,
+               timeout=timeout, interval=0.05)
     return sock
 
 
@@ -184,13 +178,7 @@ class WireguardGo:
         self.wg.add_peer(public, **kw)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc, timeout=5)
         sock = UAPI_DIR / f"{self.ifname}.sock"
         if sock.exists():
             try:

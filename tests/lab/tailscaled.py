@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
-from tests.lab.netlab import Host, LabError
+from tests.lab.netlab import Host, stop_process, wait_ready
 from tests.lab.peers import peer_bin
 
 ENV = {
@@ -40,13 +39,8 @@ class Tailscaled:
             argv.append(f"--verbose={self.verbose}")
         self.proc = self.host.popen(argv, env=self.env)
         self.host.lab.add_cleanup(self.stop)
-        deadline = time.monotonic() + timeout
-        while not self.socket.exists():
-            if self.proc.poll() is not None:
-                raise LabError(f"tailscaled exited rc={self.proc.returncode}: {Host.log_of(self.proc)[-3000:]}")
-            if time.monotonic() > deadline:
-                raise LabError(f"tailscaled socket did not appear: {Host.log_of(self.proc)[-3000:]}")
-            time.sleep(0.1)
+        wait_ready(self.socket.exists, what="tailscaled", until=f"socket {self.socket} appears", proc=self.proc,
+                   timeout=timeout)
         return self
 
     def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -86,13 +80,7 @@ class Tailscaled:
         return Host.log_of(self.proc) if self.proc else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         self.proc = None
 
 
