@@ -108,7 +108,12 @@ class LocalClient:
             if body:
                 writer.write(conn.send(h11.Data(data=body)))
             writer.write(conn.send(h11.EndOfMessage()))
-            await writer.drain()
+            try:
+                await writer.drain()
+            except (ConnectionResetError, BrokenPipeError):
+                # The server may answer (e.g. 403 to a non-operator) and close before
+                # reading our body: its answer is still in our receive buffer.
+                pass
             while True:
                 ev = conn.next_event()
                 if ev is h11.NEED_DATA:

@@ -1,4 +1,4 @@
-"""Fixtures for the tailscaled exit-node / MagicDNS / ACL interop tests: the shared `lab`, plain-HTTP DERP for our node."""
+"""Fixtures for the tailscaled exit-node / MagicDNS / ACL interop tests: the shared `lab`, plain-HTTP DERP."""
 
 import pytest
 

@@ -51,7 +51,8 @@ def _our_sockets_bypass(net, node: Node, derp: bool = False) -> None:
         return [ln for ln in socket_lines(c, "t", pid) if f"{CTL_IP}:8080" in ln and "ESTAB" in ln]
 
     tcp = eventually(lambda: len(to_headscale()) >= (2 if derp else 1) and to_headscale(),
-                     "our control (and DERP) connections to headscale", 30, 0.5, lambda: "\n".join(socket_lines(c, "t")))
+                     "our control (and DERP) connections to headscale", 30, 0.5,
+                     lambda: "\n".join(socket_lines(c, "t")))
     assert all("fwmark:0x80000" in ln and f"{OURS_LAN}:" in ln for ln in tcp), tcp
     # headscale sees our connections (control, DERP) from our LAN address, not via the exit node
     est = ctl.run(["ss", "-tnH", "state", "established", "( sport = :8080 )"]).stdout

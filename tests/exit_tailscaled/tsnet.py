@@ -44,6 +44,10 @@ OURS_NAME = "py-ours"  # labnode.Node names itself py-<host>
 TS_ENV = {"TS_DEBUG_FIREWALL_MODE": "nftables"}  # no iptables binary here; tailscaled then uses netlink nftables
 
 
+class EngineGap(AssertionError):
+    """Our node differs from tailscaled here (a known engine gap); `xfail(raises=EngineGap)` hides only this failure."""
+
+
 def need_peers() -> None:
     try:
         peer_bin("headscale")
@@ -179,6 +183,6 @@ def helper_pid(node: Node) -> int:
 
 
 __all__ = [
-    "CTL_IP", "OURS_LAN", "TS_LAN", "WAN_IP", "WAN_IP6", "TS_NAME", "OURS_NAME", "TsNet", "approve_exit", "build",
-    "diag", "eventually", "helper_pid", "need_peers", "socket_lines", "start_tailscaled", "ts_peer",
+    "EngineGap", "CTL_IP", "OURS_LAN", "TS_LAN", "WAN_IP", "WAN_IP6", "TS_NAME", "OURS_NAME", "TsNet",
+    "approve_exit", "build", "diag", "eventually", "helper_pid", "need_peers", "socket_lines", "start_tailscaled", "ts_peer",
 ]

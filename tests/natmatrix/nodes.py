@@ -1,7 +1,7 @@
-"""Node kinds for the NAT matrix: one interface (start/wait_running/ip/ping/path_to/stop), tailscaled now, ours later.
+"""Node kinds for the NAT matrix: one interface (start/wait_running/ip/ping/path_to/stop), tailscaled and ours.
 
-A matrix cell pairs two nodes of any kinds (tailscaled<->tailscaled today; ours<->ours and
-ours<->tailscaled once our magicsock lands). The matrix runner only talks to this interface,
+A matrix cell pairs two nodes of any kinds (tailscaled<->tailscaled, ours<->ours,
+ours<->tailscaled). The matrix runner only talks to this interface,
 so adding a kind is: subclass `NodeKind`, register it in `NODE_KINDS`.
 
 Path semantics (what `path_to` returns, from this node's view of `peer`):
