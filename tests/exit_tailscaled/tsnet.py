@@ -184,5 +184,6 @@ def helper_pid(node: Node) -> int:
 
 __all__ = [
     "EngineGap", "CTL_IP", "OURS_LAN", "TS_LAN", "WAN_IP", "WAN_IP6", "TS_NAME", "OURS_NAME", "TsNet",
-    "approve_exit", "build", "diag", "eventually", "helper_pid", "need_peers", "socket_lines", "start_tailscaled", "ts_peer",
+    "approve_exit", "build", "diag", "eventually", "helper_pid", "need_peers", "socket_lines", "start_tailscaled",
+    "ts_peer", "ISP_WAN", "ISP_WAN6", "ISP_INET", "ISP_INET6", "TS_ENV",
 ]
