@@ -783,6 +783,13 @@ class Node:
                  "Online": p.online, "ExitNodeOption": offers_exit(p)}
                 for p in nm.sorted_peers()
             ]
+        if self.transport is not None:  # magicsock: per-peer path (direct ip:port or DERP) and counters
+            from engine.nodetransport import path_json
+
+            paths = self.transport.paths()
+            for d in doc["Peers"]:
+                d["Path"] = path_json(paths.get(bytes.fromhex(d["Key"].split(":", 1)[-1])))
+            doc["Magicsock"] = self.transport.status()
         if doc == self._last_status:
             return
         self._last_status = doc

@@ -58,6 +58,16 @@ class PingResult:
     derp_code: str = ""
 
 
+def path_json(st: PathStatus | None) -> dict | None:
+    """A PathStatus for status files: {"Kind": "direct"|"derp", "CurAddr", "DERPRegion", "LatencyMs", ...}."""
+    if st is None:
+        return None
+    return {"Kind": st.path, "CurAddr": st.addr, "DERPRegion": st.derp_region, "LatencyMs": st.latency_ms,
+            "BestAddr": st.best_addr, "Candidates": list(st.candidates), "PingsSent": st.pings_sent,
+            "PongsReceived": st.pongs_received, "TxDirect": st.tx_direct_packets, "TxDERP": st.tx_derp_packets,
+            "RxDirect": st.rx_direct_packets, "RxDERP": st.rx_derp_packets}
+
+
 class NodeTransport:
     """MagicConn lifecycle + netmap/control glue for one node (loop-thread only, except ``bind``)."""
 
@@ -235,4 +245,4 @@ class NodeTransport:
         }
 
 
-__all__ = ["NodeTransport", "PingResult", "derp_http_for", "derp_http_from_env"]
+__all__ = ["NodeTransport", "PingResult", "derp_http_for", "derp_http_from_env", "path_json"]

@@ -190,8 +190,11 @@ class _Journal:
     routes: list[dict] = field(default_factory=list)
 
 
-class ExitRouter:
-    """Applies ExitRouteConfig to the OS (via `ip`), idempotently and journaled."""
+class JournaledApplier:
+    """What the OS appliers share: an injected command runner, a crash journal and a logger."""
+
+    journal_name: str
+    logger_name: str
 
     def __init__(
         self,
@@ -200,11 +203,19 @@ class ExitRouter:
         logger: logging.Logger | logging.LoggerAdapter | None = None,
     ) -> None:
         self._run = runner
-        self._journal = JsonJournal(journal_dir, JOURNAL_NAME)
-        self._log = logger or logging.getLogger("meshvpn.router.exitnode")
-        self._current: ExitRouteConfig | None = None
-        self._rules: list[RuleSpec] = []
-        self._routes: list[RouteSpec] = []
+        self._journal = JsonJournal(journal_dir, self.journal_name)
+        self._log = logger or logging.getLogger(self.logger_name)
+
+
+class ExitRouter(JournaledApplier):
+    """Applies ExitRouteConfig to the OS (via `ip`), idempotently and journaled."""
+
+    journal_name = JOURNAL_NAME
+    logger_name = "meshvpn.router.exitnode"
+    # What is installed now; set() and set(None) replace these per instance, never mutate them.
+    _current: ExitRouteConfig | None = None
+    _rules: Sequence[RuleSpec] = ()
+    _routes: Sequence[RouteSpec] = ()
 
     # -- queries --------------------------------------------------------------------------
     def _json(self, argv: list[str]) -> list[dict]:

@@ -15,18 +15,9 @@ are journaled and restored by set(None) or, after a crash, by cleanup_leftovers(
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 
-from engine.router.exitnode import (
-    DEFAULT_JOURNAL_DIR,
-    JsonJournal,
-    MARK_MASK,
-    SUBNET_ROUTE_MARK,
-    Runner,
-    system_runner,
-)
+from engine.router.exitnode import MARK_MASK, SUBNET_ROUTE_MARK, JournaledApplier
 
 NFT_TABLE = "meshvpn"
 NFT_FAMILY = "inet"
@@ -81,19 +72,12 @@ def ruleset(cfg: ForwardConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Forwarder:
+class Forwarder(JournaledApplier):
     """Applies ForwardConfig (nft table + sysctls); set(None) undoes it; journaled for crash recovery."""
 
-    def __init__(
-        self,
-        runner: Runner = system_runner,
-        journal_dir: Path = DEFAULT_JOURNAL_DIR,
-        logger: logging.Logger | logging.LoggerAdapter | None = None,
-    ) -> None:
-        self._run = runner
-        self._journal = JsonJournal(journal_dir, JOURNAL_NAME)
-        self._log = logger or logging.getLogger("meshvpn.router.nft")
-        self._current: ForwardConfig | None = None
+    journal_name = JOURNAL_NAME
+    logger_name = "meshvpn.router.nft"
+    _current: ForwardConfig | None = None  # set per instance by set()
 
     def _sysctl_get(self, key: str) -> str | None:
         out = self._run(["sysctl", "-n", key], check=False).strip()

@@ -1,4 +1,4 @@
-"""Lab: DNS while a tailscaled exit node is in use: tailscale sends it through the exit node (DoH on its peerAPI).
+"""Lab: DNS while an exit node is in use: tailscale sends it through the exit node (DoH on the exit node's peerAPI).
 
 tailscale (ipn/ipnlocal dnsConfigForNetmap, exitNodeCanProxyDNS): with an exit node that can
 proxy DNS, the default resolver becomes ``<exit node peerAPI>/dns-query`` (DNS over HTTPS over
@@ -7,6 +7,10 @@ exits and no query leaks to the local network's DNS server.
 
     landns 192.0.2.53 on the LAN (our namespace's resolv.conf): www.example.org -> 192.0.2.80
     inet 203.0.113.2 behind the exit node (ts's resolv.conf):   www.example.org -> 203.0.113.80
+
+The other direction matters more for interop: a tailscaled client (accept-dns is its default)
+whose exit node is ours decides from our capability version alone (peerCanProxyDNS: Cap >= 26)
+that we proxy DNS, and uses ``peerAPIBase(us) + "/dns-query"`` as its only default resolver.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ import json
 
 import pytest
 
-from tests.exit_tailscaled.tsnet import EngineGap, TS_NAME, approve_exit, build, diag, eventually, start_tailscaled
+from tests.exit_tailscaled.tsnet import (
+    OURS_NAME, TS_ENV, TS_NAME, EngineGap, approve_exit, build, diag, eventually, start_tailscaled, ts_peer,
+)
 from tests.lab.netlab import Host
+from tests.lab.tailscaled import Tailscaled
 from tests.node.labnode import INET, UPSTREAM_DNS, Node, netns_resolv_conf
 
 pytestmark = pytest.mark.lab
@@ -78,3 +85,43 @@ def test_dns_goes_through_the_tailscaled_exit_node(lab):
         assert cl.stop() == 0
         if answer != ["203.0.113.80"] or leaked:
             raise EngineGap(f"with exit node {TS_NAME}: answer {answer}, {leaked} queries to the LAN DNS server")
+
+
+PEERAPI_GAP = ("engine bug: we announce a capability version >= 26, so tailscaled assumes our node serves DNS "
+               "over its peerAPI (/dns-query) when it is the exit node; we run no peerAPI and announce no "
+               "peerapi4/peerapi6 service, so tailscaled's default resolver becomes the bare path \"/dns-query\" "
+               "and every non-tailnet lookup of a tailscaled client using our exit node fails")
+
+
+@pytest.mark.xfail(strict=True, raises=EngineGap, reason=PEERAPI_GAP)
+def test_tailscaled_client_resolves_through_our_exit_node(lab):
+    """tailscaled (userspace networking: its OS DNS configurator is a no-op) with accept-dns, exit node = ours."""
+    net = build(lab, exit_side="ours")
+    net.inet.popen_python(UPSTREAM_DNS, INET, "53", json.dumps(EXIT_ZONE))
+    net.inet.wait_for(["sh", "-c", f"ss -lun | grep -q {INET}:53"])
+    key = net.hs.preauth_key("alice")
+    with netns_resolv_conf(net.ours.ns, f"nameserver {INET}\noptions timeout:1 attempts:2\n"):
+        ex = Node(net.ours, net.hs.url, auth_key=key, args=("--advertise-exit-node",)).start()
+        ex.wait_synced(0, timeout=60)
+        approve_exit(net.hs, OURS_NAME)
+        t = Tailscaled(net.ts, tun="userspace-networking", extra_env=TS_ENV).start()
+        t.up(net.hs.url, key, TS_NAME)
+        d = diag(node=ex, t=t)
+        eventually(lambda: (p := ts_peer(t, OURS_NAME)) and p.get("ExitNodeOption"), "our exit option", 60, 1.0, d)
+        # our own resolver answers from the exit side (the namespace's upstream is inet)
+        assert eventually(lambda: dig(net.ours, "@100.100.100.100", NAME, "+short").split() == ["203.0.113.80"],
+                          "our quad-100 answer", 30, 1.0, d)
+        t.cli("set", "--accept-dns=true", f"--exit-node={ex.ip}")
+        eventually(lambda: (p := ts_peer(t, OURS_NAME)) and p.get("ExitNode"), "ExitNode in tailscaled", 30, 0.5, d)
+
+        def ts_query() -> str:
+            return t.cli("dns", "query", NAME.rstrip("."), check=False, timeout=40).stdout
+
+        out = ts_query()
+        for _ in range(5):  # our tunnel may still be coming up (DERP, then direct)
+            if "203.0.113.80" in out:
+                break
+            out = ts_query()
+        assert ex.stop() == 0
+        if "203.0.113.80" not in out:
+            raise EngineGap(f"tailscaled client using our exit node cannot resolve {NAME}: {out.strip()[:400]}")

@@ -34,7 +34,7 @@ def _setup(lab):
     return net, key, t, ts_ip, ts_ip6
 
 
-def _our_sockets_bypass(net, node: Node, derp: bool = False) -> None:
+def _our_sockets_bypass(net, pid: int, derp: bool = False) -> None:
     """Our helper's control/DERP (TCP to headscale) and WireGuard/disco (UDP) sockets carry the bypass mark.
 
     ``derp``: the home DERP connection is up too (headscale's embedded DERP shares its port with
@@ -44,8 +44,8 @@ def _our_sockets_bypass(net, node: Node, derp: bool = False) -> None:
     # a marked route lookup to headscale uses the LAN, an unmarked one would enter the tunnel
     assert "dev eth0" in route_get(c, CTL_IP, BYPASS_MARK)
     assert "dev mesh0" in route_get(c, CTL_IP)
-    pid = helper_pid(node)
-    udp = [ln for ln in socket_lines(c, "u", pid) if ":41641 " in ln]
+    # every UDP socket but the MagicDNS listeners (WireGuard/disco/STUN on the magicsock port, DNS upstreams)
+    udp = [ln for ln in socket_lines(c, "u", pid) if "100.100.100.100:53 " not in ln and "a1e0::53]:53 " not in ln]
     assert udp and all("fwmark:0x80000" in ln for ln in udp), socket_lines(c, "u", pid)
     def to_headscale() -> list[str]:
         return [ln for ln in socket_lines(c, "t", pid) if f"{CTL_IP}:8080" in ln and "ESTAB" in ln]
@@ -76,7 +76,7 @@ def test_tailscaled_exit_node_by_flag(lab):
     assert ts_ip in [a.split("/")[0] for p in st["Peers"] if p["ID"] == st["ExitNodeID"] for a in p["Addresses"]]
     got = route_get(c, INET)
     assert "dev mesh0" in got and "table 52" in got, got
-    _our_sockets_bypass(net, cl)
+    _our_sockets_bypass(net, helper_pid(cl))
 
     # internet traffic leaves through tailscaled, masqueraded to its WAN address (DERP first, then direct)
     d = diag(node=cl, t=t)
@@ -88,15 +88,16 @@ def test_tailscaled_exit_node_by_flag(lab):
     # tailscaled lists us with it as our exit node's client: traffic counted, path direct to our LAN address
     peer = _direct_from_ts(t)
     assert peer["RxBytes"] > 0 and peer["TxBytes"] > 0, peer
+    assert any(":41641 " in ln for ln in socket_lines(c, "u", helper_pid(cl)))  # tailscaled reached this socket
     assert udp_ask(c, INET, 7).startswith(f"{WAN_IP}:")  # still fine on the direct path
-    _our_sockets_bypass(net, cl, derp=True)
+    _our_sockets_bypass(net, helper_pid(cl), derp=True)
 
     # a control (and DERP) connection dialled while table 52 is in force: headscale restart, we reconnect directly
     net.hs.restart()
     cl.wait(lambda s: s["InMapPoll"] and s["StreamsStarted"] >= 2, "reconnect to headscale", timeout=90)
     eventually(lambda: f"{OURS_LAN}:" in net.ctl.run(["ss", "-tnH", "state", "established",
                                                        "( sport = :8080 )"]).stdout, "our connection seen", 30)
-    _our_sockets_bypass(net, cl, derp=True)
+    _our_sockets_bypass(net, helper_pid(cl), derp=True)
     assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled after restart",
                       60, 1.0, d)
 
@@ -131,7 +132,7 @@ def test_tailscaled_exit_node_set_and_clear_at_run_time(lab):
     assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled", 60, 1.0, d)
     assert tcp_ask(c, INET, 8080, timeout=10).startswith(f"{WAN_IP}:")
     assert udp_ask(c, INET6, 7).startswith(f"{WAN_IP6}:")
-    _our_sockets_bypass(net, cl, derp=True)
+    _our_sockets_bypass(net, helper_pid(cl), derp=True)
 
     cl.call("set_exit_node", None)  # clearing restores routing exactly
     cl.wait(lambda s: s.get("ExitNodeID") is None, "exit node cleared")
@@ -205,9 +206,7 @@ def test_tailscaled_exit_node_via_localapi(lab):
     assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled (LocalAPI)",
                       60, 1.0, helper_diag)
     assert tcp_ask(c, INET, 8080, timeout=10).startswith(f"{WAN_IP}:")
-    assert "dev eth0" in route_get(c, CTL_IP, BYPASS_MARK) and "dev mesh0" in route_get(c, CTL_IP)
-    est = net.ctl.run(["ss", "-tnH", "state", "established", "( sport = :8080 )"]).stdout
-    assert f"{OURS_LAN}:" in est, est
+    _our_sockets_bypass(net, proc.pid, derp=True)  # Host.popen execs: proc.pid is the helper itself
 
     # tailscale set --exit-node= (our LocalAPI) clears it: routing exactly as without an exit node
     p = tailscale_cli(sock, "set", "--exit-node=")

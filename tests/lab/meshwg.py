@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.lab.netlab import REPO_ROOT, UAPI_DIR, Host, LabError, wait_ready
-from tests.lab.peers import WgKeyPair, WgTool, gen_keypair, wait_for_socket
+from tests.lab.netlab import REPO_ROOT, Host, LabError, wait_ready
+from tests.lab.peers import WgInterface, WgKeyPair, wait_for_socket
 
 WG_QUICK_SHIM = REPO_ROOT / "engine" / "dataplane" / "wg-quick-userspace"
 MESH_HELPER = Path(sys.executable).with_name("mesh-helper")
@@ -22,10 +22,9 @@ def engine_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-class MeshWg:
+class MeshWg(WgInterface):
     """`mesh-helper wg --config ... --foreground` on `ifname` inside `host`.
 
-    ifname must be machine-unique (UAPI sockets are global): use `lab.ifname()`.
     `env` may carry MESH_WG_* overrides (e.g. MESH_WG_REKEY_AFTER_TIME).
     """
 
@@ -33,27 +32,11 @@ class MeshWg:
                  listen_port: int | None = None, address: str | None = None, address6: str | None = None,
                  mtu: int = 1420, env: dict[str, str] | None = None, extra_config: str = "",
                  log_level: str = "info"):
-        self.host = host
-        self.ifname = ifname
-        self.keys = keys or gen_keypair()
-        self.listen_port = listen_port
-        self.address = address
-        self.address6 = address6
-        self.mtu = mtu
+        super().__init__(host, ifname, keys, listen_port=listen_port, address=address, address6=address6, mtu=mtu,
+                         log_level=log_level)
         self.env = env or {}
         self.extra_config = extra_config
-        self.log_level = log_level
-        self.proc: subprocess.Popen | None = None
-        self.wg = WgTool(host, ifname)
         self.config_path = host.lab.dir / f"{ifname}.conf"
-
-    @property
-    def public_key(self) -> str:
-        return self.keys.public
-
-    @property
-    def socket_path(self) -> Path:
-        return UAPI_DIR / f"{self.ifname}.sock"
 
     def write_config(self) -> Path:
         lines = ["[Interface]", f"PrivateKey = {self.keys.private}", f"MTU = {self.mtu}"]
@@ -82,9 +65,6 @@ class MeshWg:
                    what=f"engine {self.ifname}", until="wg show answers on its UAPI socket", proc=self.proc,
                    timeout=timeout, log=self.log)
         return self
-
-    def add_peer(self, public: str, **kw) -> None:
-        self.wg.add_peer(public, **kw)
 
     def log(self) -> str:
         return Host.log_of(self.proc) if self.proc else ""

@@ -134,8 +134,8 @@ def wait_for_socket(ifname: str, timeout: float = 10, proc: subprocess.Popen | N
     return sock
 
 
-class WireguardGo:
-    """wireguard-go on `ifname` inside `host`, configured with wg(8).
+class WgInterface:
+    """What every lab WireGuard runner has: keys, listen port, addresses, MTU, its process and wg(8) on `ifname`.
 
     ifname must be machine-unique (UAPI sockets are global): use `lab.ifname()`.
     """
@@ -158,6 +158,17 @@ class WireguardGo:
     def public_key(self) -> str:
         return self.keys.public
 
+    @property
+    def socket_path(self) -> Path:
+        return UAPI_DIR / f"{self.ifname}.sock"
+
+    def add_peer(self, public: str, **kw) -> None:
+        self.wg.add_peer(public, **kw)
+
+
+class WireguardGo(WgInterface):
+    """wireguard-go on `ifname` inside `host`, configured with wg(8)."""
+
     def start(self) -> "WireguardGo":
         env = {"WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", "LOG_LEVEL": self.log_level}
         self.proc = self.host.popen([peer_bin("wireguard-go"), "-f", self.ifname], env=env)
@@ -174,12 +185,9 @@ class WireguardGo:
         self.host.run(["ip", "link", "set", self.ifname, "up"])
         return self
 
-    def add_peer(self, public: str, **kw) -> None:
-        self.wg.add_peer(public, **kw)
-
     def stop(self) -> None:
         stop_process(self.proc, timeout=5)
-        sock = UAPI_DIR / f"{self.ifname}.sock"
+        sock = self.socket_path
         if sock.exists():
             try:
                 sock.unlink()
@@ -187,5 +195,5 @@ class WireguardGo:
                 pass
 
 
-__all__ = ["peer_bin", "PeerMissing", "WgKeyPair", "gen_keypair", "gen_psk", "WgTool", "WireguardGo",
+__all__ = ["peer_bin", "PeerMissing", "WgKeyPair", "gen_keypair", "gen_psk", "WgTool", "WgInterface", "WireguardGo",
            "wait_for_socket"]
