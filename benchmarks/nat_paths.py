@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.report import write_section  # noqa: E402
 from tests.lab.netlab import NAT_KINDS, Lab  # noqa: E402
 from tests.nat.natlab import build  # noqa: E402
 
@@ -168,25 +169,13 @@ def main() -> int:
         ]
         for r in rows:
             lines.append(f"| {r['a']} / {r['b']} | {r['path']} | {fmt(r['first'])} | {fmt(r['direct'])} | {r['direct_n']} |")
-        _write_section(Path(args.markdown), "\n".join(lines))
+        body = "\n".join(lines)
+        write_section(Path(args.markdown), BEGIN, END, f"{BEGIN}\n{body}\n{END}\n", "# NAT matrix\n")
     return 0
 
 
 
 BEGIN, END = "<!-- nat_paths:begin -->", "<!-- nat_paths:end -->"
-
-
-def _write_section(path: Path, body: str) -> None:
-    """Replace only this benchmark's marked section of `path` (other tables share the file)."""
-    text = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{body}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text + ("\n" if text else "") + block + "\n"
-    path.write_text(text)
-
 
 if __name__ == "__main__":
     sys.exit(main())

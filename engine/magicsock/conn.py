@@ -623,6 +623,12 @@ class MagicConn:
             p = self._peers.get(nk) if nk is not None else None
             if p is None:
                 self.counters.send_no_peer += 1
+                if nk is not None and self._loop is not None:
+                    # a netmap peer whose disco key control has not sent yet (it registered a moment
+                    # ago): no path state, but our home DERP still reaches it (a handshake response
+                    # dropped here would cost the peer a 5 s handshake retry)
+                    for d in _split(parts, seg):
+                        self._loop.call_soon_threadsafe(self._derp_send, 0, nk, d)
                 return
             path = p.path
             udp, via_derp = path.addr_for_send(now)
