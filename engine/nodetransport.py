@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -233,8 +234,6 @@ class NodeTransport:
 
     def status(self) -> dict:
         """Diagnostics (no secrets): port, home DERP, endpoints, DERP connections, counters."""
-        import dataclasses
-
         return {
             "Port": self.conn.port,
             "HomeDERP": self.conn.home_derp,
