@@ -79,9 +79,9 @@ def test_bridge_shows_needs_login_with_real_tailscaled(qloop, ts_sock):
     run(qloop, main())
 
 
-@pytest.mark.xfail(strict=False, reason="engine.localapi.client (racily) loses tailscaled's early 403 (the server closes "
-                   "before reading the body; the client's write fails with ConnectionResetError instead of "
-                   "reading the answer). Passes with our helper (tests/gui/test_our_helper.py).")
+@pytest.mark.xfail(strict=False, reason="rare race (about 1 in 20): tailscaled answers 403 and closes before reading "
+                   "the request body; the client now tolerates the failed write, but the answer can still be lost "
+                   "when the close arrives first. Passes reliably with our helper (tests/gui/test_our_helper.py).")
 def test_non_operator_gets_403_and_read_only(ts_sock):
     """tailscaled answers a write from an unprivileged, non-operator uid with 403: our client maps it to AccessDenied."""
     code = (
