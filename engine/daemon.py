@@ -156,27 +156,6 @@ def local_endpoints(port: int, *, exclude_ifaces: set[str]) -> list[str]:
     return v4 + v6
 
 
-def interface_prefixes(log: logging.Logger) -> tuple[str, ...]:
-    """Every interface address of this namespace with its prefix length ("198.51.100.2/24"), sorted.
-
-    Unreadable -> () with a warning (the default route then stays unshrunk, as before).
-    """
-    try:
-        out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, timeout=10).stdout
-        ifaces = json.loads(out or "[]")
-    except (OSError, ValueError, subprocess.TimeoutExpired) as e:
-        log.warning("cannot read interface addresses: %s", e)
-        return ()
-    found = set()
-    for itf in ifaces:
-        for a in itf.get("addr_info", []):
-            try:
-                found.add(str(ipaddress.ip_interface(f"{a.get('local', '')}/{a.get('prefixlen', '')}")))
-            except ValueError:
-                continue
-    return tuple(sorted(found))
-
-
 # --- preferences -------------------------------------------------------------------------
 
 
@@ -537,7 +516,6 @@ class Node:
     # -- packet filter -------------------------------------------------------------------
     def _apply_filter(self, nm: NetworkMap | None) -> None:
         from engine.filter import Filter
-        from engine.filter.localnets import local_routes
 
         if nm is None or nm.self_node is None:
             pf, addrs = None, ()
@@ -546,13 +524,10 @@ class Node:
             if self._prefs.shields_up:
                 pf = ()  # no rules: new inbound connections are dropped, replies still pass
         routes = self._prefs.routable_ips()
-        # Offering an exit node: the default route is shrunk by this namespace's interface
-        # subnets (read now, so every rebuild sees the current ones), as tailscale does.
-        ifaces = interface_prefixes(self.log) if any(r.endswith("/0") for r in routes) else ()
-        key = (pf, addrs, routes, ifaces)  # compared by value: headscale resends the same rules with many updates
+        key = (pf, addrs, routes)  # compared by value: headscale resends the same rules with many updates
         if key == self._filter_key:
             return
-        f, errors = Filter.for_netmap(pf, addrs, local_routes(routes, ifaces), prev=self._filter)
+        f, errors = Filter.for_netmap(pf, addrs, routes, prev=self._filter)
         for e in errors:
             self.log.warning("packet filter: %s", e)
         self._filter_key = key

@@ -127,9 +127,8 @@ class Filter:
     ) -> tuple["Filter", list[str]]:
         """The daemon's entry point: NetworkMap.packet_filter (None = none yet -> AllowNone).
 
-        Local destinations are our own addresses plus the routes we advertise; a default route
-        comes already shrunk (engine.filter.localnets.local_routes, done by the daemon, which
-        reads the interfaces). A fatal rule error (SrcBits) fails closed (AllowNone).
+        Local destinations are our own addresses plus the routes we advertise (0.0.0.0/0 and
+        ::/0 when offering an exit node). A fatal rule error (SrcBits) fails closed (AllowNone).
         The UDP reply LRU of `prev` is carried over.
         """
         if packet_filter is None:

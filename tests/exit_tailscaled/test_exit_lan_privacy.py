@@ -21,8 +21,15 @@ from tests.node.labnode import INET, UDP_ECHO, Node, udp_ask
 
 pytestmark = pytest.mark.lab
 
+OURS_BUG = ("engine bug: our exit node's packet filter treats all of 0.0.0.0/0 and ::/0 as local "
+            "(Filter.for_netmap gets the advertised /0 routes unshrunk), so exit-node clients reach the exit "
+            "node's attached subnets; tailscale shrinks the default route (see module docstring)")
 
-@pytest.mark.parametrize("exit_side", ["ts", "ours"])
+
+@pytest.mark.parametrize("exit_side", [
+    "ts",
+    pytest.param("ours", marks=pytest.mark.xfail(strict=True, raises=EngineGap, reason=OURS_BUG)),
+])
 def test_exit_node_does_not_forward_into_its_attached_subnets(lab, exit_side):
     net = build(lab, exit_side=exit_side)
     key = net.hs.preauth_key("alice")
