@@ -704,8 +704,13 @@ class Node:
             for k in diff.remove:
                 self.device.remove_peer(k.raw)
                 self.peer_removes += 1
+            prev_peers = self.wg_applied.peers if self.wg_applied is not None else {}
             for p in diff.upsert:
                 ep = self.transport.wg_endpoint(p) if self.transport is not None else p.endpoint
+                prev = prev_peers.get(p.public_key)
+                if (self.transport is not None and prev is not None and prev.allowed_ips == p.allowed_ips
+                        and self.transport.wg_endpoint(prev) == ep):
+                    continue  # only candidate endpoints/DERP changed: magicsock has them, WireGuard is unchanged
                 self.device.upsert_peer(p.public_key.raw, endpoint=ep, allowed_ips=list(p.allowed_ips),
                                         replace_allowed_ips=True)
                 self.peer_upserts += 1
