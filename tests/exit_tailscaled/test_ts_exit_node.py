@@ -12,9 +12,10 @@ import pytest
 
 from engine.router.exitnode import BYPASS_MARK
 from tests.exit_tailscaled.tsnet import (
-    CTL_IP, OURS_LAN, OURS_NAME, TS_NAME, WAN_IP, WAN_IP6, approve_exit, build, diag, eventually, helper_pid,
+    CTL_IP, OURS_LAN, OURS_NAME, TS_LAN, TS_NAME, WAN_IP, WAN_IP6, approve_exit, build, diag, eventually, helper_pid,
     socket_lines, start_tailscaled, ts_peer,
 )
+from tests.lab.capture import Capture
 from tests.node.labnode import INET, INET6, DrivenNode, Node, route_get, routing_dump, tcp_ask, udp_ask
 
 pytestmark = pytest.mark.lab
@@ -92,11 +93,20 @@ def test_tailscaled_exit_node_by_flag(lab):
     assert udp_ask(c, INET, 7).startswith(f"{WAN_IP}:")  # still fine on the direct path
     _our_sockets_bypass(net, helper_pid(cl), derp=True)
 
-    # a control (and DERP) connection dialled while table 52 is in force: headscale restart, we reconnect directly
-    net.hs.restart()
-    cl.wait(lambda s: s["InMapPoll"] and s["StreamsStarted"] >= 2, "reconnect to headscale", timeout=90)
-    eventually(lambda: f"{OURS_LAN}:" in net.ctl.run(["ss", "-tnH", "state", "established",
-                                                       "( sport = :8080 )"]).stdout, "our connection seen", 30)
+    # a control (and DERP) connection dialled while table 52 is in force: headscale restart, we reconnect directly.
+    # Captured on both sides of the tunnel: on the LAN our control traffic to headscale is plain TCP from our LAN
+    # address, and not one packet for headscale's address enters the tunnel (mesh0) or leaves the exit node's WAN (eth1).
+    with Capture(c, "eth0", f"host {CTL_IP}") as lan_cap, Capture(c, "mesh0", f"host {CTL_IP}") as tun_cap, \
+            Capture(net.ts, "eth1", f"host {CTL_IP}") as exit_cap, Capture(c, "eth0", "udp port 41641") as wg_cap:
+        net.hs.restart()
+        cl.wait(lambda s: s["InMapPoll"] and s["StreamsStarted"] >= 2, "reconnect to headscale", timeout=90)
+        eventually(lambda: f"{OURS_LAN}:" in net.ctl.run(["ss", "-tnH", "state", "established",
+                                                           "( sport = :8080 )"]).stdout, "our connection seen", 30)
+        assert udp_ask(c, INET, 7).startswith(f"{WAN_IP}:")  # internet traffic meanwhile rides the tunnel
+    assert lan_cap.between(f"{OURS_LAN}.", f"{CTL_IP}.8080:") and lan_cap.between(f"{CTL_IP}.8080", f"{OURS_LAN}.")
+    assert tun_cap.packets == [], tun_cap.packets[:5]
+    assert exit_cap.packets == [], exit_cap.packets[:5]
+    assert wg_cap.between(f"{OURS_LAN}.41641", f"{TS_LAN}."), wg_cap.packets[:5]  # WireGuard itself: direct on the LAN
     _our_sockets_bypass(net, helper_pid(cl), derp=True)
     assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled after restart",
                       60, 1.0, d)
