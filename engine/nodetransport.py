@@ -117,6 +117,10 @@ class NodeTransport:
         t.add_done_callback(self._tasks.discard)
 
     # -- what the node needs ---------------------------------------------------------------
+    def set_node_key(self, node_private: Any) -> None:
+        """The control server rotated our node key: DERP connections are redialled under the new one."""
+        self.conn.set_node_private(node_private)
+
     @property
     def bind(self):
         return self.conn.bind

@@ -366,6 +366,18 @@ class MagicConn:
             self._do_action(nk, a)
         self._kick()
 
+    def set_node_private(self, node_private: object) -> None:
+        """A rotated node key: DERP servers know us by it, so every DERP connection is redialled with the new key."""
+        k = _private(node_private)
+        if bytes(k.public_key) == self.node_public:
+            return
+        self._node = k
+        self.node_public = bytes(k.public_key)
+        for rid in list(self._derps):
+            self._close_derp(rid)
+        if self.home_derp and self.home_derp in self.derp_map.regions:
+            self._ensure_derp(self.home_derp).note_preferred(True)
+
     def set_home_derp(self, region_id: int) -> None:
         """Use `region_id` as home DERP (normally chosen by netcheck)."""
         if region_id == self.home_derp:

@@ -97,3 +97,32 @@ def test_derp_first_then_direct_loopback():
                 got = [d for d, _ in rb.got[n0:n0 + 5]]
                 assert got == [run[o:o + 64] for o in range(0, len(run), 64)]
         asyncio.run(main())
+
+
+def test_node_key_rotation_redials_derp_with_the_new_key():
+    """After a key rotation the DERP server must route to our new key: DERP connections are redialled with it."""
+    with Derper() as d:
+        async def main():
+            ka, kb, ka2 = (nacl.public.PrivateKey.generate() for _ in range(3))
+            mk = dict(derp_map=d.derp_map(), use_derp_http=True, local_addrs=lambda: ["127.0.0.1"])
+            async with MagicConn(ka, **mk) as a, MagicConn(kb, **mk) as b:
+                rb, ra = Receiver(b.bind), Receiver(a.bind)
+                a.set_home_derp(d.region_id)
+                b.set_home_derp(d.region_id)
+                old = a.node_public
+                a.set_node_private(ka2)
+                assert a.node_public == bytes(ka2.public_key) != old
+                a.set_peers([PeerConfig.make(b.node_public, b.disco_public, d.region_id)])
+                b.set_peers([PeerConfig.make(a.node_public, a.disco_public, d.region_id)])
+                assert await wait_until(lambda: all(c.derp_status()[d.region_id].connected for c in (a, b)), 10)
+                await asyncio.sleep(0.3)
+                # b -> a's NEW key over DERP (no UDP endpoints known): only a redialled connection receives it
+                for _ in range(50):
+                    b.bind.send([b"\x04\x00\x00\x00new-key"], PeerEndpoint(a.node_public))
+                    if await wait_until(lambda: ra.got, 0.2):
+                        break
+                assert ra.got and ra.got[0][0] == b"\x04\x00\x00\x00new-key"
+                assert ra.got[0][1] == PeerEndpoint(b.node_public)
+                a.bind.send([b"\x04\x00\x00\x00from-new"], PeerEndpoint(b.node_public))
+                assert await wait_until(lambda: any(src == PeerEndpoint(a.node_public) for _, src in rb.got), 10)
+        asyncio.run(main())
