@@ -22,6 +22,9 @@ PURE_CORES = [
     "engine/stun.py",
     "engine/derp/frames.py",
     "engine/filter",
+    "engine/peerapi/core.py",
+    "engine/peerapi/access.py",
+    "engine/peerapi/ports.py",
     "engine/ipn/backend.py",
     "meshgui/state.py",
 ]
