@@ -1,22 +1,35 @@
-"""OS DNS by rewriting /etc/resolv.conf, with a journaled backup in /run/meshvpn restored on stop or at the next start.
+"""OS DNS by rewriting /etc/resolv.conf, with the original journaled in /run/meshvpn and restored on stop or at the next start.
 
 Writes are in place (truncate + write), not rename: inside `ip netns exec` and in
 containers /etc/resolv.conf is a bind mount that cannot be replaced by rename. A symlinked
 resolv.conf (e.g. to a resolved stub) is replaced by a regular file and re-linked on restore.
+
+Journal (one JSON object, `JsonJournal` "resolv.json", replaced atomically):
+
+    {"path": "/etc/resolv.conf", "symlink": "<target>" | null, "absent": bool,
+     "original": "<text of the file before us>", "written": "<sha256 of what we write>"}
+
+Order: the journal (with the original and the hash about to be written) is on disk before
+every write to resolv.conf, so a SIGKILL at any point leaves enough to restore; the next
+start (`cleanup_leftovers`) puts the original back if the file is still ours, then drops
+the journal. A file someone else rewrote while we ran becomes the new original.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
 
 from engine.dns.osconfig import OSDNSConfig
+from engine.router.exitnode import JsonJournal
 
 DEFAULT_PATH = Path("/etc/resolv.conf")
 DEFAULT_JOURNAL_DIR = Path("/run/meshvpn")
+JOURNAL_NAME = "resolv.json"
+# Earlier versions kept the original in a second file and no "original" key; migrated on read.
+LEGACY_BACKUP = "resolv.conf.orig"
 MARKER = "# resolv.conf written by meshvpn (MagicDNS); the original is restored when meshvpn stops"
 MAX_NAMESERVERS = 3  # glibc MAXNS
 MAX_SEARCH = 6  # older glibc MAXDNSRCH
@@ -55,55 +68,65 @@ class ResolvConfFile:
     ) -> None:
         self.path = Path(path)
         self._jdir = Path(journal_dir)
-        self._meta = self._jdir / "resolv.json"
-        self._backup = self._jdir / "resolv.conf.orig"
+        self._journal = JsonJournal(self._jdir, JOURNAL_NAME)
         self._log = logger or logging.getLogger("meshvpn.dns.resolvconf")
 
     # -- journal ---------------------------------------------------------------------------
-    def _read_meta(self) -> dict | None:
+    def _read_journal(self) -> dict | None:
+        j = self._journal.read()
+        if j is None or isinstance(j.get("original"), str):
+            return j
+        return self._migrate_legacy(j)
+
+    def _migrate_legacy(self, meta: dict) -> dict:
+        """An earlier version's journal (metadata + resolv.conf.orig) is rewritten in one piece."""
         try:
-            m = json.loads(self._meta.read_text())
-            return m if isinstance(m, dict) else None
-        except (OSError, ValueError):
+            original = (self._jdir / LEGACY_BACKUP).read_text()
+        except OSError:
+            original = ""
+        j = {"path": meta.get("path", str(self.path)), "symlink": meta.get("symlink"),
+             "absent": bool(meta.get("absent")), "original": original, "written": meta.get("written")}
+        self._journal.write(j)
+        (self._jdir / LEGACY_BACKUP).unlink(missing_ok=True)
+        return j
+
+    def _snapshot(self) -> dict:
+        """What resolv.conf is now (the original to journal before we first write)."""
+        j: dict = {"path": str(self.path), "symlink": None, "absent": False, "original": "", "written": None}
+        if self.path.is_symlink():
+            j["symlink"] = os.readlink(self.path)
+        elif self.path.exists():
+            j["original"] = self.path.read_text()
+        else:
+            j["absent"] = True
+        return j
+
+    def _current_text(self) -> str | None:
+        """The file's text if it is a regular file we can read, else None (symlink, absent)."""
+        if self.path.is_symlink():
+            return None
+        try:
+            return self.path.read_text()
+        except OSError:
             return None
 
-    def _write_atomic(self, p: Path, text: str) -> None:
-        self._jdir.mkdir(parents=True, exist_ok=True, mode=0o755)  # shared with the LocalAPI socket; journals hold no secrets
-        tmp = p.with_name(p.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-
-    def _save_original(self) -> dict:
-        meta: dict = {"path": str(self.path), "symlink": None, "absent": False, "written": None}
-        if self.path.is_symlink():
-            meta["symlink"] = os.readlink(self.path)
-            original = ""
-        elif self.path.exists():
-            original = self.path.read_text()
-        else:
-            meta["absent"] = True
-            original = ""
-        # Backup content first, then the metadata that makes it authoritative.
-        self._write_atomic(self._backup, original)
-        self._write_atomic(self._meta, json.dumps(meta))
-        return meta
+    def _is_ours(self, text: str | None, j: dict) -> bool:
+        # "" too: a crash between truncate and write leaves an empty file that is still ours.
+        return text is not None and (text == "" or text.startswith(MARKER) or _sha(text) == j.get("written"))
 
     # -- API --------------------------------------------------------------------------------
     def original_nameservers(self) -> list[str]:
         """Nameservers the system had before us (the upstreams for non-tailnet names)."""
-        meta = self._read_meta()
+        j = self._read_journal()
         try:
-            if meta is None:
+            if j is None:
                 return [n for n in parse_nameservers(self.path.read_text()) if n not in _OURS]
-            if meta.get("symlink"):
-                target = Path(meta["symlink"])
+            if j.get("symlink"):
+                target = Path(j["symlink"])
                 if not target.is_absolute():
                     target = self.path.parent / target
                 return parse_nameservers(target.read_text())
-            return parse_nameservers(self._backup.read_text())
+            return parse_nameservers(j["original"])
         except OSError:
             return []
 
@@ -111,18 +134,18 @@ class ResolvConfFile:
         if cfg is None or cfg.is_empty():
             self.restore()
             return
-        meta = self._read_meta() or self._save_original()
         text = render(cfg)
-        if meta.get("written") != _sha(text):
-            meta["written"] = _sha(text)
-            # Journal the hash we are about to write before writing it.
-            self._write_atomic(self._meta, json.dumps(meta))
-        current = None
-        if not self.path.is_symlink():
-            try:
-                current = self.path.read_text()
-            except OSError:
-                current = None
+        current = self._current_text()
+        j = self._read_journal()
+        if j is not None and not self._is_ours(current, j) and not (current is None and j.get("absent")):
+            self._log.warning("resolv.conf was replaced by someone else while we ran; keeping that as the original")
+            j = None
+        if j is None:
+            j = self._snapshot()
+        if j.get("written") != _sha(text) or not self._journal.path.exists():
+            j["written"] = _sha(text)
+            # The original and the hash we are about to write are on disk before the write.
+            self._journal.write(j)
         if current != text:
             self._write_in_place(text)
             self._log.info("resolv.conf -> %s", ", ".join(cfg.nameservers))
@@ -138,30 +161,26 @@ class ResolvConfFile:
 
     def restore(self) -> bool:
         """Put the original back if the file is still ours; returns whether anything was restored."""
-        meta = self._read_meta()
-        if meta is None:
+        j = self._read_journal()
+        if j is None:
             return False
+        current = self._current_text()
         restored = False
-        try:
-            ours = False
-            if not self.path.is_symlink() and self.path.exists():
-                cur = self.path.read_text()
-                ours = cur.startswith(MARKER) or _sha(cur) == meta.get("written")
-            if ours:
-                if meta.get("symlink"):
-                    self.path.unlink()
-                    os.symlink(meta["symlink"], self.path)
-                elif meta.get("absent"):
-                    self.path.unlink()
-                else:
-                    self._write_in_place(self._backup.read_text())
-                restored = True
-                self._log.info("resolv.conf restored")
+        if self._is_ours(current, j):
+            if j.get("symlink"):
+                self.path.unlink()
+                os.symlink(j["symlink"], self.path)
+            elif j.get("absent"):
+                self.path.unlink()
             else:
-                self._log.warning("resolv.conf was changed by someone else; leaving it alone")
-        finally:
-            self._meta.unlink(missing_ok=True)
-            self._backup.unlink(missing_ok=True)
+                self._write_in_place(j["original"])
+            restored = True
+            self._log.info("resolv.conf restored")
+        elif current != j["original"] and not (current is None and (j.get("absent") or j.get("symlink"))):
+            self._log.warning("resolv.conf was changed by someone else; leaving it alone")
+        # Only once the original is back (or deliberately left alone) does the journal go; if the
+        # write above failed, it stays for the next attempt.
+        self._journal.remove()
         return restored
 
     def cleanup_leftovers(self) -> bool:

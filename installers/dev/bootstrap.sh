@@ -34,6 +34,8 @@ else
 fi
 
 bash installers/dev/build-peers.sh
+# systemd-resolved unpacked into the peer cache (never installed: its postinst would take over /etc/resolv.conf)
+bash installers/dev/fetch-resolved.sh || log "systemd-resolved cache unavailable; tests/resolved will skip"
 export MESH_PEER_BIN="${MESH_PEER_CACHE:-/var/cache/meshvpn-peers}/bin"
 
 PY="${PYTHON:-python3}"

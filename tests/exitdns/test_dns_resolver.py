@@ -228,6 +228,8 @@ def test_resolvectl_commands() -> None:
         ["resolvectl", "default-route", "tun0", "true"],
         ["resolvectl", "llmnr", "tun0", "no"],
         ["resolvectl", "mdns", "tun0", "no"],
+        ["resolvectl", "dnssec", "tun0", "no"],
+        ["resolvectl", "dnsovertls", "tun0", "no"],
     ]
     split = OSDNSConfig(("100.100.100.100",), (), ("corp.example",), route_all=False)
     assert resolvectl_commands("tun0", split)[1:3] == [
@@ -236,10 +238,29 @@ def test_resolvectl_commands() -> None:
 
 
 def test_resolved_detection(tmp_path) -> None:
-    assert not resolved_available(tmp_path, which=lambda n: "/usr/bin/resolvectl")
-    (tmp_path / "resolv.conf").write_text("")
-    assert resolved_available(tmp_path, which=lambda n: "/usr/bin/resolvectl")
-    assert not resolved_available(tmp_path, which=lambda n: None)
+    etc = tmp_path / "etc-resolv.conf"
+    etc.write_text("# This is /run/systemd/resolve/stub-resolv.conf managed by man:systemd-resolved(8).\n"
+                   "nameserver 127.0.0.53\noptions edns0 trust-ad\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    yes = dict(which=lambda n: "/usr/bin/resolvectl", etc_resolv=etc)
+    assert not resolved_available(run, **yes)  # resolved not running (no runtime resolv.conf)
+    (run / "resolv.conf").write_text("")
+    assert resolved_available(run, **yes)
+    assert not resolved_available(run, which=lambda n: None, etc_resolv=etc)
+    etc.write_text("nameserver 192.0.2.53\n")  # resolved runs, but the system does not use it ("foreign")
+    assert not resolved_available(run, **yes)
+    etc.write_text("nameserver 127.0.0.53\n")  # the stub, no banner
+    assert resolved_available(run, **yes)
+    etc.unlink()
+    (run / "stub-resolv.conf").write_text("nameserver 192.0.2.1\n")
+    fake_run = tmp_path / "run" / "systemd" / "resolve"
+    fake_run.mkdir(parents=True)
+    (fake_run / "stub-resolv.conf").write_text("nameserver 192.0.2.1\n")
+    etc.symlink_to(fake_run / "stub-resolv.conf")  # a link into resolved's runtime dir
+    assert resolved_available(run, **yes)
+    etc.unlink()
+    assert not resolved_available(run, **yes)  # no /etc/resolv.conf at all
 
 
 def test_resolved_configurator_calls() -> None:
@@ -250,6 +271,6 @@ def test_resolved_configurator_calls() -> None:
     cfg = OSDNSConfig(("100.100.100.100",), ("tail.example",))
     rc.set(cfg)
     rc.set(cfg)  # idempotent: no second round of commands
-    assert len(calls) == 5
+    assert len(calls) == 8 and calls[-1] == ["resolvectl", "flush-caches"]
     rc.set(None)
-    assert calls[-1] == ["resolvectl", "revert", "tun0"]
+    assert calls[-2:] == [["resolvectl", "revert", "tun0"], ["resolvectl", "flush-caches"]]

@@ -1,11 +1,19 @@
-"""ResolvConfFile on a temporary path: backup, idempotent set, restore, symlink/absent/foreign-change cases."""
+"""ResolvConfFile on a temporary path: journaled backup, idempotent set, restore (also after SIGKILL), symlink/absent/foreign-change cases."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from engine.dns.osconfig import OSDNSConfig
-from engine.dns.resolvconf_file import MARKER, ResolvConfFile
+from engine.dns.resolvconf_file import JOURNAL_NAME, LEGACY_BACKUP, MARKER, ResolvConfFile, render
 
 CFG = OSDNSConfig(("100.100.100.100",), ("tail.example",))
 ORIG = "nameserver 10.0.0.53\nsearch lan\n"
@@ -75,3 +83,114 @@ def test_original_nameservers_without_journal_skips_ours(tmp_path) -> None:
     path = tmp_path / "resolv.conf"
     path.write_text("nameserver 100.100.100.100\nnameserver 10.0.0.53\n")
     assert ResolvConfFile(path, tmp_path / "run").original_nameservers() == ["10.0.0.53"]
+
+
+# -- the journal (engine.router.exitnode.JsonJournal "resolv.json") ---------------------------
+
+
+def _journal(j) -> dict:
+    return json.loads((j / JOURNAL_NAME).read_text())
+
+
+def test_journal_holds_original_before_the_write(tmp_path, monkeypatch) -> None:
+    path, j = tmp_path / "resolv.conf", tmp_path / "run"
+    path.write_text(ORIG)
+    seen = []
+    real_write = ResolvConfFile._write_in_place
+
+    def spy(self, text):  # at the moment of the first write the journal must already be there
+        seen.append(_journal(j))
+        real_write(self, text)
+
+    monkeypatch.setattr(ResolvConfFile, "_write_in_place", spy)
+    ResolvConfFile(path, j).set(CFG)
+    assert seen[0]["original"] == ORIG and seen[0]["written"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert sorted(p.name for p in j.iterdir()) == [JOURNAL_NAME]  # one file, no temp left behind
+
+
+def test_sigkilled_process_is_undone_by_the_next(tmp_path) -> None:
+    path, j = tmp_path / "resolv.conf", tmp_path / "run"
+    path.write_text(ORIG)
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from engine.dns.osconfig import OSDNSConfig\n"
+        "from engine.dns.resolvconf_file import ResolvConfFile\n"
+        "ResolvConfFile(Path(sys.argv[1]), Path(sys.argv[2])).set(OSDNSConfig(('100.100.100.100',), ('t.example',)))\n"
+        "print('set', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code, str(path), str(j)], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        assert p.stdout.readline().strip() == "set"
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=10)
+    assert path.read_text().startswith(MARKER)
+    assert ResolvConfFile(path, j).cleanup_leftovers() is True
+    assert path.read_text() == ORIG and not any(j.iterdir())
+
+
+def test_crash_between_truncate_and_write_still_restores(tmp_path) -> None:
+    path, j = tmp_path / "resolv.conf", tmp_path / "run"
+    path.write_text(ORIG)
+    ResolvConfFile(path, j).set(CFG)
+    path.write_text("")  # O_TRUNC happened, the write did not
+    assert ResolvConfFile(path, j).cleanup_leftovers() is True
+    assert path.read_text() == ORIG
+
+
+def test_failed_restore_keeps_the_journal(tmp_path, monkeypatch) -> None:
+    path, j = tmp_path / "resolv.conf", tmp_path / "run"
+    path.write_text(ORIG)
+    m = ResolvConfFile(path, j)
+    m.set(CFG)
+
+    def boom(self, text):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(ResolvConfFile, "_write_in_place", boom)
+    with pytest.raises(OSError):
+        m.set(None)
+    assert _journal(j)["original"] == ORIG  # never lose the original
+    monkeypatch.undo()
+    assert ResolvConfFile(path, j).cleanup_leftovers() is True
+    assert path.read_text() == ORIG
+
+
+def test_file_replaced_while_running_becomes_the_original(tmp_path) -> None:
+    path, j = tmp_path / "resolv.conf", tmp_path / "run"
+    path.write_text(ORIG)
+    m = ResolvConfFile(path, j)
+    m.set(CFG)
+    path.write_text("nameserver 9.9.9.9\n")  # e.g. a DHCP client rewrote it
+    m.set(OSDNSConfig(("100.100.100.100",), ("other.example",)))
+    assert path.read_text().startswith(MARKER)
+    assert m.original_nameservers() == ["9.9.9.9"]
+    m.set(None)
+    assert path.read_text() == "nameserver 9.9.9.9\n"
+
+
+def test_legacy_journal_is_migrated_and_restored(tmp_path) -> None:
+    path, j = tmp_path / "resolv.conf", tmp_path / "run"
+    j.mkdir()
+    path.write_text(render(CFG))
+    (j / LEGACY_BACKUP).write_text(ORIG)  # what an earlier version left behind when killed
+    (j / JOURNAL_NAME).write_text(json.dumps({"path": str(path), "symlink": None, "absent": False, "written": None}))
+    m = ResolvConfFile(path, j)
+    assert m.original_nameservers() == ["10.0.0.53"]
+    assert m.cleanup_leftovers() is True
+    assert path.read_text() == ORIG and not any(j.iterdir())
+
+
+def test_journal_that_is_not_ours_is_ignored(tmp_path) -> None:
+    path, j = tmp_path / "resolv.conf", tmp_path / "run"
+    j.mkdir()
+    path.write_text(ORIG)
+    (j / JOURNAL_NAME).write_text("[1, 2]")  # unreadable as a journal object
+    m = ResolvConfFile(path, j)
+    assert m.cleanup_leftovers() is False and path.read_text() == ORIG
+    m.set(CFG)
+    m.set(None)
+    assert path.read_text() == ORIG
