@@ -3,6 +3,10 @@
     EngineClient ─► Bridge ──stateChanged(ViewState)──► Tray / MainWindow / LoginDialog / notifications
          ▲            │ on_connected: keys to helper, restore choices after a restart
     Supervisor ◄──────┘ HELPER_DOWN → request_start()
+
+Node key rotation: when the control server makes the node re-register under a new node key, the
+helper sends it (to the keys' owner only) on the bus; the app stores it in the keyring and hands
+the keys back as an acknowledgement, so the next start pushes the key control knows. Log line only.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from typing import Any, Callable
 
 from meshgui import notifications
 from meshgui.bridge import Bridge, utc_now
-from meshgui.engine_client import EngineClient, LocalAPIError
-from meshgui.keys import DeviceKeys, KeyringUnavailable, KeyStore
+from meshgui.engine_client import GUI_OWNER_WATCH_MASK, GUI_WATCH_MASK, EngineClient, HelperUnavailable, LocalAPIError
+from meshgui.keys import DeviceKeys, KeyringUnavailable, KeyStore, PrivateKey, node_public_text, short_public_text
 from meshgui.settings import Choices, Settings
 from meshgui.state import ViewState
 from meshgui.supervisor import Direct, Supervisor, default_strategies, find_socket
@@ -76,8 +80,10 @@ class App:
         self.keys: DeviceKeys | None = None
         self.keyring_error = ""
         self._keys_unsupported = False
+        self._keys_accepted = False  # the helper took our keys: we own them and may receive a rotated node key
         self.bridge = Bridge(self.client, clock=clock, logger=self.log.getChild("bridge"),
-                             on_connected=self._on_connected)
+                             on_connected=self._on_connected, watch_mask=self._watch_mask,
+                             on_node_key_rotated=self._on_node_key_rotated)
         self.view = ViewState()
         self.notes = notifications.Deduper()
         self.notified: list[tuple[str, str]] = []  # every notification shown (tests, debugging)
@@ -207,16 +213,59 @@ class App:
                     self.window.show_banner(self.keyring_error)
                     self.notify("No keyring", self.keyring_error)
                 return
+        self._keys_accepted = False
         try:
-            await self.client.set_keys(self.keys.payload())
+            info = await self.client.set_keys(self.keys.payload())
+            self._keys_accepted = True
             self.log.info("keys handed to helper: machine %s node %s",
                           self.keys.machine.public_short(), self.keys.node.public_short())
+            if info.get("NodePublic") and info["NodePublic"] != node_public_text(self.keys.node):
+                self.log.info("the helper runs node key %s (rotated by the control server); it comes on the bus",
+                              short_public_text(info["NodePublic"]))
         except LocalAPIError as e:
             if e.status == 404:  # e.g. a real tailscaled, which keeps its own keys
                 self._keys_unsupported = True
                 self.log.info("helper has no keys endpoint; it manages its own keys")
             else:
                 self.log.warning("helper refused keys: HTTP %s", e.status)
+
+    def _watch_mask(self) -> int:
+        """Without NoPrivateKeys only when the helper took our keys (it then may be a real writer: tailscaled rule)."""
+        return GUI_OWNER_WATCH_MASK if self._keys_accepted else GUI_WATCH_MASK
+
+    async def _on_node_key_rotated(self, rot: dict[str, Any]) -> None:
+        """The control server replaced the node key: keep the new one in the keyring, then acknowledge."""
+        new_pub, old_pub, text = str(rot.get("NodePublic", "")), str(rot.get("OldNodePublic", "")), rot.get("NodeKey")
+        if self.keystore is None or self.keys is None or not isinstance(text, str) or not text:
+            self.log.info("node key rotated by the control server: %s -> %s",
+                          short_public_text(old_pub), short_public_text(new_pub))
+            return
+        try:
+            new = PrivateKey.from_text(text)
+            ok = not new.is_zero() and node_public_text(new) == new_pub
+        except ValueError:
+            ok = False
+        if not ok:
+            self.log.warning("ignored a node key rotation whose key does not match its public key %s",
+                             short_public_text(new_pub))
+            return
+        mine = node_public_text(self.keys.node)
+        if mine != new_pub:
+            if mine != old_pub:
+                self.log.warning("ignored a node key rotation %s -> %s: the keyring holds %s",
+                                 short_public_text(old_pub), short_public_text(new_pub), self.keys.node.public_short())
+                return
+            try:
+                self.keys = await asyncio.get_running_loop().run_in_executor(None, self.keystore.store_node_key, new)
+            except (KeyringUnavailable, ValueError) as e:
+                self.log.warning("could not store the rotated node key %s: %s", new.public_short(), e)
+                return
+            self.log.info("node key rotated by the control server: keyring now holds %s (was %s)",
+                          new.public_short(), short_public_text(old_pub))
+        try:
+            await self.client.set_keys(self.keys.payload())  # acknowledgement: the helper stops offering it
+        except (LocalAPIError, HelperUnavailable) as e:
+            self.log.info("could not confirm the rotated node key to the helper (%s); it is in the keyring", e)
 
     # ------------------------------------------------------------ actions
 

@@ -4,7 +4,10 @@
     widget clicks ──► Bridge slots ──► coroutine on the bridge's TaskGroup ──► LocalAPI
 
 Widgets never touch the socket. Reconnects with capped backoff and reports HELPER_DOWN
-meanwhile (STYLE R18). A 403 on any write turns the GUI read-only.
+meanwhile (STYLE R18). A 403 on any write turns the GUI read-only. A node key rotated by the
+control server (Notify "MeshvpnNodeKeyRotated") is taken out of the notification before the
+reducer sees it and handed to `on_node_key_rotated` (the app stores it in the keyring): the
+secret never enters the ViewState.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from PySide6.QtCore import QObject, Signal
 
 from meshgui import state as st
-from meshgui.engine_client import AccessDenied, EngineClient, HelperUnavailable, LocalAPIError
+from meshgui.engine_client import NODE_KEY_ROTATED, AccessDenied, EngineClient, HelperUnavailable, LocalAPIError
 
 RECONNECT_BACKOFF = (0.5, 1.0, 2.0, 3.0)  # seconds; capped at 3 s like Tailscale's systray
 PING_CONCURRENCY = 8
@@ -42,12 +45,16 @@ class Bridge(QObject):
     def __init__(self, client: EngineClient, *, clock: Clock = utc_now,
                  logger: logging.Logger | logging.LoggerAdapter | None = None,
                  on_connected: Callable[[], Awaitable[None]] | None = None,
+                 watch_mask: Callable[[], int] | None = None,
+                 on_node_key_rotated: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.client = client
         self._clock = clock
         self._log = logger or logging.getLogger("meshgui.bridge")
         self._on_connected = on_connected
+        self._watch_mask = watch_mask
+        self._on_node_key_rotated = on_node_key_rotated
         self._state = st.ViewState()
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
@@ -126,9 +133,13 @@ class Bridge(QObject):
                 await self.refresh()
                 self._connected = True
                 self.dispatch(st.HelperUp())
-                async for notify in self.client.watch():
+                watch = self.client.watch(self._watch_mask()) if self._watch_mask else self.client.watch()
+                async for notify in watch:
                     attempt = 0
                     self.notify_count += 1
+                    rotated = notify.pop(NODE_KEY_ROTATED, None)
+                    if isinstance(rotated, dict) and self._on_node_key_rotated is not None:
+                        self.spawn(self._on_node_key_rotated(rotated))
                     self.dispatch(st.NotifyEvent(notify))
                     if any(k in notify for k in ("State", "Prefs", "NetMap", "Engine", "LoginFinished")):
                         self._status_dirty.set()

@@ -29,6 +29,10 @@ WATCH_INITIAL_HEALTH = 1 << 7
 WATCH_RATE_LIMIT = 1 << 8
 GUI_WATCH_MASK = (WATCH_ENGINE_UPDATES | WATCH_INITIAL_STATE | WATCH_INITIAL_PREFS
                   | WATCH_INITIAL_NETMAP | WATCH_NO_PRIVATE_KEYS | WATCH_RATE_LIMIT)
+# The GUI's keys' owner watches without NoPrivateKeys (tailscaled allows that to writers only) so that
+# the helper can hand it a node key the control server rotated (meshvpn's Notify extension).
+GUI_OWNER_WATCH_MASK = GUI_WATCH_MASK & ~WATCH_NO_PRIVATE_KEYS
+NODE_KEY_ROTATED = "MeshvpnNodeKeyRotated"  # {"NodePublic", "OldNodePublic", "NodeKey" (owner only)}
 REQUEST_TIMEOUT = 30.0  # seconds, for one-shot requests (not the watch stream)
 KEYS_PATH = "/localapi/v0/meshvpn/keys"
 DEFAULT_SOCKET = lc.DEFAULT_SOCKET

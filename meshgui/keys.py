@@ -103,6 +103,20 @@ class DeviceKeys:
         return f"DeviceKeys(machine={self.machine.public_short()}, node={self.node.public_short()})"
 
 
+def node_public_text(key: PrivateKey) -> str:
+    """The helper's text form of the public half: "nodekey:<64 hex>" (what Notify/KeysInfo carry)."""
+    return "nodekey:" + key.public().hex()
+
+
+def short_public_text(text: str) -> str:
+    """"nodekey:<hex>" → "[abcde]" (ShortString-style, for logs); "[?]" if unreadable."""
+    try:
+        raw = bytes.fromhex(text.split(":", 1)[1])
+    except (IndexError, ValueError):
+        return "[?]"
+    return "[" + base64.b64encode(raw).decode()[:5] + "]"
+
+
 def backend_name(backend: Any) -> str:
     return f"{type(backend).__module__}.{type(backend).__name__}"
 
@@ -149,6 +163,21 @@ class KeyStore:
         """A fresh node key (after logout); the machine key stays."""
         backend = self.backend
         backend.set_password(self.service, NODE_ENTRY, PrivateKey.generate().to_text())
+        return self.load_or_create()
+
+    def store_node_key(self, node: PrivateKey) -> DeviceKeys:
+        """Keep the node key the control server rotated to (so the next start hands it over); the machine key stays."""
+        if node.is_zero():
+            raise ValueError("refusing to store a zero node key")
+        backend = self.backend
+        try:
+            backend.set_password(self.service, NODE_ENTRY, node.to_text())
+            stored = backend.get_password(self.service, NODE_ENTRY)
+        except Exception as e:  # keyring.errors.* (locked, dismissed prompt, D-Bus failure)
+            raise KeyringUnavailable(
+                f"The keyring ({backend_name(backend)}) refused to store the new node key: {type(e).__name__}.") from None
+        if stored != node.to_text():
+            raise KeyringUnavailable(f"The keyring ({backend_name(backend)}) did not keep the key it was given.")
         return self.load_or_create()
 
     def _get_or_make(self, backend: Any, entry: str) -> PrivateKey:

@@ -283,7 +283,7 @@ async def cmd_up(c: LocalClient, a: argparse.Namespace, out: TextIO, *, force_lo
     why = await c.check_prefs(new)
     if why:
         raise CLIError(why)
-    watch = c.watch_ipn_bus(NotifyWatchOpt.INITIAL_STATE)
+    watch = c.watch_ipn_bus(NotifyWatchOpt.INITIAL_STATE | NotifyWatchOpt.NO_PRIVATE_KEYS)
     try:
         first = await watch.__anext__()  # subscribed before start: no notification can be missed
         await c.start(Options(update_prefs=new, auth_key=auth_key))

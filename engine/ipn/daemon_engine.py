@@ -4,7 +4,8 @@
     control events (StatusChanged/AuthURL/NetMapUpdated/...) ──► engine_api events ──► Backend
 
 Differences from the headless `mesh-helper --state` runner: keys come from the backend (GUI keyring or
-the helper's state file) and are never written by this adapter; registration state is kept in memory.
+the helper's state file) and are never written by this adapter; a node key rotated by control is
+reported as engine_api.NodeKeyRotated (the backend persists it); registration state is kept in memory.
 Prefs (exit node, allow-LAN, accept DNS/routes, advertised routes / exit node, shields-up) go into the Node at
 start and through ``Node.set_prefs`` on ``reconfigure``. Paths come from the node's magicsock
 (engine/nodetransport.py): Status CurAddr = the direct path in use, ping type "disco" = a disco ping
@@ -23,7 +24,8 @@ import uuid
 from typing import Any
 
 from engine.control.client import AuthURL as CAuthURL
-from engine.control.client import LoginFailed, NetMapUpdated, NodeKeyRotated, StatusChanged
+from engine.control.client import LoginFailed, NetMapUpdated, StatusChanged
+from engine.control.client import NodeKeyRotated as CNodeKeyRotated
 from engine.daemon import DEFAULT_DERP_REGION, DEFAULT_MTU, Node, NodeState
 from engine.hygiene import Journal
 from engine.ipn.engine_api import (
@@ -37,6 +39,7 @@ from engine.ipn.engine_api import (
     LoginNeeded,
     NetMapUpdate,
     NetMapView,
+    NodeKeyRotated,
     NodeKeys,
     PeerView,
     PingOutcome,
@@ -171,11 +174,15 @@ class _BackendNode(Node):
                 sink(LoginNeeded(s.last_error or state))
         elif isinstance(ev, CAuthURL):
             sink(AuthURL(ev.url))
-        elif isinstance(ev, NodeKeyRotated):
+        elif isinstance(ev, CNodeKeyRotated):
             self.state.node_key = ev.new_private
             if self.device is not None:
                 self.device.set_private_key(ev.new_private.raw)
-            self.log.warning("node key rotated by control (%r); the GUI keyring still has the old key", ev)
+            if self.transport is not None:
+                self.transport.set_node_key(ev.new_private)
+            self.log.info("node key rotated by control: %s -> %s", ev.old_public.short(), ev.new_private.public().short())
+            # The backend keeps it beyond this run (GUI keyring via the IPN bus, or the state file).
+            sink(NodeKeyRotated(ev.old_public, ev.new_private))
         elif isinstance(ev, LoginFailed):
             sink(LoginNeeded(ev.error))
 

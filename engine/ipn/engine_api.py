@@ -13,7 +13,7 @@ Rules for implementations:
   is reported through events. `stop` tears down the data plane and the control session, leaving
   the system as it was (routes/rules/DNS restored), and is idempotent.
 - `status()` is a cheap synchronous snapshot (no I/O).
-- Nothing here carries a private key except NodeKeys, whose repr is redacted.
+- Nothing here carries a private key except NodeKeys and NodeKeyRotated, whose reprs are redacted.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from engine.keys import MachinePrivate, NodePrivate
+from engine.keys import MachinePrivate, NodePrivate, NodePublic
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,23 @@ class EngineFailed:
     message: str
 
 
-EngineEvent = AuthURL | LoginNeeded | MachineAuthNeeded | LoggedIn | NetMapUpdate | EngineUp | EngineFailed
+@dataclass(frozen=True)
+class NodeKeyRotated:
+    """Control made the node re-register under a new node key (key expiry → re-login).
+
+    The engine already runs on ``new_private``; the backend must make it outlive the process (the
+    GUI's keyring, or the state file). ``old_public`` is the key it replaced. Prints public forms only.
+    """
+
+    old_public: NodePublic
+    new_private: NodePrivate = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"NodeKeyRotated(old={self.old_public.short()}, new={self.new_private.public().short()})"
+
+
+EngineEvent = (AuthURL | LoginNeeded | MachineAuthNeeded | LoggedIn | NetMapUpdate | EngineUp | EngineFailed
+               | NodeKeyRotated)
 EventSink = Callable[[EngineEvent], None]
 
 

@@ -1,7 +1,10 @@
 """FakeEngine: a NodeEngine that pretends to log in and serves a canned netmap (tests only).
 
 Refuses to exist unless MESH_TESTING=1 (STYLE R11). It records calls (`calls`) so backend tests
-can assert on the boundary, and lets a test finish an interactive login (`complete_login()`).
+can assert on the boundary, lets a test finish an interactive login (`complete_login()`) and play
+the control server replacing the node key (`rotate_node_key()`; or, with `rotate_on_login` /
+MESH_FAKE_ROTATE_NODE_KEY=1 for a helper process, once at the first login: "the key was expired,
+control made the node re-register under a new one").
 Optional `system_hooks` (up, down) let lab tests make real, journaled system changes while
 "running" (see tests/helper/test_hygiene_lab.py).
 """
@@ -23,11 +26,13 @@ from engine.ipn.engine_api import (
     LoginNeeded,
     NetMapUpdate,
     NetMapView,
+    NodeKeyRotated,
     NodeKeys,
     PeerView,
     PingOutcome,
     UserView,
 )
+from engine.keys import NodePrivate
 
 FAKE_USER = UserView(id=1001, login_name="alice@example.com", display_name="Alice")
 FAKE_SUFFIX = "tail.example.com"
@@ -82,9 +87,14 @@ class FakeEngine:
         auto_login: bool = True,
         system_hooks: tuple[Callable[[EngineConfig], Awaitable[None]], Callable[[], Awaitable[None]]] | None = None,
         fail_start: str = "",
+        rotate_on_login: bool | None = None,
     ) -> None:
         if os.environ.get("MESH_TESTING") != "1":
             raise RuntimeError("FakeEngine is for tests only (set MESH_TESTING=1)")
+        if rotate_on_login is None:  # a helper process under test: `mesh-helper serve` has no flag for it
+            rotate_on_login = os.environ.get("MESH_FAKE_ROTATE_NODE_KEY") == "1"
+        self.rotate_on_login = rotate_on_login
+        self.rotations = 0
         self.auto_login = auto_login
         self.system_hooks = system_hooks
         self.fail_start = fail_start
@@ -174,8 +184,25 @@ class FakeEngine:
         """What the browser + control do when the user finishes an interactive login."""
         await self._finish_login()
 
+    async def rotate_node_key(self) -> NodePrivate:
+        """Control replaced the node key (as after expiry + re-login): re-register under a new one."""
+        assert self._sink is not None and self._keys is not None and self.cfg is not None
+        old = self._keys.node
+        new = NodePrivate.generate()
+        self._keys = NodeKeys(self._keys.machine, new, source=self._keys.source)
+        self.registered.discard((self.cfg.control_url, str(old.public())))
+        self.registered.add((self.cfg.control_url, str(new.public())))
+        self.rotations += 1
+        self._sink(NodeKeyRotated(old.public(), new))
+        if self._netmap is not None:
+            self._netmap = fake_netmap(str(new.public()), self.cfg.hostname or "self", self.cfg.exit_node_id)
+            self._sink(NetMapUpdate(self._netmap))
+        return new
+
     async def _finish_login(self) -> None:
         assert self._sink is not None and self._keys is not None and self.cfg is not None
+        if self.rotate_on_login and self.rotations == 0:
+            await self.rotate_node_key()
         nk = str(self._keys.node.public())
         self.registered.add((self.cfg.control_url, nk))
         self._sink(LoggedIn(FAKE_USER, node_id="n1CNTRL"))

@@ -11,7 +11,14 @@ Flow (tailscaled's LocalBackend, reduced):
   (ENGINE_WANTED ⇒ started, otherwise stopped).
 - User operations are serialized by one lock; engine events are handled synchronously in the sink
   (state + notifications only); engine calls they imply are queued to a worker task.
-- Private keys live in memory (NodeKeys); only public halves appear in status/notify/logs.
+- Private keys live in memory (NodeKeys); only public halves appear in status/notify/logs, with
+  one exception: when control rotates the node key, the new private key goes on the bus
+  (Notify.MeshvpnNodeKeyRotated.NodeKey) to the keys' owner only: the uid that handed them over
+  with set-keys, watching without NotifyNoPrivateKeys (the LocalAPI lets only writers do that, as
+  tailscaled does). Every other watcher gets the public halves. The GUI stores the key in its
+  keyring and acknowledges by handing the new keys back; until then the rotation is re-offered in
+  the first notification of the owner's next watch, and the superseded key, if handed over again
+  by a GUI that missed it, is not allowed to replace the new one.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from engine.ipn.engine_api import (
     NetMapUpdate,
     NetMapView,
     NodeEngine,
+    NodeKeyRotated,
     NodeKeys,
     PeerView,
 )
@@ -59,6 +67,7 @@ from engine.localapi.schema import (
     ExitNodeStatus,
     KeysInfo,
     MaskedPrefs,
+    NodeKeyRotation,
     Notify,
     NotifyWatchOpt,
     Persist,
@@ -81,8 +90,9 @@ PING_TIMEOUT = 10.0  # seconds the helper waits for an engine ping
 class _Watcher:
     """One watch-ipn-bus subscriber: a bounded queue; RATE_LIMIT watchers get coalesced NetMaps."""
 
-    def __init__(self, mask: NotifyWatchOpt) -> None:
+    def __init__(self, mask: NotifyWatchOpt, uid: int | None = None) -> None:
         self.mask = mask
+        self.uid = uid  # the caller's uid (SO_PEERCRED); None = in-process, never sees private keys
         self.queue: asyncio.Queue[Notify | None] = asyncio.Queue(WATCH_QUEUE_MAX + 1)
         self.overflowed = False
         self.pending_netmap: Notify | None = None  # RATE_LIMIT: latest NetMap-only notify, sent by the ticker
@@ -138,6 +148,9 @@ class Backend:
         self._ticker: asyncio.Task[None] | None = None
         self._session_seq = 0
         self.dropped_inputs = 0
+        self._keys_owner_uid: int | None = None  # uid that handed the current GUI keys over (set-keys)
+        self._pending_rotation: NodeKeyRotation | None = None  # rotated GUI key not yet acknowledged
+        self._superseded_node_keys: set[str] = set()  # node public keys control replaced (GUI may still hold one)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -262,6 +275,9 @@ class Backend:
             self._netmap = None
             await self.engine.stop()
         if want and not self._engine_on:
+            if self.keys is None and not self._generate_keys:
+                self.log.info("waiting for the GUI to hand over the node keys before connecting")
+                return  # set_keys() queues this sync again
             keys = self._ensure_keys()
             self._engine_on = True
             cfg = engine_config(self.prefs, tun_name=self.tun_name, auth_key=auth_key)
@@ -306,6 +322,33 @@ class Backend:
             self._send(Notify(err_message=ev.message))
             self._input(Input.ENGINE_FAILED)
             self._work.put_nowait(self._sync_engine_locked)
+        elif isinstance(ev, NodeKeyRotated):
+            self._on_node_key_rotated(ev)
+
+    def _on_node_key_rotated(self, ev: NodeKeyRotated) -> None:
+        """The engine runs on a new node key: keep it (GUI keyring via the bus, or the state file)."""
+        old = self.keys
+        if old is None:
+            self.log.error("engine reported a node key rotation but the backend has no keys; ignored")
+            return
+        new_pub = ev.new_private.public()
+        old_pub = old.node.public()
+        if old.node == ev.new_private:
+            return
+        self.keys = NodeKeys(old.machine, ev.new_private, source=old.source)
+        self._superseded_node_keys.add(str(old_pub))
+        self.log.info("node key rotated by control: %s -> %s (%s)", old_pub.short(), new_pub.short(),
+                      "offering it to the GUI" if old.source == "gui" else "saving it")
+        rot = NodeKeyRotation(node_public=str(new_pub), old_node_public=str(old_pub),
+                              node_private=ev.new_private.to_text())
+        if old.source == "gui":
+            # The owner's keyring still holds the key it handed over (the first of a chain of rotations).
+            first_old = self._pending_rotation.old_node_public if self._pending_rotation else str(old_pub)
+            self._pending_rotation = dataclasses.replace(rot, old_node_public=first_old)
+            self._send(Notify(node_key_rotated=rot))
+        else:
+            self._save()  # headless (--state): the store keeps non-GUI keys
+            self._send(Notify(node_key_rotated=rot.without_private()))
 
     def _resolve_exit_node_ip(self) -> None:
         """Like tailscaled: once the netmap knows the node, ExitNodeIP becomes ExitNodeID."""
@@ -321,22 +364,34 @@ class Backend:
 
     # ------------------------------------------------------------------ IPN bus
 
+    def _may_see_private_keys(self, w: _Watcher) -> bool:
+        """Only the owner of the GUI keys, and only if it did not ask for NotifyNoPrivateKeys."""
+        return (not w.mask & NotifyWatchOpt.NO_PRIVATE_KEYS and w.uid is not None
+                and w.uid == self._keys_owner_uid and self.keys is not None and self.keys.source == "gui")
+
     def _send(self, n: Notify, *, only: NotifyWatchOpt | None = None) -> None:
         n = dataclasses.replace(n, version=self.version)
+        public = n.without_private_keys()
         for w in list(self._watchers):
             if only is not None and not (w.mask & only):
                 continue
-            w.offer(n)
+            w.offer(n if public is n or self._may_see_private_keys(w) else public)
 
-    async def watch(self, mask: NotifyWatchOpt) -> AsyncIterator[Notify]:
-        """Notifications from now on; the first one carries what `mask` asks for (INITIAL_*)."""
-        w = _Watcher(mask)
+    async def watch(self, mask: NotifyWatchOpt, *, uid: int | None = None) -> AsyncIterator[Notify]:
+        """Notifications from now on; the first one carries what `mask` asks for (INITIAL_*).
+
+        `uid` is the watcher's (peer credentials): the keys' owner gets a rotated node key's private
+        half (see the module doc); everyone else, and in-process callers (None), public halves only.
+        """
+        w = _Watcher(mask, uid)
         self._session_seq += 1
         first = Notify(version=self.version, session_id=f"{id(self) & 0xffffff:06x}{self._session_seq:010x}")
         if mask & NotifyWatchOpt.INITIAL_STATE:
             first = dataclasses.replace(first, state=self.state)
             if self.auth_url and self.state == State.NEEDS_LOGIN:
                 first = dataclasses.replace(first, browse_to_url=self.auth_url)
+            if self._pending_rotation is not None and self._may_see_private_keys(w):
+                first = dataclasses.replace(first, node_key_rotated=self._pending_rotation)
         if mask & NotifyWatchOpt.INITIAL_PREFS:
             first = dataclasses.replace(first, prefs=self._public_prefs())
         if mask & NotifyWatchOpt.INITIAL_NETMAP and self._netmap is not None:
@@ -462,8 +517,13 @@ class Backend:
 
     # ------------------------------------------------------------------ keys
 
-    def set_keys(self, req: SetKeysRequest) -> KeysInfo:
-        """The GUI's keys (from its keyring). Changing keys while logged in logs out the old node locally."""
+    def set_keys(self, req: SetKeysRequest, *, owner_uid: int | None = None) -> KeysInfo:
+        """The GUI's keys (from its keyring). Changing keys while logged in logs out the old node locally.
+
+        `owner_uid` (the caller's uid) becomes the one watcher uid that may receive a rotated node key.
+        Handing over the current keys again acknowledges a rotation; handing over a node key control
+        already replaced keeps the new one (the GUI missed the rotation and gets it on its next watch).
+        """
         try:
             mk = MachinePrivate.from_text(req.machine_private)
             nk = NodePrivate.from_text(req.node_private)
@@ -472,12 +532,29 @@ class Backend:
         except KeyError_ as e:
             raise PrefsError(f"invalid keys: {str(e).split(':')[0]}: want privkey:<64 hex digits>, non-zero") from None
         new = NodeKeys(mk, nk, source="gui")
-        if self.keys is not None and self.keys.node == nk and self.keys.machine == mk:
+        cur = self.keys
+        if cur is not None and cur.source == "gui" and cur.node == nk and cur.machine == mk:
+            self._keys_owner_uid = owner_uid
+            if self._pending_rotation is not None:
+                self._pending_rotation = None
+                self.log.info("GUI stored the rotated node key %s", nk.public().short())
             return self.keys_info()
+        if (cur is not None and cur.source == "gui" and cur.machine == mk
+                and str(nk.public()) in self._superseded_node_keys):
+            self._keys_owner_uid = owner_uid
+            self.log.info("GUI handed over node key %s, which control replaced by %s; keeping the new one",
+                          nk.public().short(), cur.node.public().short())
+            return self.keys_info()
+        if cur is not None and cur.node == nk and cur.machine == mk:
+            return self.keys_info()  # the helper's own keys (state file): it keeps them, rotations included
         if self._engine_on:
             raise BackendError("cannot replace keys while connected; bring the connection down first")
-        self.keys = new
+        self.keys, self._keys_owner_uid = new, owner_uid
+        self._pending_rotation = None
+        self._superseded_node_keys.clear()
         self.log.info("keys set by GUI: %r", new)
+        if self._worker is not None and self._engine_wanted():
+            self._work.put_nowait(self._sync_engine_locked)  # a saved login was waiting for these keys
         return self.keys_info()
 
     def keys_info(self) -> KeysInfo:

@@ -6,6 +6,9 @@ Policy (tailscaled's ipnauth on Linux, made explicit):
   (`--operator :netdev`, membership by primary or supplementary group): read + write.
 - everyone else: read only (status, prefs, watch, whois, ping); writes get 403 with a message
   saying who may do it.
+- private keys on the IPN bus: a watcher must be a writer to watch without NotifyNoPrivateKeys
+  (tailscaled's rule), and the backend gives a rotated node key only to the uid that handed the
+  keys over (Permit.uid), so another operator or a reader never sees it.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Permit:
     read: bool
     write: bool
     who: str  # for messages/logs: "root", "operator alice", "user bob (uid 1001)"
+    uid: int | None = None  # the caller's uid (SO_PEERCRED); None when unknown
 
 
 @dataclass(frozen=True)
@@ -93,13 +97,13 @@ class Authorizer:
 
     def permit(self, cred: PeerCred) -> Permit:
         if cred.uid == 0:
-            return Permit(True, True, "root")
+            return Permit(True, True, "root", cred.uid)
         for name in (self.operator.user, self.pref_operator()):
             if name and self._user_uid(name) == cred.uid:
-                return Permit(True, True, f"operator {name}")
+                return Permit(True, True, f"operator {name}", cred.uid)
         if self.operator.group and self._in_group(cred, self.operator.group):
-            return Permit(True, True, f"operator group {self.operator.group} member {cred.username()}")
-        return Permit(True, False, f"user {cred.username()} (uid {cred.uid})")
+            return Permit(True, True, f"operator group {self.operator.group} member {cred.username()}", cred.uid)
+        return Permit(True, False, f"user {cred.username()} (uid {cred.uid})", cred.uid)
 
     def denial(self, permit: Permit, action: str) -> str:
         """The 403 message for a write by a reader."""

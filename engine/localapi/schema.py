@@ -562,6 +562,29 @@ class EngineStatus(Wire):
 
 
 @dataclass(frozen=True)
+class NodeKeyRotation(Wire):
+    """meshvpn extension of ipn.Notify: control replaced the node key (expiry → re-registration).
+
+    Wire: {"NodePublic": "nodekey:<hex>", "OldNodePublic": "nodekey:<hex>", "NodeKey": "privkey:<hex>"}.
+    The public halves go to every watcher; "NodeKey" (the new private key, the name SetKeysRequest
+    uses) only to the watcher allowed to keep it: write access, no NotifyNoPrivateKeys, and the same
+    uid that handed the keys over (POST /localapi/v0/meshvpn/keys). It lets the GUI store the new key
+    in its keyring, so the next start hands over the key control knows instead of the expired one.
+    """
+
+    node_public: str = gofield("NodePublic", "")
+    old_node_public: str = gofield("OldNodePublic", "")
+    node_private: str = gofield("NodeKey", "", omitempty=True)
+
+    def without_private(self) -> "NodeKeyRotation":
+        return dataclasses.replace(self, node_private="") if self.node_private else self
+
+    def __repr__(self) -> str:  # the private half is never printed
+        return (f"NodeKeyRotation(node_public={self.node_public[:16]}…, old_node_public={self.old_node_public[:16]}…"
+                f"{', node_private=<redacted>' if self.node_private else ''})")
+
+
+@dataclass(frozen=True)
 class Notify(Wire):
     """ipn.Notify: one line of the IPN bus. A field that is None was not part of this message.
 
@@ -583,7 +606,15 @@ class Notify(Wire):
     drive_shares: list[Any] | None = gofield("DriveShares", None)
     health: dict[str, Any] | None = gofield("Health", None, omitempty=True)
     suggested_exit_node: str | None = gofield("SuggestedExitNode", None, omitempty=True)
+    # meshvpn extension (tailscaled has no such field; its clients ignore unknown keys)
+    node_key_rotated: NodeKeyRotation | None = gofield("MeshvpnNodeKeyRotated", None, omitempty=True)
     extra: dict = extra_field()
+
+    def without_private_keys(self) -> "Notify":
+        """This notification as a watcher without private-key access sees it (NotifyNoPrivateKeys)."""
+        if self.node_key_rotated is not None and self.node_key_rotated.node_private:
+            return dataclasses.replace(self, node_key_rotated=self.node_key_rotated.without_private())
+        return self
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ Request path:  accept ─► SO_PEERCRED ─► h11 parse (limits) ─► CSRF/H
 Endpoints (/localapi/v0/...; R = any local user, W = root/operator):
     status GET R (?peers=false)          prefs GET R / PATCH W (MaskedPrefs)   check-prefs POST W
     start POST W (ipn.Options) -> 204    login-interactive POST W -> 204       logout POST W -> 204
-    watch-ipn-bus GET R (?mask=N, NDJSON ipn.Notify)   ping POST R (?ip&type&size)   whois GET R (?addr)
+    watch-ipn-bus GET R (?mask=N, NDJSON ipn.Notify; W unless mask has NotifyNoPrivateKeys)   ping POST R (?ip&type&size)   whois GET R (?addr)
     set-use-exit-node-enabled POST W (?enabled)        suggest-exit-node GET R        derpmap GET R
     check-ip-forwarding / check-udp-gro-forwarding / check-reverse-path-filtering GET R ({"Warning"})
     serve-config GET R (null)            shutdown POST root
@@ -537,7 +537,12 @@ class LocalAPIServer:
         if not raw.isdigit():
             raise HTTPError(400, "bad mask")
         mask = NotifyWatchOpt(int(raw) & ((1 << 11) - 1))
-        events = self.backend.watch(mask)
+        if not mask & NotifyWatchOpt.NO_PRIVATE_KEYS and not req.permit.write:
+            # tailscaled's rule: readers must ask for private keys to be filtered out.
+            self.counters["denied"] += 1
+            raise HTTPError(403, "watch IPN bus access denied, must set ipn.NotifyNoPrivateKeys when not "
+                                 "running as admin/root or operator")
+        events = self.backend.watch(mask, uid=req.permit.uid)
 
         async def lines() -> AsyncIterator[bytes]:
             try:
@@ -634,7 +639,7 @@ class LocalAPIServer:
             self.counters["denied"] += 1
             raise HTTPError(403, self.auth.denial(req.permit, "setting keys"))
         keys = SetKeysRequest.from_dict(req.json())
-        return Reply(200, self.backend.set_keys(keys).to_dict())
+        return Reply(200, self.backend.set_keys(keys, owner_uid=req.permit.uid).to_dict())
 
     async def h_netcheck(self, req: Request) -> Reply:
         if self.backend.state not in (State.RUNNING, State.STARTING):

@@ -248,6 +248,32 @@ def test_restart_keeps_login_in_the_store():
     run(t())
 
 
+def test_gui_mode_saved_login_waits_for_the_guis_keys():
+    """--prefs (GUI mode): after a restart the saved login connects under the GUI's keys, never generated ones."""
+    async def t():
+        store = MemoryStore()
+        b = Backend(FakeEngine(), store=store, generate_keys=False)
+        await b.start()
+        mk, nk = MachinePrivate.generate(), NodePrivate.generate()
+        b.set_keys(SetKeysRequest(machine_private=mk.to_text(), node_private=nk.to_text()))
+        await b.start_with(update_prefs=UP)
+        assert b.state == State.RUNNING
+        await b.aclose()
+        eng2 = FakeEngine()
+        b2 = Backend(eng2, store=MemoryStore(Stored(store.load().prefs, None)), generate_keys=False)  # as --prefs
+        await b2.start()
+        assert eng2.calls == [] and b2.keys is None  # no keys yet: nothing started under made-up ones
+        b2.set_keys(SetKeysRequest(machine_private=mk.to_text(), node_private=nk.to_text()))
+        for _ in range(50):
+            if eng2.calls:
+                break
+            await asyncio.sleep(0.01)
+        assert eng2.calls == ["start"]
+        assert b2.status().self.public_key == str(nk.public())
+        await b2.aclose()
+    run(t())
+
+
 def test_file_store_is_private_and_atomic(tmp_path):
     path = tmp_path / "state.json"
     fs = FileStore(path, keep_keys=True)
