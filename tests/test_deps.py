@@ -25,6 +25,8 @@ PURE_CORES = [
     "engine/peerapi/core.py",
     "engine/peerapi/access.py",
     "engine/peerapi/ports.py",
+    "engine/dns/exitdns.py",
+    "engine/dns/config.py",
     "engine/ipn/backend.py",
     "meshgui/state.py",
 ]

@@ -1,4 +1,4 @@
-"""Asyncio adapter that forwards raw DNS queries to upstream resolvers over UDP (TCP on truncation or for TCP clients)."""
+"""Asyncio adapter that forwards raw DNS queries upstream: UDP (TCP on truncation or for TCP clients) or DoH by upstream kind."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import socket
 import struct
 from typing import Callable
 
-from engine.dns.config import Upstream
+from engine.dns.config import AnyUpstream, DoHUpstream, Upstream
+from engine.dns.doh import DoHClient, DoHError
 
 UPSTREAM_TIMEOUT = 2.0  # seconds per upstream try; clients (dig: 5 s) retry themselves
 MAX_REPLY_BYTES = 65535
+MIN_UDP_PAYLOAD = 512  # RFC 1035 §4.2.1: a UDP reply without EDNS
+_OPT = 41  # EDNS OPT pseudo-RR type (RFC 6891)
 
 SocketHook = Callable[[socket.socket], None]
 
@@ -20,18 +23,28 @@ class Forwarder:
     """Sends a query to each upstream in turn until one answers; returns the raw reply or None.
 
     `socket_hook` is applied to every upstream socket before use (the daemon passes
-    engine.router.exitnode.mark_socket so upstream DNS bypasses the exit-node table).
+    engine.router.exitnode.mark_socket so upstream DNS bypasses the exit-node table; tailnet
+    addresses, such as an exit node's peerAPI DoH, still route through the TUN via table main).
+    DoH upstreams go through `doh` (one pooled client; its own timeout, DOH_TIMEOUT).
     """
 
-    def __init__(self, *, timeout: float = UPSTREAM_TIMEOUT, socket_hook: SocketHook | None = None) -> None:
+    def __init__(self, *, timeout: float = UPSTREAM_TIMEOUT, socket_hook: SocketHook | None = None,
+                 doh: DoHClient | None = None) -> None:
         self._timeout = timeout
         self._hook = socket_hook
+        self.doh = doh or DoHClient(socket_hook=socket_hook)
         self.errors = 0
 
-    async def forward(self, query: bytes, upstreams: tuple[Upstream, ...], *, tcp: bool = False) -> bytes | None:
+    async def forward(self, query: bytes, upstreams: tuple[AnyUpstream, ...], *, tcp: bool = False) -> bytes | None:
         for up in upstreams:
             try:
-                if tcp:
+                if isinstance(up, DoHUpstream):
+                    reply = await self.doh.query(up, query)
+                    if len(reply) >= 2:  # HTTP pairs request and reply; a server may zero the id (RFC 8484 §4.1)
+                        reply = query[:2] + reply[2:]
+                    if not tcp:
+                        reply = mark_truncated_for_udp(reply, query)
+                elif tcp:
                     reply = await asyncio.wait_for(self._tcp(query, up), self._timeout)
                 else:
                     reply = await asyncio.wait_for(self._udp(query, up), self._timeout)
@@ -40,12 +53,16 @@ class Forwarder:
                             full = await asyncio.wait_for(self._tcp(query, up), self._timeout)
                             if full is not None:
                                 reply = full
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, DoHError):
                 self.errors += 1
                 continue
             if reply is not None:
                 return reply
         return None
+
+    async def aclose(self) -> None:
+        """Close pooled upstream connections (DoH keep-alives)."""
+        await self.doh.aclose()
 
     def _socket(self, up: Upstream, kind: int) -> socket.socket:
         fam = socket.AF_INET6 if ":" in up.host else socket.AF_INET
@@ -83,3 +100,42 @@ async def _recv_exact(loop: asyncio.AbstractEventLoop, s: socket.socket, n: int)
             raise asyncio.IncompleteReadError(bytes(buf), n)
         buf += chunk
     return bytes(buf)
+
+
+def _udp_limit(query: bytes) -> int:
+    """The reply size the client accepts over UDP: its EDNS payload size, else 512 (unparsable -> 512)."""
+    try:
+        qd, an, ns, ar = struct.unpack_from("!HHHH", query, 4)
+        off = 12
+        for _ in range(qd):
+            off = _skip_name(query, off) + 4
+        for _ in range(an + ns):
+            off = _skip_name(query, off) + 8
+            off += 2 + struct.unpack_from("!H", query, off)[0]
+        for _ in range(ar):
+            off = _skip_name(query, off)
+            rtype, rclass = struct.unpack_from("!HH", query, off)
+            if rtype == _OPT:
+                return max(MIN_UDP_PAYLOAD, rclass)
+            off += 8
+            off += 2 + struct.unpack_from("!H", query, off)[0]
+    except (struct.error, IndexError):
+        pass
+    return MIN_UDP_PAYLOAD
+
+
+def _skip_name(msg: bytes, off: int) -> int:
+    while True:
+        n = msg[off]
+        if n == 0:
+            return off + 1
+        if n & 0xC0 == 0xC0:
+            return off + 2
+        off += 1 + n
+
+
+def mark_truncated_for_udp(reply: bytes, query: bytes) -> bytes:
+    """Set TC on a (DoH) reply larger than the UDP client accepts, so it retries over TCP (as tailscale does)."""
+    if len(reply) < 12 or reply[2] & 0x02 or len(reply) <= _udp_limit(query):
+        return reply
+    return reply[:2] + bytes([reply[2] | 0x02]) + reply[3:]

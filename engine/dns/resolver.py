@@ -23,7 +23,7 @@ import dns.rdatatype
 import dns.reversename
 import dns.rrset
 
-from engine.dns.config import CGNAT_V4, TAILNET_V6, ResolverConfig, Upstream, fqdn
+from engine.dns.config import CGNAT_V4, TAILNET_V6, AnyUpstream, ResolverConfig, fqdn
 
 MAX_QUERY_BYTES = 4096  # a query larger than this is junk (tailscale caps TCP requests the same)
 MIN_UDP_PAYLOAD = 512
@@ -46,7 +46,7 @@ class Forward:
     """Send `query` to the upstreams (in order); pass what comes back to finish_forward."""
 
     query: bytes
-    upstreams: tuple[Upstream, ...]
+    upstreams: tuple[AnyUpstream, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,17 @@ class DNSServer:
             with contextlib.suppress(BaseException):
                 await tg.__aexit__(None, None, None)
 
+    async def answer(self, query: bytes) -> bytes | None:
+        """Answer one query as quad-100 would (for the peerAPI's DNS-over-HTTP); None if the resolver drops it.
+
+        Stream semantics (no truncation of local answers); forwarded over UDP, TCP on truncation.
+        """
+        action = self.resolver.handle(query, tcp=True)
+        if isinstance(action, Forward):
+            reply = await self.forwarder.forward(action.query, action.upstreams)
+            action = self.resolver.finish_forward(action.query, reply)
+        return action.wire if isinstance(action, Reply) else None
+
     # -- UDP ------------------------------------------------------------------------------
     def _on_udp(self, proto: _UDP, data: bytes, addr) -> None:
         action = self.resolver.handle(data, tcp=False)

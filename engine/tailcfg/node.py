@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.keys import DiscoPublic, MachinePublic, NodePublic
 from engine.tailcfg.codec import go
+from engine.tailcfg.dns import DNSResolver
 
 DERP_MAGIC_IP = "127.3.3.40"  # legacy Node.DERP "127.3.3.40:<region>"
 
@@ -101,6 +102,7 @@ class Node:
     cap_map: dict[str, Any] | None = go("CapMap")
     expired: bool | None = go("Expired")
     is_wireguard_only: bool | None = go("IsWireGuardOnly")
+    exit_node_dns_resolvers: tuple[DNSResolver, ...] | None = go("ExitNodeDNSResolvers")  # WireGuard-only exit nodes
     is_jailed: bool | None = go("IsJailed")
     self_node_v4_masq_addr_for_this_peer: str | None = go("SelfNodeV4MasqAddrForThisPeer")
 

@@ -20,7 +20,7 @@ import json
 import pytest
 
 from tests.exit_tailscaled.tsnet import (
-    OURS_NAME, TS_ENV, TS_NAME, EngineGap, approve_exit, build, diag, eventually, start_tailscaled, ts_peer,
+    OURS_NAME, TS_ENV, TS_NAME, approve_exit, build, diag, eventually, start_tailscaled, ts_peer,
 )
 from tests.lab.netlab import Host
 from tests.lab.tailscaled import Tailscaled
@@ -31,9 +31,6 @@ pytestmark = pytest.mark.lab
 NAME = "www.example.org."
 LAN_ZONE = {NAME: "192.0.2.80"}
 EXIT_ZONE = {NAME: "203.0.113.80"}
-GAP = ("engine gap: with an exit node our quad-100 still forwards to the OS upstream (marked to bypass table 52), "
-       "so DNS leaks to the local network; tailscale uses the exit node's peerAPI DoH (/dns-query)")
-
 DOH_GET = (
     "import base64, sys, urllib.request\n"
     "import dns.message\n"
@@ -49,7 +46,6 @@ def dig(h, *args: str) -> str:
     return h.run(["dig", "+time=2", "+tries=2", *args], check=False).stdout
 
 
-@pytest.mark.xfail(strict=True, raises=EngineGap, reason=GAP)
 def test_dns_goes_through_the_tailscaled_exit_node(lab):
     net = build(lab, exit_side="ts")
     landns = lab.host("landns")
@@ -83,17 +79,10 @@ def test_dns_goes_through_the_tailscaled_exit_node(lab):
         answer = dig(c, "@100.100.100.100", NAME, "+short").split()
         leaked = Host.log_of(lan_dns).count("udp ") - queries_before
         assert cl.stop() == 0
-        if answer != ["203.0.113.80"] or leaked:
-            raise EngineGap(f"with exit node {TS_NAME}: answer {answer}, {leaked} queries to the LAN DNS server")
+        assert answer == ["203.0.113.80"] and not leaked, \
+            f"with exit node {TS_NAME}: answer {answer}, {leaked} queries to the LAN DNS server"
 
 
-PEERAPI_GAP = ("engine bug: we announce a capability version >= 26, so tailscaled assumes our node serves DNS "
-               "over its peerAPI (/dns-query) when it is the exit node; we run no peerAPI and announce no "
-               "peerapi4/peerapi6 service, so tailscaled's default resolver becomes the bare path \"/dns-query\" "
-               "and every non-tailnet lookup of a tailscaled client using our exit node fails")
-
-
-@pytest.mark.xfail(strict=True, raises=EngineGap, reason=PEERAPI_GAP)
 def test_tailscaled_client_resolves_through_our_exit_node(lab):
     """tailscaled (userspace networking: its OS DNS configurator is a no-op) with accept-dns, exit node = ours."""
     net = build(lab, exit_side="ours")
@@ -123,5 +112,5 @@ def test_tailscaled_client_resolves_through_our_exit_node(lab):
                 break
             out = ts_query()
         assert ex.stop() == 0
-        if "203.0.113.80" not in out:
-            raise EngineGap(f"tailscaled client using our exit node cannot resolve {NAME}: {out.strip()[:400]}")
+        assert "203.0.113.80" in out, \
+            f"tailscaled client using our exit node cannot resolve {NAME}: {out.strip()[:400]}"
