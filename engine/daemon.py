@@ -474,7 +474,7 @@ class Node:
             from engine.dns.manager import _run
             from engine.dns.resolved import ResolvedConfigurator
 
-            return ResolvedConfigurator(self.args.tun, _run)
+            return ResolvedConfigurator(self.args.tun, _run, logger=self.log.getChild("dns"))
         return choose_os_configurator(self.args.tun, journal_dir=self._run_dir, logger=self.log.getChild("dns"))
 
     async def _start_dns(self, stack: contextlib.AsyncExitStack) -> None:
@@ -504,18 +504,74 @@ class Node:
             self._dns_key = key
             return
         d = nm.delta
-        key = (id(nm.self_node), id(nm.dns_config), self._prefs.accept_dns)
+        # The exit node is part of the key: choosing, switching or clearing it (or its Node
+        # changing) reconfigures at once; with one that can proxy DNS, default DNS goes to its DoH.
+        exit_peer = self.exit_node_peer
+        using_exit = bool(self._prefs.exit_node)
+        key = (id(nm.self_node), id(nm.dns_config), self._prefs.accept_dns, using_exit,
+               id(exit_peer) if exit_peer is not None else None)
         if not force and key == self._dns_key and not d.full and not d.changed and not d.removed:
             return
         self._dns_key = key
         try:
-            self.dns.set(nm.self_node, nm.sorted_peers(), nm.dns_config, accept_dns=self._prefs.accept_dns)
+            self.dns.set(nm.self_node, nm.sorted_peers(), nm.dns_config, accept_dns=self._prefs.accept_dns,
+                         exit_node=exit_peer, using_exit_node=using_exit)
         except Exception as e:  # noqa: BLE001 - OS DNS trouble must not stop the data plane
             self.log.error("DNS configuration failed: %s", e)
+
+    # -- peerAPI (DNS-over-HTTP for peers using us as exit node) --------------------------
+    peerapi = None  # engine.peerapi.server.PeerAPIServer while running
+    _peerapi_key: tuple | None = None
+
+    async def _start_peerapi(self, stack: contextlib.AsyncExitStack) -> None:
+        """The peerAPI HTTP server (listens once the netmap gives us addresses); answers DNS via MagicDNS."""
+        from engine.peerapi import PeerAPICore
+        from engine.peerapi.server import PeerAPIServer
+
+        dns = self.dns
+        core = PeerAPICore(dns_available=dns is not None, self_name=self.args.hostname or socket.gethostname())
+        srv = PeerAPIServer(core, dns.answer if dns is not None else None, logger=self.log.getChild("peerapi"))
+        self.peerapi = await stack.enter_async_context(srv)
+
+    def _peerapi_services(self) -> tuple[dict, ...] | None:
+        """Hostinfo.Services: peerapi4/peerapi6 ports of the listeners up, and peerapi-dns-proxy with MagicDNS."""
+        from engine.peerapi import services
+
+        ports = self.peerapi.ports if self.peerapi is not None else {}
+        return services(ports, dns_proxy=self.dns is not None) or None
+
+    def _apply_peerapi(self, nm: NetworkMap | None) -> None:
+        """Listen on our tailnet addresses, refresh who may query, announce the ports when they change."""
+        srv = self.peerapi
+        if srv is None or nm is None or nm.self_node is None:
+            return
+        from engine.filter import ACCEPT
+        from engine.peerapi import access_from_netmap
+        from engine.peerapi.access import filter_internet_check
+
+        offering = all(r in self._prefs.routable_ips() for r in EXIT_ROUTES)
+        d = nm.delta
+        key = (id(nm.self_node), id(self._filter), offering)
+        if key != self._peerapi_key or d.full or d.changed or d.removed:
+            f = self._filter
+            srv.core.set_access(access_from_netmap(
+                nm, offering_exit=offering, internet_allowed=filter_internet_check(f, ACCEPT) if f else None))
+            self._peerapi_key = key
+        addrs = [a.split("/", 1)[0] for a in nm.self_node.addresses]
+        if set(addrs) != set(srv.ports):
+            srv.set_addresses(addrs)
+            self._apply_filter(nm)  # the filter opens the (new) peerAPI ports
+        if self.client is not None:
+            hi = self.client.opts.hostinfo
+            want = self._peerapi_services()
+            if hi.services != want:
+                self.client.set_hostinfo(dataclasses.replace(hi, services=want))
 
     # -- packet filter -------------------------------------------------------------------
     def _apply_filter(self, nm: NetworkMap | None) -> None:
         from engine.filter import Filter
+        from engine.filter.localnets import local_routes
+        from engine.netif import interface_prefixes
 
         if nm is None or nm.self_node is None:
             pf, addrs = None, ()
@@ -524,10 +580,17 @@ class Node:
             if self._prefs.shields_up:
                 pf = ()  # no rules: new inbound connections are dropped, replies still pass
         routes = self._prefs.routable_ips()
-        key = (pf, addrs, routes)  # compared by value: headscale resends the same rules with many updates
+        ifaces: tuple[str, ...] = ()
+        if pf is not None and any(ipaddress.ip_network(r).prefixlen == 0 for r in routes):
+            # offering an exit node: the default routes are local minus the attached subnets ("guest Wi-Fi")
+            ifaces = interface_prefixes(exclude_ifaces={self.args.tun})
+        # like tailscale, our peerAPI ports are open to every peer whatever the ACL (its access rules apply at L7)
+        open_tcp = tuple(sorted((self.peerapi.ports if self.peerapi is not None else {}).items()))
+        key = (pf, addrs, routes, ifaces, open_tcp)  # by value: headscale resends the same rules with many updates
         if key == self._filter_key:
             return
-        f, errors = Filter.for_netmap(pf, addrs, routes, prev=self._filter)
+        f, errors = Filter.for_netmap(pf, addrs, local_routes(routes, ifaces), prev=self._filter,
+                                       open_tcp=open_tcp)
         for e in errors:
             self.log.warning("packet filter: %s", e)
         self._filter_key = key
@@ -662,6 +725,7 @@ class Node:
             routable_ips=self._prefs.routable_ips() or None,
             net_info=NetInfo(preferred_derp=self.transport.home_derp if self.transport is not None
                              else self.args.derp_region),
+            services=self._peerapi_services(),
         )
 
     def on_event(self, ev) -> None:
@@ -685,6 +749,8 @@ class Node:
             save_state(self.state_path, self.state)
             if self.device is not None:
                 self.device.set_private_key(ev.new_private.raw)
+            if self.transport is not None:
+                self.transport.set_node_key(ev.new_private)
             self.log.info("node key rotated: %s -> %s", ev.old_public.short(), ev.new_private.public().short())
         elif isinstance(ev, LoginFailed):
             self.log.error("login failed: %s", ev.error)
@@ -724,6 +790,7 @@ class Node:
             self.router_applied = rc
         self._apply_filter(nm)
         self._apply_dns(nm, force=force)
+        self._apply_peerapi(nm)
         self._applied_nm = nm
         self._apply_exit_routing()
         self._report_exit_node()
@@ -816,6 +883,7 @@ class Node:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 await self._start_dns(stack)
+                await self._start_peerapi(stack)
                 self._apply_forwarding()
                 self._apply_filter(None)
                 self._apply_dns(None, force=True)
@@ -844,8 +912,7 @@ class Node:
                 self.log.info("joining %s as %s with endpoints %s", self.args.login_server, opts.hostinfo.hostname, eps)
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self.client.run())
-                    if self.transport is None:  # magicsock republishes its own endpoints
-                        tg.create_task(self._watch_endpoints(exclude))
+                    tg.create_task(self._watch_endpoints(exclude))  # endpoints without magicsock; exit filter
                     if self._status_path is not None:
                         tg.create_task(self._refresh_status())
                     await stop.wait()
@@ -884,12 +951,15 @@ class Node:
             self.write_status()
 
     async def _watch_endpoints(self, exclude: set[str]) -> None:
+        """Poll interface addresses: republish endpoints (without magicsock) and rebuild an exit node's filter."""
         while True:
             await asyncio.sleep(self.args.endpoint_interval)
-            eps = await asyncio.to_thread(local_endpoints, self.device.listen_port, exclude_ifaces=exclude)
-            if tuple(eps) != self.client.opts.endpoints:
-                self.log.info("endpoints changed: %s", eps)
-                self.client.set_endpoints(eps)
+            if self.transport is None:  # magicsock republishes its own endpoints
+                eps = await asyncio.to_thread(local_endpoints, self.device.listen_port, exclude_ifaces=exclude)
+                if tuple(eps) != self.client.opts.endpoints:
+                    self.log.info("endpoints changed: %s", eps)
+                    self.client.set_endpoints(eps)
+            self._apply_filter(self._applied_nm)  # no-op unless the attached subnets changed (key compare)
 
 
 def _quiet(fn):

@@ -18,6 +18,7 @@ Flow (mirrors tailscale wgengine/filter, read for facts):
 from __future__ import annotations
 
 import enum
+import ipaddress
 import threading
 from collections import OrderedDict
 from typing import Any, Iterable, Mapping, Sequence
@@ -91,8 +92,13 @@ class Filter:
         local_nets: Iterable[str] = (),
         *,
         lru_size: int = LRU_SIZE,
+        open_tcp: Iterable[tuple[str, int]] = (),
     ) -> None:
         self.matches = tuple(matches)
+        # (address, port) pairs a TCP SYN may always reach, whatever the rules: our peerAPI listeners
+        # (tailscale lets them through before its filter: their access rules are applied at L7)
+        self._open_tcp = frozenset((ipaddress.ip_address(a).version, int(ipaddress.ip_address(a)), int(p))
+                                   for a, p in open_tcp)
         self._local4, self._local6 = prefixes_to_ranges(local_nets)
         # Per-family (protos, srcs, dsts) triples: the inner loops index tuples only.
         self._m4 = tuple((m.protos, m.src4, m.dst4) for m in self.matches if m.src4 and m.dst4)
@@ -124,18 +130,19 @@ class Filter:
         self_addresses: Iterable[str],
         advertised_routes: Iterable[str] = (),
         prev: "Filter | None" = None,
+        open_tcp: Iterable[tuple[str, int]] = (),
     ) -> tuple["Filter", list[str]]:
         """The daemon's entry point: NetworkMap.packet_filter (None = none yet -> AllowNone).
 
         Local destinations are our own addresses plus the routes we advertise (0.0.0.0/0 and
         ::/0 when offering an exit node). A fatal rule error (SrcBits) fails closed (AllowNone).
-        The UDP reply LRU of `prev` is carried over.
+        The UDP reply LRU of `prev` is carried over. ``open_tcp``: see __init__ (not before the first netmap).
         """
         if packet_filter is None:
             f, errors = cls.allow_none(), []
         else:
             try:
-                f, errors = cls.from_rules(packet_filter, [*self_addresses, *advertised_routes])
+                f, errors = cls.from_rules(packet_filter, [*self_addresses, *advertised_routes], open_tcp=open_tcp)
             except FilterRuleError as e:
                 f, errors = cls.allow_none(), [str(e)]
         if prev is not None:
@@ -200,6 +207,8 @@ class Filter:
                 return ACCEPT, "tcp non-syn"
             if self._match(ms, proto, src, dst, dport):
                 return ACCEPT, "tcp ok"
+            if self._open_tcp and (ver, dst, dport) in self._open_tcp:
+                return ACCEPT, "peerapi"
             return DROP, DropReason.NO_RULE
         if proto == PROTO_UDP or proto == PROTO_SCTP:
             t = (proto, src, d[4], dst, dport)

@@ -175,11 +175,26 @@ def concat_packet_filters(chunks: Mapping[str, Iterable[Mapping[str, Any]] | Non
 
 
 def prefixes_to_ranges(prefixes: Iterable[str]) -> tuple[tuple[Range, ...], tuple[Range, ...]]:
-    """Local addresses/routes ("100.64.0.1/32", "10.0.0.0/24", bare IPs) -> (v4 ranges, v6 ranges)."""
+    """Local addresses/routes ("100.64.0.1/32", "10.0.0.0/24", bare IPs) -> (v4 ranges, v6 ranges).
+
+    Overlapping and adjacent ranges are merged (sorted), so a default route shrunk into many
+    prefixes (engine.filter.localnets) costs the per-packet scan only a handful of ranges.
+    """
     v4: list[Range] = []
     v6: list[Range] = []
     for p in prefixes:
         net = ipaddress.ip_network(str(p), strict=False)
         r = (int(net.network_address), int(net.broadcast_address))
         (v4 if net.version == 4 else v6).append(r)
-    return tuple(v4), tuple(v6)
+    return _merge(v4), _merge(v6)
+
+
+def _merge(ranges: list[Range]) -> tuple[Range, ...]:
+    out: list[Range] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            if hi > out[-1][1]:
+                out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return tuple(out)

@@ -138,16 +138,3 @@ def access_from_netmap(nm: Any, *, offering_exit: bool, internet_allowed: Callab
         peers[ip] = me_ident
     return Access(self_addresses=mine, self_user=me.user or 0, peers=peers, offering_exit=offering_exit,
                   internet_allowed=internet_allowed)
-
-
-def peerapi_filter_rule(ports: Mapping[str, int]) -> dict | None:
-    """A FilterRule (JSON form) opening our peerAPI ports to every peer, whatever the ACL (None: no listeners).
-
-    tailscale lets a TCP SYN to (our address, its peerAPI port) through even when the packet
-    filter would drop it (net/tstun/wrap.go: "its ACLs are handled at L7"), shields-up included;
-    appending this rule to the netmap's packet filter gives our filter the same verdicts.
-    """
-    dst = [{"IP": ip, "Ports": {"First": port, "Last": port}} for ip, port in sorted(ports.items()) if port]
-    if not dst:
-        return None
-    return {"SrcIPs": ["*"], "DstPorts": dst, "IPProto": [PROTO_TCP]}

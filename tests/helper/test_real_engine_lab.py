@@ -20,6 +20,7 @@ from tests.node.labnode import INET, UDP_ECHO, udp_ask
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(not TAILSCALE.exists(), reason="reference peers not built")]
 
 CTL = "192.0.2.1"
+B_WAN = "198.51.100.2"  # the exit node's WAN address (towards isp) in test_exit_node_chosen_through_the_localapi
 
 
 def wait_until(fn, what: str, timeout: float = 60.0, interval: float = 0.3):
@@ -212,13 +213,19 @@ def _exit_routing(h) -> bool:
 def test_exit_node_chosen_through_the_localapi(net):
     """meshctl / tailscale CLI pick our other node as exit node: table 52 + rule 5270, traffic leaves via it.
 
-    ``inet`` (203.0.113.2, udp echo reporting the source it saw) is reachable only through b.
+    ``inet`` (203.0.113.2, udp echo reporting the source it saw) is reachable only through b, one router
+    (isp) away: an exit node forwards to the internet, not into its own attached subnets (tailscale's
+    "guest Wi-Fi" filter), so inet must not sit on b's WAN link.
     """
     lab, hs, host = net
     key = hs.preauth_key("alice")
     a, b = host("a", 11), host("b", 12)
-    inet = lab.host("inet")
-    lab.link(b, inet, "203.0.113.1/24", f"{INET}/24")
+    isp, inet = lab.host("isp"), lab.host("inet")
+    lab.link(b, isp, f"{B_WAN}/24", "198.51.100.1/24")
+    lab.link(isp, inet, "203.0.113.1/24", f"{INET}/24")
+    isp.sysctl("net.ipv4.ip_forward", 1)
+    b.add_route("203.0.113.0/24", via="198.51.100.1")
+    inet.set_default_route("203.0.113.1")
     inet.popen_python(UDP_ECHO, "0.0.0.0", "7")
     sa, pa = start_helper(a, lab)
     sb, pb = start_helper(b, lab)
@@ -245,15 +252,15 @@ def test_exit_node_chosen_through_the_localapi(net):
     st = status(sa)
     assert [v["HostName"] for v in st["Peer"].values() if v["ExitNode"]] == ["py-b"]
     wait_until(lambda: _exit_routing(a), "table 52 + rule 5270", 20)
-    got = wait_until(lambda: (r := udp_ask(a, INET, 7)).startswith("203.0.113.1:") and r, "traffic via b", 30, 1.0)
-    assert got.startswith("203.0.113.1:"), got  # masqueraded to b's address on inet's link
+    got = wait_until(lambda: (r := udp_ask(a, INET, 7)).startswith(f"{B_WAN}:") and r, "traffic via b", 30, 1.0)
+    assert got.startswith(f"{B_WAN}:"), got  # masqueraded to b's WAN address
 
     # the prefs survive down/up: the exit node goes into the Node at start
     assert meshctl(sa, "down").returncode == 0
     wait_until(lambda: a.run(["ip", "-4", "rule", "show"]).stdout == rules_before, "rules removed on down", 20)
     assert meshctl(sa, "up", "--timeout", "60", timeout=90).returncode == 0
     wait_until(lambda: _exit_routing(a), "table 52 + rule 5270 after up", 30)
-    wait_until(lambda: udp_ask(a, INET, 7).startswith("203.0.113.1:"), "traffic via b after up", 30, 1.0)
+    wait_until(lambda: udp_ask(a, INET, 7).startswith(f"{B_WAN}:"), "traffic via b after up", 30, 1.0)
 
     # tailscale set --exit-node= clears it; --exit-node=<ip> sets it again
     p = tailscale_cli(sa, "set", "--exit-node=")
@@ -263,7 +270,7 @@ def test_exit_node_chosen_through_the_localapi(net):
     p = tailscale_cli(sa, "set", f"--exit-node={b_ip}")
     assert p.returncode == 0, p.stdout + p.stderr
     wait_until(lambda: _exit_routing(a), "table 52 + rule 5270 via tailscale set", 20)
-    wait_until(lambda: udp_ask(a, INET, 7).startswith("203.0.113.1:"), "traffic via b (tailscale set)", 30, 1.0)
+    wait_until(lambda: udp_ask(a, INET, 7).startswith(f"{B_WAN}:"), "traffic via b (tailscale set)", 30, 1.0)
     p = meshctl(sa, "exit-node", "set", "")
     assert p.returncode == 0, p.stderr
     wait_until(lambda: a.run(["ip", "-4", "rule", "show"]).stdout == rules_before, "exit rules removed", 20)

@@ -20,7 +20,7 @@ UDP_ECHO = str(REPO_ROOT / "tests" / "lab" / "udp_echo.py")
 UPSTREAM_DNS = str(REPO_ROOT / "tests" / "exitdns" / "upstream_dns.py")
 DRIVER = str(HERE / "drive_node.py")
 INET = "203.0.113.2"  # the "internet" host of the exitnet fixture, reachable only through the exit node
-INET6 = "2001:db8:1::2"  # ... and its IPv6 address (e has 2001:db8:1::1)
+INET6 = "2001:db8:1::2"  # ... and its IPv6 address (isp has 2001:db8:1::1, e 2001:db8:2::2)
 LANHOST = "192.0.2.20"  # a host on the client's LAN
 
 

@@ -8,6 +8,8 @@ IPs, ports ignored), b cannot ping a; replies and established flows always pass.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.node.labnode import UDP_ECHO, Node, start_headscale, tcp_ask, tcp_whoami, udp_ask
@@ -15,6 +17,26 @@ from tests.node.labnode import UDP_ECHO, Node, start_headscale, tcp_ask, tcp_who
 pytestmark = pytest.mark.lab
 
 POLICY = {"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:8080"], "proto": "tcp"}]}
+
+
+HTTP_STATUS = (
+    "import sys, urllib.error, urllib.request\n"
+    "try:\n"
+    "    print(urllib.request.urlopen(sys.argv[1], timeout=10).status)\n"
+    "except urllib.error.HTTPError as e:\n"
+    "    print(e.code)\n"
+)
+
+
+def peerapi_port(h, ip: str) -> int:
+    """The TCP port our helper listens on at its tailnet address (the peerAPI)."""
+    for _ in range(100):
+        for ln in h.run(["ss", "-ltnH"]).stdout.splitlines():
+            local = ln.split()[3]
+            if local.startswith(f"{ip}:") and not local.endswith((":8080", ":8081")):  # not the test's servers
+                return int(local.rsplit(":", 1)[1])
+        time.sleep(0.1)
+    raise AssertionError(f"no peerAPI listener on {ip}: {h.run(['ss', '-ltn']).stdout}")
 
 
 def test_acl_policy_enforced(lab):
@@ -45,6 +67,10 @@ def test_acl_policy_enforced(lab):
     # ICMP: a may ping b (a rule a->b exists), b may not ping a
     assert a.ping(b_ip, count=2).returncode == 0
     assert b.ping(a_ip, count=2, timeout=2).returncode != 0
+    # the peerAPI port passes the packet filter whatever the ACL (as in tailscale); the peerAPI's own access rules
+    # then answer at L7: b (another user, a offers no exit node) may not use a's DNS
+    port = peerapi_port(a, a_ip)
+    assert b.exec_python(HTTP_STATUS, f"http://{a_ip}:{port}/dns-query?q=example.org").stdout.strip() == "403"
     # still allowed after all that
     assert tcp_ask(a, b_ip, 8080).startswith(f"{a_ip}:")
 

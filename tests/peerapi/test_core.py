@@ -200,15 +200,15 @@ def test_internet_check_from_real_filter(rules, routes, want):
     pytest.param([], id="shields_up_no_rules"),
     pytest.param([RULE_TAILNET_ONLY | {"SrcIPs": ["100.64.0.9"]}], id="acl_for_someone_else"),
 ])
-def test_peerapi_rule_lets_syn_through_any_acl(rules):
-    """tailscale accepts a SYN to our peerAPI port whatever the ACL; only that port, only TCP."""
-    from engine.peerapi.access import peerapi_filter_rule
-
-    rule = peerapi_filter_rule({ME4: 40000, ME6: 40001})
-    f, errs = Filter.from_rules([*rules, rule], [ME4, ME6])
+def test_peerapi_ports_let_syn_through_any_acl(rules):
+    """tailscale accepts a SYN to our peerAPI port whatever the ACL; only that port, only TCP, ICMP unchanged."""
+    f, errs = Filter.for_netmap(rules, [ME4, ME6], open_tcp=[(ME4, 40000), (ME6, 40001)])
     assert not errs
     assert f.explain_in(syn_probe("100.64.0.3", ME4, 40000))[0] is ACCEPT
     assert f.explain_in(syn_probe("fd7a:115c:a1e0::3", ME6, 40001))[0] is ACCEPT
     assert f.explain_in(syn_probe("100.64.0.3", ME4, 40001))[0] is not ACCEPT  # other port
     assert f.explain_in(syn_probe("100.64.0.3", ME4, 22))[0] is not ACCEPT
-    assert peerapi_filter_rule({}) is None
+    # the opening is not a rule: it lets no ICMP echo through (tailscale's filter never sees it)
+    assert len(f.matches) == len(rules)
+    closed, _ = Filter.for_netmap(rules, [ME4, ME6])
+    assert closed.explain_in(syn_probe("100.64.0.3", ME4, 40000))[0] is not ACCEPT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 
 from hypothesis import given, settings
@@ -9,6 +10,8 @@ from hypothesis import strategies as st
 
 from engine.filter import ACCEPT, DROP, DropReason, Filter
 from engine.filter.localnets import NEVER_VIA_DEFAULT, local_routes, shrink_default_route, subtract
+from engine.filter.rules import prefixes_to_ranges
+from engine.netif import interface_prefixes, parse_ip_addr_json
 from tests.exitdns.pkt import udp
 
 IFACES = ("127.0.0.1/8", "198.51.100.2/24", "::1/128", "2001:db8:1::2/64", "fe80::1/64",
@@ -93,3 +96,41 @@ def test_shrink_matches_set_semantics(ifaces, probe):
     assert any(ip in n for n in nets) == expected
     # the result is disjoint and collapsed
     assert list(ipaddress.collapse_addresses(nets)) == nets
+
+
+def test_shrunk_default_is_a_handful_of_filter_ranges():
+    v4, v6 = prefixes_to_ranges([ME4 + "/32", *local_routes(["0.0.0.0/0", "::/0"], IFACES)])
+    assert len(v4) <= 16 and len(v6) <= 8, (v4, v6)  # merged: the per-packet scan stays short
+    assert all(a[1] + 1 < b[0] for a, b in zip(v4, v4[1:]))  # sorted, disjoint, not adjacent
+    assert prefixes_to_ranges(["10.0.0.0/25", "10.0.0.128/25", "10.0.0.5", "10.0.2.0/24"])[0] == (
+        (0x0A000000, 0x0A0000FF), (0x0A000200, 0x0A0002FF))
+
+
+def test_interface_prefixes_reads_this_namespace():
+    # read-only: the loopback address is listed (tailscale counts loopback too); an excluded interface is not
+    assert "127.0.0.1/8" in interface_prefixes()
+    assert "127.0.0.1/8" not in interface_prefixes(exclude_ifaces={"lo"})
+
+
+def test_interface_prefixes_on_a_running_event_loop():
+    # the daemon calls it from its asyncio loop thread (Node._apply_filter)
+    async def main():
+        return interface_prefixes()
+
+    assert "127.0.0.1/8" in asyncio.run(main())
+
+
+def test_parse_ip_addr_json_down_ptp_and_junk():
+    doc = [
+        {"ifname": "lo", "flags": ["LOOPBACK", "UP"], "addr_info": [
+            {"family": "inet", "local": "127.0.0.1", "prefixlen": 8},
+            {"family": "inet6", "local": "::1", "prefixlen": 128}]},
+        {"ifname": "wan0", "flags": ["POINTOPOINT"], "addr_info": [  # down interfaces count too (as tailscale)
+            {"family": "inet", "local": "198.51.100.2", "address": "198.51.100.1", "prefixlen": 32}]},
+        {"ifname": "eth1", "addr_info": [{"family": "inet6", "local": "fe80::1%eth1", "prefixlen": 64},
+                                         {"family": "inet", "local": "bogus", "prefixlen": 24}, {"prefixlen": 24}]},
+        {"ifname": "mesh0", "addr_info": [{"family": "inet", "local": "100.64.0.1", "prefixlen": 32}]},
+        "junk",
+    ]
+    assert parse_ip_addr_json(doc, {"mesh0"}) == ("127.0.0.1/8", "198.51.100.2/32", "::1/128", "fe80::1/64")
+    assert parse_ip_addr_json({"not": "a list"}) == ()
