@@ -176,7 +176,10 @@ async def serve(args: argparse.Namespace) -> int:
             stack.callback(lambda: journal.revert_all())  # runs last
             engine = build_engine(args, journal, log)
             stack.push_async_callback(_step, log, "engine", engine.aclose, 25.0)
-            backend = Backend(engine, store=store, tun_name=args.tun, logger=logging.getLogger("meshvpn.backend"))
+            # GUI mode with saved prefs (--prefs; keys live in the GUI's keyring): after a restart a saved login
+            # waits for the GUI's keys instead of connecting as a brand-new node under generated ones
+            backend = Backend(engine, store=store, tun_name=args.tun, logger=logging.getLogger("meshvpn.backend"),
+                              generate_keys=not (args.prefs and not args.state))
             stack.push_async_callback(_step, log, "backend", backend.aclose, 30.0)
             await backend.start()
             auth = Authorizer(Operator(args.operator), pref_operator=lambda: backend.prefs.operator_user)

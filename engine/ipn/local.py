@@ -131,7 +131,7 @@ class Backend:
         self.version = version
         self.tun_name = tun_name
         self._os_hostname = os_hostname
-        self._generate_keys = generate_keys
+        self._generate_keys = generate_keys  # False (GUI mode): a saved login waits for the GUI's keys
         self.sm = StateMachine()
         self.prefs = Prefs(logged_out=True)
         self.keys: NodeKeys | None = None
@@ -256,7 +256,7 @@ class Backend:
 
     def _ensure_keys(self) -> NodeKeys:
         if self.keys is None:
-            if not self._generate_keys:
+            if not self._generate_keys and self.logged_in:
                 raise BackendError("no node keys: the GUI must hand them over (POST /localapi/v0/meshvpn/keys) first")
             self.keys = NodeKeys(MachinePrivate.generate(), NodePrivate.generate(), source="generated")
             self.log.info("generated new in-memory node keys: %r", self.keys)
@@ -275,9 +275,13 @@ class Backend:
             self._netmap = None
             await self.engine.stop()
         if want and not self._engine_on:
-            if self.keys is None and not self._generate_keys:
-                self.log.info("waiting for the GUI to hand over the node keys before connecting")
-                return  # set_keys() queues this sync again
+            if self.keys is None and not self._generate_keys and self.logged_in:
+                # GUI mode: the saved login belongs to the keys in the GUI's keyring; connecting under new
+                # keys would make this a different node (a new login at control). set_keys() resumes.
+                self.log.warning("saved login: waiting for the GUI to hand over its keys before connecting "
+                                 "(for use without the GUI, run the helper with --state)")
+                self._send(Notify(err_message="waiting for the tray app to hand over this device's keys"))
+                return
             keys = self._ensure_keys()
             self._engine_on = True
             cfg = engine_config(self.prefs, tun_name=self.tun_name, auth_key=auth_key)

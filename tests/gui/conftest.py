@@ -21,3 +21,4 @@ def qloop(qapp):
     loop = new_loop(qapp)
     yield loop
     loop.close()
+from tests.gui.keyring_lab import keyring_backend  # noqa: E402,F401 - fixture: a real gnome-keyring on a private bus

@@ -15,6 +15,7 @@ from PySide6.QtGui import QDesktopServices
 from meshgui.app import NO_TRAY_TEXT, App, SingleInstance, parse_args
 from meshgui.keys import KeyStore
 from meshgui.state import TrayState
+from tests.gui.keyring_lab import HAVE_KEYRING_DAEMON
 from tests.gui.aio import run, wait_until
 from tests.gui.fake_localapi import FakeLocalAPI
 
@@ -194,17 +195,21 @@ def test_single_instance(qapp, tmp_path, monkeypatch):
         first.release()
 
 
-def test_supervisor_with_our_helper_restores_state_after_crash(qapp, qloop, env):
-    """Our real helper (fake engine) started by the supervisor, SIGKILLed, restarted; the GUI returns to the exit node."""
+@pytest.mark.skipif(not HAVE_KEYRING_DAEMON, reason="gnome-keyring / dbus-daemon not installed")
+def test_supervisor_with_our_helper_restores_state_after_crash(qapp, qloop, env, keyring_backend):
+    """Our real helper (fake engine, --prefs) started by the supervisor, SIGKILLed, restarted; the GUI hands its
+    keyring keys over again, the saved login resumes under them and the GUI returns to the exit node."""
     import shlex
     import tempfile
 
+    from meshgui.keys import KeyStore
     from tests.gui.helper_proc import helper_argv
     work = tempfile.mkdtemp(prefix="meshgui-sup-")
     sock = os.path.join(work, "meshvpn.sock")
     os.environ["MESH_TESTING"] = "1"
     app = App(qapp, parse_args(["--socket", sock, "--settings", str(env / "gui.ini"),
-                                "--helper-command", shlex.join(helper_argv(sock, work))]))
+                                "--helper-command", shlex.join(helper_argv(sock, work))]),
+              keystore=KeyStore(keyring_backend))
     os.chdir(ROOT)
 
     async def main():

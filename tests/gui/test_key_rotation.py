@@ -6,10 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -26,84 +23,9 @@ from tests.gui.aio import run, wait_until
 from tests.gui.fake_localapi import FakeLocalAPI
 from tests.gui.helper_proc import ROOT, helper_argv
 
-HAVE_KEYRING_DAEMON = shutil.which("gnome-keyring-daemon") and shutil.which("dbus-daemon")
+from tests.gui.keyring_lab import HAVE_KEYRING_DAEMON, stop_process
+
 pytestmark = pytest.mark.skipif(not HAVE_KEYRING_DAEMON, reason="gnome-keyring / dbus-daemon not installed")
-
-
-BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={path}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"""
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-@pytest.fixture
-def keyring_backend(tmp_path, monkeypatch):
-    """A real Secret Service (gnome-keyring, unlocked) on a private session bus; this process talks to it."""
-    from keyring.backends import SecretService
-
-    home, runtime = tmp_path / "home", tmp_path / "run"
-    home.mkdir()
-    runtime.mkdir(mode=0o700)
-    env = {"HOME": str(home), "XDG_RUNTIME_DIR": str(runtime), "XDG_DATA_HOME": str(home / ".local/share"),
-           "XDG_CONFIG_HOME": str(home / ".config"), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    # No service directories: nothing is bus-activated behind our back (a second, locked keyring daemon).
-    conf = tmp_path / "bus.conf"
-    conf.write_text(BUS_CONF.format(path=runtime / "bus"))
-    bus = subprocess.Popen(["dbus-daemon", "--nofork", "--nopidfile", f"--config-file={conf}", "--print-address=1"],
-                           stdout=subprocess.PIPE, env=env)
-    daemon = None
-    try:
-        address = bus.stdout.readline().decode().strip()
-        assert address.startswith("unix:"), address
-        env["DBUS_SESSION_BUS_ADDRESS"] = address
-        daemon = subprocess.Popen(["gnome-keyring-daemon", "--foreground", "--unlock", "--components=secrets"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        daemon.stdin.write(b"testpass")  # an unlock password must be non-empty
-        daemon.stdin.close()
-        deadline = time.monotonic() + 20
-        while b"true" not in subprocess.run(
-                ["dbus-send", "--session", "--print-reply", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus",
-                 "org.freedesktop.DBus.NameHasOwner", "string:org.freedesktop.secrets"],
-                env=env, capture_output=True).stdout:
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gnome-keyring-daemon did not come up")
-            time.sleep(0.05)
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        backend = SecretService.Keyring()
-        while True:  # the login collection is created unlocked just after the name is claimed
-            try:
-                backend.set_password("meshvpn-probe", "probe", "x")
-                backend.delete_password("meshvpn-probe", "probe")
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield backend
-    finally:
-        if daemon is not None:
-            _stop(daemon)
-        _stop(bus)
 
 
 def make_app(qapp, tmp_path: Path, sock: str, keystore: KeyStore) -> App:
@@ -190,7 +112,7 @@ def helper_at(sock: str, work: str, env: dict) -> Iterator[subprocess.Popen]:
             time.sleep(0.05)
         yield proc
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def test_with_our_helper_a_rotation_at_login_survives_helper_and_gui_restarts(qapp, qloop, tmp_path, keyring_backend):

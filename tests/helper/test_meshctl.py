@@ -144,10 +144,18 @@ def test_meshctl_and_client_against_real_tailscaled(lab):
 
 
 def test_prefs_file_survives_a_restart(shared_dir):
+    """--prefs (GUI mode): prefs persist, keys never; after a restart the saved login waits for the GUI's keys."""
+    from engine.keys import MachinePrivate, NodePrivate
     from tests.helper.conftest import HelperProc
     prefs_file = shared_dir / "prefs.json"
+    mk, nk = MachinePrivate.generate(), NodePrivate.generate()
+
+    def hand_keys(sock) -> str:  # what the tray app does with the keys from its keyring
+        return asyncio.run(LocalClient(sock).set_keys(mk.to_text(), nk.to_text())).node_public
+
     h = HelperProc(shared_dir, "--prefs", str(prefs_file)).start()
     try:
+        assert hand_keys(h.socket) == str(nk.public())
         assert meshctl(h.socket, "up", "--login-server", "http://control.invalid", "--hostname", "keepme",
                        "--timeout", "20").returncode == 0
     finally:
@@ -157,14 +165,19 @@ def test_prefs_file_survives_a_restart(shared_dir):
     assert oct(os.stat(prefs_file).st_mode & 0o777) == "0o600"
     h2 = HelperProc(shared_dir, "--prefs", str(prefs_file)).start()
     try:
-        def running():
+        def state():
             st = json.loads(meshctl(h2.socket, "--json", "status").stdout)
-            return st if st["BackendState"] == "Running" else None
+            return st["BackendState"], st
+
+        time.sleep(1.0)
+        assert state()[0] != "Running"  # not connected under made-up keys: that would be a different node
+        assert hand_keys(h2.socket) == str(nk.public())
         deadline = time.monotonic() + 20
-        while not running():
+        while state()[0] != "Running":
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        assert running()["Self"]["HostName"] == "keepme"
+        st = state()[1]
+        assert st["Self"]["HostName"] == "keepme" and st["Self"]["PublicKey"] == str(nk.public())
     finally:
         assert h2.stop() == 0
 
