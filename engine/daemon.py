@@ -57,6 +57,7 @@ DEFAULT_MTU = 1280  # tailscaled's default TUN MTU (net/tstun/mtu.go)
 DEFAULT_DERP_REGION = 999  # headscale's embedded DERP region; NAT helper will pick it properly
 DEFAULT_RUN_DIR = Path("/run/meshvpn")  # journals of OS changes (exit routes, nft, resolv.conf backup)
 EXIT_ROUTES = ("0.0.0.0/0", "::/0")
+REASSERT_INTERVAL = 2.0  # seconds between checks that nobody removed our exit rules / nft table
 QUAD100_ADDRS = ("100.100.100.100/32", "fd7a:115c:a1e0::53/128")  # MagicDNS service addresses on the TUN
 DNS_MODES = ("auto", "resolv.conf", "resolved", "none")
 
@@ -913,6 +914,7 @@ class Node:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self.client.run())
                     tg.create_task(self._watch_endpoints(exclude))  # endpoints without magicsock; exit filter
+                    tg.create_task(self._reassert_os_routing())
                     if self._status_path is not None:
                         tg.create_task(self._refresh_status())
                     await stop.wait()
@@ -949,6 +951,19 @@ class Node:
         while True:
             await asyncio.sleep(interval)
             self.write_status()
+
+    async def _reassert_os_routing(self) -> None:
+        """Put back exit routing / forwarding another program removed (nft flush ruleset, ip rule flush, networkd)."""
+        while True:
+            await asyncio.sleep(getattr(self.args, "reassert_interval", REASSERT_INTERVAL))
+            for what, applier in (("exit routing", self.exit_router), ("forwarding", self.forwarder)):
+                reassert = getattr(applier, "reassert", None)
+                if reassert is None:
+                    continue
+                try:
+                    await asyncio.to_thread(reassert)
+                except Exception as e:  # noqa: BLE001 - keep watching; the next round retries
+                    self.log.error("re-installing %s failed: %s", what, e)
 
     async def _watch_endpoints(self, exclude: set[str]) -> None:
         """Poll interface addresses: republish endpoints (without magicsock) and rebuild an exit node's filter."""

@@ -23,6 +23,7 @@ import os
 import shlex
 import socket
 import subprocess
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
@@ -205,6 +206,8 @@ class JournaledApplier:
         self._run = runner
         self._journal = JsonJournal(journal_dir, self.journal_name)
         self._log = logger or logging.getLogger(self.logger_name)
+        # set() runs on the node's loop thread, reassert() in a worker thread: one at a time
+        self._lock = threading.RLock()
 
 
 class ExitRouter(JournaledApplier):
@@ -264,6 +267,26 @@ class ExitRouter(JournaledApplier):
     # -- apply ----------------------------------------------------------------------------
     def set(self, cfg: ExitRouteConfig | None) -> None:
         """Make the OS match `cfg` (None = no exit node: remove everything we installed)."""
+        with self._lock:
+            self._set(cfg)
+
+    def reassert(self) -> list[str]:
+        """Re-install rules/routes another program removed (`ip rule flush`, networkd); returns what was missing."""
+        with self._lock:
+            cfg = self._current
+            if cfg is None:
+                return []
+            rules, routes = self.find_leftovers()
+            missing = [f"IPv{r.family} rule " + " ".join(r.add_argv()[4:]) for r in self._rules if r not in rules]
+            missing += [f"IPv{rt.family} route " + " ".join(rt.replace_argv()[4:]) for rt in self._routes
+                        if rt not in routes]
+            if missing:
+                self._log.warning("exit routing was changed by another program (missing: %s); re-installing",
+                                  "; ".join(missing))
+                self._set(cfg)
+            return missing
+
+    def _set(self, cfg: ExitRouteConfig | None) -> None:
         if cfg is None:
             self._remove_all()
             return

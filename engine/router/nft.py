@@ -91,6 +91,25 @@ class Forwarder(JournaledApplier):
 
     def set(self, cfg: ForwardConfig | None) -> None:
         """Make the OS match `cfg` (None = stop forwarding: table removed, sysctls restored)."""
+        with self._lock:
+            self._set(cfg)
+
+    def reassert(self) -> list[str]:
+        """Re-install the table / ip_forward another program removed (`nft flush ruleset`); returns what was missing."""
+        with self._lock:
+            cfg = self._current
+            if cfg is None:
+                return []
+            missing = [] if self.table_present() else [f"nft table {NFT_FAMILY} {NFT_TABLE}"]
+            if self._sysctl_get(SYSCTL_V4) != "1":
+                missing.append(f"{SYSCTL_V4}=1")
+            if missing:
+                self._log.warning("forwarding was changed by another program (missing: %s); re-installing",
+                                  "; ".join(missing))
+                self._set(cfg)
+            return missing
+
+    def _set(self, cfg: ForwardConfig | None) -> None:
         if cfg is None:
             self._undo(self._journal.read())
             self._current = None

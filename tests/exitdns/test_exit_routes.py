@@ -152,3 +152,30 @@ def test_foreign_rule_at_our_priority_is_kept(lab, tmp_path) -> None:
     rules = json.loads(c.run(["ip", "-j", "rule", "show"]).stdout)
     assert [e for e in rules if e["priority"] == 5210] == [
         {"priority": 5210, "src": "10.9.9.9", "table": "main"}]
+
+
+@pytest.mark.lab
+def test_rules_and_routes_removed_by_another_program_are_reinstalled(lab, tmp_path) -> None:
+    """`ip rule del` / `ip route flush table 52` by someone else (networkd, an admin): reassert() puts them back."""
+    c = _client(lab)
+    before = _dump(c)
+    r = ExitRouter(netns_runner(c.ns), journal_dir=tmp_path)
+    assert r.reassert() == []  # no exit node: nothing to check
+    r.set(ExitRouteConfig("tun0"))
+    want = _dump(c)
+    assert r.reassert() == []  # all there
+    c.run(["ip", "-4", "rule", "del", "pref", "5270"])
+    c.run(["ip", "-6", "route", "flush", "table", "52"])
+    assert "dev eth0" in _route_get(c, "198.51.100.1")  # the leak another program caused ...
+    missing = r.reassert()
+    assert missing == ["IPv4 rule pref 5270 table 52", "IPv6 route default dev tun0 table 52"], missing
+    assert _dump(c) == want  # ... is closed again
+    assert "dev tun0" in _route_get(c, "198.51.100.1")
+    c.run(["ip", "rule", "flush"])  # everything, main/default lookups included
+    c.run(["ip", "rule", "add", "pref", "32766", "table", "main"])  # (the admin restores the system's own)
+    c.run(["ip", "rule", "add", "pref", "32767", "table", "default"])
+    assert len(r.reassert()) == 4
+    assert _dump(c) == want
+    r.set(None)
+    assert _dump(c) == before
+    assert r.reassert() == []

@@ -91,3 +91,22 @@ def test_forward_leftovers_after_crash(lab, tmp_path) -> None:
     assert _sysctls(e) == before
     assert not fw.table_present()
     assert fw.cleanup_leftovers() == []
+
+
+def test_forwarding_removed_by_another_program_is_reinstalled(lab, tmp_path) -> None:
+    """`nft flush ruleset` or a sysctl reset by someone else: reassert() puts the table and ip_forward back."""
+    e = lab.host("exit")
+    before = _sysctls(e)
+    fw = Forwarder(netns_runner(e.ns), journal_dir=tmp_path)
+    assert fw.reassert() == []
+    fw.set(ForwardConfig("tun0"))
+    table = e.run(["nft", "list", "table", "inet", "meshvpn"]).stdout
+    assert fw.reassert() == []
+    e.run(["nft", "flush", "ruleset"])
+    e.sysctl("net.ipv4.ip_forward", 0)
+    assert fw.reassert() == ["nft table inet meshvpn", "net.ipv4.ip_forward=1"]
+    assert e.run(["nft", "list", "table", "inet", "meshvpn"]).stdout == table
+    assert _sysctls(e)[0] == "1"
+    fw.set(None)
+    assert _sysctls(e) == before and not fw.table_present()
+    assert fw.reassert() == []

@@ -173,3 +173,23 @@ def test_exit_node_offers_its_lan_only_when_advertised(exitnet):
     assert udp_ask(c, INET, 7).startswith(f"{E_WAN}:")
     _dropped_by_exit_node(c, ex, ISP_WAN)  # the WAN subnet is still not offered
     assert cl.stop() == 0
+
+
+def test_rules_and_nft_removed_by_other_programs_come_back(exitnet):
+    """`ip rule flush`-style interference on the client and `nft flush ruleset` on the exit node: both helpers
+    notice within seconds (checked every 2 s), put their state back and log it."""
+    lab, hs, key, c, ex, ctl = exitnet
+    cl = Node(c, hs.url, auth_key=key, args=("--exit-node", "py-e")).start()
+    cl.wait(lambda s: s.get("ExitNodeID") is not None and s.get("InMapPoll"), "exit node resolved")
+    assert udp_ask(c, INET, 7).startswith(f"{E_WAN}:")
+    with_exit = routing_dump(c)
+
+    c.run(["ip", "-4", "rule", "del", "pref", "5270"])  # e.g. systemd-networkd dropping foreign rules
+    ex.host.run(["nft", "flush", "ruleset"])  # e.g. a firewall reload on the exit node
+    wait_until(lambda: routing_dump(c) == with_exit, "c's rule 5270 re-installed", timeout=15)
+    wait_until(lambda: "meshvpn" in ex.host.run(["nft", "list", "tables"]).stdout, "e's nft table re-installed",
+               timeout=15)
+    wait_until(lambda: udp_ask(c, INET, 7).startswith(f"{E_WAN}:"), "traffic via e again", timeout=30)
+    assert "exit routing was changed by another program" in cl.log()
+    assert "forwarding was changed by another program" in ex.log()
+    assert cl.stop() == 0
