@@ -174,7 +174,23 @@ class NodeTransport:
             return
         self._published_derp = rid
         self.log.info("home DERP: region %d (%s)", rid, self._region_codes.get(rid, "?"))
-        self._client.set_preferred_derp(rid)
+        if self.conn.report is not None:
+            self._publish_net_info()
+        else:
+            self._client.set_preferred_derp(rid)
+
+    def _publish_net_info(self) -> None:
+        """The whole NetInfo of the last netcheck (peers and admins see UDP, latencies, NAT behaviour)."""
+        if self._client is None or self.conn.report is None:
+            return
+        from engine.tailcfg import NetInfo, WireError, decode
+
+        try:
+            ni = decode(NetInfo, self.conn.net_info())
+        except WireError as e:  # our own report: never expected, but NetInfo must not stop the node
+            self.log.warning("netcheck report not publishable: %s", e)
+            return
+        self._client.set_net_info(ni)
 
     async def _watch_home(self) -> None:
         while True:
@@ -210,6 +226,7 @@ class NodeTransport:
         except Exception as e:  # noqa: BLE001 - DERP still works with the fallback home region
             self.log.warning("netcheck failed: %s", e)
         self._publish_home()
+        self._publish_net_info()
 
     # -- status ----------------------------------------------------------------------------
     def region_code(self, rid: int) -> str:

@@ -279,6 +279,11 @@ class ControlClient:
         ni = dataclasses.replace(ni, preferred_derp=region) if ni else NetInfo(preferred_derp=region)
         self.set_hostinfo(dataclasses.replace(hi, net_info=ni))
 
+    def set_net_info(self, net_info: NetInfo) -> None:
+        """Hostinfo.NetInfo from a netcheck (UDP, IPv6, mapping varies, DERP latencies, PreferredDERP)."""
+        hi = self.opts.hostinfo
+        self.set_hostinfo(dataclasses.replace(hi, net_info=net_info))
+
     def login(self, auth_key: str | None = None) -> None:
         """Start (or restart) a login: with an auth key, or interactive (AuthURL event)."""
         if auth_key is not None:

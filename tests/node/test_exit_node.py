@@ -84,6 +84,11 @@ def test_exit_node_end_to_end(exitnet):
     # SIGKILL: rules stay behind; a restart (no exit node) removes them: routing as before
     assert cl.stop(signal.SIGKILL) == -9
     assert "lookup 52" in c.run(["ip", "rule"]).stdout
+    # ... but the TUN died with the process and took table 52's routes along: the machine is not stranded
+    # behind a dead helper's kill switch, its LAN works at once (the internet is only reachable via e here)
+    assert c.run(["ip", "route", "show", "table", "52"]).stdout.strip() == ""
+    assert "dev eth0" in route_get(c, LANHOST)
+    assert udp_ask(c, LANHOST, 7).startswith("192.0.2.11:")
     cl.restart()
     cl.wait_synced(1)
     assert routing_dump(c, skip_dev="mesh0") == before  # the baseline was taken before mesh0 existed

@@ -84,3 +84,43 @@ def test_ping_via_derp_then_direct_on_loopback():
                 await tb.aclose()
 
         asyncio.run(main())
+
+
+class _RecordingClient:
+    """What NodeTransport publishes through a ControlClient (the real one needs a control server)."""
+
+    def __init__(self):
+        self.opts = SimpleNamespace(endpoints=())
+        self.net_infos, self.derps = [], []
+
+    def set_endpoints(self, addrs, types):
+        self.opts.endpoints = tuple(addrs)
+
+    def set_preferred_derp(self, rid):
+        self.derps.append(rid)
+
+    def set_net_info(self, ni):
+        self.net_infos.append(ni)
+
+
+def test_netcheck_result_is_published_as_net_info():
+    """After the first netcheck the whole NetInfo goes to control (UDP works, DERP latency, home region)."""
+    with Derper() as d:
+        async def main():
+            t = NodeTransport(NodePrivate.generate(), DiscoPrivate.generate(), use_derp_http=True)
+            t.conn._local_addrs = lambda: ["127.0.0.1"]
+            await t.start()
+            try:
+                client = _RecordingClient()
+                t.attach(client)
+                t.update(SimpleNamespace(derp_map=decode(DERPMap, d.derp_map())), None)
+                for _ in range(100):
+                    if client.net_infos:
+                        break
+                    await asyncio.sleep(0.05)
+                ni = client.net_infos[-1]
+                assert ni.working_udp is True and ni.preferred_derp == d.region_id
+                assert set(ni.derp_latency) == {f"{d.region_id}-v4"} and ni.mapping_varies_by_dest_ip is None  # one STUN server: unknown
+            finally:
+                await t.aclose()
+        asyncio.run(main())
