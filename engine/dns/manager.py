@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import logging
 import subprocess
@@ -21,6 +23,10 @@ from engine.dns.resolvconf_file import ResolvConfFile
 from engine.dns.resolved import ResolvedConfigurator, resolved_available
 from engine.dns.resolver import Resolver
 from engine.dns.server import DNSServer
+
+TRAMPLE_CHECK_INTERVAL = 1.0  # seconds between looks at resolv.conf (a stat + small read)
+TRAMPLE_LIMIT = 10  # re-applies tolerated within TRAMPLE_WINDOW before leaving resolv.conf to the other program
+TRAMPLE_WINDOW = 60.0
 
 
 class OSConfigurator(Protocol):
@@ -62,15 +68,27 @@ class DNSManager:
         self._log = logger or logging.getLogger("meshvpn.dns")
         self._server: DNSServer | None = None
         self._last_os: OSDNSConfig | None = None
+        self._last_set: tuple | None = None  # the arguments of the last set(), to re-apply after a trample
+        self._watch: asyncio.Task | None = None
+        self._tramples: collections.deque[float] = collections.deque()
+        self._gave_up = False
+        self.trample_interval = TRAMPLE_CHECK_INTERVAL
 
     async def __aenter__(self) -> "DNSManager":
         if self.os_dns is not None and self.os_dns.cleanup_leftovers():
             self._log.warning("restored OS DNS left behind by a previous run")
         self._server = DNSServer(self.resolver, self._listen, forwarder=self._forwarder, logger=self._log)
         await self._server.__aenter__()
+        if callable(getattr(self.os_dns, "trampled", None)):
+            self._watch = asyncio.get_running_loop().create_task(self._watch_os_dns(), name="dns-trample-watch")
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
         try:
             if self.os_dns is not None:
                 self.os_dns.set(None)
@@ -87,8 +105,10 @@ class DNSManager:
 
         exit_node / using_exit_node: see config_from_netmap (DNS through the exit node's peerAPI DoH).
         """
+        peers = list(peers)
+        self._last_set = (self_node, peers, dns_config, accept_dns, exit_node, using_exit_node)
         os_upstreams = getattr(self.os_dns, "original_nameservers", lambda: [])()
-        cfg = (config_from_netmap(self_node, list(peers), dns_config, os_upstreams=os_upstreams,
+        cfg = (config_from_netmap(self_node, peers, dns_config, os_upstreams=os_upstreams,
                                   exit_node=exit_node, using_exit_node=using_exit_node)
                if self_node else ResolverConfig())
         self.resolver.set_config(cfg)
@@ -102,7 +122,43 @@ class DNSManager:
         if self.os_dns is not None and want != self._last_os:
             self.os_dns.set(want)
             self._last_os = want
+            self._gave_up = False  # new settings: worth writing again even after a lost fight
+            self._tramples.clear()
         return cfg
+
+    async def _watch_os_dns(self) -> None:
+        """resolv.conf rewritten by another program (DHCP renewal, NetworkManager): its servers become the
+        upstreams for non-tailnet names and MagicDNS is written again; after TRAMPLE_LIMIT fights within
+        TRAMPLE_WINDOW seconds the other program wins until the next DNS change (as tailscale does)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.trample_interval)
+            if self._last_os is None or self._last_set is None or self._gave_up:
+                continue
+            try:
+                if not await asyncio.to_thread(self.os_dns.trampled):
+                    continue
+            except OSError:
+                continue
+            now = loop.time()
+            self._tramples.append(now)
+            while self._tramples and now - self._tramples[0] > TRAMPLE_WINDOW:
+                self._tramples.popleft()
+            if len(self._tramples) > TRAMPLE_LIMIT:
+                self._gave_up = True
+                self._log.error("resolv.conf keeps being overwritten by another program (%d times in %.0f s); "
+                                "leaving it alone: tailnet names will not resolve until the DNS settings change",
+                                len(self._tramples) - 1, TRAMPLE_WINDOW)
+                continue
+            self._log.warning("resolv.conf was overwritten by another program (a DHCP client?): its servers are "
+                              "now the upstreams for other names, and MagicDNS is configured again")
+            try:
+                self.os_dns.set(self._last_os)  # adopts the new file as the original, then rewrites it
+                node, peers, dns_config, accept_dns, exit_node, using_exit = self._last_set
+                self.set(node, peers, dns_config, accept_dns=accept_dns, exit_node=exit_node,
+                         using_exit_node=using_exit)  # new upstreams for the resolver
+            except Exception as e:  # noqa: BLE001 - keep watching
+                self._log.error("re-applying DNS after the overwrite failed: %s", e)
 
     async def answer(self, query: bytes) -> bytes | None:
         """Answer one DNS query as quad-100 would (the peerAPI's DNS-over-HTTP); None if dropped or not running."""

@@ -70,6 +70,7 @@ class ResolvConfFile:
         self._jdir = Path(journal_dir)
         self._journal = JsonJournal(self._jdir, JOURNAL_NAME)
         self._log = logger or logging.getLogger("meshvpn.dns.resolvconf")
+        self._written: str | None = None  # what set() last wrote (None: the file is not ours now)
 
     # -- journal ---------------------------------------------------------------------------
     def _read_journal(self) -> dict | None:
@@ -149,6 +150,11 @@ class ResolvConfFile:
         if current != text:
             self._write_in_place(text)
             self._log.info("resolv.conf -> %s", ", ".join(cfg.nameservers))
+        self._written = text
+
+    def trampled(self) -> bool:
+        """Another program (a DHCP client, NetworkManager) replaced what we wrote since the last set()."""
+        return self._written is not None and self._current_text() != self._written
 
     def _write_in_place(self, text: str) -> None:
         if self.path.is_symlink():
@@ -161,6 +167,7 @@ class ResolvConfFile:
 
     def restore(self) -> bool:
         """Put the original back if the file is still ours; returns whether anything was restored."""
+        self._written = None
         j = self._read_journal()
         if j is None:
             return False

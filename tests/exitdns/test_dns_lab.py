@@ -201,3 +201,36 @@ def test_dns_manager_lifecycle(lab, tmp_path) -> None:
         assert p.wait(10) == 0, c.log_of(p)
         assert "stopped" in c.log_of(p)
         assert rc.read_text() == ORIGINAL_RESOLV
+
+
+@pytest.mark.lab
+def test_resolv_conf_overwritten_by_another_program(lab, tmp_path) -> None:
+    """A DHCP client rewrites resolv.conf while we run: its server becomes the upstream, MagicDNS is written again,
+    and on stop the NEW file (the network's current DNS) is what gets restored, not the stale one."""
+    c, up = lab.host("c"), lab.host("up")
+    lab.link(c, up, "192.0.2.1/24", "192.0.2.53/24")
+    up.add_addr("eth0", "192.0.2.55/24")
+    up.popen_python(str(HERE / "upstream_dns.py"), "192.0.2.53", "53", json.dumps(ZONE))
+    up.popen_python(str(HERE / "upstream_dns.py"), "192.0.2.55", "53", json.dumps({"www.example.org.": "203.0.113.99"}))
+    up.wait_for(["sh", "-c", "ss -lun | grep -q 192.0.2.53:53 && ss -lun | grep -q 192.0.2.55:53"])
+    code = MANAGER.replace("        cfg = m.set(", "        m.trample_interval = 0.2\n        cfg = m.set(")
+    dhcp = "# written by the DHCP client\nnameserver 192.0.2.55\n"
+    with netns_resolv_conf(c.ns, ORIGINAL_RESOLV) as rc:
+        p = c.popen_python(code, str(tmp_path), json.dumps(SPEC))
+        deadline = time.monotonic() + 20
+        while "ready" not in c.log_of(p):
+            assert time.monotonic() < deadline and p.poll() is None, c.log_of(p)
+            time.sleep(0.05)
+        c.run(["ip", "addr", "add", "100.100.100.100/32", "dev", "lo"])
+        assert c.run(["getent", "hosts", "www.example.org"]).stdout.split()[0] == "203.0.113.80"
+        rc.write_text(dhcp)  # in place, as dhclient does
+        deadline = time.monotonic() + 10
+        while "nameserver 100.100.100.100" not in rc.read_text():
+            assert time.monotonic() < deadline, rc.read_text()
+            time.sleep(0.1)
+        assert "overwritten by another program" in c.log_of(p)
+        assert c.run(["getent", "hosts", "peer1"]).stdout.split()[0] == "100.64.0.2"  # tailnet names work again
+        assert c.run(["getent", "hosts", "www.example.org"]).stdout.split()[0] == "203.0.113.99"  # via the new server
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0, c.log_of(p)
+        assert rc.read_text() == dhcp
