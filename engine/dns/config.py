@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit
 
-from engine.dns.exitdns import DOH_PATH, peer_api_base, peer_can_proxy_dns
+from engine.dns.exitdns import DOH_PATH, field_of, peer_api_base, peer_can_proxy_dns
 
 QUAD100_V4 = "100.100.100.100"
 QUAD100_V6 = "fd7a:115c:a1e0::53"
@@ -159,22 +159,13 @@ def _addrs(prefixes: Iterable[str]) -> list[str]:
     return out
 
 
-def _g(obj: Any, attr: str, key: str) -> Any:
-    """Read a field from a tailcfg dataclass (snake_case) or a JSON dict (Go name)."""
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, attr, None)
-
-
 def _upstreams(resolvers: Iterable[Any] | None) -> tuple[AnyUpstream, ...]:
     out = []
     for r in resolvers or ():
         if isinstance(r, str):
             addr, boot = r, ()
         else:
-            addr, boot = _g(r, "addr", "Addr"), _g(r, "bootstrap_resolution", "BootstrapResolution")
+            addr, boot = field_of(r, "addr", "Addr"), field_of(r, "bootstrap_resolution", "BootstrapResolution")
         u = parse_upstream(str(addr or ""), boot if isinstance(boot, (list, tuple)) else ())
         if u is not None:
             out.append(u)
@@ -183,7 +174,7 @@ def _upstreams(resolvers: Iterable[Any] | None) -> tuple[AnyUpstream, ...]:
 
 def _with_exit_node(resolvers: Iterable[Any] | None) -> list[Any]:
     """tailscale useWithExitNodeResolvers: only the resolvers marked UseWithExitNode."""
-    return [r for r in resolvers or () if not isinstance(r, str) and _g(r, "use_with_exit_node", "UseWithExitNode")]
+    return [r for r in resolvers or () if not isinstance(r, str) and field_of(r, "use_with_exit_node", "UseWithExitNode")]
 
 
 def config_from_netmap(
@@ -217,43 +208,43 @@ def config_from_netmap(
     if using_exit_node is None:
         using_exit_node = exit_node is not None
     hosts: dict[str, list[str]] = {}
-    self_prefixes = _g(self_node, "addresses", "Addresses") or ()
+    self_prefixes = field_of(self_node, "addresses", "Addresses") or ()
     self_addrs = _addrs(self_prefixes)
     self_has_v4 = any(":" not in a for a in self_addrs)
-    cap_map = _g(self_node, "cap_map", "CapMap") or {}
+    cap_map = field_of(self_node, "cap_map", "CapMap") or {}
     peer_v6 = CAP_MAGICDNS_AAAA in cap_map or not self_has_v4
-    self_name = _g(self_node, "name", "Name") or ""
+    self_name = field_of(self_node, "name", "Name") or ""
     if self_name:
         hosts.setdefault(fqdn(self_name), []).extend(self_addrs)
     for p in peers:
-        name = _g(p, "name", "Name") or ""
+        name = field_of(p, "name", "Name") or ""
         if not name:
             continue
-        addrs = _addrs(_g(p, "addresses", "Addresses") or ())
+        addrs = _addrs(field_of(p, "addresses", "Addresses") or ())
         if not peer_v6:
             addrs = [a for a in addrs if ":" not in a]
         hosts.setdefault(fqdn(name), []).extend(addrs)
-    for rec in _g(dns_config, "extra_records", "ExtraRecords") or ():
-        name, value = _g(rec, "name", "Name") or "", _g(rec, "value", "Value") or ""
+    for rec in field_of(dns_config, "extra_records", "ExtraRecords") or ():
+        name, value = field_of(rec, "name", "Name") or "", field_of(rec, "value", "Value") or ""
         try:
             ip = ipaddress.ip_address(value)
         except ValueError:
             continue
-        rtype = (_g(rec, "type", "Type") or "").upper()
+        rtype = (field_of(rec, "type", "Type") or "").upper()
         if rtype not in ("", "A", "AAAA") or (rtype == "A" and ip.version != 4) or (rtype == "AAAA" and ip.version != 6):
             continue
         if name:
             hosts.setdefault(fqdn(name), []).append(str(ip))
     local: list[str] = []
     routes: dict[str, tuple[AnyUpstream, ...]] = {}
-    if _g(dns_config, "proxied", "Proxied"):
+    if field_of(dns_config, "proxied", "Proxied"):
         labels = fqdn(self_name).split(".", 1) if self_name else []
         if len(labels) == 2 and labels[1] not in ("", "."):
             local.append(labels[1])
         local.extend(REVERSE_ZONES)
-    global_resolvers = _g(dns_config, "resolvers", "Resolvers") or ()
+    global_resolvers = field_of(dns_config, "resolvers", "Resolvers") or ()
     via_exit = using_exit_node and peer_can_proxy_dns(exit_node)
-    for suffix, resolvers in (_g(dns_config, "routes", "Routes") or {}).items():
+    for suffix, resolvers in (field_of(dns_config, "routes", "Routes") or {}).items():
         if via_exit and resolvers:
             resolvers = _with_exit_node(resolvers)
             if not resolvers:
@@ -273,15 +264,15 @@ def config_from_netmap(
             upstreams = (doh,) if doh is not None else ()
     else:
         upstreams = _upstreams(global_resolvers)
-        if not upstreams and not global_resolvers and using_exit_node and _g(exit_node, "is_wireguard_only", "IsWireGuardOnly"):
-            upstreams = _upstreams(_g(exit_node, "exit_node_dns_resolvers", "ExitNodeDNSResolvers"))
+        if not upstreams and not global_resolvers and using_exit_node and field_of(exit_node, "is_wireguard_only", "IsWireGuardOnly"):
+            upstreams = _upstreams(field_of(exit_node, "exit_node_dns_resolvers", "ExitNodeDNSResolvers"))
         if not upstreams and using_exit_node:
-            upstreams = _upstreams(_g(dns_config, "fallback_resolvers", "FallbackResolvers"))
+            upstreams = _upstreams(field_of(dns_config, "fallback_resolvers", "FallbackResolvers"))
         if not upstreams:
             upstreams = _upstreams(list(os_upstreams))
         if not upstreams:
-            upstreams = _upstreams(_g(dns_config, "fallback_resolvers", "FallbackResolvers"))
-    search = tuple(fqdn(d) for d in (_g(dns_config, "domains", "Domains") or ()) if d)
+            upstreams = _upstreams(field_of(dns_config, "fallback_resolvers", "FallbackResolvers"))
+    search = tuple(fqdn(d) for d in (field_of(dns_config, "domains", "Domains") or ()) if d)
     return ResolverConfig(
         hosts={k: tuple(dict.fromkeys(v)) for k, v in hosts.items()},
         local_domains=tuple(dict.fromkeys(local)),

@@ -24,8 +24,8 @@ MIN_CAP_PEERAPI_DNS = 26  # tailcfg CapabilityVersion 25 added the peerAPI DoH p
 DOH_PATH = "/dns-query"
 
 
-def _g(obj: Any, attr: str, key: str) -> Any:
-    """A field of a tailcfg dataclass (snake_case) or of a JSON dict (Go name)."""
+def field_of(obj: Any, attr: str, key: str) -> Any:
+    """A field of a tailcfg dataclass (snake_case ``attr``) or of a JSON dict (Go name ``key``)."""
     if obj is None:
         return None
     if isinstance(obj, Mapping):
@@ -36,8 +36,8 @@ def _g(obj: Any, attr: str, key: str) -> Any:
 def _services(node: Any) -> list[tuple[str, int]]:
     """Hostinfo.Services as (proto, port); malformed entries are skipped."""
     out = []
-    for s in _g(_g(node, "hostinfo", "Hostinfo"), "services", "Services") or ():
-        proto, port = _g(s, "proto", "Proto"), _g(s, "port", "Port")
+    for s in field_of(field_of(node, "hostinfo", "Hostinfo"), "services", "Services") or ():
+        proto, port = field_of(s, "proto", "Proto"), field_of(s, "port", "Port")
         if isinstance(proto, str) and isinstance(port, int) and not isinstance(port, bool) and 0 <= port < 65536:
             out.append((proto, port))
     return out
@@ -47,7 +47,7 @@ def peer_can_proxy_dns(node: Any) -> bool:
     """tailscale peerCanProxyDNS: Cap >= 26, or a peerapi-dns-proxy service (older control servers)."""
     if node is None:
         return False
-    cap = _g(node, "cap", "Cap")
+    cap = field_of(node, "cap", "Cap")
     if isinstance(cap, int) and cap >= MIN_CAP_PEERAPI_DNS:
         return True
     return any(proto == PROTO_PEERAPI_DNS and port >= 1 for proto, port in _services(node))
@@ -83,7 +83,7 @@ def peer_api_base(self_addresses: Iterable[str], node: Any) -> str | None:
     mine = _single_ips(self_addresses)
     have4 = any(a.version == 4 for a in mine)
     have6 = any(a.version == 6 for a in mine)
-    theirs = _single_ips(_g(node, "addresses", "Addresses"))
+    theirs = _single_ips(field_of(node, "addresses", "Addresses"))
     p4, p6 = peer_api_ports(node)
     if have4 and p4:
         ip4 = next((a for a in theirs if a.version == 4), None)

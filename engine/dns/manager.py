@@ -16,7 +16,7 @@ import logging
 import subprocess
 from typing import Any, Iterable, Protocol, Sequence
 
-from engine.dns.config import QUAD100_V4, QUAD100_V6, ResolverConfig, config_from_netmap
+from engine.dns.config import QUAD100_V4, QUAD100_V6, ResolverConfig, config_from_netmap, field_of
 from engine.dns.forwarder import Forwarder
 from engine.dns.osconfig import OSDNSConfig, os_config_for
 from engine.dns.resolvconf_file import ResolvConfFile
@@ -114,7 +114,7 @@ class DNSManager:
         self.resolver.set_config(cfg)
         want: OSDNSConfig | None = None
         if accept_dns and dns_config is not None and self_node:
-            has_global = bool(_field(dns_config, "resolvers", "Resolvers"))
+            has_global = bool(field_of(dns_config, "resolvers", "Resolvers"))
             # Through an exit node all names go to quad-100 (tailscale: its DoH becomes a default
             # resolver), else systemd-resolved would send them to the LAN's DNS servers.
             route_all = has_global or cfg.via_exit_node or not isinstance(self.os_dns, ResolvedConfigurator)
@@ -163,7 +163,3 @@ class DNSManager:
     async def answer(self, query: bytes) -> bytes | None:
         """Answer one DNS query as quad-100 would (the peerAPI's DNS-over-HTTP); None if dropped or not running."""
         return await self._server.answer(query) if self._server is not None else None
-
-
-def _field(obj: Any, attr: str, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, dict) else getattr(obj, attr, None)

@@ -10,12 +10,11 @@ import struct
 
 from engine.dns.forwarder import Forwarder
 from engine.dns.resolver import Drop, Forward, Reply, Resolver
+from engine.freebind import bound_socket
 
 MAX_INFLIGHT = 256  # concurrent forwarded queries; beyond that new ones are dropped (counted)
 TCP_IDLE_TIMEOUT = 10.0
 MAX_UDP_DATAGRAM = 65535
-IP_FREEBIND = 15  # linux/in.h
-IPV6_FREEBIND = 78  # linux/in6.h
 
 
 class _UDP(asyncio.DatagramProtocol):
@@ -66,11 +65,11 @@ class DNSServer:
         await self._tg.__aenter__()
         try:
             for host, port in self.addresses:
-                s = _bound_socket(host, port, socket.SOCK_DGRAM)
+                s = bound_socket(host, port, socket.SOCK_DGRAM)
                 port = s.getsockname()[1]
                 tr, _ = await loop.create_datagram_endpoint(lambda: _UDP(self), sock=s)
                 self._udp.append(tr)
-                t = _bound_socket(host, port, socket.SOCK_STREAM)
+                t = bound_socket(host, port, socket.SOCK_STREAM)
                 t.listen(64)
                 srv = await asyncio.start_server(self._on_tcp, sock=t)
                 self._tcp.append(srv)
@@ -162,24 +161,3 @@ class DNSServer:
         finally:
             self._writers.discard(writer)
             writer.close()
-
-
-def _bound_socket(host: str, port: int, kind: int) -> socket.socket:
-    """A non-blocking socket bound to host:port; IP_FREEBIND lets it bind before the TUN address exists."""
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(fam, kind)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        with contextlib.suppress(OSError):
-            if fam == socket.AF_INET:
-                s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-            else:
-                s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
-        if fam == socket.AF_INET6:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        s.bind((host, port))
-        s.setblocking(False)
-        return s
-    except BaseException:
-        s.close()
-        raise

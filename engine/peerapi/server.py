@@ -22,11 +22,10 @@ from typing import Awaitable, Callable
 
 import h11
 
+from engine.freebind import bound_socket
 from engine.peerapi.core import MAX_DNS_QUERY_BYTES, DNSAnswer, DNSQuery, PeerAPICore, Request, Response
 from engine.peerapi.ports import candidate_ports
 
-IP_FREEBIND = 15  # linux/in.h
-IPV6_FREEBIND = 78  # linux/in6.h
 RECV_CHUNK = 65536
 LISTEN_BACKLOG = 128
 
@@ -300,21 +299,10 @@ def _content_length(headers) -> int | None:
 
 def _listen_socket(ip: str, port: int) -> socket.socket:
     """A listening, non-blocking TCP socket on ip:port (IP_FREEBIND: the address may not be up yet)."""
-    fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM)
+    s = bound_socket(ip, port, socket.SOCK_STREAM)
     try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        with contextlib.suppress(OSError):
-            if fam == socket.AF_INET:
-                s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-            else:
-                s.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
-        if fam == socket.AF_INET6:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        s.bind((ip, port))
         s.listen(LISTEN_BACKLOG)
-        s.setblocking(False)
-        return s
     except BaseException:
         s.close()
         raise
+    return s
