@@ -10,22 +10,11 @@ import time
 
 import pytest
 
+from tests.gui.sni_watcher import BUS_CONFIG  # a private session bus, nothing bus-activated
+
 HAVE_KEYRING_DAEMON = shutil.which("gnome-keyring-daemon") and shutil.which("dbus-daemon")
 
 
-BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={path}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"""
 
 
 def stop_process(proc: subprocess.Popen) -> None:
@@ -50,7 +39,7 @@ def keyring_backend(tmp_path, monkeypatch):
            "XDG_CONFIG_HOME": str(home / ".config"), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     # No service directories: nothing is bus-activated behind our back (a second, locked keyring daemon).
     conf = tmp_path / "bus.conf"
-    conf.write_text(BUS_CONF.format(path=runtime / "bus"))
+    conf.write_text(BUS_CONFIG.format(path=runtime / "bus"))
     bus = subprocess.Popen(["dbus-daemon", "--nofork", "--nopidfile", f"--config-file={conf}", "--print-address=1"],
                            stdout=subprocess.PIPE, env=env)
     daemon = None
