@@ -193,6 +193,33 @@ class Bridge(QObject):
     def set_allow_lan(self, allow: bool) -> None:
         self.spawn(self._edit({"ExitNodeAllowLANAccess": allow}))
 
+    def set_corp_dns(self, on: bool) -> None:
+        """"Use tailnet DNS" (Prefs.CorpDNS)."""
+        self.spawn(self._edit({"CorpDNS": bool(on)}))
+
+    def set_route_all(self, on: bool) -> None:
+        """"Use subnet routes" (Prefs.RouteAll)."""
+        self.spawn(self._edit({"RouteAll": bool(on)}))
+
+    def set_allow_incoming(self, allow: bool) -> None:
+        """"Allow incoming connections": the inverse of Prefs.ShieldsUp."""
+        self.spawn(self._edit({"ShieldsUp": not allow}))
+
+    def set_advertise_exit_node(self, on: bool) -> None:
+        """"Run as exit node": add/remove 0.0.0.0/0 and ::/0 in AdvertiseRoutes, keeping the other routes."""
+        self.spawn(self._advertise_exit_node(bool(on)))
+
+    async def _advertise_exit_node(self, on: bool) -> None:
+        # Read the helper's current routes (not the ViewState's: another client may have changed them).
+        current = (await self.client.get_prefs()).get("AdvertiseRoutes") or []
+        self.dispatch(st.PrefsEvent({"AdvertiseRoutes": current}))
+        routes = [r for r in current if r not in st.EXIT_ROUTES]
+        if on:
+            routes += list(st.EXIT_ROUTES)
+        if routes == list(current):
+            return
+        await self._edit({"AdvertiseRoutes": routes})
+
     def login(self, control_url: str = "") -> None:
         """Browser SSO: start with WantRunning (and the chosen control server), then login-interactive."""
         self.dispatch(st.LoginStarted())

@@ -11,7 +11,7 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 
-from meshgui.state import PeerView, TrayState, ViewState
+from meshgui.state import Approval, PeerView, TrayState, ViewState
 
 MAX_MENU_PEERS = 40  # more devices than this go to the window ("All devices…")
 DEFAULT_CONTROL_URL = "https://controlplane.tailscale.com"
@@ -134,7 +134,7 @@ def _needs_approval(s: ViewState, now: dt.datetime) -> list[MenuItem]:
 
 
 def _stopped(s: ViewState, now: dt.datetime) -> list[MenuItem]:
-    return [SEP, MenuItem("Connect", "connect"), SEP, _account(s, now), _this_device(s)]
+    return [SEP, MenuItem("Connect", "connect"), SEP, _account(s, now), _this_device(s), _network_settings(s)]
 
 
 def _connecting(s: ViewState, now: dt.datetime) -> list[MenuItem]:
@@ -143,7 +143,7 @@ def _connecting(s: ViewState, now: dt.datetime) -> list[MenuItem]:
 
 def _connected(s: ViewState, now: dt.datetime) -> list[MenuItem]:
     return [SEP, MenuItem("Disconnect", "disconnect"), SEP, _account(s, now), _this_device(s),
-            _devices(s), _exit_nodes(s)]
+            _devices(s), _exit_nodes(s), _network_settings(s)]
 
 
 _BUILDERS = {
@@ -210,6 +210,37 @@ def _exit_nodes(s: ViewState) -> MenuItem:
     current = s.exit_node
     title = "Exit node: " + (current.name if current else (s.exit_node_id or "none"))
     return MenuItem(text=title, children=tuple(kids))
+
+
+# Texts of the "Run as exit node" status line, by approval state (see ViewState.exit_node_approval).
+EXIT_APPROVAL_TEXT = {
+    Approval.APPROVED: "Offering this device as an exit node",
+    Approval.PENDING: "Needs the tailnet admin's approval",
+    Approval.UNKNOWN: "(the admin must approve it)",
+}
+
+
+def _network_settings(s: ViewState) -> MenuItem:
+    """This device's network prefs (tailscale's "Use Tailscale DNS settings", "Use Tailscale subnets", ...)."""
+    using_exit = bool(s.exit_node_id)
+    kids = [
+        MenuItem("Use tailnet DNS", "set_corp_dns", not s.corp_dns, checkable=True, checked=s.corp_dns,
+                 tooltip="Resolve tailnet names (MagicDNS) and use the DNS servers the tailnet admin set"),
+        MenuItem("Use subnet routes", "set_route_all", not s.route_all, checkable=True, checked=s.route_all,
+                 tooltip="Reach the subnets other devices of the tailnet offer"),
+        MenuItem("Allow incoming connections", "set_allow_incoming", not s.allow_incoming, checkable=True,
+                 checked=s.allow_incoming,
+                 tooltip="Off: other devices cannot open connections to this one (shields up)"),
+        SEP,
+        MenuItem("Run as exit node" + (" (not while using one)" if using_exit and not s.advertises_exit_node else ""),
+                 "set_advertise_exit_node", not s.advertises_exit_node, checkable=True,
+                 checked=s.advertises_exit_node, enabled=s.advertises_exit_node or not using_exit,
+                 tooltip=("Stop using an exit node first" if using_exit and not s.advertises_exit_node else
+                          "Offer this device's internet connection to the tailnet (the admin must approve it)")),
+    ]
+    if s.advertises_exit_node:
+        kids.append(label(EXIT_APPROVAL_TEXT[s.exit_node_approval]))
+    return MenuItem(text="Network settings", children=tuple(kids))
 
 
 def _host(url: str) -> str:

@@ -99,6 +99,22 @@ class SelfView:
     dns_name: str = ""
     ips: tuple[str, ...] = ()
     key_expiry: dt.datetime | None = None
+    # Routes control approved for this node (Status.Self.AllowedIPs / PrimaryRoutes); None = the
+    # status did not say (older helpers, no netmap yet): approval state unknown.
+    allowed_ips: tuple[str, ...] | None = None
+    primary_routes: tuple[str, ...] | None = None
+
+
+# Advertising both default routes is what "run as exit node" means (tsaddr.ContainsExitRoutes).
+EXIT_ROUTES = ("0.0.0.0/0", "::/0")
+
+
+class Approval(enum.Enum):
+    """Whether control approved the exit routes this device advertises."""
+
+    APPROVED = "approved"
+    PENDING = "pending"  # the status shows this node's routes, without both default routes
+    UNKNOWN = "unknown"  # the status carries no AllowedIPs/PrimaryRoutes for this node
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +130,10 @@ class ViewState:
     control_url: str = ""
     exit_node_id: str = ""
     allow_lan: bool = False
+    corp_dns: bool = True  # Prefs.CorpDNS: use the tailnet's DNS settings (ipn.NewPrefs default: on)
+    route_all: bool = False  # Prefs.RouteAll: accept subnet routes other nodes offer
+    shields_up: bool = False  # Prefs.ShieldsUp: refuse all incoming connections
+    advertise_routes: tuple[str, ...] = ()  # Prefs.AdvertiseRoutes (exit routes included)
     self_node: SelfView = field(default_factory=SelfView)
     peers: tuple[PeerView, ...] = ()
     account: str = ""  # LoginName of the self node's user
@@ -144,6 +164,23 @@ class ViewState:
     def exit_node_offline(self) -> bool:
         node = self.exit_node
         return bool(self.exit_node_id) and (node is None or not node.online)
+
+    @property
+    def allow_incoming(self) -> bool:
+        return not self.shields_up
+
+    @property
+    def advertises_exit_node(self) -> bool:
+        return all(r in self.advertise_routes for r in EXIT_ROUTES)
+
+    @property
+    def exit_node_approval(self) -> Approval:
+        """Approval of our exit routes as the self node's AllowedIPs/PrimaryRoutes show it."""
+        me = self.self_node
+        if me.allowed_ips is None and me.primary_routes is None:
+            return Approval.UNKNOWN
+        granted = set(me.allowed_ips or ()) | set(me.primary_routes or ())
+        return Approval.APPROVED if all(r in granted for r in EXIT_ROUTES) else Approval.PENDING
 
     @property
     def control_unreachable(self) -> bool:
@@ -307,12 +344,15 @@ def _reduce_prefs(state: ViewState, p: Mapping[str, Any]) -> ViewState:
         return state
     changes: dict[str, Any] = {}
     for key, attr in (("WantRunning", "want_running"), ("LoggedOut", "logged_out"),
-                      ("ExitNodeAllowLANAccess", "allow_lan")):
+                      ("ExitNodeAllowLANAccess", "allow_lan"), ("CorpDNS", "corp_dns"),
+                      ("RouteAll", "route_all"), ("ShieldsUp", "shields_up")):
         if isinstance(p.get(key), bool):
             changes[attr] = p[key]
     for key, attr in (("ControlURL", "control_url"), ("ExitNodeID", "exit_node_id")):
         if isinstance(p.get(key), str):
             changes[attr] = p[key]
+    if "AdvertiseRoutes" in p and (p["AdvertiseRoutes"] is None or isinstance(p["AdvertiseRoutes"], (list, tuple))):
+        changes["advertise_routes"] = _str_tuple(p["AdvertiseRoutes"])  # JSON null = none advertised
     return dataclasses.replace(state, **changes)
 
 
@@ -336,6 +376,9 @@ def _reduce_status(state: ViewState, s: Mapping[str, Any]) -> ViewState:
         dns_name=_str(self_raw.get("DNSName")).rstrip("."),
         ips=_sort_ips(ips),
         key_expiry=_parse_time(self_raw.get("KeyExpiry")),
+        allowed_ips=_str_tuple(self_raw["AllowedIPs"]) if isinstance(self_raw.get("AllowedIPs"), list) else None,
+        primary_routes=(_str_tuple(self_raw["PrimaryRoutes"]) if isinstance(self_raw.get("PrimaryRoutes"), list)
+                        else None),
     )
     user = users.get(str(self_raw.get("UserID"))) if self_raw.get("UserID") else None
     if isinstance(user, Mapping):

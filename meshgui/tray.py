@@ -142,6 +142,8 @@ class Tray(QObject):
 
     def _on_triggered(self, act: QAction) -> None:
         it = self._items.get(id(act))
+        if it is not None and it.checkable:
+            act.setChecked(it.checked)  # Qt ticked it already: the tick follows the helper's prefs, not the click
         if it is not None and it.action:
             self.actionTriggered.emit(it.action, it.arg)
 

@@ -1,4 +1,4 @@
-"""Main window (a view only): searchable peer table, peer details, exit node picker, copy actions.
+"""Main window (a view only): searchable peer table, peer details, exit node picker, network settings, copy actions.
 
 Emits actionRequested(action, arg) with the same action names as the tray menu; never
 touches the socket.
@@ -81,6 +81,25 @@ class MainWindow(QMainWindow):
         exits.addWidget(self.allow_lan)
         exits.addStretch(1)
         outer.addLayout(exits)
+
+        # This device's network prefs, the same toggles as the tray's "Network settings" submenu.
+        net = QHBoxLayout()
+        self.net_label = QLabel("Network settings:", central)
+        net.addWidget(self.net_label)
+        self.net_boxes: dict[str, QCheckBox] = {}
+        for action, text in (("set_corp_dns", "Use tailnet DNS"), ("set_route_all", "Use subnet routes"),
+                             ("set_allow_incoming", "Allow incoming connections"),
+                             ("set_advertise_exit_node", "Run as exit node")):
+            box = QCheckBox(text, central)
+            box.setObjectName(action)
+            box.clicked.connect(lambda checked, a=action: self._on_net_toggle(a, bool(checked)))
+            self.net_boxes[action] = box
+            net.addWidget(box)
+        self.exit_approval = QLabel("", central)
+        self.exit_approval.setObjectName("exit_approval")
+        net.addWidget(self.exit_approval)
+        net.addStretch(1)
+        outer.addLayout(net)
 
         self.search = QLineEdit(central)
         self.search.setObjectName("search")
@@ -171,6 +190,7 @@ class MainWindow(QMainWindow):
             self.primary.setProperty("meshAction", primary[1])
         self.model.set_peers(view.peers)
         self._apply_exit_nodes(view)
+        self._apply_network_settings(view)
         self._show_details(self._selected_peer())
         if view.read_only:
             self.show_banner("Read-only: you may not control the VPN on this computer. Ask an administrator to "
@@ -193,6 +213,30 @@ class MainWindow(QMainWindow):
         self.exit_combo.setEnabled(enabled)
         self.allow_lan.setEnabled(enabled)
         self.allow_lan.setChecked(view.allow_lan)
+
+    def _net_checked(self, view: ViewState) -> dict[str, bool]:
+        return {"set_corp_dns": view.corp_dns, "set_route_all": view.route_all,
+                "set_allow_incoming": view.allow_incoming, "set_advertise_exit_node": view.advertises_exit_node}
+
+    def _apply_network_settings(self, view: ViewState) -> None:
+        shown = view.tray in (TrayState.CONNECTED, TrayState.EXIT_NODE, TrayState.STOPPED) and not view.read_only
+        self.net_label.setVisible(shown)
+        for action, checked in self._net_checked(view).items():
+            box = self.net_boxes[action]
+            box.setVisible(shown)
+            box.setChecked(checked)
+        exit_box = self.net_boxes["set_advertise_exit_node"]
+        exit_box.setEnabled(view.advertises_exit_node or not view.exit_node_id)
+        exit_box.setToolTip("Stop using an exit node first" if not exit_box.isEnabled() else
+                            "Offer this device's internet connection to the tailnet (the admin must approve it)")
+        self.exit_approval.setText(menu_spec.EXIT_APPROVAL_TEXT[view.exit_node_approval]
+                                   if view.advertises_exit_node else "")
+        self.exit_approval.setVisible(shown and view.advertises_exit_node)
+
+    def _on_net_toggle(self, action: str, checked: bool) -> None:
+        """Ask for the change, and show the helper's value until its prefs say otherwise (a view only)."""
+        self.net_boxes[action].setChecked(self._net_checked(self._view)[action])
+        self.actionRequested.emit(action, checked)
 
     # ------------------------------------------------------------ selection & details
 

@@ -46,7 +46,8 @@ def named(name: str) -> Mod:
 
 
 def status(backend: str = "Running", peers: list[tuple[str, dict]] = (), *, key_expiry: str | None = None,
-           exit_node: str | None = None, health: list[str] | None = None) -> dict[str, Any]:
+           exit_node: str | None = None, health: list[str] | None = None,
+           self_allowed_ips: list[str] | None = None, self_primary_routes: list[str] | None = None) -> dict[str, Any]:
     self_node: dict[str, Any] = {
         "ID": "selfCNTRL", "PublicKey": "nodekey:" + "ab" * 32, "HostName": "laptop",
         "DNSName": "laptop.tail1234.ts.net.", "OS": "linux", "UserID": 1,
@@ -54,6 +55,10 @@ def status(backend: str = "Running", peers: list[tuple[str, dict]] = (), *, key_
     }
     if key_expiry:
         self_node["KeyExpiry"] = key_expiry
+    if self_allowed_ips is not None:  # absent by default: approval of advertised routes unknown
+        self_node["AllowedIPs"] = self_allowed_ips
+    if self_primary_routes is not None:
+        self_node["PrimaryRoutes"] = self_primary_routes
     s: dict[str, Any] = {
         "Version": "1.90.9", "BackendState": backend, "TailscaleIPs": self_node["TailscaleIPs"],
         "Self": self_node, "Health": health or [],
@@ -74,6 +79,7 @@ def notify(**fields: Any) -> dict[str, Any]:
 
 def prefs(**fields: Any) -> dict[str, Any]:
     p: dict[str, Any] = {"ControlURL": "https://controlplane.tailscale.com", "WantRunning": True,
-                         "LoggedOut": False, "ExitNodeID": "", "ExitNodeAllowLANAccess": False}
+                         "LoggedOut": False, "ExitNodeID": "", "ExitNodeAllowLANAccess": False,
+                         "CorpDNS": True, "RouteAll": False, "ShieldsUp": False, "AdvertiseRoutes": None}
     p.update(fields)
     return p
