@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 
 import pytest
 
 from tests.gui.sni_watcher import BUS_CONFIG  # a private session bus, nothing bus-activated
+from tests.lab.netlab import stop_process
 
 HAVE_KEYRING_DAEMON = shutil.which("gnome-keyring-daemon") and shutil.which("dbus-daemon")
-
-
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @pytest.fixture

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from typing import Iterator
+
+from tests.lab.netlab import stop_process
 
 PEER_BIN = os.environ.get("MESH_PEER_BIN", "/var/cache/meshvpn-peers/bin")
 
@@ -40,12 +41,6 @@ def tailscaled_in_netns(timeout: float = 30.0) -> Iterator[str]:
             time.sleep(0.05)
         yield sock
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 15)
         log.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from tests.lab.netlab import Host, LabError
+from tests.lab.netlab import Host, LabError, stop_process
 
 # "12:00:00.123456 IP 192.0.2.11.41234 > 192.0.2.1.8080: tcp 0" (tcpdump -nn -q -tttt is not used: plain time)
 PACKET_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d+ ")
@@ -38,12 +38,7 @@ class Capture:
         p = self._proc
         if p is not None and p.poll() is None:
             time.sleep(0.2)  # let the last packets reach the capture
-            p.send_signal(signal.SIGINT)
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop_process(p, 5, signal.SIGINT)
         if p is not None:
             self.packets = [ln for ln in Host.log_of(p).splitlines() if PACKET_LINE.match(ln)]
         return self.packets

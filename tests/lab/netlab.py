@@ -155,10 +155,10 @@ def wait_ready(ready: Callable[[], bool], *, what: str, until: str, proc: subpro
         time.sleep(interval)
 
 
-def stop_process(proc: subprocess.Popen | None, timeout: float = 10) -> None:
-    """SIGTERM ``proc`` if it still runs; SIGKILL it when it has not exited after ``timeout`` s."""
+def stop_process(proc: subprocess.Popen | None, timeout: float = 10, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` (SIGTERM) to ``proc`` if it still runs; SIGKILL it when it has not exited after ``timeout`` s."""
     if proc is not None and proc.poll() is None:
-        proc.terminate()
+        proc.send_signal(sig)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
-from tests.lab.netlab import REPO_ROOT, Host, LabError
+from tests.lab.netlab import REPO_ROOT, Host, LabError, stop_process
 from tests.lab.tailscaled import Tailscaled
 from tests.natmatrix import localapi
 
@@ -235,13 +235,7 @@ class OurNode(LocalApiNode):
         return Host.log_of(self.proc) if self.proc else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc, 15)
 
 
 NODE_KINDS: dict[str, type[NodeKind]] = {"tailscaled": TailscaledNode, "ours": OurNode}
