@@ -27,6 +27,7 @@ PURE_CORES = [
     "engine/peerapi/ports.py",
     "engine/dns/exitdns.py",
     "engine/dns/config.py",
+    "engine/ipn/dnsquery.py",
     "engine/ipn/backend.py",
     "meshgui/state.py",
 ]

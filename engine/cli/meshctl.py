@@ -1,8 +1,9 @@
-"""meshctl: command-line client of the helper's LocalAPI (up, down, status, ping, netcheck, exit-node, login, logout, version).
+"""meshctl: command-line client of the helper's LocalAPI (up, down, status, ping, netcheck, exit-node, dns, login, logout, version).
 
 Works against our helper and, for the tailscaled-compatible commands, against a real tailscaled
 socket. Exit codes: 0 ok, 1 the operation failed, 2 usage, 3 helper not running,
 4 access denied (not root / not the operator), 5 not connected (logged out, stopped, ...).
+`dns query` exits 0 when the reply holds answers, 1 for NXDOMAIN/SERVFAIL/no data of that type.
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ import json
 import sys
 from typing import Any, TextIO
 
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+
+from engine.ipn.dnsquery import QueryError, parse_query_type, to_fqdn
 from engine.localapi.client import AccessDenied, HelperNotRunning, LocalAPIError, LocalClient, default_socket
 from engine.localapi.schema import (
     IPN_VERSION,
     MaskedPrefs,
     NotifyWatchOpt,
     Options,
+    DNSResolver,
     PeerStatus,
     Prefs,
     State,
@@ -268,6 +277,8 @@ async def cmd_up(c: LocalClient, a: argparse.Namespace, out: TextIO, *, force_lo
     if getattr(a, "exit_node", None) is not None:
         nid, nip = await _resolve_exit_node(st, a.exit_node)
         changes["exit_node_id"], changes["exit_node_ip"] = nid, nip
+    if getattr(a, "accept_dns", None) is not None:
+        changes["corp_dns"] = a.accept_dns
     if getattr(a, "advertise_exit_node", None) is not None:
         routes = [r for r in (cur.advertise_routes or []) if r not in EXIT_ROUTES]
         if a.advertise_exit_node:
@@ -375,6 +386,166 @@ async def cmd_whois(c: LocalClient, a: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _resolver_json(r: DNSResolver | dict[str, Any]) -> dict[str, Any]:
+    d = r.to_dict() if isinstance(r, DNSResolver) else dict(r)
+    out: dict[str, Any] = {"Addr": d.get("Addr", "")}
+    if d.get("BootstrapResolution"):
+        out["BootstrapResolution"] = list(d["BootstrapResolution"])
+    return out
+
+
+def _resolver_text(r: dict[str, Any]) -> str:
+    boot = r.get("BootstrapResolution")
+    return f"{r.get('Addr', '')} (bootstrap {', '.join(boot)})" if boot else str(r.get("Addr", ""))
+
+
+async def _dns_config(c: LocalClient) -> dict[str, Any]:
+    """The tailnet's DNSConfig from the netmap (the IPN bus's initial netmap, as `tailscale dns status` reads it)."""
+    watch = c.watch_ipn_bus(NotifyWatchOpt.INITIAL_NETMAP | NotifyWatchOpt.NO_PRIVATE_KEYS)
+    try:
+        n = await asyncio.wait_for(watch.__anext__(), 10.0)
+    except (StopAsyncIteration, asyncio.TimeoutError):
+        return {}
+    finally:
+        await watch.aclose()
+    nm = n.net_map or {}
+    return nm.get("DNS") or {}
+
+
+async def cmd_dns_status(c: LocalClient, a: argparse.Namespace, out: TextIO) -> int:
+    st = await c.status(peers=False)
+    prefs = await c.prefs()
+    data: dict[str, Any] = {"BackendState": st.backend_state, "TailscaleDNS": prefs.corp_dns, "CurrentTailnet": None}
+    running = st.backend_state in ("Running", "Starting") and st.current_tailnet is not None
+    if running:
+        ct = st.current_tailnet
+        data["CurrentTailnet"] = {"Name": ct.name, "MagicDNSEnabled": ct.magic_dns_enabled,
+                                  "MagicDNSSuffix": ct.magic_dns_suffix,
+                                  "SelfDNSName": st.self.dns_name if st.self is not None else ""}
+        dc = await _dns_config(c)
+        data["Resolvers"] = [_resolver_json(r) for r in dc.get("Resolvers") or []]
+        routes = sorted((dc.get("Routes") or {}).items())
+        data["SplitDNSRoutes"] = {k: [_resolver_json(r) for r in v] for k, v in routes if v}
+        # a route without resolvers: names MagicDNS answers itself (the tailnet domain, reverse zones)
+        data["LocalDomains"] = [k for k, v in routes if not v]
+        data["FallbackResolvers"] = [_resolver_json(r) for r in dc.get("FallbackResolvers") or []]
+        data["SearchDomains"] = sorted(dc.get("Domains") or [])
+        data["ExtraRecords"] = [{"Name": r.get("Name", ""), "Type": r.get("Type", ""), "Value": r.get("Value", "")}
+                                for r in dc.get("ExtraRecords") or []]
+        data["SystemDNS"], data["SystemDNSError"] = None, ""
+        try:
+            data["SystemDNS"] = (await c.dns_os_config()).to_dict()
+        except AccessDenied:
+            data["SystemDNSError"] = "access denied: reading the OS DNS configuration needs root or the operator"
+        except LocalAPIError as e:
+            data["SystemDNSError"] = e.message
+    if a.json:
+        _emit_json(data, out)
+        return EXIT_OK if running else EXIT_NOT_CONNECTED
+    w = out.write
+    w(f"MagicDNS (use the tailnet's DNS): {'on' if prefs.corp_dns else 'off'}"
+      f"{'' if prefs.corp_dns else '  (turn it on: meshctl up --accept-dns)'}\n")
+    if not running:
+        w((_state_message(st) or "No tailnet information yet.") + "\n")
+        return EXIT_NOT_CONNECTED
+    ct = data["CurrentTailnet"]
+    w(f"Tailnet:        {ct['Name'] or '-'}\n")
+    if ct["MagicDNSEnabled"]:
+        w(f"MagicDNS names: enabled tailnet-wide, suffix {ct['MagicDNSSuffix']}\n")
+        w(f"This device:    {ct['SelfDNSName'].rstrip('.')}\n")
+    else:
+        w("MagicDNS names: disabled tailnet-wide\n")
+    w("Resolvers:      " + (", ".join(_resolver_text(r) for r in data["Resolvers"])
+                            or "(none from the tailnet: the system's resolvers are used)") + "\n")
+    w("Split DNS:" + ("" if data["SplitDNSRoutes"] else "      (no routes)") + "\n")
+    routes = data["SplitDNSRoutes"]
+    width = max((len(k) for k in routes), default=0)
+    for dom, rs in routes.items():
+        w(f"  {dom.ljust(width)}  -> {', '.join(_resolver_text(r) for r in rs)}\n")
+    local = [d for d in data["LocalDomains"] if not d.rstrip(".").endswith(".arpa")]
+    n_rev = len(data["LocalDomains"]) - len(local)
+    if local or n_rev:
+        w("Answered only by MagicDNS: " + ", ".join(local + ([f"{n_rev} reverse zones"] if n_rev else [])) + "\n")
+    w("Search domains: " + (", ".join(data["SearchDomains"]) or "(none)") + "\n")
+    if data["FallbackResolvers"]:
+        w("Fallback:       " + ", ".join(_resolver_text(r) for r in data["FallbackResolvers"]) + "\n")
+    if data["ExtraRecords"]:
+        w("Extra records:\n")
+        for r in data["ExtraRecords"]:
+            w(f"  {r['Name']} {r['Type'] or 'A/AAAA'} {r['Value']}\n")
+    w("OS DNS configuration:\n")
+    sd = data["SystemDNS"]
+    if sd is None:
+        w(f"  ({data['SystemDNSError']})\n")
+    elif not sd.get("MeshvpnApplied", True):
+        why = ("MagicDNS is off" if not prefs.corp_dns else
+               "--dns-mode none, or a network namespace sharing the host's /etc/resolv.conf")
+        w(f"  (left alone: {why}; 100.100.100.100 still answers when asked directly)\n")
+    else:
+        w("  nameservers:    " + (", ".join(sd.get("MeshvpnNameservers") or []) or "-") + "\n")
+        w("  search domains: " + (", ".join(sd.get("MeshvpnSearchDomains") or []) or "-") + "\n")
+        scope = "all names" if sd.get("MeshvpnRouteAll") else "only these"
+        w("  match domains:  " + (", ".join(sd.get("MeshvpnMatchDomains") or []) or "-")
+          + f"  ({scope} go to MagicDNS)\n")
+    if sd is not None and sd.get("Nameservers"):
+        w("  system resolvers before meshvpn: " + ", ".join(sd["Nameservers"]) + "\n")
+    return EXIT_OK
+
+
+def _answer_rows(msg: dns.message.Message) -> list[dict[str, Any]]:
+    rows = []
+    for rrset in msg.answer:
+        for rd in rrset:
+            rows.append({"Name": rrset.name.to_text(), "TTL": rrset.ttl,
+                         "Class": dns.rdataclass.to_text(rrset.rdclass), "Type": dns.rdatatype.to_text(rrset.rdtype),
+                         "Body": rd.to_text()})
+    return rows
+
+
+async def cmd_dns_query(c: LocalClient, a: argparse.Namespace, out: TextIO) -> int:
+    try:
+        to_fqdn(a.name)
+        parse_query_type(a.type)
+    except QueryError as e:
+        raise CLIError(str(e), EXIT_USAGE) from None
+    qtype = a.type.upper()
+    try:
+        res = await c.query_dns(a.name, qtype)
+    except LocalAPIError as e:
+        if e.status == 409:
+            raise CLIError(e.message, EXIT_NOT_CONNECTED) from None
+        raise
+    try:
+        msg = dns.message.from_wire(res.reply)
+    except dns.exception.DNSException as e:
+        raise CLIError(f"the helper returned an unparsable DNS reply: {e}") from None
+    rcode = dns.rcode.to_text(msg.rcode())
+    rows = _answer_rows(msg)
+    resolvers = [_resolver_json(r) for r in res.resolvers or []]
+    rc = EXIT_OK if msg.rcode() == dns.rcode.NOERROR and rows else EXIT_FAIL
+    if a.json:
+        _emit_json({"Name": a.name, "QueryType": qtype, "ResponseCode": rcode, "Answers": rows,
+                    "Resolvers": resolvers, "AnsweredLocally": not resolvers}, out)
+        return rc
+    w = out.write
+    w(f"{a.name} {qtype} via MagicDNS (100.100.100.100):\n")
+    if resolvers:
+        w("  forwarded to:  " + ", ".join(_resolver_text(r) for r in resolvers) + "\n")
+    else:
+        w("  answered by:   MagicDNS itself (tailnet names; no upstream asked)\n")
+    w(f"  response code: {rcode}\n")
+    if rows:
+        _table([["NAME", "TTL", "CLASS", "TYPE", "DATA"]]
+               + [[r["Name"], str(r["TTL"]), r["Class"], r["Type"], r["Body"]] for r in rows], out)
+    elif msg.rcode() == dns.rcode.NOERROR:
+        w(f"  (the name exists, but has no {qtype} records)\n")
+    return rc
+
+
+async def cmd_dns(c: LocalClient, a: argparse.Namespace, out: TextIO) -> int:
+    return await (cmd_dns_status if a.dns_cmd == "status" else cmd_dns_query)(c, a, out)
+
+
 # ---------------------------------------------------------------------------- argv
 
 
@@ -396,6 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--advertise-exit-node", action=argparse.BooleanOptionalAction, default=None,
                     help="offer this machine as an exit node")
     up.add_argument("--hostname", default=None, help="name to register instead of the OS hostname")
+    up.add_argument("--accept-dns", action=argparse.BooleanOptionalAction, default=None,
+                    help="use the tailnet's DNS settings (MagicDNS)")
     login = sub.add_parser("login", parents=[common], help="log in (opens nothing; prints the URL)")
     up_flags(login)
     sub.add_parser("down", parents=[common], help="disconnect (stay logged in)")
@@ -417,12 +590,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("version", parents=[common], help="client and helper versions")
     wh = sub.add_parser("whois", parents=[common], help="which node/user has a Tailscale IP")
     wh.add_argument("addr")
+    dn = sub.add_parser("dns", parents=[common], help="MagicDNS status and test queries")
+    dns_sub = dn.add_subparsers(dest="dns_cmd", metavar="status|query")
+    dns_sub.add_parser("status", parents=[common], help="MagicDNS on/off, resolvers, split DNS, the OS DNS settings")
+    dq = dns_sub.add_parser("query", parents=[common], help="resolve a name as 100.100.100.100 would (root/operator)")
+    dq.add_argument("name", metavar="NAME")
+    dq.add_argument("type", metavar="TYPE", nargs="?", default="A", help="A (default), AAAA, CNAME, MX, NS, PTR, SRV, TXT, ...")
     return p
 
 
 COMMANDS = {
     "status": cmd_status, "ping": cmd_ping, "netcheck": cmd_netcheck, "exit-node": cmd_exit_node,
     "up": cmd_up, "down": cmd_down, "logout": cmd_logout, "version": cmd_version, "whois": cmd_whois,
+    "dns": cmd_dns,
 }
 
 
@@ -432,7 +612,7 @@ async def run(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stder
         a = parser.parse_args(argv)
     except SystemExit as e:
         return EXIT_USAGE if e.code else EXIT_OK
-    if not a.cmd or (a.cmd == "exit-node" and not a.exit_cmd):
+    if not a.cmd or (a.cmd == "exit-node" and not a.exit_cmd) or (a.cmd == "dns" and not a.dns_cmd):
         parser.print_help(err)
         return EXIT_USAGE
     a.json = getattr(a, "json", False)

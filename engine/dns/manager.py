@@ -16,7 +16,7 @@ import logging
 import subprocess
 from typing import Any, Iterable, Protocol, Sequence
 
-from engine.dns.config import QUAD100_V4, QUAD100_V6, ResolverConfig, config_from_netmap, field_of
+from engine.dns.config import QUAD100_V4, QUAD100_V6, AnyUpstream, ResolverConfig, config_from_netmap, field_of, fqdn
 from engine.dns.forwarder import Forwarder
 from engine.dns.osconfig import OSDNSConfig, os_config_for
 from engine.dns.resolvconf_file import ResolvConfFile
@@ -163,3 +163,25 @@ class DNSManager:
     async def answer(self, query: bytes) -> bytes | None:
         """Answer one DNS query as quad-100 would (the peerAPI's DNS-over-HTTP); None if dropped or not running."""
         return await self._server.answer(query) if self._server is not None else None
+
+    # -- read-only views (LocalAPI dns-osconfig / dns-query) ----------------------------------
+    def os_config(self) -> OSDNSConfig | None:
+        """The OS DNS settings last applied (None: the OS is left alone: accept-dns off, no OS configurator)."""
+        return self._last_os
+
+    def base_nameservers(self) -> list[str]:
+        """The system's own resolvers (from before MagicDNS), the upstreams when the tailnet sets none."""
+        return list(getattr(self.os_dns, "original_nameservers", lambda: [])())
+
+    def upstreams_for(self, name: str) -> tuple[AnyUpstream, ...]:
+        """Where quad-100 sends a query for `name` (Resolver's routing order); () when answered locally."""
+        cfg = self.resolver.config
+        n = fqdn(name)
+        if n in cfg.hosts or (n.count(".") == 1 and any(n + d in cfg.hosts for d in cfg.search)):
+            return ()
+        best = max((s for s in cfg.routes if n == s or n.endswith("." + s)), key=len, default=None)
+        if best is not None:
+            return tuple(cfg.routes[best])
+        if any(n == d or n.endswith("." + d) for d in cfg.local_domains):
+            return ()
+        return tuple(cfg.upstreams)

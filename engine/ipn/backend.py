@@ -133,6 +133,7 @@ def netmap_json(nm: NetMapView) -> dict[str, Any]:
             str(u.id): {"ID": u.id, "LoginName": u.login_name, "DisplayName": u.display_name}
             for u in nm.users
         },
+        "DNS": nm.dns_config if nm.dns_config is not None else {},
     }
 
 

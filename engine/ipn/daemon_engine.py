@@ -28,8 +28,12 @@ from engine.control.client import LoginFailed, NetMapUpdated, StatusChanged
 from engine.control.client import NodeKeyRotated as CNodeKeyRotated
 from engine.daemon import DEFAULT_DERP_REGION, DEFAULT_MTU, Node, NodeState
 from engine.hygiene import Journal
+from engine.ipn.dnsquery import build_query, resolver_view
 from engine.ipn.engine_api import (
     AuthURL,
+    DNSOSView,
+    DNSQueryOutcome,
+    DNSUnavailable,
     EngineConfig,
     EngineFailed,
     EngineSnapshot,
@@ -107,8 +111,21 @@ def netmap_view(nm: Any, stats: dict[str, Any], now: float, paths: dict[str, Any
         self_node=view(nm.self_node, True), peers=tuple(view(p, False) for p in nm.sorted_peers()), users=users,
         domain=nm.domain, magic_dns_suffix=suffix,
         magic_dns_enabled=bool(nm.dns_config is not None and getattr(nm.dns_config, "proxied", False)),
-        derp_regions=regions, derp_map=_derp_map_json(nm.derp_map),
+        derp_regions=regions, derp_map=_derp_map_json(nm.derp_map), dns_config=_dns_config_json(nm.dns_config),
     )
+
+
+def _dns_config_json(dc: Any) -> dict[str, Any] | None:
+    """tailcfg.DNSConfig as JSON (NetworkMap.DNS in the IPN bus netmap, read by `tailscale dns status`)."""
+    if dc is None:
+        return None
+    try:
+        from engine.tailcfg import encode
+
+        out = encode(dc)
+    except Exception:  # noqa: BLE001 - a display nicety; never break status over it
+        return None
+    return out if isinstance(out, dict) else None
 
 
 def _derp_map_json(dm: Any) -> dict[str, Any] | None:
@@ -369,6 +386,32 @@ class DaemonEngine:
         if view is not None:
             rep.setdefault("RegionCodes", {str(k): v for k, v in view.derp_regions.items()})
         return rep
+
+    def _dns(self) -> Any:
+        dns = getattr(self._node, "dns", None) if self._node is not None else None
+        if dns is None:
+            raise DNSUnavailable("MagicDNS is not running in the engine" if self._node is not None
+                                 else "the engine is not running")
+        return dns
+
+    def dns_os_config(self) -> DNSOSView:
+        """What engine.dns.manager.DNSManager last told the OS (resolv.conf or systemd-resolved)."""
+        dns = self._dns()
+        base = tuple(dns.base_nameservers())
+        os_cfg = dns.os_config()
+        if os_cfg is None:
+            return DNSOSView(base_nameservers=base)
+        return DNSOSView(applied=True, nameservers=tuple(os_cfg.nameservers), search_domains=tuple(os_cfg.search_domains),
+                         match_domains=tuple(os_cfg.match_domains), route_all=os_cfg.route_all, base_nameservers=base)
+
+    async def dns_query(self, name: str, qtype: int) -> DNSQueryOutcome:
+        """The node's quad-100 answer (forwarded to the DNS config's upstreams or the exit node's DoH)."""
+        dns = self._dns()
+        ups = dns.upstreams_for(name)
+        reply = await dns.answer(build_query(name, qtype))
+        if reply is None:
+            raise DNSUnavailable("MagicDNS dropped the query")
+        return DNSQueryOutcome(reply=reply, resolvers=tuple(resolver_view(u) for u in ups))
 
     async def aclose(self) -> None:
         await self.stop()

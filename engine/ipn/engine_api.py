@@ -115,6 +115,7 @@ class NetMapView:
     magic_dns_enabled: bool = False
     derp_regions: dict[int, str] = field(default_factory=dict)  # region id -> code
     derp_map: dict[str, Any] | None = None  # tailcfg.DERPMap JSON, served on /localapi/v0/derpmap
+    dns_config: dict[str, Any] | None = None  # tailcfg.DNSConfig JSON from control (NetworkMap.DNS); None = none sent
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,42 @@ class PingOutcome:
     derp_region_code: str = ""
 
 
+class DNSUnavailable(RuntimeError):
+    """The engine runs without MagicDNS (its quad-100 server could not start, or the engine is stopped)."""
+
+
+@dataclass(frozen=True)
+class DNSResolverView:
+    """One upstream resolver (tailscale dnstype.Resolver): "ip", "ip:port", or a DoH URL (+ its bootstrap IPs)."""
+
+    addr: str
+    bootstrap: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DNSOSView:
+    """The OS DNS settings the engine applied, and the system's own resolvers from before.
+
+    applied=False: the OS is left alone (accept-dns off, `--dns-mode none`, or a namespace sharing the
+    host's resolv.conf); the three lists are then empty.
+    """
+
+    applied: bool = False
+    nameservers: tuple[str, ...] = ()
+    search_domains: tuple[str, ...] = ()  # without trailing dots
+    match_domains: tuple[str, ...] = ()  # without trailing dots; with route_all the OS sends everything anyway
+    route_all: bool = False
+    base_nameservers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DNSQueryOutcome:
+    """A query answered by MagicDNS as quad-100 would: the raw reply and where it was forwarded (() = locally)."""
+
+    reply: bytes
+    resolvers: tuple[DNSResolverView, ...] = ()
+
+
 @runtime_checkable
 class NodeEngine(Protocol):
     """What the backend drives. Implemented by the real node (engine/daemon.py) and by FakeEngine."""
@@ -226,6 +263,12 @@ class NodeEngine(Protocol):
 
     async def netcheck(self) -> dict[str, Any]:
         """A netcheck report (UDP, public address, NAT mapping, DERP latencies) as a JSON object."""
+
+    def dns_os_config(self) -> DNSOSView:
+        """The OS DNS configuration applied (raises DNSUnavailable without MagicDNS)."""
+
+    async def dns_query(self, name: str, qtype: int) -> DNSQueryOutcome:
+        """Resolve `name` (FQDN) / `qtype` through MagicDNS as a TCP query to quad-100 would (raises DNSUnavailable)."""
 
     async def aclose(self) -> None:
         """Release everything (called once at shutdown, after stop)."""

@@ -15,8 +15,21 @@ import asyncio
 import os
 from typing import Any, Awaitable, Callable
 
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+
+from engine.dns.manager import DNSManager
+from engine.dns.osconfig import OSDNSConfig
+from engine.dns.resolver import Forward, Reply
+from engine.ipn.dnsquery import build_query, resolver_view
 from engine.ipn.engine_api import (
     AuthURL,
+    DNSOSView,
+    DNSQueryOutcome,
+    DNSUnavailable,
     EngineConfig,
     EngineFailed,
     EngineSnapshot,
@@ -36,6 +49,25 @@ from engine.keys import NodePrivate
 
 FAKE_USER = UserView(id=1001, login_name="alice@example.com", display_name="Alice")
 FAKE_SUFFIX = "tail.example.com"
+# The tailnet's DNS settings (tailcfg.DNSConfig JSON): MagicDNS, a global resolver, split DNS (plain and DoH).
+FAKE_DNS_CONFIG: dict[str, Any] = {
+    "Resolvers": [{"Addr": "192.0.2.1"}],
+    "Routes": {
+        "corp.example.com": [{"Addr": "192.0.2.53"}],
+        "lab.example.com": [{"Addr": "https://doh.lab.example/dns-query", "BootstrapResolution": ["192.0.2.54"]}],
+    },
+    "Domains": [FAKE_SUFFIX],
+    "Proxied": True,
+    "CertDomains": [f"self.{FAKE_SUFFIX}"],
+    "ExtraRecords": [{"Name": f"printer.{FAKE_SUFFIX}", "Value": "100.64.0.9"}],
+}
+FAKE_OS_NAMESERVERS = ("198.51.100.53",)  # the "system's own" resolver before MagicDNS
+FAKE_PEERAPI_PORT = 40123  # exit1's peerAPI (it can proxy DNS: DoH at http://100.64.0.3:40123/dns-query)
+# What the fake world's upstream resolvers know; every other forwarded name is NXDOMAIN.
+FAKE_UPSTREAM_RECORDS: dict[str, tuple[str, str]] = {
+    "www.example.org.": ("A", "192.0.2.80"),
+    "intranet.corp.example.com.": ("A", "10.1.2.3"),
+}
 
 
 def fake_netmap(self_key: str, hostname: str = "self", exit_node_id: str = "") -> NetMapView:
@@ -74,8 +106,38 @@ def fake_netmap(self_key: str, hostname: str = "self", exit_node_id: str = "") -
     )
     return NetMapView(
         self_node=self_node, peers=peers, users=(FAKE_USER,), domain="example.com",
-        magic_dns_suffix=FAKE_SUFFIX, magic_dns_enabled=True, derp_regions={1: "fra"},
+        magic_dns_suffix=FAKE_SUFFIX, magic_dns_enabled=True, derp_regions={1: "fra"}, dns_config=FAKE_DNS_CONFIG,
     )
+
+
+class _FakeOSDNS:
+    """An OS configurator that only remembers (DNSManager's OSConfigurator protocol)."""
+
+    def __init__(self) -> None:
+        self.last: OSDNSConfig | None = None
+
+    def set(self, cfg: OSDNSConfig | None) -> None:
+        self.last = cfg
+
+    def cleanup_leftovers(self) -> bool:
+        return False
+
+    def original_nameservers(self) -> list[str]:
+        return list(FAKE_OS_NAMESERVERS)
+
+
+def _fake_upstream_reply(query: bytes) -> bytes:
+    """The fake world's recursive resolver: FAKE_UPSTREAM_RECORDS, else NXDOMAIN."""
+    q = dns.message.from_wire(query)
+    r = dns.message.make_response(q)
+    r.flags |= dns.flags.RA
+    rr = q.question[0]
+    known = FAKE_UPSTREAM_RECORDS.get(rr.name.to_text().lower())
+    if known is None:
+        r.set_rcode(dns.rcode.NXDOMAIN)
+    elif dns.rdatatype.from_text(known[0]) == rr.rdtype:
+        r.answer.append(dns.rrset.from_text(rr.name, 300, "IN", known[0], known[1]))
+    return r.to_wire()
 
 
 class FakeEngine:
@@ -168,6 +230,42 @@ class FakeEngine:
                                    latency_seconds=0.025, derp_region_id=p.home_derp or 1,
                                    derp_region_code=nm.derp_regions.get(p.home_derp or 1, ""))
         return PingOutcome(err="no matching peer")
+
+    def _dns_manager(self) -> DNSManager:
+        """MagicDNS as the running node would configure it from the fake netmap and prefs (no sockets)."""
+        nm, cfg = self._netmap, self.cfg
+        if not self.running or nm is None or cfg is None:
+            raise DNSUnavailable("the engine is not running")
+        exit_peer = next((p for p in nm.peers if cfg.exit_node_id and p.stable_id == cfg.exit_node_id
+                          or cfg.exit_node_ip and cfg.exit_node_ip in p.addresses), None)
+        exit_node = None
+        if exit_peer is not None:
+            exit_node = {"Addresses": list(exit_peer.allowed_ips[:2]), "Cap": 130, "Hostinfo": {"Services": [
+                {"Proto": "peerapi4", "Port": FAKE_PEERAPI_PORT}, {"Proto": "peerapi-dns-proxy", "Port": 1}]}}
+        mgr = DNSManager(_FakeOSDNS(), listen=())
+        mgr.set(nm.self_node, nm.peers, nm.dns_config, accept_dns=cfg.corp_dns, exit_node=exit_node,
+                using_exit_node=bool(cfg.exit_node_id or cfg.exit_node_ip))
+        return mgr
+
+    def dns_os_config(self) -> DNSOSView:
+        mgr = self._dns_manager()
+        o = mgr.os_config()
+        base = tuple(mgr.base_nameservers())
+        if o is None:
+            return DNSOSView(base_nameservers=base)
+        return DNSOSView(applied=True, nameservers=o.nameservers, search_domains=o.search_domains,
+                         match_domains=o.match_domains, route_all=o.route_all, base_nameservers=base)
+
+    async def dns_query(self, name: str, qtype: int) -> DNSQueryOutcome:
+        self.calls.append("dns_query")
+        mgr = self._dns_manager()
+        ups = mgr.upstreams_for(name)
+        action = mgr.resolver.handle(build_query(name, qtype), tcp=True)
+        if isinstance(action, Forward):
+            action = mgr.resolver.finish_forward(action.query, _fake_upstream_reply(action.query))
+        if not isinstance(action, Reply):
+            raise DNSUnavailable(f"MagicDNS dropped the query ({action.reason})")
+        return DNSQueryOutcome(reply=action.wire, resolvers=tuple(resolver_view(u) for u in ups))
 
     async def netcheck(self) -> dict[str, Any]:
         self.calls.append("netcheck")

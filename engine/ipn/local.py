@@ -40,6 +40,7 @@ from engine.ipn.backend import (
     node_json,
     peer_status,
 )
+from engine.ipn.dnsquery import parse_query_type, to_fqdn
 from engine.ipn.engine_api import (
     AuthURL,
     EngineEvent,
@@ -60,6 +61,9 @@ from engine.ipn.store import MemoryStore, PrefsStore
 from engine.keys import KeyError_, MachinePrivate, NodePrivate
 from engine.localapi.schema import (
     DEFAULT_CONTROL_URL,
+    DNSOSConfig,
+    DNSQueryResponse,
+    DNSResolver,
     INTERNAL_PREFS,
     IPN_VERSION,
     ZERO_NODEKEY,
@@ -85,6 +89,7 @@ from engine.localapi.schema import (
 ENGINE_UPDATE_INTERVAL = 2.0  # seconds between Engine (traffic/path) notifications to ENGINE_UPDATES watchers
 WATCH_QUEUE_MAX = 256  # notifications buffered per watcher; a slower watcher is disconnected
 PING_TIMEOUT = 10.0  # seconds the helper waits for an engine ping
+DNS_QUERY_TIMEOUT = 15.0  # seconds for a dns-query (the forwarder tries each upstream for a few seconds)
 
 
 class _Watcher:
@@ -698,3 +703,26 @@ class Backend:
 
     async def netcheck(self) -> dict[str, Any]:
         return await self.engine.netcheck()
+
+    # ------------------------------------------------------------------ DNS debugging
+
+    def _need_connection(self, what: str) -> None:
+        if not self._engine_on or self.state not in (State.RUNNING, State.STARTING):
+            raise BackendError(f"{what} needs a running connection (state {self.state.go_name})")
+
+    def dns_os_config(self) -> DNSOSConfig:
+        """GET dns-osconfig: the system's own DNS (as tailscaled) + what we applied (raises DNSUnavailable)."""
+        self._need_connection("dns-osconfig")
+        v = self.engine.dns_os_config()
+        return DNSOSConfig(nameservers=list(v.base_nameservers), applied=v.applied, route_all=v.route_all,
+                           applied_nameservers=list(v.nameservers), applied_search_domains=list(v.search_domains),
+                           applied_match_domains=list(v.match_domains))
+
+    async def dns_query(self, name: str, qtype: str) -> DNSQueryResponse:
+        """GET dns-query: resolve through MagicDNS (QueryError: bad name/type; asyncio.TimeoutError; DNSUnavailable)."""
+        fq = to_fqdn(name)
+        code = parse_query_type(qtype)
+        self._need_connection("dns-query")
+        out = await asyncio.wait_for(self.engine.dns_query(fq, code), DNS_QUERY_TIMEOUT)
+        return DNSQueryResponse.of(out.reply, [DNSResolver(addr=r.addr, bootstrap_resolution=list(r.bootstrap) or None)
+                                               for r in out.resolvers])

@@ -21,6 +21,8 @@ import h11
 from engine.localapi.schema import (
     CAPABILITY_VERSION,
     LOCALAPI_HOST,
+    DNSOSConfig,
+    DNSQueryResponse,
     KeysInfo,
     MaskedPrefs,
     Notify,
@@ -207,6 +209,15 @@ class LocalClient:
 
     async def set_use_exit_node(self, on: bool) -> Prefs:
         return Prefs.from_dict(await self._json("POST", f"/localapi/v0/set-use-exit-node-enabled?enabled={'true' if on else 'false'}"))
+
+    async def dns_os_config(self) -> DNSOSConfig:
+        """GET dns-osconfig (root/operator): the OS DNS settings the helper applied."""
+        return DNSOSConfig.from_dict(await self._json("GET", "/localapi/v0/dns-osconfig"))
+
+    async def query_dns(self, name: str, query_type: str = "A") -> DNSQueryResponse:
+        """GET dns-query (root/operator): `name` resolved through MagicDNS; .reply is the DNS message."""
+        q = urllib.parse.urlencode({"name": name, "type": query_type})
+        return DNSQueryResponse.from_dict(await self._json("GET", "/localapi/v0/dns-query?" + q))
 
     async def watch_ipn_bus(self, mask: NotifyWatchOpt | int = 0) -> AsyncIterator[Notify]:
         """Notify messages until the helper ends the stream (or the caller stops iterating)."""

@@ -15,6 +15,7 @@ Wire conventions (Go encoding/json, as tailscaled uses them):
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import enum
 import json
@@ -700,3 +701,65 @@ class ErrorResponse(Wire):
     """JSON error body; tailscale's client reads the `Error` key (case-insensitively)."""
 
     error: str = gofield("Error", "")
+
+
+# --------------------------------------------------------------------------------------------
+# DNS debugging: dns-osconfig, dns-query
+
+
+@dataclass(frozen=True)
+class DNSResolver(Wire):
+    """dnstype.Resolver: "ip", "ip:port" or a DoH URL; BootstrapResolution = the DoH server's IPs."""
+
+    addr: str = gofield("Addr", "", omitempty=True)
+    bootstrap_resolution: list[str] | None = gofield("BootstrapResolution", None, omitempty=True)
+    use_with_exit_node: bool = gofield("UseWithExitNode", False, omitempty=True)
+    extra: dict = extra_field()
+
+
+@dataclass(frozen=True)
+class DNSOSConfig(Wire):
+    """apitype.DNSOSConfig (GET /localapi/v0/dns-osconfig); domains without trailing dots.
+
+    As in tailscaled, the standard keys are the system's own DNS settings from before we took
+    over (tailscale's "base config": what `tailscale dns status` calls the system DNS). The
+    Meshvpn* keys are our additions (tailscale's client ignores them): whether we changed the OS
+    DNS at all, what we applied, and whether it sends every name to us (route_all) or only
+    the applied match domains.
+    """
+
+    nameservers: list[str] = gofield("Nameservers", factory=list)  # the system's own (our upstreams for other names)
+    search_domains: list[str] = gofield("SearchDomains", factory=list)
+    match_domains: list[str] = gofield("MatchDomains", factory=list)
+    applied: bool = gofield("MeshvpnApplied", False)
+    route_all: bool = gofield("MeshvpnRouteAll", False)
+    applied_nameservers: list[str] = gofield("MeshvpnNameservers", factory=list)
+    applied_search_domains: list[str] = gofield("MeshvpnSearchDomains", factory=list)
+    applied_match_domains: list[str] = gofield("MeshvpnMatchDomains", factory=list)
+    extra: dict = extra_field()
+
+
+@dataclass(frozen=True)
+class DNSQueryResponse(Wire):
+    """apitype.DNSQueryResponse (GET /localapi/v0/dns-query): the raw reply and the upstreams it went to.
+
+    Wire: {"Bytes": "<base64 of the DNS message>" (Go []byte), "Resolvers": [dnstype.Resolver] | null}.
+    An empty/null Resolvers list means MagicDNS answered locally (a tailnet name, ExtraRecords, NXDOMAIN
+    in the tailnet's domain).
+    """
+
+    bytes_b64: str = gofield("Bytes", "")
+    resolvers: list[DNSResolver] | None = gofield("Resolvers", None)
+    extra: dict = extra_field()
+
+    @classmethod
+    def of(cls, reply: bytes, resolvers: list[DNSResolver] | None) -> "DNSQueryResponse":
+        return cls(bytes_b64=base64.b64encode(reply).decode("ascii"), resolvers=resolvers)
+
+    @property
+    def reply(self) -> bytes:
+        """The DNS message (raises SchemaError when Bytes is not base64)."""
+        try:
+            return base64.b64decode(self.bytes_b64.encode("ascii"), validate=True)
+        except (ValueError, UnicodeError) as e:
+            raise SchemaError(f"DNSQueryResponse.Bytes: not base64: {e}") from None

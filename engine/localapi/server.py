@@ -20,6 +20,8 @@ Endpoints (/localapi/v0/...; R = any local user, W = root/operator):
     set-use-exit-node-enabled POST W (?enabled)        suggest-exit-node GET R        derpmap GET R
     check-ip-forwarding / check-udp-gro-forwarding / check-reverse-path-filtering GET R ({"Warning"})
     serve-config GET R (null)            shutdown POST root
+    dns-osconfig GET W (apitype.DNSOSConfig)   dns-query GET W (?name&type -> apitype.DNSQueryResponse)
+        (W as tailscaled: "for privacy reasons"; 400 bad name/type, 409 not running, 503 no MagicDNS, 504 timeout)
     meshvpn/keys GET R (public halves) / POST W ({"MachineKey","NodeKey"}: privkey:…)
     meshvpn/netcheck GET R               meshvpn/version GET R                  meshvpn/whoami GET R
 """
@@ -40,6 +42,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import h11
 
 from engine.ipn.backend import BackendError, PrefsError
+from engine.ipn.dnsquery import QueryError
+from engine.ipn.engine_api import DNSUnavailable
 from engine.ipn.local import Backend
 from engine.localapi.auth import Authorizer, Permit, peer_cred
 from engine.localapi.schema import (
@@ -494,6 +498,8 @@ class LocalAPIServer:
             "derpmap": Route(G, self.h_derpmap, False, "derpmap"),
             "shutdown": Route(P, self.h_shutdown, True, "shutdown"),
             "serve-config": Route(G, self.h_serve_config, False, "serve-config"),
+            "dns-osconfig": Route(frozenset({"GET"}), self.h_dns_osconfig, True, "dns-osconfig dump"),
+            "dns-query": Route(frozenset({"GET"}), self.h_dns_query, True, "dns-query"),
             "meshvpn/keys": Route(PO, self.h_keys, False, "setting keys"),
             "meshvpn/netcheck": Route(G, self.h_netcheck, False, "netcheck"),
             "meshvpn/version": Route(G, self.h_version, False, "version"),
@@ -651,6 +657,25 @@ class LocalAPIServer:
         except asyncio.TimeoutError:
             raise HTTPError(504, "netcheck timed out") from None
         return Reply(200, report)
+
+    async def h_dns_osconfig(self, req: Request) -> Reply:
+        try:
+            return Reply(200, self.backend.dns_os_config().to_dict())
+        except DNSUnavailable as e:
+            raise HTTPError(503, str(e)) from None
+
+    async def h_dns_query(self, req: Request) -> Reply:
+        if "name" not in req.query:
+            raise HTTPError(400, "missing 'name' parameter")
+        try:
+            res = await self.backend.dns_query(req.query["name"], req.query.get("type", ""))
+        except QueryError as e:
+            raise HTTPError(400, str(e)) from None
+        except DNSUnavailable as e:
+            raise HTTPError(503, str(e)) from None
+        except asyncio.TimeoutError:
+            raise HTTPError(504, "DNS query timed out") from None
+        return Reply(200, res.to_dict())
 
     async def h_version(self, req: Request) -> Reply:
         return Reply(200, {"Version": self.backend.version, "CapabilityVersion": CAPABILITY_VERSION})
