@@ -38,7 +38,7 @@ from engine.dns.config import DoHUpstream
 DOH_CONTENT_TYPE = "application/dns-message"
 DOH_TIMEOUT = 5.0  # seconds for one whole exchange (connect included); tailscale's TCP DNS timeout is 5 s
 IDLE_TIMEOUT = 10.0  # seconds an unused connection is kept (tailscale dohIdleConnTimeout)
-MAX_IDLE_PER_SERVER = 4
+MAX_IDLE_PER_SERVER = 16  # idle keep-alive connections kept per DoH server (a burst of queries reuses them)
 MAX_RESPONSE_BYTES = 65535  # a DNS message never exceeds this
 READ_CHUNK = 65536
 USER_AGENT = "meshvpn-dns"

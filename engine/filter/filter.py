@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import threading
+from bisect import bisect_right
 from collections import OrderedDict
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -83,6 +84,12 @@ def _in_ranges(x: int, ranges: tuple[Range, ...]) -> bool:
     return False
 
 
+def _in_sorted(x: int, lows: tuple[int, ...], highs: tuple[int, ...]) -> bool:
+    """x in one of the sorted, disjoint ranges (lows[i], highs[i]): a bisect, whatever their number."""
+    i = bisect_right(lows, x) - 1
+    return i >= 0 and x <= highs[i]
+
+
 class Filter:
     """A compiled filter plus the UDP reply LRU. Thread-safe: check_* may run in data-plane threads."""
 
@@ -99,7 +106,9 @@ class Filter:
         # (tailscale lets them through before its filter: their access rules are applied at L7)
         self._open_tcp = frozenset((ipaddress.ip_address(a).version, int(ipaddress.ip_address(a)), int(p))
                                    for a, p in open_tcp)
-        self._local4, self._local6 = prefixes_to_ranges(local_nets)
+        self._local4, self._local6 = prefixes_to_ranges(local_nets)  # sorted and merged (disjoint)
+        self._lo4, self._hi4 = tuple(r[0] for r in self._local4), tuple(r[1] for r in self._local4)
+        self._lo6, self._hi6 = tuple(r[0] for r in self._local6), tuple(r[1] for r in self._local6)
         # Per-family (protos, srcs, dsts) triples: the inner loops index tuples only.
         self._m4 = tuple((m.protos, m.src4, m.dst4) for m in self.matches if m.src4 and m.dst4)
         self._m6 = tuple((m.protos, m.src6, m.dst6) for m in self.matches if m.src6 and m.dst6)
@@ -195,11 +204,11 @@ class Filter:
             return v, reason
         ver, proto, src, dst, _sport, dport, flags, itype, icode = d
         if ver == 4:
-            if not _in_ranges(dst, self._local4):
+            if not _in_sorted(dst, self._lo4, self._hi4):
                 return DROP, DropReason.DST_NOT_LOCAL
             ms = self._m4
         else:
-            if not _in_ranges(dst, self._local6):
+            if not _in_sorted(dst, self._lo6, self._hi6):
                 return DROP, DropReason.DST_NOT_LOCAL
             ms = self._m6
         if proto == PROTO_TCP:

@@ -134,3 +134,24 @@ def test_parse_ip_addr_json_down_ptp_and_junk():
     ]
     assert parse_ip_addr_json(doc, {"mesh0"}) == ("127.0.0.1/8", "198.51.100.2/32", "::1/128", "fe80::1/64")
     assert parse_ip_addr_json({"not": "a list"}) == ()
+
+
+def test_local_destination_bisect_matches_a_linear_scan():
+    """Filter's per-packet local check (a bisect over merged ranges) agrees with the plain definition."""
+    import random
+
+    from engine.filter.filter import _in_ranges, _in_sorted
+    from engine.filter.rules import prefixes_to_ranges
+
+    rng = random.Random(7)
+    for _ in range(200):
+        prefixes = [f"{rng.randrange(1 << 32) >> (32 - p) << (32 - p) if p else 0}/{p}"
+                    for p in (rng.choice((0, 8, 12, 16, 24, 30, 32)) for _ in range(rng.randrange(0, 12)))]
+        prefixes = [str(ipaddress.ip_network(f"{ipaddress.IPv4Address(int(p.split('/')[0]))}/{p.split('/')[1]}"))
+                    for p in prefixes]
+        v4, _ = prefixes_to_ranges(prefixes)
+        lows, highs = tuple(r[0] for r in v4), tuple(r[1] for r in v4)
+        nets = [ipaddress.ip_network(p) for p in prefixes]
+        for x in [rng.randrange(1 << 32) for _ in range(50)] + [lo for lo in lows] + [hi + 1 for hi in highs]:
+            want = any(ipaddress.IPv4Address(x % (1 << 32)) in n for n in nets)
+            assert _in_sorted(x % (1 << 32), lows, highs) == want == _in_ranges(x % (1 << 32), v4)

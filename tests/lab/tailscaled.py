@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 
 from tests.lab.netlab import Host, stop_process, wait_ready
@@ -21,8 +22,16 @@ class Tailscaled:
     """A real tailscaled (TUN ``tun``) inside ``host``; CLI via ``tailscale --socket``."""
 
     def __init__(self, host: Host, *, tun: str = "tailscale0", port: int = 41641, verbose: int = 0,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, resolv_conf: str | None = None) -> None:
+        """``resolv_conf``: run with a private overlay on /etc holding this resolv.conf (for `--accept-dns`).
+
+        tailscaled's direct DNS mode renames /etc/resolv.conf to a backup beside it; under `ip netns
+        exec` with /etc/netns/<ns>/resolv.conf the rename fails (a bind mount), the backup would land
+        in the machine's own /etc and later DNS updates fail. The overlay (own mount namespace, upper
+        layer in the lab directory) keeps every write inside the lab.
+        """
         self.host = host
+        self.resolv_conf = resolv_conf
         self.tun = tun
         self.port = port
         self.dir = host.lab.dir / f"tailscaled-{host.name}"
@@ -37,6 +46,14 @@ class Tailscaled:
                 f"--tun={self.tun}", f"--port={self.port}", "--no-logs-no-support"]
         if self.verbose:
             argv.append(f"--verbose={self.verbose}")
+        if self.resolv_conf is not None:
+            upper, work = self.dir / "etc-upper", self.dir / "etc-work"
+            upper.mkdir(exist_ok=True)
+            work.mkdir(exist_ok=True)
+            (upper / "resolv.conf").write_text(self.resolv_conf)
+            script = (f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc && "
+                      f"exec {shlex.join(argv)}")
+            argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
         self.proc = self.host.popen(argv, env=self.env)
         self.host.lab.add_cleanup(self.stop)
         wait_ready(self.socket.exists, what="tailscaled", until=f"socket {self.socket} appears", proc=self.proc,
