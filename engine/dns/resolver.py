@@ -29,6 +29,7 @@ MAX_QUERY_BYTES = 4096  # a query larger than this is junk (tailscale caps TCP r
 MIN_UDP_PAYLOAD = 512
 MAX_UDP_PAYLOAD = 4096
 SIZE_DNS_HEADER = 12
+REPLY_CACHE_SIZE = 4096  # our own answers kept (query minus id -> reply minus id); emptied when full or on a new config
 # 2b id | 2b flags | 2b qd | 2b an | 2b ns | 2b ar   (RFC 1035 §4.1.1)
 _HEADER = struct.Struct("!HHHHHH")
 _QR = 0x8000
@@ -99,6 +100,9 @@ class Resolver:
         self._reverse = rev
         self._routes = sorted(config.routes.items(), key=lambda kv: -len(kv[0]))
         self._local = tuple(sorted(config.local_domains, key=len, reverse=True))
+        # Answers we give ourselves depend only on the query (minus its id) and the config: a reply
+        # cache makes the hot path (the same names asked again and again) skip dnspython entirely.
+        self._replies: dict[tuple[bool, bytes], bytes] = {}
 
     # -- entry points ---------------------------------------------------------------------
     def handle(self, data: bytes, *, tcp: bool = False) -> Action:
@@ -113,6 +117,9 @@ class Resolver:
         if (flags >> 11) & 0xF != dns.opcode.QUERY:
             self.counters.notimp += 1
             return Reply(_header_reply(data, dns.rcode.NOTIMP))
+        hit = self._cached(data, tcp)
+        if hit is not None:
+            return hit
         try:
             q = dns.message.from_wire(data)
         except Exception:  # dnspython raises many types on junk; all mean FORMERR
@@ -125,10 +132,28 @@ class Resolver:
             self.counters.formerr += 1
             return Reply(_header_reply(data, dns.rcode.FORMERR))
         try:
-            return self._resolve(q, data, tcp)
+            action = self._resolve(q, data, tcp)
         except Exception:  # never let one odd query escape the receive loop
             self.counters.servfail += 1
             return Reply(_header_reply(data, dns.rcode.SERVFAIL))
+        if isinstance(action, Reply):  # our own answer (local, NXDOMAIN in our domain, no upstream)
+            if len(self._replies) >= REPLY_CACHE_SIZE:
+                self._replies.clear()
+            self._replies[(tcp, bytes(data[2:]))] = action.wire[2:]
+        return action
+
+    def _cached(self, data: bytes, tcp: bool) -> Reply | None:
+        body = self._replies.get((tcp, bytes(data[2:])))
+        if body is None:
+            return None
+        rcode = body[1] & 0xF  # body starts at the flags word
+        if rcode == dns.rcode.NXDOMAIN:
+            self.counters.nxdomain += 1
+        elif rcode == dns.rcode.NOERROR:
+            self.counters.local += 1
+        else:
+            self.counters.servfail += 1
+        return Reply(bytes(data[:2]) + body)
 
     def finish_forward(self, query: bytes, reply: bytes | None) -> Action:
         """Relay an upstream reply (checked against the query's id) or SERVFAIL when none came."""

@@ -274,3 +274,27 @@ def test_resolved_configurator_calls() -> None:
     assert len(calls) == 8 and calls[-1] == ["resolvectl", "flush-caches"]
     rc.set(None)
     assert calls[-2:] == [["resolvectl", "revert", "tun0"], ["resolvectl", "flush-caches"]]
+
+
+def test_reply_cache_keeps_ids_counters_and_follows_config() -> None:
+    """The same question again is answered from the cache: with its own id, counted, and never stale."""
+    r = Resolver(config_from_netmap(SELF, PEERS, DNSCFG))
+    q1 = dns.message.make_query("peer1.tail.example.", "A")
+    q2 = dns.message.make_query("peer1.tail.example.", "A")
+    q2.id = (q1.id + 1) % 65536
+    a1, a2 = r.handle(q1.to_wire()), r.handle(q2.to_wire())
+    assert isinstance(a1, Reply) and isinstance(a2, Reply)
+    m1, m2 = dns.message.from_wire(a1.wire), dns.message.from_wire(a2.wire)
+    assert m1.id == q1.id and m2.id == q2.id and m1.answer == m2.answer and a1.wire[2:] == a2.wire[2:]
+    assert r.counters.local == 2
+    nx = dns.message.make_query("nobody.tail.example.", "A")
+    r.handle(nx.to_wire())
+    r.handle(nx.to_wire())
+    assert r.counters.nxdomain == 2
+    # TCP and UDP answers are kept apart (truncation differs), and a new config forgets every answer
+    assert isinstance(r.handle(q1.to_wire(), tcp=True), Reply)
+    moved = [dict(p) for p in PEERS]
+    moved[0] = {**moved[0], "Addresses": ["100.64.9.9/32"]}
+    r.set_config(config_from_netmap(SELF, moved, DNSCFG))
+    got = dns.message.from_wire(r.handle(q1.to_wire()).wire)
+    assert [rd.to_text() for rrset in got.answer for rd in rrset] == ["100.64.9.9"]
