@@ -58,6 +58,9 @@ class Bridge(QObject):
         self._state = st.ViewState()
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
+        # Prefs edits go out one at a time: concurrent PATCHes could answer out of order and leave the
+        # view on an older answer (three quick toggles, the last reply dispatched holding only the first).
+        self._edit_lock = asyncio.Lock()
         self._status_dirty = asyncio.Event()
         self._opened_urls: set[str] = set()
         self._connected = False
@@ -240,8 +243,9 @@ class Bridge(QObject):
         masked = dict(fields)
         for k in fields:
             masked[f"{k}Set"] = True
-        prefs = await self.client.edit_prefs(masked)
-        self.dispatch(st.PrefsEvent(prefs))
+        async with self._edit_lock:
+            prefs = await self.client.edit_prefs(masked)
+            self.dispatch(st.PrefsEvent(prefs))
 
     async def _login(self, control_url: str) -> None:
         try:

@@ -142,3 +142,31 @@ def test_app_routes_window_checkboxes_and_actions_to_the_helper(qapp, qloop, tmp
         run(qloop, main())
         assert [mask(p) for p in fake.patches] == [
             {"RouteAll": True}, {"AdvertiseRoutes": EXIT}, {"CorpDNS": False}, {"ShieldsUp": True}]
+
+
+def test_quick_toggles_end_on_the_helpers_last_answer(qloop):
+    """Three toggles in a row: the edits go out one at a time, so a slow first answer cannot land last."""
+
+    class SlowFirstAnswer:
+        def __init__(self):
+            self.prefs = {"CorpDNS": True, "RouteAll": False, "ShieldsUp": False}
+            self.calls = 0
+
+        async def edit_prefs(self, masked):
+            self.calls += 1
+            delay = 0.3 if self.calls == 1 else 0.0
+            self.prefs.update({k: v for k, v in masked.items() if not k.endswith("Set")})
+            snapshot = dict(self.prefs)
+            await asyncio.sleep(delay)
+            return snapshot
+
+    async def main():
+        client = SlowFirstAnswer()
+        b = Bridge(client)
+        b.set_corp_dns(False)
+        b.set_route_all(True)
+        b.set_allow_incoming(False)
+        await wait_until(lambda: client.calls == 3, what="three edits")
+        await asyncio.sleep(0.5)
+        assert (b.state.corp_dns, b.state.route_all, b.state.shields_up) == (False, True, True)
+    run(qloop, main(), timeout=30)
