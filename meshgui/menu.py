@@ -200,11 +200,17 @@ def _devices(s: ViewState) -> MenuItem:
 def _exit_nodes(s: ViewState) -> MenuItem:
     kids = [MenuItem("None", "set_exit_node", "", checkable=True, checked=not s.exit_node_id)]
     options = sorted(s.exit_options, key=lambda p: (not p.online, p.name.lower()))
+    # The engine refuses to use an exit node while offering one: say so here instead of failing on click.
+    offering = s.advertises_exit_node and not s.exit_node_id
+    busy = "This device runs as an exit node: turn off Network settings → Run as exit node first."
     for p in options:
         kids.append(MenuItem(p.name + ("" if p.online else " (offline)"), "set_exit_node", p.id,
-                             checkable=True, checked=p.id == s.exit_node_id))
+                             checkable=True, checked=p.id == s.exit_node_id, enabled=not offering,
+                             tooltip=busy if offering else ""))
     if not options:
         kids.append(label("No exit nodes offered"))
+    elif offering:
+        kids.append(label("(not while this device is an exit node)", busy))
     kids += [SEP, MenuItem("Allow local network access", "allow_lan", not s.allow_lan,
                            checkable=True, checked=s.allow_lan)]
     current = s.exit_node

@@ -199,3 +199,18 @@ def test_qt_window_toggles_emit_actions_and_show_approval(qtbot):
     assert not boxes["set_corp_dns"].isChecked()
     w.apply(st.reduce(s, st.AccessDenied("no"), NOW))
     assert not any(b.isVisible() for b in boxes.values())
+
+
+def test_exit_node_picker_disabled_while_this_device_is_an_exit_node():
+    """The engine refuses using and offering an exit node at once: the picker says so instead of failing on click."""
+    def picker(s):
+        return next(i for i in menu.build(s, now=NOW) if i.text.startswith("Exit node"))
+
+    offering = view(st.StatusEvent(status("Running", PEERS)), st.PrefsEvent(prefs(AdvertiseRoutes=EXIT)))
+    kids = picker(offering).children
+    nas = next(c for c in kids if c.text.startswith("nas"))
+    assert not nas.enabled and "Run as exit node" in nas.tooltip
+    assert any(c.is_label and "not while this device is an exit node" in c.text for c in kids)
+    assert next(c for c in kids if c.text == "None").enabled  # "None" is always fine
+    normal = view(st.StatusEvent(status("Running", PEERS)), st.PrefsEvent(prefs()))
+    assert next(c for c in picker(normal).children if c.text.startswith("nas")).enabled
