@@ -370,6 +370,7 @@ class Node:
         self._forward_applied: Any = None  # ForwardConfig last given to the Forwarder
         self._filter = None
         self._filter_key: tuple | None = None
+        self._iface_prefixes: tuple[str, ...] | None = None  # this host's interface prefixes (read by the poll)
         self._dns_key: tuple | None = None
         self.exit_node_peer = None  # the resolved exit node (tailcfg.Node) or None
 
@@ -572,7 +573,6 @@ class Node:
     def _apply_filter(self, nm: NetworkMap | None) -> None:
         from engine.filter import Filter
         from engine.filter.localnets import local_routes
-        from engine.netif import interface_prefixes
 
         if nm is None or nm.self_node is None:
             pf, addrs = None, ()
@@ -582,9 +582,12 @@ class Node:
                 pf = ()  # no rules: new inbound connections are dropped, replies still pass
         routes = self._prefs.routable_ips()
         ifaces: tuple[str, ...] = ()
-        if pf is not None and any(ipaddress.ip_network(r).prefixlen == 0 for r in routes):
-            # offering an exit node: the default routes are local minus the attached subnets ("guest Wi-Fi")
-            ifaces = interface_prefixes(exclude_ifaces={self.args.tun})
+        if pf is not None and self._offers_default_route():
+            # offering an exit node: the default routes are local minus the attached subnets ("guest Wi-Fi");
+            # read once here, then refreshed off the loop by _watch_endpoints (not on every netmap)
+            if self._iface_prefixes is None:
+                self._iface_prefixes = self._read_iface_prefixes()
+            ifaces = self._iface_prefixes
         # like tailscale, our peerAPI ports are open to every peer whatever the ACL (its access rules apply at L7)
         open_tcp = tuple(sorted((self.peerapi.ports if self.peerapi is not None else {}).items()))
         key = (pf, addrs, routes, ifaces, open_tcp)  # by value: headscale resends the same rules with many updates
@@ -599,6 +602,14 @@ class Node:
         if self.tun is not None:
             self.tun.set_filter(f)
         self.log.info("packet filter: %s", "allow-none" if pf is None else f"{len(f.matches)} rules")
+
+    def _offers_default_route(self) -> bool:
+        return any(ipaddress.ip_network(r).prefixlen == 0 for r in self._prefs.routable_ips())
+
+    def _read_iface_prefixes(self) -> tuple[str, ...]:
+        from engine.netif import interface_prefixes
+
+        return interface_prefixes(exclude_ifaces={self.args.tun})
 
     # -- exit node / forwarding ---------------------------------------------------------
     def _reconfig_options(self, nm: NetworkMap | None) -> ReconfigOptions:
@@ -974,7 +985,9 @@ class Node:
                 if tuple(eps) != self.client.opts.endpoints:
                     self.log.info("endpoints changed: %s", eps)
                     self.client.set_endpoints(eps)
-            self._apply_filter(self._applied_nm)  # no-op unless the attached subnets changed (key compare)
+            if self._offers_default_route():
+                self._iface_prefixes = await asyncio.to_thread(self._read_iface_prefixes)
+                self._apply_filter(self._applied_nm)  # no-op unless the attached subnets changed (key compare)
 
 
 def _quiet(fn):
