@@ -256,7 +256,10 @@ class LocalAPIServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
-            raise
+            # aclose() ends this connection: the task is the top of its own stack (nobody awaits it but
+            # aclose's gather), so it ends normally; a cancelled handler task is logged as an error with a
+            # traceback by the stream server's done callback on Python 3.11.
+            pass
         except Exception:  # noqa: BLE001 - one broken connection must not affect others
             self.log.exception("LocalAPI connection failed")
         finally:
