@@ -99,7 +99,8 @@ async def _step(log: logging.Logger, what: str, close: Any, timeout: float) -> N
     """One shutdown step, bounded: a stuck subsystem must not keep the others from restoring the system."""
     log.debug("shutdown: closing %s", what)
     try:
-        await asyncio.wait_for(close(), timeout)
+        async with asyncio.timeout(timeout):
+            await close()
     except asyncio.TimeoutError:
         log.error("shutdown: %s did not close within %.0fs; continuing", what, timeout)
     except Exception:  # noqa: BLE001 - keep unwinding

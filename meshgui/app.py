@@ -381,7 +381,8 @@ async def _notify_send(title: str, body: str) -> None:
         proc = await asyncio.create_subprocess_exec("notify-send", "-a", "meshvpn", title, body,
                                                     stdout=asyncio.subprocess.DEVNULL,
                                                     stderr=asyncio.subprocess.DEVNULL)
-        await asyncio.wait_for(proc.wait(), 5)
+        async with asyncio.timeout(5):
+            await proc.wait()
     except (OSError, asyncio.TimeoutError):
         pass
 

@@ -87,7 +87,12 @@ class Bridge(QObject):
     # ------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
-        """Run until stop(): the watch loop, the status refresher and every action task."""
+        """Run until stop(): the watch loop, the status refresher and every action task.
+
+        The loops also end on their own once stop() was called, so a cancellation lost inside a
+        library call (Python 3.11's wait_for drops one that races a finished read) cannot keep
+        the TaskGroup waiting for ever.
+        """
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -102,6 +107,7 @@ class Bridge(QObject):
 
     def stop(self) -> None:
         self._stop.set()
+        self._status_dirty.set()  # wake the status loop so it sees the stop
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Schedule `coro` on the bridge's TaskGroup; errors become actionFailed, never crashes."""
@@ -134,10 +140,14 @@ class Bridge(QObject):
                     await self._on_connected()
                 self.dispatch(st.PrefsEvent(await self.client.get_prefs()))  # before status: no default prefs
                 await self.refresh()
+                if self._stop.is_set():  # stopped meanwhile: never open a stream a lost cancel would keep
+                    return
                 self._connected = True
                 self.dispatch(st.HelperUp())
                 watch = self.client.watch(self._watch_mask()) if self._watch_mask else self.client.watch()
                 async for notify in watch:
+                    if self._stop.is_set():
+                        return
                     attempt = 0
                     self.notify_count += 1
                     rotated = notify.pop(NODE_KEY_ROTATED, None)
@@ -157,16 +167,17 @@ class Bridge(QObject):
             delay = RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)]
             attempt += 1
             try:
-                await asyncio.wait_for(self._stop.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
             except asyncio.TimeoutError:
                 pass
 
     async def _status_loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             await self._status_dirty.wait()
             await asyncio.sleep(STATUS_COALESCE)
             self._status_dirty.clear()
-            if not self._connected:  # only the watch loop (re)connects, after on_connected
+            if not self._connected or self._stop.is_set():  # only the watch loop (re)connects, after on_connected
                 continue
             try:
                 await self.refresh()
@@ -265,7 +276,8 @@ class Bridge(QObject):
         async def one(ip: str) -> None:
             async with sem:
                 try:
-                    result = await asyncio.wait_for(self.client.ping(ip), PING_TIMEOUT)
+                    async with asyncio.timeout(PING_TIMEOUT):
+                        result = await self.client.ping(ip)
                 except (asyncio.TimeoutError, LocalAPIError, HelperUnavailable, OSError) as e:
                     result = {"Err": str(e) or "timeout"}
                 self.dispatch(st.PingEvent(ip, result))

@@ -42,7 +42,8 @@ def find_socket(explicit: str | None = None, env: dict[str, str] | None = None,
 async def socket_answers(path: str, timeout: float = 2.0) -> bool:
     """True if something accepts connections on the Unix socket `path`."""
     try:
-        _, w = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
+        async with asyncio.timeout(timeout):
+            _, w = await asyncio.open_unix_connection(path)
     except (OSError, asyncio.TimeoutError):
         return False
     w.close()
@@ -76,7 +77,8 @@ async def _run(*argv: str, timeout: float = 60.0) -> tuple[int, str]:
                                                 stderr=asyncio.subprocess.STDOUT,
                                                 stdin=asyncio.subprocess.DEVNULL)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        async with asyncio.timeout(timeout):
+            out, _ = await proc.communicate()
     except asyncio.TimeoutError:
         proc.kill()
         await proc.wait()
@@ -150,7 +152,8 @@ class Direct(Strategy):
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             try:
-                await asyncio.wait_for(self.proc.wait(), 10)
+                async with asyncio.timeout(10):
+                    await self.proc.wait()
             except asyncio.TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
@@ -247,7 +250,8 @@ class Supervisor:
             delay = self._backoff[min(attempt, len(self._backoff) - 1)]
             attempt += 1
             try:
-                await asyncio.wait_for(self._stop.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
                 return
             except asyncio.TimeoutError:
                 pass

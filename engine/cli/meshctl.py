@@ -119,7 +119,8 @@ async def cmd_status(c: LocalClient, a: argparse.Namespace, out: TextIO) -> int:
             if not ps.online or not ps.tailscale_ips:
                 return
             try:
-                r = await asyncio.wait_for(c.ping(ps.tailscale_ips[0], "disco"), 3.0)
+                async with asyncio.timeout(3.0):
+                    r = await c.ping(ps.tailscale_ips[0], "disco")
                 if not r.err:
                     latency[ps.public_key] = f"{r.latency_seconds * 1000:.0f}ms"
             except (asyncio.TimeoutError, LocalAPIError):
@@ -165,7 +166,8 @@ async def cmd_ping(c: LocalClient, a: argparse.Namespace, out: TextIO) -> int:
     got = False
     for i in range(a.count):
         try:
-            r = await asyncio.wait_for(c.ping(ip, a.type), a.timeout)
+            async with asyncio.timeout(a.timeout):
+                r = await c.ping(ip, a.type)
         except asyncio.TimeoutError:
             results.append({"IP": ip, "Err": "timeout"})
             if not a.json:
@@ -327,7 +329,8 @@ async def cmd_up(c: LocalClient, a: argparse.Namespace, out: TextIO, *, force_lo
             raise CLIError("the helper ended the status stream before the connection came up")
 
         try:
-            rc = await asyncio.wait_for(wait(), a.timeout) if a.timeout > 0 else await wait()
+            async with asyncio.timeout(a.timeout if a.timeout > 0 else None):
+                rc = await wait()
         except asyncio.TimeoutError:
             raise CLIError(f"timed out after {a.timeout:g}s waiting to connect (state {state.go_name if state is not None else '?'})") from None
     finally:
@@ -403,7 +406,8 @@ async def _dns_config(c: LocalClient) -> dict[str, Any]:
     """The tailnet's DNSConfig from the netmap (the IPN bus's initial netmap, as `tailscale dns status` reads it)."""
     watch = c.watch_ipn_bus(NotifyWatchOpt.INITIAL_NETMAP | NotifyWatchOpt.NO_PRIVATE_KEYS)
     try:
-        n = await asyncio.wait_for(watch.__anext__(), 10.0)
+        async with asyncio.timeout(10.0):
+            n = await watch.__anext__()
     except (StopAsyncIteration, asyncio.TimeoutError):
         return {}
     finally:

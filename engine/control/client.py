@@ -622,7 +622,8 @@ class ControlClient:
         async def reader() -> None:
             while True:
                 try:
-                    chunk = await asyncio.wait_for(resp.read(), self.opts.watchdog_timeout)
+                    async with asyncio.timeout(self.opts.watchdog_timeout):
+                        chunk = await resp.read()
                 except asyncio.TimeoutError:
                     raise ControlTransportError(
                         f"map stream watchdog: nothing received for {self.opts.watchdog_timeout:g}s") from None

@@ -244,9 +244,11 @@ async def http1_request(url: str, method: str = "GET", *, timeout: float = 10.0,
         writer.write(f"{method} {path} HTTP/1.1\r\nHost: {su.authority}\r\nConnection: close\r\n"
                      f"User-Agent: meshvpn\r\n\r\n".encode())
         await writer.drain()
-        raw = await asyncio.wait_for(reader.read(MAX_HTTP_HEAD * 16), timeout)
+        async with asyncio.timeout(timeout):
+            raw = await reader.read(MAX_HTTP_HEAD * 16)
         while True:
-            more = await asyncio.wait_for(reader.read(65536), timeout)
+            async with asyncio.timeout(timeout):
+                more = await reader.read(65536)
             if not more:
                 break
             raw += more
@@ -387,12 +389,15 @@ class ControlConn:
             try:
                 writer.write(build_upgrade_request(url.authority, hs.initiation))
                 await writer.drain()
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+                async with asyncio.timeout(timeout):
+                    head = await reader.readuntil(b"\r\n\r\n")
                 check_upgrade_response(head[:-4])
-                resp = await asyncio.wait_for(reader.readexactly(3), timeout)
+                async with asyncio.timeout(timeout):
+                    resp = await reader.readexactly(3)
                 need = ClientHandshake.needed(resp)
                 if need > 3:
-                    resp += await asyncio.wait_for(reader.readexactly(need - 3), timeout)
+                    async with asyncio.timeout(timeout):
+                        resp += await reader.readexactly(need - 3)
             except asyncio.IncompleteReadError as e:
                 raise ControlTransportError(
                     "control server closed the connection during the handshake "
@@ -560,7 +565,8 @@ class ControlConn:
     async def wait_early_payload(self, timeout: float = 5.0) -> EarlyNoise | None:
         """The server's early payload (None if it sent none before HTTP/2)."""
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._early_event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._early_event.wait()
         return self.early_noise
 
     async def open_stream(self, method: str, path: str, body: bytes = b"", *,
@@ -580,7 +586,8 @@ class ControlConn:
             self._flush()
             if body:
                 await self._send_body(sid, body)
-            got = await asyncio.wait_for(asyncio.shield(st.headers), timeout)
+            async with asyncio.timeout(timeout):
+                got = await asyncio.shield(st.headers)
         except asyncio.TimeoutError:
             self._reset(sid)
             raise ControlTransportError(f"{method} {path}: no response within {timeout}s") from None
@@ -615,7 +622,8 @@ class ControlConn:
         """A complete request/response exchange."""
         resp = await self.open_stream(method, path, body, headers=headers, timeout=timeout)
         try:
-            data = await asyncio.wait_for(resp.read_all(limit), timeout)
+            async with asyncio.timeout(timeout):
+                data = await resp.read_all(limit)
         except asyncio.TimeoutError:
             resp.close()
             raise ControlTransportError(f"{method} {path}: body not complete within {timeout}s") from None

@@ -129,7 +129,8 @@ class DerpClient:
         return self._conn is not None and self._conn.state is p.State.CONNECTED
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._connected.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
 
     def send_packet(self, dst: bytes, packet: bytes) -> bool:
         """Send a packet to `dst` (node public key). While (re)connecting, up to PENDING_MAX
@@ -261,7 +262,8 @@ class DerpClient:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             server_hostname = node.host_name or host
-        reader, writer = await asyncio.wait_for(self._dial(host, port, ctx, server_hostname), DIAL_TIMEOUT)
+        async with asyncio.timeout(DIAL_TIMEOUT):
+            reader, writer = await self._dial(host, port, ctx, server_hostname)
         self._writer = writer
         if ctx is not None and node.cert_name.startswith("sha256-raw:"):
             # DERPNode.CertName "sha256-raw:<hex>" pins the server's self-signed certificate
@@ -278,7 +280,8 @@ class DerpClient:
             deadline = conn.get_timer()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             try:
-                data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
+                async with asyncio.timeout(timeout):
+                    data = await reader.read(READ_CHUNK)
             except asyncio.TimeoutError:
                 events = conn.handle_timer(self._clock())
                 data = None

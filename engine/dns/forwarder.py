@@ -45,12 +45,15 @@ class Forwarder:
                     if not tcp:
                         reply = mark_truncated_for_udp(reply, query)
                 elif tcp:
-                    reply = await asyncio.wait_for(self._tcp(query, up), self._timeout)
+                    async with asyncio.timeout(self._timeout):
+                        reply = await self._tcp(query, up)
                 else:
-                    reply = await asyncio.wait_for(self._udp(query, up), self._timeout)
+                    async with asyncio.timeout(self._timeout):
+                        reply = await self._udp(query, up)
                     if reply is not None and len(reply) > 2 and reply[2] & 0x02:  # TC: retry over TCP
                         with contextlib.suppress(OSError, asyncio.TimeoutError):
-                            full = await asyncio.wait_for(self._tcp(query, up), self._timeout)
+                            async with asyncio.timeout(self._timeout):
+                                full = await self._tcp(query, up)
                             if full is not None:
                                 reply = full
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, DoHError):

@@ -143,9 +143,11 @@ class DNSServer:
         try:
             while True:
                 try:
-                    hdr = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT)
+                    async with asyncio.timeout(TCP_IDLE_TIMEOUT):
+                        hdr = await reader.readexactly(2)
                     (n,) = struct.unpack("!H", hdr)
-                    data = await asyncio.wait_for(reader.readexactly(n), TCP_IDLE_TIMEOUT)
+                    async with asyncio.timeout(TCP_IDLE_TIMEOUT):
+                        data = await reader.readexactly(n)
                 except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
                     return
                 action = self.resolver.handle(data, tcp=True)

@@ -364,7 +364,8 @@ class DaemonEngine:
         try:
             proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.PIPE)
-            out, _ = await asyncio.wait_for(proc.communicate(), PING_WAIT + 2)
+            async with asyncio.timeout(PING_WAIT + 2):
+                out, _ = await proc.communicate()
         except (OSError, asyncio.TimeoutError) as e:
             return PingOutcome(node_ip=ip, node_name=name, err=f"ping failed: {e}")
         m = _RTT_RE.search(out.decode(errors="replace"))

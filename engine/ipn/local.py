@@ -668,7 +668,8 @@ class Backend:
         if peer is None:
             return PingResult(ip=ip, err="no matching peer")
         try:
-            out = await asyncio.wait_for(self.engine.ping(ip, kind, size), PING_TIMEOUT)
+            async with asyncio.timeout(PING_TIMEOUT):
+                out = await self.engine.ping(ip, kind, size)
         except asyncio.TimeoutError:
             out = None
         name = peer.name.split(".")[0] if peer.name else peer.hostname
@@ -723,6 +724,7 @@ class Backend:
         fq = to_fqdn(name)
         code = parse_query_type(qtype)
         self._need_connection("dns-query")
-        out = await asyncio.wait_for(self.engine.dns_query(fq, code), DNS_QUERY_TIMEOUT)
+        async with asyncio.timeout(DNS_QUERY_TIMEOUT):
+            out = await self.engine.dns_query(fq, code)
         return DNSQueryResponse.of(out.reply, [DNSResolver(addr=r.addr, bootstrap_resolution=list(r.bootstrap) or None)
                                                for r in out.resolvers])

@@ -91,7 +91,8 @@ class LocalClient:
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
-            return await asyncio.wait_for(asyncio.open_unix_connection(self.socket_path, limit=_CHUNK), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.open_unix_connection(self.socket_path, limit=_CHUNK)
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise HelperNotRunning(
                 f"the meshvpn helper is not running (cannot connect to {self.socket_path}: {e.strerror})") from e
@@ -119,7 +120,8 @@ class LocalClient:
             while True:
                 ev = conn.next_event()
                 if ev is h11.NEED_DATA:
-                    data = await asyncio.wait_for(reader.read(_CHUNK), self.timeout)
+                    async with asyncio.timeout(self.timeout):
+                        data = await reader.read(_CHUNK)
                     conn.receive_data(data)
                     continue
                 if isinstance(ev, h11.Response):
@@ -136,7 +138,9 @@ class LocalClient:
         while True:
             ev = conn.next_event()
             if ev is h11.NEED_DATA:
-                conn.receive_data(await asyncio.wait_for(reader.read(_CHUNK), self.timeout))
+                async with asyncio.timeout(self.timeout):
+                    data = await reader.read(_CHUNK)
+                conn.receive_data(data)
                 continue
             if isinstance(ev, h11.Data):
                 body += ev.data

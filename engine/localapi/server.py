@@ -270,7 +270,8 @@ class LocalAPIServer:
     async def _close(writer: asyncio.StreamWriter) -> None:
         try:
             writer.close()
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()
         except (ConnectionError, asyncio.TimeoutError, OSError):
             pass
 
@@ -279,7 +280,8 @@ class LocalAPIServer:
             ev = conn.next_event()
             if ev is not h11.NEED_DATA:
                 return ev
-            data = await asyncio.wait_for(reader.read(_READ_CHUNK), timeout)
+            async with asyncio.timeout(timeout):
+                data = await reader.read(_READ_CHUNK)
             conn.receive_data(data)
 
     async def _serve_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, permit: Permit) -> None:
@@ -654,7 +656,8 @@ class LocalAPIServer:
         if self.backend.state not in (State.RUNNING, State.STARTING):
             raise HTTPError(409, f"netcheck needs a running connection (state {self.backend.state.go_name})")
         try:
-            report = await asyncio.wait_for(self.backend.netcheck(), 30.0)
+            async with asyncio.timeout(30.0):
+                report = await self.backend.netcheck()
         except NotImplementedError:
             raise HTTPError(501, "netcheck is not implemented by this engine") from None
         except asyncio.TimeoutError:

@@ -424,7 +424,8 @@ class MagicConn:
                 self._udp_send(pr.packet, pr.dest)
             try:
                 if probes:
-                    await asyncio.wait_for(self._netcheck_done.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._netcheck_done.wait()
             except asyncio.TimeoutError:
                 pass
             finally:
@@ -450,8 +451,8 @@ class MagicConn:
         async def one(rid, node):
             t0 = self._clock()
             try:
-                _r, w = await asyncio.wait_for(
-                    asyncio.open_connection(node.dial_host(), node.derp_port_for(self._use_http)), 2.0)
+                async with asyncio.timeout(2.0):
+                    _r, w = await asyncio.open_connection(node.dial_host(), node.derp_port_for(self._use_http))
             except (OSError, asyncio.TimeoutError):
                 return
             out[rid] = self._clock() - t0
@@ -551,7 +552,8 @@ class MagicConn:
                 else:
                     self._derp_send(region, nk, pkt)
             self._do_actions(nk, actions)
-            return await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                return await fut
         finally:
             for txid, _ in sends:
                 self._cli_pings.pop(txid, None)
@@ -881,7 +883,8 @@ class MagicConn:
             timeout = 30.0 if nxt is None else min(30.0, max(0.02, nxt - self._clock()))
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             except asyncio.TimeoutError:
                 pass
 

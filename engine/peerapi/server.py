@@ -208,7 +208,8 @@ class PeerAPIServer:
                     deadline = loop.time() + self.limits.request_timeout
                 timeout = self.limits.idle_timeout if deadline is None else max(0.0, deadline - loop.time())
                 try:
-                    data = await asyncio.wait_for(loop.sock_recv(sock, RECV_CHUNK), timeout)
+                    async with asyncio.timeout(timeout):
+                        data = await loop.sock_recv(sock, RECV_CHUNK)
                 except (asyncio.TimeoutError, TimeoutError):
                     if deadline is not None:
                         await self._reject(h, sock, 408, "request timeout", "http-timeout")
@@ -252,7 +253,8 @@ class PeerAPIServer:
         if self._answer_dns is None:
             return DNSAnswer(failed=True)
         try:
-            reply = await asyncio.wait_for(self._answer_dns(query), self.limits.dns_timeout)
+            async with asyncio.timeout(self.limits.dns_timeout):
+                reply = await self._answer_dns(query)
         except (asyncio.TimeoutError, TimeoutError):
             return DNSAnswer(timed_out=True)
         except asyncio.CancelledError:
@@ -284,7 +286,8 @@ class PeerAPIServer:
 
     async def _write(self, sock: socket.socket, data: bytes) -> None:
         if data:
-            await asyncio.wait_for(asyncio.get_running_loop().sock_sendall(sock, data), self.limits.write_timeout)
+            async with asyncio.timeout(self.limits.write_timeout):
+                await asyncio.get_running_loop().sock_sendall(sock, data)
 
 
 def _content_length(headers) -> int | None:

@@ -121,3 +121,54 @@ def test_watch_stream_with_huge_and_broken_lines(loop, sock):
                 fake.set_backend("Stopped")
                 await wait_until(lambda: b.state.backend_state == "Stopped", what="state after junk")
         run(loop, main())
+
+
+class _LosesOneCancel(EngineClient):
+    """A client whose status() loses a cancellation once, as Python 3.11's wait_for does when the
+    cancel races a read that has just completed (the LocalAPI client no longer uses wait_for)."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.lost = 0
+        self.calls = 0
+
+    async def status(self):
+        s = await super().status()
+        self.calls += 1
+        if self.lost == 0 and self.calls >= 2:
+            try:
+                await asyncio.sleep(1.0)
+            except asyncio.CancelledError:
+                self.lost += 1
+        return s
+
+
+def test_stop_ends_run_even_when_a_call_loses_its_cancellation(loop, sock):
+    with FakeLocalAPI(sock, backend="Running") as fake:
+        async def main():
+            b = Bridge(EngineClient(sock, timeout=5))
+            b.client = client = _LosesOneCancel(sock, timeout=5)
+            task = asyncio.ensure_future(b.run())
+            await wait_until(lambda: b.state.tray is TrayState.CONNECTED)
+            fake.push({"State": 6})  # a status refresh is due: the second status() call
+            await wait_until(lambda: client.calls >= 2, what="second status call")
+            b.stop()
+            await asyncio.wait_for(task, 10)
+            assert client.lost == 1
+        run(loop, main())
+
+
+def test_stop_at_any_moment_of_a_busy_stream(loop, sock):
+    """Stop while notifications and status refreshes are in flight: run() always ends promptly."""
+    with FakeLocalAPI(sock, backend="Running") as fake:
+        async def main():
+            for i in range(25):
+                b = Bridge(EngineClient(sock, timeout=5))
+                task = asyncio.ensure_future(b.run())
+                await wait_until(lambda: b.state.tray is TrayState.CONNECTED)
+                for k in range(i % 5 + 1):
+                    fake.push({"State": 6, "Engine": {"RBytes": k}})
+                await asyncio.sleep((i % 7) * 0.03)
+                b.stop()
+                await asyncio.wait_for(task, 10)
+        run(loop, main(), timeout=120)
