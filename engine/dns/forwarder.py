@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import struct
 from typing import Callable
@@ -11,6 +12,7 @@ from typing import Callable
 from engine.dns.config import AnyUpstream, DoHUpstream, Upstream
 from engine.dns.doh import DoHClient, DoHError
 
+_log = logging.getLogger("meshvpn.dns.forwarder")
 UPSTREAM_TIMEOUT = 2.0  # seconds per upstream try; clients (dig: 5 s) retry themselves
 MAX_REPLY_BYTES = 65535
 MIN_UDP_PAYLOAD = 512  # RFC 1035 §4.2.1: a UDP reply without EDNS
@@ -56,8 +58,9 @@ class Forwarder:
                                 full = await self._tcp(query, up)
                             if full is not None:
                                 reply = full
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, DoHError):
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, DoHError) as e:
                 self.errors += 1
+                _log.debug("upstream %s failed: %s", up, e.__class__.__name__ if not str(e) else e)
                 continue
             if reply is not None:
                 return reply

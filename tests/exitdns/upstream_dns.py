@@ -11,6 +11,7 @@ import socket
 import struct
 import sys
 
+import dns.exception
 import dns.message
 import dns.rcode
 import dns.rrset
@@ -25,6 +26,16 @@ def answer(zone: dict[str, str], data: bytes) -> bytes:
     else:
         r.set_rcode(dns.rcode.NXDOMAIN)
     return r.to_wire()
+
+
+def recv_exactly(c: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        more = c.recv(n - len(data))
+        if not more:
+            raise EOFError(f"closed after {len(data)} of {n} bytes")
+        data += more
+    return data
 
 
 def main(argv: list[str]) -> int:
@@ -45,21 +56,24 @@ def main(argv: list[str]) -> int:
             if key.fileobj is u:
                 data, addr = u.recvfrom(65535)
                 print("udp", addr[0], flush=True)
-                u.sendto(answer(zone, data), addr)
+                try:
+                    u.sendto(answer(zone, data), addr)
+                except (OSError, dns.exception.DNSException) as e:
+                    print("bad udp query:", e, flush=True)
             else:
                 c, addr = t.accept()
                 c.settimeout(2)
                 with c:
                     try:
-                        (n,) = struct.unpack("!H", c.recv(2))
-                        data = b""
-                        while len(data) < n:
-                            data += c.recv(n - len(data))
-                        out = answer(zone, data)
+                        # A client may connect and close without a whole query (tailscaled's forwarder
+                        # races TCP against UDP and drops the loser): never let that end the server.
+                        data = recv_exactly(c, 2)
+                        (n,) = struct.unpack("!H", data)
+                        out = answer(zone, recv_exactly(c, n))
                         print("tcp", addr[0], flush=True)
                         c.sendall(struct.pack("!H", len(out)) + out)
-                    except OSError:
-                        pass
+                    except (OSError, EOFError, dns.exception.DNSException) as e:
+                        print("tcp connection ended:", e, flush=True)
 
 
 if __name__ == "__main__":
