@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from engine.atomicfile import write_atomic
+from engine import authkey
 from engine.control.client import (
     AuthURL, ControlClient, ControlOptions, LoginFailed, NetMapUpdated, NodeKeyRotated, StatusChanged,
 )
@@ -50,6 +52,7 @@ from engine.reconfig import (
     wg_config,
 )
 from engine.tailcfg import Hostinfo, NetInfo
+from engine.trustedpath import check_dir, check_file_path, first_refusal
 
 VERSION = "0.1.0"
 DEFAULT_TUN = "mesh0"
@@ -119,17 +122,9 @@ def load_state(path: Path, log: logging.Logger) -> NodeState:
 
 
 def save_state(path: Path, state: NodeState) -> None:
-    """Atomically write the state file with mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, json.dumps(state.to_json(), indent=1).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Atomically write the state file with mode 0600 (O_EXCL temp name, engine/atomicfile.py)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(path, json.dumps(state.to_json(), indent=1), mode=0o600)
 
 
 # --- endpoints --------------------------------------------------------------------------
@@ -436,6 +431,12 @@ class Node:
                     self.log.warning("removed %s leftovers of a previous run: %s", what, done)
             except Exception as e:  # noqa: BLE001 - a start must not fail over a stale rule
                 self.log.error("cleaning %s leftovers failed: %s", what, e)
+        try:  # quad-100 only via lo / the TUN, tailnet sources only via the TUN (engine/router/inputfw.py)
+            from engine.router.inputfw import InputConfig
+
+            getattr(self.forwarder, "set_input", lambda _cfg: None)(InputConfig(self.args.tun))
+        except Exception as e:  # noqa: BLE001 - the DNS server's own interface check still applies
+            self.log.error("installing the input firewall failed: %s", e)
 
     def _close_dataplane(self) -> None:
         """Restore everything (OS DNS, exit routing, forwarding, routes, TUN); safe to call twice."""
@@ -449,6 +450,8 @@ class Node:
         if self.forwarder is not None:
             with contextlib.suppress(Exception):
                 self.forwarder.set(None)
+            with contextlib.suppress(Exception):
+                getattr(self.forwarder, "close", lambda: None)()  # the input firewall too
             self._forward_applied = None
         if self.router is not None:
             with contextlib.suppress(Exception):
@@ -877,9 +880,7 @@ class Node:
         if doc == self._last_status:
             return
         self._last_status = doc
-        tmp = self._status_path.with_name(self._status_path.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, self._status_path)
+        write_atomic(self._status_path, json.dumps(doc, indent=1), mode=0o600)
 
     async def run(self, stop: asyncio.Event) -> int:
         from engine.router.exitnode import mark_socket
@@ -1007,8 +1008,9 @@ class _Stop(Exception):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mesh-helper", description="Headless meshvpn node (tailscaled analogue).")
     p.add_argument("--login-server", required=True, help="control server URL, e.g. https://headscale.example")
-    p.add_argument("--auth-key", default=os.environ.get("MESH_AUTH_KEY"),
-                   help="pre-auth key (or $MESH_AUTH_KEY); without it an AuthURL is logged")
+    p.add_argument("--auth-key", default=None, metavar="file:PATH",
+                   help="pre-auth key as file:PATH (a 0600 file; a literal key is visible in ps), "
+                        "or $MESH_AUTH_KEY; without it an AuthURL is logged")
     p.add_argument("--state", required=True, help="state file (created 0600)")
     p.add_argument("--hostname", default=None)
     p.add_argument("--tun", default=DEFAULT_TUN)
@@ -1042,6 +1044,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_paths(args: argparse.Namespace) -> str | None:
+    """Refuse state/status/journal locations another local user could plant files in or swap (we run as root)."""
+    checks = [("--state", args.state, check_file_path), ("--status-file", args.status_file, check_file_path),
+              ("--run-dir", args.run_dir or str(default_run_dir()), check_dir)]
+    return first_refusal(checks)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1051,13 +1060,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     if args.exit_node and args.advertise_exit_node:
         parser.error("--exit-node and --advertise-exit-node cannot be used together")
+    try:
+        args.auth_key = authkey.resolve(args.auth_key, warn=sys.stderr) or os.environ.get("MESH_AUTH_KEY") or None
+    except authkey.AuthKeyError as e:
+        parser.error(str(e))
+    problem = check_paths(args)
+    if problem:
+        parser.error(problem)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("hpack", "h2", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     log = logging.getLogger("mesh-helper")
+    import faulthandler
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if os.geteuid() != 0:
         log.warning("not running as root: creating the TUN device will probably fail")
+    # a journal another user could have planted is moved aside before the subsystems' cleanups read it
+    from engine.leftovers import vet_journal_dir
+
+    vet_journal_dir(args.run_dir or default_run_dir(), log)
     state_path = Path(args.state)
     old_umask = os.umask(0o077)
     try:

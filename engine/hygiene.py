@@ -20,18 +20,30 @@ second journal under the state directory (`Journal(persistent_path)`), same API.
 
     {"op": "rec", "id": 7, "change": {"kind": "route", ...}}
     {"op": "fgt", "id": 7}
+
+Trust: a journal is only read if it is a regular file owned by root (or us) and not group/world-
+writable, in a directory nobody else can write (engine/trustedpath.py); otherwise it is moved aside
+(`<name>.rejected`) untouched. Each change is undone only if it is one the helper itself makes
+(`OwnChanges`: its TUN, routes/rules in its table and priority range, its nft table, its two
+forwarding sysctls, resolv.conf); anything else a journal names is refused, never acted on.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import ipaddress
 import json
 import logging
 import os
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from engine.atomicfile import write_atomic
+from engine.trustedpath import UntrustedPath, check_stat, open_trusted
 
 DEFAULT_JOURNAL = "/run/meshvpn/changes.jsonl"
 COMPACT_AFTER_LINES = 1000  # rewrite the file (pending records only) past this many lines
@@ -47,6 +59,27 @@ _ALREADY_GONE = (
 )
 
 Runner = Callable[[Sequence[str]], "tuple[int, str]"]
+
+MAX_JOURNAL_BYTES = 4 << 20
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_IP_ARG = re.compile(r"^[A-Za-z0-9_.:/]{1,64}$")  # one `ip rule` selector token; never an option
+_SYSCTL_VALUE = re.compile(r"^[0-9]$")
+
+
+@dataclass(frozen=True)
+class OwnChanges:
+    """The OS changes this helper makes, i.e. the only ones a journal may ask it to undo."""
+
+    links: frozenset[str] = frozenset({"meshvpn0"})
+    tables: frozenset[str] = frozenset({"52"})
+    rule_priorities: range = range(5200, 5300)
+    nft_tables: frozenset[tuple[str, str]] = frozenset({("inet", "meshvpn")})
+    sysctls: frozenset[str] = frozenset({"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"})
+    files: frozenset[str] = frozenset({"/etc/resolv.conf"})
+
+    @classmethod
+    def for_tun(cls, tun: str, **kw: Any) -> "OwnChanges":
+        return cls(links=frozenset({tun}), **kw)
 
 
 def run_cmd(argv: Sequence[str]) -> tuple[int, str]:
@@ -96,6 +129,51 @@ class Change:
         """We are about to change /proc/sys/<key with / for .>; undo = write the original back."""
         return cls("sysctl", {"key": key, "original": original})
 
+    # -- validation --
+
+    def refusal(self, own: OwnChanges) -> str | None:
+        """Why undoing this change is refused (not one the helper makes), or None if it may be undone."""
+        try:
+            return self._refusal(own)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            return f"malformed {self.kind!r} change ({type(e).__name__})"
+
+    def _refusal(self, own: OwnChanges) -> str | None:
+        a = self.args
+        if self.kind == "link":
+            return None if a["name"] in own.links else f"interface {a['name']!r} is not ours"
+        if self.kind == "route":
+            if a["dst"] != "default":
+                ipaddress.ip_network(a["dst"], strict=False)
+            if a.get("via"):
+                ipaddress.ip_address(a["via"])
+            if a.get("dev") and a["dev"] not in own.links:
+                return f"route via interface {a['dev']!r} is not ours"
+            return None if str(a.get("table")) in own.tables else f"route table {a.get('table')!r} is not ours"
+        if self.kind == "rule":
+            if type(a["priority"]) is not int or a["priority"] not in own.rule_priorities:
+                return f"rule priority {a['priority']!r} is not ours"
+            if a.get("table") and str(a["table"]) not in own.tables:
+                return f"rule table {a['table']!r} is not ours"
+            if a.get("family", 4) not in (4, 6):
+                return "bad rule family"
+            if not all(isinstance(x, str) and _IP_ARG.match(x) for x in a.get("extra") or ()):
+                return "bad rule selector"
+            return None
+        if self.kind == "nft-table":
+            return None if (a["family"], a["name"]) in own.nft_tables else f"nft table {a['family']} {a['name']} is not ours"
+        if self.kind == "file":
+            if a["path"] not in own.files:
+                return f"file {a['path']!r} is not one the helper writes"
+            if a["original"] is not None:
+                base64.b64decode(a["original"], validate=True)
+            return None
+        if self.kind == "sysctl":
+            if a["key"] not in own.sysctls:
+                return f"sysctl {a['key']!r} is not one the helper sets"
+            return None if _SYSCTL_VALUE.match(a["original"]) else f"bad value for sysctl {a['key']}"
+        return f"unknown change kind {self.kind!r}"
+
     # -- undo --
 
     def undo_argv(self) -> list[str] | None:
@@ -121,19 +199,21 @@ class Change:
             return ["nft", "delete", "table", a["family"], a["name"]]
         return None
 
-    def undo(self, run: Runner) -> tuple[bool, str]:
-        """(ok, message); ok also when the thing is already gone."""
+    def undo(self, run: Runner, own: OwnChanges | None = None) -> tuple[bool, str]:
+        """(ok, message); ok also when the thing is already gone. With `own`, refuses what is not ours."""
+        if own is not None:
+            why = self.refusal(own)
+            if why is not None:
+                return False, f"refused: {why}"
         if self.kind == "file":
             path = Path(self.args["path"])
             try:
                 if self.args["original"] is None:
                     path.unlink(missing_ok=True)
                 else:
-                    tmp = path.with_name(path.name + ".meshvpn-restore")
-                    tmp.write_bytes(base64.b64decode(self.args["original"]))
-                    os.replace(tmp, path)
-            except OSError as e:
-                return False, f"restore {path}: {e.strerror}"
+                    write_atomic(path, base64.b64decode(self.args["original"]), mode=0o644)
+            except (OSError, binascii.Error) as e:
+                return False, f"restore {path}: {getattr(e, 'strerror', None) or e}"
             return True, f"restored {path}"
         if self.kind == "sysctl":
             p = Path("/proc/sys") / self.args["key"].replace(".", "/")
@@ -157,6 +237,8 @@ class Change:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Change":
+        if not isinstance(d, dict):
+            raise ValueError("change must be an object")
         d = dict(d)
         kind = d.pop("kind")
         if not isinstance(kind, str):
@@ -167,7 +249,7 @@ class Change:
 @dataclass
 class RecoveryReport:
     undone: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # includes refused ("refused: ...") changes and journals
     corrupt_lines: int = 0
 
 
@@ -175,9 +257,10 @@ class Journal:
     """Append-only, fsync'ed record of pending system changes (see module doc)."""
 
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_JOURNAL, *, run: Runner = run_cmd,
-                 logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
+                 logger: logging.Logger | logging.LoggerAdapter | None = None, own: OwnChanges | None = None) -> None:
         self.path = Path(path)
         self.run = run
+        self.own = own or OwnChanges()
         self.log = logger or logging.getLogger("meshvpn.hygiene")
         self._pending: dict[int, Change] = {}
         self._next_id = 1
@@ -191,10 +274,11 @@ class Journal:
         self._pending.clear()
         corrupt = 0
         self._lines = 0
-        try:
-            data = self.path.read_text()
-        except FileNotFoundError:
-            data = ""
+        fd = open_trusted(self.path, "journal")  # raises UntrustedPath
+        data = ""
+        if fd is not None:
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(MAX_JOURNAL_BYTES).decode(errors="replace")
         for line in data.splitlines():
             if not line.strip():
                 continue
@@ -216,6 +300,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
+            check_stat(os.fstat(fd), f"journal {self.path}")
             os.write(fd, (json.dumps(obj, separators=(",", ":")) + "\n").encode())
             os.fsync(fd)
         finally:
@@ -223,16 +308,19 @@ class Journal:
         self._lines += 1
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            for cid, ch in sorted(self._pending.items()):
-                os.write(fd, (json.dumps({"op": "rec", "id": cid, "change": ch.to_dict()}, separators=(",", ":")) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        lines = [json.dumps({"op": "rec", "id": cid, "change": ch.to_dict()}, separators=(",", ":")) + "\n"
+                 for cid, ch in sorted(self._pending.items())]
+        write_atomic(self.path, "".join(lines), mode=0o600)
         self._lines = len(self._pending)
+
+    def _reject(self, why: str) -> None:
+        """Move an untrusted journal aside, unread; the helper never acts on it."""
+        bad = self.path.with_name(self.path.name + ".rejected")
+        try:
+            os.replace(self.path, bad)
+            self.log.error("refused journal: %s; moved it to %s without acting on it", why, bad)
+        except OSError as e:
+            self.log.error("refused journal: %s (could not move it aside: %s)", why, e.strerror)
 
     # -- API --
 
@@ -243,9 +331,15 @@ class Journal:
 
     def recover(self) -> RecoveryReport:
         """Undo everything a previous run left recorded (newest first), then empty the journal."""
-        rep = RecoveryReport(corrupt_lines=self._load())
+        try:
+            rep = RecoveryReport(corrupt_lines=self._load())
+        except UntrustedPath as e:
+            self._reject(str(e))
+            self._pending.clear()
+            self._loaded = True
+            return RecoveryReport(failed=[f"refused: {e}"])
         for cid, ch in sorted(self._pending.items(), reverse=True):
-            ok, msg = ch.undo(self.run)
+            ok, msg = ch.undo(self.run, self.own)
             (rep.undone if ok else rep.failed).append(msg)
             self.log.warning("recovered leftover from a previous run: %s", msg) if ok else self.log.error("could not undo leftover: %s", msg)
         self._pending.clear()
@@ -275,7 +369,7 @@ class Journal:
         cid = self.record(change)
         rc, err = self.run(do_argv)
         if rc != 0:
-            change.undo(self.run)
+            change.undo(self.run, self.own)
             self.forget(cid)
             raise OSError(f"{' '.join(do_argv)}: {err or f'exit {rc}'}")
         return cid
@@ -285,7 +379,7 @@ class Journal:
         ch = self._pending.get(cid)
         if ch is None:
             return True, "not pending"
-        ok, msg = ch.undo(self.run)
+        ok, msg = ch.undo(self.run, self.own)
         if ok:
             self.forget(cid)
         return ok, msg

@@ -21,13 +21,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.hygiene import DEFAULT_JOURNAL, Change, Journal
+from engine.hygiene import DEFAULT_JOURNAL, Change, Journal, OwnChanges
 from engine.ipn.local import Backend
 from engine.ipn.engine_api import EngineConfig, NodeEngine
 from engine.ipn.store import FileStore, MemoryStore, StoreError
 from engine.localapi.auth import Authorizer, Operator
 from engine.localapi.client import DEFAULT_SOCKET
 from engine.localapi.server import LocalAPIServer, SocketInUse, SocketPathError
+from engine.trustedpath import UntrustedPath, check_dir, check_file_path, first_refusal
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_IN_USE = 0, 1, 2, 3
 
@@ -48,9 +49,38 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fake-system", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--socket-mode", default="0666", help=argparse.SUPPRESS)
     p.add_argument("--cleanup-only", action="store_true",
-                   help="undo what a crashed run left behind (journal), then exit (systemd ExecStopPost)")
+                   help="undo what a crashed run left behind (journal), then exit (systemd ExecStopPost); "
+                        "pass the same --tun as the run")
     p.add_argument("-v", "--verbose", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        mode = int(args.socket_mode, 8)
+    except ValueError:
+        p.error(f"--socket-mode {args.socket_mode!r} is not an octal mode")
+    if not 0 <= mode <= 0o777:
+        p.error(f"--socket-mode {args.socket_mode!r} is not a file mode")
+    problem = check_paths(args)
+    if problem:
+        p.error(problem)
+    return args
+
+
+def check_paths(args: argparse.Namespace) -> str | None:
+    """Refuse files (journal, state, prefs, socket) in a place another local user can write.
+
+    The helper runs as root: a journal, state or prefs file a user could plant or swap would make root
+    read (and "restore") attacker-chosen content, and a socket there could be replaced under us. An
+    existing journal itself is checked (owner, mode) when it is recovered, and moved aside if bad.
+    """
+    checks = [("--journal", args.journal, lambda p: check_dir(Path(p).absolute().parent)),  # file: at recovery
+              ("--state", args.state, check_file_path), ("--prefs", args.prefs, check_file_path),
+              ("--socket", args.socket, check_file_path)]
+    return first_refusal(checks)
+
+
+def own_changes(args: argparse.Namespace) -> OwnChanges:
+    """What this helper's journal may undo: its own TUN (plus the fixed table, rules, nft table, sysctls, resolv.conf)."""
+    return OwnChanges.for_tun(args.tun)
 
 
 def _sd_notify(msg: str) -> None:
@@ -116,10 +146,17 @@ def recover_leftovers(args: argparse.Namespace, log: logging.Logger) -> tuple[in
     only for the real engine: they inspect the live system of the current network namespace.
     """
     jdir = Path(args.journal).parent
-    rep = Journal(args.journal, logger=logging.getLogger("meshvpn.hygiene")).recover()
+    rep = Journal(args.journal, logger=logging.getLogger("meshvpn.hygiene"), own=own_changes(args)).recover()
     undone, failed = len(rep.undone), len(rep.failed)
     if args.engine != "real":
         return undone, failed
+    from engine.leftovers import vet_journal_dir
+
+    try:
+        failed += len(vet_journal_dir(jdir, log))
+    except UntrustedPath as e:
+        log.error("not cleaning up: %s", e)
+        return undone, failed + 1
     cleaners: list[tuple[str, Any]] = []
     with contextlib.suppress(ImportError):
         from engine.router.exitnode import ExitRouter
@@ -161,7 +198,7 @@ async def serve(args: argparse.Namespace) -> int:
     undone, failed = recover_leftovers(args, log)
     if undone or failed:
         log.warning("cleaned up after a previous run: %d undone, %d failed", undone, failed)
-    journal = Journal(args.journal, logger=logging.getLogger("meshvpn.hygiene"))
+    journal = Journal(args.journal, logger=logging.getLogger("meshvpn.hygiene"), own=own_changes(args))
     if args.state:
         store: Any = FileStore(args.state, keep_keys=True)
     elif args.prefs:

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Build dist/meshvpn_<version>_<arch>.deb: the PyInstaller bundle under /opt/meshvpn, /usr/bin
-# symlinks, the systemd unit, the polkit policy, the desktop entry, the icon and the maintainer
-# scripts. Needs: the project venv with pyinstaller (pip install -e '.[gui,package]'), dpkg-deb.
+# symlinks, the systemd unit, polkit (policy, rules, pkexec wrapper), the desktop entry, the icon
+# and the maintainer scripts. Needs: the project venv with pyinstaller (pip install -e '.[gui,package]'), dpkg-deb.
 #
 #   installers/build-deb.sh [--out DIR] [--work DIR] [--python PY] [--no-gui] [--bundle DIR]
 #
@@ -82,10 +82,16 @@ sed -i -e "s|/usr/bin/mesh-helper|$PREFIX/mesh-helper|g" \
 grep -q "^ExecStart=$PREFIX/mesh-helper " "$ROOT/usr/lib/systemd/system/mesh-helper.service" \
     || die "mesh-helper.service: ExecStart was not rewritten to $PREFIX/mesh-helper"
 
-# polkit: the GUI runs the helper as <its own dir>/mesh-helper, i.e. /opt/meshvpn/mesh-helper.
+# polkit: the GUI starts the helper with `systemctl start mesh-helper.service`, which the rules file
+# allows the meshvpn group (that unit, start/stop/restart only); without systemd it runs
+# `pkexec /usr/libexec/meshvpn/mesh-helper-start`, an argument-less wrapper (admin password each time).
 install -D -m 0644 "$REPO/resources/polkit/org.meshvpn.helper.policy" \
     "$ROOT/usr/share/polkit-1/actions/org.meshvpn.helper.policy"
-sed -i "s|/usr/bin/mesh-helper|$PREFIX/mesh-helper|g" "$ROOT/usr/share/polkit-1/actions/org.meshvpn.helper.policy"
+install -D -m 0644 "$REPO/resources/polkit/50-meshvpn.rules" "$ROOT/usr/share/polkit-1/rules.d/50-meshvpn.rules"
+install -D -m 0755 "$REPO/resources/polkit/mesh-helper-start" "$ROOT/usr/libexec/meshvpn/mesh-helper-start"
+sed -i "s|/usr/bin/mesh-helper|$PREFIX/mesh-helper|g" "$ROOT/usr/libexec/meshvpn/mesh-helper-start"
+grep -q "^    $PREFIX/mesh-helper serve " "$ROOT/usr/libexec/meshvpn/mesh-helper-start" \
+    || die "mesh-helper-start: the helper path was not rewritten to $PREFIX/mesh-helper"
 
 if [ "$NO_GUI" = 0 ]; then
     # File name = QGuiApplication.desktopFileName ("meshgui"), so Wayland/docks match the window.

@@ -1,4 +1,8 @@
-"""Finds, starts and restarts the privileged helper: systemd unit, pkexec, or a direct child when root.
+"""Finds, starts and restarts the privileged helper: systemd unit, pkexec'd wrapper, or a direct child when root.
+
+Privilege boundary: the GUI never hands root a command line. With systemd it asks for
+`systemctl start mesh-helper.service` (polkit: resources/polkit/50-meshvpn.rules); without, it runs
+`pkexec /usr/libexec/meshvpn/mesh-helper-start`, a wrapper that takes no arguments.
 
     HELPER_DOWN seen ──► request_start() ──► strategy.start() ──► wait for the socket ──► up
                                ▲                                       │ fails
@@ -23,6 +27,7 @@ DEFAULT_SOCKETS = ("/run/meshvpn/meshvpn.sock", "/var/run/meshvpn/meshvpn.sock")
 SOCKET_ENV = "MESHVPN_SOCKET"
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # seconds between failed start attempts
 READY_TIMEOUT = 15.0  # seconds for a started helper to answer on its socket
+PKEXEC_WRAPPER = "/usr/libexec/meshvpn/mesh-helper-start"  # resources/polkit/mesh-helper-start
 
 
 def find_socket(explicit: str | None = None, env: dict[str, str] | None = None,
@@ -87,7 +92,7 @@ async def _run(*argv: str, timeout: float = 60.0) -> tuple[int, str]:
 
 
 class SystemdUnit(Strategy):
-    """systemctl start mesh-helper.service (polkit asks for a password when needed)."""
+    """systemctl start mesh-helper.service (polkit: no password for the meshvpn group, else admin's)."""
 
     name = "systemd"
 
@@ -107,24 +112,37 @@ class SystemdUnit(Strategy):
 
 
 class Pkexec(Strategy):
-    """pkexec <helper command>: one-shot elevation through the desktop's polkit agent."""
+    """pkexec <argument-less wrapper>: one-shot elevation through the desktop's polkit agent (no systemd).
+
+    Only the installed wrapper is ever run: never the helper itself with arguments, which would make
+    the polkit authorisation a root shell (any --journal/--state the caller likes).
+    """
 
     name = "pkexec"
 
-    def __init__(self, command: Sequence[str]) -> None:
-        self.command = list(command)
+    def __init__(self, wrapper: str = PKEXEC_WRAPPER) -> None:
+        self.wrapper = wrapper
         self.proc: asyncio.subprocess.Process | None = None
 
     async def available(self) -> bool:
-        return os.geteuid() != 0 and shutil.which("pkexec") is not None
+        return os.geteuid() != 0 and shutil.which("pkexec") is not None and _root_owned_program(self.wrapper)
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            "pkexec", *self.command, stdin=asyncio.subprocess.DEVNULL,
+            "pkexec", self.wrapper, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
         await asyncio.sleep(0.2)
         if self.proc.returncode in (126, 127):
             raise StartFailed("Starting the helper was not authorised (pkexec).")
+
+
+def _root_owned_program(path: str) -> bool:
+    """An installed program: a root-owned executable nobody else can write."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_uid == 0 and not st.st_mode & 0o022 and os.access(path, os.X_OK)
 
 
 class Direct(Strategy):
@@ -293,5 +311,6 @@ class Supervisor:
 
 
 def default_strategies(socket_path: str, command: Sequence[str] | None = None) -> list[Strategy]:
+    """systemd unit, else pkexec of the argument-less wrapper, else (when we are root) a direct child."""
     cmd = list(command) if command else helper_command(socket_path)
-    return [SystemdUnit(), Pkexec(cmd), Direct(cmd)]
+    return [SystemdUnit(), Pkexec(), Direct(cmd)]

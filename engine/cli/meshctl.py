@@ -20,6 +20,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
+from engine import authkey
 from engine.ipn.dnsquery import QueryError, parse_query_type, to_fqdn
 from engine.localapi.client import AccessDenied, HelperNotRunning, LocalAPIError, LocalClient, default_socket
 from engine.localapi.schema import (
@@ -259,13 +260,11 @@ async def cmd_exit_node(c: LocalClient, a: argparse.Namespace, out: TextIO) -> i
 
 
 def _auth_key(raw: str) -> str:
-    if raw.startswith("file:"):
-        try:
-            with open(raw[5:]) as f:
-                return f.read().strip()
-        except OSError as e:
-            raise CLIError(f"cannot read auth key file: {e.strerror}", EXIT_USAGE) from None
-    return raw
+    """`file:PATH` (preferred) or a literal key (works, with a warning: argv is visible in `ps`)."""
+    try:
+        return authkey.resolve(raw, warn=sys.stderr) or ""
+    except authkey.AuthKeyError as e:
+        raise CLIError(str(e), EXIT_USAGE) from None
 
 
 async def cmd_up(c: LocalClient, a: argparse.Namespace, out: TextIO, *, force_login: bool = False) -> int:
@@ -562,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def up_flags(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--login-server", default="", metavar="URL", help="control server base URL (headscale or Tailscale)")
-        sp.add_argument("--auth-key", default="", metavar="KEY", help='pre-auth key, or "file:PATH"')
+        sp.add_argument("--auth-key", default="", metavar="KEY", help='pre-auth key as "file:PATH" (a 0600 file; a literal key is visible in ps)')
         sp.add_argument("--timeout", type=float, default=0, metavar="SEC", help="give up after SEC seconds (0 = wait)")
 
     up = sub.add_parser("up", parents=[common], help="connect (logging in if needed)")

@@ -34,9 +34,14 @@ class OurNode:
         args = ["--login-server", self.login_server, "--state", str(self.state), "--hostname", self.hostname,
                 "--tun", self.tun, "--port", str(self.port), "--status-file", str(self.status_path),
                 "--endpoint-interval", "2"]
-        env = {}
+        env: dict[str, str] = {}
         if self.auth_key:
-            env["MESH_AUTH_KEY"] = self.auth_key  # keeps the key off the command line
+            # a 0600 file: never on the command line (every local user sees argv in `ps`)
+            key_file = self.host.lab.dir / f"{self.host.name}.authkey"
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.auth_key)
+            args += ["--auth-key", f"file:{key_file}"]
         if self.watchdog:
             args += ["--watchdog", str(self.watchdog)]
         self.proc = self.host.popen_python("engine.cli.helper", *args, *self.extra_args, module=True, env=env)

@@ -15,6 +15,7 @@ from tests.exit_tailscaled.tsnet import (
     CTL_IP, OURS_LAN, OURS_NAME, TS_LAN, TS_NAME, WAN_IP, WAN_IP6, approve_exit, build, diag, eventually, helper_pid,
     socket_lines, start_tailscaled, ts_peer,
 )
+from tests.helper.keyfile import key_file_arg
 from tests.lab.capture import Capture
 from tests.node.labnode import INET, INET6, DrivenNode, Node, route_get, routing_dump, tcp_ask, udp_ask
 
@@ -189,7 +190,7 @@ def test_tailscaled_exit_node_via_localapi(lab):
     c = net.ours
     before = routing_dump(c)
     sock, proc = _start_helper(c, lab)
-    p = meshctl(sock, "up", "--login-server", net.hs.url, "--auth-key", key, "--hostname", OURS_NAME,
+    p = meshctl(sock, "up", "--login-server", net.hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", OURS_NAME,
                 "--timeout", "60", timeout=90)
     assert p.returncode == 0, p.stdout + p.stderr + c.log_of(proc)[-3000:]
 

@@ -10,8 +10,11 @@ import time
 
 import pytest
 
-from engine.hygiene import COMPACT_AFTER_LINES, Change, Journal
+from engine.hygiene import COMPACT_AFTER_LINES, Change, Journal, OwnChanges
 from tests.helper.conftest import REPO, meshctl
+
+
+OWN = OwnChanges(links=frozenset({"mv0", "mv1", "gone0", "ok0", "x"}))  # what these tests' journals may undo
 
 
 class Runner:
@@ -32,7 +35,7 @@ class Runner:
 
 def test_recover_undoes_newest_first_and_empties(tmp_path):
     path = tmp_path / "j.jsonl"
-    j = Journal(path, run=Runner())
+    j = Journal(path, own=OWN, run=Runner())
     a = j.record(Change.link("mv0"))
     b = j.record(Change.route("100.64.0.0/10", dev="mv0", table=52))
     j.record(Change.rule(5270, table=52))
@@ -41,7 +44,7 @@ def test_recover_undoes_newest_first_and_empties(tmp_path):
     assert [c for c, _ in j.pending()] == [a, 3, 4]
     # a new process after a crash
     r = Runner()
-    rep = Journal(path, run=r).recover()
+    rep = Journal(path, own=OWN, run=r).recover()
     assert r.calls == [
         ["nft", "delete", "table", "inet", "meshvpn"],
         ["ip", "-4", "rule", "del", "priority", "5270", "table", "52"],
@@ -50,35 +53,35 @@ def test_recover_undoes_newest_first_and_empties(tmp_path):
     assert len(rep.undone) == 3 and rep.failed == []
     # idempotent: nothing left to do
     r2 = Runner()
-    assert Journal(path, run=r2).recover().undone == [] and r2.calls == []
+    assert Journal(path, own=OWN, run=r2).recover().undone == [] and r2.calls == []
 
 
 def test_already_gone_counts_as_undone_real_failures_are_reported(tmp_path):
     path = tmp_path / "j.jsonl"
-    j = Journal(path, run=Runner())
+    j = Journal(path, own=OWN, run=Runner())
     j.record(Change.link("gone0"))
-    j.record(Change.route("10.9.0.0/16", dev="x"))
+    j.record(Change.route("10.9.0.0/16", dev="x", table=52))
     r = Runner({"link del": 'Cannot find device "gone0"', "route del": "RTNETLINK answers: Operation not permitted"})
-    rep = Journal(path, run=r).recover()
+    rep = Journal(path, own=OWN, run=r).recover()
     assert rep.undone == ["already gone: ip link del dev gone0"]
     assert rep.failed and "Operation not permitted" in rep.failed[0]
 
 
 def test_torn_last_line_is_skipped(tmp_path):
     path = tmp_path / "j.jsonl"
-    j = Journal(path, run=Runner())
+    j = Journal(path, own=OWN, run=Runner())
     j.record(Change.link("mv1"))
     with open(path, "a") as f:
         f.write('{"op":"rec","id":2,"change":{"kind":"li')  # crash mid-write
     r = Runner()
-    rep = Journal(path, run=r).recover()
+    rep = Journal(path, own=OWN, run=r).recover()
     assert rep.corrupt_lines == 1 and r.calls == [["ip", "link", "del", "dev", "mv1"]]
 
 
 def test_apply_records_first_and_rolls_back_on_failure(tmp_path):
     path = tmp_path / "j.jsonl"
     r = Runner({"rule add": "RTNETLINK answers: File exists"})
-    j = Journal(path, run=r)
+    j = Journal(path, own=OWN, run=r)
     with pytest.raises(OSError, match="File exists"):
         j.apply(Change.rule(5270, table=52), ["ip", "-4", "rule", "add", "priority", "5270", "table", "52"])
     assert j.pending() == []
@@ -90,26 +93,27 @@ def test_file_and_sysctl_changes_restore(tmp_path):
     target = tmp_path / "resolv.conf"
     target.write_text("nameserver 192.0.2.53\n")
     path = tmp_path / "j.jsonl"
-    j = Journal(path, run=Runner())
+    own = OwnChanges(files=frozenset({str(tmp_path / "resolv.conf"), str(tmp_path / "created-by-us")}))
+    j = Journal(path, own=own, run=Runner())
     j.record(Change.file_contents(str(target), target.read_bytes()))
     target.write_text("nameserver 100.100.100.100\n")
     new = tmp_path / "created-by-us"
     j.record(Change.file_contents(str(new), None))
     new.write_text("x")
-    Journal(path, run=Runner()).recover()
+    Journal(path, own=own, run=Runner()).recover()
     assert target.read_text() == "nameserver 192.0.2.53\n"
     assert not new.exists()
 
 
 def test_journal_is_compacted(tmp_path):
     path = tmp_path / "j.jsonl"
-    j = Journal(path, run=Runner())
+    j = Journal(path, own=OWN, run=Runner())
     keep = j.record(Change.link("keep0"))
     for i in range(COMPACT_AFTER_LINES):
         j.forget(j.record(Change.link(f"t{i}")))
     lines = path.read_text().splitlines()
     assert len(lines) < COMPACT_AFTER_LINES
-    assert [c for c, _ in Journal(path, run=Runner()).pending()] == [keep]
+    assert [c for c, _ in Journal(path, own=OWN, run=Runner()).pending()] == [keep]
     assert all(json.loads(ln) for ln in lines)
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
 
@@ -202,7 +206,8 @@ def test_cleanup_only_mode_for_systemd_exec_stop_post(lab):
     h.up()
     h.kill()
     assert counts(host) == (1, 1, 1)
-    p = host.run([sys.executable, "-m", "engine.cli.helper", "serve", "--cleanup-only", "--journal", h.journal],
+    p = host.run([sys.executable, "-m", "engine.cli.helper", "serve", "--cleanup-only", "--tun", TUN,
+                  "--journal", h.journal],
                  env={"PYTHONPATH": str(REPO)})
     assert "3 undone, 0 failed" in p.stderr
     assert counts(host) == (0, 0, 0)

@@ -15,6 +15,7 @@ from tests.helper.conftest import REPO, TAILSCALE, meshctl, tailscale_cli
 from tests.lab.headscale import Headscale, auth_id_from_url
 from tests.lab.peers import peer_bin
 from tests.lab.tailscaled import Tailscaled
+from tests.helper.keyfile import key_file_arg
 from tests.node.labnode import INET, UDP_ECHO, udp_ask
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(not TAILSCALE.exists(), reason="reference peers not built")]
@@ -77,7 +78,7 @@ def test_auth_key_join_status_down_and_clean_exit(net):
     a = host("a", 11)
     sock, proc = start_helper(a, lab)
 
-    p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key, "--hostname", "py-a", "--timeout", "60",
+    p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", "py-a", "--timeout", "60",
                 timeout=90)
     assert p.returncode == 0, p.stdout + p.stderr + a.log_of(proc)[-3000:]
     assert key not in a.log_of(proc)
@@ -146,7 +147,7 @@ def test_sigkill_with_real_engine_leaves_no_leftovers(net):
     rules_before = a.run(["ip", "rule", "show"]).stdout
     routes_before = a.run(["ip", "route", "show", "table", "all"]).stdout
     sock, proc = start_helper(a, lab)
-    p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key, "--hostname", "py-k", "--timeout", "60",
+    p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", "py-k", "--timeout", "60",
                 timeout=90)
     assert p.returncode == 0, p.stdout + p.stderr
     assert a.run(["ip", "link", "show", "mesh0"], check=False).returncode == 0
@@ -159,7 +160,7 @@ def test_sigkill_with_real_engine_leaves_no_leftovers(net):
     assert a.run(["ip", "rule", "show"]).stdout == rules_before
     assert a.run(["ip", "route", "show", "table", "all"]).stdout == routes_before
     # the same node (keys are in memory only in GUI mode): logs in again with the key
-    p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key, "--hostname", "py-k", "--timeout", "60",
+    p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", "py-k", "--timeout", "60",
                 timeout=90)
     assert p.returncode == 0, p.stdout + p.stderr
     proc.send_signal(signal.SIGTERM)
@@ -174,7 +175,7 @@ def test_two_helpers_ping_each_other_over_wireguard(net):
     sa, pa = start_helper(a, lab)
     sb, pb = start_helper(b, lab)
     for sock, name in ((sa, "py-a"), (sb, "py-b")):
-        p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key, "--hostname", name, "--timeout", "60",
+        p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", name, "--timeout", "60",
                     timeout=90)
         assert p.returncode == 0, p.stdout + p.stderr
     b_ip = wait_until(lambda: next((v["TailscaleIPs"][0] for v in (status(sa).get("Peer") or {}).values()
@@ -230,9 +231,9 @@ def test_exit_node_chosen_through_the_localapi(net):
     sa, pa = start_helper(a, lab)
     sb, pb = start_helper(b, lab)
     rules_before = a.run(["ip", "-4", "rule", "show"]).stdout
-    assert meshctl(sb, "up", "--login-server", hs.url, "--auth-key", key, "--hostname", "py-b",
+    assert meshctl(sb, "up", "--login-server", hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", "py-b",
                    "--advertise-exit-node", "--timeout", "60", timeout=90).returncode == 0
-    assert meshctl(sa, "up", "--login-server", hs.url, "--auth-key", key, "--hostname", "py-a",
+    assert meshctl(sa, "up", "--login-server", hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", "py-a",
                    "--timeout", "60", timeout=90).returncode == 0
     node_b = wait_until(lambda: hs.node_by_hostname("py-b"), "py-b in headscale")
     hs.cli("nodes", "approve-routes", "-i", str(node_b["id"]), "-r", "0.0.0.0/0,::/0", json_out=False)

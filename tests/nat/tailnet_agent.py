@@ -1,6 +1,6 @@
 """A full meshvpn node for interop tests: ControlClient + MagicConn + WireGuard Device on a TUN.
 
-    python tests/nat/tailnet_agent.py --login-server URL --auth-key KEY --hostname H --tun NAME
+    python tests/nat/tailnet_agent.py --login-server URL --auth-key file:PATH --hostname H --tun NAME
 
 Prints JSON lines: {"ready":...} once a netmap is applied; reads "status" / "quit" on stdin.
 This is a test harness (the product's composition lives in engine/daemon.py).
@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from engine.authkey import resolve as resolve_auth_key  # noqa: E402
 from engine.control.client import ControlClient, ControlOptions, NetMapUpdated  # noqa: E402
 from engine.dataplane.device import Device  # noqa: E402
 from engine.dataplane.tun_linux import LinuxTun  # noqa: E402
@@ -55,7 +56,7 @@ async def run(args) -> None:
         eps = ms.endpoints()
         cc = ControlClient(
             ControlOptions(server_url=args.login_server, machine_key=MachinePrivate.generate(), node_key=node,
-                           disco_public=DiscoPublic(ms.disco_public), hostinfo=hostinfo, auth_key=args.auth_key,
+                           disco_public=DiscoPublic(ms.disco_public), hostinfo=hostinfo, auth_key=resolve_auth_key(args.auth_key),
                            endpoints=tuple(e.addr for e in eps), endpoint_types=tuple(e.type for e in eps)),
             on_event=lambda ev: netmaps.put_nowait(ev.netmap) if isinstance(ev, NetMapUpdated) else None,
         )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helper.keyfile import key_file_arg
 from tests.lab.netlab import REPO_ROOT
 from tests.nat.natlab import home_router_firewall, wait_for
 
@@ -25,7 +26,7 @@ class TailnetAgent:
         self.host = host
         self.log_path = host.lab.dir / f"tailnet-agent-{host.name}.log"
         log = open(self.log_path, "wb")
-        self.proc = host.popen([sys.executable, AGENT, "--login-server", login_server, "--auth-key", auth_key,
+        self.proc = host.popen([sys.executable, AGENT, "--login-server", login_server, "--auth-key", key_file_arg(auth_key, host.lab.dir),
                                 "--hostname", f"mesh-{host.name}", "--tun", tun],
                                env={"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"},
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, bufsize=0)

@@ -19,12 +19,14 @@ import sys
 import threading
 from pathlib import Path
 
+from engine import authkey
 from engine.daemon import Node, build_parser, load_state
 
 
 def main(argv: list[str]) -> int:
     faulthandler.register(signal.SIGUSR1)  # stack dump on demand (debugging hung stops)
     args = build_parser().parse_args(argv)
+    args.auth_key = authkey.resolve(args.auth_key, warn=sys.stderr) or os.environ.get("MESH_AUTH_KEY") or None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     for noisy in ("hpack", "h2", "asyncio"):

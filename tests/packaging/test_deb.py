@@ -19,10 +19,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 PROGRAMS_CLI = ("mesh-helper", "meshctl")
 UNIT = "usr/lib/systemd/system/mesh-helper.service"
 POLICY = "usr/share/polkit-1/actions/org.meshvpn.helper.policy"
+RULES = "usr/share/polkit-1/rules.d/50-meshvpn.rules"
+WRAPPER = "usr/libexec/meshvpn/mesh-helper-start"
 DESKTOP = "usr/share/applications/meshgui.desktop"
 ICON = "usr/share/icons/hicolor/scalable/apps/meshvpn.svg"
 ALLOWED_TOP = ("opt/meshvpn/", "usr/bin/", "usr/lib/systemd/system/", "usr/share/applications/",
-               "usr/share/icons/hicolor/", "usr/share/polkit-1/actions/", "usr/share/doc/meshvpn/")
+               "usr/share/icons/hicolor/", "usr/share/polkit-1/actions/", "usr/share/polkit-1/rules.d/",
+               "usr/libexec/meshvpn/", "usr/share/doc/meshvpn/")
 EXIT_NO_HELPER = 3  # engine/cli/meshctl.py: "3 helper not running"
 
 
@@ -90,8 +93,9 @@ def test_contents_and_modes(built):
     for prog in programs(built):
         assert c[f"{PREFIX}/{prog}"][0] == "-rwxr-xr-x"
         assert c[f"usr/bin/{prog}"][0][0] == "l" and c[f"usr/bin/{prog}"][2] == f"/{PREFIX}/{prog}"
-    for path in (UNIT, POLICY, "usr/share/doc/meshvpn/copyright"):
+    for path in (UNIT, POLICY, RULES, "usr/share/doc/meshvpn/copyright"):
         assert c[path][0] == "-rw-r--r--", path
+    assert c[WRAPPER][0] == "-rwxr-xr-x"
     if built.with_gui:
         assert c[DESKTOP][0] == "-rw-r--r--"
         assert c[ICON][0] == "-rw-r--r--"
@@ -111,8 +115,18 @@ def test_unit_and_policy_point_at_the_bundle(built):
     original = (ROOT / "resources/systemd/mesh-helper.service").read_text()
     assert unit.replace(f"/{PREFIX}/mesh-helper", "/usr/bin/mesh-helper").replace(
         "MESH_OPERATOR=:meshvpn", "MESH_OPERATOR=") == original
+    # pkexec may run only the argument-less wrapper, with the admin password every time.
     policy = (built.tree / POLICY).read_text()
-    assert f'<annotate key="org.freedesktop.policykit.exec.path">/{PREFIX}/mesh-helper</annotate>' in policy
+    assert f'<annotate key="org.freedesktop.policykit.exec.path">/{WRAPPER}</annotate>' in policy
+    assert re.findall(r'<action id="([^"]+)"', policy) == ["org.meshvpn.helper.start"]
+    assert "auth_admin_keep" not in policy and "mesh-helper<" not in policy
+    wrapper = (built.tree / WRAPPER).read_text()
+    assert f"\n    /{PREFIX}/mesh-helper serve --socket /run/meshvpn/meshvpn.sock --prefs " in wrapper
+    assert "$@" not in wrapper and "$1" not in wrapper
+    assert wrapper == (ROOT / "resources/polkit/mesh-helper-start").read_text().replace(
+        "/usr/bin/mesh-helper", f"/{PREFIX}/mesh-helper")
+    # systemd route: the meshvpn group may start/stop/restart this one unit, nothing else.
+    assert (built.tree / RULES).read_text() == (ROOT / "resources/polkit/50-meshvpn.rules").read_text()
     if built.with_gui:
         desktop = (built.tree / DESKTOP).read_text()
         assert re.search(r"^Exec=meshgui\b", desktop, re.M) and re.search(r"^Icon=meshvpn$", desktop, re.M)
