@@ -22,8 +22,16 @@ import time
 from typing import Any, Callable
 
 from meshgui import notifications
-from meshgui.bridge import Bridge, utc_now
-from meshgui.engine_client import GUI_OWNER_WATCH_MASK, GUI_WATCH_MASK, EngineClient, HelperUnavailable, LocalAPIError
+from meshgui.bridge import BROWSER_SCHEMES, Bridge, browser_url_problem, utc_now
+from meshgui.engine_client import (
+    GUI_OWNER_WATCH_MASK,
+    GUI_WATCH_MASK,
+    ROOT_ONLY,
+    EngineClient,
+    HelperUnavailable,
+    LocalAPIError,
+    UntrustedHelper,
+)
 from meshgui.keys import DeviceKeys, KeyringUnavailable, KeyStore, PrivateKey, node_public_text, short_public_text
 from meshgui.settings import Choices, Settings
 from meshgui.state import ViewState
@@ -57,7 +65,9 @@ class App:
     """Owns every GUI object; all network work goes through the bridge and the supervisor."""
 
     def __init__(self, qapp: Any, args: argparse.Namespace, *, clock: Callable[[], dt.datetime] = utc_now,
-                 keystore: KeyStore | None = None, supervisor: Supervisor | None = None) -> None:
+                 keystore: KeyStore | None = None, supervisor: Supervisor | None = None,
+                 trusted_helper_uids: frozenset[int] = ROOT_ONLY) -> None:
+        """`trusted_helper_uids`: uids whose helper may receive the keyring keys (root; tests may add their own)."""
         from PySide6.QtWidgets import QSystemTrayIcon
 
         from meshgui.login_dialog import LoginDialog
@@ -70,7 +80,7 @@ class App:
         self.log = logging.getLogger("meshgui")
         self.settings = Settings(args.settings)
         self.socket_path = find_socket(args.socket)
-        self.client = EngineClient(self.socket_path)
+        self.client = EngineClient(self.socket_path, trusted_helper_uids=trusted_helper_uids)
         if supervisor is None and not args.no_supervise:
             strategies = ([Direct(args.helper_command.split(), require_root=False)] if args.helper_command
                           else default_strategies(self.socket_path))
@@ -79,6 +89,7 @@ class App:
         self.keystore = keystore
         self.keys: DeviceKeys | None = None
         self.keyring_error = ""
+        self.trust_error = ""  # the keys were not handed over: the socket is not root's helper
         self._keys_unsupported = False
         self._keys_accepted = False  # the helper took our keys: we own them and may receive a rotated node key
         self.bridge = Bridge(self.client, clock=clock, logger=self.log.getChild("bridge"),
@@ -158,7 +169,8 @@ class App:
             self.tray.apply(view)
         self.window.apply(view)
         if not view.read_only:  # (the window shows its own read-only banner)
-            self.window.show_banner(self.keyring_error or (NO_TRAY_TEXT if self.tray is None else ""))
+            self.window.show_banner(self.trust_error or self.keyring_error
+                                    or (NO_TRAY_TEXT if self.tray is None else ""))
         if view.login_pending:
             self.login_dialog.set_url(view.browse_url)
             if not self.login_dialog.isVisible():
@@ -216,12 +228,19 @@ class App:
         self._keys_accepted = False
         try:
             info = await self.client.set_keys(self.keys.payload())
+            self.trust_error = ""
             self._keys_accepted = True
             self.log.info("keys handed to helper: machine %s node %s",
                           self.keys.machine.public_short(), self.keys.node.public_short())
             if info.get("NodePublic") and info["NodePublic"] != node_public_text(self.keys.node):
                 self.log.info("the helper runs node key %s (rotated by the control server); it comes on the bus",
                               short_public_text(info["NodePublic"]))
+        except UntrustedHelper as e:
+            self.log.warning("keys not handed over: %s", e)
+            if self.trust_error != str(e):
+                self.trust_error = str(e)
+                self.window.show_banner(self.trust_error)
+                self.notify("Keys not handed over", self.trust_error)
         except LocalAPIError as e:
             if e.status == 404:  # e.g. a real tailscaled, which keeps its own keys
                 self._keys_unsupported = True
@@ -264,7 +283,7 @@ class App:
                           new.public_short(), short_public_text(old_pub))
         try:
             await self.client.set_keys(self.keys.payload())  # acknowledgement: the helper stops offering it
-        except (LocalAPIError, HelperUnavailable) as e:
+        except (LocalAPIError, HelperUnavailable, UntrustedHelper) as e:
             self.log.info("could not confirm the rotated node key to the helper (%s); it is in the keyring", e)
 
     # ------------------------------------------------------------ actions
@@ -312,14 +331,27 @@ class App:
         self.notify("Copied" if ok else "Could not copy", text if ok else "The clipboard did not accept the text.")
         return ok
 
-    def open_url(self, url: str) -> None:
+    def open_url(self, url: str) -> bool:
+        """Open an https:// or http:// address in the browser; anything else is refused, logged and shown."""
         from PySide6.QtCore import QUrl
         from PySide6.QtGui import QDesktopServices
+        problem = browser_url_problem(url)
+        qurl = QUrl(url, QUrl.ParsingMode.StrictMode)
+        if not problem and not (qurl.isValid() and qurl.scheme().lower() in BROWSER_SCHEMES and qurl.host()):
+            problem = "the address is malformed"
+        if problem:
+            self.log.warning("refused to open an address: %s", problem)
+            self.notify("Login page not opened",
+                        f"meshvpn did not open the address it was given: {problem}. "
+                        "It opens only https:// and http:// addresses.")
+            return False
         if os.geteuid() == 0:
             self.log.warning("running as root: the browser would run as root too")
-        if not QDesktopServices.openUrl(QUrl(url)):
+        if not QDesktopServices.openUrl(qurl):
             self.login_dialog.set_url(url)
             self.notify("Open the login page", f"No browser could be opened; open {url}")
+            return False
+        return True
 
     def show_window(self) -> None:
         self.window.show()

@@ -7,7 +7,8 @@ Widgets never touch the socket. Reconnects with capped backoff and reports HELPE
 meanwhile (STYLE R18). A 403 on any write turns the GUI read-only. A node key rotated by the
 control server (Notify "MeshvpnNodeKeyRotated") is taken out of the notification before the
 reducer sees it and handed to `on_node_key_rotated` (the app stores it in the keyring): the
-secret never enters the ViewState.
+secret never enters the ViewState. A login URL is announced (browseTo) only if it is an https:// or
+http:// address (browser_url_problem); anything else becomes an actionFailed message instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import urllib.parse
 from typing import Any, Awaitable, Callable, Iterable
 
 from PySide6.QtCore import QObject, Signal
@@ -27,7 +29,31 @@ PING_CONCURRENCY = 8
 PING_TIMEOUT = 5.0  # seconds per peer
 STATUS_COALESCE = 0.2  # seconds: Notify bursts trigger one /status fetch
 
+BROWSER_SCHEMES = ("https", "http")  # the only URL schemes the GUI hands to a browser
+MAX_URL_LENGTH = 8192
+
 Clock = Callable[[], dt.datetime]
+
+
+def browser_url_problem(url: object) -> str:
+    """"" if `url` may be opened in a browser (an https:// or http:// address with a host); else why not."""
+    if not isinstance(url, str) or not url:
+        return "the address is empty"
+    if len(url) > MAX_URL_LENGTH:
+        return "the address is too long"
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        return "the address contains spaces or control characters"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return "the address is malformed"
+    scheme = parts.scheme.lower()
+    if scheme not in BROWSER_SCHEMES:
+        return (f"its scheme is {scheme + ':' if scheme else 'missing'}, not https:// or http://")
+    if not host:
+        return "the address has no host"
+    return ""
 
 
 def utc_now() -> dt.datetime:
@@ -66,6 +92,7 @@ class Bridge(QObject):
         self._connected = False
         self.notify_count = 0
         self.status_fetches = 0
+        self.refused_urls = 0  # login URLs not opened (not https/http)
 
     # ------------------------------------------------------------ state
 
@@ -81,7 +108,14 @@ class Bridge(QObject):
         self._state = new
         if new.browse_url and new.login_pending and new.browse_url not in self._opened_urls:
             self._opened_urls.add(new.browse_url)
-            self.browseTo.emit(new.browse_url)
+            problem = browser_url_problem(new.browse_url)
+            if problem:
+                self.refused_urls += 1
+                self._log.warning("refused to open the login address from the helper: %s", problem)
+                self.actionFailed.emit(f"The login page was not opened: {problem}. "
+                                       "meshvpn opens only https:// and http:// addresses.")
+            else:
+                self.browseTo.emit(new.browse_url)
         self.stateChanged.emit(new)
 
     # ------------------------------------------------------------ lifecycle

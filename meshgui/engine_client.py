@@ -4,7 +4,9 @@ The GUI's reducer works on the Go-shaped JSON (ipnstate.Status, ipn.Prefs, ipn.N
 dicts), so the typed objects of `engine.localapi.schema` are turned back into their wire
 dicts here. Errors are narrowed to three kinds the bridge acts on: HelperUnavailable
 (reconnect with backoff, show "helper not running"), AccessDenied (read-only) and
-LocalAPIError (show the message). Framing of the watch stream (newline-delimited JSON with a
+LocalAPIError (show the message); set_keys adds UntrustedHelper: private keys go only to a
+helper whose socket is owned and served by root (`trusted_helper_uids`, checked on the very
+connection before the keys are written). Framing of the watch stream (newline-delimited JSON with a
 maximum line length) is the client's job.
 """
 
@@ -36,6 +38,7 @@ NODE_KEY_ROTATED = "MeshvpnNodeKeyRotated"  # {"NodePublic", "OldNodePublic", "N
 REQUEST_TIMEOUT = 30.0  # seconds, for one-shot requests (not the watch stream)
 KEYS_PATH = "/localapi/v0/meshvpn/keys"
 DEFAULT_SOCKET = lc.DEFAULT_SOCKET
+ROOT_ONLY = lc.ROOT_ONLY  # the helper uids trusted with keys in production
 
 
 def default_socket() -> str:
@@ -61,12 +64,19 @@ class HelperUnavailable(Exception):
     """The helper's socket could not be reached."""
 
 
+class UntrustedHelper(Exception):
+    """Keys were not handed over: the socket is not owned and served by root (plain-words message)."""
+
+
 class EngineClient:
     """The LocalAPI calls the GUI makes, as dicts in tailscaled's JSON shapes."""
 
-    def __init__(self, socket_path: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
+    def __init__(self, socket_path: str, *, timeout: float = REQUEST_TIMEOUT,
+                 trusted_helper_uids: frozenset[int] = ROOT_ONLY) -> None:
+        """`trusted_helper_uids`: who may receive keys; only root unless a test passes its own uid explicitly."""
         self.socket_path = socket_path
         self.timeout = timeout
+        self.trusted_helper_uids = frozenset(trusted_helper_uids)
         self._c = lc.LocalClient(socket_path, timeout=timeout)
 
     async def status(self) -> dict[str, Any]:
@@ -99,9 +109,16 @@ class EngineClient:
             return (await self._c.ping(ip, ping_type)).to_dict()
 
     async def set_keys(self, payload: Mapping[str, str]) -> dict[str, Any]:
-        """Hand keys to the helper; answers the public halves. The payload is never logged."""
-        async with _mapped(KEYS_PATH):
-            return (await self._c.set_keys(payload["MachineKey"], payload["NodeKey"])).to_dict()
+        """Hand keys to the helper (only a trusted one: UntrustedHelper); answers the public halves. Never logged."""
+        try:
+            async with _mapped(KEYS_PATH):
+                info = await self._c.set_keys(payload["MachineKey"], payload["NodeKey"],
+                                              trusted_uids=self.trusted_helper_uids)
+        except _Untrusted as e:
+            raise UntrustedHelper(f"meshvpn did not give this device's keys to {self.socket_path}: {e.args[0]}. "
+                                  "Another program may be posing as the VPN helper; the real helper runs as "
+                                  "root.") from None
+        return info.to_dict()
 
     async def watch(self, mask: int = GUI_WATCH_MASK) -> AsyncIterator[dict[str, Any]]:
         """Yield ipn.Notify dicts (fields absent from the message are left out) until the stream ends."""
@@ -111,11 +128,17 @@ class EngineClient:
                 yield {k: v for k, v in n.to_dict().items() if v is not None}
 
 
+class _Untrusted(Exception):
+    """lc.UntrustedHelper, carried through _mapped (args[0]: the client's message)."""
+
+
 @contextlib.asynccontextmanager
 async def _mapped(path: str):
     """Translate the client's errors into the three kinds the bridge handles."""
     try:
         yield
+    except lc.UntrustedHelper as e:
+        raise _Untrusted(e.message) from None
     except lc.AccessDenied as e:
         raise AccessDenied(403, e.message, path) from None
     except lc.HelperNotRunning as e:

@@ -11,6 +11,9 @@ Flow (tailscaled's LocalBackend, reduced):
   (ENGINE_WANTED ⇒ started, otherwise stopped).
 - User operations are serialized by one lock; engine events are handled synchronously in the sink
   (state + notifications only); engine calls they imply are queued to a worker task.
+- Prefs a LocalAPI caller asks for (PATCH prefs, start's UpdatePrefs, set-use-exit-node) pass one
+  gate, _check_user_prefs: root-only fields (engine.ipn.prefs_policy, on the old→new diff), then
+  validity. The caller's `actor_is_root` defaults to False.
 - Private keys live in memory (NodeKeys); only public halves appear in status/notify/logs, with
   one exception: when control rotates the node key, the new private key goes on the bus
   (Notify.MeshvpnNodeKeyRotated.NodeKey) to the keys' owner only: the uid that handed them over
@@ -56,6 +59,7 @@ from engine.ipn.engine_api import (
     NodeKeys,
     PeerView,
 )
+from engine.ipn.prefs_policy import check_change
 from engine.ipn.state import ENGINE_WANTED, Input, InvalidTransition, StateMachine
 from engine.ipn.store import MemoryStore, PrefsStore
 from engine.keys import KeyError_, MachinePrivate, NodePrivate
@@ -435,20 +439,26 @@ class Backend:
         """Raise PrefsError if `p` cannot be applied now (against the current netmap)."""
         check_prefs(p, self._netmap)
 
-    async def edit_prefs(self, mp: MaskedPrefs, *, actor_is_root: bool = True) -> Prefs:
-        """PATCH /prefs: apply the masked edit, validate, persist, notify, reconcile the engine."""
+    def _check_user_prefs(self, new: Prefs, *, actor_is_root: bool, who: str) -> None:
+        """The one gate for prefs a caller asked for: root-only fields (PrefsDenied), then validity (PrefsError)."""
+        check_change(self.prefs, new, actor_is_root=actor_is_root, who=who)
+        self.check_prefs(new)
+
+    async def edit_prefs(self, mp: MaskedPrefs, *, actor_is_root: bool = False, who: str = "") -> Prefs:
+        """PATCH /prefs: apply the masked edit, validate, persist, notify, reconcile the engine.
+
+        `actor_is_root` is False unless the caller is uid 0: root-only prefs (prefs_policy) are refused.
+        """
         bad = mp.set_fields & INTERNAL_PREFS
         if bad:
             raise PrefsError(f"cannot set internal prefs {sorted(bad)}")
-        if "OperatorUser" in mp.set_fields and not actor_is_root and mp.prefs.operator_user != self.prefs.operator_user:
-            raise PrefsError("only root can change the operator user")
         async with self._lock:
             new = mp.apply_to(self.prefs)
             if "ExitNodeIP" in mp.set_fields and mp.prefs.exit_node_ip and "ExitNodeID" not in mp.set_fields:
                 new = dataclasses.replace(new, exit_node_id="")
             if "ExitNodeID" in mp.set_fields and mp.prefs.exit_node_id and "ExitNodeIP" not in mp.set_fields:
                 new = dataclasses.replace(new, exit_node_ip="")
-            self.check_prefs(new)
+            self._check_user_prefs(new, actor_is_root=actor_is_root, who=who)
             old = self.prefs
             self.prefs = new
             self._resolve_exit_node_ip()
@@ -461,14 +471,20 @@ class Backend:
             await self._sync_engine_locked()
             return self.prefs
 
-    async def start_with(self, *, update_prefs: Prefs | None, auth_key: str = "") -> None:
-        """POST /start: replace prefs (keeping the login), then (re)start the state machine."""
+    async def start_with(self, *, update_prefs: Prefs | None, auth_key: str = "", actor_is_root: bool = False,
+                         who: str = "") -> None:
+        """POST /start: replace prefs (keeping the login), then (re)start the state machine.
+
+        The whole UpdatePrefs replaces the prefs, so it passes the same gate as a PATCH (root-only fields).
+        """
         async with self._lock:
             control_changed = False
             if update_prefs is not None:
                 keep = self.prefs
-                newp = dataclasses.replace(update_prefs, config=keep.config, logged_out=keep.logged_out)
-                self.check_prefs(newp)
+                # Internal prefs are never a caller's to set (INTERNAL_PREFS): a whole-Prefs copy keeps ours.
+                newp = dataclasses.replace(update_prefs, config=keep.config, logged_out=keep.logged_out,
+                                           internal_exit_node_prior=keep.internal_exit_node_prior)
+                self._check_user_prefs(newp, actor_is_root=actor_is_root, who=who)
                 control_changed = (newp.control_url or DEFAULT_CONTROL_URL) != (keep.control_url or DEFAULT_CONTROL_URL)
                 if control_changed and keep.config is not None:
                     # A different control server: the old login means nothing there.
@@ -486,17 +502,19 @@ class Backend:
             self._input(Input.WANT_RUNNING_ON if self.prefs.want_running else Input.WANT_RUNNING_OFF)
             await self._sync_engine_locked(auth_key=auth_key, restart=True)
 
-    async def set_use_exit_node(self, on: bool) -> Prefs:
+    async def set_use_exit_node(self, on: bool, *, actor_is_root: bool = False, who: str = "") -> Prefs:
         """Toggle the exit node, remembering the last one (InternalExitNodePrior) to turn it back on."""
         p = self.prefs
         if on:
             prior = p.exit_node_id or p.internal_exit_node_prior
             if not prior:
                 raise PrefsError("no previously used exit node to turn back on; choose one first")
-            return await self.edit_prefs(MaskedPrefs(Prefs(exit_node_id=prior), frozenset({"ExitNodeID"})))
+            return await self.edit_prefs(MaskedPrefs(Prefs(exit_node_id=prior), frozenset({"ExitNodeID"})),
+                                         actor_is_root=actor_is_root, who=who)
         if p.exit_node_id:
             self.prefs = dataclasses.replace(p, internal_exit_node_prior=p.exit_node_id)
-        return await self.edit_prefs(MaskedPrefs(Prefs(), frozenset({"ExitNodeID", "ExitNodeIP"})))
+        return await self.edit_prefs(MaskedPrefs(Prefs(), frozenset({"ExitNodeID", "ExitNodeIP"})),
+                                     actor_is_root=actor_is_root, who=who)
 
     async def login_interactive(self) -> None:
         """POST /login-interactive: get an AuthURL from control; it is sent as BrowseToURL."""

@@ -51,6 +51,11 @@ class Permit:
     who: str  # for messages/logs: "root", "operator alice", "user bob (uid 1001)"
     uid: int | None = None  # the caller's uid (SO_PEERCRED); None when unknown
 
+    @property
+    def is_root(self) -> bool:
+        """uid 0 by peer credentials (root-only prefs and endpoints)."""
+        return self.uid == 0
+
 
 @dataclass(frozen=True)
 class Operator:

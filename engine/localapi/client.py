@@ -5,7 +5,9 @@ shapes (engine.localapi.schema). watch_ipn_bus() yields ipn.Notify objects from 
 newline-delimited stream; a line longer than MAX_LINE_BYTES ends the stream with an error.
 
 Errors: HelperNotRunning (nothing listening / no socket), AccessDenied (403),
-LocalAPIError (any other non-success status; `.status`, `.message`).
+LocalAPIError (any other non-success status; `.status`, `.message`), UntrustedHelper (a request
+that must only reach a helper run by root, such as set_keys, found someone else on the socket:
+checked on the very connection, by SO_PEERCRED and the socket file's owner, before anything is sent).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
+import socket
+import struct
 import urllib.parse
 from typing import Any, AsyncIterator
 
@@ -62,6 +67,35 @@ class HelperNotRunning(ConnectionError):
     """Nobody is listening on the socket."""
 
 
+class UntrustedHelper(LocalAPIError):
+    """The socket is served (or owned) by a uid not trusted with this request; nothing was sent."""
+
+
+ROOT_ONLY = frozenset({0})  # the uids trusted with private keys by default: root's helper only
+_UCRED = struct.Struct("3i")  # struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_peer(sock: socket.socket, socket_path: str, trusted_uids: frozenset[int]) -> None:
+    """Raise UntrustedHelper unless the process serving `sock` and the socket file both belong to a trusted uid."""
+    try:
+        _pid, uid, _gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+        owner = os.stat(socket_path).st_uid
+    except OSError as e:
+        raise UntrustedHelper(0, f"cannot check who serves {socket_path}: {e.strerror}") from None
+    for what, u in (("the program answering on", uid), ("the socket file", owner)):
+        if u not in trusted_uids:
+            whom = " or ".join("root" if t == 0 else _user(t) for t in sorted(trusted_uids))
+            raise UntrustedHelper(0, f"{what} {socket_path} belongs to {_user(u)}, not to {whom}: "
+                                     "it is not the meshvpn helper")
+
+
 def _error_message(body: bytes) -> str:
     try:
         d = json.loads(body)
@@ -99,9 +133,16 @@ class LocalClient:
         except PermissionError as e:
             raise HelperNotRunning(f"cannot connect to {self.socket_path}: permission denied") from e
 
-    async def _request_stream(self, method: str, path: str, body: bytes | None
+    async def _request_stream(self, method: str, path: str, body: bytes | None,
+                              trusted_uids: frozenset[int] | None = None,
                               ) -> tuple[_Response, h11.Connection, asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await self._open()
+        if trusted_uids is not None:
+            try:
+                check_peer(writer.get_extra_info("socket"), self.socket_path, trusted_uids)
+            except UntrustedHelper:
+                writer.close()
+                raise
         conn = h11.Connection(h11.CLIENT)
         headers = [("Host", LOCALAPI_HOST), ("Tailscale-Cap", str(CAPABILITY_VERSION)), ("Connection", "close")]
         if body is not None:
@@ -149,11 +190,12 @@ class LocalClient:
             elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
                 return bytes(body)
 
-    async def _do(self, method: str, path: str, body: Any = None, *, want: int = 200) -> bytes:
+    async def _do(self, method: str, path: str, body: Any = None, *, want: int = 200,
+                  trusted_uids: frozenset[int] | None = None) -> bytes:
         raw = None
         if body is not None:
             raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        resp, conn, reader, writer = await self._request_stream(method, path, raw)
+        resp, conn, reader, writer = await self._request_stream(method, path, raw, trusted_uids)
         try:
             data = await self._read_body(conn, reader)
         except h11.RemoteProtocolError as e:
@@ -166,8 +208,9 @@ class LocalClient:
             raise LocalAPIError(resp.status, _error_message(data))
         return data
 
-    async def _json(self, method: str, path: str, body: Any = None, *, want: int = 200) -> Any:
-        data = await self._do(method, path, body, want=want)
+    async def _json(self, method: str, path: str, body: Any = None, *, want: int = 200,
+                    trusted_uids: frozenset[int] | None = None) -> Any:
+        data = await self._do(method, path, body, want=want, trusted_uids=trusted_uids)
         try:
             return json.loads(data)
         except ValueError as e:
@@ -258,9 +301,12 @@ class LocalClient:
 
     # ---------------------------------------------------------------- meshvpn extensions
 
-    async def set_keys(self, machine_private: str, node_private: str) -> KeysInfo:
+    async def set_keys(self, machine_private: str, node_private: str, *,
+                       trusted_uids: frozenset[int] | None = None) -> KeysInfo:
+        """Hand private keys over; with `trusted_uids`, only to a helper run (and its socket owned) by one of them."""
         req = SetKeysRequest(machine_private=machine_private, node_private=node_private)
-        return KeysInfo.from_dict(await self._json("POST", "/localapi/v0/meshvpn/keys", req.to_dict()))
+        return KeysInfo.from_dict(await self._json("POST", "/localapi/v0/meshvpn/keys", req.to_dict(),
+                                                   trusted_uids=trusted_uids))
 
     async def keys(self) -> KeysInfo:
         return KeysInfo.from_dict(await self._json("GET", "/localapi/v0/meshvpn/keys"))

@@ -7,9 +7,13 @@ Request path:  accept ─► SO_PEERCRED ─► h11 parse (limits) ─► CSRF/H
   connect; every request is authorized by the caller's uid/gid (engine.localapi.auth).
 - A stale socket file is replaced only after a connect to it failed; a live one means another
   helper is running (SocketInUse). A non-socket at the path is never touched.
-- Limits: header block 16 KiB, body 1 MiB (413), header read 10 s, idle keep-alive 60 s, 64
-  connections. Malformed HTTP → 400, unknown endpoint → 404, wrong method → 405, bad JSON → 400;
-  a bad request never stops the server.
+- Limits: header block 16 KiB, body 1 MiB (413), a whole request (head + body) within 10 s (408,
+  however slowly it dribbles in), idle keep-alive 60 s, 64 connections of which one unprivileged
+  uid may hold 16 and 12 are kept for root and the operator (engine.localapi.connlimit; 503).
+  Malformed HTTP → 400, unknown endpoint → 404, wrong method → 405, bad JSON or query → 400;
+  a bad request never stops the server. Counters: GET meshvpn/counters (W).
+- Root-only prefs (OperatorUser) stay root-only on every path that changes prefs
+  (engine.ipn.prefs_policy): 403.
 - Endpoint names and JSON shapes follow tailscaled 1.90's LocalAPI so the real `tailscale` CLI can
   drive us; our own additions live under /localapi/v0/meshvpn/.
 
@@ -24,6 +28,7 @@ Endpoints (/localapi/v0/...; R = any local user, W = root/operator):
         (W as tailscaled: "for privacy reasons"; 400 bad name/type, 409 not running, 503 no MagicDNS, 504 timeout)
     meshvpn/keys GET R (public halves) / POST W ({"MachineKey","NodeKey"}: privkey:…)
     meshvpn/netcheck GET R               meshvpn/version GET R                  meshvpn/whoami GET R
+    meshvpn/counters GET W ({"Counters", "Connections": {"Total", "ByUID"}})
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ from engine.ipn.backend import BackendError, PrefsError
 from engine.ipn.dnsquery import QueryError
 from engine.ipn.engine_api import DNSUnavailable
 from engine.ipn.local import Backend
+from engine.ipn.prefs_policy import PrefsDenied, check_change
 from engine.localapi.auth import Authorizer, Permit, peer_cred
+from engine.localapi.connlimit import Admission, ConnLimits, Tier
 from engine.localapi.schema import (
     CAPABILITY_VERSION,
     LOCALAPI_HOST,
@@ -60,10 +67,14 @@ from engine.localapi.schema import (
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 1 << 20
-HEADER_TIMEOUT = 10.0  # seconds to receive a complete request head/body
-IDLE_TIMEOUT = 60.0  # seconds a keep-alive connection may sit idle
-MAX_CONNECTIONS = 64
+REQUEST_TIMEOUT = 10.0  # seconds for a whole request (head + body): from accept, or a kept-alive one's first byte
+IDLE_TIMEOUT = 60.0  # seconds a keep-alive connection may sit idle between requests
+MAX_CONNECTIONS = ConnLimits().total
+LINGER_TIMEOUT = 1.0  # seconds a refused connection is read (and dropped) so that it gets our 503, not a reset
+MAX_LINGERING = 64  # refused connections lingered at once; more are closed at once
+REJECT_LOG_INTERVAL = 60.0  # seconds between log lines about one uid's refused connections
 _READ_CHUNK = 64 * 1024
+_MAX_UINT64 = (1 << 64) - 1
 
 
 class SocketInUse(RuntimeError):
@@ -190,6 +201,7 @@ class LocalAPIServer:
         socket_mode: int = 0o666,
         max_body: int = MAX_BODY_BYTES,
         on_shutdown_request: Callable[[], None] | None = None,
+        conn_limits: ConnLimits = ConnLimits(),
     ) -> None:
         self.backend = backend
         self.auth = authorizer
@@ -201,7 +213,12 @@ class LocalAPIServer:
         self._server: asyncio.base_events.Server | None = None
         self._inode: int | None = None
         self._conns: set[asyncio.Task[Any]] = set()
-        self.counters = {"requests": 0, "bad_requests": 0, "denied": 0, "not_found": 0, "rejected_conns": 0}
+        self.admission = Admission(conn_limits)
+        self._lingering = 0
+        self._reject_logged: dict[int, float] = {}  # uid -> loop time of the last "refused" log line
+        self.counters = {"requests": 0, "bad_requests": 0, "bad_params": 0, "denied": 0, "denied_prefs": 0,
+                         "not_found": 0, "rejected_conns": 0, "rejected_conns_per_uid": 0,
+                         "rejected_conns_full": 0, "request_timeouts": 0}
         self.routes: dict[str, Route] = self._build_routes()
 
     # -- lifecycle --
@@ -242,16 +259,27 @@ class LocalAPIServer:
     async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._conns) >= MAX_CONNECTIONS:
-            self.counters["rejected_conns"] += 1
-            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        try:
+            cred = peer_cred(writer.get_extra_info("socket"))
+            permit = self.auth.permit(cred)
+        except OSError as e:
+            self.log.warning("LocalAPI: cannot read the caller's credentials: %s", e)
             await self._close(writer)
+            return
+        tier = Tier.ROOT if permit.is_root else Tier.OPERATOR if permit.write else Tier.USER
+        why = self.admission.admit(cred.uid, tier)
+        if why:
+            self._conns.add(task)  # so that aclose() ends a lingering refusal too
+            try:
+                await self._refuse_conn(reader, writer, permit, cred.uid, why)
+            except asyncio.CancelledError:
+                pass  # see below
+            finally:
+                self._conns.discard(task)
+                await self._close(writer)
             return
         self._conns.add(task)
         try:
-            sock = writer.get_extra_info("socket")
-            cred = peer_cred(sock)
-            permit = self.auth.permit(cred)
             await self._serve_conn(reader, writer, permit)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -264,7 +292,39 @@ class LocalAPIServer:
             self.log.exception("LocalAPI connection failed")
         finally:
             self._conns.discard(task)
+            self.admission.release(cred.uid)
             await self._close(writer)
+
+    async def _refuse_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, permit: Permit, uid: int,
+                           why: str) -> None:
+        """503 to a connection over its caller's cap (or the unreserved part of the total), counted; the caller closes."""
+        self.counters["rejected_conns"] += 1
+        self.counters[f"rejected_conns_{why}"] += 1
+        if why == "per_uid":
+            msg = (f"too many connections from {permit.who}: at most {self.admission.limits.per_uid} at once; "
+                   "close some (watch streams) and retry")
+        else:
+            msg = "the LocalAPI is busy (too many connections); retry later"
+        now = asyncio.get_running_loop().time()
+        if now - self._reject_logged.get(uid, -REJECT_LOG_INTERVAL) >= REJECT_LOG_INTERVAL:
+            self._reject_logged[uid] = now
+            self.log.warning("refusing connections: %s (%d refused so far)", msg, self.counters["rejected_conns"])
+        body = _json_bytes({"Error": msg})
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        if self._lingering < MAX_LINGERING:
+            # Closing with the client's request unread would reset the connection and lose our answer:
+            # end our side, read (and drop) what the client sends for a moment, then close.
+            self._lingering += 1
+            try:
+                writer.write_eof()
+                async with asyncio.timeout(LINGER_TIMEOUT):
+                    while await reader.read(_READ_CHUNK):
+                        pass
+            except (OSError, asyncio.TimeoutError):
+                pass
+            finally:
+                self._lingering -= 1
 
     @staticmethod
     async def _close(writer: asyncio.StreamWriter) -> None:
@@ -275,22 +335,41 @@ class LocalAPIServer:
         except (ConnectionError, asyncio.TimeoutError, OSError):
             pass
 
-    async def _next_event(self, conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> Any:
+    async def _next_event(self, conn: h11.Connection, reader: asyncio.StreamReader, deadline: float) -> Any:
+        """The next h11 event; TimeoutError at `deadline` (loop time), however the bytes trickle in."""
         while True:
             ev = conn.next_event()
             if ev is not h11.NEED_DATA:
                 return ev
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 data = await reader.read(_READ_CHUNK)
             conn.receive_data(data)
 
+    async def _await_next_request(self, conn: h11.Connection, reader: asyncio.StreamReader) -> bool:
+        """Keep-alive: wait up to IDLE_TIMEOUT for the next request's first bytes (False: idle too long)."""
+        if conn.trailing_data[0] or conn.trailing_data[1]:
+            return True
+        try:
+            async with asyncio.timeout(IDLE_TIMEOUT):
+                data = await reader.read(_READ_CHUNK)
+        except asyncio.TimeoutError:
+            return False
+        conn.receive_data(data)
+        return True
+
     async def _serve_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, permit: Permit) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        loop = asyncio.get_running_loop()
         first = True
         while True:
+            if not first and not await self._await_next_request(conn, reader):
+                return
+            deadline = loop.time() + REQUEST_TIMEOUT  # the whole request: head and body
             try:
-                ev = await self._next_event(conn, reader, HEADER_TIMEOUT if first else IDLE_TIMEOUT)
+                ev = await self._next_event(conn, reader, deadline)
             except asyncio.TimeoutError:
+                self.counters["request_timeouts"] += 1
+                await self._send_error_raw(conn, writer, 408, f"request not received within {REQUEST_TIMEOUT:g} s")
                 return
             except h11.RemoteProtocolError as e:
                 self.counters["bad_requests"] += 1
@@ -308,7 +387,7 @@ class LocalAPIServer:
                 await self._send_error_raw(conn, writer, 431, f"request head larger than {MAX_HEADER_BYTES} bytes")
                 return
             try:
-                req = await self._read_request(conn, reader, ev, permit)
+                req = await self._read_request(conn, reader, ev, permit, deadline)
                 result = await self._dispatch(req)
             except HTTPError as e:
                 if e.status == 400:
@@ -319,7 +398,8 @@ class LocalAPIServer:
                 await self._send_error_raw(conn, writer, 400, f"malformed HTTP request: {e}")
                 return
             except asyncio.TimeoutError:
-                await self._send_error_raw(conn, writer, 408, "request body not received in time")
+                self.counters["request_timeouts"] += 1
+                await self._send_error_raw(conn, writer, 408, f"request not received within {REQUEST_TIMEOUT:g} s")
                 return
             self.log.debug("%s %s -> %s (%s)", ev.method.decode("ascii", "replace"),
                            ev.target.decode("latin-1").split("?")[0],
@@ -337,7 +417,7 @@ class LocalAPIServer:
                 return
 
     async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader, ev: h11.Request,
-                            permit: Permit) -> Request:
+                            permit: Permit, deadline: float) -> Request:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in ev.headers}
         target = ev.target.decode("latin-1")
         parsed = urllib.parse.urlsplit(target)
@@ -347,7 +427,7 @@ class LocalAPIServer:
             raise HTTPError(413, f"request body too large: {clen} bytes (limit {self.max_body})")
         body = bytearray()
         while True:
-            part = await self._next_event(conn, reader, HEADER_TIMEOUT)
+            part = await self._next_event(conn, reader, deadline)
             if isinstance(part, h11.Data):
                 body += part.data
                 if len(body) > self.max_body:
@@ -382,6 +462,11 @@ class LocalAPIServer:
             raise HTTPError(403, f"{route.action} denied for {req.permit.who}")
         try:
             return await route.handler(req)
+        except PrefsDenied as e:
+            self.counters["denied"] += 1
+            self.counters["denied_prefs"] += 1
+            self.log.warning("denied %s %s for %s: %s", req.method, req.path, req.permit.who, e)
+            raise HTTPError(403, str(e)) from None
         except PrefsError as e:
             raise HTTPError(400, str(e)) from None
         except SchemaError as e:
@@ -509,6 +594,7 @@ class LocalAPIServer:
             "meshvpn/netcheck": Route(G, self.h_netcheck, False, "netcheck"),
             "meshvpn/version": Route(G, self.h_version, False, "version"),
             "meshvpn/whoami": Route(G, self.h_whoami, False, "whoami"),
+            "meshvpn/counters": Route(G, self.h_counters, True, "reading counters"),
         }
 
     async def h_status(self, req: Request) -> Reply:
@@ -518,13 +604,14 @@ class LocalAPIServer:
     async def h_prefs(self, req: Request) -> Reply:
         if req.method == "PATCH":
             mp = MaskedPrefs.from_dict(req.json())
-            prefs = await self.backend.edit_prefs(mp, actor_is_root=req.permit.who == "root")
+            prefs = await self.backend.edit_prefs(mp, actor_is_root=req.permit.is_root, who=req.permit.who)
             return Reply(200, prefs.to_dict())
         return Reply(200, self.backend.prefs.to_dict())
 
     async def h_check_prefs(self, req: Request) -> Reply:
         p = Prefs.from_dict(req.json())
         try:
+            check_change(self.backend.prefs, p, actor_is_root=req.permit.is_root, who=req.permit.who)
             self.backend.check_prefs(p)
         except PrefsError as e:
             return Reply(200, {"Error": str(e)})
@@ -532,7 +619,8 @@ class LocalAPIServer:
 
     async def h_start(self, req: Request) -> Reply:
         o = Options.from_dict(req.json())
-        await self.backend.start_with(update_prefs=o.update_prefs, auth_key=o.auth_key)
+        await self.backend.start_with(update_prefs=o.update_prefs, auth_key=o.auth_key,
+                                      actor_is_root=req.permit.is_root, who=req.permit.who)
         return Reply(204)
 
     async def h_login_interactive(self, req: Request) -> Reply:
@@ -544,10 +632,8 @@ class LocalAPIServer:
         return Reply(204)
 
     async def h_watch(self, req: Request) -> Stream:
-        raw = req.query.get("mask", "0") or "0"
-        if not raw.isdigit():
-            raise HTTPError(400, "bad mask")
-        mask = NotifyWatchOpt(int(raw) & ((1 << 11) - 1))
+        known = (1 << 11) - 1  # NotifyWatchOpt bits we know; others are ignored, as tailscaled does
+        mask = NotifyWatchOpt(self._uint_param(req, "mask", "ipn.NotifyWatchOpt bits") & known)
         if not mask & NotifyWatchOpt.NO_PRIVATE_KEYS and not req.permit.write:
             # tailscaled's rule: readers must ask for private keys to be filtered out.
             self.counters["denied"] += 1
@@ -571,11 +657,9 @@ class LocalAPIServer:
         kind = req.query.get("type", "")
         if not kind:
             raise HTTPError(400, "missing 'type' parameter")
-        size_s = req.query.get("size", "0") or "0"
-        if not size_s.isdigit():
-            raise HTTPError(400, "invalid 'size' parameter")
+        size = self._uint_param(req, "size", "bytes", maximum=1 << 16)
         try:
-            res = await self.backend.ping(ip, kind, int(size_s))
+            res = await self.backend.ping(ip, kind, size)
         except ValueError:
             raise HTTPError(400, "invalid IP") from None
         return Reply(200, res.to_dict())
@@ -596,7 +680,8 @@ class LocalAPIServer:
         v = req.query.get("enabled", "").lower()
         if v not in ("true", "false", "1", "0"):
             raise HTTPError(400, "invalid 'enabled' parameter")
-        prefs = await self.backend.set_use_exit_node(v in ("true", "1"))
+        prefs = await self.backend.set_use_exit_node(v in ("true", "1"), actor_is_root=req.permit.is_root,
+                                                     who=req.permit.who)
         return Reply(200, prefs.to_dict())
 
     async def h_suggest_exit_node(self, req: Request) -> Reply:
@@ -636,7 +721,7 @@ class LocalAPIServer:
         return Reply(200, b"null\n", ctype="application/json")
 
     async def h_shutdown(self, req: Request) -> Reply:
-        if req.permit.who != "root":
+        if not req.permit.is_root:
             raise HTTPError(403, "shutdown is for root only")
         if self.on_shutdown_request is None:
             raise HTTPError(501, "shutdown is not available")
@@ -685,6 +770,22 @@ class LocalAPIServer:
 
     async def h_version(self, req: Request) -> Reply:
         return Reply(200, {"Version": self.backend.version, "CapabilityVersion": CAPABILITY_VERSION})
+
+    async def h_counters(self, req: Request) -> Reply:
+        adm = self.admission
+        return Reply(200, {"Counters": dict(self.counters),
+                           "Connections": {"Total": adm.total, "ByUID": {str(u): n for u, n in adm.by_uid.items()}}})
+
+    def _uint_param(self, req: Request, name: str, what: str, *, maximum: int = _MAX_UINT64) -> int:
+        """An unsigned decimal query parameter (absent/empty: 0); anything else is a counted 400."""
+        raw = req.query.get(name, "") or "0"
+        ok = raw.isascii() and raw.isdigit() and len(raw) <= 20 and int(raw) <= maximum
+        if not ok:
+            self.counters["bad_params"] += 1
+            shown = raw if len(raw) <= 24 else raw[:24] + "..."
+            raise HTTPError(400, f"invalid {name!r} parameter {shown!r}: want a decimal number "
+                                 f"from 0 to {maximum} ({what})")
+        return int(raw)
 
     async def h_whoami(self, req: Request) -> Reply:
         return Reply(200, {"Who": req.permit.who, "Read": req.permit.read, "Write": req.permit.write})
