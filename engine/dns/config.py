@@ -8,6 +8,7 @@ from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit
 
 from engine.dns.exitdns import DOH_PATH, field_of, peer_api_base, peer_can_proxy_dns
+from engine.dns.names import is_valid_domain, valid_domains
 
 QUAD100_V4 = "100.100.100.100"
 QUAD100_V6 = "fd7a:115c:a1e0::53"
@@ -239,12 +240,15 @@ def config_from_netmap(
     routes: dict[str, tuple[AnyUpstream, ...]] = {}
     if field_of(dns_config, "proxied", "Proxied"):
         labels = fqdn(self_name).split(".", 1) if self_name else []
-        if len(labels) == 2 and labels[1] not in ("", "."):
+        if len(labels) == 2 and is_valid_domain(labels[1]):
             local.append(labels[1])
         local.extend(REVERSE_ZONES)
     global_resolvers = field_of(dns_config, "resolvers", "Resolvers") or ()
     via_exit = using_exit_node and peer_can_proxy_dns(exit_node)
-    for suffix, resolvers in (field_of(dns_config, "routes", "Routes") or {}).items():
+    split = field_of(dns_config, "routes", "Routes") or {}
+    for suffix, resolvers in (split.items() if isinstance(split, Mapping) else ()):
+        if not valid_domains([suffix], "split-DNS route"):
+            continue  # logged; a name that is no DNS name must never reach resolv.conf / resolvectl
         if via_exit and resolvers:
             resolvers = _with_exit_node(resolvers)
             if not resolvers:
@@ -272,7 +276,7 @@ def config_from_netmap(
             upstreams = _upstreams(list(os_upstreams))
         if not upstreams:
             upstreams = _upstreams(field_of(dns_config, "fallback_resolvers", "FallbackResolvers"))
-    search = tuple(fqdn(d) for d in (field_of(dns_config, "domains", "Domains") or ()) if d)
+    search = tuple(fqdn(d) for d in valid_domains(field_of(dns_config, "domains", "Domains") or ()))
     return ResolverConfig(
         hosts={k: tuple(dict.fromkeys(v)) for k, v in hosts.items()},
         local_domains=tuple(dict.fromkeys(local)),

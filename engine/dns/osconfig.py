@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.dns.config import QUAD100_V4, QUAD100_V6, ResolverConfig
+from engine.dns.names import valid_domains
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ def os_config_for(resolver: ResolverConfig, *, ipv6: bool = False, route_all: bo
     be True only when the tailnet sets global Resolvers ("override local DNS").
     """
     ns = (QUAD100_V4, QUAD100_V6) if ipv6 else (QUAD100_V4,)
-    search = tuple(d.rstrip(".") for d in resolver.search)
-    match = tuple(d.rstrip(".") for d in (*resolver.local_domains, *resolver.routes) if not d.endswith(".arpa."))
+    search = tuple(valid_domains(resolver.search))
+    match = tuple(valid_domains((d for d in (*resolver.local_domains, *resolver.routes) if not d.endswith(".arpa.")),
+                                "split-DNS domain"))
     return OSDNSConfig(nameservers=ns, search_domains=search, match_domains=match, route_all=route_all)

@@ -22,6 +22,7 @@ import logging
 import os
 from pathlib import Path
 
+from engine.dns.names import ip_literals, valid_domains
 from engine.dns.osconfig import OSDNSConfig
 from engine.router.exitnode import JsonJournal
 
@@ -36,11 +37,13 @@ MAX_SEARCH = 6  # older glibc MAXDNSRCH
 
 
 def render(cfg: OSDNSConfig) -> str:
-    """resolv.conf text for `cfg` (pure)."""
+    """resolv.conf text for `cfg` (pure). Anything that is not an IP / DNS name is left out (logged), so
+    nothing from the control server can add a line or an option to the file."""
     lines = [MARKER]
-    lines += [f"nameserver {ns}" for ns in cfg.nameservers[:MAX_NAMESERVERS]]
-    if cfg.search_domains:
-        lines.append("search " + " ".join(cfg.search_domains[:MAX_SEARCH]))
+    lines += [f"nameserver {ns}" for ns in ip_literals(cfg.nameservers)[:MAX_NAMESERVERS]]
+    search = valid_domains(cfg.search_domains)
+    if search:
+        lines.append("search " + " ".join(search[:MAX_SEARCH]))
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Protocol, Sequence
 
+from engine.dns.names import ip_literals, valid_domains
 from engine.dns.osconfig import OSDNSConfig
 
 RESOLVED_RUN_DIR = Path("/run/systemd/resolve")
@@ -49,15 +50,22 @@ def resolved_available(run_dir: Path = RESOLVED_RUN_DIR, which=shutil.which,
 
 
 def resolvectl_commands(link: str, cfg: OSDNSConfig | None) -> list[list[str]]:
-    """The resolvectl invocations that make `link` carry `cfg` (pure). None/empty -> revert."""
+    """The resolvectl invocations that make `link` carry `cfg` (pure). None/empty -> revert.
+
+    Domains and nameservers that are not DNS names / IP literals are left out (logged), so none can
+    be taken for an option ('-...') or split into more arguments; a bad link name is a ValueError.
+    """
+    if not link or link.startswith("-") or not link.isprintable() or " " in link:
+        raise ValueError(f"bad link name {link!r}")
     if cfg is None or cfg.is_empty():
         return [["resolvectl", "revert", link]]
-    domains = list(cfg.search_domains)
-    domains += [f"~{d}" for d in cfg.match_domains if d not in cfg.search_domains]
+    search = valid_domains(cfg.search_domains)
+    domains = list(search)
+    domains += [f"~{d}" for d in valid_domains(cfg.match_domains, "split-DNS domain") if d not in search]
     if cfg.route_all:
         domains.append("~.")
     return [
-        ["resolvectl", "dns", link, *cfg.nameservers],
+        ["resolvectl", "dns", link, *ip_literals(cfg.nameservers)],
         ["resolvectl", "domain", link, *domains],
         ["resolvectl", "default-route", link, "true" if cfg.route_all else "false"],
         ["resolvectl", "llmnr", link, "no"],

@@ -1,7 +1,8 @@
-"""Offering an exit node / subnet routes on Linux: nftables table `meshvpn` (forward + masquerade) and ip_forward sysctls.
+"""The helper's one nftables table `inet meshvpn`: input guard (inputfw.py) + forwarding/masquerade, and ip_forward.
 
     table inet meshvpn
-      chain forward      (filter hook forward)
+      chain input        (filter hook input)  while the node runs: see inputfw.py
+      chain forward      (filter hook forward)              offering an exit node / subnet routes:
         iifname <tun>  -> mark |= 0x40000 (within 0xff0000)
         mark 0x40000/0xff0000 -> accept
         oifname <tun>, saddr 100.64.0.0/10 -> drop  (CGNAT sources arriving from elsewhere are spoofed)
@@ -9,8 +10,10 @@
       chain postrouting  (nat hook postrouting, srcnat)
         mark 0x40000/0xff0000, oifname != <tun> (or == wan) -> masquerade
 
-The ruleset is replaced atomically (`nft -f`), so set() is idempotent. Previous sysctl values
-are journaled and restored by set(None) or, after a crash, by cleanup_leftovers().
+The ruleset is replaced atomically (`nft -f`), so set()/set_input() are idempotent; the table goes
+when neither part is wanted. The journal (nft.json) is written before the table exists and holds
+the previous sysctl values; set(None) restores them, and cleanup_leftovers() after a crash deletes
+a leftover table and restores them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.router.exitnode import MARK_MASK, SUBNET_ROUTE_MARK, JournaledApplier
+from engine.router.inputfw import InputConfig, input_chain, quote_ifname
 
 NFT_TABLE = "meshvpn"
 NFT_FAMILY = "inet"
@@ -37,22 +41,30 @@ class ForwardConfig:
     ipv6: bool = True
 
 
-def _q(name: str) -> str:
-    if not name or any(c in name for c in '"\\\n ;{}'):
-        raise ValueError(f"bad interface name {name!r}")
-    return f'"{name}"'
+_q = quote_ifname
 
 
-def ruleset(cfg: ForwardConfig) -> str:
-    """The nft script for `cfg` (pure). Re-creates the table atomically."""
+def ruleset(cfg: ForwardConfig | None, inp: InputConfig | None = None) -> str:
+    """The nft script for forwarding `cfg` and input guard `inp` (pure). Re-creates the table atomically."""
+    lines = [
+        f"add table {NFT_FAMILY} {NFT_TABLE}",
+        f"delete table {NFT_FAMILY} {NFT_TABLE}",
+        f"table {NFT_FAMILY} {NFT_TABLE} {{",
+    ]
+    if inp is not None:
+        lines += input_chain(inp)
+    if cfg is not None:
+        lines += _forward_chains(cfg)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _forward_chains(cfg: ForwardConfig) -> list[str]:
     mark, mask = f"{SUBNET_ROUTE_MARK:#010x}", f"{MARK_MASK:#010x}"
     keep = f"{0xFFFFFFFF ^ MARK_MASK:#010x}"
     tun = _q(cfg.tun)
     out_sel = f"oifname {_q(cfg.wan)}" if cfg.wan else f"oifname != {tun}"
     lines = [
-        f"add table {NFT_FAMILY} {NFT_TABLE}",
-        f"delete table {NFT_FAMILY} {NFT_TABLE}",
-        f"table {NFT_FAMILY} {NFT_TABLE} {{",
         "  chain forward {",
         "    type filter hook forward priority filter; policy accept;",
         f"    iifname {tun} meta mark set meta mark & {keep} | {mark}",
@@ -68,16 +80,17 @@ def ruleset(cfg: ForwardConfig) -> str:
             f"    {out_sel} meta mark & {mask} == {mark} masquerade",
             "  }",
         ]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 class Forwarder(JournaledApplier):
-    """Applies ForwardConfig (nft table + sysctls); set(None) undoes it; journaled for crash recovery."""
+    """Owns table `inet meshvpn`: set(ForwardConfig | None) forwarding + sysctls, set_input(InputConfig | None)
+    the input guard; close() removes both. Journaled for crash recovery."""
 
     journal_name = JOURNAL_NAME
     logger_name = "meshvpn.router.nft"
     _current: ForwardConfig | None = None  # set per instance by set()
+    _input: InputConfig | None = None  # set per instance by set_input()
 
     def _sysctl_get(self, key: str) -> str | None:
         out = self._run(["sysctl", "-n", key], check=False).strip()
@@ -90,41 +103,69 @@ class Forwarder(JournaledApplier):
         return bool(self._run(["nft", "list", "table", NFT_FAMILY, NFT_TABLE], check=False).strip())
 
     def set(self, cfg: ForwardConfig | None) -> None:
-        """Make the OS match `cfg` (None = stop forwarding: table removed, sysctls restored)."""
+        """Make the OS match `cfg` (None = stop forwarding: its chains removed, sysctls restored)."""
         with self._lock:
-            self._set(cfg)
+            self._apply(cfg, self._input)
+
+    def set_input(self, cfg: InputConfig | None) -> None:
+        """Install (or with None remove) the input guard for the TUN `cfg.tun`."""
+        with self._lock:
+            self._apply(self._current, cfg)
+
+    def close(self) -> None:
+        """Remove the whole table and restore the sysctls (the helper stops)."""
+        with self._lock:
+            self._apply(None, None)
 
     def reassert(self) -> list[str]:
         """Re-install the table / ip_forward another program removed (`nft flush ruleset`); returns what was missing."""
         with self._lock:
-            cfg = self._current
-            if cfg is None:
+            cfg, inp = self._current, self._input
+            if cfg is None and inp is None:
                 return []
             missing = [] if self.table_present() else [f"nft table {NFT_FAMILY} {NFT_TABLE}"]
-            if self._sysctl_get(SYSCTL_V4) != "1":
+            if cfg is not None and self._sysctl_get(SYSCTL_V4) != "1":
                 missing.append(f"{SYSCTL_V4}=1")
             if missing:
-                self._log.warning("forwarding was changed by another program (missing: %s); re-installing",
+                self._log.warning("firewall/forwarding was changed by another program (missing: %s); re-installing",
                                   "; ".join(missing))
-                self._set(cfg)
+                self._apply(cfg, inp)
             return missing
 
-    def _set(self, cfg: ForwardConfig | None) -> None:
-        if cfg is None:
-            self._undo(self._journal.read())
-            self._current = None
+    def _apply(self, cfg: ForwardConfig | None, inp: InputConfig | None) -> None:
+        if cfg is None and inp is None:
+            if self._undo(self._journal.read()):
+                self._log.info("nft table %s %s removed, sysctls restored", NFT_FAMILY, NFT_TABLE)
+            self._current = self._input = None
             return
-        journal = self._journal.read()
-        if journal is None:
-            # First time: remember what to restore before touching anything.
-            journal = {"sysctl": {k: self._sysctl_get(k) for k in (SYSCTL_V4, SYSCTL_V6)}}
+        journal = self._journal.read() or {}
+        if cfg is not None and "sysctl" not in journal:
+            # First time forwarding: remember what to restore before touching anything.
+            journal["sysctl"] = {k: self._sysctl_get(k) for k in (SYSCTL_V4, SYSCTL_V6)}
             self._journal.write(journal)
-        self._run(["nft", "-f", "-"], input=ruleset(cfg))
-        self._sysctl_set(SYSCTL_V4, "1")
-        if cfg.ipv6 and journal["sysctl"].get(SYSCTL_V6) is not None:
-            self._sysctl_set(SYSCTL_V6, "1")
-        self._current = cfg
-        self._log.info("forwarding on from %s (snat=%s)", cfg.tun, cfg.snat)
+        elif not self._journal.path.exists():
+            self._journal.write(journal)  # the table is on disk only after its journal
+        self._run(["nft", "-f", "-"], input=ruleset(cfg, inp))
+        if cfg is not None:
+            self._sysctl_set(SYSCTL_V4, "1")
+            if cfg.ipv6 and journal["sysctl"].get(SYSCTL_V6) is not None:
+                self._sysctl_set(SYSCTL_V6, "1")
+        elif "sysctl" in journal:
+            self._restore_sysctls(journal.pop("sysctl"))
+            self._journal.write(journal)
+        if cfg != self._current:
+            self._log.info("forwarding %s", f"on from {cfg.tun} (snat={cfg.snat})" if cfg else "off")
+        if inp != self._input:
+            self._log.info("input guard %s", f"on for {inp.tun}" if inp else "off")
+        self._current, self._input = cfg, inp
+
+    def _restore_sysctls(self, saved: dict | None) -> list[str]:
+        done = []
+        for key, old in (saved or {}).items():
+            if old is not None and self._sysctl_get(key) != old:
+                self._sysctl_set(key, old)
+                done.append(f"{key}={old}")
+        return done
 
     def _undo(self, journal: dict | None) -> list[str]:
         done: list[str] = []
@@ -132,16 +173,14 @@ class Forwarder(JournaledApplier):
             self._run(["nft", "delete", "table", NFT_FAMILY, NFT_TABLE], check=False)
             done.append(f"nft table {NFT_FAMILY} {NFT_TABLE}")
         if journal is not None:
-            for key, old in (journal.get("sysctl") or {}).items():
-                if old is not None and self._sysctl_get(key) != old:
-                    self._sysctl_set(key, old)
-                    done.append(f"{key}={old}")
+            done += self._restore_sysctls(journal.get("sysctl"))
         self._journal.remove()
         return done
 
     def cleanup_leftovers(self) -> list[str]:
         """At start: delete a leftover `meshvpn` table and restore journaled sysctls; returns what was done."""
         done = self._undo(self._journal.read())
+        self._current = self._input = None
         if done:
-            self._log.warning("removed forwarding leftovers of a previous run: %s", "; ".join(done))
+            self._log.warning("removed firewall/forwarding leftovers of a previous run: %s", "; ".join(done))
         return done

@@ -75,7 +75,8 @@ def node(tmp_path):
 def test_startup_cleans_leftovers_and_marks_wireguard(node):
     n, f = node
     assert [c[0] for c in f["exit"].calls] == ["cleanup_leftovers"]
-    assert [c[0] for c in f["fwd"].calls] == ["cleanup_leftovers"]
+    assert [c[0] for c in f["fwd"].calls] == ["cleanup_leftovers", "set_input"]  # leftovers first, then the input guard
+    assert f["fwd"].last("set_input")[0].tun == "mesh9"
     assert ("set_fwmark", (BYPASS_MARK,), {}) in f["device"].calls
 
 
