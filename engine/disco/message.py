@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Plaintext inside the box (tailscale disco/disco.go):
 #   1b type | 1b version (0) | payload
@@ -20,6 +20,9 @@ TXID_LEN = 12
 KEY_LEN = 32
 EP_LEN = 18
 PONG_LEN = TXID_LEN + EP_LEN
+# Endpoints decoded from one CallMeMaybe; the rest are counted in CallMeMaybe.dropped, not decoded
+# (a 64 KiB DERP frame could otherwise carry ~3600, each one pinged: a reflection amplifier).
+MAX_CALL_ME_MAYBE_ENDPOINTS = 32
 
 AddrPort = tuple[str, int]
 
@@ -70,6 +73,7 @@ class CallMeMaybe:
     """Sent via DERP only: 'these are my endpoints, ping them now'."""
 
     endpoints: tuple[AddrPort, ...]
+    dropped: int = field(default=0, compare=False)  # endpoints beyond MAX_CALL_ME_MAYBE_ENDPOINTS (parse only)
 
     def marshal(self) -> bytes:
         return bytes((TYPE_CALL_ME_MAYBE, VERSION)) + b"".join(pack_addrport(e) for e in self.endpoints)
@@ -97,5 +101,8 @@ def parse(b: bytes) -> Message | None:
         # tailscale ignores (empty message) unless len%18==0, ver==0 and k>0
         if len(p) % EP_LEN != 0 or ver != 0 or not p:
             return CallMeMaybe(endpoints=())
-        return CallMeMaybe(endpoints=tuple(unpack_addrport(p[i : i + EP_LEN]) for i in range(0, len(p), EP_LEN)))
+        k = len(p) // EP_LEN
+        take = min(k, MAX_CALL_ME_MAYBE_ENDPOINTS)
+        return CallMeMaybe(endpoints=tuple(unpack_addrport(p[i * EP_LEN : (i + 1) * EP_LEN]) for i in range(take)),
+                           dropped=k - take)
     return None

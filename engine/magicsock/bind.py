@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.dataplane.endpoint import UdpEndpoint
+from engine.magicsock.constants import RX_QUEUE_MAX
 
 if TYPE_CHECKING:
     from engine.magicsock.conn import MagicConn
@@ -28,12 +29,19 @@ class MagicBind:
 
     recv_into returns WireGuard datagrams from both the UDP socket and DERP; send routes
     to the peer's current best path. Thread-safe; used from the Device's worker threads.
+
+    The receive queue holds at most `max_queue` items (a datagram or a GRO run): beyond it
+    `deliver` drops and returns False, as a full socket buffer would. The check is qsize() on
+    a C SimpleQueue, so with two producers (reader thread, DERP on the loop) it may overshoot
+    by one item each; `peak` is the high-water mark.
     """
 
-    def __init__(self, conn: "MagicConn") -> None:
+    def __init__(self, conn: "MagicConn", max_queue: int = RX_QUEUE_MAX) -> None:
         self._conn = conn
         self._rx: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
+        self.max_queue = max_queue
+        self.peak = 0
 
     @property
     def port(self) -> int:
@@ -46,11 +54,18 @@ class MagicBind:
             self._closed = False
         return self._conn.port
 
-    def deliver(self, data: bytes, endpoint: object, seg: int = 0) -> None:
+    def deliver(self, data: bytes, endpoint: object, seg: int = 0) -> bool:
         """Called by magicsock (any thread) with a WireGuard datagram, or a GRO run of
-        `seg`-byte datagrams, for the Device."""
-        if not self._closed:
-            self._rx.put((data, endpoint, seg))
+        `seg`-byte datagrams, for the Device. False: dropped (queue full or closed)."""
+        if self._closed:
+            return False
+        n = self._rx.qsize()
+        if n >= self.max_queue:
+            return False
+        if n >= self.peak:
+            self.peak = n + 1
+        self._rx.put((data, endpoint, seg))
+        return True
 
     def recv_into(self, buf, block: bool = True) -> tuple[int, int, object]:
         """(n, seg, endpoint); (0, 0, None) once closed; (-1, 0, None) if not block and empty."""

@@ -8,8 +8,12 @@
         ms.endpoints(); ms.net_info(); ms.peer_status()
 
 Threads: a reader thread owns `recvfrom` and demuxes STUN | disco | WireGuard
-(stun.is_binding_response, disco magic, else WireGuard); STUN and disco are handed to the
-event loop, WireGuard goes straight to the Bind's queue. Device workers call `send_wireguard`
+(stun.is_binding_response, disco magic, else WireGuard). WireGuard goes straight to the Bind's
+bounded queue. STUN (only while a netcheck waits) and disco from a known sender key pass a
+per-source-IP token bucket, then a bounded Batch that the loop drains with one wakeup per
+batch; anything beyond a limit is dropped and counted in MagicCounters. An address is bound
+to a peer (WireGuard receive attribution, sends to a UdpEndpoint) only after a Pong from it
+answered our ping to it. Device workers call `send_wireguard`
 which consults the peer's PeerPath under a lock and sends over UDP directly, or schedules the
 DERP write on the loop. Path cores (endpoint.PeerPath) are pure; `now` is `clock()`.
 """
@@ -39,8 +43,9 @@ from engine.disco.message import CallMeMaybe, Ping, Pong
 from engine.magicsock import constants as C
 from engine.magicsock.bind import MagicBind, PeerEndpoint
 from engine.magicsock.endpoint import (
-    AddrPort, PathStatus, PeerPath, SendCallMeMaybe, SendPing, usable_candidate,
+    AddrPort, PathCounters, PathStatus, PeerPath, SendCallMeMaybe, SendPing, usable_candidate,
 )
+from engine.magicsock.limits import FIRST, FULL, Batch, SourceLimiter
 
 NOTE_SEND_EVERY = 0.25  # seconds: how often a data send consults the path core
 DERP_INACTIVE_CLEANUP = 60.0  # seconds before an unused non-home DERP connection is closed
@@ -112,7 +117,9 @@ class Endpoint:
 
 
 @dataclass
-class MagicCounters:
+class MagicCounters(PathCounters):
+    """Packet and drop counts (status "Counters"); the PathCounters fields count for all peers."""
+
     udp_rx: int = 0
     udp_tx: int = 0
     derp_rx: int = 0
@@ -126,6 +133,12 @@ class MagicCounters:
     wg_unknown_src: int = 0
     send_no_peer: int = 0
     send_errors: int = 0
+    rx_queue_dropped: int = 0  # WireGuard datagrams dropped: Bind receive queue full (RX_QUEUE_MAX)
+    rx_queue_peak: int = 0  # high-water mark of that queue
+    ctl_queue_dropped: int = 0  # disco/STUN datagrams dropped: loop batch full (CTL_QUEUE_MAX)
+    ctl_queue_peak: int = 0  # high-water mark of that batch
+    ctl_rate_limited: int = 0  # disco/STUN datagrams over their source IP's rate (CTL_SOURCE_RATE)
+    stun_unsolicited: int = 0  # STUN responses while no netcheck was waiting
 
 
 @dataclass
@@ -175,6 +188,9 @@ class MagicConn:
         self._restun_interval = restun_interval
         self.derp_map = DerpMap.from_json(derp_map) if isinstance(derp_map, dict) else (derp_map or DerpMap())
         self.counters = MagicCounters()
+        self._ctl = Batch(C.CTL_QUEUE_MAX)  # reader thread -> loop: (data, addr, is_stun)
+        self._ctl_limiter = SourceLimiter(C.CTL_SOURCE_RATE, C.CTL_SOURCE_BURST, C.CTL_MAX_SOURCES)
+        self._addr_prune_at = 0.0
         self.bind = MagicBind(self)
         self.port = 0
         self.home_derp = 0
@@ -350,12 +366,12 @@ class MagicConn:
                 eps = [parse_addrport(e) for e in cfg.endpoints]
                 cur = self._peers.get(nk)
                 if cur is None or cur.cfg.disco_key != cfg.disco_key:
-                    cur = _Peer(cfg=cfg, path=PeerPath(node_key=nk, disco_key=cfg.disco_key, random=self._random))
+                    cur = _Peer(cfg=cfg, path=PeerPath(node_key=nk, disco_key=cfg.disco_key, random=self._random,
+                                                       counters=self.counters))
                     self._peers[nk] = cur
                 cur.cfg = cfg
                 cur.path.home_derp = cfg.home_derp
-                for a in eps:
-                    self._addr_peer[a] = nk
+                # netmap endpoints are claims: bound to the peer only once a pong verifies them
                 actions += [(nk, a) for a in cur.path.set_netmap_endpoints(eps, now)]
             self._by_disco = {}
             for nk, p in self._peers.items():
@@ -612,7 +628,8 @@ class MagicConn:
                 if p is not None:
                     p.path.stats["rx_derp_packets"] += 1
                     p.path.stats["rx_bytes"] += len(ev.data)
-            self.bind.deliver(ev.data, PeerEndpoint(ev.src))
+            if not self.bind.deliver(ev.data, PeerEndpoint(ev.src)):
+                self.counters.rx_queue_dropped += 1
 
     # ---- send path (any thread) ---------------------------------------------------------------
 
@@ -733,38 +750,80 @@ class MagicConn:
             elif "%" in ip:
                 ip = ip.split("%", 1)[0]
             addr = (ip, sa[1])
-            if seg < n and not _all_wireguard(buf, n, seg):
-                # a GRO batch holding something else: demux datagram by datagram
-                for off in range(0, n, seg):
-                    self._demux(bytes(mv[off:min(n, off + seg)]), addr, loop)
-                continue
-            self._demux(bytes(mv[:n]), addr, loop, seg if seg < n else 0)
+            try:
+                if seg < n and not _all_wireguard(buf, n, seg):
+                    # a GRO batch holding something else: demux datagram by datagram
+                    for off in range(0, n, seg):
+                        self._demux(bytes(mv[off:min(n, off + seg)]), addr, loop)
+                    continue
+                self._demux(bytes(mv[:n]), addr, loop, seg if seg < n else 0)
+            except RuntimeError:  # the loop is closed: we are shutting down
+                return
 
     def _demux(self, data: bytes, addr: AddrPort, loop, seg: int = 0) -> None:
-        """STUN | disco -> event loop; WireGuard (a single datagram or a GRO run) -> the Bind."""
+        """STUN | disco -> admission, then the loop's batch; WireGuard (a datagram or a GRO run) -> the Bind."""
         n = len(data)
-        self.counters.udp_rx += 1
+        c = self.counters
+        c.udp_rx += 1
         if not seg:
             if not usable_candidate(addr):
-                self.counters.disco_dropped += 1  # arrived through our own tunnel: never a path
+                c.disco_dropped += 1  # arrived through our own tunnel: never a path
                 return
             if stun.is_binding_response(data):
-                loop.call_soon_threadsafe(self._handle_stun, data)
+                if self._netcheck_run is None:
+                    c.stun_unsolicited += 1
+                    return
+                self._to_loop(data, addr, True, loop)
                 return
             if dbox.looks_like_disco(data):
-                loop.call_soon_threadsafe(self._handle_disco, data, addr, None, 0)
+                if dbox.sender_key(data) not in self._by_disco:  # junk or a stranger: no loop work
+                    c.disco_dropped += 1
+                    return
+                self._to_loop(data, addr, False, loop)
                 return
         nk = self._addr_peer.get(addr)
         if nk is None:
-            self.counters.wg_unknown_src += 1
-            self.bind.deliver(data, UdpEndpoint(ipaddress.ip_address(addr[0]), addr[1]), seg)
+            c.wg_unknown_src += 1
+            # addr is already normalised (no ::ffff:, no %scope): UdpEndpoint.ip is that text
+            ok = self.bind.deliver(data, UdpEndpoint(addr[0], addr[1]), seg)
+        else:
+            p = self._peers.get(nk)
+            if p is not None:  # counters only: no lock on the hot path (races cost a count at worst)
+                st = p.path.stats
+                st["rx_direct_packets"] += -(-n // seg) if seg else 1
+                st["rx_bytes"] += n
+            ok = self.bind.deliver(data, p.endpoint if p is not None else PeerEndpoint(nk), seg)
+        if not ok:
+            c.rx_queue_dropped += 1
+        if self.bind.peak > c.rx_queue_peak:
+            c.rx_queue_peak = self.bind.peak
+
+    def _to_loop(self, data: bytes, addr: AddrPort, is_stun: bool, loop) -> None:
+        """Reader thread: admit a disco/STUN datagram (per-source rate, bounded batch); one loop wakeup per batch."""
+        if not self._ctl_limiter.allow(addr[0], self._clock()):
+            self.counters.ctl_rate_limited += 1
             return
-        p = self._peers.get(nk)
-        if p is not None:  # counters only: no lock on the hot path (races cost a count at worst)
-            st = p.path.stats
-            st["rx_direct_packets"] += -(-n // seg) if seg else 1
-            st["rx_bytes"] += n
-        self.bind.deliver(data, p.endpoint if p is not None else PeerEndpoint(nk), seg)
+        r = self._ctl.put((data, addr, is_stun))
+        if r == FULL:
+            self.counters.ctl_queue_dropped += 1
+        elif r == FIRST:
+            loop.call_soon_threadsafe(self._drain_ctl)
+
+    def _drain_ctl(self) -> None:
+        """Loop: handle every disco/STUN datagram queued since the last drain; bad input is a counted drop."""
+        items = self._ctl.take()
+        self.counters.ctl_queue_peak = self._ctl.peak
+        for data, addr, is_stun in items:
+            if self._closed:
+                return
+            try:
+                if is_stun:
+                    self._handle_stun(data)
+                else:
+                    self._handle_disco(data, addr, None, 0)
+            except Exception:  # noqa: BLE001 - one bad datagram must not stop the rest
+                self.counters.disco_dropped += 1
+                self._log.debug("magicsock: dropped a disco/STUN datagram from %s", _fmt(addr), exc_info=True)
 
     def _handle_stun(self, data: bytes) -> None:
         self.counters.stun_rx += 1
@@ -801,9 +860,8 @@ class MagicConn:
                 return
             peer = self._peers[nk]
             if isinstance(msg, Ping):
-                if addr is not None:
+                if addr is not None:  # a candidate only; bound to the peer once our ping to it is ponged
                     actions = peer.path.handle_ping_from(addr, now)
-                    self._addr_peer[addr] = nk
             elif isinstance(msg, Pong):
                 cli = self._cli_pings.pop(msg.txid, None)
                 if cli is not None and not cli[0].done():
@@ -811,15 +869,13 @@ class MagicConn:
                 if addr is None:
                     return  # path pings go over UDP only; DERP pongs answer ping()
                 if peer.path.handle_pong(msg.txid, addr, now):
-                    self._addr_peer[addr] = nk
+                    self._addr_peer[addr] = nk  # verified: our TxID came back from this address
             elif isinstance(msg, CallMeMaybe):
                 if addr is not None:
                     self.counters.cmm_via_udp_dropped += 1  # only valid via DERP
                     return
-                eps = [a for a in msg.endpoints if usable_candidate(a)]
-                for a in eps:
-                    self._addr_peer.setdefault(a, nk)
-                actions = peer.path.handle_call_me_maybe(eps, now)
+                self.counters.cmm_endpoints_dropped += msg.dropped  # beyond the parser's cap
+                actions = peer.path.handle_call_me_maybe(msg.endpoints, now)
             region_for_peer = peer.cfg.home_derp or region
         if isinstance(msg, Ping):
             pong = Pong(txid=msg.txid, src=addr if addr is not None else (C.DERP_MAGIC_IP, region))
@@ -879,6 +935,9 @@ class MagicConn:
                 for a in acts:
                     self._do_action(nk, a)
             self._close_idle_derps(now)
+            if now >= self._addr_prune_at:
+                self._addr_prune_at = now + C.ADDR_PRUNE_INTERVAL
+                self._prune_addr_peer()
             # idle: wake rarely (idle DERP cleanup only); else at the next path timer
             timeout = 30.0 if nxt is None else min(30.0, max(0.02, nxt - self._clock()))
             self._wake.clear()
@@ -887,6 +946,15 @@ class MagicConn:
                     await self._wake.wait()
             except asyncio.TimeoutError:
                 pass
+
+
+    def _prune_addr_peer(self) -> None:
+        """Forget address bindings that are no longer candidates of their peer (bounded by MAX_CANDIDATES each)."""
+        with self._lock:
+            keep = {a: k for a, k in self._addr_peer.items()
+                    if k in self._peers and a in self._peers[k].path.candidates}
+            if len(keep) != len(self._addr_peer):
+                self._addr_peer = keep  # swapped whole: the reader thread reads it without the lock
 
 
 def _split(parts: list, seg: int) -> list[bytes]:

@@ -14,6 +14,14 @@ Theory of operation (mirrors tailscale's magicsock endpoint):
     discovery continues every DISCO_PING_INTERVAL until a path answers again.
   * Every UPGRADE_INTERVAL a full round looks for something better if latency > 5 ms.
 
+Limits (input from the network is bounded, drops are counted in `counters`):
+
+  * a CallMeMaybe contributes at most MAX_CMM_ENDPOINTS candidates and replaces the previous
+    CallMeMaybe's (tailscale's mark-and-sweep); a peer has at most MAX_CANDIDATES candidates;
+  * pings to one peer's addresses come from a token bucket (PEER_PING_BURST, PEER_PING_RATE);
+  * an address becomes a path (best_addr) only through a Pong carrying the TxID of a ping we
+    sent *to that address*, received *from that address*.
+
 Inputs carry `now`; outputs are Action values the adapter performs.
 """
 
@@ -24,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from engine.magicsock import constants as C
+from engine.magicsock.limits import TokenBucket
 
 AddrPort = tuple[str, int]
 PING_BACK_MIN_INTERVAL = 1.0  # seconds: rate limit for answering a peer's ping with our own
@@ -43,6 +52,16 @@ class SendCallMeMaybe:
 
 
 Action = SendPing | SendCallMeMaybe
+
+
+@dataclass
+class PathCounters:
+    """Drops by the path cores (MagicCounters extends this, so one instance can count for all peers)."""
+
+    cmm_endpoints_dropped: int = 0  # CallMeMaybe endpoints beyond MAX_CMM_ENDPOINTS
+    candidates_dropped: int = 0  # at MAX_CANDIDATES: oldest non-netmap evicted, or the new one refused
+    pings_rate_limited: int = 0  # pings not sent: the peer's ping bucket was empty
+    pong_addr_mismatch: int = 0  # Pong with a known TxID from another address than we pinged
 
 
 @dataclass
@@ -154,6 +173,8 @@ class PeerPath:
     idle: bool = True  # no session: no heartbeat/session timers armed
     pings_sent: int = 0
     pongs_received: int = 0
+    counters: PathCounters = field(default_factory=PathCounters)
+    ping_bucket: TokenBucket = field(default_factory=lambda: TokenBucket(C.PEER_PING_RATE, C.PEER_PING_BURST))
     stats: dict[str, int] = field(default_factory=lambda: {
         "tx_direct_packets": 0, "tx_derp_packets": 0, "rx_direct_packets": 0,
         "rx_derp_packets": 0, "tx_bytes": 0, "rx_bytes": 0,
@@ -167,9 +188,11 @@ class PeerPath:
         wanted = {a for a in wanted if usable_candidate(a)}
         new = False
         for addr in wanted:
-            if addr not in self.candidates:
-                self.candidates[addr] = Candidate(addr=addr, source="netmap", last_heard=now)
-                new = True
+            c = self.candidates.get(addr)
+            if c is None:
+                new = self._add_candidate(addr, "netmap", now) is not None or new
+            elif c.source != "netmap":
+                c.source = "netmap"  # control vouches for it now: never expired or evicted
         for addr in [a for a, c in self.candidates.items() if c.source == "netmap" and a not in wanted]:
             if addr != self.best_addr:
                 del self.candidates[addr]
@@ -215,45 +238,64 @@ class PeerPath:
             return []
         c = self.candidates.get(addr)
         if c is None:
-            c = self.candidates[addr] = Candidate(addr=addr, source="ping", last_heard=now)
+            c = self._add_candidate(addr, "ping", now)
+            if c is None:
+                return []
         else:
             c.last_heard = now
         if not self.trusted(now) and (c.last_ping is None or now - c.last_ping >= PING_BACK_MIN_INTERVAL):
-            return [self._ping(c, now)]
+            return self._pings([c], now)
         return []
 
     def handle_call_me_maybe(self, endpoints: Iterable[AddrPort], now: float) -> list[Action]:
-        """Peer asked us (via DERP) to ping its endpoints now: the simultaneous-open punch."""
+        """Peer asked us (via DERP) to ping its endpoints now: the simultaneous-open punch.
+
+        At most MAX_CMM_ENDPOINTS are taken (the rest counted); the message replaces the previous
+        CallMeMaybe's endpoints (tailscale), and pings go out as the peer's ping bucket allows."""
+        eps: list[AddrPort] = []
         for addr in endpoints:
-            addr = (str(ipaddress.ip_address(addr[0])), int(addr[1]))
-            if not usable_candidate(addr):
+            try:
+                addr = (str(ipaddress.ip_address(addr[0])), int(addr[1]))
+            except (ValueError, TypeError, IndexError):
                 continue
+            if usable_candidate(addr) and addr not in eps:
+                eps.append(addr)
+        if len(eps) > C.MAX_CMM_ENDPOINTS:
+            self.counters.cmm_endpoints_dropped += len(eps) - C.MAX_CMM_ENDPOINTS
+            del eps[C.MAX_CMM_ENDPOINTS:]
+        keep = set(eps)
+        for addr in [a for a, c in self.candidates.items() if c.source == "cmm" and a not in keep]:
+            if addr != self.best_addr:
+                del self.candidates[addr]
+        for addr in eps:
             c = self.candidates.get(addr)
             if c is None:
-                self.candidates[addr] = Candidate(addr=addr, source="cmm", last_heard=now)
+                self._add_candidate(addr, "cmm", now)
             else:
                 c.last_heard = now
-                c.last_ping = None
-        out: list[Action] = []
-        for c in self.candidates.values():
-            out.append(self._ping(c, now))
-        return out
+        return self._pings(list(self.candidates.values()), now)
 
     def handle_pong(self, txid: bytes, src: AddrPort, now: float) -> bool:
-        """A Pong arrived over UDP from `src`; returns True if it matched a ping of ours."""
+        """A Pong arrived over UDP from `src`; True if it answered our ping *to `src`*.
+
+        Only then is `src` verified (reachable, and the peer holds the disco key: the TxID was
+        inside the box we sealed to it). A known TxID from another source is counted and left
+        pending, so a replayed pong cannot cancel the genuine one."""
         pend = self.pending.get(txid)
         if pend is None or not usable_candidate(src):
             return False
-        del self.pending[txid]
         addr, sent = pend
         if addr != src:
-            # answered from another address than we pinged (e.g. NAT rewrote); trust the source
-            addr = src
+            self.counters.pong_addr_mismatch += 1
+            return False
+        del self.pending[txid]
         latency = max(0.0, now - sent)
         self.pongs_received += 1
         c = self.candidates.get(addr)
-        if c is None:
-            c = self.candidates[addr] = Candidate(addr=addr, source="ping")
+        if c is None:  # pinged, then forgotten (expired/evicted) before the pong
+            c = self._add_candidate(addr, "ping", now)
+            if c is None:
+                return True
         c.last_pong = now
         c.latency = latency
         c.last_heard = now
@@ -308,7 +350,7 @@ class PeerPath:
             ):
                 out += self._discovery(now, force=True)
             else:
-                out.append(self._ping(self.candidates[self.best_addr], now))
+                out += self._pings([self.candidates[self.best_addr]], now)
         elif self.next_heartbeat is None:
             self.next_heartbeat = now + C.HEARTBEAT_INTERVAL
             if not self.trusted(now):
@@ -320,6 +362,29 @@ class PeerPath:
     def _session_active(self, now: float) -> bool:
         return self.last_send is not None and now - self.last_send < C.SESSION_ACTIVE_TIMEOUT
 
+    def _add_candidate(self, addr: AddrPort, source: str, now: float) -> Candidate | None:
+        """A new candidate, evicting the least recently heard non-netmap one when at MAX_CANDIDATES;
+        None (counted) if every candidate is from the netmap or is the best address."""
+        if len(self.candidates) >= C.MAX_CANDIDATES:
+            victims = [c for a, c in self.candidates.items() if c.source != "netmap" and a != self.best_addr]
+            if not victims:
+                self.counters.candidates_dropped += 1
+                return None
+            del self.candidates[min(victims, key=lambda c: c.last_heard).addr]
+            self.counters.candidates_dropped += 1
+        c = self.candidates[addr] = Candidate(addr=addr, source=source, last_heard=now)
+        return c
+
+    def _pings(self, cands: Iterable[Candidate], now: float) -> list[Action]:
+        """Ping each of `cands` while the peer's ping bucket has tokens; the rest are counted."""
+        out: list[Action] = []
+        for c in cands:
+            if self.ping_bucket.take(now):
+                out.append(self._ping(c, now))
+            else:
+                self.counters.pings_rate_limited += 1
+        return out
+
     def _ping(self, c: Candidate, now: float) -> SendPing:
         txid = self.random(12)
         c.last_ping = now
@@ -330,10 +395,9 @@ class PeerPath:
     def _discovery(self, now: float, force: bool) -> list[Action]:
         """Ping every candidate not pinged within DISCO_PING_INTERVAL; CallMeMaybe once per round."""
         self._expire_candidates(now)
-        out: list[Action] = []
-        for c in self.candidates.values():
-            if force or c.last_ping is None or now - c.last_ping >= C.DISCO_PING_INTERVAL:
-                out.append(self._ping(c, now))
+        due = [c for c in self.candidates.values()
+               if force or c.last_ping is None or now - c.last_ping >= C.DISCO_PING_INTERVAL]
+        out: list[Action] = self._pings(due, now)
         if out:
             self.last_full_ping = now
         if self.last_call_me_maybe is None or now - self.last_call_me_maybe >= C.DISCO_PING_INTERVAL:
