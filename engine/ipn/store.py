@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from engine.atomicfile import write_atomic
 from engine.ipn.engine_api import NodeKeys
 from engine.keys import MachinePrivate, NodePrivate
 from engine.localapi.schema import Prefs, SchemaError
@@ -90,12 +91,4 @@ class FileStore:
             d["Keys"] = {"MachinePrivate": keys.machine.to_text(), "NodePrivate": keys.node.to_text()}
         data = json.dumps(d, indent=1).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, data, mode=0o600)

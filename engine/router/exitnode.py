@@ -19,7 +19,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import os
 import shlex
 import socket
 import subprocess
@@ -27,6 +26,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
+
+from engine.atomicfile import write_atomic
 
 BYPASS_MARK = 0x80000  # SO_MARK on the helper's own sockets (UDP, DERP, control)
 SUBNET_ROUTE_MARK = 0x40000  # packets forwarded from the TUN (see nft.py)
@@ -169,9 +170,7 @@ class JsonJournal:
 
     def write(self, obj: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)  # shared with the LocalAPI socket; journals hold no secrets
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(obj))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(obj), mode=0o600)
 
     def read(self) -> dict | None:
         """The journaled object; None when there is none or it is not a readable JSON object."""
