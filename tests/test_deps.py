@@ -29,6 +29,10 @@ PURE_CORES = [
     "engine/dns/config.py",
     "engine/ipn/dnsquery.py",
     "engine/ipn/backend.py",
+    "engine/ipn/prefs_policy.py",
+    "engine/localapi/connlimit.py",
+    "engine/magicsock/limits.py",
+    "engine/dns/names.py",
     "meshgui/state.py",
 ]
 FORBIDDEN_IN_CORES = {"asyncio", "socket", "subprocess", "PySide6", "selectors"}  # locks are fine
@@ -82,3 +86,12 @@ def test_every_module_has_a_docstring():
             if not ast.get_docstring(tree):
                 missing.append(str(f.relative_to(ROOT)))
     assert not missing, f"modules without a one-line docstring: {missing}"
+
+
+def test_no_product_module_imports_a_cli_module():
+    """Layering: the CLIs (engine/cli) sit on top; nothing below them imports them."""
+    for f in list((ROOT / "engine").rglob("*.py")) + list((ROOT / "meshgui").rglob("*.py")):
+        if f.parent.name == "cli":
+            continue
+        bad = [n for n in _imports(f) if n.startswith("engine.cli")]
+        assert not bad, f"{f.relative_to(ROOT)} imports {bad}"
