@@ -143,6 +143,8 @@ class Change:
         if self.kind == "link":
             return None if a["name"] in own.links else f"interface {a['name']!r} is not ours"
         if self.kind == "route":
+            if any(not isinstance(a.get(k, ""), str) for k in ("dst", "dev", "via", "table")):
+                return "route fields must be strings"  # they become `ip` arguments
             if a["dst"] != "default":
                 ipaddress.ip_network(a["dst"], strict=False)
             if a.get("via"):
@@ -153,6 +155,8 @@ class Change:
         if self.kind == "rule":
             if type(a["priority"]) is not int or a["priority"] not in own.rule_priorities:
                 return f"rule priority {a['priority']!r} is not ours"
+            if not isinstance(a.get("table", ""), str):
+                return "rule table must be a string"  # it becomes an `ip` argument
             if a.get("table") and str(a["table"]) not in own.tables:
                 return f"rule table {a['table']!r} is not ours"
             if a.get("family", 4) not in (4, 6):
@@ -291,7 +295,7 @@ class Journal:
                 elif d["op"] == "fgt":
                     self._pending.pop(cid, None)
                 self._next_id = max(self._next_id, cid + 1)
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError, OverflowError):
                 corrupt += 1  # a torn last line after a crash: skip it
         self._loaded = True
         return corrupt

@@ -99,7 +99,7 @@ def vet_journal_dir(jdir: str | os.PathLike[str], log: logging.Logger) -> list[s
                 why = check(d)
                 if why:
                     raise ValueError(why)
-        except (UntrustedPath, ValueError, TypeError, KeyError, OSError) as e:
+        except (UntrustedPath, ValueError, TypeError, KeyError, OSError, RecursionError) as e:
             msg = f"journal {path}: {e}"
             try:
                 os.replace(path, path.with_name(name + ".rejected"))

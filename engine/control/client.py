@@ -496,7 +496,7 @@ class ControlClient:
             raise LoginError(f"register: HTTP {resp.status}: {resp.body[:200].decode(errors='replace')}")
         try:
             return decode(RegisterResponse, json.loads(resp.body))
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise LoginError(f"register: invalid response: {e}") from None
 
     async def _login(self, conn: ControlConn) -> None:

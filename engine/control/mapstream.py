@@ -53,6 +53,9 @@ class MapFramer:
             self.wire_bytes += LENGTH_PREFIX + n
             if self._dctx is not None:
                 try:
+                    # the decompressor allocates a declared content size up front: refuse a too-large claim first
+                    if zstandard.frame_content_size(body) > MAX_DECOMPRESSED_SIZE:
+                        raise MapStreamError(f"map message: zstd frame declares more than {MAX_DECOMPRESSED_SIZE} bytes")
                     body = self._dctx.decompress(body, max_output_size=MAX_DECOMPRESSED_SIZE)
                 except zstandard.ZstdError as e:
                     raise MapStreamError(f"map message: bad zstd frame: {e}") from None
@@ -67,7 +70,7 @@ def parse_map_response(body: bytes) -> MapResponse:
     """JSON bytes -> MapResponse; MapStreamError names what was wrong."""
     try:
         obj = json.loads(body)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep
         raise MapStreamError(f"map message: invalid JSON: {e}") from None
     try:
         return decode(MapResponse, obj)

@@ -161,7 +161,7 @@ class EarlyPayloadParser:
         body = bytes(self._buf[9 : 9 + length])
         try:
             self.early = decode(EarlyNoise, json.loads(body))
-        except (ValueError, WireError) as e:
+        except (ValueError, WireError, RecursionError) as e:
             raise RemoteProtocolError(f"early payload: invalid JSON: {e}") from None
         self.rest = bytes(self._buf[9 + length :])
         self._buf.clear()
@@ -290,7 +290,7 @@ async def fetch_server_key(server_url: str, version: int, *, timeout: float = 10
         raise ControlTransportError(f"GET /key: HTTP {status}: {body[:200]!r}")
     try:
         resp = decode(OverTLSPublicKeyResponse, json.loads(body))
-    except (ValueError, WireError) as e:
+    except (ValueError, WireError, RecursionError) as e:
         raise ControlTransportError(f"GET /key: invalid response: {e}") from None
     if resp.public_key is None or resp.public_key.is_zero():
         raise ControlTransportError("GET /key: no publicKey in response")

@@ -118,7 +118,11 @@ def compile_rules(rules: Sequence[Mapping[str, Any] | Any]) -> tuple[list[Match]
     errors: list[str] = []
     for i, r in enumerate(rules):
         if not isinstance(r, Mapping):
-            r = _as_json(r)
+            try:
+                r = _as_json(r)
+            except TypeError:  # null rule, or a null inside one (decoded from JSON as None)
+                errors.append(f"rule {i}: not a FilterRule object")
+                continue
         if _get(r, "SrcBits"):
             raise FilterRuleError(f"rule {i}: unexpected SrcBits; control plane should not send this")
         protos_in = _get(r, "IPProto")
@@ -142,6 +146,9 @@ def compile_rules(rules: Sequence[Mapping[str, Any] | Any]) -> tuple[list[Match]
         dst4: list[DstRange] = []
         dst6: list[DstRange] = []
         for d in _get(r, "DstPorts") or ():
+            if not isinstance(d, Mapping):
+                errors.append(f"rule {i}: DstPorts: not an object")
+                continue
             if _get(d, "Bits") is not None:
                 raise FilterRuleError(f"rule {i}: unexpected DstPorts.Bits; control plane should not send this")
             try:

@@ -118,7 +118,7 @@ class Wire:
     def from_json(cls: type[W], text: str | bytes) -> W:
         try:
             d = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: JSON nested too deep
             raise SchemaError(f"{cls.__name__}: invalid JSON: {e}") from e
         return cls.from_dict(d)
 
@@ -404,7 +404,7 @@ class MaskedPrefs:
     def from_json(cls, text: str | bytes) -> "MaskedPrefs":
         try:
             d = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: JSON nested too deep
             raise SchemaError(f"MaskedPrefs: invalid JSON: {e}") from e
         return cls.from_dict(d)
 

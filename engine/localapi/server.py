@@ -114,7 +114,7 @@ class Request:
             raise HTTPError(400, "invalid JSON body: empty")
         try:
             return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: JSON nested too deep
             raise HTTPError(400, f"invalid JSON body: {e}") from None
 
 
@@ -420,7 +420,10 @@ class LocalAPIServer:
                             permit: Permit, deadline: float) -> Request:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in ev.headers}
         target = ev.target.decode("latin-1")
-        parsed = urllib.parse.urlsplit(target)
+        try:
+            parsed = urllib.parse.urlsplit(target)
+        except ValueError:  # e.g. "//[]/": urlsplit checks a bracketed host
+            raise HTTPError(400, "invalid request target") from None
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items()}
         clen = headers.get("content-length")
         if clen is not None and clen.isdigit() and int(clen) > self.max_body:

@@ -74,7 +74,7 @@ class Access:
         if host == "peer":
             return True
         h, sep, port = host.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
             return False
         if h.startswith("["):
             if not h.endswith("]"):

@@ -149,7 +149,10 @@ class PeerAPICore:
                 or not self.access.host_valid(req.header("host")):
             return self._error(403, "invalid peerapi request", "invalid-request")
         sec = wants_security_headers(req)
-        path = urlsplit(req.target).path if req.target else ""
+        try:
+            path = urlsplit(req.target).path if req.target else ""
+        except ValueError:  # e.g. "//[]/": urlsplit checks a bracketed host
+            return self._error(400, "invalid request target", "bad-target")
         if path.startswith(DNS_PATH):
             out = self._dns(req, sec)
         elif path == "/":

@@ -176,7 +176,7 @@ class JsonJournal:
         """The journaled object; None when there is none or it is not a readable JSON object."""
         try:
             obj = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         return obj if isinstance(obj, dict) else None
 
