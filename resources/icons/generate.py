@@ -71,7 +71,9 @@ def main() -> None:
         '<!DOCTYPE RCC>\n<RCC version="1.0">\n  <qresource prefix="/icons">\n'
         + "\n".join(entries) + "\n  </qresource>\n</RCC>\n")
     rcc = shutil.which("pyside6-rcc") or str(pathlib.Path(sys.executable).parent / "pyside6-rcc")
-    code = subprocess.run([rcc, str(HERE / "icons.qrc")], check=True, capture_output=True, text=True).stdout
+    # format 1 carries no file modification times: the output depends on the sources only (tests compare it)
+    code = subprocess.run([rcc, "--format-version", "1", str(HERE / "icons.qrc")], check=True, capture_output=True,
+                          text=True, cwd=HERE).stdout
     RC_MODULE.write_text(RC_DOC + code)
 
 
