@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 
 
@@ -32,8 +33,9 @@ class XSession:
 
     def _start(self) -> "XSession":
         r, w = os.pipe()
+        self._xvfb_log = tempfile.TemporaryFile()
         xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", self.size, "-nolisten", "tcp"],
-                                pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=self._xvfb_log,
                                 start_new_session=True)
         os.close(w)
         self.procs.append(xvfb)
@@ -50,6 +52,15 @@ class XSession:
         self.display = ":" + num.decode().strip()
         self.env = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS")}
         self.env.update(DISPLAY=self.display, QT_QPA_PLATFORM="xcb")
+
+        def accepts() -> bool:  # the display takes clients (and Xvfb is still there) before anything connects
+            if xvfb.poll() is not None:
+                self._xvfb_log.seek(0)
+                raise RuntimeError(f"Xvfb {self.display} exited {xvfb.returncode}: "
+                                   f"{self._xvfb_log.read()[-2000:]!r}")
+            return subprocess.run(["xdpyinfo"], env=self.env, capture_output=True, timeout=10).returncode == 0
+
+        self.wait_for(accepts, f"Xvfb {self.display} to accept clients")
         if self.tray:
             self.procs.append(subprocess.Popen(
                 ["trayer", "--edge", "top", "--align", "right", "--widthtype", "request", "--height", "32",
@@ -60,7 +71,10 @@ class XSession:
 
             def up() -> bool:
                 if trayer.poll() is not None:
-                    raise RuntimeError(f"trayer exited {trayer.returncode}: {trayer.stderr.read()[-2000:]!r}")
+                    self._xvfb_log.seek(0)
+                    raise RuntimeError(f"trayer exited {trayer.returncode}: {trayer.stderr.read()[-2000:]!r}; "
+                                       f"Xvfb {self.display} (alive: {xvfb.poll() is None}) said "
+                                       f"{self._xvfb_log.read()[-2000:]!r}")
                 return self.tray_geometry()[2] > 0
 
             self.wait_for(up, "trayer panel")
