@@ -40,19 +40,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.atomicfile import write_atomic
 from engine import authkey
+from engine.atomicfile import write_atomic
 from engine.control.client import (
-    AuthURL, ControlClient, ControlOptions, LoginFailed, NetMapUpdated, NodeKeyRotated, StatusChanged,
+    AuthURL,
+    ControlClient,
+    ControlOptions,
+    LoginFailed,
+    NetMapUpdated,
+    NodeKeyRotated,
+    StatusChanged,
 )
 from engine.keys import DiscoPrivate, MachinePrivate, NLPrivate, NodePrivate
 from engine.netmap import NetworkMap
 from engine.reconfig import (
-    NO_CHANGES, CGNAT_V4, TAILSCALE_ULA_V6, ReconfigOptions, RouterConfig, WgConfig, diff_wg, router_config,
+    CGNAT_V4,
+    NO_CHANGES,
+    TAILSCALE_ULA_V6,
+    ReconfigOptions,
+    RouterConfig,
+    WgConfig,
+    diff_wg,
+    router_config,
     wg_config,
 )
 from engine.tailcfg import Hostinfo, NetInfo
 from engine.trustedpath import check_dir, check_file_path, first_refusal
+from engine.tsaddr import QUAD100_PREFIXES
 
 VERSION = "0.1.0"
 DEFAULT_TUN = "mesh0"
@@ -61,7 +75,7 @@ DEFAULT_DERP_REGION = 999  # headscale's embedded DERP region; NAT helper will p
 DEFAULT_RUN_DIR = Path("/run/meshvpn")  # journals of OS changes (exit routes, nft, resolv.conf backup)
 EXIT_ROUTES = ("0.0.0.0/0", "::/0")
 REASSERT_INTERVAL = 2.0  # seconds between checks that nobody removed our exit rules / nft table
-QUAD100_ADDRS = ("100.100.100.100/32", "fd7a:115c:a1e0::53/128")  # MagicDNS service addresses on the TUN
+QUAD100_ADDRS = QUAD100_PREFIXES  # MagicDNS service addresses on the TUN
 DNS_MODES = ("auto", "resolv.conf", "resolved", "none")
 
 

@@ -20,9 +20,9 @@ from typing import Mapping
 from engine.keys import DiscoPublic, NodePublic
 from engine.netmap import NetworkMap, PeerDelta
 from engine.tailcfg import Node
+from engine.tsaddr import CGNAT_V4, TAILNET_V6
 
-CGNAT_V4 = ipaddress.ip_network("100.64.0.0/10")
-TAILSCALE_ULA_V6 = ipaddress.ip_network("fd7a:115c:a1e0::/48")
+TAILSCALE_ULA_V6 = TAILNET_V6
 
 
 class _NoChanges:

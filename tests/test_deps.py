@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import re
 
 import pytest
 
@@ -95,3 +96,14 @@ def test_no_product_module_imports_a_cli_module():
             continue
         bad = [n for n in _imports(f) if n.startswith("engine.cli")]
         assert not bad, f"{f.relative_to(ROOT)} imports {bad}"
+
+
+def test_tailnet_ranges_have_one_definition():
+    """The tailnet prefixes and quad-100 addresses are spelled out in engine/tsaddr.py only."""
+    literals = ('"100.64.0.0/10"', '"fd7a:115c:a1e0::/48"', '"100.100.100.100"', '"fd7a:115c:a1e0::53"')
+    for f in (ROOT / "engine").rglob("*.py"):
+        if f.name == "tsaddr.py":
+            continue
+        consts = [ln for ln in f.read_text().splitlines() if re.match(r"\s*[A-Z_][A-Z0-9_]*\s*=", ln)]
+        bad = [lit for lit in literals if any(lit in ln for ln in consts)]
+        assert not bad, f"{f.relative_to(ROOT)} defines {bad}: import them from engine.tsaddr"

@@ -9,11 +9,8 @@ from urllib.parse import urlsplit
 
 from engine.dns.exitdns import DOH_PATH, field_of, peer_api_base, peer_can_proxy_dns
 from engine.dns.names import is_valid_domain, valid_domains
+from engine.tsaddr import CGNAT_V4, QUAD100_V4, QUAD100_V6, TAILNET_V6  # noqa: F401  (QUAD100_* re-exported)
 
-QUAD100_V4 = "100.100.100.100"
-QUAD100_V6 = "fd7a:115c:a1e0::53"
-CGNAT_V4 = ipaddress.ip_network("100.64.0.0/10")
-TAILNET_V6 = ipaddress.ip_network("fd7a:115c:a1e0::/48")
 # Reverse zones answered locally when MagicDNS is on (tailscale magicDNSRootDomains).
 REVERSE_ZONES = ("0.e.1.a.c.5.1.1.a.7.d.f.ip6.arpa.",) + tuple(f"{i}.100.in-addr.arpa." for i in range(64, 128))
 CAP_MAGICDNS_AAAA = "magicdns-aaaa"  # self CapMap key: include peers' IPv6 even when we have IPv4

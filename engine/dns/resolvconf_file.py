@@ -25,6 +25,7 @@ from pathlib import Path
 from engine.dns.names import ip_literals, valid_domains
 from engine.dns.osconfig import OSDNSConfig
 from engine.router.exitnode import JsonJournal
+from engine.tsaddr import QUAD100_ADDRS
 
 DEFAULT_PATH = Path("/etc/resolv.conf")
 DEFAULT_JOURNAL_DIR = Path("/run/meshvpn")
@@ -198,4 +199,4 @@ class ResolvConfFile:
         return self.restore()
 
 
-_OURS = frozenset({"100.100.100.100", "fd7a:115c:a1e0::53"})
+_OURS = frozenset(QUAD100_ADDRS)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable, Union
 
+from engine.tsaddr import TAILNET_RANGES
+
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -19,7 +21,7 @@ NEVER_VIA_DEFAULT: tuple[Network, ...] = tuple(ipaddress.ip_network(p) for p in 
     "ff00::/8",  # IPv6 multicast
     "fd7a:115c:a1e0::/48",  # tailnet IPv6 range
 ))
-_TAILNET = (ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("fd7a:115c:a1e0::/48"))
+_TAILNET = TAILNET_RANGES
 
 
 def subtract(nets: Iterable[Network], remove: Iterable[Network]) -> list[Network]:

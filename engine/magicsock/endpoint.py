@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from engine.magicsock import constants as C
 from engine.magicsock.limits import TokenBucket
+from engine.tsaddr import CGNAT_V4, TAILNET_V6
 
 AddrPort = tuple[str, int]
 PING_BACK_MIN_INTERVAL = 1.0  # seconds: rate limit for answering a peer's ping with our own
@@ -101,8 +102,8 @@ def _fmt(a: AddrPort) -> str:
     return f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}"
 
 
-TAILSCALE_V4 = ipaddress.ip_network("100.64.0.0/10")  # tsaddr.CGNATRange
-TAILSCALE_V6 = ipaddress.ip_network("fd7a:115c:a1e0::/48")  # tsaddr.TailscaleULARange
+TAILSCALE_V4 = CGNAT_V4  # tsaddr.CGNATRange
+TAILSCALE_V6 = TAILNET_V6  # tsaddr.TailscaleULARange
 
 
 def usable_candidate(addr: AddrPort) -> bool:

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-QUAD100_V4 = "100.100.100.100"
-QUAD100_V6 = "fd7a:115c:a1e0::53"
-CGNAT_V4 = "100.64.0.0/10"
-TAILNET_V6 = "fd7a:115c:a1e0::/48"
+from engine.tsaddr import CGNAT_V4_TEXT, QUAD100_V4, QUAD100_V6, TAILNET_V6_TEXT
+
+CGNAT_V4 = CGNAT_V4_TEXT
+TAILNET_V6 = TAILNET_V6_TEXT
 
 
 @dataclass(frozen=True, slots=True)

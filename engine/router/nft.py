@@ -22,13 +22,14 @@ from dataclasses import dataclass
 
 from engine.router.exitnode import MARK_MASK, SUBNET_ROUTE_MARK, JournaledApplier
 from engine.router.inputfw import InputConfig, input_chain, quote_ifname
+from engine.tsaddr import CGNAT_V4_TEXT
 
 NFT_TABLE = "meshvpn"
 NFT_FAMILY = "inet"
 JOURNAL_NAME = "nft.json"
 SYSCTL_V4 = "net.ipv4.ip_forward"
 SYSCTL_V6 = "net.ipv6.conf.all.forwarding"
-CGNAT = "100.64.0.0/10"
+CGNAT = CGNAT_V4_TEXT
 
 
 @dataclass(frozen=True, slots=True)

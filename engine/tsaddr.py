@@ -1,0 +1,21 @@
+"""Tailnet address ranges and service addresses (tailscale's tsaddr): one definition for every layer."""
+
+from __future__ import annotations
+
+import ipaddress
+
+CGNAT_V4_TEXT = "100.64.0.0/10"  # tailnet IPv4 addresses (tsaddr.CGNATRange)
+TAILNET_V6_TEXT = "fd7a:115c:a1e0::/48"  # tailnet IPv6 addresses (tsaddr.TailscaleULARange)
+QUAD100_V4 = "100.100.100.100"  # MagicDNS / quad-100 service address
+QUAD100_V6 = "fd7a:115c:a1e0::53"
+
+CGNAT_V4 = ipaddress.ip_network(CGNAT_V4_TEXT)
+TAILNET_V6 = ipaddress.ip_network(TAILNET_V6_TEXT)
+TAILNET_RANGES = (CGNAT_V4, TAILNET_V6)
+QUAD100_ADDRS = (QUAD100_V4, QUAD100_V6)
+QUAD100_PREFIXES = (f"{QUAD100_V4}/32", f"{QUAD100_V6}/128")  # the service addresses as routes on the TUN
+
+
+def is_tailnet_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for an address inside the tailnet ranges (either family)."""
+    return any(ip in net for net in TAILNET_RANGES if ip.version == net.version)
