@@ -47,7 +47,7 @@ disp=":$((90 + RANDOM % 9))"
 shot="$here/test-artifacts/main-job.png"
 mkdir -p "$(dirname "$shot")"
 echo "[meshvpn] no display found: running the tray app on a virtual display $disp (Xvfb + trayer)"
-Xvfb "$disp" -screen 0 1024x768x24 -nolisten tcp >"$LOG_DIR/xvfb.log" 2>&1 &
+Xvfb "$disp" -screen 0 1024x768x24 -nolisten tcp -noreset >"$LOG_DIR/xvfb.log" 2>&1 &
 xvfb_pid=$!
 sleep 1
 DISPLAY="$disp" trayer --edge top --align right --widthtype request --height 28 --transparent false \
