@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.netlab import REPO_ROOT
+from tests.lab.netlab import Host
 
 pytestmark = pytest.mark.lab
 
@@ -64,14 +64,6 @@ FLOOD = (
 )
 
 
-def _wait_log(host, proc, text: str, timeout: float = 20) -> str:
-    deadline = time.monotonic() + timeout
-    while text not in host.log_of(proc):
-        assert proc.poll() is None and time.monotonic() < deadline, host.log_of(proc)
-        time.sleep(0.05)
-    return host.log_of(proc)
-
-
 def _counters(host, proc) -> dict:
     lines = [ln for ln in host.log_of(proc).splitlines() if ln.startswith("counters ")]
     return json.loads(lines[-1].split(" ", 1)[1]) if lines else {}
@@ -93,14 +85,14 @@ def net(lab, tmp_path):
                          json.dumps({"rules": ALLOW_ALL, "local": ["100.64.0.1/32", "100.100.100.100/32"]}))
     pp = peer.popen_python(str(HERE / "tun_pipe.py"), "tun0", "198.51.100.2:7000", "198.51.100.1:7000", "0",
                            json.dumps({"rules": ALLOW_ALL, "local": ["100.64.0.2/32"]}))
-    _wait_log(me, mp, "ready")
-    _wait_log(peer, pp, "ready")
+    Host.wait_log(mp, "ready")
+    Host.wait_log(pp, "ready")
     peer.run(["ip", "addr", "add", "100.64.0.2/32", "dev", "tun0"])
     peer.run(["ip", "link", "set", "tun0", "up"])
     peer.run(["ip", "route", "add", "100.64.0.1/32", "dev", "tun0"])
     peer.run(["ip", "route", "add", "100.100.100.100/32", "dev", "tun0"])
     listener = me.popen_python(LISTEN)
-    _wait_log(me, listener, "ready")
+    Host.wait_log(listener, "ready")
     return me, nb, peer, listener, tmp_path / "run"
 
 
@@ -108,7 +100,7 @@ def _start(me, run_dir, firewall: bool = True):
     spec = {"tun": "tun0", "run_dir": str(run_dir), "firewall": firewall, "local": ["100.64.0.1/32"],
             "routes": ["100.64.0.2/32"], "self": SELF, "peers": PEERS, "dns": DNS}
     p = me.popen_python(str(HERE / "run_guarded_dns.py"), json.dumps(spec))
-    _wait_log(me, p, "ready")
+    Host.wait_log(p, "ready")
     return p
 
 
@@ -123,7 +115,7 @@ def test_dns_server_refuses_queries_from_the_lan_without_firewall(net) -> None:
     assert "meshvpn" not in _table(me)
     # the attack reaches the host: a CGNAT-sourced datagram from the neighbour is delivered without the firewall
     nb.exec_python(SEND_FROM, "100.64.0.9", "192.0.2.1")
-    _wait_log(me, listener, "got 100.64.0.9", timeout=5)
+    Host.wait_log(listener, "got 100.64.0.9", timeout=5)
     assert "timed out" in dig(nb, "@100.100.100.100", "peer.tail.example")
     assert "ANSWER SECTION" not in dig(nb, "@100.100.100.100", "+tcp", "peer.tail.example")
     time.sleep(0.5)
@@ -155,7 +147,7 @@ def test_lan_neighbour_gets_nothing_and_nothing_is_left(net) -> None:
     assert "wrong-interface" not in me.log_of(srv)  # stopped by nft before the server saw it
     # a non-CGNAT source from the LAN still reaches LAN services
     nb.exec_python(SEND_FROM, "192.0.2.2", "192.0.2.1")
-    _wait_log(me, listener, "got 192.0.2.2", timeout=5)
+    Host.wait_log(listener, "got 192.0.2.2", timeout=5)
     # the tunnel path and the host itself still work
     assert dig(peer, "@100.100.100.100", "me.tail.example", "+short").split() == ["100.64.0.1"]
     assert dig(peer, "@100.100.100.100", "+tcp", "me.tail.example", "+short").split() == ["100.64.0.1"]
@@ -163,7 +155,7 @@ def test_lan_neighbour_gets_nothing_and_nothing_is_left(net) -> None:
     assert dig(me, "@100.100.100.100", "peer.tail.example", "+short").split() == ["100.64.0.2"]
     assert dig(me, "@fd7a:115c:a1e0::53", "+tcp", "peer.tail.example", "+short").split() == ["100.64.0.2"]
     me.exec_python(SEND_FROM, "100.64.0.1", "100.64.0.1")  # our own tailnet address over lo
-    _wait_log(me, listener, "got 100.64.0.1", timeout=5)
+    Host.wait_log(listener, "got 100.64.0.1", timeout=5)
 
     # clean stop: no table, no journal
     srv.send_signal(signal.SIGTERM)

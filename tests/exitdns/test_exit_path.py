@@ -12,14 +12,13 @@ tun_pipe stands in for WireGuard (plain UDP): the point is routing, marking, fil
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
 from engine.router.exitnode import ExitRouteConfig, ExitRouter, netns_runner
 from engine.router.nft import ForwardConfig, Forwarder
-from tests.lab.netlab import REPO_ROOT
+from tests.lab.netlab import REPO_ROOT, Host
 
 HERE = Path(__file__).resolve().parent
 ECHO = str(REPO_ROOT / "tests" / "lab" / "udp_echo.py")
@@ -42,12 +41,6 @@ ASK = (
 )
 
 
-def _wait_log(host, proc, text: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in host.log_of(proc):
-        assert proc.poll() is None and time.monotonic() < deadline, host.log_of(proc)
-        time.sleep(0.05)
-
 
 @pytest.mark.lab
 @pytest.mark.parametrize("mark", [True, False], ids=["marked_underlay", "unmarked_underlay_loops"])
@@ -59,7 +52,7 @@ def test_exit_path_end_to_end(lab, tmp_path, mark) -> None:
     # the exit: pipe + TUN, route back to the client's tailnet address, forwarding + masquerade
     xp = ex.popen_python(str(HERE / "tun_pipe.py"), "tun0", "192.0.2.1:7000", "192.0.2.2:7000", "1",
                          json.dumps({"rules": ALLOW_ALL, "local": ["100.64.0.1/32", "0.0.0.0/0"]}))
-    _wait_log(ex, xp, "ready")
+    Host.wait_log(xp, "ready")
     ex.run(["ip", "addr", "add", "100.64.0.1/32", "dev", "tun0"])
     ex.run(["ip", "link", "set", "tun0", "up"])
     ex.run(["ip", "route", "add", "100.64.0.2/32", "dev", "tun0"])
@@ -68,7 +61,7 @@ def test_exit_path_end_to_end(lab, tmp_path, mark) -> None:
     # the client: pipe (inbound rules block everything: replies must come through the UDP LRU)
     cp = c.popen_python(str(HERE / "tun_pipe.py"), "tun0", "192.0.2.2:7000", "192.0.2.1:7000", "1" if mark else "0",
                         json.dumps({"rules": [], "local": ["100.64.0.2/32"]}))
-    _wait_log(c, cp, "ready")
+    Host.wait_log(cp, "ready")
     c.run(["ip", "addr", "add", "100.64.0.2/32", "dev", "tun0"])
     c.run(["ip", "link", "set", "tun0", "up"])
     inet.wait_for(["sh", "-c", "ss -lun | grep -q 3478"])
@@ -84,7 +77,7 @@ def test_exit_path_end_to_end(lab, tmp_path, mark) -> None:
             # an unsolicited packet from the exit side into the client's tunnel is dropped by its filter
             ex.exec_python("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
                            "s.sendto(b'x', ('100.64.0.2', 9999))")
-            _wait_log(c, cp, '"no-rules-matched": 1', timeout=5)
+            Host.wait_log(cp, '"no-rules-matched": 1', timeout=5)
         else:
             # the pipe's own UDP would be routed into table 52 (the TUN) itself: nothing gets through
             assert seen == "timeout"

@@ -261,6 +261,12 @@ class Host:
         return proc
 
     @staticmethod
+    def wait_log(proc: subprocess.Popen, text: str, timeout: float = 20) -> None:
+        """Wait until ``proc``'s log holds ``text``; LabError with the log tail if it exits or time runs out."""
+        wait_ready(lambda: text in Host.log_of(proc), what=f"process {proc.pid}", until=f"{text!r} in its log",
+                   proc=proc, timeout=timeout, interval=0.05)
+
+    @staticmethod
     def log_of(proc: subprocess.Popen) -> str:
         path = getattr(proc, "log_path", None)
         if path is None or not Path(path).exists():
