@@ -846,9 +846,20 @@ class Node:
         self.log.info("data plane cleared (not logged in)")
 
     def write_status(self) -> None:
-        """Machine-readable status for tests/operators (no secrets)."""
+        """Write status_doc() to the status file when it changed."""
         if self._status_path is None or self.client is None:
             return
+        doc = self.status_doc()
+        if doc == self._last_status:
+            return
+        self._last_status = doc
+        write_atomic(self._status_path, json.dumps(doc, indent=1), mode=0o600)
+
+    def status_doc(self) -> dict:
+        """Machine-readable engine internals for operators and tests (no secrets): control state, applied prefs,
+        counters, filter drops, peers with their paths, magicsock status."""
+        if self.client is None:
+            return {}
         nm = self._applied_nm
         s = self.client.status
         p = self._prefs
@@ -891,10 +902,7 @@ class Node:
             for d in doc["Peers"]:
                 d["Path"] = path_json(paths.get(bytes.fromhex(d["Key"].split(":", 1)[-1])))
             doc["Magicsock"] = self.transport.status()
-        if doc == self._last_status:
-            return
-        self._last_status = doc
-        write_atomic(self._status_path, json.dumps(doc, indent=1), mode=0o600)
+        return doc
 
     async def run(self, stop: asyncio.Event) -> int:
         from engine.router.exitnode import mark_socket

@@ -29,6 +29,7 @@ from engine.localapi.auth import Authorizer, Operator
 from engine.localapi.client import DEFAULT_SOCKET
 from engine.localapi.server import LocalAPIServer, SocketInUse, SocketPathError
 from engine.trustedpath import UntrustedPath, check_dir, check_file_path, first_refusal
+from engine.wgengine.options import DEFAULT_DERP_REGION, DEFAULT_MTU, DEFAULT_TUN, DNS_MODES, EngineOptions
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_IN_USE = 0, 1, 2, 3
 
@@ -42,7 +43,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="headless mode: keep prefs AND private keys in this root-only (0600) file")
     p.add_argument("--prefs", default="", metavar="FILE",
                    help="keep prefs (never keys) in this file across restarts (GUI mode; e.g. /var/lib/meshvpn/prefs.json)")
-    p.add_argument("--tun", default="meshvpn0", metavar="NAME", help="TUN interface name")
+    p.add_argument("--tun", default=DEFAULT_TUN, metavar="NAME", help="TUN interface name")
+    p.add_argument("--port", type=int, default=0, metavar="N", help="UDP port for WireGuard and disco (0 = random)")
+    p.add_argument("--mtu", type=int, default=DEFAULT_MTU, help=f"TUN MTU (default {DEFAULT_MTU})")
+    p.add_argument("--dns-mode", choices=DNS_MODES, default="auto",
+                   help="how OS DNS is configured: systemd-resolved when running, else resolv.conf (auto)")
+    p.add_argument("--run-dir", default="", metavar="DIR",
+                   help="directory for journals of OS changes, undone after a crash at the next start "
+                        "(default: the journal's directory)")
+    p.add_argument("--derp-region", type=int, default=DEFAULT_DERP_REGION, help=argparse.SUPPRESS)
+    p.add_argument("--endpoint-interval", type=float, default=10.0, help=argparse.SUPPRESS)
+    p.add_argument("--map-watchdog", type=float, default=120.0, help=argparse.SUPPRESS)
     p.add_argument("--journal", default=DEFAULT_JOURNAL, help=argparse.SUPPRESS)
     p.add_argument("--engine", choices=("real", "fake"), default="real", help=argparse.SUPPRESS)
     p.add_argument("--fake-manual-login", action="store_true", help=argparse.SUPPRESS)
@@ -62,7 +73,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     problem = check_paths(args)
     if problem:
         p.error(problem)
+    try:
+        engine_options(args)
+    except ValueError as e:
+        p.error(str(e))
     return args
+
+
+def run_dir(args: argparse.Namespace) -> Path:
+    """Where the engine's subsystems journal their OS changes: --run-dir, else beside the helper's journal."""
+    return Path(args.run_dir) if args.run_dir else Path(args.journal).parent
+
+
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    """The engine's frozen start-up settings from the command line (ValueError on bad values)."""
+    return EngineOptions(tun_name=args.tun, listen_port=args.port, mtu=args.mtu, derp_region=args.derp_region,
+                         dns_mode=args.dns_mode, run_dir=run_dir(args), endpoint_interval=args.endpoint_interval,
+                         map_watchdog=args.map_watchdog)
 
 
 def check_paths(args: argparse.Namespace) -> str | None:
@@ -74,7 +101,8 @@ def check_paths(args: argparse.Namespace) -> str | None:
     """
     checks = [("--journal", args.journal, lambda p: check_dir(Path(p).absolute().parent)),  # file: at recovery
               ("--state", args.state, check_file_path), ("--prefs", args.prefs, check_file_path),
-              ("--socket", args.socket, check_file_path)]
+              ("--socket", args.socket, check_file_path),
+              ("--run-dir", args.run_dir, check_dir)]
     return first_refusal(checks)
 
 
@@ -122,7 +150,7 @@ def build_engine(args: argparse.Namespace, journal: Journal, log: logging.Logger
         from engine.ipn.daemon_engine import DaemonEngine  # adapter over engine/daemon.py's node
     except ImportError as e:
         raise SystemExit(f"mesh-helper serve: the real engine is not available in this build ({e})")
-    return DaemonEngine(journal=journal, tun_name=args.tun, run_dir=str(Path(args.journal).parent), logger=log)
+    return DaemonEngine(engine_options(args), journal=journal, logger=log)
 
 
 async def _step(log: logging.Logger, what: str, close: Any, timeout: float) -> None:
@@ -145,7 +173,7 @@ def recover_leftovers(args: argparse.Namespace, log: logging.Logger) -> tuple[in
     (exit-node rules/routes, nft forwarding table + sysctls, resolv.conf). Subsystem cleanups run
     only for the real engine: they inspect the live system of the current network namespace.
     """
-    jdir = Path(args.journal).parent
+    jdir = run_dir(args)
     rep = Journal(args.journal, logger=logging.getLogger("meshvpn.hygiene"), own=own_changes(args)).recover()
     undone, failed = len(rep.undone), len(rep.failed)
     if args.engine != "real":

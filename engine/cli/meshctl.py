@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import sys
 from typing import Any, TextIO
@@ -267,6 +268,23 @@ def _auth_key(raw: str) -> str:
         raise CLIError(str(e), EXIT_USAGE) from None
 
 
+def _subnet_routes(text: str) -> list[str]:
+    """`--advertise-routes 10.0.0.0/24,fd00::/64` as canonical prefixes (CLIError on a bad one)."""
+    out: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            net = ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise CLIError(f"--advertise-routes: {part!r} is not an IP prefix") from None
+        if net.prefixlen == 0:
+            raise CLIError("--advertise-routes: use --advertise-exit-node to offer a default route")
+        if str(net) not in out:
+            out.append(str(net))
+    return out
+
+
 async def cmd_up(c: LocalClient, a: argparse.Namespace, out: TextIO, *, force_login: bool = False) -> int:
     st = await c.status()
     cur = await c.prefs()
@@ -280,9 +298,22 @@ async def cmd_up(c: LocalClient, a: argparse.Namespace, out: TextIO, *, force_lo
         changes["exit_node_id"], changes["exit_node_ip"] = nid, nip
     if getattr(a, "accept_dns", None) is not None:
         changes["corp_dns"] = a.accept_dns
-    if getattr(a, "advertise_exit_node", None) is not None:
-        routes = [r for r in (cur.advertise_routes or []) if r not in EXIT_ROUTES]
-        if a.advertise_exit_node:
+    if getattr(a, "exit_node_allow_lan_access", None) is not None:
+        changes["exit_node_allow_lan_access"] = a.exit_node_allow_lan_access
+    if getattr(a, "accept_routes", None) is not None:
+        changes["route_all"] = a.accept_routes
+    if getattr(a, "shields_up", None) is not None:
+        changes["shields_up"] = a.shields_up
+    if getattr(a, "advertise_routes", None) is not None or getattr(a, "advertise_exit_node", None) is not None:
+        cur_routes = list(cur.advertise_routes or [])
+        offers_exit = all(r in cur_routes for r in EXIT_ROUTES)
+        if getattr(a, "advertise_routes", None) is not None:
+            routes = _subnet_routes(a.advertise_routes)
+        else:
+            routes = [r for r in cur_routes if r not in EXIT_ROUTES]
+        if getattr(a, "advertise_exit_node", None) is not None:
+            offers_exit = a.advertise_exit_node
+        if offers_exit:
             routes += list(EXIT_ROUTES)
         changes["advertise_routes"] = routes or None
     auth_key = _auth_key(a.auth_key) if a.auth_key else ""
@@ -572,6 +603,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--hostname", default=None, help="name to register instead of the OS hostname")
     up.add_argument("--accept-dns", action=argparse.BooleanOptionalAction, default=None,
                     help="use the tailnet's DNS settings (MagicDNS)")
+    up.add_argument("--exit-node-allow-lan-access", action=argparse.BooleanOptionalAction, default=None,
+                    help="with an exit node, keep directly connected LANs off the tunnel")
+    up.add_argument("--advertise-routes", default=None, metavar="CIDRs",
+                    help='comma-separated subnet routes to offer to the tailnet ("" = none)')
+    up.add_argument("--accept-routes", action=argparse.BooleanOptionalAction, default=None,
+                    help="use subnet routes other nodes advertise")
+    up.add_argument("--shields-up", action=argparse.BooleanOptionalAction, default=None,
+                    help="block incoming connections from the tailnet")
     login = sub.add_parser("login", parents=[common], help="log in (opens nothing; prints the URL)")
     up_flags(login)
     sub.add_parser("down", parents=[common], help="disconnect (stay logged in)")

@@ -26,7 +26,7 @@ from typing import Any
 from engine.control.client import AuthURL as CAuthURL
 from engine.control.client import LoginFailed, NetMapUpdated, StatusChanged
 from engine.control.client import NodeKeyRotated as CNodeKeyRotated
-from engine.daemon import DEFAULT_DERP_REGION, DEFAULT_MTU, Node, NodeState
+from engine.daemon import Node, NodeState
 from engine.hygiene import Journal
 from engine.ipn.dnsquery import build_query, resolver_view
 from engine.ipn.engine_api import (
@@ -50,6 +50,7 @@ from engine.ipn.engine_api import (
     UserView,
 )
 from engine.keys import DiscoPrivate, NLPrivate
+from engine.wgengine.options import EngineOptions
 
 PING_WAIT = 3.0  # seconds one ICMP echo may take
 _RTT_RE = re.compile(r"= [\d.]+/([\d.]+)/")  # iputils summary: rtt min/avg/max/mdev = a/b/c/d ms
@@ -207,11 +208,11 @@ class _BackendNode(Node):
 class DaemonEngine:
     """engine_api.NodeEngine over daemon.Node."""
 
-    def __init__(self, *, journal: Journal | None = None, tun_name: str = "meshvpn0", run_dir: str | None = None,
+    def __init__(self, options: EngineOptions = EngineOptions(), *, journal: Journal | None = None,
                  logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
         self.journal = journal  # TODO(router/dns owners): record system changes here (see engine/hygiene.py)
-        self.run_dir = run_dir  # where the node's subsystems journal their OS changes
-        self.tun_name = tun_name
+        self.options = options
+        self.tun_name = options.tun_name
         self.log = logger or logging.getLogger("meshvpn.engine")
         self.registered_url: str | None = None
         self._node: _BackendNode | None = None
@@ -258,11 +259,12 @@ class DaemonEngine:
         await self.stop()
         self._sink = sink
         self._up_sent = False
+        o = self.options
         args = argparse.Namespace(
             login_server=cfg.control_url, auth_key=cfg.auth_key or None, state=None,
-            hostname=cfg.hostname or None, tun=cfg.tun_name or self.tun_name, port=0, mtu=DEFAULT_MTU,
-            derp_region=DEFAULT_DERP_REGION, watchdog=120.0, endpoint_interval=10.0, status_file=None,
-            logout_on_exit=False, verbose=False, run_dir=str(self.run_dir) if self.run_dir else None,
+            hostname=cfg.hostname or None, tun=cfg.tun_name or o.tun_name, port=o.listen_port, mtu=o.mtu,
+            derp_region=o.derp_region, watchdog=o.map_watchdog, endpoint_interval=o.endpoint_interval,
+            status_file=None, logout_on_exit=False, verbose=False, run_dir=str(o.run_dir), dns_mode=o.dns_mode,
             **node_prefs_args(cfg),
         )
         state = NodeState(keys.machine, keys.node, self._disco, self._nl, self._log_id, self.registered_url)
@@ -413,6 +415,10 @@ class DaemonEngine:
         if reply is None:
             raise DNSUnavailable("MagicDNS dropped the query")
         return DNSQueryOutcome(reply=reply, resolvers=tuple(resolver_view(u) for u in ups))
+
+    def debug_status(self) -> dict[str, Any]:
+        """The running node's internals (control state, counters, filter drops, peers with paths); {} when stopped."""
+        return self._node.status_doc() if self._node is not None else {}
 
     async def aclose(self) -> None:
         await self.stop()

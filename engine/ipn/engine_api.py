@@ -270,5 +270,8 @@ class NodeEngine(Protocol):
     async def dns_query(self, name: str, qtype: int) -> DNSQueryOutcome:
         """Resolve `name` (FQDN) / `qtype` through MagicDNS as a TCP query to quad-100 would (raises DNSUnavailable)."""
 
+    def debug_status(self) -> dict[str, Any]:
+        """Engine internals for operators and lab tests (counters, applied prefs, per-peer paths; no secrets)."""
+
     async def aclose(self) -> None:
         """Release everything (called once at shutdown, after stop)."""

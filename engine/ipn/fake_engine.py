@@ -272,6 +272,9 @@ class FakeEngine:
         return {"UDP": True, "IPv4": True, "GlobalV4": "192.0.2.10:41641", "MappingVariesByDestIP": False,
                 "PreferredDERP": 1, "RegionLatency": {"1": 12.0}, "RegionCodes": {"1": "fra"}}
 
+    def debug_status(self) -> dict[str, Any]:
+        return {"State": "synced" if self.running else "stopped", "Fake": True}
+
     async def aclose(self) -> None:
         self.calls.append("aclose")
         await self.stop()

@@ -723,6 +723,10 @@ class Backend:
     async def netcheck(self) -> dict[str, Any]:
         return await self.engine.netcheck()
 
+    def debug_engine(self) -> dict[str, Any]:
+        """The engine's internals (GET meshvpn/debug-engine, root only); {} when the engine is not running."""
+        return self.engine.debug_status() if self._engine_on else {}
+
     # ------------------------------------------------------------------ DNS debugging
 
     def _need_connection(self, what: str) -> None:

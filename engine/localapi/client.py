@@ -316,3 +316,7 @@ class LocalClient:
 
     async def version(self) -> dict[str, Any]:
         return await self._json("GET", "/localapi/v0/meshvpn/version")
+
+    async def debug_engine(self) -> dict[str, Any]:
+        """Engine internals (control state, counters, filter drops, peers with paths); root only."""
+        return await self._json("GET", "/localapi/v0/meshvpn/debug-engine")

@@ -598,6 +598,7 @@ class LocalAPIServer:
             "meshvpn/version": Route(G, self.h_version, False, "version"),
             "meshvpn/whoami": Route(G, self.h_whoami, False, "whoami"),
             "meshvpn/counters": Route(G, self.h_counters, True, "reading counters"),
+            "meshvpn/debug-engine": Route(G, self.h_debug_engine, True, "reading engine internals"),
         }
 
     async def h_status(self, req: Request) -> Reply:
@@ -730,6 +731,12 @@ class LocalAPIServer:
             raise HTTPError(501, "shutdown is not available")
         self.on_shutdown_request()
         return Reply(200, {})
+
+    async def h_debug_engine(self, req: Request) -> Reply:
+        if not req.permit.is_root:
+            self.counters["denied"] += 1
+            raise HTTPError(403, "engine internals are for root only")
+        return Reply(200, self.backend.debug_engine())
 
     async def h_keys(self, req: Request) -> Reply:
         if req.method == "GET":

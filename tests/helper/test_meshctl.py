@@ -215,6 +215,31 @@ def test_advertise_exit_node_toggles_default_routes(helper):
     assert asyncio.run(LocalClient(s).prefs()).advertise_routes is None
 
 
+def test_up_sets_routing_prefs_like_tailscale_up(helper):
+    """Every routing flag of the retired headless mode is reachable through `meshctl up`."""
+    s = helper.socket
+    r = meshctl(s, "up", "--login-server", "http://control.invalid", "--advertise-routes", "10.9.0.7/24, fd00:9::/64",
+                "--advertise-exit-node", "--accept-routes", "--shields-up", "--exit-node-allow-lan-access",
+                "--no-accept-dns", "--timeout", "20")
+    assert r.returncode == 0, r.stderr
+    p = asyncio.run(LocalClient(s).prefs())
+    assert p.advertise_routes == ["10.9.0.0/24", "fd00:9::/64", "0.0.0.0/0", "::/0"]
+    assert p.route_all and p.shields_up and p.exit_node_allow_lan_access and not p.corp_dns
+    assert meshctl(s, "up", "--no-advertise-exit-node", "--no-shields-up", "--timeout", "20").returncode == 0
+    p = asyncio.run(LocalClient(s).prefs())
+    assert p.advertise_routes == ["10.9.0.0/24", "fd00:9::/64"] and not p.shields_up and p.route_all
+    assert meshctl(s, "up", "--advertise-routes", "", "--timeout", "20").returncode == 0
+    assert asyncio.run(LocalClient(s).prefs()).advertise_routes is None
+    bad = meshctl(s, "up", "--advertise-routes", "10.0.0.0/33", "--timeout", "5")
+    assert bad.returncode != 0 and "not an IP prefix" in bad.stderr
+
+
+def test_debug_engine_is_root_only(helper):
+    """GET meshvpn/debug-engine: engine internals for root (lab tests, operators)."""
+    doc = asyncio.run(LocalClient(helper.socket).debug_engine())
+    assert isinstance(doc, dict)
+
+
 def test_gui_keys_are_used_for_the_node(helper):
     from engine.keys import MachinePrivate, NodePrivate
 
