@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # Header (RFC 5389 §6), 20 bytes:
@@ -78,7 +79,7 @@ def is_binding_response(b: bytes) -> bool:
     return is_stun(b) and b[0] == 0x01 and b[1] == 0x01
 
 
-def _iter_attrs(body: bytes):
+def _iter_attrs(body: bytes) -> Iterator[tuple[int, bytes, int]]:
     off = 0
     while off + 4 <= len(body):
         atype, alen = struct.unpack_from("!HH", body, off)

@@ -201,7 +201,8 @@ class ClientHandshake:
         if len(buf) < HEADER_LEN:
             return HEADER_LEN
         if buf[0] == MSG_TYPE_ERROR:
-            return HEADER_LEN + struct.unpack(">H", buf[1:3])[0]
+            length: int = struct.unpack(">H", buf[1:3])[0]
+            return HEADER_LEN + length
         return RESPONSE_LEN
 
     def receive_response(self, data: bytes) -> "NoiseConn":

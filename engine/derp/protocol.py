@@ -6,6 +6,7 @@ import enum
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import nacl.exceptions
 import nacl.public
@@ -41,7 +42,7 @@ class Connected:
 
 @dataclass(frozen=True, slots=True)
 class ServerInfo:
-    info: dict
+    info: dict[str, Any]
 
 
 # Server messages the core passes on as they were parsed are its events as well (one type each).
@@ -199,14 +200,17 @@ class DerpClientConn:
     def _send_client_info(self) -> None:
         info = {"version": f.PROTOCOL_VERSION, "CanAckPings": self.can_ack_pings}
         msg = json.dumps(info, separators=(",", ":")).encode()
-        box = nacl.public.Box(self.private_key, nacl.public.PublicKey(self.server_key))
-        sealed = bytes(box.encrypt(msg, self.random(f.NONCE_LEN)))  # nonce || box
+        sealed = bytes(self._server_box().encrypt(msg, self.random(f.NONCE_LEN)))  # nonce || box
         self._out += f.encode_frame(f.FrameType.CLIENT_INFO, self.public_key + sealed)
 
-    def _open_server_info(self, sealed: bytes) -> dict:
+    def _server_box(self) -> nacl.public.Box:
+        if self.server_key is None:  # only called once the ServerKey frame has set it
+            raise DerpProtocolError("no server key yet")
+        return nacl.public.Box(self.private_key, nacl.public.PublicKey(self.server_key))
+
+    def _open_server_info(self, sealed: bytes) -> dict[str, Any]:
         try:
-            box = nacl.public.Box(self.private_key, nacl.public.PublicKey(self.server_key))
-            plain = box.decrypt(sealed)
+            plain = self._server_box().decrypt(sealed)
             info = json.loads(plain)
         except (nacl.exceptions.CryptoError, ValueError, TypeError) as e:
             raise DerpProtocolError(f"ServerInfo box did not open: {e.__class__.__name__}") from e

@@ -46,7 +46,7 @@ def is_valid_domain(name: Any) -> bool:
 
 
 def valid_domains(names: Iterable[Any], what: str = "search domain",
-                  logger: logging.Logger | logging.LoggerAdapter | None = None) -> list[str]:
+                  logger: logging.Logger | logging.LoggerAdapter[Any] | None = None) -> list[str]:
     """The valid ones of `names`, normalised (see check_domain), in order, without duplicates; each bad one logged."""
     out: list[str] = []
     if isinstance(names, (str, bytes)):
@@ -62,7 +62,7 @@ def valid_domains(names: Iterable[Any], what: str = "search domain",
     return out
 
 
-def ip_literals(values: Iterable[Any], logger: logging.Logger | logging.LoggerAdapter | None = None) -> list[str]:
+def ip_literals(values: Iterable[Any], logger: logging.Logger | logging.LoggerAdapter[Any] | None = None) -> list[str]:
     """The values that are IP addresses, normalised, in order; each other one logged and left out."""
     out: list[str] = []
     for v in values or ():

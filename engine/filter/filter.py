@@ -22,7 +22,7 @@ import ipaddress
 import threading
 from bisect import bisect_right
 from collections import OrderedDict
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Final, Iterable, Literal, Mapping, Sequence, Union
 
 from engine.filter.packet import (
     PROTO_FRAGMENT,
@@ -35,9 +35,10 @@ from engine.filter.packet import (
     PROTO_UNKNOWN,
     TCP_ACK,
     TCP_SYN,
+    Packet,
     decode,
 )
-from engine.filter.rules import FilterRuleError, Match, Range, compile_rules, prefixes_to_ranges
+from engine.filter.rules import DstRange, FilterRuleError, Match, Range, compile_rules, prefixes_to_ranges
 
 LRU_SIZE = 512  # tailscale's flowtrack cache size for UDP/SCTP reply tuples
 
@@ -61,8 +62,8 @@ class Verdict(enum.Enum):
     DROP = "drop"
 
 
-ACCEPT = Verdict.ACCEPT
-DROP = Verdict.DROP
+ACCEPT: Final = Verdict.ACCEPT
+DROP: Final = Verdict.DROP
 
 
 class DropReason(str, enum.Enum):
@@ -75,6 +76,20 @@ class DropReason(str, enum.Enum):
     DST_NOT_LOCAL = "destination-not-allowed"
     NO_RULE = "no-rules-matched"
     OTHER_PROTO = "unknown-protocol-no-rule"
+
+
+# decode(): (version, proto, src, dst, sport, dport, tcp_flags, icmp_type, icmp_code)
+_Decoded = tuple[int, int, int, int, int, int, int, int, int]
+# explain_in(): a DROP always names a DropReason, an ACCEPT says why in plain text.
+Explanation = Union[tuple[Literal[Verdict.DROP], DropReason], tuple[Literal[Verdict.ACCEPT], str]]
+# _pre(): a verdict with its reason, or (None, None, the decoded packet) for the direction's own checks.
+_Pre = Union[
+    tuple[Literal[Verdict.DROP], DropReason, None],
+    tuple[Literal[Verdict.ACCEPT], str, None],
+    tuple[None, None, _Decoded],
+]
+# Per-family compiled rules: (protos, srcs, dsts) triples.
+_Matches = tuple[tuple[frozenset[int], tuple[Range, ...], tuple[DstRange, ...]], ...]
 
 
 def _in_ranges(x: int, ranges: tuple[Range, ...]) -> bool:
@@ -110,8 +125,8 @@ class Filter:
         self._lo4, self._hi4 = tuple(r[0] for r in self._local4), tuple(r[1] for r in self._local4)
         self._lo6, self._hi6 = tuple(r[0] for r in self._local6), tuple(r[1] for r in self._local6)
         # Per-family (protos, srcs, dsts) triples: the inner loops index tuples only.
-        self._m4 = tuple((m.protos, m.src4, m.dst4) for m in self.matches if m.src4 and m.dst4)
-        self._m6 = tuple((m.protos, m.src6, m.dst6) for m in self.matches if m.src6 and m.dst6)
+        self._m4: _Matches = tuple((m.protos, m.src4, m.dst4) for m in self.matches if m.src4 and m.dst4)
+        self._m6: _Matches = tuple((m.protos, m.src6, m.dst6) for m in self.matches if m.src6 and m.dst6)
         self._lru: OrderedDict[tuple[int, int, int, int, int], None] = OrderedDict()
         self._lru_size = lru_size
         self._lock = threading.Lock()
@@ -147,6 +162,7 @@ class Filter:
         ::/0 when offering an exit node). A fatal rule error (SrcBits) fails closed (AllowNone).
         The UDP reply LRU of `prev` is carried over. ``open_tcp``: see __init__ (not before the first netmap).
         """
+        errors: list[str]
         if packet_filter is None:
             f, errors = cls.allow_none(), []
         else:
@@ -167,13 +183,14 @@ class Filter:
                 self._lru[t] = None
 
     # -- hot path -------------------------------------------------------------------------
-    def check_out(self, pkt) -> Verdict:
+    def check_out(self, pkt: Packet) -> Verdict:
         """Packet from this host into the tunnel: accepted unless `pre` drops it; records UDP flows."""
-        v, reason, d = self._pre(pkt)
-        if v is not None:
-            if v is DROP:
-                self.drops[reason] += 1
-            return v
+        pre = self._pre(pkt)
+        if pre[0] is not None:
+            if pre[0] is DROP:
+                self.drops[pre[1]] += 1
+            return pre[0]
+        d = pre[2]
         proto = d[1]
         if proto == PROTO_UDP or proto == PROTO_SCTP:
             # Reversed tuple: what a reply will look like.
@@ -188,20 +205,23 @@ class Filter:
                         lru.popitem(last=False)
         return ACCEPT
 
-    def check_in(self, pkt) -> Verdict:
+    def check_in(self, pkt: Packet) -> Verdict:
         """Packet from a peer, decrypted, about to be written to the TUN."""
-        v, reason = self.explain_in(pkt)
-        if v is DROP:
-            self.drops[reason] += 1
+        e = self.explain_in(pkt)
+        if e[0] is DROP:
+            self.drops[e[1]] += 1
         else:
             self.accepted_in += 1
-        return v
+        return e[0]
 
-    def explain_in(self, pkt) -> tuple[Verdict, DropReason | str]:
+    def explain_in(self, pkt: Packet) -> Explanation:
         """check_in without counting; returns (verdict, reason) for tests and debugging."""
-        v, reason, d = self._pre(pkt)
-        if v is not None:
-            return v, reason
+        pre = self._pre(pkt)
+        if pre[0] is DROP:
+            return DROP, pre[1]
+        if pre[0] is ACCEPT:
+            return ACCEPT, pre[1]
+        d = pre[2]
         ver, proto, src, dst, _sport, dport, flags, itype, icode = d
         if ver == 4:
             if not _in_sorted(dst, self._lo4, self._hi4):
@@ -253,7 +273,7 @@ class Filter:
 
     # -- internals ------------------------------------------------------------------------
     @staticmethod
-    def _match(ms, proto: int, src: int, dst: int, dport: int) -> bool:
+    def _match(ms: _Matches, proto: int, src: int, dst: int, dport: int) -> bool:
         for protos, srcs, dsts in ms:
             if proto not in protos:
                 continue
@@ -268,7 +288,7 @@ class Filter:
         return False
 
     @staticmethod
-    def _pre(pkt):
+    def _pre(pkt: Packet) -> _Pre:
         n = len(pkt)
         if n == 0:
             return ACCEPT, "keepalive", None

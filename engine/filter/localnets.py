@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Union
+from typing import Iterable, TypeVar, Union
 
 from engine.tsaddr import TAILNET_RANGES
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+_N = TypeVar("_N", ipaddress.IPv4Network, ipaddress.IPv6Network)
 
 # Never local through a default route, even when an interface address lies inside
 # (facts from tailscale ipn/ipnlocal removeFromDefaultRoute).
@@ -30,14 +31,23 @@ def subtract(nets: Iterable[Network], remove: Iterable[Network]) -> list[Network
     for r in remove:
         nxt: list[Network] = []
         for n in out:
-            if n.version != r.version or not n.overlaps(r):
+            if isinstance(n, ipaddress.IPv4Network) and isinstance(r, ipaddress.IPv4Network):
+                nxt.extend(_minus(n, r))
+            elif isinstance(n, ipaddress.IPv6Network) and isinstance(r, ipaddress.IPv6Network):
+                nxt.extend(_minus(n, r))
+            else:  # different families
                 nxt.append(n)
-            elif n.subnet_of(r):
-                continue  # entirely removed
-            else:  # n is a strict supernet of r (prefixes either nest or are disjoint)
-                nxt.extend(n.address_exclude(r))
         out = nxt
     return _collapse(out)
+
+
+def _minus(n: _N, r: _N) -> list[_N]:
+    """n - r, both of one family."""
+    if not n.overlaps(r):
+        return [n]
+    if n.subnet_of(r):
+        return []  # entirely removed
+    return list(n.address_exclude(r))  # n is a strict supernet of r (prefixes either nest or are disjoint)
 
 
 def _collapse(nets: Iterable[Network]) -> list[Network]:

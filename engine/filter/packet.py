@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Union
 
 # IP protocol numbers (IANA).
 PROTO_ICMP4 = 1
@@ -32,6 +33,9 @@ MIN_FRAG = 10
 TCP_SYN = 0x02
 TCP_ACK = 0x10
 
+# An IP packet as the data plane hands it over.
+Packet = Union[bytes, bytearray, memoryview]
+
 # IPv4: 1b ver/ihl | 1b tos | 2b total len | 2b id | 2b flags/frag | 1b ttl | 1b proto | 2b csum | 4b src | 4b dst
 _IP4 = struct.Struct("!BxHxxHxBxxII")
 # IPv6: 4b ver/tc/flow | 2b payload len | 1b next header | 1b hop limit | 16b src | 16b dst
@@ -57,12 +61,12 @@ class Parsed:
 NOT_IP = Parsed(0, PROTO_UNKNOWN, 0, 0, 0, 0, 0, -1, -1)
 
 
-def parse(b: bytes | bytearray | memoryview) -> Parsed:
+def parse(b: Packet) -> Parsed:
     """Decode the IP header of `b`; never raises (junk comes back as version 0 / PROTO_UNKNOWN)."""
     return Parsed(*decode(b))
 
 
-def decode(b) -> tuple[int, int, int, int, int, int, int, int, int]:
+def decode(b: Packet) -> tuple[int, int, int, int, int, int, int, int, int]:
     """Tuple form of `parse`: (version, proto, src, dst, sport, dport, tcp_flags, icmp_type, icmp_code)."""
     n = len(b)
     if n < 1:

@@ -13,6 +13,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rdataclass
+import dns.rdatatype
 
 from engine.dns.config import DoHUpstream, Upstream
 from engine.ipn.engine_api import DNSResolverView
@@ -70,7 +71,7 @@ def to_fqdn(name: str) -> str:
 
 def build_query(fqdn: str, qtype: int) -> bytes:
     """The query sent to quad-100: one question (class IN), RD set, no EDNS."""
-    q = dns.message.make_query(fqdn, qtype, dns.rdataclass.IN, use_edns=False)
+    q = dns.message.make_query(fqdn, dns.rdatatype.RdataType.make(qtype), dns.rdataclass.IN, use_edns=False)
     q.flags = dns.flags.RD
     return q.to_wire()
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+_T = TypeVar("_T")
 
 # Batch.put results
 FIRST = 1  # queued into an empty batch: the caller schedules one drain on the loop
@@ -65,7 +68,7 @@ class SourceLimiter:
         return b.take(now)
 
 
-class Batch:
+class Batch(Generic[_T]):
     """A bounded list handed from a producer thread to the event loop in one piece.
 
     The producer `put`s; on FIRST it schedules a single drain (one loop wakeup per batch, not
@@ -75,13 +78,13 @@ class Batch:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.peak = 0
-        self._items: list = []
+        self._items: list[_T] = []
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, item: object) -> int:
+    def put(self, item: _T) -> int:
         with self._lock:
             n = len(self._items)
             if n >= self.limit:
@@ -91,7 +94,7 @@ class Batch:
                 self.peak = n + 1
             return FIRST if n == 0 else QUEUED
 
-    def take(self) -> list:
+    def take(self) -> list[_T]:
         with self._lock:
             items, self._items = self._items, []
             return items

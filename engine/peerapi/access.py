@@ -65,7 +65,8 @@ class Access:
     internet_allowed: Callable[[str], bool] | None = None
 
     def who_is(self, ip: str) -> PeerIdentity | None:
-        return self.peers.get(_canon(ip))
+        c = _canon(ip)
+        return None if c is None else self.peers.get(c)
 
     def host_valid(self, host: str | None) -> bool:
         """Host header check: "peer", or ip:port naming one of our addresses."""

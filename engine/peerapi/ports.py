@@ -18,6 +18,8 @@ import ipaddress
 import zlib
 from typing import Mapping
 
+Service = dict[str, str | int]  # one tailcfg.Service: {"Proto": str, "Port": int}
+
 PORT_TRIES = 5
 PORT_BASE = 0x8000  # ORed into the 16-bit hash: ports 32768..65535
 PROTO_PEERAPI4 = "peerapi4"
@@ -37,9 +39,9 @@ def candidate_ports(ip: str) -> list[int]:
     return out
 
 
-def services(ports: Mapping[str, int], *, dns_proxy: bool) -> tuple[dict, ...]:
+def services(ports: Mapping[str, int], *, dns_proxy: bool) -> tuple[Service, ...]:
     """Hostinfo.Services for the listeners in ``ports`` (address -> port), IPv4 first."""
-    out: list[dict] = []
+    out: list[Service] = []
     for ip, port in sorted(ports.items(), key=lambda kv: (":" in kv[0], kv[0])):
         if port:
             out.append({"Proto": PROTO_PEERAPI6 if ":" in ip else PROTO_PEERAPI4, "Port": int(port)})

@@ -64,7 +64,7 @@ class AllowedIPs:
         key = int(net.network_address) >> (fam.bits - plen)
         table = fam.tables.get(plen)
         new_len = table is None
-        if new_len:
+        if table is None:
             table = fam.tables[plen] = {}
         old = table.get(key)
         if old is not None and old is not peer:
@@ -110,7 +110,9 @@ class AllowedIPs:
         self._v6.rebuild()
 
     def clear(self) -> None:
-        self.__init__()
+        self._v4 = _Family(32)
+        self._v6 = _Family(128)
+        self._by_peer = {}
 
     def entries_for(self, peer: Any) -> list[IPNetwork]:
         """The peer's prefixes, IPv4 first, then by address and length."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Callable
 
 from engine.wg import crypto
 from engine.wg.constants import (
@@ -60,7 +61,9 @@ def addr_bytes(src: object) -> bytes:
 class CookieChecker:
     """Responder side: mac1/mac2 checks and cookie replies for one local static key."""
 
-    def __init__(self, public_key: bytes, random_bytes, *, refresh_time: float = COOKIE_REFRESH_TIME) -> None:
+    def __init__(
+        self, public_key: bytes, random_bytes: Callable[[int], bytes], *, refresh_time: float = COOKIE_REFRESH_TIME
+    ) -> None:
         self._mac1_key = mac1_key(public_key)
         self._cookie_key = cookie_key(public_key)
         self._random_bytes = random_bytes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Callable
 
 TYPE_INITIATION = 1
 TYPE_RESPONSE = 2
@@ -151,7 +152,7 @@ class Transport:
 
 Message = Initiation | Response | CookieReply | Transport
 
-_PARSERS = {
+_PARSERS: dict[int, Callable[[bytes], Message]] = {
     TYPE_INITIATION: Initiation.parse,
     TYPE_RESPONSE: Response.parse,
     TYPE_COOKIE_REPLY: CookieReply.parse,
