@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from tests.lab.netlab import stop_process
+from tests.lab.peers import gen_keypair
 
 NODE = str(Path(__file__).resolve().parent / "node.py")
 TUN_A, TUN_B = "10.66.0.1", "10.66.0.2"
@@ -20,11 +20,9 @@ UL_A6, UL_B6 = "2001:db8::1", "2001:db8::2"
 
 
 def new_key() -> tuple[bytes, bytes]:
-    k = X25519PrivateKey.generate()
-    priv = k.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                           serialization.NoEncryption())
-    pub = k.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return priv, pub
+    """A fresh (private, public) X25519 pair, raw bytes."""
+    k = gen_keypair()
+    return base64.b64decode(k.private), base64.b64decode(k.public)
 
 
 @dataclass
@@ -76,17 +74,25 @@ def start_node(lab, host, cfg: dict, timeout: float = 20) -> Node:
 
 
 def stop_node(node: Node) -> None:
+    """Ask the node to quit (it closes its device and TUN); SIGTERM, then SIGKILL, if it has not after 5 s."""
     p = node.proc
     if p is None or p.poll() is not None:
         return
     with contextlib.suppress(OSError, ValueError):
         p.stdin.write("quit\n")
         p.stdin.flush()
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         p.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait(timeout=5)
+    stop_process(p, timeout=5)
+
+
+def node_cfg(lab, key: bytes, port: int, tun: tuple[str, str], peer_key: bytes, peer_endpoint: str,
+             peer_tun: tuple[str, str], **settings) -> dict:
+    """node.py's config: a fresh interface name, tunnel addresses ``tun`` (v4, v6) and one peer owning ``peer_tun``."""
+    return {**settings, "name": lab.ifname(), "private_key": key.hex(), "listen_port": port,
+            "addresses": [f"{tun[0]}/24", f"{tun[1]}/64"],
+            "peers": [{"public_key": peer_key.hex(), "endpoint": peer_endpoint,
+                       "allowed_ips": [f"{peer_tun[0]}/32", f"{peer_tun[1]}/128"]}]}
 
 
 def engine_pair(lab, *, v6: bool = False, timings: dict | None = None, tso: bool = False, mtu: int = 1420,
@@ -98,24 +104,11 @@ def engine_pair(lab, *, v6: bool = False, timings: dict | None = None, tso: bool
     port_a, port_b = 51820, 51821
     ep_a = f"[{UL_A6}]:{port_a}" if v6 else f"{UL_A}:{port_a}"
     ep_b = f"[{UL_B6}]:{port_b}" if v6 else f"{UL_B}:{port_b}"
-    name_a, name_b = lab.ifname(), lab.ifname()
     common = {"mtu": mtu, "tso": tso, "timings": timings or {}, **(extra_cfg or {})}
-    cfg_a = {**common, "name": name_a, "private_key": ka.hex(), "listen_port": port_a,
-             "addresses": [f"{TUN_A}/24", f"{TUN_A6}/64"],
-             "peers": [{"public_key": pb.hex(), "endpoint": ep_b, "allowed_ips": [f"{TUN_B}/32", f"{TUN_B6}/128"]}]}
-    cfg_b = {**common, "name": name_b, "private_key": kb.hex(), "listen_port": port_b,
-             "addresses": [f"{TUN_B}/24", f"{TUN_B6}/64"],
-             "peers": [{"public_key": pa.hex(), "endpoint": ep_a, "allowed_ips": [f"{TUN_A}/32", f"{TUN_A6}/128"]}]}
-    na = start_node(lab, a, cfg_a)
-    nb = start_node(lab, b, cfg_b)
+    na = start_node(lab, a, node_cfg(lab, ka, port_a, (TUN_A, TUN_A6), pb, ep_b, (TUN_B, TUN_B6), **common))
+    nb = start_node(lab, b, node_cfg(lab, kb, port_b, (TUN_B, TUN_B6), pa, ep_a, (TUN_A, TUN_A6), **common))
     return EnginePair(na, nb, v6, {"keys": (pa, pb)})
 
 
 def wait_ping(host, addr: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = host.run(["ping", "-c", "1", "-W", "1", addr], check=False)
-        if r.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{host.name} cannot ping {addr}: {r.stdout}{r.stderr}")
+    assert host.wait_ping(addr, timeout), f"{host.name} cannot ping {addr} within {timeout}s"

@@ -16,19 +16,16 @@ from engine.dataplane.endpoint import UdpEndpoint
 from engine.dataplane.tun_linux import ChannelTun
 from engine.wg.constants import Timings
 from tests.dataplane.packets import icmp_echo, tcp_packet, udp_packet
+from tests.lab.netlab import poll_until
 
 A_IP, B_IP = "10.77.0.1", "10.77.0.2"
 A_IP6, B_IP6 = "fd77::1", "fd77::2"
 
 
 def wait_for(pred, timeout=10.0, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError("condition not met within %.1fs" % timeout)
+    v = poll_until(pred, timeout, interval)
+    assert v, "condition not met within %.1fs" % timeout
+    return v
 
 
 def public_of(priv: bytes) -> bytes:

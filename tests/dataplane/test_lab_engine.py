@@ -2,61 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 
 import pytest
 
 from tests.dataplane import labpair
 from tests.dataplane.labpair import TUN_A, TUN_A6, TUN_B, TUN_B6, engine_pair, wait_ping
+from tests.lab import xfer
 
 pytestmark = pytest.mark.lab
 
-RECEIVER = r"""
-import hashlib, socket, sys
-fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 9000)); s.listen(1)
-print("LISTENING", flush=True)
-c, _ = s.accept()
-h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(1 << 16)
-    if not b:
-        break
-    h.update(b); n += len(b)
-print(n, h.hexdigest(), flush=True)
-"""
-
-SENDER = r"""
-import socket, sys, time
-data = open(sys.argv[2], "rb").read()
-pace = float(sys.argv[3])
-fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-c = socket.create_connection((sys.argv[1], 9000), timeout=60)
-step = 1 << 18
-for off in range(0, len(data), step):
-    c.sendall(data[off:off + step])
-    if pace:
-        time.sleep(pace)
-c.shutdown(socket.SHUT_WR)
-c.recv(1)
-"""
-
-
-def transfer(lab, src, dst, dst_ip: str, size: int, pace: float = 0.0) -> None:
-    blob = lab.dir / f"blob-{size}"
-    blob.write_bytes(os.urandom(size))
-    want = hashlib.sha256(blob.read_bytes()).hexdigest()
-    import subprocess
-    rx = dst.popen_python(RECEIVER, dst_ip, stdout=subprocess.PIPE, text=True)
-    assert rx.stdout.readline().strip() == "LISTENING"
-    src.exec_python(SENDER, dst_ip, str(blob), str(pace), timeout=120)
-    line = rx.stdout.readline().split()
-    rx.wait(timeout=30)
-    assert line == [str(size), want]
+def transfer(src, dst, dst_ip: str, size: int, rate: float = 0) -> None:
+    """``size`` bytes src -> dst_ip:9000 (a receiver in dst bound to dst_ip); both sides' sha256 must agree."""
+    rx = xfer.receiver(dst, 9000, dst_ip)
+    sent = xfer.send(src, dst_ip, 9000, size, rate=rate, timeout=120)
+    assert xfer.received(rx, timeout=30) == sent and sent[0] == str(size)
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["v4-underlay", "v6-underlay"])
@@ -67,8 +27,8 @@ def test_ping_and_tcp_transfer(lab, v6):
     wait_ping(b, TUN_A)
     wait_ping(a, TUN_B6)
     wait_ping(b, TUN_A6)
-    transfer(lab, a, b, TUN_B, 20 << 20)
-    transfer(lab, b, a, TUN_A6, 5 << 20)
+    transfer(a, b, TUN_B, 20 << 20)
+    transfer(b, a, TUN_A6, 5 << 20)
     sa, sb = p.a.status(), p.b.status()
     assert sa["peers"][0]["last_handshake"] and sb["peers"][0]["last_handshake"]
     want_ep = f"[{labpair.UL_A6}]:51820" if v6 else f"{labpair.UL_A}:51820"
@@ -85,7 +45,7 @@ def test_rekey_while_traffic_continues(lab):
     a, b = p.a.host, p.b.host
     wait_ping(a, TUN_B)
     first = p.a.status()["peers"][0]["last_handshake"]
-    transfer(lab, a, b, TUN_B, 8 << 20, pace=0.25)  # ~8 s of paced traffic
+    transfer(a, b, TUN_B, 8 << 20, rate=1 << 20)  # ~8 s of paced traffic
     sa, sb = p.a.status(), p.b.status()
     assert sa["peers"][0]["last_handshake"] > first
     completed = sa["counters"].get("handshakes_completed", 0) + sb["counters"].get("handshakes_completed", 0)
@@ -97,8 +57,8 @@ def test_tso_reads_segmented(lab):
     p = engine_pair(lab, tso=True)
     a, b = p.a.host, p.b.host
     wait_ping(a, TUN_B)
-    transfer(lab, a, b, TUN_B, 10 << 20)
-    transfer(lab, a, b, TUN_B6, 3 << 20)
+    transfer(a, b, TUN_B, 10 << 20)
+    transfer(a, b, TUN_B6, 3 << 20)
 
 
 @pytest.mark.parametrize("tso", [False, True], ids=["plain", "tso"])
@@ -117,17 +77,15 @@ def test_interop_with_wireguard_go(lab, tso):
     wg = WireguardGo(b, lab.ifname(), listen_port=51821, address=f"{TUN_B}/24", address6=f"{TUN_B6}/64").start()
     wg.add_peer(base64.b64encode(pa).decode(), endpoint=f"{labpair.UL_A}:51820",
                 allowed_ips=f"{TUN_A}/32,{TUN_A6}/128")
-    cfg = {"name": lab.ifname(), "mtu": 1420, "tso": tso, "private_key": ka.hex(), "listen_port": 51820,
-           "addresses": [f"{TUN_A}/24", f"{TUN_A6}/64"],
-           "peers": [{"public_key": base64.b64decode(wg.public_key).hex(), "endpoint": f"{labpair.UL_B}:51821",
-                      "allowed_ips": [f"{TUN_B}/32", f"{TUN_B6}/128"]}]}
+    cfg = labpair.node_cfg(lab, ka, 51820, (TUN_A, TUN_A6), base64.b64decode(wg.public_key), f"{labpair.UL_B}:51821",
+                           (TUN_B, TUN_B6), mtu=1420, tso=tso)
     node = labpair.start_node(lab, a, cfg)
     wait_ping(a, TUN_B)
     wait_ping(b, TUN_A)
     wait_ping(a, TUN_B6)
-    transfer(lab, a, b, TUN_B, 16 << 20)
-    transfer(lab, b, a, TUN_A, 16 << 20)
-    transfer(lab, a, b, TUN_B6, 4 << 20)
+    transfer(a, b, TUN_B, 16 << 20)
+    transfer(b, a, TUN_A, 16 << 20)
+    transfer(a, b, TUN_B6, 4 << 20)
     st = node.status()
     assert st["peers"][0]["last_handshake"]
     assert not st["counters"].get("worker_crashed")

@@ -208,21 +208,12 @@ _WG = None
 def _wg():
     global _WG
     if _WG is None:
-        from tests.unit.wg.conftest import A_ADDR, Pair, ip4
+        from tests.unit.wg.conftest import established_pair, ip4, valid_datagrams
 
-        p = Pair(seed=11)
-        p.send_a(ip4("10.0.0.1", "10.0.0.2"))
-        msgs = [d for _, d in p.wire_log]
-        p.b.set_under_load(0.0)
-        p.pa.timers.last_sent_handshake = None
-        p.a._send_initiation_locked(p.pa, 0.0, is_retry=False)
-        init = p.a.datagrams_to_send()[0].data
-        p.b.decrypt(init, A_ADDR, 0.0)
-        msgs += [o.data for o in p.b.datagrams_to_send()]  # a cookie reply
+        p = established_pair()
+        msgs = valid_datagrams(p)
         msgs.append(p.a.encrypt(p.pa, ip4("10.0.0.1", "10.0.0.2", b"x" * 40), p.now) or b"")
-        fuzz = Pair(seed=11)
-        fuzz.send_a(ip4("10.0.0.1", "10.0.0.2"))
-        _WG = (fuzz, [m for m in msgs if m])
+        _WG = (established_pair(), [m for m in msgs if m])
     return _WG
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
 from tests.helper.conftest import TempUser
+from tests.lab.rawsock import exchange
 
 # argv: socket method path [json-body]; prints {"status": int, "body": any} (status 0: no answer).
 REQUEST = r"""
@@ -53,19 +53,8 @@ def request_as(user: TempUser | None, sock: str, method: str, path: str, body: o
 
 def raw_request(sock: str, method: str, path: str, timeout: float = 10.0) -> bytes:
     """A request as this process (root) on a fresh connection; the whole answer."""
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(timeout)
-    s.connect(sock)
-    try:
-        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: local-tailscaled.sock\r\nConnection: close\r\n\r\n".encode())
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out
-            out += chunk
-    finally:
-        s.close()
+    head = f"{method} {path} HTTP/1.1\r\nHost: local-tailscaled.sock\r\nConnection: close\r\n\r\n"
+    return exchange(sock, head.encode(), timeout=timeout)
 
 
 def counters(sock: str) -> dict:

@@ -6,17 +6,16 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.lab import xfer
 from tests.lab.meshwg import WG_QUICK_SHIM, MeshWg, engine_env
-from tests.lab.netlab import UAPI_DIR
+from tests.lab.netlab import UAPI_DIR, poll_until
 from tests.lab.peers import WgTool, WireguardGo, gen_keypair, gen_psk, peer_bin
 
 pytestmark = pytest.mark.lab
 
-XFER = str(Path(__file__).with_name("xfer.py"))
 A4, B4, A4_NEW = "192.0.2.1", "192.0.2.2", "192.0.2.4"
 A6, B6 = "2001:db8::1", "2001:db8::2"
 TA, TB = "10.9.0.1", "10.9.0.2"
@@ -36,13 +35,18 @@ def _start(kind, host, lab, tunnel_ip, **kw):
     return cls(host, lab.ifname(), listen_port=PORT, address=f"{tunnel_ip}/24", **kw).start()
 
 
-def wait_ping(host, addr, timeout=20.0) -> bool:
-    """Ping once a second until a reply (handshake retries are 5 s apart); False after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if host.run(["ping", "-c", "1", "-W", "1", addr], check=False).returncode == 0:
-            return True
-    return False
+def _linked(lab, hosts, *, psk=None, ours_kw=None, allowed_ips=f"{TB}/32", keepalive=None):
+    """Ours on a, wireguard-go on b, each the other's peer at its underlay endpoint; (ours, ref) once a pings b.
+
+    ``ours_kw`` goes to our engine's runner; ``allowed_ips`` and ``keepalive`` to its entry for b.
+    """
+    a, b = hosts
+    ours = _start("ours", a, lab, TA, **(ours_kw or {}))
+    ref = _start("wggo", b, lab, TB)
+    ours.add_peer(ref.public_key, endpoint=f"{B4}:{PORT}", allowed_ips=allowed_ips, keepalive=keepalive, psk=psk)
+    ref.add_peer(ours.public_key, endpoint=f"{A4}:{PORT}", allowed_ips=f"{TA}/32", psk=psk)
+    assert a.wait_ping(TB), ours.log()[-3000:]
+    return ours, ref
 
 
 def _peer_row(wg, public):
@@ -65,7 +69,7 @@ def test_handshake_either_side_and_ping_both_ways(lab, hosts, initiator):
         ours.add_peer(ref.public_key, allowed_ips=f"{TB}/32")
         ref.add_peer(ours.public_key, endpoint=f"{A4}:{PORT}", allowed_ips=f"{TA}/32")
         first, first_dst, second, second_dst = b, TA, a, TB
-    assert wait_ping(first, first_dst), ours.log()[-3000:]
+    assert first.wait_ping(first_dst), ours.log()[-3000:]
     assert second.ping(second_dst, count=3).returncode == 0
     assert ours.wg.latest_handshake(ref.public_key) > 0
     assert ref.wg.latest_handshake(ours.public_key) > 0
@@ -75,12 +79,7 @@ def test_handshake_either_side_and_ping_both_ways(lab, hosts, initiator):
 
 
 def test_wg_show_reports_state(lab, hosts):
-    a, b = hosts
-    ours = _start("ours", a, lab, TA)
-    ref = _start("wggo", b, lab, TB)
-    ours.add_peer(ref.public_key, endpoint=f"{B4}:{PORT}", allowed_ips=f"{TB}/32,10.9.9.0/24", keepalive=25)
-    ref.add_peer(ours.public_key, endpoint=f"{A4}:{PORT}", allowed_ips=f"{TA}/32")
-    assert wait_ping(a, TB)
+    ours, ref = _linked(lab, hosts, allowed_ips=f"{TB}/32,10.9.9.0/24", keepalive=25)
     iface, *peers = ours.wg.dump()
     assert iface[1] == ours.public_key and iface[2] == str(PORT) and iface[3] == "off"
     assert iface[0] == "(hidden)" or iface[0] == ours.keys.private
@@ -98,44 +97,30 @@ def test_wg_show_reports_state(lab, hosts):
 @pytest.mark.parametrize("direction", ["ours_to_wggo", "wggo_to_ours"])
 def test_tcp_100mb_sha256(lab, hosts, direction):
     a, b = hosts
-    ours = _start("ours", a, lab, TA)
-    ref = _start("wggo", b, lab, TB)
-    ours.add_peer(ref.public_key, endpoint=f"{B4}:{PORT}", allowed_ips=f"{TB}/32")
-    ref.add_peer(ours.public_key, endpoint=f"{A4}:{PORT}", allowed_ips=f"{TA}/32")
-    assert wait_ping(a, TB)
+    ours, _ref = _linked(lab, hosts)
     sender, receiver, dst = (a, b, TB) if direction == "ours_to_wggo" else (b, a, TA)
-    recv = receiver.popen_python(XFER, "recv", "5001")
-    receiver.wait_for(["sh", "-c", f"grep -q ready {recv.log_path}"])
+    recv = xfer.receiver(receiver, 5001)
     nbytes = 100 * 1024 * 1024
-    sent = sender.exec_python(open(XFER).read(), "send", dst, "5001", str(nbytes), "7", timeout=240).stdout.split()
-    recv.wait(timeout=60)
-    got = receiver.log_of(recv).split()[-2:]
+    sent = xfer.send(sender, dst, 5001, nbytes)
+    got = xfer.received(recv)
     assert sent == [str(nbytes), sent[1]] and got == sent, ours.log()[-3000:]
 
 
 def test_preshared_key(lab, hosts):
     a, b = hosts
     psk = gen_psk()
-    ours = _start("ours", a, lab, TA)
-    ref = _start("wggo", b, lab, TB)
-    ours.add_peer(ref.public_key, endpoint=f"{B4}:{PORT}", allowed_ips=f"{TB}/32", psk=psk)
-    ref.add_peer(ours.public_key, endpoint=f"{A4}:{PORT}", allowed_ips=f"{TA}/32", psk=psk)
-    assert wait_ping(a, TB)
+    ours, ref = _linked(lab, hosts, psk=psk)
     assert b.ping(TA).returncode == 0
     assert _peer_row(ours.wg, ref.public_key)[1] == psk
     # a wrong PSK on one side: no new session can be made
     ref.wg.remove_peer(ours.public_key)
     ref.add_peer(ours.public_key, endpoint=f"{A4}:{PORT}", allowed_ips=f"{TA}/32", psk=gen_psk())
-    assert not wait_ping(b, TA, timeout=4)
+    assert not b.wait_ping(TA, timeout=4)
 
 
 def test_rekey_with_short_timer_keeps_traffic(lab, hosts):
-    a, b = hosts
-    ours = _start("ours", a, lab, TA, env={"MESH_WG_REKEY_AFTER_TIME": "3"})
-    ref = _start("wggo", b, lab, TB)
-    ours.add_peer(ref.public_key, endpoint=f"{B4}:{PORT}", allowed_ips=f"{TB}/32")
-    ref.add_peer(ours.public_key, endpoint=f"{A4}:{PORT}", allowed_ips=f"{TA}/32")
-    assert wait_ping(a, TB)
+    a, _b = hosts
+    ours, ref = _linked(lab, hosts, ours_kw={"env": {"MESH_WG_REKEY_AFTER_TIME": "3"}})
     ping = a.popen(["ping", "-c", "70", "-i", "0.2", "-W", "1", TB])
     seen = set()
     while ping.poll() is None:
@@ -162,10 +147,10 @@ def test_roaming_behind_nat_endpoint_follows(lab, who_roams):
     roamer = _start(roamer_kind, roamer_host, lab, TB)
     fixed.add_peer(roamer.public_key, allowed_ips=f"{TB}/32")
     roamer.add_peer(fixed.public_key, endpoint=f"203.0.113.1:{PORT}", allowed_ips=f"{TA}/32")
-    assert wait_ping(roamer_host, TA)
+    assert roamer_host.wait_ping(TA)
     assert _peer_row(fixed.wg, roamer.public_key)[2].startswith("203.0.113.2:")
     rtr.change_wan_address("203.0.113.22/24")
-    assert wait_ping(roamer_host, TA, timeout=10)  # the roamer speaks first, from its new public address
+    assert roamer_host.wait_ping(TA, timeout=10)  # the roamer speaks first, from its new public address
     assert fixed_host.ping(TB, count=3).returncode == 0
     assert _peer_row(fixed.wg, roamer.public_key)[2].startswith("203.0.113.22:")
 
@@ -173,14 +158,10 @@ def test_roaming_behind_nat_endpoint_follows(lab, who_roams):
 def test_local_address_change_ours(lab, hosts):
     """Our engine's own address changes (wildcard-bound socket): the wireguard-go peer follows."""
     a, b = hosts
-    ours = _start("ours", a, lab, TA)
-    ref = _start("wggo", b, lab, TB)
-    ours.add_peer(ref.public_key, endpoint=f"{B4}:{PORT}", allowed_ips=f"{TB}/32")
-    ref.add_peer(ours.public_key, endpoint=f"{A4}:{PORT}", allowed_ips=f"{TA}/32")
-    assert wait_ping(a, TB)
+    ours, ref = _linked(lab, hosts)
     a.del_addr("eth0", f"{A4}/24")
     a.add_addr("eth0", f"{A4_NEW}/24")
-    assert wait_ping(a, TB, timeout=10), ours.log()[-3000:]
+    assert a.wait_ping(TB, timeout=10), ours.log()[-3000:]
     assert b.ping(TA, count=3).returncode == 0
     assert _peer_row(ref.wg, ours.public_key)[2] == f"{A4_NEW}:{PORT}"
 
@@ -193,7 +174,7 @@ def test_ours_to_ours(lab, hosts, family):
     y = _start("ours", b, lab, TB, address6="fd00:9::2/64")
     x.add_peer(y.public_key, endpoint=eb, allowed_ips=f"{TB}/32,fd00:9::2/128")
     y.add_peer(x.public_key, endpoint=ea, allowed_ips=f"{TA}/32,fd00:9::1/128")
-    assert wait_ping(a, TB), x.log()[-3000:]
+    assert a.wait_ping(TB), x.log()[-3000:]
     assert b.ping(TA, count=2).returncode == 0
     assert a.ping("fd00:9::2").returncode == 0
     assert _peer_row(x.wg, y.public_key)[2] == eb
@@ -208,7 +189,7 @@ def test_wg_set_add_remove_and_setconf(lab, hosts):
     assert ours.wg.show("peers").strip() == ""
     ours.add_peer(ref.public_key, endpoint=f"{B4}:{PORT}", allowed_ips=f"{TB}/32")
     assert ours.wg.show("peers").split() == [ref.public_key]
-    assert wait_ping(a, TB)
+    assert a.wait_ping(TB)
     # showconf -> setconf round trip on the running engine
     conf = a.run([ours.wg.wg, "showconf", ours.ifname]).stdout
     assert f"PublicKey = {ref.public_key}" in conf and f"ListenPort = {PORT}" in conf
@@ -221,7 +202,7 @@ def test_wg_set_add_remove_and_setconf(lab, hosts):
     assert a.run(["ping", "-c", "1", "-W", "1", TB], check=False).returncode != 0
     # setconf with the peer again brings it back
     a.run([ours.wg.wg, "setconf", ours.ifname, str(path)])
-    assert wait_ping(a, TB)
+    assert a.wait_ping(TB)
     # interface settings on the running engine
     ours.wg.set("listen-port", str(PORT + 1), "fwmark", "0x42")
     iface = ours.wg.dump()[0]
@@ -251,28 +232,21 @@ def test_wg_quick_up_down_with_our_engine(lab, hosts):
                       "MESH_WG_LOG_FILE": str(lab.dir / f"{ifname}-engine.log")})
     up = a.run(["wg-quick", "up", str(conf)], env=env, timeout=60)
     assert "userspace" in up.stderr.lower() or "[#]" in up.stderr
-    assert wait_ping(a, TB)
+    assert a.wait_ping(TB)
     routes = a.run(["ip", "route", "show", "dev", ifname]).stdout
     assert "10.77.0.0/16" in routes
     assert "mtu 1400" in a.run(["ip", "link", "show", "dev", ifname]).stdout
     a.run(["wg-quick", "down", str(conf)], env=env, timeout=60)
-    deadline = time.monotonic() + 10
     sock = UAPI_DIR / f"{ifname}.sock"
-    while time.monotonic() < deadline and sock.exists():
-        time.sleep(0.2)
+    poll_until(lambda: not sock.exists(), 10, 0.2)
     assert a.run(["ip", "link", "show", "dev", ifname], check=False).returncode != 0
     assert not sock.exists()
     assert "engine.cli.helper" not in a.run(["sh", "-c", f"ps -o args= -p $(ip netns pids {a.ns} | tr '\\n' ,)0"],
                                             check=False).stdout
 
 
-def _gone(host, eng, timeout=10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not eng.link_exists() and not eng.socket_path.exists():
-            return True
-        time.sleep(0.1)
-    return False
+def _gone(eng, timeout=10.0) -> bool:
+    return poll_until(lambda: not eng.link_exists() and not eng.socket_path.exists(), timeout) is not None
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigint", "socket_deleted", "sigkill_restart"])
@@ -282,7 +256,7 @@ def test_teardown(lab, hosts, how):
     peer_conf = f"[Peer]\nPublicKey = {ref.public_key}\nEndpoint = {B4}:{PORT}\nAllowedIPs = {TB}/32, 10.77.0.0/16\n"
     eng = _start("ours", a, lab, TA, extra_config=peer_conf)
     ref.add_peer(eng.public_key, endpoint=f"{A4}:{PORT}", allowed_ips=f"{TA}/32")
-    assert wait_ping(a, TB)
+    assert a.wait_ping(TB)
     assert "10.77.0.0/16" in a.run(["ip", "route", "show", "dev", eng.ifname]).stdout
     if how == "sigterm":
         assert eng.stop(signal.SIGTERM) == 0
@@ -296,10 +270,10 @@ def test_teardown(lab, hosts, how):
         eng.proc.wait(timeout=10)
         assert eng.socket_path.exists()  # stale: nobody cleaned it
         again = MeshWg(a, eng.ifname, eng.keys, listen_port=PORT, address=f"{TA}/24", extra_config=peer_conf).start()
-        assert wait_ping(a, TB), again.log()[-3000:]
+        assert a.wait_ping(TB), again.log()[-3000:]
         assert again.stop(signal.SIGTERM) == 0
         eng = again
-    assert _gone(a, eng), eng.log()[-3000:]
+    assert _gone(eng), eng.log()[-3000:]
     assert eng.ifname not in a.run(["ip", "route", "show", "table", "all"]).stdout
 
 
@@ -325,7 +299,4 @@ def test_background_mode_and_config_errors(lab, hosts):
     dup = a.run([sys.executable, *helper], env=env, check=False, timeout=60)
     assert dup.returncode == 1 and "already" in dup.stderr
     (UAPI_DIR / f"{ifname}.sock").unlink()  # like wg-quick down for a userspace interface
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and a.run(["ip", "link", "show", "dev", ifname], check=False).returncode == 0:
-        time.sleep(0.2)
-    assert a.run(["ip", "link", "show", "dev", ifname], check=False).returncode != 0
+    assert poll_until(lambda: a.run(["ip", "link", "show", "dev", ifname], check=False).returncode != 0, 10, 0.2)

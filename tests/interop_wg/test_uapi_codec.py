@@ -17,6 +17,7 @@ from engine.dataplane.uapi import (
     DeviceState, PeerState, RemovePeer, ReplacePeers, SetFwmark, SetListenPort, SetPrivateKey,
     UapiServer, UpsertPeer, format_get, handle_request, parse_set,
 )
+from tests.lab.rawsock import exchange
 
 K1 = bytes(range(32))
 K2 = bytes(range(32, 64))
@@ -166,14 +167,7 @@ def test_apply_failure_maps_to_errno():
 
 
 def _talk(path, data: bytes) -> bytes:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(str(path))
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-        return out
+    return exchange(path, data, shut_wr=True)
 
 
 def test_server_socket_lifecycle(tmp_path):

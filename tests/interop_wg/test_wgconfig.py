@@ -83,61 +83,59 @@ def _peer(extra: str) -> str:
     return f"[Interface]\nPrivateKey = {PRIV}\n[Peer]\nPublicKey = {PUB1}\n{extra}\n"
 
 
-@pytest.mark.parametrize("text,msg", [
-    pytest.param(_iface("PrivateKey = abc"), "wg0.conf:3: PrivateKey: not a valid base64 32-byte key", id="short_key"),
-    pytest.param(_iface("PrivateKey = " + "!" * 44), "wg0.conf:3: PrivateKey: not a valid base64 32-byte key",
-                 id="nonbase64_key"),
-    pytest.param(_iface("PrivateKey = " + base64.b64encode(b"x" * 31).decode()),
-                 "wg0.conf:3: PrivateKey: not a valid base64 32-byte key", id="31_byte_key"),
-    pytest.param(_iface("ListenPort = 70000"), "wg0.conf:3: ListenPort: 70000 out of range 0..65535", id="port_range"),
-    pytest.param(_iface("ListenPort = -1"), "wg0.conf:3: ListenPort: not a number: '-1'", id="port_negative"),
-    pytest.param(_iface("FwMark = 0xzz"), "wg0.conf:3: FwMark: not a number: '0xzz'", id="fwmark_hex"),
-    pytest.param(_iface("FwMark = 4294967296"), "wg0.conf:3: FwMark: 4294967296 out of range 0..4294967295",
-                 id="fwmark_range"),
-    pytest.param(_iface("Address = 10.0.0.300/24"), "wg0.conf:3: Address: not an address/prefix: '10.0.0.300/24'",
-                 id="address"),
-    pytest.param(_iface("MTU = 100"), "wg0.conf:3: MTU: 100 out of range 576..65535", id="mtu_range"),
-    pytest.param(_iface("MTU = big"), "wg0.conf:3: MTU: not a number: 'big'", id="mtu_nan"),
-    pytest.param(_iface("Address = fd00::1/64\nMTU = 1000"), "wg0.conf:4: MTU: 1000 is below 1280, the IPv6 minimum",
-                 id="mtu_v6"),
-    pytest.param(_iface("Colour = blue"), "wg0.conf:3: Colour: unknown [Interface] key", id="unknown_iface_key"),
-    pytest.param(_iface("[Interface]"), "wg0.conf:3: [Interface]: only one [Interface] section is allowed",
-                 id="two_interfaces"),
-    pytest.param("ListenPort = 1\n", "wg0.conf:1: ListenPort: outside of any section", id="outside_section"),
-    pytest.param("[Interface]\n[Wat]\n", "wg0.conf:2: [Wat]: unknown section (expected [Interface] or [Peer])",
-                 id="unknown_section"),
-    pytest.param("[Interface\n", "wg0.conf:1: [Interface: malformed section header", id="bad_header"),
-    pytest.param("[Interface]\nJustAWord\n", "wg0.conf:2: JustAWord: expected 'Key = Value'", id="no_equals"),
-    pytest.param(f"[Peer]\nPublicKey = {PUB1}\n", "wg0.conf:1: [Interface]: missing [Interface] section",
-                 id="no_interface"),
-    pytest.param(_peer("PublicKey = nope"), "wg0.conf:5: PublicKey: not a valid base64 32-byte key", id="pubkey"),
-    pytest.param(_peer("PresharedKey = nope"), "wg0.conf:5: PresharedKey: not a valid base64 32-byte key", id="psk"),
-    pytest.param(_peer("Endpoint = 192.0.2.1"), "wg0.conf:5: Endpoint: expected host:port, got '192.0.2.1'",
-                 id="ep_noport"),
-    pytest.param(_peer("Endpoint = 192.0.2.1:0"), "wg0.conf:5: Endpoint: port 0 out of range 1..65535", id="ep_port0"),
-    pytest.param(_peer("Endpoint = 192.0.2.1:http"), "wg0.conf:5: Endpoint: not a port: 'http'", id="ep_port_name"),
-    pytest.param(_peer("Endpoint = 2001:db8::1:51820"),
-                 "wg0.conf:5: Endpoint: IPv6 endpoints need brackets: '2001:db8::1:51820'", id="ep_v6_nobrackets"),
-    pytest.param(_peer("Endpoint = [2001:db8::1]51820"), "wg0.conf:5: Endpoint: expected [IPv6]:port, got '[2001:db8::1]51820'",
-                 id="ep_v6_noport"),
-    pytest.param(_peer("Endpoint = [10.0.0.1]:5"), "wg0.conf:5: Endpoint: not an IPv6 address: '10.0.0.1'",
-                 id="ep_v4_in_brackets"),
-    pytest.param(_peer("Endpoint = bad_host!:5"), "wg0.conf:5: Endpoint: not an address or host name: 'bad_host!'",
-                 id="ep_bad_host"),
-    pytest.param(_peer("Endpoint = 1.2.3:5"), "wg0.conf:5: Endpoint: not an address or host name: '1.2.3'",
-                 id="ep_partial_ip"),
-    pytest.param(_peer("AllowedIPs = 10.0.0.0/33"), "wg0.conf:5: AllowedIPs: not a CIDR prefix: '10.0.0.0/33'",
-                 id="allowed_ips"),
-    pytest.param(_peer("PersistentKeepalive = 65536"), "wg0.conf:5: PersistentKeepalive: 65536 out of range 0..65535",
-                 id="keepalive_range"),
-    pytest.param(_peer("PersistentKeepalive = soon"), "wg0.conf:5: PersistentKeepalive: not a number: 'soon'",
-                 id="keepalive_nan"),
-    pytest.param(_peer("ListenPort = 1"), "wg0.conf:5: ListenPort: unknown [Peer] key", id="iface_key_in_peer"),
-    pytest.param(_iface("[Peer]\nEndpoint = 192.0.2.1:1"), "wg0.conf:3: PublicKey: missing in [Peer] section",
-                 id="peer_without_key"),
-    pytest.param(_peer(f"[Peer]\nPublicKey = {PUB1}"), "wg0.conf:6: PublicKey: duplicate peer (first at line 4)",
-                 id="duplicate_peer"),
-])
+# One bad line in [Interface] (line 3, after the private key): id -> (line, error after "wg0.conf:3: ").
+IFACE_ERRORS = {
+    "short_key": ("PrivateKey = abc", "PrivateKey: not a valid base64 32-byte key"),
+    "nonbase64_key": ("PrivateKey = " + "!" * 44, "PrivateKey: not a valid base64 32-byte key"),
+    "31_byte_key": ("PrivateKey = " + base64.b64encode(b"x" * 31).decode(),
+                    "PrivateKey: not a valid base64 32-byte key"),
+    "port_range": ("ListenPort = 70000", "ListenPort: 70000 out of range 0..65535"),
+    "port_negative": ("ListenPort = -1", "ListenPort: not a number: '-1'"),
+    "fwmark_hex": ("FwMark = 0xzz", "FwMark: not a number: '0xzz'"),
+    "fwmark_range": ("FwMark = 4294967296", "FwMark: 4294967296 out of range 0..4294967295"),
+    "address": ("Address = 10.0.0.300/24", "Address: not an address/prefix: '10.0.0.300/24'"),
+    "mtu_range": ("MTU = 100", "MTU: 100 out of range 576..65535"),
+    "mtu_nan": ("MTU = big", "MTU: not a number: 'big'"),
+    "unknown_iface_key": ("Colour = blue", "Colour: unknown [Interface] key"),
+    "two_interfaces": ("[Interface]", "[Interface]: only one [Interface] section is allowed"),
+    "peer_without_key": ("[Peer]\nEndpoint = 192.0.2.1:1", "PublicKey: missing in [Peer] section"),
+}
+
+# One bad line in the [Peer] after it (line 5, after the public key): id -> (line, error after "wg0.conf:5: ").
+PEER_ERRORS = {
+    "pubkey": ("PublicKey = nope", "PublicKey: not a valid base64 32-byte key"),
+    "psk": ("PresharedKey = nope", "PresharedKey: not a valid base64 32-byte key"),
+    "ep_noport": ("Endpoint = 192.0.2.1", "Endpoint: expected host:port, got '192.0.2.1'"),
+    "ep_port0": ("Endpoint = 192.0.2.1:0", "Endpoint: port 0 out of range 1..65535"),
+    "ep_port_name": ("Endpoint = 192.0.2.1:http", "Endpoint: not a port: 'http'"),
+    "ep_v6_nobrackets": ("Endpoint = 2001:db8::1:51820", "Endpoint: IPv6 endpoints need brackets: '2001:db8::1:51820'"),
+    "ep_v6_noport": ("Endpoint = [2001:db8::1]51820", "Endpoint: expected [IPv6]:port, got '[2001:db8::1]51820'"),
+    "ep_v4_in_brackets": ("Endpoint = [10.0.0.1]:5", "Endpoint: not an IPv6 address: '10.0.0.1'"),
+    "ep_bad_host": ("Endpoint = bad_host!:5", "Endpoint: not an address or host name: 'bad_host!'"),
+    "ep_partial_ip": ("Endpoint = 1.2.3:5", "Endpoint: not an address or host name: '1.2.3'"),
+    "allowed_ips": ("AllowedIPs = 10.0.0.0/33", "AllowedIPs: not a CIDR prefix: '10.0.0.0/33'"),
+    "keepalive_range": ("PersistentKeepalive = 65536", "PersistentKeepalive: 65536 out of range 0..65535"),
+    "keepalive_nan": ("PersistentKeepalive = soon", "PersistentKeepalive: not a number: 'soon'"),
+    "iface_key_in_peer": ("ListenPort = 1", "ListenPort: unknown [Peer] key"),
+}
+
+# Whole files: id -> (text, error).
+FILE_ERRORS = {
+    "mtu_v6": (_iface("Address = fd00::1/64\nMTU = 1000"), "wg0.conf:4: MTU: 1000 is below 1280, the IPv6 minimum"),
+    "outside_section": ("ListenPort = 1\n", "wg0.conf:1: ListenPort: outside of any section"),
+    "unknown_section": ("[Interface]\n[Wat]\n", "wg0.conf:2: [Wat]: unknown section (expected [Interface] or [Peer])"),
+    "bad_header": ("[Interface\n", "wg0.conf:1: [Interface: malformed section header"),
+    "no_equals": ("[Interface]\nJustAWord\n", "wg0.conf:2: JustAWord: expected 'Key = Value'"),
+    "no_interface": (f"[Peer]\nPublicKey = {PUB1}\n", "wg0.conf:1: [Interface]: missing [Interface] section"),
+    "duplicate_peer": (_peer(f"[Peer]\nPublicKey = {PUB1}"), "wg0.conf:6: PublicKey: duplicate peer (first at line 4)"),
+}
+
+ERRORS = {**{k: (_iface(line), f"wg0.conf:3: {err}") for k, (line, err) in IFACE_ERRORS.items()},
+          **{k: (_peer(line), f"wg0.conf:5: {err}") for k, (line, err) in PEER_ERRORS.items()},
+          **FILE_ERRORS}
+
+
+@pytest.mark.parametrize("text,msg", list(ERRORS.values()), ids=list(ERRORS))
 def test_errors(text, msg):
     with pytest.raises(ConfigError) as ei:
         parse(text, "wg0.conf")

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from tests.lab.netlab import Host, LabError, stop_process
+from tests.lab.netlab import Host, stop_process, wait_ready
 
 # "12:00:00.123456 IP 192.0.2.11.41234 > 192.0.2.1.8080: tcp 0" (tcpdump -nn -q -tttt is not used: plain time)
 PACKET_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d+ ")
@@ -24,11 +24,8 @@ class Capture:
 
     def __enter__(self) -> "Capture":
         self._proc = self.host.popen(["tcpdump", "-i", self.iface, "-nn", "-q", "-l", "-U", self.bpf])
-        deadline = time.monotonic() + self.start_timeout
-        while "listening on" not in Host.log_of(self._proc):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                raise LabError(f"tcpdump on {self.host.name}/{self.iface} did not start: {Host.log_of(self._proc)}")
-            time.sleep(0.05)
+        wait_ready(lambda: "listening on" in Host.log_of(self._proc), what=f"tcpdump on {self.host.name}/{self.iface}",
+                   until="'listening on' in its log", proc=self._proc, timeout=self.start_timeout, interval=0.05)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -7,8 +7,9 @@ import pathlib
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Sequence
+
+from tests.lab.netlab import stop_process, wait_ready
 
 DEFAULT_BIN = pathlib.Path(os.environ.get("MESH_PEER_BIN", "/var/cache/meshvpn-peers/bin")) / "derper"
 
@@ -103,23 +104,11 @@ class Derper:
             self.proc = self._popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
         finally:
             log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"derper exited with {self.proc.returncode}: {self.log()[-2000:]}")
-            if "derper: serving on" in self.log():
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"derper did not start: {self.log()[-2000:]}")
+        wait_ready(lambda: "derper: serving on" in self.log(), what="derper", until="'serving on' in its log",
+                   proc=self.proc, timeout=timeout, interval=0.05, log=self.log)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, timeout=5)
         self.proc = None
 
     def restart(self) -> None:

@@ -22,6 +22,7 @@ creating process is gone, so a killed earlier run never leaks into the next one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import itertools
@@ -35,7 +36,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Callable, Sequence
+from typing import IO, Callable, Sequence, TypeVar
 
 NS_PREFIX = "mvl"
 WG_IF_PREFIX = "mw"
@@ -49,6 +50,7 @@ _counter_lock = threading.Lock()
 NAT_KINDS = ("none", "easy", "hard", "udp-blocked")
 
 Cmd = Sequence[str] | str
+T = TypeVar("T")
 
 
 class LabError(RuntimeError):
@@ -135,9 +137,28 @@ def sweep_stale(prefix: str = NS_PREFIX) -> list[str]:
 _LOG_SEQ = itertools.count()
 
 
-def wait_ready(ready: Callable[[], bool], *, what: str, until: str, proc: subprocess.Popen | None = None,
-               timeout: float = 30, interval: float = 0.1, log: Callable[[], str] | None = None) -> None:
-    """Poll ``ready()`` until true; LabError (with the log tail) if ``proc`` exits first or ``timeout`` s pass.
+def poll_until(ready: Callable[[], T], timeout: float, interval: float = 0.1) -> T | None:
+    """Call ``ready()`` every ``interval`` s until it returns something truthy (returned) or ``timeout`` s pass (None).
+
+    ``ready`` is called at least once; a last time after the deadline has passed.
+    """
+    deadline = time.monotonic() + timeout
+    while not (v := ready()) and time.monotonic() <= deadline:
+        time.sleep(interval)
+    return v or None
+
+
+async def apoll_until(ready: Callable[[], T], timeout: float, interval: float = 0.05) -> T | None:
+    """``poll_until`` in a coroutine: ``asyncio.sleep`` between the calls, so the event loop keeps running."""
+    deadline = time.monotonic() + timeout
+    while not (v := ready()) and time.monotonic() <= deadline:
+        await asyncio.sleep(interval)
+    return v or None
+
+
+def wait_ready(ready: Callable[[], T], *, what: str, until: str, proc: subprocess.Popen | None = None,
+               timeout: float = 30, interval: float = 0.1, log: Callable[[], str] | None = None) -> T:
+    """Poll ``ready()`` until truthy and return that; LabError (with the log tail) if ``proc`` exits or time runs out.
 
     ``what`` names the process ("headscale"), ``until`` the readiness check ("GET /health answers");
     ``log`` defaults to the log file of ``proc``.
@@ -146,13 +167,16 @@ def wait_ready(ready: Callable[[], bool], *, what: str, until: str, proc: subpro
         text = log() if log is not None else Host.log_of(proc) if proc is not None else ""
         return text[-3000:]
 
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc is not None and proc.poll() is not None:
+    def check() -> T:
+        v = ready()
+        if not v and proc is not None and proc.poll() is not None:
             raise LabError(f"{what} exited rc={proc.returncode}: {tail()}")
-        if time.monotonic() > deadline:
-            raise LabError(f"{what} not ready after {timeout}s ({until}): {tail()}")
-        time.sleep(interval)
+        return v
+
+    v = poll_until(check, timeout, interval)
+    if v is None:
+        raise LabError(f"{what} not ready after {timeout}s ({until}): {tail()}")
+    return v
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 10, sig: int = signal.SIGTERM) -> None:
@@ -325,18 +349,22 @@ class Host:
 
     def wait_for(self, predicate_cmd: Cmd, timeout: float = 10, interval: float = 0.1) -> None:
         """Poll `predicate_cmd` in this host until it exits 0 (LabError after timeout)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            p = self.run(predicate_cmd, check=False, timeout=max(1.0, timeout))
-            if p.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise LabError(f"[{self.name}] timed out waiting for {predicate_cmd!r}: {p.stderr.strip()}")
-            time.sleep(interval)
+        last: list[subprocess.CompletedProcess] = []
+
+        def ok() -> bool:
+            last[:] = [self.run(predicate_cmd, check=False, timeout=max(1.0, timeout))]
+            return last[0].returncode == 0
+
+        wait_ready(ok, what=f"[{self.name}] {predicate_cmd!r}", until="exits 0", timeout=timeout, interval=interval,
+                   log=lambda: last[0].stderr.strip())
 
     def ping(self, addr: str, count: int = 1, timeout: float = 5) -> subprocess.CompletedProcess:
         return self.run(["ping", "-c", str(count), "-W", str(int(timeout)), "-i", "0.2", addr],
                         check=False, timeout=timeout * count + 5)
+
+    def wait_ping(self, addr: str, timeout: float = 20) -> bool:
+        """Ping `addr` (one probe, 1 s wait) until it answers, e.g. during a handshake; False after `timeout` s."""
+        return poll_until(lambda: self.ping(addr, timeout=1).returncode == 0, timeout, interval=0.2) is not None
 
     def stop_processes(self, grace: float = 3.0) -> None:
         """SIGTERM tracked processes, SIGKILL after `grace` seconds."""
@@ -638,4 +666,4 @@ class Lab:
 
 
 __all__ = ["Lab", "Host", "Switch", "Router", "LabError", "sweep_stale", "list_namespaces", "NAT_KINDS",
-           "wait_ready", "stop_process"]
+           "wait_ready", "poll_until", "apoll_until", "stop_process"]

@@ -5,7 +5,7 @@
       responses and WireGuard-looking junk, round robin from 8 source ports; prints
       {"sent": {kind: n}} when done.
   disco_attacker.py peer --derp-map PATH
-      a MagicConn driven by JSON lines on stdin, like node_agent.py; first line
+      a MagicConn driven by JSON lines on stdin (tests/lab/agent.py, like node_agent.py); first line
       {"ready":true,"node":hex,"disco":hex}. Commands:
         {"cmd":"home","region":n}                      dial the DERP region, wait until connected
         {"cmd":"peers","peers":[{node,disco,derp}]}
@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import socket
-import sys
 import time
 
 import nacl.public
@@ -29,6 +28,8 @@ import nacl.public
 from engine.disco import box as dbox
 from engine.disco.message import CallMeMaybe
 from engine.magicsock.conn import MagicConn, PeerConfig
+from tests.lab.agent import serve
+from tests.lab.netlab import apoll_until
 
 
 def flood(args) -> None:
@@ -67,53 +68,37 @@ def flood(args) -> None:
 async def peer(args) -> None:
     derp_map = json.load(open(args.derp_map))
     async with MagicConn(nacl.public.PrivateKey.generate(), derp_map=derp_map, use_derp_http=True) as ms:
-        out = sys.stdout
-        out.write(json.dumps({"ready": True, "node": ms.node_public.hex(), "disco": ms.disco_public.hex()}) + "\n")
-        out.flush()
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         port_seq = 0
-        while True:
-            line = await reader.readline()
-            if not line:
-                break
-            req = json.loads(line)
-            reply: dict = {"ok": True}
-            if req["cmd"] == "home":
-                rid = int(req["region"])
-                ms.set_home_derp(rid)
-                for _ in range(200):
-                    if ms.derp_status().get(rid) is not None and ms.derp_status()[rid].connected:
-                        break
-                    await asyncio.sleep(0.05)
-                await asyncio.sleep(0.3)
-                reply = {"connected": ms.derp_status()[rid].connected}
-            elif req["cmd"] == "peers":
-                ms.set_peers([PeerConfig.make(bytes.fromhex(p["node"]), bytes.fromhex(p["disco"]), p.get("derp", 0))
-                              for p in req["peers"]])
-            elif req["cmd"] == "cmm":
-                to, disco = bytes.fromhex(req["to"]), bytes.fromhex(req["disco"])
-                sent = 0
-                for _ in range(int(req["count"])):
-                    eps = []
-                    for _ in range(int(req["n"])):
-                        eps.append((req["ip"], int(req["first_port"]) + port_seq % 30000))
-                        port_seq += 1
-                    pkt = ms._disco.seal(disco, CallMeMaybe(endpoints=tuple(eps)))
-                    before = ms.counters.derp_tx
-                    ms._derp_send(ms.home_derp, to, pkt)
-                    sent += ms.counters.derp_tx - before
-                    await asyncio.sleep(0.01)
-                reply = {"sent": sent, "endpoints_each": int(req["n"])}
-            elif req["cmd"] == "quit":
-                out.write(json.dumps(reply) + "\n")
-                out.flush()
-                break
-            else:
-                reply = {"ok": False, "error": f"unknown command {req['cmd']}"}
-            out.write(json.dumps(reply) + "\n")
-            out.flush()
+
+        async def home(req: dict) -> dict:
+            rid = int(req["region"])
+            ms.set_home_derp(rid)
+            await apoll_until(lambda: (st := ms.derp_status().get(rid)) is not None and st.connected, 10.0)
+            await asyncio.sleep(0.3)
+            return {"connected": ms.derp_status()[rid].connected}
+
+        def peers(req: dict) -> None:
+            ms.set_peers([PeerConfig.make(bytes.fromhex(p["node"]), bytes.fromhex(p["disco"]), p.get("derp", 0))
+                          for p in req["peers"]])
+
+        async def cmm(req: dict) -> dict:
+            nonlocal port_seq
+            to, disco = bytes.fromhex(req["to"]), bytes.fromhex(req["disco"])
+            sent = 0
+            for _ in range(int(req["count"])):
+                eps = []
+                for _ in range(int(req["n"])):
+                    eps.append((req["ip"], int(req["first_port"]) + port_seq % 30000))
+                    port_seq += 1
+                pkt = ms._disco.seal(disco, CallMeMaybe(endpoints=tuple(eps)))
+                before = ms.counters.derp_tx
+                ms._derp_send(ms.home_derp, to, pkt)
+                sent += ms.counters.derp_tx - before
+                await asyncio.sleep(0.01)
+            return {"sent": sent, "endpoints_each": int(req["n"])}
+
+        await serve({"ready": True, "node": ms.node_public.hex(), "disco": ms.disco_public.hex()},
+                    {"home": home, "peers": peers, "cmm": cmm})
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import sys
 import threading
 import time
 
@@ -24,6 +23,7 @@ import nacl.public
 
 from engine.magicsock.bind import PeerEndpoint
 from engine.magicsock.conn import MagicConn, PeerConfig
+from tests.lab.agent import serve
 
 
 def main() -> None:
@@ -64,14 +64,7 @@ async def run(args) -> None:
             dev.up()
         else:
             threading.Thread(target=drain, daemon=True).start()
-        out = sys.stdout
-        out.write(json.dumps({"ready": True, "node": ms.node_public.hex(), "disco": ms.disco_public.hex(),
-                              "port": ms.port}) + "\n")
-        out.flush()
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        pump_task = None
+        pump_task: asyncio.Task | None = None
         seq = 0
 
         async def pump(to: bytes, interval: float):
@@ -83,58 +76,51 @@ async def run(args) -> None:
                 ms.bind.send([b"\x04\x00\x00\x00" + seq.to_bytes(8, "little") + b"x" * 100], ep)
                 await asyncio.sleep(interval)
 
-        async with asyncio.TaskGroup() as tg:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                req = json.loads(line)
-                cmd = req["cmd"]
-                reply: dict = {"ok": True}
-                if cmd == "netcheck":
-                    rep = await ms.netcheck()
-                    reply = {"report": rep.to_json(), "endpoints": [e.addr for e in ms.endpoints()],
-                             "net_info": ms.net_info()}
-                elif cmd == "peers":
-                    ms.set_peers([PeerConfig.make(bytes.fromhex(p["node"]), bytes.fromhex(p["disco"]),
-                                                  p.get("derp", 0), p.get("endpoints", ())) for p in req["peers"]])
-                    if dev is not None:
-                        for p in req["peers"]:
-                            nk = bytes.fromhex(p["node"])
-                            dev.upsert_peer(nk, endpoint=PeerEndpoint(nk), allowed_ips=p.get("allowed_ips", []))
-                elif cmd == "pump":
-                    if pump_task is not None:
-                        pump_task.cancel()
-                    pump_task = tg.create_task(pump(bytes.fromhex(req["to"]), float(req.get("interval", 0.1))))
-                elif cmd == "stop_pump":
-                    if pump_task is not None:
-                        pump_task.cancel()
-                        pump_task = None
-                elif cmd == "status":
-                    reply = {
-                        "peers": {k.hex(): dataclasses.asdict(v) for k, v in ms.peer_status().items()},
-                        "rx": dict(rx),
-                        "first_rx": dict(first_rx),
-                        "t": time.monotonic() - t0,
-                        "derp": {str(k): dataclasses.asdict(v) for k, v in ms.derp_status().items()},
-                        "counters": dataclasses.asdict(ms.counters),
-                        "home_derp": ms.home_derp,
-                    }
-                    if dev is not None:
-                        reply["wg"] = {"peers": [{"public_key": x.public_key.hex(), "endpoint": str(x.endpoint),
-                                                  "last_handshake": x.last_handshake, "rx_bytes": x.rx_bytes,
-                                                  "tx_bytes": x.tx_bytes} for x in dev.peers()],
-                                       "counters": dev.counters()}
-                elif cmd == "quit":
-                    out.write(json.dumps(reply) + "\n")
-                    out.flush()
-                    break
-                else:
-                    reply = {"ok": False, "error": f"unknown command {cmd}"}
-                out.write(json.dumps(reply) + "\n")
-                out.flush()
+        async def netcheck(req: dict) -> dict:
+            rep = await ms.netcheck()
+            return {"report": rep.to_json(), "endpoints": [e.addr for e in ms.endpoints()], "net_info": ms.net_info()}
+
+        def peers(req: dict) -> None:
+            ms.set_peers([PeerConfig.make(bytes.fromhex(p["node"]), bytes.fromhex(p["disco"]),
+                                          p.get("derp", 0), p.get("endpoints", ())) for p in req["peers"]])
+            if dev is not None:
+                for p in req["peers"]:
+                    nk = bytes.fromhex(p["node"])
+                    dev.upsert_peer(nk, endpoint=PeerEndpoint(nk), allowed_ips=p.get("allowed_ips", []))
+
+        def start_pump(req: dict) -> None:
+            nonlocal pump_task
+            stop_pump(req)
+            pump_task = tg.create_task(pump(bytes.fromhex(req["to"]), float(req.get("interval", 0.1))))
+
+        def stop_pump(req: dict) -> None:
+            nonlocal pump_task
             if pump_task is not None:
                 pump_task.cancel()
+                pump_task = None
+
+        def status(req: dict) -> dict:
+            reply = {
+                "peers": {k.hex(): dataclasses.asdict(v) for k, v in ms.peer_status().items()},
+                "rx": dict(rx),
+                "first_rx": dict(first_rx),
+                "t": time.monotonic() - t0,
+                "derp": {str(k): dataclasses.asdict(v) for k, v in ms.derp_status().items()},
+                "counters": dataclasses.asdict(ms.counters),
+                "home_derp": ms.home_derp,
+            }
+            if dev is not None:
+                reply["wg"] = {"peers": [{"public_key": x.public_key.hex(), "endpoint": str(x.endpoint),
+                                          "last_handshake": x.last_handshake, "rx_bytes": x.rx_bytes,
+                                          "tx_bytes": x.tx_bytes} for x in dev.peers()],
+                               "counters": dev.counters()}
+            return reply
+
+        hello = {"ready": True, "node": ms.node_public.hex(), "disco": ms.disco_public.hex(), "port": ms.port}
+        async with asyncio.TaskGroup() as tg:
+            await serve(hello, {"netcheck": netcheck, "peers": peers, "pump": start_pump, "stop_pump": stop_pump,
+                                "status": status})
+            stop_pump({})
         if dev is not None:
             await asyncio.to_thread(dev.close)
 

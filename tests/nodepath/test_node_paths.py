@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from tests.lab.netlab import REPO_ROOT, Host, Lab
+from tests.lab import xfer
+from tests.lab.netlab import REPO_ROOT, Lab, poll_until
 from tests.lab.peers import peer_bin
 from tests.natmatrix.nodes import OurNode
 from tests.natmatrix.topology import MatrixTopology
@@ -66,17 +67,18 @@ def meshctl(node: OurNode, *args: str, timeout: float = 60) -> subprocess.Comple
 def wait_path(a: OurNode, b: OurNode, kind: str, timeout: float, both: bool = True) -> float:
     """Seconds until a->b (and b->a if `both`) report path `kind`; AssertionError with the last state."""
     t0 = time.monotonic()
-    last = None
-    while time.monotonic() - t0 < timeout:
+    last: list = [None]
+
+    def there() -> bool:
         try:
-            last = (a.path_to(b), b.path_to(a))
+            last[0] = (a.path_to(b), b.path_to(a))
         except (OSError, ValueError) as e:
-            last = e
-        else:
-            if last[0].kind == kind and (not both or last[1].kind == kind):
-                return time.monotonic() - t0
-        time.sleep(0.25)
-    raise AssertionError(f"path not {kind} within {timeout}s: {last}")
+            last[0] = e
+            return False
+        return last[0][0].kind == kind and (not both or last[0][1].kind == kind)
+
+    assert poll_until(there, timeout, 0.25), f"path not {kind} within {timeout}s: {last[0]}"
+    return time.monotonic() - t0
 
 
 class Pinger:
@@ -98,13 +100,9 @@ class Pinger:
 
     def wait_reply_after(self, t: float, timeout: float) -> float:
         """Seconds from `t` (time.time()) to the first echo reply after it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = [r for r in self.replies() if r >= t]
-            if got:
-                return got[0] - t
-            time.sleep(0.2)
-        raise AssertionError(f"no echo reply within {timeout}s")
+        got = poll_until(lambda: [r for r in self.replies() if r >= t], timeout, 0.2)
+        assert got, f"no echo reply within {timeout}s"
+        return got[0] - t
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -142,47 +140,16 @@ def test_meshctl_ping_via_derp_then_direct_and_status_shows_path(net):
     assert rep["UDP"] is True and rep["PreferredDERP"] == 999 and rep["GlobalV4"].startswith("203.0.113."), rep
 
 
-SERVER = r"""
-import hashlib, socket, sys
-s = socket.create_server((sys.argv[1], 5201))
-c, _ = s.accept()
-h, n = hashlib.sha256(), 0
-while True:
-    d = c.recv(1 << 16)
-    if not d:
-        break
-    h.update(d); n += len(d)
-print(n, h.hexdigest(), flush=True)
-"""
-
-CLIENT = r"""
-import hashlib, socket, sys, time
-total, rate = int(sys.argv[2]), float(sys.argv[3])
-c = socket.create_connection((sys.argv[1], 5201), timeout=120)
-h, sent, block, t0 = hashlib.sha256(), 0, 32768, time.monotonic()
-seed = hashlib.sha256(b"nodepath").digest()
-while sent < total:
-    chunk = (hashlib.sha256(seed + sent.to_bytes(8, "big")).digest() * (block // 32))[: total - sent]
-    c.sendall(chunk); h.update(chunk); sent += len(chunk)
-    ahead = sent / rate - (time.monotonic() - t0)
-    if ahead > 0:
-        time.sleep(ahead)
-c.close()
-print(sent, h.hexdigest(), flush=True)
-"""
-
-
 def test_direct_path_broken_mid_transfer_falls_back_to_derp_and_returns(net):
     a, b = _nodes(net)
     router_a = net.sites["aeasy"].router
     b_ip = b.ip()
     pinger = Pinger(a, b_ip, "fallback")
-    server = b.host.popen_python(SERVER, b_ip)
+    server = xfer.receiver(b.host, 5201, b_ip)
     client = None
     try:
         wait_path(a, b, "direct", DIRECT_DEADLINE)
-        time.sleep(0.5)  # the server listens
-        client = a.host.popen_python(CLIENT, b_ip, str(24 << 20), str(1 << 20))  # 24 MiB at 1 MiB/s
+        client = xfer.sender(a.host, b_ip, 5201, 24 << 20, rate=1 << 20)  # 24 MiB at 1 MiB/s
         time.sleep(3)
         t_block = time.time()
         router_a.block_udp(True)
@@ -195,11 +162,8 @@ def test_direct_path_broken_mid_transfer_falls_back_to_derp_and_returns(net):
         t_lift = time.time()
         back = wait_path(a, b, "direct", DIRECT_DEADLINE)
         gap = max((y - x for x, y in zip(pinger.replies(), pinger.replies()[1:]) if x >= t_block - 1), default=0)
-        client.wait(timeout=120)
-        server.wait(timeout=30)
-        out_c, out_s = Host.log_of(client).strip(), Host.log_of(server).strip()
-        assert client.returncode == 0 and server.returncode == 0, (out_c, out_s)
-        assert out_c.split() == out_s.split() and out_c.split()[0] == str(24 << 20), (out_c, out_s)
+        sent = xfer.received(client, timeout=120)
+        assert xfer.received(server, timeout=30) == sent and sent[0] == str(24 << 20), sent
         print(f"\nfallback to DERP {fell_back:.1f}s after the block; direct {back:.1f}s after it lifted "
               f"({time.time() - t_lift:.1f}s incl. transfer end); longest echo gap {gap:.2f}s")
     finally:
@@ -220,14 +184,13 @@ def test_nat_rebinding_recovers_without_restart(net):
         t = time.time()
         router_a.change_wan_address("203.0.113.60/24")
         recovered = pinger.wait_reply_after(t + 0.5, 20.0)
-        t_direct = time.monotonic()
-        while time.monotonic() - t_direct < 60.0:
+
+        def direct_via_new_address() -> bool:
             pa = b.path_to(a)
-            if pa.kind == "direct" and pa.where.startswith("203.0.113.60:") and a.path_to(b).kind == "direct":
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError(f"not direct via the new address within 60s: {b.path_to(a)} {a.path_to(b)}")
+            return pa.kind == "direct" and pa.where.startswith("203.0.113.60:") and a.path_to(b).kind == "direct"
+
+        assert poll_until(direct_via_new_address, 60.0, 0.5), \
+            f"not direct via the new address within 60s: {b.path_to(a)} {a.path_to(b)}"
         print(f"\nrebinding: traffic back {recovered:.1f}s after the move, direct via the new address "
               f"{time.time() - t:.1f}s after it")
     finally:

@@ -14,6 +14,7 @@ from engine.reconfig import WgConfig, WgPeer
 from engine.tailcfg import decode
 from engine.tailcfg.derp import DERPMap
 from tests.lab.derper import Derper, derper_available
+from tests.lab.netlab import apoll_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(not derper_available(), reason="derper not built")]
 
@@ -50,10 +51,7 @@ def test_ping_via_derp_then_direct_on_loopback():
                 ta.update(nm, _wg(keys[1][0], keys[1][1], d.region_id, []))
                 tb.update(nm, _wg(keys[0][0], keys[0][1], d.region_id, []))
                 for t in (ta, tb):
-                    for _ in range(100):  # the first netcheck picks the only region as home
-                        if t.home_derp:
-                            break
-                        await asyncio.sleep(0.05)
+                    await apoll_until(lambda: t.home_derp, 5.0)  # the first netcheck picks the only region as home
                     assert t.home_derp == d.region_id and t.region_code(d.region_id) == f"lab{d.region_id}"
                 addrs, types = ta.endpoints()
                 assert f"127.0.0.1:{ta.port}" in addrs and len(addrs) == len(types)
@@ -114,10 +112,7 @@ def test_netcheck_result_is_published_as_net_info():
                 client = _RecordingClient()
                 t.attach(client)
                 t.update(SimpleNamespace(derp_map=decode(DERPMap, d.derp_map())), None)
-                for _ in range(100):
-                    if client.net_infos:
-                        break
-                    await asyncio.sleep(0.05)
+                await apoll_until(lambda: client.net_infos, 5.0)
                 ni = client.net_infos[-1]
                 assert ni.working_udp is True and ni.preferred_derp == d.region_id
                 assert set(ni.derp_latency) == {f"{d.region_id}-v4"} and ni.mapping_varies_by_dest_ip is None  # one STUN server: unknown

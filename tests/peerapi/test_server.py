@@ -24,6 +24,7 @@ from engine.dns.server import DNSServer
 from engine.peerapi import Access, PeerAPICore, PeerIdentity
 from engine.peerapi.ports import candidate_ports
 from engine.peerapi.server import Limits, PeerAPIServer
+from tests.lab.rawsock import exchange
 
 UPSTREAM = Path(__file__).resolve().parents[1] / "exitdns" / "upstream_dns.py"
 ZONE = {"www.example.org.": "203.0.113.80"}
@@ -158,14 +159,7 @@ async def test_oversize_body_and_malformed(upstream):
         port = srv.ports[LO]
 
         def raw(data: bytes) -> bytes:
-            with socket.create_connection((LO, port), timeout=10) as s:
-                s.sendall(data)
-                buf = b""
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        return buf
-                    buf += chunk
+            return exchange((LO, port), data)
 
         big = await asyncio.to_thread(raw, b"POST /dns-query HTTP/1.1\r\nHost: 127.0.0.1:1\r\n"
                                       b"Content-Type: application/dns-message\r\nContent-Length: 100000\r\n\r\n")

@@ -77,44 +77,46 @@ class Pair:
     def now(self) -> float:
         return self.clock.now
 
+    def _deliver(self, direction: str, data: bytes) -> None:
+        """Hand `data` to the receiving side of `direction` ("a->b" or "b->a"); record what comes out of its TUN."""
+        if direction == "a->b":
+            dst, src, sink = self.b, A_ADDR, self.delivered_to_b
+        else:
+            dst, src, sink = self.a, B_ADDR, self.delivered_to_a
+        r = dst.decrypt(data, src, self.now)
+        if isinstance(r, tuple):
+            sink.append(r[1])
+
     def flush(self, drop=lambda direction, data: False, first=None) -> int:
         """Move queued datagrams both ways until quiet; returns how many moved."""
         moved = 0
         for _ in range(100):
-            outs = list(first or ()) + [("a->b", o) for o in self.a.datagrams_to_send()] + [("b->a", o) for o in self.b.datagrams_to_send()]
+            outs = (list(first or ()) + [("a->b", o) for o in self.a.datagrams_to_send()]
+                    + [("b->a", o) for o in self.b.datagrams_to_send()])
             first = None
             if not outs:
                 return moved
             for direction, o in outs:
                 self.wire_log.append((direction, o.data))
                 moved += 1
-                if drop(direction, o.data):
-                    continue
-                dst, src, sink = (self.b, A_ADDR, self.delivered_to_b) if direction == "a->b" else (self.a, B_ADDR, self.delivered_to_a)
-                r = dst.decrypt(o.data, src, self.now)
-                if isinstance(r, tuple):
-                    sink.append(r[1])
+                if not drop(direction, o.data):
+                    self._deliver(direction, o.data)
         raise AssertionError("link did not go quiet")
 
-    def send_a(self, packet: bytes, drop=lambda d, x: False) -> None:
-        d = self.a.encrypt(self.pa, packet, self.now)
+    def _send(self, direction: str, packet: bytes, drop) -> None:
+        src, peer = (self.a, self.pa) if direction == "a->b" else (self.b, self.pb)
+        d = src.encrypt(peer, packet, self.now)
         if d is not None:
-            self.wire_log.append(("a->b", d))
-            if not drop("a->b", d):
-                r = self.b.decrypt(d, A_ADDR, self.now)
-                if isinstance(r, tuple):
-                    self.delivered_to_b.append(r[1])
+            self.wire_log.append((direction, d))
+            if not drop(direction, d):
+                self._deliver(direction, d)
         self.flush(drop)
 
+    def send_a(self, packet: bytes, drop=lambda d, x: False) -> None:
+        self._send("a->b", packet, drop)
+
     def send_b(self, packet: bytes, drop=lambda d, x: False) -> None:
-        d = self.b.encrypt(self.pb, packet, self.now)
-        if d is not None:
-            self.wire_log.append(("b->a", d))
-            if not drop("b->a", d):
-                r = self.a.decrypt(d, B_ADDR, self.now)
-                if isinstance(r, tuple):
-                    self.delivered_to_a.append(r[1])
-        self.flush(drop)
+        self._send("b->a", packet, drop)
 
     def advance(self, seconds: float, step: float = 0.05, drop=lambda d, x: False) -> None:
         """Advance the clock in steps, firing timers on both sides and moving datagrams."""
@@ -124,6 +126,27 @@ class Pair:
             first = [("a->b", o) for o in self.a.handle_timers(self.now)]
             first += [("b->a", o) for o in self.b.handle_timers(self.now)]
             self.flush(drop, first)
+
+
+def established_pair(seed: int = 11) -> Pair:
+    """A Pair whose first packet a -> b went through: the handshake is done, both have a current session."""
+    p = Pair(seed=seed)
+    p.send_a(ip4("10.0.0.1", "10.0.0.2"))
+    return p
+
+
+def valid_datagrams(p: Pair) -> list[bytes]:
+    """One of each message `p` can produce (p from ``established_pair``; b is left under load).
+
+    The handshake and first data packets from its wire log, then a cookie reply from b to a retried initiation.
+    """
+    msgs = [d for _, d in p.wire_log]
+    p.b.set_under_load(0.0)
+    p.pa.timers.last_sent_handshake = None
+    p.a._send_initiation_locked(p.pa, 0.0, is_retry=False)
+    init = p.a.datagrams_to_send()[0].data
+    p.b.decrypt(init, A_ADDR, 0.0)
+    return msgs + [o.data for o in p.b.datagrams_to_send()]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from engine.wg.core import DeviceCore, Outgoing
 from engine.wg.drops import DropReason
 from engine.wg.messages import SIZE_TRANSPORT_HEADER
 
-from .conftest import A_ADDR, B_ADDR, DetRandom, FakeClock, Pair, ip4, ip6
+from .conftest import A_ADDR, B_ADDR, DetRandom, FakeClock, Pair, established_pair, ip4, ip6, valid_datagrams
 
 
 def test_ipv4_and_ipv6_both_ways_with_padding_trimmed():
@@ -180,22 +180,8 @@ def test_outgoing_shape_and_wakeup_callback():
     assert a.next_deadline() == pytest.approx(5.0, abs=0.34)
 
 
-def _valid_datagrams() -> list[bytes]:
-    p = Pair(seed=11)
-    p.send_a(ip4("10.0.0.1", "10.0.0.2"))
-    msgs = [d for _, d in p.wire_log]
-    p.b.set_under_load(0.0)
-    p.pa.timers.last_sent_handshake = None
-    p.a._send_initiation_locked(p.pa, 0.0, is_retry=False)
-    init = p.a.datagrams_to_send()[0].data
-    p.b.decrypt(init, A_ADDR, 0.0)
-    msgs += [o.data for o in p.b.datagrams_to_send()]  # a cookie reply
-    return msgs
-
-
-VALID = _valid_datagrams()
-FUZZ_PAIR = Pair(seed=11)
-FUZZ_PAIR.send_a(ip4("10.0.0.1", "10.0.0.2"))
+VALID = valid_datagrams(established_pair())
+FUZZ_PAIR = established_pair()
 
 
 @settings(max_examples=300, deadline=None)
