@@ -86,6 +86,7 @@ class NodeTransport:
         self._derp_obj: Any = None  # the tailcfg DERPMap last encoded (netmaps reuse the object)
         self._region_codes: dict[int, str] = {}
         self._published_derp = 0
+        self._published_eps: tuple[str, ...] = ()
         self._netchecked = False
         self._tasks: set[asyncio.Task] = set()
         self._started = False
@@ -150,7 +151,11 @@ class NodeTransport:
 
     # -- control ---------------------------------------------------------------------------
     def attach(self, client: Any) -> None:
-        """Publish endpoints and the home DERP through ``client`` (a ControlClient) from now on."""
+        """Publish endpoints and the home DERP through ``client`` from now on.
+
+        ``client`` needs set_endpoints(addrs, types), set_preferred_derp(region) and set_net_info(NetInfo)
+        (the ControlClient has them).
+        """
         self._client = client
         self.conn.on_endpoints_changed = self._publish_endpoints
         self._publish_endpoints(self.conn.endpoints())
@@ -164,7 +169,8 @@ class NodeTransport:
         if self._client is None:
             return
         addrs, types = [e.addr for e in eps], [e.type for e in eps]
-        if tuple(addrs) != tuple(self._client.opts.endpoints):
+        if tuple(addrs) != self._published_eps:
+            self._published_eps = tuple(addrs)
             self.log.info("endpoints: %s", addrs)
         self._client.set_endpoints(addrs, types)
 

@@ -20,7 +20,7 @@ from typing import Mapping
 from engine.keys import DiscoPublic, NodePublic
 from engine.netmap import NetworkMap, PeerDelta
 from engine.tailcfg import Node
-from engine.tsaddr import CGNAT_V4, TAILNET_V6
+from engine.tsaddr import CGNAT_V4, EXIT_ROUTES, TAILNET_V6
 
 TAILSCALE_ULA_V6 = TAILNET_V6
 
@@ -92,7 +92,7 @@ def _canon(cidr: str) -> str | None:
         return None
 
 
-_DEFAULT_ROUTES = frozenset({"0.0.0.0/0", "::/0"})
+_DEFAULT_ROUTES = frozenset(EXIT_ROUTES)
 
 
 def _is_default(net: str) -> bool:
@@ -121,15 +121,26 @@ def pick_endpoint(endpoints: tuple[str, ...] | None, *, prefer_v6: bool = False)
     return min(best)[2]
 
 
-def peer_config(n: Node, opts: ReconfigOptions, now_unix: float | None = None) -> WgPeer | None:
-    """The WireGuard peer for one Node, or None if it must be skipped."""
-    if n.key.is_zero() or n.expired:
+def peer_config(n: Node, opts: ReconfigOptions, now_unix: float | None = None,
+                problems: list[str] | None = None) -> WgPeer | None:
+    """The WireGuard peer for one Node, or None if it must be skipped.
+
+    ``problems``, if given, collects one line per malformed entry (unparsable prefix, missing key):
+    the entry is skipped, never fatal.
+    """
+    if n.key is None or n.key.is_zero():
+        if problems is not None and not n.expired:
+            problems.append(f"node {n.id}: no node key")
+        return None
+    if n.expired:
         return None
     addrs = {c for c in (_canon(a) for a in n.addresses) if c}
     allowed = []
     for a in n.effective_allowed_ips():
         c = _canon(a)
         if c is None:
+            if problems is not None:
+                problems.append(f"node {n.id}: bad prefix {a!r}")
             continue
         if c in addrs:
             allowed.append(c)
@@ -149,9 +160,23 @@ def peer_config(n: Node, opts: ReconfigOptions, now_unix: float | None = None) -
     )
 
 
+def _safe_peer_config(n: Node, opts: ReconfigOptions, problems: list[str] | None) -> WgPeer | None:
+    """peer_config, with an entry it cannot read (wrong types from a hostile map) skipped and reported."""
+    if problems is None:
+        return peer_config(n, opts)
+    try:
+        return peer_config(n, opts, problems=problems)
+    except (AttributeError, TypeError, ValueError) as e:
+        problems.append(f"node {getattr(n, 'id', '?')}: unusable ({type(e).__name__})")
+        return None
+
+
 def wg_config(nm: NetworkMap | None, opts: ReconfigOptions = ReconfigOptions(),
-              prev: WgConfig | None = None) -> WgConfig:
-    """WgConfig for ``nm``. With ``prev`` and a non-full delta, only changed peers are recomputed."""
+              prev: WgConfig | None = None, problems: list[str] | None = None) -> WgConfig:
+    """WgConfig for ``nm``. With ``prev`` and a non-full delta, only changed peers are recomputed.
+
+    ``problems``: see peer_config (malformed peers are skipped and described there).
+    """
     if nm is None:
         return WgConfig()
     delta: PeerDelta = nm.delta
@@ -166,7 +191,7 @@ def wg_config(nm: NetworkMap | None, opts: ReconfigOptions = ReconfigOptions(),
             n = nm.peers.get(pid)
             if n is None:
                 continue
-            pc = peer_config(n, opts)
+            pc = _safe_peer_config(n, opts, problems)
             if pc is not None:
                 peers[pc.public_key] = pc
                 ids[pid] = pc.public_key
@@ -174,7 +199,7 @@ def wg_config(nm: NetworkMap | None, opts: ReconfigOptions = ReconfigOptions(),
     peers = {}
     ids = {}
     for pid, n in nm.peers.items():
-        pc = peer_config(n, opts)
+        pc = _safe_peer_config(n, opts, problems)
         if pc is not None:
             peers[pc.public_key] = pc
             ids[pid] = pc.public_key

@@ -1,7 +1,8 @@
 """`mesh-helper serve`: the privileged helper daemon (LocalAPI on a Unix socket + IPN backend + engine).
 
-Start-up:   parse flags → recover leftovers of a crashed run (hygiene journal) → engine → backend
-            → LocalAPI socket → sd_notify READY=1
+Start-up:   parse flags → recover leftovers of a crashed run (hygiene journal) → engine (the composition
+            root, build_engine: System.linux() + EngineOptions → TailnetEngine, which composes a
+            UserspaceEngine per session) → backend → LocalAPI socket → sd_notify READY=1
 Shut-down (SIGTERM/SIGINT, or POST /localapi/v0/shutdown by root), reverse order via AsyncExitStack:
             stop accepting + end watchers → backend (engine.stop: data plane, router/DNS restore,
             TUN close) → engine.aclose → revert anything still journaled.
@@ -141,16 +142,18 @@ def fake_system_hooks(journal: Journal, tun: str) -> tuple[Any, Any]:
 
 
 def build_engine(args: argparse.Namespace, journal: Journal, log: logging.Logger) -> NodeEngine:
+    """The composition root: System.linux() + EngineOptions -> TailnetEngine (or the tests' FakeEngine)."""
     if args.engine == "fake":
         from engine.ipn.fake_engine import FakeEngine
 
         hooks = fake_system_hooks(journal, args.tun) if args.fake_system else None
         return FakeEngine(auto_login=not args.fake_manual_login, system_hooks=hooks)
     try:
-        from engine.ipn.daemon_engine import DaemonEngine  # adapter over engine/daemon.py's node
+        from engine.ipn.tailnet_engine import TailnetEngine
+        from engine.system import System
     except ImportError as e:
         raise SystemExit(f"mesh-helper serve: the real engine is not available in this build ({e})")
-    return DaemonEngine(engine_options(args), journal=journal, logger=log)
+    return TailnetEngine(engine_options(args), System.linux(), journal=journal, logger=log)
 
 
 async def _step(log: logging.Logger, what: str, close: Any, timeout: float) -> None:

@@ -1,8 +1,9 @@
-"""Tailnet address ranges and service addresses (tailscale's tsaddr): one definition for every layer."""
+"""Tailnet address ranges, service addresses, the exit-route pair (tailscale's tsaddr): one definition for all."""
 
 from __future__ import annotations
 
 import ipaddress
+from typing import Iterable
 
 CGNAT_V4_TEXT = "100.64.0.0/10"  # tailnet IPv4 addresses (tsaddr.CGNATRange)
 TAILNET_V6_TEXT = "fd7a:115c:a1e0::/48"  # tailnet IPv6 addresses (tsaddr.TailscaleULARange)
@@ -14,8 +15,15 @@ TAILNET_V6 = ipaddress.ip_network(TAILNET_V6_TEXT)
 TAILNET_RANGES = (CGNAT_V4, TAILNET_V6)
 QUAD100_ADDRS = (QUAD100_V4, QUAD100_V6)
 QUAD100_PREFIXES = (f"{QUAD100_V4}/32", f"{QUAD100_V6}/128")  # the service addresses as routes on the TUN
+EXIT_ROUTES = ("0.0.0.0/0", "::/0")  # both default routes: what an exit node offers (tsaddr.ExitRoutes)
 
 
 def is_tailnet_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """True for an address inside the tailnet ranges (either family)."""
     return any(ip in net for net in TAILNET_RANGES if ip.version == net.version)
+
+
+def contains_exit_routes(prefixes: Iterable[str] | None) -> bool:
+    """True if ``prefixes`` (canonical CIDR text) hold both default routes (tsaddr.ContainsExitRoutes)."""
+    have = set(prefixes or ())
+    return all(r in have for r in EXIT_ROUTES)

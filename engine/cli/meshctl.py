@@ -23,6 +23,7 @@ import dns.rdatatype
 
 from engine import authkey
 from engine.ipn.dnsquery import QueryError, parse_query_type, to_fqdn
+from engine.ipn.exitnode import NodeIdent, ident_of_status, resolve_exit_node
 from engine.localapi.client import AccessDenied, HelperNotRunning, LocalAPIError, LocalClient, default_socket
 from engine.localapi.schema import (
     IPN_VERSION,
@@ -35,9 +36,9 @@ from engine.localapi.schema import (
     State,
     Status,
 )
+from engine.tsaddr import EXIT_ROUTES
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_HELPER, EXIT_DENIED, EXIT_NOT_CONNECTED = 0, 1, 2, 3, 4, 5
-EXIT_ROUTES = ("0.0.0.0/0", "::/0")
 
 
 class CLIError(Exception):
@@ -83,11 +84,13 @@ def _state_message(st: Status) -> str | None:
 
 
 def _find_peer(st: Status, arg: str) -> PeerStatus | None:
-    for ps in st.peers():
-        if arg in (ps.tailscale_ips or []) or arg.lower() in (_short_name(st, ps).lower(), ps.dns_name.lower(),
-                                                                 ps.dns_name.rstrip(".").lower(), ps.host_name.lower()):
-            return ps
-    return None
+    """The peer ``arg`` names (IP, MagicDNS name or short name, hostname, StableID): engine.ipn.exitnode's rules."""
+
+    def ident(ps: PeerStatus) -> NodeIdent:
+        i = ident_of_status(ps)
+        return NodeIdent(addresses=i.addresses, stable_id=i.stable_id, names=(*i.names, _short_name(st, ps)))
+
+    return resolve_exit_node(arg, st.peers(), ident)
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from engine.ipn.engine_api import EngineConfig, NetMapView, PeerView
+from engine.ipn.exitnode import ident_of_view, resolve_exit_node
 from engine.localapi.schema import (
     DEFAULT_CONTROL_URL,
     GO_ZERO_TIME,
@@ -54,12 +55,17 @@ def engine_config(prefs: Prefs, *, tun_name: str, auth_key: str = "") -> EngineC
     )
 
 
-def peer_status(p: PeerView, *, prefs: Prefs, derp_regions: dict[int, str], is_self: bool = False) -> PeerStatus:
-    """ipnstate.PeerStatus for one netmap node (pure)."""
-    is_exit = (not is_self) and bool(
-        (prefs.exit_node_id and p.stable_id == prefs.exit_node_id)
-        or (prefs.exit_node_ip and prefs.exit_node_ip in p.addresses)
-    )
+def exit_node_of(prefs: Prefs, nm: NetMapView | None) -> PeerView | None:
+    """The peer of ``nm`` that the prefs' ExitNodeID (or ExitNodeIP) names (engine.ipn.exitnode's resolver)."""
+    if nm is None:
+        return None
+    return resolve_exit_node(prefs.exit_node_id or prefs.exit_node_ip, nm.peers, ident_of_view)
+
+
+def peer_status(p: PeerView, *, derp_regions: dict[int, str], is_exit_node: bool = False,
+                is_self: bool = False) -> PeerStatus:
+    """ipnstate.PeerStatus for one netmap node (pure); ``is_exit_node``: the exit node in use (exit_node_of)."""
+    is_exit = (not is_self) and is_exit_node
     relay = p.relay or derp_regions.get(p.home_derp, "")
     return PeerStatus(
         id=p.stable_id,
@@ -174,10 +180,11 @@ def check_exit_node(p: Prefs, nm: NetMapView | None) -> None:
         return
     if p.exit_node_ip and p.exit_node_ip in nm.self_node.addresses:
         raise PrefsError(f"cannot use {p.exit_node_ip} as an exit node: it is this machine's own Tailscale IP")
-    for peer in nm.peers:
-        if (p.exit_node_id and peer.stable_id == p.exit_node_id) or (p.exit_node_ip and p.exit_node_ip in peer.addresses):
-            if not peer.exit_node_option:
-                raise PrefsError(f"node {peer.name.split('.')[0]} ({peer.addresses[0] if peer.addresses else peer.stable_id}) is not advertising an exit node")
-            return
+    peer = exit_node_of(p, nm)
+    if peer is not None:
+        if not peer.exit_node_option:
+            where = peer.addresses[0] if peer.addresses else peer.stable_id
+            raise PrefsError(f"node {peer.name.split('.')[0]} ({where}) is not advertising an exit node")
+        return
     what = p.exit_node_ip or p.exit_node_id
     raise PrefsError(f"no node found in netmap with {'IP' if p.exit_node_ip else 'ID'} {what}")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from engine.keys import MachinePrivate, NodePrivate, NodePublic
+from engine.tsaddr import contains_exit_routes
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,7 @@ class PeerView:
     @property
     def exit_node_option(self) -> bool:
         """Offers exit service iff AllowedIPs holds both default routes (tsaddr.ContainsExitRoutes)."""
-        a = set(self.allowed_ips)
-        return "0.0.0.0/0" in a and "::/0" in a
+        return contains_exit_routes(self.allowed_ips)
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ class DNSQueryOutcome:
 
 @runtime_checkable
 class NodeEngine(Protocol):
-    """What the backend drives. Implemented by the real node (engine/daemon.py) and by FakeEngine."""
+    """What the backend drives. Implemented by TailnetEngine (engine/ipn/tailnet_engine.py) and by FakeEngine."""
 
     async def start(self, cfg: EngineConfig, keys: NodeKeys, sink: EventSink) -> None:
         """Begin: log in to control (with cfg.auth_key if set), then follow the map and bring the data plane up."""

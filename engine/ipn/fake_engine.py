@@ -45,7 +45,9 @@ from engine.ipn.engine_api import (
     PingOutcome,
     UserView,
 )
+from engine.ipn.exitnode import ident_of_view, resolve_exit_node
 from engine.keys import NodePrivate
+from engine.tsaddr import EXIT_ROUTES
 
 FAKE_USER = UserView(id=1001, login_name="alice@example.com", display_name="Alice")
 FAKE_SUFFIX = "tail.example.com"
@@ -99,7 +101,7 @@ def fake_netmap(self_key: str, hostname: str = "self", exit_node_id: str = "") -
              endpoints=("192.0.2.2:41641",), home_derp=1, cur_addr="192.0.2.2:41641", relay="fra",
              rx_bytes=1234, tx_bytes=5678, last_handshake=1_795_000_000.0, active=True),
         peer(3, "exit1", online=True,
-             allowed_ips=("100.64.0.3/32", "fd7a:115c:a1e0::3/128", "0.0.0.0/0", "::/0"),
+             allowed_ips=("100.64.0.3/32", "fd7a:115c:a1e0::3/128", *EXIT_ROUTES),
              home_derp=1, relay="fra", active=bool(exit_node_id == "n3CNTRL")),
         peer(4, "offline1", os="windows", online=False, last_seen="2026-11-20T08:00:00Z",
              allowed_ips=("100.64.0.4/32", "fd7a:115c:a1e0::4/128")),
@@ -236,8 +238,7 @@ class FakeEngine:
         nm, cfg = self._netmap, self.cfg
         if not self.running or nm is None or cfg is None:
             raise DNSUnavailable("the engine is not running")
-        exit_peer = next((p for p in nm.peers if cfg.exit_node_id and p.stable_id == cfg.exit_node_id
-                          or cfg.exit_node_ip and cfg.exit_node_ip in p.addresses), None)
+        exit_peer = resolve_exit_node(cfg.exit_node_id or cfg.exit_node_ip, nm.peers, ident_of_view)
         exit_node = None
         if exit_peer is not None:
             exit_node = {"Addresses": list(exit_peer.allowed_ips[:2]), "Cap": 130, "Hostinfo": {"Services": [

@@ -39,6 +39,7 @@ from engine.ipn.backend import (
     check_prefs,
     _rfc3339,
     engine_config,
+    exit_node_of,
     netmap_json,
     node_json,
     peer_status,
@@ -368,12 +369,11 @@ class Backend:
         p, nm = self.prefs, self._netmap
         if nm is None or not p.exit_node_ip or p.exit_node_id:
             return
-        for peer in nm.peers:
-            if p.exit_node_ip in peer.addresses:
-                self.prefs = dataclasses.replace(p, exit_node_id=peer.stable_id, exit_node_ip="")
-                self._save()
-                self._send(Notify(prefs=self._public_prefs()))
-                return
+        peer = exit_node_of(p, nm)
+        if peer is not None:
+            self.prefs = dataclasses.replace(p, exit_node_id=peer.stable_id, exit_node_ip="")
+            self._save()
+            self._send(Notify(prefs=self._public_prefs()))
 
     # ------------------------------------------------------------------ IPN bus
 
@@ -617,8 +617,9 @@ class Backend:
         if self.err_message:
             health.append(self.err_message)
         derp = nm.derp_regions if nm else {}
+        exit_peer = exit_node_of(self.prefs, nm)
         if nm is not None:
-            self_ps = peer_status(nm.self_node, prefs=self.prefs, derp_regions=derp, is_self=True)
+            self_ps = peer_status(nm.self_node, derp_regions=derp, is_self=True)
             self_ps = dataclasses.replace(self_ps, online=state == State.RUNNING,
                                           relay=derp.get(nm.self_node.home_derp, self_ps.relay))
         else:
@@ -630,14 +631,12 @@ class Backend:
         if nm is not None and peers:
             peer_map = {}
             for p in nm.peers:
-                ps = peer_status(p, prefs=self.prefs, derp_regions=derp)
+                ps = peer_status(p, derp_regions=derp, is_exit_node=p is exit_peer)
                 peer_map[ps.public_key] = ps
-        if nm is not None:
-            for p in nm.peers:
-                if (self.prefs.exit_node_id and p.stable_id == self.prefs.exit_node_id) or (
-                        self.prefs.exit_node_ip and self.prefs.exit_node_ip in p.addresses):
-                    exit_status = ExitNodeStatus(id=p.stable_id, online=p.online,
-                                                 tailscale_ips=[a + ("/32" if ":" not in a else "/128") for a in p.addresses])
+        if exit_peer is not None:
+            exit_status = ExitNodeStatus(id=exit_peer.stable_id, online=exit_peer.online,
+                                         tailscale_ips=[a + ("/32" if ":" not in a else "/128")
+                                                        for a in exit_peer.addresses])
         users: dict[str, UserProfile] | None = None
         if nm is not None:
             users = {str(u.id): UserProfile(id=u.id, login_name=u.login_name, display_name=u.display_name,

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import queue
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from engine.dataplane.endpoint import UdpEndpoint
 from engine.magicsock.constants import RX_QUEUE_MAX
 
-if TYPE_CHECKING:
-    from engine.magicsock.conn import MagicConn
+
+class BindConn(Protocol):
+    """What MagicBind needs of its MagicConn (keeps bind.py free of an import of conn.py)."""
+
+    @property
+    def port(self) -> int: ...
+
+    def send_wireguard(self, parts: list, endpoint: object, seg: int = 0) -> None: ...
+
+    def set_fwmark(self, mark: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +44,7 @@ class MagicBind:
     by one item each; `peak` is the high-water mark.
     """
 
-    def __init__(self, conn: "MagicConn", max_queue: int = RX_QUEUE_MAX) -> None:
+    def __init__(self, conn: BindConn, max_queue: int = RX_QUEUE_MAX) -> None:
         self._conn = conn
         self._rx: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False

@@ -46,6 +46,7 @@ from engine.magicsock.endpoint import (
     AddrPort, PathCounters, PathStatus, PeerPath, SendCallMeMaybe, SendPing, usable_candidate,
 )
 from engine.magicsock.limits import FIRST, FULL, Batch, SourceLimiter
+from engine.netif import interface_ipv4_addrs
 
 NOTE_SEND_EVERY = 0.25  # seconds: how often a data send consults the path core
 DERP_INACTIVE_CLEANUP = 60.0  # seconds before an unused non-home DERP connection is closed
@@ -184,11 +185,12 @@ class MagicConn:
         self._log = logger or logging.getLogger("engine.magicsock")
         self._clock = clock
         self._random = random
-        self._local_addrs = local_addrs or _interface_addrs
+        self._local_addrs = local_addrs or interface_ipv4_addrs
         self._restun_interval = restun_interval
         self.derp_map = DerpMap.from_json(derp_map) if isinstance(derp_map, dict) else (derp_map or DerpMap())
         self.counters = MagicCounters()
-        self._ctl = Batch(C.CTL_QUEUE_MAX)  # reader thread -> loop: (data, addr, is_stun)
+        # reader thread -> loop: (data, addr, is_stun)
+        self._ctl: Batch[tuple[bytes, AddrPort, bool]] = Batch(C.CTL_QUEUE_MAX)
         self._ctl_limiter = SourceLimiter(C.CTL_SOURCE_RATE, C.CTL_SOURCE_BURST, C.CTL_MAX_SOURCES)
         self._addr_prune_at = 0.0
         self.bind = MagicBind(self)
@@ -972,20 +974,3 @@ def _all_wireguard(buf: bytearray, n: int, seg: int) -> bool:
         if not 1 <= buf[off] <= 4 or buf[off + 1] != 0:
             return False
     return True
-
-
-def _interface_addrs() -> list[str]:
-    """Primary IPv4 address of each interface of this namespace (SIOCGIFADDR; no netlink needed)."""
-    import fcntl
-    import struct
-
-    SIOCGIFADDR = 0x8915
-    out = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for _idx, name in socket.if_nameindex():
-            try:
-                res = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
-            except OSError:
-                continue  # no IPv4 address
-            out.append(socket.inet_ntoa(res[20:24]))
-    return out

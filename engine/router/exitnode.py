@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
 from engine.atomicfile import write_atomic
+from engine.tsaddr import contains_exit_routes
 
 BYPASS_MARK = 0x80000  # SO_MARK on the helper's own sockets (UDP, DERP, control)
 SUBNET_ROUTE_MARK = 0x40000  # packets forwarded from the TUN (see nft.py)
@@ -80,7 +81,7 @@ def offers_exit_node(allowed_ips: Iterable[str]) -> bool:
             nets.add(str(ipaddress.ip_network(str(a), strict=False)))
         except ValueError:
             continue
-    return "0.0.0.0/0" in nets and "::/0" in nets
+    return contains_exit_routes(nets)
 
 
 def mark_socket(sock: socket.socket) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -10,13 +9,12 @@ import logging
 import pytest
 
 from engine.control.client import NodeKeyRotated as ControlNodeKeyRotated
-from engine.ipn.daemon_engine import DaemonEngine, _BackendNode
 from engine.ipn.engine_api import NodeKeyRotated, NodeKeys
 from engine.ipn.fake_engine import FakeEngine
 from engine.ipn.local import Backend
 from engine.ipn.store import FileStore, MemoryStore
-from engine.daemon import NodeState
-from engine.keys import DiscoPrivate, MachinePrivate, NLPrivate, NodePrivate
+from engine.ipn.tailnet_engine import TailnetEngine
+from engine.keys import MachinePrivate, NodePrivate
 from engine.localapi.schema import (
     MaskedPrefs,
     NodeKeyRotation,
@@ -258,31 +256,34 @@ def test_headless_state_file_keeps_the_rotated_key_and_sends_no_private_key(tmp_
 # ---------------------------------------------------------------- the real engine adapter
 
 
-class _RecordingTransport:
-    def __init__(self) -> None:
-        self.node_keys: list[NodePrivate] = []
+def test_real_engine_reports_rotation_and_moves_the_data_plane_to_the_new_key(caplog):
+    from engine.control.client import ControlClient
+    from engine.ipn.engine_api import EngineConfig
+    from engine.wgengine.options import EngineOptions
+    from tests.unit.wgengine.fakes import FakeWorld
 
-    def set_node_key(self, k: NodePrivate) -> None:
-        self.node_keys.append(k)
-
-
-def test_backend_node_reports_rotation_and_moves_magicsock_to_the_new_key(caplog):
     caplog.set_level(logging.DEBUG)
-    engine = DaemonEngine()
-    events = []
-    engine._sink = events.append
-    old, new = NodePrivate.generate(), NodePrivate.generate()
-    state = NodeState(MachinePrivate.generate(), old, DiscoPrivate.generate(), NLPrivate.generate(), "x" * 64, None)
-    args = argparse.Namespace(login_server="http://control.invalid", status_file=None, run_dir=None,
-                              exit_node=None, exit_node_allow_lan_access=False, advertise_exit_node=False,
-                              advertise_routes=None, accept_dns=True, accept_routes=False, shields_up=False)
-    node = _BackendNode(engine, args, state, logging.getLogger("test.node"))
-    node.transport = _RecordingTransport()
-    node.on_event(ControlNodeKeyRotated(old.public(), new))
-    assert node.state.node_key == new
-    assert node.transport.node_keys == [new]
-    [ev] = events
-    assert isinstance(ev, NodeKeyRotated) and ev.new_private == new and ev.old_public == old.public()
+
+    async def t():
+        world = FakeWorld()
+        engine = TailnetEngine(EngineOptions(tun_name="mesh9"), world.system(), logger=logging.getLogger("test.node"))
+        events: list = []
+        old, new = NodePrivate.generate(), NodePrivate.generate()
+        await engine.start(EngineConfig(control_url="http://127.0.0.1:1"), NodeKeys(MachinePrivate.generate(), old),
+                           events.append)
+        for _ in range(500):
+            if engine._s is not None and isinstance(engine._s.client, ControlClient):
+                break
+            await asyncio.sleep(0.01)
+        engine._on_control_event(engine._s, ControlNodeKeyRotated(old.public(), new))
+        assert engine._s.keys.node == new
+        assert world.log.of("device", "set_private_key")[-1] == (new.raw,)
+        [ev] = [e for e in events if isinstance(e, NodeKeyRotated)]
+        assert ev.new_private == new and ev.old_public == old.public()
+        await engine.aclose()
+        return new
+
+    new = run(t())
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert new.public().short() in logged and new.to_text()[8:] not in logged and "still has the old key" not in logged
 

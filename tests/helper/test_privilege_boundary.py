@@ -68,17 +68,22 @@ def test_serve_refuses_world_writable_and_sticky_directories(tmp_path):
     assert r.returncode == 2 and "directory /tmp is writable by other users" in r.stderr
 
 
-def test_headless_node_refuses_user_writable_state_status_and_run_dir(user_dir, tmp_path):
+def test_serve_refuses_a_user_writable_run_dir(user_dir, shared_dir):
     _, d = user_dir
-    base = ["--login-server", "http://127.0.0.1:1", "--state", str(tmp_path / "s.json")]
-    for extra, flag in ((["--state", str(d / "s.json")], "--state"),
-                        (["--status-file", str(d / "status.json")], "--status-file"),
-                        (["--run-dir", str(d)], "--run-dir")):
-        r = subprocess.run([PY, "-m", "engine.cli.helper", *base, *extra], env=helper_env(), cwd=REPO,
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 2, r.stderr[-500:]
-        assert f"refusing {flag}" in r.stderr and "is not owned by root" in r.stderr
-    assert not (tmp_path / "s.json").exists()
+    r = serve("--journal", str(shared_dir / "j.jsonl"), "--socket", str(shared_dir / "h.sock"), "--run-dir", str(d))
+    assert r.returncode == 2 and "refusing --run-dir" in r.stderr and "is not owned by root" in r.stderr
+    assert "Traceback" not in r.stderr and not (shared_dir / "j.jsonl").exists()
+
+
+def test_the_removed_headless_mode_names_its_replacement_and_touches_nothing(tmp_path):
+    state = tmp_path / "s.json"
+    r = subprocess.run([PY, "-m", "engine.cli.helper", "--login-server", "http://127.0.0.1:1", "--state", str(state),
+                        "--auth-key", "file:/nonexistent"], env=helper_env(), cwd=REPO, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "mesh-helper serve --state FILE" in r.stderr
+    assert "meshctl up --login-server URL --auth-key file:PATH" in r.stderr
+    assert not state.exists()
 
 
 # ---------------------------------------------------------------- crafted journals are refused
@@ -177,8 +182,11 @@ def test_journal_api_refuses_foreign_changes_without_running_anything(tmp_path):
 # ---------------------------------------------------------------- state/status files: O_EXCL temp names, 0600
 
 
-def test_state_and_status_writes_ignore_planted_temp_names(tmp_path):
-    from engine.daemon import NodeState, save_state
+def test_state_file_writes_ignore_planted_temp_names(tmp_path):
+    from engine.ipn.engine_api import NodeKeys
+    from engine.ipn.store import FileStore
+    from engine.keys import MachinePrivate, NodePrivate
+    from engine.localapi.schema import Prefs
 
     victim = tmp_path / "victim"
     victim.write_text("untouched\n")
@@ -187,7 +195,8 @@ def test_state_and_status_writes_ignore_planted_temp_names(tmp_path):
         (tmp_path / old_tmp).symlink_to(victim)
     old = os.umask(0)
     try:
-        save_state(state, NodeState.generate())
+        FileStore(state, keep_keys=True).save(Prefs(), NodeKeys(MachinePrivate.generate(), NodePrivate.generate(),
+                                                                source="state-file"))
     finally:
         os.umask(old)
     assert victim.read_text() == "untouched\n"
