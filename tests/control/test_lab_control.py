@@ -1,4 +1,4 @@
-"""Lab: our control client against a real Headscale, beside a real tailscaled, on one flat link."""
+"""Lab: our node (serve + LocalAPI) against a real Headscale, beside a real tailscaled, on one flat link."""
 
 from __future__ import annotations
 
@@ -9,28 +9,26 @@ import time
 
 import pytest
 
-from tests.control.nodes import TCP_CLIENT, TCP_SERVER, OurNode, wait_until
+from tests.control.nodes import TCP_CLIENT, TCP_SERVER, OurNode, flat_lan, wait_until
 from tests.lab.headscale import Headscale, auth_id_from_url
 from tests.lab.tailscaled import Tailscaled
 
 pytestmark = pytest.mark.lab
 
-CTL = "192.0.2.1"
-
-
 @pytest.fixture
 def net(lab):
-    sw = lab.switch("lan")
-    ctl = lab.host("ctl")
-    sw.attach(ctl, f"{CTL}/24")
-
-    def host(name: str, last_octet: int):
-        h = lab.host(name)
-        sw.attach(h, f"192.0.2.{last_octet}/24")
-        return h
-
+    ctl, host = flat_lan(lab)
     hs = Headscale(ctl).start()
     return lab, hs, host
+
+
+def _synced_pair(hs: Headscale, host, key: str) -> tuple[OurNode, OurNode]:
+    """py-a (192.0.2.11) and py-b (.12), each synced with the other."""
+    a = OurNode(host("a", 11), hs.url, auth_key=key).start()
+    b = OurNode(host("b", 12), hs.url, auth_key=key).start()
+    a.wait_synced(1)
+    b.wait_synced(1)
+    return a, b
 
 
 def _hs_node(hs: Headscale, hostname: str) -> dict:
@@ -125,10 +123,7 @@ def test_interactive_registration(net):
 def test_map_deltas_follow_without_churn(net):
     lab, hs, host = net
     key = hs.preauth_key("alice")
-    a = OurNode(host("a", 11), hs.url, auth_key=key).start()
-    b = OurNode(host("b", 12), hs.url, auth_key=key).start()
-    a.wait_synced(1)
-    b.wait_synced(1)
+    a, b = _synced_pair(hs, host, key)
     base = a.status()
 
     # a third node joins
@@ -165,10 +160,7 @@ def test_map_deltas_follow_without_churn(net):
 def test_control_restart_keeps_data_plane_and_reconnects(net):
     lab, hs, host = net
     key = hs.preauth_key("alice")
-    a = OurNode(host("a", 11), hs.url, auth_key=key).start()
-    b = OurNode(host("b", 12), hs.url, auth_key=key).start()
-    a.wait_synced(1)
-    b.wait_synced(1)
+    a, b = _synced_pair(hs, host, key)
     b_ip = b.ip
     assert a.host.ping(b_ip, count=2).returncode == 0
 

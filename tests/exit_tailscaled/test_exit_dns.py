@@ -24,7 +24,7 @@ from tests.exit_tailscaled.tsnet import (
 )
 from tests.lab.netlab import Host
 from tests.lab.tailscaled import Tailscaled
-from tests.node.labnode import INET, UPSTREAM_DNS, Node, netns_resolv_conf
+from tests.node.labnode import INET, UPSTREAM_DNS, Node, dig, netns_resolv_conf
 
 pytestmark = pytest.mark.lab
 
@@ -40,10 +40,6 @@ DOH_GET = (
     "r = dns.message.from_wire(urllib.request.urlopen(req, timeout=10).read())\n"
     "print(' '.join(rd.to_text() for rr in r.answer for rd in rr))\n"
 )
-
-
-def dig(h, *args: str) -> str:
-    return h.run(["dig", "+time=2", "+tries=2", *args], check=False).stdout
 
 
 def test_dns_goes_through_the_tailscaled_exit_node(lab):

@@ -54,7 +54,7 @@ def test_our_exit_node_for_tailscaled_client(lab):
     eventually(lambda: (p := ts_peer(t, OURS_NAME)) and (p.get("CurAddr") or "").startswith(f"{OURS_LAN}:"),
                "tailscaled's direct path to us", 60, 1.0, d)
     assert udp_ask(ts, INET, 7).startswith(f"{WAN_IP}:")
-    ex.wait(lambda s: s["Filter"]["AcceptedIn"] > 0, "our filter to count accepted packets")  # status: 1 s refresh
+    ex.wait(lambda s: s["Filter"]["AcceptedIn"] > 0, "our filter to count accepted packets")
     # the forwarded flows went through our nft table (masquerade), from the tailscaled client's tailnet address
     ts_ip = t.ip()
     ct = net.ours.run(["conntrack", "-L", "-s", ts_ip], check=False).stdout

@@ -1,4 +1,4 @@
-"""Lab runner: the helper's MagicDNS lifecycle on a TUN, with the input firewall (as engine/daemon.py wires it).
+"""Lab runner: the helper's MagicDNS lifecycle on a TUN, with the input firewall (as the serve engine wires it).
 
 usage: run_guarded_dns.py SPEC_JSON
 SPEC = {"tun": "tun0", "run_dir": "...", "firewall": true, "local": ["100.64.0.1/32"], "routes": [...],

@@ -230,16 +230,7 @@ def test_mark_truncated_for_udp() -> None:
     assert mark_truncated_for_udp(_big_reply(qe, 60), qe.to_wire()) == _big_reply(qe, 60)
 
 
-# -- the daemon passes the exit node in and reconfigures DNS when it changes ----------------------
-class _Rec:
-    """Recording stand-in for the OS-facing parts (device, routers, forwarder)."""
-
-    listen_port = 41641
-
-    def __getattr__(self, name):
-        return lambda *a, **kw: [] if name == "cleanup_leftovers" else None
-
-
+# -- the serve engine passes the exit node in and reconfigures DNS when it changes --------------------
 class _OSDNS:
     """OS configurator stand-in: the LAN's resolver was 192.168.1.1."""
 
@@ -253,14 +244,12 @@ class _OSDNS:
         return False
 
 
-def test_daemon_switches_dns_with_the_exit_node(tmp_path) -> None:
-    import logging
-
-    from engine.daemon import Node as Daemon, NodeState, build_parser
+def test_engine_switches_dns_with_the_exit_node(tmp_path) -> None:
     from engine.dns.manager import DNSManager
     from engine.keys import NodePublic
     from engine.netmap import MapSession
     from engine.tailcfg import Hostinfo, MapResponse
+    from tests.node.fakenode import config, engine_node, reconfigure
 
     def tnode(i, **kw):
         return decode(Node, {"ID": i, "StableID": f"n{i}", "Name": f"node{i}.tail.example.", "Cap": 130,
@@ -275,21 +264,16 @@ def test_daemon_switches_dns_with_the_exit_node(tmp_path) -> None:
     assert isinstance(ex2.hostinfo, Hostinfo)
     nm = MapSession().apply(MapResponse(node=me, peers=(ex2, ex3), dns_config=decode(DNSConfig, {"Proxied": True})),
                             now=1_800_000_000.0)
-    args = build_parser().parse_args(["--login-server", "http://127.0.0.1:1", "--state", str(tmp_path / "s"),
-                                      "--tun", "mesh9"])
-    n = Daemon(args, NodeState.generate(), tmp_path / "s", logging.getLogger("test"), device_factory=_Rec,
-               router_factory=_Rec, exit_router_factory=_Rec, forwarder_factory=_Rec)
-    n._open_os_routing()
-    n._open_dataplane()
+    eng, n, _ = engine_node(tmp_path)
     n.dns = DNSManager(_OSDNS())  # real resolver config; no listeners, no OS changes
     os_default = (Upstream("192.168.1.1"),)
     n.apply_netmap(nm)
     assert n.dns.resolver.config.upstreams == os_default
-    n.set_exit_node("node2")
+    reconfigure(eng, config(exit_node_id="n2"))
     assert [str(u) for u in n.dns.resolver.config.upstreams] == ["http://100.64.0.2:4102/dns-query"]
-    n.set_exit_node("node3")
+    reconfigure(eng, config(exit_node_id="n3"))
     assert [str(u) for u in n.dns.resolver.config.upstreams] == ["http://100.64.0.3:4103/dns-query"]
-    n.set_exit_node(None)
+    reconfigure(eng, config())
     assert n.dns.resolver.config.upstreams == os_default
-    n.set_exit_node("node9")  # chosen but not in the netmap: tailscale's FallbackResolvers (none) then the OS's
+    reconfigure(eng, config(exit_node_id="n9"))  # not in the netmap: tailscale's FallbackResolvers (none) then the OS's
     assert n.dns.resolver.config.upstreams == os_default and not n.dns.resolver.config.via_exit_node

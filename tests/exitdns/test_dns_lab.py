@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.node.labnode import QUAD100_RAW, netns_resolv_conf
 
 HERE = Path(__file__).resolve().parent
 ZONE = {"www.example.org.": "203.0.113.80", "app.corp.example.": "203.0.113.81"}
@@ -22,31 +21,6 @@ SPEC = {
     "listen": [["100.100.100.100", 53], ["fd7a:115c:a1e0::53", 53]],
 }
 ORIGINAL_RESOLV = "# the namespace's own resolv.conf\nnameserver 192.0.2.53\noptions timeout:1\n"
-
-UDP_RAW = (
-    "import socket, sys\n"
-    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-    "s.settimeout(1.0)\n"
-    "s.sendto(bytes.fromhex(sys.argv[1]), ('100.100.100.100', 53))\n"
-    "try:\n"
-    "    print(s.recv(65535).hex())\n"
-    "except socket.timeout:\n"
-    "    print('timeout')\n"
-)
-
-
-@contextlib.contextmanager
-def netns_resolv_conf(ns: str, text: str):
-    """/etc/netns/<ns>/resolv.conf: `ip netns exec` bind-mounts it over /etc/resolv.conf."""
-    d = Path("/etc/netns") / ns
-    d.mkdir(parents=True, exist_ok=False)
-    try:
-        (d / "resolv.conf").write_text(text)
-        yield d / "resolv.conf"
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            Path("/etc/netns").rmdir()
 
 
 def dig(host, *args: str) -> str:
@@ -93,11 +67,11 @@ def test_malformed_and_oversize_queries(dnslab) -> None:
 
     c, _, srv = dnslab
     q = dns.message.make_query("peer1.tail.example.", "A").to_wire()
-    out = c.exec_python(UDP_RAW, (q[:12] + b"\xff\xfe\xfd").hex()).stdout.strip()
+    out = c.exec_python(QUAD100_RAW, (q[:12] + b"\xff\xfe\xfd").hex()).stdout.strip()
     r = dns.message.from_wire(bytes.fromhex(out))
     assert r.rcode() == dns.rcode.FORMERR and r.id == int.from_bytes(q[:2], "big")
-    assert c.exec_python(UDP_RAW, (q + b"\0" * 5000).hex()).stdout.strip() == "timeout"
-    assert c.exec_python(UDP_RAW, "00").stdout.strip() == "timeout"
+    assert c.exec_python(QUAD100_RAW, (q + b"\0" * 5000).hex()).stdout.strip() == "timeout"
+    assert c.exec_python(QUAD100_RAW, "00").stdout.strip() == "timeout"
     # the resolver survives all of that
     assert dig(c, "@100.100.100.100", "peer1.tail.example", "+short").split() == ["100.64.0.2"]
     assert srv.poll() is None

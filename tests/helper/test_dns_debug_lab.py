@@ -7,10 +7,10 @@ import signal
 
 import pytest
 
+from tests.control.nodes import headscale_lan
 from tests.helper.conftest import TAILSCALE, meshctl, tailscale_cli
 from tests.helper.test_real_engine_lab import CTL, start_helper, status, wait_until
-from tests.lab.headscale import BASE_DOMAIN, Headscale
-from tests.lab.peers import peer_bin
+from tests.lab.headscale import BASE_DOMAIN
 from tests.helper.keyfile import key_file_arg
 from tests.lab.tailscaled import Tailscaled
 from tests.node.labnode import UPSTREAM_DNS
@@ -24,21 +24,8 @@ SPLIT_ZONE = {f"intranet.{SPLIT_DOMAIN}.": "10.9.8.7"}
 @pytest.fixture
 def dns_net(lab):
     """headscale with a split-DNS route corp.test -> a dnspython server on the control host (192.0.2.1:53)."""
-    try:
-        peer_bin("headscale")
-    except Exception:  # noqa: BLE001
-        pytest.skip("headscale not built")
-    sw = lab.switch("lan")
-    ctl = lab.host("ctl")
-    sw.attach(ctl, f"{CTL}/24")
-    ctl.popen_python(UPSTREAM_DNS, CTL, "53", json.dumps(SPLIT_ZONE))
-
-    def host(name: str, last_octet: int):
-        h = lab.host(name)
-        sw.attach(h, f"192.0.2.{last_octet}/24")
-        return h
-
-    hs = Headscale(ctl, extra_config={"dns": {"nameservers": {"split": {SPLIT_DOMAIN: [CTL]}}}}).start()
+    hs, host = headscale_lan(lab, extra_config={"dns": {"nameservers": {"split": {SPLIT_DOMAIN: [CTL]}}}})
+    hs.host.popen_python(UPSTREAM_DNS, CTL, "53", json.dumps(SPLIT_ZONE))
     return lab, hs, host
 
 

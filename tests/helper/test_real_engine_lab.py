@@ -1,4 +1,4 @@
-"""Lab: `mesh-helper serve` with the real engine (daemon Node) joins Headscale; tailscale CLI + meshctl drive it."""
+"""Lab: `mesh-helper serve` with the real engine joins Headscale; tailscale CLI + meshctl drive it."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.helper.conftest import REPO, TAILSCALE, meshctl, tailscale_cli
-from tests.lab.headscale import Headscale, auth_id_from_url
-from tests.lab.peers import peer_bin
+from tests.control.nodes import headscale_lan, start_serve
+from tests.helper.conftest import TAILSCALE, meshctl, tailscale_cli
+from tests.lab.headscale import auth_id_from_url
 from tests.lab.tailscaled import Tailscaled
 from tests.helper.keyfile import key_file_arg
 from tests.node.labnode import INET, UDP_ECHO, udp_ask
@@ -37,30 +37,13 @@ def wait_until(fn, what: str, timeout: float = 60.0, interval: float = 0.3):
 
 @pytest.fixture
 def net(lab):
-    try:
-        peer_bin("headscale")
-    except Exception:  # noqa: BLE001
-        pytest.skip("headscale not built")
-    sw = lab.switch("lan")
-    ctl = lab.host("ctl")
-    sw.attach(ctl, f"{CTL}/24")
-
-    def host(name: str, last_octet: int):
-        h = lab.host(name)
-        sw.attach(h, f"192.0.2.{last_octet}/24")
-        return h
-
-    hs = Headscale(ctl).start()
+    hs, host = headscale_lan(lab)
     return lab, hs, host
 
 
 def start_helper(h, lab):
     sock = str(lab.dir / f"helper-{h.name}.sock")
-    proc = h.popen([sys.executable, "-m", "engine.cli.helper", "serve", "--socket", sock,
-                    "--journal", str(lab.dir / f"journal-{h.name}.jsonl"), "--tun", "mesh0", "-v"],
-                   env={"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}, cwd=str(REPO))
-    wait_until(lambda: "mesh-helper ready" in h.log_of(proc) or proc.poll() is not None, "helper ready", 20)
-    assert proc.poll() is None, h.log_of(proc)[-3000:]
+    proc = start_serve(h, Path(sock), lab.dir / f"{h.name}-run", tun="mesh0", extra=("-v",))
     return sock, proc
 
 

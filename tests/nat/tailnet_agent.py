@@ -3,7 +3,7 @@
     python tests/nat/tailnet_agent.py --login-server URL --auth-key file:PATH --hostname H --tun NAME
 
 Prints JSON lines: {"ready":...} once a netmap is applied; reads "status" / "quit" on stdin.
-This is a test harness (the product's composition lives in engine/daemon.py).
+This is a test harness built from the engine's parts; the product's node is `mesh-helper serve` (engine/service.py).
 """
 
 from __future__ import annotations

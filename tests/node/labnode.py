@@ -1,27 +1,24 @@
-"""Lab helpers for node tests: headscale with a policy, our node with routing/DNS flags, a run-time driver."""
+"""Lab helpers for node tests: headscale with a policy, our node (serve + LocalAPI) with routing/DNS prefs."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
+from typing import Any, Iterable
 
-from tests.control.nodes import OurNode, wait_until
+from engine.localapi.schema import Prefs
+from tests.control.nodes import EXIT_ROUTES, OurNode, advertised, canonical_routes, wait_until
 from tests.lab.headscale import Headscale
-from tests.lab.netlab import REPO_ROOT, Host, LabError
+from tests.lab.netlab import REPO_ROOT, Host, Lab, LabError
 
-HERE = Path(__file__).resolve().parent
 UDP_ECHO = str(REPO_ROOT / "tests" / "lab" / "udp_echo.py")
 UPSTREAM_DNS = str(REPO_ROOT / "tests" / "exitdns" / "upstream_dns.py")
-DRIVER = str(HERE / "drive_node.py")
 INET = "203.0.113.2"  # the "internet" host of the exitnet fixture, reachable only through the exit node
 INET6 = "2001:db8:1::2"  # ... and its IPv6 address (isp has 2001:db8:1::1, e 2001:db8:2::2)
 LANHOST = "192.0.2.20"  # a host on the client's LAN
+UP_DNS = "192.0.2.53"  # the lab's upstream DNS host on the LAN (dns_lan)
 
 
 def start_headscale(ctl: Host, policy: dict | None = None) -> Headscale:
@@ -29,69 +26,90 @@ def start_headscale(ctl: Host, policy: dict | None = None) -> Headscale:
     return Headscale(ctl, policy=policy).start()
 
 
+def dns_lan(lab: Lab, zone: dict[str, str]) -> tuple[Host, Host, Host, Host]:
+    """ctl 192.0.2.1, a .11, b .12 and up .53 (a dnspython server answering ``zone``) on one switch."""
+    sw = lab.switch("lan")
+    ctl, a, b, up = (lab.host(n) for n in ("ctl", "a", "b", "up"))
+    for h, n in ((ctl, 1), (a, 11), (b, 12), (up, 53)):
+        sw.attach(h, f"192.0.2.{n}/24")
+    up.popen_python(UPSTREAM_DNS, UP_DNS, "53", json.dumps(zone))
+    up.wait_for(["sh", "-c", f"ss -lun | grep -q {UP_DNS}:53"])
+    return ctl, a, b, up
+
+
 class Node(OurNode):
-    """Our mesh-helper with its own journal dir (and MagicDNS via resolv.conf when the namespace has one)."""
+    """Our node with its journals in <lab dir>/<host>-run and MagicDNS via resolv.conf (when the namespace has one)."""
+
+    dns_mode = "resolv.conf"
 
     def __init__(self, host: Host, login_server: str, *, auth_key: str | None = None, args: tuple[str, ...] = ()):
-        self.run_dir = host.lab.dir / f"{host.name}-run"
-        extra = ("--run-dir", str(self.run_dir), "--dns-mode", "resolv.conf", *args)
-        super().__init__(host, login_server, auth_key=auth_key, extra_args=extra)
-
-    def start(self) -> "Node":
-        self.status_path.unlink(missing_ok=True)  # never read a killed predecessor's status
-        return super().start()
+        super().__init__(host, login_server, auth_key=auth_key, extra_args=args)
 
     def restart(self, *args: str, auth_key: str | None = None) -> "Node":
-        self.extra_args = ("--run-dir", str(self.run_dir), "--dns-mode", "resolv.conf", *args)
+        """Start again (same state file: the same node) with these flags; prefs not named are reset."""
+        self.extra_args = tuple(args)
         self.auth_key = auth_key
         return self.start()
 
 
+def prefs_dict(p: Prefs) -> dict:
+    """LocalAPI prefs in the shape node tests use (exit_node: the ExitNodeID, or ExitNodeIP until resolved)."""
+    routes = list(p.advertise_routes or ())
+    return {"exit_node": p.exit_node_id or p.exit_node_ip or None, "exit_node_allow_lan": p.exit_node_allow_lan_access,
+            "advertise_exit_node": p.exit_routes_advertised(),
+            "advertise_routes": [r for r in routes if r not in EXIT_ROUTES],
+            "accept_dns": p.corp_dns, "accept_routes": p.route_all, "shields_up": p.shields_up}
+
+
 class DrivenNode(Node):
-    """Our node run by tests/node/drive_node.py: Node's Python API (set_exit_node, ...) over stdin."""
+    """A Node changed at run time: ``call("set_exit_node", ...)`` etc. become LocalAPI prefs edits."""
 
-    def start(self) -> "DrivenNode":
-        self.status_path.unlink(missing_ok=True)
-        args = ["--login-server", self.login_server, "--state", str(self.state), "--hostname", self.hostname,
-                "--tun", self.tun, "--port", str(self.port), "--status-file", str(self.status_path),
-                "--endpoint-interval", "2", *self.extra_args]
-        env = {"MESH_AUTH_KEY": self.auth_key} if self.auth_key else {}
-        self.proc = self.host.popen_python(DRIVER, *args, env=env, stdin=subprocess.PIPE)
-        self.host.lab.add_cleanup(self.stop)
-        self._calls = 0
-        return self
+    def call(self, method: str, *args: Any, **kwargs: Any) -> dict:
+        """Node's old run-time API as LocalAPI prefs edits; returns the resulting prefs (prefs_dict)."""
+        fn = getattr(self, f"_{method}", None)
+        if fn is None:
+            raise LabError(f"{method}: not a node prefs call")
+        return prefs_dict(fn(*args, **kwargs))
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
-        """As OurNode.stop, but a node that does not stop in time first dumps its threads' stacks into its log."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        os.kill(self.proc.pid, sig)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGUSR1)  # drive_node.py: faulthandler stack dump
-            time.sleep(1)
-            self.proc.kill()
-            return self.proc.wait(timeout=5)
+    def _set_exit_node(self, node: str | None, *, allow_lan: bool | None = None):
+        return self.set_exit_node(node, allow_lan=allow_lan)
 
-    def call(self, method: str, *args, timeout: float = 30, **kwargs) -> dict:
-        """Call Node.<method>(*args, **kwargs) in the running node; returns the resulting prefs."""
-        self._calls += 1
-        n = self._calls
-        req = {"n": n, "method": method, "args": list(args), "kwargs": kwargs}
-        self.proc.stdin.write((json.dumps(req) + "\n").encode())
-        self.proc.stdin.flush()
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.log().splitlines():
-                if line.startswith(f"RESULT {n} "):
-                    res = json.loads(line.split(" ", 2)[2])
-                    if "error" in res:
-                        raise LabError(f"{method}: {res['error']}")
-                    return res
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise LabError(f"{method}: no result; log:\n{self.log()[-3000:]}")
-            time.sleep(0.05)
+    def _set_exit_node_allow_lan(self, allow: bool):
+        return self.edit_prefs(exit_node_allow_lan_access=bool(allow))
+
+    def _set_advertise_exit_node(self, on: bool):
+        return self.edit_prefs(advertise_routes=advertised(list(self.prefs().advertise_routes or ()), bool(on)))
+
+    def _set_advertise_routes(self, routes: Iterable[str] | str):
+        offers = self.prefs().exit_routes_advertised()
+        return self.edit_prefs(advertise_routes=advertised(canonical_routes(routes), offers))
+
+    def _set_accept_dns(self, on: bool):
+        return self.edit_prefs(corp_dns=bool(on))
+
+    def _set_accept_routes(self, on: bool):
+        return self.edit_prefs(route_all=bool(on))
+
+    def _set_shields_up(self, on: bool):
+        return self.edit_prefs(shields_up=bool(on))
+
+    def _set_prefs(self, **changes: Any):
+        """Several at once, by the old names (exit_node, exit_node_allow_lan, advertise_*, accept_*, shields_up)."""
+        names = {"exit_node_allow_lan": "exit_node_allow_lan_access", "accept_dns": "corp_dns",
+                 "accept_routes": "route_all", "shields_up": "shields_up"}
+        unknown = set(changes) - set(names) - {"exit_node", "advertise_routes", "advertise_exit_node"}
+        if unknown:
+            raise LabError(f"set_prefs: unknown prefs {sorted(unknown)}")
+        if "exit_node" in changes:
+            p = self.set_exit_node(changes.pop("exit_node"), allow_lan=changes.pop("exit_node_allow_lan", None))
+        else:
+            p = self.prefs()
+        edit = {names[k]: bool(v) for k, v in changes.items() if k in names}
+        if "advertise_routes" in changes or "advertise_exit_node" in changes:
+            routes = canonical_routes(changes.get("advertise_routes", p.advertise_routes))
+            offers = changes.get("advertise_exit_node", p.exit_routes_advertised())
+            edit["advertise_routes"] = advertised(routes, bool(offers))
+        return self.edit_prefs(**edit) if edit else p
 
 
 def routing_dump(h: Host, *, skip_dev: str | None = None) -> str:
@@ -159,6 +177,46 @@ def tcp_whoami(h: Host, ip: str, port: int):
     p = h.popen_python(TCP_WHOAMI, ip, str(port))
     wait_until(lambda: "listening" in Host.log_of(p) or p.poll() is not None, "tcp whoami server")
     return p
+
+
+ACL_POLICY = {"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:8080"], "proto": "tcp"}]}
+
+
+def acl_servers(*hosts: tuple[Host, str]) -> None:
+    """On each (host, tailnet IP): TCP whoami on 8080 and 8081, UDP echo on 8080."""
+    for h, ip in hosts:
+        for port in (8080, 8081):
+            tcp_whoami(h, ip, port)
+        h.popen_python(UDP_ECHO, ip, "8080")
+
+
+def assert_acl_denials(ah: Host, a_ip: str, bh: Host, b_ip: str) -> None:
+    """ACL_POLICY's denials between alice (ah) and bob (bh); alice may still ping bob (a rule between the IPs)."""
+    # denied: another port, the other direction, another protocol
+    assert tcp_ask(ah, b_ip, 8081, timeout=3).startswith("error")
+    assert tcp_ask(bh, a_ip, 8080, timeout=3).startswith("error")
+    assert udp_ask(ah, b_ip, 8080, tries=2) == "timeout"
+    assert udp_ask(bh, a_ip, 8080, tries=2) == "timeout"
+    # ICMP: alice may ping bob (a rule alice->bob exists), bob may not ping alice
+    assert ah.ping(b_ip, count=2).returncode == 0
+    assert bh.ping(a_ip, count=2, timeout=2).returncode != 0
+
+
+QUAD100_RAW = (  # one UDP payload (hex) to 100.100.100.100:53; prints the reply (hex) or "timeout"
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.settimeout(1.0)\n"
+    "s.sendto(bytes.fromhex(sys.argv[1]), ('100.100.100.100', 53))\n"
+    "try:\n"
+    "    print(s.recv(65535).hex())\n"
+    "except socket.timeout:\n"
+    "    print('timeout')\n"
+)
+
+
+def dig(h: Host, *args: str, tries: int = 2) -> str:
+    """dig's output (2 s timeout; failures give their output too)."""
+    return h.run(["dig", "+time=2", f"+tries={tries}", *args], check=False).stdout
 
 
 @contextlib.contextmanager

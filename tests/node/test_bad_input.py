@@ -93,7 +93,7 @@ def _dropped_at_exit(c, ex, me: str, pkts: list[bytes], n: int) -> None:
     while True:
         r = inject(c, me, pkts)
         assert r["replies"] == [], r  # no answer ever comes back
-        if _not_local(ex) >= before + n:  # inject waited 2 s: e's status (1 s refresh) has the count
+        if _not_local(ex) >= before + n:  # e's debug-engine counts, read live
             return
         assert time.monotonic() < deadline, f"e's filter did not drop c's packets: {ex.status().get('Filter')}"
 

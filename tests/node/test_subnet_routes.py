@@ -1,4 +1,4 @@
-"""Lab: advertising at run time (Hostinfo.RoutableIPs via the Python API) and using a subnet route with --accept-routes.
+"""Lab: advertising at run time (LocalAPI prefs edits: Hostinfo.RoutableIPs) and using a subnet route (accept-routes).
 
     ctl 192.0.2.1 (headscale), c 192.0.2.11 (--accept-routes), e 192.0.2.12 (DrivenNode) -- inet 203.0.113.2
 """

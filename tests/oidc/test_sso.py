@@ -7,9 +7,11 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from tests.control.nodes import start_serve
 from tests.lab.browser import complete_sso_login
 from tests.lab.netlab import REPO_ROOT
 from tests.lab.oidc import SsoLab
@@ -92,11 +94,7 @@ def test_our_helper_browser_sso_reaches_running(sso: SsoLab):
     lab, client = sso.client.lab, sso.client
     sock = str(lab.dir / "helper-sso.sock")
     env = {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "MESH_TESTING": "1"}
-    helper = client.popen([sys.executable, "-m", "engine.cli.helper", "serve", "--socket", sock,
-                           "--journal", str(lab.dir / "journal-sso.jsonl"), "--tun", "mesh0", "-v"],
-                          env=env, cwd=str(REPO_ROOT))
-    _wait(lambda: "mesh-helper ready" in client.log_of(helper) or helper.poll() is not None, "helper ready", 30)
-    assert helper.poll() is None, client.log_of(helper)[-3000:]
+    helper = start_serve(client, Path(sock), lab.dir / "helper-sso-run", tun="mesh0", extra=("-v",))
 
     # `meshctl up --json` prints {"AuthURL": ...} for each BrowseToURL notification it gets from the IPN bus.
     up = client.popen([sys.executable, "-m", "engine.cli.meshctl", "--socket", sock, "up", "--json",

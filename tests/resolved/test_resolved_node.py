@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 
@@ -17,7 +16,7 @@ import pytest
 from tests.control.nodes import wait_until
 from tests.lab.headscale import BASE_DOMAIN
 from tests.lab.headscale import Headscale
-from tests.node.labnode import UPSTREAM_DNS, Node, netns_resolv_conf
+from tests.node.labnode import Node, dns_lan, netns_resolv_conf
 from tests.resolved.resolvedlab import PrivateResolved
 from tests.resolved.test_resolved_configurator import link_state
 
@@ -32,14 +31,7 @@ OVERRIDE = {"dns": {"override_local_dns": True, "nameservers": {"global": ["192.
 
 @pytest.fixture(params=[None, OVERRIDE], ids=["split", "override_local_dns"])
 def net(lab, resolved_cache, request):
-    sw = lab.switch("lan")
-    ctl, a, b, up = (lab.host(n) for n in ("ctl", "a", "b", "up"))
-    sw.attach(ctl, "192.0.2.1/24")
-    sw.attach(a, "192.0.2.11/24")
-    sw.attach(b, "192.0.2.12/24")
-    sw.attach(up, "192.0.2.53/24")
-    up.popen_python(UPSTREAM_DNS, "192.0.2.53", "53", json.dumps(ZONE))
-    up.wait_for(["sh", "-c", "ss -lun | grep -q 192.0.2.53:53"])
+    ctl, a, b, up = dns_lan(lab, ZONE)
     hs = Headscale(ctl, extra_config=request.param).start()
     key = hs.preauth_key("alice")
     nb = Node(b, hs.url, auth_key=key).start()
