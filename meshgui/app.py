@@ -21,6 +21,7 @@ import tempfile
 import time
 from typing import Any, Callable
 
+from engine.localapi.schema import MaskedPrefs, NodeKeyRotation, State
 from meshgui import notifications
 from meshgui.bridge import BROWSER_SCHEMES, Bridge, browser_url_problem, utc_now
 from meshgui.engine_client import (
@@ -185,7 +186,7 @@ class App:
             self.notify(*note)
         restoring = self.supervisor is not None and self.supervisor.restart_pending
         if view.helper_running and not view.read_only and not restoring \
-                and view.backend_state not in ("NoState", "NeedsLogin"):
+                and view.backend_state not in (State.NO_STATE, State.NEEDS_LOGIN):
             choices = Choices(view.want_running, view.exit_node_id, view.allow_lan)
             if choices != self.settings.choices:
                 self.settings.choices = choices
@@ -200,9 +201,8 @@ class App:
         await self._hand_keys()
         if self.supervisor is not None and self.supervisor.restart_pending:
             c = self.settings.choices
-            masked = {"WantRunning": c.want_running, "WantRunningSet": True,
-                      "ExitNodeID": c.exit_node_id, "ExitNodeIDSet": True,
-                      "ExitNodeAllowLANAccess": c.allow_lan, "ExitNodeAllowLANAccessSet": True}
+            masked = MaskedPrefs.of(want_running=c.want_running, exit_node_id=c.exit_node_id,
+                                    exit_node_allow_lan_access=c.allow_lan)
             try:
                 self.log.info("restoring choices after a helper (re)start: running=%s exit=%r lan=%s",
                               c.want_running, c.exit_node_id, c.allow_lan)
@@ -232,9 +232,9 @@ class App:
             self._keys_accepted = True
             self.log.info("keys handed to helper: machine %s node %s",
                           self.keys.machine.public_short(), self.keys.node.public_short())
-            if info.get("NodePublic") and info["NodePublic"] != node_public_text(self.keys.node):
+            if info.node_public and info.node_public != node_public_text(self.keys.node):
                 self.log.info("the helper runs node key %s (rotated by the control server); it comes on the bus",
-                              short_public_text(info["NodePublic"]))
+                              short_public_text(info.node_public))
         except UntrustedHelper as e:
             self.log.warning("keys not handed over: %s", e)
             if self.trust_error != str(e):
@@ -252,10 +252,10 @@ class App:
         """Without NoPrivateKeys only when the helper took our keys (it then may be a real writer: tailscaled rule)."""
         return GUI_OWNER_WATCH_MASK if self._keys_accepted else GUI_WATCH_MASK
 
-    async def _on_node_key_rotated(self, rot: dict[str, Any]) -> None:
+    async def _on_node_key_rotated(self, rot: NodeKeyRotation) -> None:
         """The control server replaced the node key: keep the new one in the keyring, then acknowledge."""
-        new_pub, old_pub, text = str(rot.get("NodePublic", "")), str(rot.get("OldNodePublic", "")), rot.get("NodeKey")
-        if self.keystore is None or self.keys is None or not isinstance(text, str) or not text:
+        new_pub, old_pub, text = rot.node_public, rot.old_node_public, rot.node_private
+        if self.keystore is None or self.keys is None or not text:
             self.log.info("node key rotated by the control server: %s -> %s",
                           short_public_text(old_pub), short_public_text(new_pub))
             return

@@ -4,8 +4,10 @@
     widget clicks ──► Bridge slots ──► coroutine on the bridge's TaskGroup ──► LocalAPI
 
 Widgets never touch the socket. Reconnects with capped backoff and reports HELPER_DOWN
-meanwhile (STYLE R18). A 403 on any write turns the GUI read-only. A node key rotated by the
-control server (Notify "MeshvpnNodeKeyRotated") is taken out of the notification before the
+meanwhile (STYLE R18). A 403 on any write turns the GUI read-only. Answers arrive as leniently
+decoded schema objects: fields the helper sent in an odd shape are counted (`odd_fields`) and
+logged (a warning the first time each one is seen), never a reason to reconnect. A node key rotated
+by the control server (Notify.node_key_rotated) is taken out of the notification before the
 reducer sees it and handed to `on_node_key_rotated` (the app stores it in the keyring): the
 secret never enters the ViewState. A login URL is announced (browseTo) only if it is an https:// or
 http:// address (browser_url_problem); anything else becomes an actionFailed message instead.
@@ -14,6 +16,7 @@ http:// address (browser_url_problem); anything else becomes an actionFailed mes
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import urllib.parse
@@ -21,8 +24,9 @@ from typing import Any, Awaitable, Callable, Iterable
 
 from PySide6.QtCore import QObject, Signal
 
+from engine.localapi.schema import Decoded, FieldProblem, MaskedPrefs, NodeKeyRotation, Options, PingResult, Prefs
 from meshgui import state as st
-from meshgui.engine_client import NODE_KEY_ROTATED, AccessDenied, EngineClient, HelperUnavailable, LocalAPIError
+from meshgui.engine_client import AccessDenied, EngineClient, HelperUnavailable, LocalAPIError
 
 RECONNECT_BACKOFF = (0.5, 1.0, 2.0, 3.0)  # seconds; capped at 3 s like Tailscale's systray
 PING_CONCURRENCY = 8
@@ -31,6 +35,7 @@ STATUS_COALESCE = 0.2  # seconds: Notify bursts trigger one /status fetch
 
 BROWSER_SCHEMES = ("https", "http")  # the only URL schemes the GUI hands to a browser
 MAX_URL_LENGTH = 8192
+MAX_LOGGED_PROBLEMS = 200  # distinct odd fields warned about; later ones are logged at debug level only
 
 Clock = Callable[[], dt.datetime]
 
@@ -72,7 +77,7 @@ class Bridge(QObject):
                  logger: logging.Logger | logging.LoggerAdapter | None = None,
                  on_connected: Callable[[], Awaitable[None]] | None = None,
                  watch_mask: Callable[[], int] | None = None,
-                 on_node_key_rotated: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+                 on_node_key_rotated: Callable[[NodeKeyRotation], Awaitable[None]] | None = None,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.client = client
@@ -93,6 +98,8 @@ class Bridge(QObject):
         self.notify_count = 0
         self.status_fetches = 0
         self.refused_urls = 0  # login URLs not opened (not https/http)
+        self.odd_fields = 0  # values in the helper's answers that could not be read (their defaults were used)
+        self._warned: set[str] = set()
 
     # ------------------------------------------------------------ state
 
@@ -172,23 +179,26 @@ class Bridge(QObject):
             try:
                 if self._on_connected is not None:
                     await self._on_connected()
-                self.dispatch(st.PrefsEvent(await self.client.get_prefs()))  # before status: no default prefs
+                self._dispatch_prefs(await self.client.get_prefs())  # before status: no default prefs
                 await self.refresh()
                 if self._stop.is_set():  # stopped meanwhile: never open a stream a lost cancel would keep
                     return
                 self._connected = True
                 self.dispatch(st.HelperUp())
                 watch = self.client.watch(self._watch_mask()) if self._watch_mask else self.client.watch()
-                async for notify in watch:
+                async for decoded in watch:
                     if self._stop.is_set():
                         return
                     attempt = 0
                     self.notify_count += 1
-                    rotated = notify.pop(NODE_KEY_ROTATED, None)
-                    if isinstance(rotated, dict) and self._on_node_key_rotated is not None:
-                        self.spawn(self._on_node_key_rotated(rotated))
-                    self.dispatch(st.NotifyEvent(notify))
-                    if any(k in notify for k in ("State", "Prefs", "NetMap", "Engine", "LoginFinished")):
+                    n = decoded.value
+                    if n.node_key_rotated is not None:
+                        if self._on_node_key_rotated is not None:
+                            self.spawn(self._on_node_key_rotated(n.node_key_rotated))
+                        n = dataclasses.replace(n, node_key_rotated=None)
+                    self._note_problems("Notify", decoded.problems)
+                    self.dispatch(st.NotifyEvent(n, decoded.problems))
+                    if any(x is not None for x in (n.state, n.prefs, n.net_map, n.engine, n.login_finished)):
                         self._status_dirty.set()
                 raise HelperUnavailable("the helper closed the watch stream")
             except (HelperUnavailable, LocalAPIError, OSError) as e:
@@ -222,36 +232,52 @@ class Bridge(QObject):
         """Fetch /status and reduce it."""
         status = await self.client.status()
         self.status_fetches += 1
+        self._note_problems("Status", status.problems)
         self.dispatch(st.StatusEvent(status))
+
+    def _dispatch_prefs(self, prefs: Decoded[Prefs]) -> None:
+        self._note_problems("Prefs", prefs.problems)
+        self.dispatch(st.PrefsEvent(prefs))
+
+    def _note_problems(self, what: str, problems: tuple[FieldProblem, ...]) -> None:
+        """Count and log the values of an answer that could not be read (their defaults were used)."""
+        for p in problems:
+            self.odd_fields += 1
+            text = f"{what}.{p}"
+            if text in self._warned or len(self._warned) >= MAX_LOGGED_PROBLEMS:
+                self._log.debug("odd field from the helper (default used): %s", text)
+            else:
+                self._warned.add(text)
+                self._log.warning("odd field from the helper (default used): %s", text)
 
     # ------------------------------------------------------------ actions (slots)
 
     def connect_vpn(self) -> None:
-        self.spawn(self._edit({"WantRunning": True}))
+        self.spawn(self._edit(want_running=True))
 
     def disconnect_vpn(self) -> None:
-        self.spawn(self._edit({"WantRunning": False}))
+        self.spawn(self._edit(want_running=False))
 
     def set_exit_node(self, node_id: str) -> None:
-        fields: dict[str, Any] = {"ExitNodeID": node_id}
-        if not node_id:
-            fields["ExitNodeIP"] = ""
-        self.spawn(self._edit(fields))
+        if node_id:
+            self.spawn(self._edit(exit_node_id=node_id))
+        else:
+            self.spawn(self._edit(exit_node_id="", exit_node_ip=""))
 
     def set_allow_lan(self, allow: bool) -> None:
-        self.spawn(self._edit({"ExitNodeAllowLANAccess": allow}))
+        self.spawn(self._edit(exit_node_allow_lan_access=bool(allow)))
 
     def set_corp_dns(self, on: bool) -> None:
         """"Use tailnet DNS" (Prefs.CorpDNS)."""
-        self.spawn(self._edit({"CorpDNS": bool(on)}))
+        self.spawn(self._edit(corp_dns=bool(on)))
 
     def set_route_all(self, on: bool) -> None:
         """"Use subnet routes" (Prefs.RouteAll)."""
-        self.spawn(self._edit({"RouteAll": bool(on)}))
+        self.spawn(self._edit(route_all=bool(on)))
 
     def set_allow_incoming(self, allow: bool) -> None:
         """"Allow incoming connections": the inverse of Prefs.ShieldsUp."""
-        self.spawn(self._edit({"ShieldsUp": not allow}))
+        self.spawn(self._edit(shields_up=not allow))
 
     def set_advertise_exit_node(self, on: bool) -> None:
         """"Run as exit node": add/remove 0.0.0.0/0 and ::/0 in AdvertiseRoutes, keeping the other routes."""
@@ -259,14 +285,17 @@ class Bridge(QObject):
 
     async def _advertise_exit_node(self, on: bool) -> None:
         # Read the helper's current routes (not the ViewState's: another client may have changed them).
-        current = (await self.client.get_prefs()).get("AdvertiseRoutes") or []
-        self.dispatch(st.PrefsEvent({"AdvertiseRoutes": current}))
+        prefs = await self.client.get_prefs()
+        self._dispatch_prefs(prefs)
+        if any(p.path[:1] == ("AdvertiseRoutes",) for p in prefs.problems):
+            raise ValueError("the helper's advertised routes could not be read; they were left unchanged")
+        current = list(prefs.value.advertise_routes or [])
         routes = [r for r in current if r not in st.EXIT_ROUTES]
         if on:
             routes += list(st.EXIT_ROUTES)
-        if routes == list(current):
+        if routes == current:
             return
-        await self._edit({"AdvertiseRoutes": routes})
+        await self._edit(advertise_routes=routes)
 
     def login(self, control_url: str = "") -> None:
         """Browser SSO: start with WantRunning (and the chosen control server), then login-interactive."""
@@ -284,21 +313,16 @@ class Bridge(QObject):
         if ips:
             self.spawn(self._ping_all(ips))
 
-    async def _edit(self, fields: dict[str, Any]) -> None:
-        masked = dict(fields)
-        for k in fields:
-            masked[f"{k}Set"] = True
+    async def _edit(self, **changes: Any) -> None:
+        """PATCH exactly these prefs (by schema.Prefs attribute name), then show the prefs the helper answers."""
         async with self._edit_lock:
-            prefs = await self.client.edit_prefs(masked)
-            self.dispatch(st.PrefsEvent(prefs))
+            self._dispatch_prefs(await self.client.edit_prefs(MaskedPrefs.of(**changes)))
 
     async def _login(self, control_url: str) -> None:
         try:
-            prefs = await self.client.get_prefs()
-            prefs["WantRunning"] = True
-            if control_url:
-                prefs["ControlURL"] = control_url
-            await self.client.start({"UpdatePrefs": prefs})
+            prefs = (await self.client.get_prefs()).value
+            prefs = dataclasses.replace(prefs, want_running=True, control_url=control_url or prefs.control_url)
+            await self.client.start(Options(update_prefs=prefs))
             await self.client.login_interactive()
         except BaseException:
             self.dispatch(st.LoginCancelled())
@@ -313,7 +337,8 @@ class Bridge(QObject):
                     async with asyncio.timeout(PING_TIMEOUT):
                         result = await self.client.ping(ip)
                 except (asyncio.TimeoutError, LocalAPIError, HelperUnavailable, OSError) as e:
-                    result = {"Err": str(e) or "timeout"}
+                    result = Decoded(PingResult(err=str(e) or "timeout"))
+                self._note_problems("PingResult", result.problems)
                 self.dispatch(st.PingEvent(ip, result))
 
         await asyncio.gather(*(one(ip) for ip in ips))

@@ -1,44 +1,41 @@
-"""Async LocalAPI access for the GUI (no Qt): wraps engine.localapi.client and hands the reducer tailscaled-shaped dicts.
+"""Async LocalAPI access for the GUI (no Qt): engine.localapi.client, decoding leniently into engine.localapi.schema.
 
-The GUI's reducer works on the Go-shaped JSON (ipnstate.Status, ipn.Prefs, ipn.Notify as
-dicts), so the typed objects of `engine.localapi.schema` are turned back into their wire
-dicts here. Errors are narrowed to three kinds the bridge acts on: HelperUnavailable
-(reconnect with backoff, show "helper not running"), AccessDenied (read-only) and
-LocalAPIError (show the message); set_keys adds UntrustedHelper: private keys go only to a
-helper whose socket is owned and served by root (`trusted_helper_uids`, checked on the very
-connection before the keys are written). Framing of the watch stream (newline-delimited JSON with a
-maximum line length) is the client's job.
+The wire is read once, by the schema types themselves: every answer and every ipn.Notify comes
+back as a `Decoded` (the schema object plus the FieldProblems found in it), decoded leniently
+(schema.lenient_decoding), so one odd or missing field gets its default and never costs the rest
+of the message. Errors are narrowed to three kinds the bridge acts on: HelperUnavailable
+(reconnect with backoff, show "helper not running"; also for text that is not JSON at all),
+AccessDenied (read-only) and LocalAPIError (show the message); set_keys adds UntrustedHelper:
+private keys go only to a helper whose socket is owned and served by root (`trusted_helper_uids`,
+checked on the very connection before the keys are written). Framing of the watch stream
+(newline-delimited JSON with a maximum line length) is the client's job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, AsyncIterator, Mapping
+from typing import AsyncIterator, Awaitable, Mapping, TypeVar
 
 import h11
 
 from engine.localapi import client as lc
-from engine.localapi.schema import MaskedPrefs, Options, SchemaError
+from engine.localapi import schema
+from engine.localapi.schema import Decoded, SchemaError
 
-# ipn.NotifyWatchOpt bits (ipn/backend.go) understood by tailscaled 1.90 and our helper.
-WATCH_ENGINE_UPDATES = 1 << 0
-WATCH_INITIAL_STATE = 1 << 1
-WATCH_INITIAL_PREFS = 1 << 2
-WATCH_INITIAL_NETMAP = 1 << 3
-WATCH_NO_PRIVATE_KEYS = 1 << 4
-WATCH_INITIAL_HEALTH = 1 << 7
-WATCH_RATE_LIMIT = 1 << 8
-GUI_WATCH_MASK = (WATCH_ENGINE_UPDATES | WATCH_INITIAL_STATE | WATCH_INITIAL_PREFS
-                  | WATCH_INITIAL_NETMAP | WATCH_NO_PRIVATE_KEYS | WATCH_RATE_LIMIT)
+# What the tray watches on the IPN bus (ipn.NotifyWatchOpt).
+_W = schema.NotifyWatchOpt
+GUI_WATCH_MASK = (_W.ENGINE_UPDATES | _W.INITIAL_STATE | _W.INITIAL_PREFS | _W.INITIAL_NETMAP | _W.NO_PRIVATE_KEYS
+                  | _W.RATE_LIMIT)
 # The GUI's keys' owner watches without NoPrivateKeys (tailscaled allows that to writers only) so that
-# the helper can hand it a node key the control server rotated (meshvpn's Notify extension).
-GUI_OWNER_WATCH_MASK = GUI_WATCH_MASK & ~WATCH_NO_PRIVATE_KEYS
-NODE_KEY_ROTATED = "MeshvpnNodeKeyRotated"  # {"NodePublic", "OldNodePublic", "NodeKey" (owner only)}
+# the helper can hand it a node key the control server rotated (Notify.node_key_rotated, meshvpn's extension).
+GUI_OWNER_WATCH_MASK = GUI_WATCH_MASK & ~_W.NO_PRIVATE_KEYS
 REQUEST_TIMEOUT = 30.0  # seconds, for one-shot requests (not the watch stream)
 KEYS_PATH = "/localapi/v0/meshvpn/keys"
 DEFAULT_SOCKET = lc.DEFAULT_SOCKET
 ROOT_ONLY = lc.ROOT_ONLY  # the helper uids trusted with keys in production
+
+T = TypeVar("T")
 
 
 def default_socket() -> str:
@@ -69,7 +66,7 @@ class UntrustedHelper(Exception):
 
 
 class EngineClient:
-    """The LocalAPI calls the GUI makes, as dicts in tailscaled's JSON shapes."""
+    """The LocalAPI calls the GUI makes, answering leniently decoded schema objects."""
 
     def __init__(self, socket_path: str, *, timeout: float = REQUEST_TIMEOUT,
                  trusted_helper_uids: frozenset[int] = ROOT_ONLY) -> None:
@@ -79,22 +76,22 @@ class EngineClient:
         self.trusted_helper_uids = frozenset(trusted_helper_uids)
         self._c = lc.LocalClient(socket_path, timeout=timeout)
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> Decoded[schema.Status]:
         async with _mapped("/localapi/v0/status"):
-            return (await self._c.status()).to_dict()
+            return await _lenient(self._c.status())
 
-    async def get_prefs(self) -> dict[str, Any]:
+    async def get_prefs(self) -> Decoded[schema.Prefs]:
         async with _mapped("/localapi/v0/prefs"):
-            return (await self._c.prefs()).to_dict()
+            return await _lenient(self._c.prefs())
 
-    async def edit_prefs(self, masked: Mapping[str, Any]) -> dict[str, Any]:
-        """PATCH ipn.MaskedPrefs: each changed field needs its `<Field>Set: true` companion."""
+    async def edit_prefs(self, masked: schema.MaskedPrefs) -> Decoded[schema.Prefs]:
+        """PATCH ipn.MaskedPrefs (`MaskedPrefs.of(want_running=True)`); answers the prefs after the edit."""
         async with _mapped("/localapi/v0/prefs"):
-            return (await self._c.edit_prefs(MaskedPrefs.from_dict(dict(masked)))).to_dict()
+            return await _lenient(self._c.edit_prefs(masked))
 
-    async def start(self, options: Mapping[str, Any] | None = None) -> None:
+    async def start(self, options: schema.Options | None = None) -> None:
         async with _mapped("/localapi/v0/start"):
-            await self._c.start(Options.from_dict(dict(options or {})))
+            await self._c.start(options or schema.Options())
 
     async def login_interactive(self) -> None:
         async with _mapped("/localapi/v0/login-interactive"):
@@ -104,28 +101,42 @@ class EngineClient:
         async with _mapped("/localapi/v0/logout"):
             await self._c.logout()
 
-    async def ping(self, ip: str, ping_type: str = "disco") -> dict[str, Any]:
+    async def ping(self, ip: str, ping_type: str = "disco") -> Decoded[schema.PingResult]:
         async with _mapped("/localapi/v0/ping"):
-            return (await self._c.ping(ip, ping_type)).to_dict()
+            return await _lenient(self._c.ping(ip, ping_type))
 
-    async def set_keys(self, payload: Mapping[str, str]) -> dict[str, Any]:
+    async def set_keys(self, payload: Mapping[str, str]) -> schema.KeysInfo:
         """Hand keys to the helper (only a trusted one: UntrustedHelper); answers the public halves. Never logged."""
         try:
             async with _mapped(KEYS_PATH):
-                info = await self._c.set_keys(payload["MachineKey"], payload["NodeKey"],
-                                              trusted_uids=self.trusted_helper_uids)
+                info = await _lenient(self._c.set_keys(payload["MachineKey"], payload["NodeKey"],
+                                                       trusted_uids=self.trusted_helper_uids))
         except _Untrusted as e:
             raise UntrustedHelper(f"meshvpn did not give this device's keys to {self.socket_path}: {e.args[0]}. "
                                   "Another program may be posing as the VPN helper; the real helper runs as "
                                   "root.") from None
-        return info.to_dict()
+        return info.value
 
-    async def watch(self, mask: int = GUI_WATCH_MASK) -> AsyncIterator[dict[str, Any]]:
-        """Yield ipn.Notify dicts (fields absent from the message are left out) until the stream ends."""
-        path = "/localapi/v0/watch-ipn-bus"
-        async with _mapped(path):
-            async for n in self._c.watch_ipn_bus(mask):
-                yield {k: v for k, v in n.to_dict().items() if v is not None}
+    async def watch(self, mask: int = GUI_WATCH_MASK) -> AsyncIterator[Decoded[schema.Notify]]:
+        """Yield each ipn.Notify (fields absent from the message are None) until the stream ends."""
+        async with _mapped("/localapi/v0/watch-ipn-bus"):
+            stream = self._c.watch_ipn_bus(mask)
+            try:
+                while True:
+                    try:
+                        notify = await _lenient(anext(stream))
+                    except StopAsyncIteration:
+                        return
+                    yield notify
+            finally:
+                await stream.aclose()
+
+
+async def _lenient(answer: Awaitable[T]) -> Decoded[T]:
+    """Await a client call whose schema decoding runs leniently; its value with the problems found."""
+    with schema.lenient_decoding() as problems:
+        value = await answer
+    return Decoded(value, tuple(problems))
 
 
 class _Untrusted(Exception):

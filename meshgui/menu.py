@@ -11,10 +11,10 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 
+from engine.localapi.schema import DEFAULT_CONTROL_URL, State
 from meshgui.state import Approval, PeerView, TrayState, ViewState
 
 MAX_MENU_PEERS = 40  # more devices than this go to the window ("All devices…")
-DEFAULT_CONTROL_URL = "https://controlplane.tailscale.com"
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def headline(s: ViewState) -> str:
     if t is TrayState.HELPER_DOWN:
         return "VPN helper not running"
     if t is TrayState.ERROR:
-        return "VPN in use by another user" if s.backend_state == "InUseOtherUser" else "VPN error"
+        return "VPN in use by another user" if s.backend_state is State.IN_USE_OTHER_USER else "VPN error"
     if t is TrayState.NEEDS_LOGIN:
         if s.key_expired:
             return "Log in again to stay connected"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine.localapi.schema import State
 from meshgui.state import TrayState, ViewState
 
 REPEAT_AFTER = 300.0  # seconds before the very same notification may be shown again
 
 _CONNECTED = (TrayState.CONNECTED, TrayState.EXIT_NODE)
+_LOGGING_IN = (State.NEEDS_LOGIN, State.NEEDS_MACHINE_AUTH, State.STARTING)
 
 
 def transitions(old: ViewState, new: ViewState) -> list[tuple[str, str]]:
@@ -16,7 +18,7 @@ def transitions(old: ViewState, new: ViewState) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     was, now = old.tray, new.tray
     if now in _CONNECTED and was in (TrayState.NEEDS_LOGIN, TrayState.CONNECTING, TrayState.NEEDS_APPROVAL) \
-            and (old.login_pending or old.backend_state in ("NeedsLogin", "NeedsMachineAuth", "Starting")):
+            and (old.login_pending or old.backend_state in _LOGGING_IN):
         who = f" as {new.account}" if new.account else ""
         where = f" to {new.tailnet}" if new.tailnet else ""
         out.append(("Connected", f"Connected{where}{who}"))

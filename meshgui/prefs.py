@@ -9,9 +9,9 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit,
                                QPushButton, QVBoxLayout, QWidget)
 
+from engine.localapi.schema import DEFAULT_CONTROL_URL
 from meshgui import autostart
 from meshgui.control_check import CheckResult, check_control_url, check_syntax
-from meshgui.menu import DEFAULT_CONTROL_URL
 from meshgui.settings import Settings
 from meshgui.tray import THEMES
 

@@ -1,4 +1,4 @@
-"""Pure reducer from LocalAPI Notify/Status JSON (tailscaled shapes) to the GUI's ViewState; no Qt, no I/O.
+"""Pure reducer from LocalAPI schema objects (Status, Notify, Prefs, PingResult) to the GUI's ViewState; no Qt, no I/O.
 
 Flow (STYLE R18):
 
@@ -7,8 +7,11 @@ Flow (STYLE R18):
     /ping result ─────────┤
     bridge events ────────┘   (helper up/down, access denied, login started/cancelled, errors)
 
-Inputs are the raw JSON dicts of tailscaled's LocalAPI (ipn.Notify, ipnstate.Status,
-ipnstate.PingResult); anything malformed is ignored field by field, never raised.
+The wire is read once, by engine.localapi.schema: events carry its frozen dataclasses (leniently
+decoded, `schema.Decoded`) and the FieldProblems found in them. A field that could not be read has
+its schema default; where the view can keep what it showed before (backend state, version, each
+pref, ping latency) the reducer keeps that instead; a message that is not a JSON object at all
+changes nothing. Nothing here raises on odd input.
 `now` is an argument (aware UTC datetime) so key-expiry decisions are testable.
 """
 
@@ -20,14 +23,17 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-# ipn.State numeric values as sent in Notify.State (ipn/backend.go).
-IPN_STATES = ("NoState", "InUseOtherUser", "NeedsLogin", "NeedsMachineAuth", "Stopped", "Starting", "Running")
+from engine.localapi import schema
 
 # Warn about node-key expiry this long ahead (Tailscale's KeyExpirationNotice default is 24 h).
 KEY_EXPIRY_WARNING = dt.timedelta(hours=24)
 
 # Go's zero time.Time marshals as this; it means "never" / "unknown".
 _GO_ZERO_YEAR = 1
+
+# Backend states in which a browser login is over (or was never needed).
+_LOGIN_OVER = frozenset({schema.State.RUNNING, schema.State.STARTING, schema.State.STOPPED,
+                         schema.State.NEEDS_MACHINE_AUTH})
 
 
 class TrayState(enum.Enum):
@@ -122,7 +128,7 @@ class ViewState:
     """Everything the widgets render; produced only by `reduce`."""
 
     helper_running: bool = False
-    backend_state: str = "NoState"
+    backend_state: schema.State = schema.State.NO_STATE
     read_only: bool = False
     error: str = ""
     want_running: bool = False
@@ -189,26 +195,45 @@ class ViewState:
 
 # ---------------------------------------------------------------- events
 
+Problems = tuple[schema.FieldProblem, ...]
+
 
 @dataclass(frozen=True, slots=True)
 class NotifyEvent:
-    """One ipn.Notify JSON object from the watch-ipn-bus stream."""
+    """One ipn.Notify from the watch-ipn-bus stream (a field that is None was not in the message).
 
-    notify: Mapping[str, Any]
+    Like every event with a schema object, it takes the object, a `schema.Decoded` (its problems are
+    kept) or a JSON object (tests, benchmarks), which is decoded leniently here: keys the object
+    lacks count as unreadable, so a partial object changes only what it has.
+    """
+
+    notify: schema.Notify
+    problems: Problems = ()
+
+    def __post_init__(self) -> None:
+        _adopt(self, "notify", schema.Notify)
 
 
 @dataclass(frozen=True, slots=True)
 class StatusEvent:
     """A GET /localapi/v0/status answer (ipnstate.Status)."""
 
-    status: Mapping[str, Any]
+    status: schema.Status
+    problems: Problems = ()
+
+    def __post_init__(self) -> None:
+        _adopt(self, "status", schema.Status)
 
 
 @dataclass(frozen=True, slots=True)
 class PrefsEvent:
     """A GET/PATCH /localapi/v0/prefs answer (ipn.Prefs)."""
 
-    prefs: Mapping[str, Any]
+    prefs: schema.Prefs
+    problems: Problems = ()
+
+    def __post_init__(self) -> None:
+        _adopt(self, "prefs", schema.Prefs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +241,28 @@ class PingEvent:
     """A POST /localapi/v0/ping answer (ipnstate.PingResult) for `ip`."""
 
     ip: str
-    result: Mapping[str, Any]
+    result: schema.PingResult
+    problems: Problems = ()
+
+    def __post_init__(self) -> None:
+        _adopt(self, "result", schema.PingResult)
+
+
+def _adopt(event: Any, attr: str, cls: type[schema.Wire]) -> None:
+    """Turn the `attr` given to an event into a `cls` object, adding its problems to the event's."""
+    given = getattr(event, attr)
+    if isinstance(given, cls):
+        return
+    if isinstance(given, schema.Decoded):
+        value, problems = given.value, given.problems
+    else:
+        raw = dict(given) if isinstance(given, Mapping) else given
+        decoded = schema.decode_lenient(cls, raw)
+        absent = tuple(schema.FieldProblem((go,), "absent") for go in cls.go_to_attr()
+                       if isinstance(raw, dict) and go not in raw)
+        value, problems = decoded.value, decoded.problems + absent
+    object.__setattr__(event, attr, value)
+    object.__setattr__(event, "problems", event.problems + problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,15 +311,15 @@ Event = (
 
 
 def reduce(state: ViewState, event: Event, now: dt.datetime) -> ViewState:
-    """Return the ViewState after `event`; pure and total (malformed input changes nothing)."""
+    """Return the ViewState after `event`; pure and total (unreadable input changes nothing it need not)."""
     if isinstance(event, NotifyEvent):
-        return _apply_expiry(_reduce_notify(state, event.notify), now)
+        return _apply_expiry(_reduce_notify(state, event.notify, event.problems), now)
     if isinstance(event, StatusEvent):
-        return _apply_expiry(_reduce_status(state, event.status), now)
+        return _apply_expiry(_reduce_status(state, event.status, event.problems), now)
     if isinstance(event, PrefsEvent):
-        return _reduce_prefs(state, event.prefs)
+        return _reduce_prefs(state, event.prefs, _unreadable(event.problems))
     if isinstance(event, PingEvent):
-        return _reduce_ping(state, event.ip, event.result)
+        return _reduce_ping(state, event.ip, event.result, event.problems)
     if isinstance(event, HelperDown):
         return dataclasses.replace(
             ViewState(), helper_running=False, error=event.reason, read_only=state.read_only
@@ -296,125 +342,128 @@ def tray_state(s: ViewState) -> TrayState:
     if not s.helper_running:
         return TrayState.HELPER_DOWN
     b = s.backend_state
-    if b == "InUseOtherUser":
+    if b is schema.State.IN_USE_OTHER_USER:
         return TrayState.ERROR
-    if b == "NeedsLogin" or s.key_expired:
+    if b is schema.State.NEEDS_LOGIN or s.key_expired:
         return TrayState.NEEDS_LOGIN
-    if b == "NeedsMachineAuth":
+    if b is schema.State.NEEDS_MACHINE_AUTH:
         return TrayState.NEEDS_APPROVAL
-    if b == "Stopped":
+    if b is schema.State.STOPPED:
         return TrayState.STOPPED
-    if b == "Running":
+    if b is schema.State.RUNNING:
         return TrayState.EXIT_NODE if s.exit_node_id else TrayState.CONNECTED
     return TrayState.CONNECTING
 
 
-def _reduce_notify(state: ViewState, n: Mapping[str, Any]) -> ViewState:
-    if not isinstance(n, Mapping):
-        return state
-    changes: dict[str, Any] = {"helper_running": True}
-    if isinstance(n.get("Version"), str) and n["Version"]:
-        changes["version"] = n["Version"]
-    st = n.get("State")
-    if isinstance(st, int) and not isinstance(st, bool) and 0 <= st < len(IPN_STATES):
-        changes["backend_state"] = IPN_STATES[st]
-        if IPN_STATES[st] in ("Running", "Starting", "Stopped", "NeedsMachineAuth"):
-            changes["login_pending"] = False
-            changes["browse_url"] = ""
-    elif isinstance(st, str) and st in IPN_STATES:
-        changes["backend_state"] = st
-    url = n.get("BrowseToURL")
-    if isinstance(url, str) and url and state.login_pending:
-        changes["browse_url"] = url
-    if n.get("LoginFinished") is not None:
+def _unreadable(problems: Problems, *at: str) -> frozenset[str]:
+    """Go names of the fields right below the object at path `at` that could not be read ("": that object itself)."""
+    n = len(at)
+    return frozenset(p.path[n] if len(p.path) > n else "" for p in problems
+                     if p.path[:n] == at and len(p.path) <= n + 1)
+
+
+def _backend_state(state: schema.State) -> dict[str, Any]:
+    changes: dict[str, Any] = {"backend_state": state}
+    if state in _LOGIN_OVER:
         changes["login_pending"] = False
         changes["browse_url"] = ""
-    err = n.get("ErrMessage")
-    if isinstance(err, str) and err:
-        changes["error"] = err
+    return changes
+
+
+def _reduce_notify(state: ViewState, n: schema.Notify, problems: Problems) -> ViewState:
+    if "" in _unreadable(problems):
+        return state
+    changes: dict[str, Any] = {"helper_running": True}
+    if n.version:
+        changes["version"] = n.version
+    if n.state is not None:
+        changes.update(_backend_state(n.state))
+    if n.browse_to_url and state.login_pending:
+        changes["browse_url"] = n.browse_to_url
+    if n.login_finished is not None:
+        changes["login_pending"] = False
+        changes["browse_url"] = ""
+    if n.err_message:
+        changes["error"] = n.err_message
     state = dataclasses.replace(state, **changes)
-    prefs = n.get("Prefs")
-    if isinstance(prefs, Mapping):
-        state = _reduce_prefs(state, prefs)
+    if n.prefs is not None:
+        state = _reduce_prefs(state, n.prefs, _unreadable(problems, "Prefs"))
     return state
 
 
-def _reduce_prefs(state: ViewState, p: Mapping[str, Any]) -> ViewState:
-    if not isinstance(p, Mapping):
+# Prefs attribute -> ViewState attribute, for the prefs the GUI shows.
+_PREFS_VIEW = {
+    "want_running": "want_running", "logged_out": "logged_out", "exit_node_allow_lan_access": "allow_lan",
+    "corp_dns": "corp_dns", "route_all": "route_all", "shields_up": "shields_up",
+    "control_url": "control_url", "exit_node_id": "exit_node_id", "advertise_routes": "advertise_routes",
+}
+
+
+def _reduce_prefs(state: ViewState, p: schema.Prefs, unreadable: frozenset[str]) -> ViewState:
+    """Each pref the GUI shows, except those that could not be read: the view keeps what it had for them."""
+    if "" in unreadable:
         return state
-    changes: dict[str, Any] = {}
-    for key, attr in (("WantRunning", "want_running"), ("LoggedOut", "logged_out"),
-                      ("ExitNodeAllowLANAccess", "allow_lan"), ("CorpDNS", "corp_dns"),
-                      ("RouteAll", "route_all"), ("ShieldsUp", "shields_up")):
-        if isinstance(p.get(key), bool):
-            changes[attr] = p[key]
-    for key, attr in (("ControlURL", "control_url"), ("ExitNodeID", "exit_node_id")):
-        if isinstance(p.get(key), str):
-            changes[attr] = p[key]
-    if "AdvertiseRoutes" in p and (p["AdvertiseRoutes"] is None or isinstance(p["AdvertiseRoutes"], (list, tuple))):
-        changes["advertise_routes"] = _str_tuple(p["AdvertiseRoutes"])  # JSON null = none advertised
+    g2a = schema.Prefs.go_to_attr()
+    skip = {g2a[go] for go in unreadable if go in g2a}
+    changes = {view: getattr(p, attr) for attr, view in _PREFS_VIEW.items() if attr not in skip}
+    if "advertise_routes" in changes:
+        changes["advertise_routes"] = tuple(changes["advertise_routes"] or ())  # JSON null = none advertised
     return dataclasses.replace(state, **changes)
 
 
-def _reduce_status(state: ViewState, s: Mapping[str, Any]) -> ViewState:
-    if not isinstance(s, Mapping):
+def _reduce_status(state: ViewState, s: schema.Status, problems: Problems) -> ViewState:
+    unreadable = _unreadable(problems)
+    if "" in unreadable:
         return state
     changes: dict[str, Any] = {"helper_running": True}
-    if isinstance(s.get("BackendState"), str) and s["BackendState"] in IPN_STATES:
-        changes["backend_state"] = s["BackendState"]
-        if s["BackendState"] in ("Running", "Starting", "Stopped", "NeedsMachineAuth"):
-            changes["login_pending"] = False
-            changes["browse_url"] = ""
-    if isinstance(s.get("Version"), str):
-        changes["version"] = s["Version"]
-    changes["health"] = tuple(h for h in (s.get("Health") or ()) if isinstance(h, str))
-    users = s.get("User") if isinstance(s.get("User"), Mapping) else {}
-    self_raw = s.get("Self") if isinstance(s.get("Self"), Mapping) else {}
-    ips = _str_tuple(s.get("TailscaleIPs")) or _str_tuple(self_raw.get("TailscaleIPs"))
+    backend = _known_state(s) if "BackendState" not in unreadable else None
+    if backend is not None:
+        changes.update(_backend_state(backend))
+    if "Version" not in unreadable:
+        changes["version"] = s.version
+    changes["health"] = tuple(s.health or ())
+    users = s.user or {}
+    me = s.self or schema.PeerStatus()
     changes["self_node"] = SelfView(
-        name=_host_name(self_raw),
-        dns_name=_str(self_raw.get("DNSName")).rstrip("."),
-        ips=_sort_ips(ips),
-        key_expiry=_parse_time(self_raw.get("KeyExpiry")),
-        allowed_ips=_str_tuple(self_raw["AllowedIPs"]) if isinstance(self_raw.get("AllowedIPs"), list) else None,
-        primary_routes=(_str_tuple(self_raw["PrimaryRoutes"]) if isinstance(self_raw.get("PrimaryRoutes"), list)
-                        else None),
+        name=_host_name(me),
+        dns_name=me.dns_name.rstrip("."),
+        ips=_sort_ips(tuple(s.tailscale_ips or me.tailscale_ips or ())),
+        key_expiry=_parse_time(me.key_expiry),
+        allowed_ips=tuple(me.allowed_ips) if me.allowed_ips is not None else None,
+        primary_routes=tuple(me.primary_routes) if me.primary_routes is not None else None,
     )
-    user = users.get(str(self_raw.get("UserID"))) if self_raw.get("UserID") else None
-    if isinstance(user, Mapping):
-        changes["account"] = _str(user.get("LoginName"))
-        changes["account_display"] = _str(user.get("DisplayName"))
-    else:
-        changes["account"] = changes["account_display"] = ""
-    tailnet = s.get("CurrentTailnet")
-    changes["tailnet"] = _str(tailnet.get("Name")) if isinstance(tailnet, Mapping) else ""
+    user = _user(users, me)
+    changes["account"] = user.login_name if user else ""
+    changes["account_display"] = user.display_name if user else ""
+    changes["tailnet"] = s.current_tailnet.name if s.current_tailnet is not None else ""
     old_latency = {p.key: (p.latency_ms, p.path, p.path_detail) for p in state.peers}
-    peers = []
-    raw_peers = s.get("Peer")
-    if isinstance(raw_peers, Mapping):
-        for key, raw in raw_peers.items():
-            if not isinstance(raw, Mapping) or raw.get("ShareeNode"):
-                continue
-            peers.append(_peer_view(str(key), raw, users, old_latency.get(str(key))))
+    peers = [_peer_view(key, p, users, old_latency.get(key)) for key, p in (s.peer or {}).items() if not p.sharee_node]
     changes["peers"] = tuple(sorted(peers, key=peer_sort_key))
-    ens = s.get("ExitNodeStatus")
-    if isinstance(ens, Mapping) and isinstance(ens.get("ID"), str):
-        changes["exit_node_id"] = ens["ID"]
+    if s.exit_node_status is not None and "ID" not in _unreadable(problems, "ExitNodeStatus"):
+        changes["exit_node_id"] = s.exit_node_status.id
     return dataclasses.replace(state, **changes)
 
 
-def _peer_view(key: str, raw: Mapping[str, Any], users: Mapping[str, Any],
+def _known_state(s: schema.Status) -> schema.State | None:
+    try:
+        return s.state
+    except schema.SchemaError:  # a BackendState name we do not know
+        return None
+
+
+def _user(users: Mapping[str, schema.UserProfile], node: schema.PeerStatus) -> schema.UserProfile | None:
+    return users.get(str(node.user_id)) if node.user_id else None
+
+
+def _peer_view(key: str, p: schema.PeerStatus, users: Mapping[str, schema.UserProfile],
                old: tuple[float | None, PathKind, str] | None) -> PeerView:
-    cur = _str(raw.get("CurAddr"))
-    relay = _str(raw.get("Relay"))
-    peer_relay = _str(raw.get("PeerRelay"))
-    online = raw.get("Online") is True
-    if cur:
-        path, detail = PathKind.DIRECT, cur
-    elif peer_relay:
-        path, detail = PathKind.PEER_RELAY, peer_relay
-    elif relay and online:
-        path, detail = PathKind.DERP, relay
+    online = p.online
+    if p.cur_addr:
+        path, detail = PathKind.DIRECT, p.cur_addr
+    elif p.peer_relay:
+        path, detail = PathKind.PEER_RELAY, p.peer_relay
+    elif p.relay and online:
+        path, detail = PathKind.DERP, p.relay
     else:
         path, detail = PathKind.UNKNOWN, ""
     latency = None
@@ -423,46 +472,46 @@ def _peer_view(key: str, raw: Mapping[str, Any], users: Mapping[str, Any],
         # A ping told us the path more precisely than Status (which only knows the home DERP).
         if path in (PathKind.UNKNOWN, PathKind.DERP) and old[1] is not PathKind.UNKNOWN and online:
             path, detail = old[1], old[2]
-    user = users.get(str(raw.get("UserID"))) if raw.get("UserID") else None
+    user = _user(users, p)
     return PeerView(
         key=key,
-        id=_str(raw.get("ID")),
-        name=_host_name(raw),
-        dns_name=_str(raw.get("DNSName")).rstrip("."),
-        os=_str(raw.get("OS")),
-        ips=_sort_ips(_str_tuple(raw.get("TailscaleIPs"))),
+        id=p.id,
+        name=_host_name(p),
+        dns_name=p.dns_name.rstrip("."),
+        os=p.os,
+        ips=_sort_ips(tuple(p.tailscale_ips or ())),
         online=online,
         path=path,
         path_detail=detail,
         latency_ms=latency if online else None,
-        last_handshake=_parse_time(raw.get("LastHandshake")),
-        rx_bytes=_int(raw.get("RxBytes")),
-        tx_bytes=_int(raw.get("TxBytes")),
-        exit_node=raw.get("ExitNode") is True,
-        exit_node_option=raw.get("ExitNodeOption") is True,
-        expired=raw.get("Expired") is True,
-        user=_str(user.get("LoginName")) if isinstance(user, Mapping) else "",
+        last_handshake=_parse_time(p.last_handshake),
+        rx_bytes=p.rx_bytes,
+        tx_bytes=p.tx_bytes,
+        exit_node=p.exit_node,
+        exit_node_option=p.exit_node_option,
+        expired=p.expired,
+        user=user.login_name if user else "",
     )
 
 
-def _reduce_ping(state: ViewState, ip: str, r: Mapping[str, Any]) -> ViewState:
-    if not isinstance(r, Mapping):
+def _reduce_ping(state: ViewState, ip: str, r: schema.PingResult, problems: Problems) -> ViewState:
+    unreadable = _unreadable(problems)
+    if "" in unreadable:
         return state
     idx = next((i for i, p in enumerate(state.peers) if ip in p.ips), None)
     if idx is None:
         return state
     peer = state.peers[idx]
-    if _str(r.get("Err")):
+    if r.err:
         new = dataclasses.replace(peer, latency_ms=None)
     else:
-        lat = r.get("LatencySeconds")
-        latency = float(lat) * 1000.0 if isinstance(lat, (int, float)) and not isinstance(lat, bool) else None
-        if _str(r.get("Endpoint")):
-            path, detail = PathKind.DIRECT, _str(r.get("Endpoint"))
-        elif _str(r.get("PeerRelay")):
-            path, detail = PathKind.PEER_RELAY, _str(r.get("PeerRelay"))
-        elif _str(r.get("DERPRegionCode")):
-            path, detail = PathKind.DERP, _str(r.get("DERPRegionCode"))
+        latency = r.latency_seconds * 1000.0 if "LatencySeconds" not in unreadable else None
+        if r.endpoint:
+            path, detail = PathKind.DIRECT, r.endpoint
+        elif r.peer_relay:
+            path, detail = PathKind.PEER_RELAY, r.peer_relay
+        elif r.derp_region_code:
+            path, detail = PathKind.DERP, r.derp_region_code
         else:
             path, detail = peer.path, peer.path_detail
         new = dataclasses.replace(peer, latency_ms=latency, path=path, path_detail=detail)
@@ -484,21 +533,7 @@ def peer_sort_key(p: PeerView) -> tuple[bool, str, str]:
     return (not p.online, p.name.lower(), p.key)
 
 
-# ---------------------------------------------------------------- JSON helpers
-
-
-def _str(v: Any) -> str:
-    return v if isinstance(v, str) else ""
-
-
-def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
-
-
-def _str_tuple(v: Any) -> tuple[str, ...]:
-    if not isinstance(v, (list, tuple)):
-        return ()
-    return tuple(x for x in v if isinstance(x, str))
+# ---------------------------------------------------------------- helpers
 
 
 def _sort_ips(ips: tuple[str, ...]) -> tuple[str, ...]:
@@ -506,16 +541,15 @@ def _sort_ips(ips: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(ips, key=lambda ip: ":" in ip))
 
 
-def _host_name(raw: Mapping[str, Any]) -> str:
-    dns = _str(raw.get("DNSName"))
-    if dns:
-        return dns.split(".", 1)[0]
-    return _str(raw.get("HostName"))
+def _host_name(node: schema.PeerStatus) -> str:
+    if node.dns_name:
+        return node.dns_name.split(".", 1)[0]
+    return node.host_name
 
 
-def _parse_time(v: Any) -> dt.datetime | None:
+def _parse_time(v: str | None) -> dt.datetime | None:
     """Parse Go's RFC 3339 time; the zero time and junk give None."""
-    if not isinstance(v, str) or not v:
+    if not v:
         return None
     text = v.replace("Z", "+00:00")
     # Python < 3.11 fromisoformat can't take >6 fractional digits; Go sends up to 9.

@@ -5,6 +5,11 @@ so `to_json()` emits exactly the keys tailscaled 1.90 emits and `from_json()` re
 tailscaled (or our helper) sends. Keys the schema does not know are kept in `extra` and written
 back unchanged, so a round trip through an older/newer peer loses nothing.
 
+Decoding is strict (SchemaError on any value of the wrong shape: what the server wants for requests),
+except inside `lenient_decoding()` or through `decode_lenient()` (what a client such as the GUI wants
+for answers): there a field of the wrong shape gets its default, a bad list/map element is dropped,
+each is reported as a FieldProblem, and the rest of the message is used.
+
 Wire conventions (Go encoding/json, as tailscaled uses them):
 - nil slices/maps are `null`; zero `time.Time` is "0001-01-01T00:00:00Z"; a zero key is its
   prefix followed by 64 zeros; a zero netip.Addr is "".
@@ -16,12 +21,14 @@ Wire conventions (Go encoding/json, as tailscaled uses them):
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
 import dataclasses
 import enum
 import json
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, Iterator, TypeVar
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 ZERO_NODEKEY = "nodekey:" + "0" * 64
@@ -37,7 +44,67 @@ W = TypeVar("W", bound="Wire")
 
 
 class SchemaError(ValueError):
-    """A JSON document does not have the shape of the wire type it is decoded as."""
+    """A JSON document does not have the shape of the wire type it is decoded as.
+
+    `reason`: what is wrong, without the "Type.Field: " prefix of the message.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+def _bad(where: str, reason: str) -> SchemaError:
+    return SchemaError(f"{where}: {reason}", reason)
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """A value a lenient decode could not use: its field got its default (a bad list/map element was dropped).
+
+    `path`: the Go names (and map keys, list indexes) from the decoded message down to the value;
+    () is the message itself (not a JSON object: the whole message got its defaults).
+    """
+
+    path: tuple[str, ...]
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{'.'.join(self.path) or '(message)'}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Decoded(Generic[W]):
+    """A message decoded leniently: `value` (unusable fields at their defaults) and what was wrong in it."""
+
+    value: W
+    problems: tuple[FieldProblem, ...] = ()
+
+
+# The problems list of the innermost lenient_decoding() block of this task (None: decoding is strict).
+_LENIENT: contextvars.ContextVar[list[FieldProblem] | None] = contextvars.ContextVar("schema_lenient", default=None)
+
+
+@contextlib.contextmanager
+def lenient_decoding() -> Iterator[list[FieldProblem]]:
+    """Within this block (this task and the tasks it starts), Wire.from_dict/from_json decode leniently.
+
+    Yields the list every FieldProblem is appended to. Only text that is not JSON at all still
+    raises SchemaError. For clients (engine.localapi.client decodes its answers with from_dict).
+    """
+    problems: list[FieldProblem] = []
+    token = _LENIENT.set(problems)
+    try:
+        yield problems
+    finally:
+        _LENIENT.reset(token)
+
+
+def decode_lenient(cls: type[W], data: Any) -> Decoded[W]:
+    """`cls.from_dict(data)` that never raises: odd fields get their defaults and are listed in `problems`."""
+    with lenient_decoding() as problems:
+        value = cls.from_dict(data)
+    return Decoded(value, tuple(problems))
 
 
 def gofield(name: str, default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING,
@@ -100,15 +167,31 @@ class Wire:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
+    def go_to_attr(cls) -> dict[str, str]:
+        """Go field name -> Python attribute name."""
+        return {go: attr for attr, go, _o, _t in cls._wire_fields()}
+
+    @classmethod
     def from_dict(cls: type[W], d: Any) -> W:
+        """Decode a JSON object: strictly, or leniently inside lenient_decoding()."""
+        problems = _LENIENT.get()
+        if problems is None:
+            return cls._decode_object(d, None, ())
+        ok, value = _decode_at(cls, d, cls.__name__, problems, ())
+        return value if ok else cls()
+
+    @classmethod
+    def _decode_object(cls: type[W], d: Any, problems: list[FieldProblem] | None, path: tuple[str, ...]) -> W:
         if not isinstance(d, dict):
-            raise SchemaError(f"{cls.__name__}: want a JSON object, got {type(d).__name__}")
+            raise _bad(cls.__name__, f"want a JSON object, got {type(d).__name__}")
         kwargs: dict[str, Any] = {}
         known = set()
         for attr, go, _omit, tp in cls._wire_fields():
             known.add(go)
             if go in d:
-                kwargs[attr] = _decode(tp, d[go], f"{cls.__name__}.{go}")
+                ok, value = _decode_at(tp, d[go], f"{cls.__name__}.{go}", problems, path + (go,))
+                if ok:
+                    kwargs[attr] = value
         extra = {k: v for k, v in d.items() if k not in known}
         if any(f.metadata.get("extra") for f in dataclasses.fields(cls)):  # type: ignore[arg-type]
             kwargs["extra"] = extra
@@ -135,53 +218,80 @@ def _encode(v: Any) -> Any:
     return v
 
 
-def _decode(tp: Any, v: Any, where: str) -> Any:
+def _decode_at(tp: Any, v: Any, where: str, problems: list[FieldProblem] | None,
+               path: tuple[str, ...]) -> tuple[bool, Any]:
+    """(True, value); strict (`problems` None): raises SchemaError; lenient: (False, None) once the problem is noted."""
+    if problems is None:
+        return True, _decode(tp, v, where)
+    try:
+        return True, _decode(tp, v, where, problems, path)
+    except SchemaError as e:
+        problems.append(FieldProblem(path, e.reason))
+        return False, None
+
+
+def _decode(tp: Any, v: Any, where: str, problems: list[FieldProblem] | None = None,
+            path: tuple[str, ...] = ()) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         if v is None:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _decode(inner[0], v, where)
+        return _decode(inner[0], v, where, problems, path)
     if tp is Any:
         return v
     if origin in (list, tuple):
         if v is None:
             return None
         if not isinstance(v, list):
-            raise SchemaError(f"{where}: want a list, got {type(v).__name__}")
-        items = [_decode(args[0], x, where) for x in v]
+            raise _bad(where, f"want a list, got {type(v).__name__}")
+        items = []
+        for i, x in enumerate(v):
+            ok, value = _decode_at(args[0], x, where, problems, path + (str(i),))
+            if ok:
+                items.append(value)
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if v is None:
             return None
         if not isinstance(v, dict):
-            raise SchemaError(f"{where}: want an object, got {type(v).__name__}")
-        return {str(k): _decode(args[1], x, where) for k, x in v.items()}
+            raise _bad(where, f"want an object, got {type(v).__name__}")
+        out = {}
+        for k, x in v.items():
+            ok, value = _decode_at(args[1], x, where, problems, path + (str(k),))
+            if ok:
+                out[str(k)] = value
+        return out
     if isinstance(tp, type) and issubclass(tp, Wire):
-        return tp.from_dict(v)
+        return tp._decode_object(v, problems, path)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if problems is not None and isinstance(v, str) and hasattr(tp, "from_go_name"):
+            with contextlib.suppress(SchemaError):
+                return tp.from_go_name(v)  # leniently, a State may come by its name ("Running")
+        if isinstance(v, bool) or (issubclass(tp, int) and not isinstance(v, int)):  # True, 2.0: not Go ints
+            raise _bad(where, f"want an integer, got {type(v).__name__}")
         try:
             return tp(v)
         except ValueError as e:
-            raise SchemaError(f"{where}: {e}") from e
+            raise _bad(where, str(e)) from e
     if tp is bool:
         if not isinstance(v, bool):
-            raise SchemaError(f"{where}: want a bool, got {type(v).__name__}")
+            raise _bad(where, f"want a bool, got {type(v).__name__}")
         return v
     if tp is int:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise SchemaError(f"{where}: want an integer, got {type(v).__name__}")
+            raise _bad(where, f"want an integer, got {type(v).__name__}")
         return v
     if tp is float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise SchemaError(f"{where}: want a number, got {type(v).__name__}")
+            raise _bad(where, f"want a number, got {type(v).__name__}")
         return float(v)
     if tp is str:
         if v is None:
             return ""
         if not isinstance(v, str):
-            raise SchemaError(f"{where}: want a string, got {type(v).__name__}")
+            raise _bad(where, f"want a string, got {type(v).__name__}")
         return v
     return v
 
@@ -301,11 +411,6 @@ class Prefs(Wire):
     allow_single_hosts: bool = gofield("AllowSingleHosts", True)
     config: Persist | None = gofield("Config", None)
     extra: dict = extra_field()
-
-    @staticmethod
-    def go_to_attr() -> dict[str, str]:
-        """Go field name -> Python attribute name, for masking."""
-        return {go: attr for attr, go, _o, _t in Prefs._wire_fields()}
 
     def exit_routes_advertised(self) -> bool:
         r = set(self.advertise_routes or ())

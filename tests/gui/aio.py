@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+import contextlib
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import qasync
 
@@ -29,3 +30,14 @@ async def wait_until(pred: Callable[[], Any], timeout: float = 20.0, what: str =
 
 def run(loop: qasync.QEventLoop, coro: Awaitable[Any], timeout: float = 60.0) -> Any:
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+@contextlib.asynccontextmanager
+async def running(bridge: Any) -> AsyncIterator[Any]:
+    """Run a meshgui Bridge for the block; stop it after and wait (10 s at most) for its run() to end."""
+    task = asyncio.ensure_future(bridge.run())
+    try:
+        yield bridge
+    finally:
+        bridge.stop()
+        await asyncio.wait_for(task, 10)

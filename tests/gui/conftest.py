@@ -14,6 +14,12 @@ import pytest  # noqa: E402
 from tests.lab.fixtures import lab  # noqa: E402,F401  (lab namespace fixture)
 
 
+@pytest.fixture
+def sock(tmp_path):
+    """A LocalAPI socket path in the test's own temporary directory (for FakeLocalAPI and EngineClient)."""
+    return str(tmp_path / "helper.sock")
+
+
 @pytest.fixture(scope="session")
 def qloop(qapp):
     """One qasync loop for the whole session (several QEventLoops on one QApplication crash qasync)."""

@@ -16,6 +16,8 @@ import subprocess
 import tempfile
 import time
 
+from tests.lab.netlab import stop_process
+
 WATCHER_NAME = "org.kde.StatusNotifierWatcher"
 WATCHER_PATH = "/StatusNotifierWatcher"
 WATCHER_IFACE = "org.kde.StatusNotifierWatcher"
@@ -63,6 +65,13 @@ def have_dbus_daemon() -> bool:
     return shutil.which("dbus-daemon") is not None
 
 
+def _stop(proc: subprocess.Popen, *pipes) -> None:
+    """Terminate `proc` if it still runs (SIGKILL after 10 s), then close the given pipes of it."""
+    stop_process(proc, 10)
+    for pipe in pipes:
+        pipe.close()
+
+
 class PrivateBus:
     """`with PrivateBus() as bus:` runs a dbus-daemon with no service activation; bus.address for clients."""
 
@@ -90,16 +99,8 @@ class PrivateBus:
             raise
 
     def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
         if self.proc is not None:
-            self.proc.stdout.close()
-            self.proc.stderr.close()
+            _stop(self.proc, self.proc.stdout, self.proc.stderr)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -194,15 +195,8 @@ class Watcher:
             time.sleep(0.1)
 
     def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
         if self.proc is not None:
-            self.proc.stderr.close()
+            _stop(self.proc, self.proc.stderr)
 
 
 def get_property(address: str, service: str, path: str, iface: str, name: str):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
+from engine.localapi.schema import State
 from meshgui.bridge import Bridge
 from meshgui.engine_client import EngineClient
 from meshgui.state import PathKind, TrayState
-from tests.gui.aio import run, wait_until
+from tests.gui.aio import run, running, wait_until
 from tests.gui.builders import exit_option, named, peer
 from tests.gui.fake_localapi import FakeLocalAPI
 
@@ -18,21 +18,6 @@ from tests.gui.fake_localapi import FakeLocalAPI
 @pytest.fixture
 def loop(qloop):
     return qloop
-
-
-@pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "helper.sock")
-
-
-@contextlib.asynccontextmanager
-async def running(bridge: Bridge):
-    task = asyncio.ensure_future(bridge.run())
-    try:
-        yield bridge
-    finally:
-        bridge.stop()
-        await asyncio.wait_for(task, 10)
 
 
 def test_helper_down_then_up(loop, sock):
@@ -119,8 +104,42 @@ def test_watch_stream_with_huge_and_broken_lines(loop, sock):
                 await wait_until(lambda: len(b.state.peers) == 1000, what="1000 peers")
                 fake.call(lambda: [w.write(b"5\r\n{bad\n\r\n") for w in fake._watchers])
                 fake.set_backend("Stopped")
-                await wait_until(lambda: b.state.backend_state == "Stopped", what="state after junk")
+                await wait_until(lambda: b.state.backend_state is State.STOPPED, what="state after junk")
         run(loop, main())
+
+
+def test_odd_fields_from_the_helper_never_make_it_unavailable(loop, sock, caplog):
+    """A helper that sends a few fields in the wrong shape: the GUI uses the rest, counts and logs the odd ones."""
+    nas, phone = peer(1, named("nas")), peer(2, named("phone"))
+    with FakeLocalAPI(sock, backend="Running", peers=[nas, phone]) as fake:
+        def make_odd():
+            fake.status["Peer"][nas[0]]["Online"] = "yes"
+            fake.status["Health"] = "all good"
+            fake.prefs["RouteAll"] = 1
+        fake.call(make_odd)
+
+        async def main():
+            b = Bridge(EngineClient(sock, timeout=5))
+            downs = []
+            b.helperDown.connect(downs.append)
+            async with running(b):
+                await wait_until(lambda: b.state.tray is TrayState.CONNECTED and len(b.state.peers) == 2,
+                                 what="connected with both peers")
+                assert {p.name: p.online for p in b.state.peers} == {"nas": False, "phone": True}
+                assert b.state.health == () and b.state.account == "alice@example.com"
+                assert b.odd_fields >= 3
+                fake.push({"Engine": "busy", "ErrMessage": 5, "State": "six"})
+                fake.set_backend("Stopped")
+                await wait_until(lambda: b.state.tray is TrayState.STOPPED, what="stopped despite odd notifications")
+                assert not b.state.route_all and b.state.error == ""
+            assert downs == [], "odd fields are no reason to reconnect"
+            assert b.notify_count >= 3
+        run(loop, main())
+    warned = [r.getMessage() for r in caplog.records if "odd field from the helper" in r.getMessage()]
+    assert any("Status.Health: want a list, got str" in m for m in warned)
+    assert any("Prefs.RouteAll: want a bool, got int" in m for m in warned)
+    assert any("Notify.Engine: want a JSON object, got str" in m for m in warned)
+    assert len(warned) == len(set(warned)), "each odd field is warned about once"
 
 
 class _LosesOneCancel(EngineClient):

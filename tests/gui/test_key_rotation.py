@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -16,17 +15,21 @@ import pytest
 from engine.localapi.client import LocalClient
 from engine.localapi.schema import Options, Prefs
 from meshgui.app import App, parse_args
-from meshgui.engine_client import GUI_OWNER_WATCH_MASK, NODE_KEY_ROTATED
+from meshgui.engine_client import GUI_OWNER_WATCH_MASK
 from meshgui.keys import MACHINE_ENTRY, NODE_ENTRY, SERVICE, KeyStore, PrivateKey, node_public_text
 from meshgui.state import TrayState
 from tests.gui.aio import run, wait_until
 from tests.gui.fake_localapi import FakeLocalAPI
 from tests.gui.helper_proc import ROOT, helper_argv
+from tests.gui.sockproc import wait_for_socket
 
 from tests.gui.keyring_lab import HAVE_KEYRING_DAEMON
 from tests.lab.netlab import stop_process
 
 pytestmark = pytest.mark.skipif(not HAVE_KEYRING_DAEMON, reason="gnome-keyring / dbus-daemon not installed")
+
+
+NODE_KEY_ROTATED = "MeshvpnNodeKeyRotated"  # the Notify key of meshvpn's extension (schema.Notify.node_key_rotated)
 
 
 def make_app(qapp, tmp_path: Path, sock: str, keystore: KeyStore) -> App:
@@ -99,11 +102,7 @@ def helper_at(sock: str, work: str, env: dict) -> Iterator[subprocess.Popen]:
         proc = subprocess.Popen(helper_argv(sock, work), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sock):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("helper did not start: " + Path(work, "helper.log").read_text(errors="replace")[-2000:])
-            time.sleep(0.05)
+        wait_for_socket(proc, sock, os.path.join(work, "helper.log"), "helper")
         yield proc
     finally:
         stop_process(proc)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 
-import pytest
-
+from engine.localapi.schema import Decoded, MaskedPrefs, Prefs
 from meshgui.bridge import Bridge
 from meshgui.engine_client import EngineClient
 from meshgui.state import TrayState
-from tests.gui.aio import run, wait_until
+from tests.gui.aio import run, running, wait_until
 from tests.gui.builders import exit_option, named, peer
 from tests.gui.fake_localapi import FakeLocalAPI
 
@@ -34,21 +32,6 @@ class RecordingLocalAPI(FakeLocalAPI):
 def mask(body: dict) -> dict:
     """The fields a MaskedPrefs body changes, with their values: {"CorpDNS": False} for CorpDNSSet."""
     return {k[:-3]: body[k[:-3]] for k, v in body.items() if k.endswith("Set") and v is True}
-
-
-@contextlib.asynccontextmanager
-async def running(bridge: Bridge):
-    task = asyncio.ensure_future(bridge.run())
-    try:
-        yield bridge
-    finally:
-        bridge.stop()
-        await asyncio.wait_for(task, 10)
-
-
-@pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "helper.sock")
 
 
 def test_toggles_send_exactly_one_masked_field(qloop, sock):
@@ -149,16 +132,15 @@ def test_quick_toggles_end_on_the_helpers_last_answer(qloop):
 
     class SlowFirstAnswer:
         def __init__(self):
-            self.prefs = {"CorpDNS": True, "RouteAll": False, "ShieldsUp": False}
+            self.prefs = Prefs()  # CorpDNS on, RouteAll and ShieldsUp off
             self.calls = 0
 
-        async def edit_prefs(self, masked):
+        async def edit_prefs(self, masked: MaskedPrefs) -> Decoded[Prefs]:
             self.calls += 1
             delay = 0.3 if self.calls == 1 else 0.0
-            self.prefs.update({k: v for k, v in masked.items() if not k.endswith("Set")})
-            snapshot = dict(self.prefs)
+            self.prefs = snapshot = masked.apply_to(self.prefs)
             await asyncio.sleep(delay)
-            return snapshot
+            return Decoded(snapshot)
 
     async def main():
         client = SlowFirstAnswer()

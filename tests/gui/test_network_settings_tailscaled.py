@@ -12,6 +12,7 @@ import os
 
 import pytest
 
+from engine.localapi.schema import MaskedPrefs
 from meshgui.bridge import Bridge
 from meshgui.engine_client import EngineClient
 from meshgui.state import TrayState
@@ -35,27 +36,26 @@ def test_bridge_edits_network_prefs_of_a_real_tailscaled(qloop):
             try:
                 await wait_until(lambda: b.state.tray is TrayState.NEEDS_LOGIN and b.state.self_node.name,
                                  what="NeedsLogin from tailscaled")
-                start = await reader.get_prefs()
+                start = (await reader.get_prefs()).value
                 assert (b.state.corp_dns, b.state.route_all, b.state.shields_up) == \
-                    (start["CorpDNS"], start["RouteAll"], start["ShieldsUp"])
-                b.set_corp_dns(not start["CorpDNS"])
-                b.set_route_all(not start["RouteAll"])
+                    (start.corp_dns, start.route_all, start.shields_up)
+                b.set_corp_dns(not start.corp_dns)
+                b.set_route_all(not start.route_all)
                 b.set_allow_incoming(False)
                 await wait_until(lambda: (b.state.corp_dns, b.state.route_all, b.state.shields_up) ==
-                                 (not start["CorpDNS"], not start["RouteAll"], True), what="toggles in the view")
-                got = await reader.get_prefs()
-                assert (got["CorpDNS"], got["RouteAll"], got["ShieldsUp"]) == \
-                    (not start["CorpDNS"], not start["RouteAll"], True)
+                                 (not start.corp_dns, not start.route_all, True), what="toggles in the view")
+                got = (await reader.get_prefs()).value
+                assert (got.corp_dns, got.route_all, got.shields_up) == (not start.corp_dns, not start.route_all, True)
 
-                await reader.edit_prefs({"AdvertiseRoutes": ["192.168.7.0/24"], "AdvertiseRoutesSet": True})
+                await reader.edit_prefs(MaskedPrefs.of(advertise_routes=["192.168.7.0/24"]))
                 await wait_until(lambda: b.state.advertise_routes == ("192.168.7.0/24",), what="route from the bus")
                 b.set_advertise_exit_node(True)
                 await wait_until(lambda: b.state.advertises_exit_node, what="exit routes advertised")
-                got = await reader.get_prefs()
-                assert sorted(got["AdvertiseRoutes"]) == sorted(["192.168.7.0/24", *EXIT])
+                got = (await reader.get_prefs()).value
+                assert sorted(got.advertise_routes) == sorted(["192.168.7.0/24", *EXIT])
                 b.set_advertise_exit_node(False)
                 await wait_until(lambda: not b.state.advertises_exit_node, what="exit routes withdrawn")
-                assert (await reader.get_prefs())["AdvertiseRoutes"] == ["192.168.7.0/24"]
+                assert (await reader.get_prefs()).value.advertise_routes == ["192.168.7.0/24"]
                 assert not b.state.read_only and b.state.error == ""
             finally:
                 b.stop()

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -15,7 +12,8 @@ from meshgui.engine_client import EngineClient
 from meshgui.keys import PrivateKey
 from meshgui.state import PathKind, TrayState
 from tests.gui.aio import run, wait_until
-from tests.gui.helper_proc import ROOT, our_helper
+from tests.gui.helper_proc import our_helper
+from tests.gui.nobody import status_then_write_as_nobody
 
 
 @pytest.fixture
@@ -31,8 +29,8 @@ def test_login_peers_exit_node_pings_and_keys(qloop, helper_sock):
 
         async def hand_keys():
             info = await client.set_keys({"MachineKey": machine.to_text(), "NodeKey": node.to_text()})
-            assert info["Source"] == "gui"
-            hand_keys.public = info["NodePublic"]
+            assert info.source == "gui"
+            hand_keys.public = info.node_public
 
         b = Bridge(client, on_connected=hand_keys)
         task = asyncio.ensure_future(b.run())
@@ -71,21 +69,4 @@ def test_login_peers_exit_node_pings_and_keys(qloop, helper_sock):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged uid")
 def test_non_operator_is_read_only(helper_sock):
-    code = (
-        "import asyncio, json\n"
-        "from meshgui.engine_client import EngineClient, AccessDenied\n"
-        "async def main():\n"
-        f"    c = EngineClient({helper_sock!r})\n"
-        "    st = await c.status()\n"
-        "    try:\n"
-        "        await c.edit_prefs({'WantRunning': True, 'WantRunningSet': True})\n"
-        "        return {'state': st['BackendState'], 'denied': False}\n"
-        "    except AccessDenied as e:\n"
-        "        return {'state': st['BackendState'], 'denied': True, 'status': e.status}\n"
-        "print(json.dumps(asyncio.run(main())))\n"
-    )
-    site = next(p for p in sys.path if p.endswith("site-packages") and ".venv" in p)
-    out = subprocess.run(["/usr/bin/python3", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                         user=65534, group=65534, env={"PYTHONPATH": f"{ROOT}:{site}", "PATH": "/usr/bin:/bin"})
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == {"state": "NeedsLogin", "denied": True, "status": 403}
+    assert status_then_write_as_nobody(helper_sock) == {"state": "NeedsLogin", "denied": True, "status": 403}

@@ -9,6 +9,8 @@ import sys
 import tempfile
 import time
 
+from tests.lab.netlab import stop_process
+
 
 TRAYER_TRIES = 3
 
@@ -101,13 +103,7 @@ class XSession:
 
     def __exit__(self, *exc) -> None:
         for p in reversed(self.procs):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_process(p, 10)
 
     def xdotool(self, *args: str, check: bool = True) -> str:
         out = subprocess.run(["xdotool", *args], env=self.env, capture_output=True, text=True, timeout=30)
