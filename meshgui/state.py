@@ -112,7 +112,6 @@ class SelfView:
 
 
 # Advertising both default routes is what "run as exit node" means (tsaddr.ContainsExitRoutes).
-EXIT_ROUTES = ("0.0.0.0/0", "::/0")
 
 
 class Approval(enum.Enum):
@@ -177,7 +176,7 @@ class ViewState:
 
     @property
     def advertises_exit_node(self) -> bool:
-        return all(r in self.advertise_routes for r in EXIT_ROUTES)
+        return all(r in self.advertise_routes for r in schema.EXIT_ROUTES)
 
     @property
     def exit_node_approval(self) -> Approval:
@@ -186,7 +185,7 @@ class ViewState:
         if me.allowed_ips is None and me.primary_routes is None:
             return Approval.UNKNOWN
         granted = set(me.allowed_ips or ()) | set(me.primary_routes or ())
-        return Approval.APPROVED if all(r in granted for r in EXIT_ROUTES) else Approval.PENDING
+        return Approval.APPROVED if all(r in granted for r in schema.EXIT_ROUTES) else Approval.PENDING
 
     @property
     def control_unreachable(self) -> bool:

@@ -30,6 +30,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Iterator, TypeVar
 
+from engine.tsaddr import EXIT_ROUTES  # noqa: F401 - re-exported: the GUI reads the pair from the schema
+
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 ZERO_NODEKEY = "nodekey:" + "0" * 64
 DEFAULT_CONTROL_URL = "https://controlplane.tailscale.com"
@@ -414,7 +416,7 @@ class Prefs(Wire):
 
     def exit_routes_advertised(self) -> bool:
         r = set(self.advertise_routes or ())
-        return "0.0.0.0/0" in r and "::/0" in r
+        return all(x in r for x in EXIT_ROUTES)
 
 
 # The mask names a Prefs field by its Go name; nested masks (AutoUpdate) use "AutoUpdate.Check".
