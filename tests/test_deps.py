@@ -129,17 +129,18 @@ def _product_files() -> list[pathlib.Path]:
     return sorted(list((ROOT / "engine").rglob("*.py")) + list((ROOT / "meshgui").rglob("*.py")))
 
 
+def _imported_submodules(path: pathlib.Path) -> list[str]:
+    """``from a.b import c`` as ``a.b.c`` (c may be a module), for checks that _imports would miss."""
+    return [f"{n.module}.{a.name}" for n in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+            if isinstance(n, ast.ImportFrom) and n.module and n.level == 0 for a in n.names]
+
+
 def test_the_old_headless_runner_is_gone():
     assert not (ROOT / "engine/daemon.py").exists() and not (ROOT / "engine/ipn/daemon_engine.py").exists()
     for f in _product_files() + sorted((ROOT / "tests").rglob("*.py")):
-        if f.is_relative_to(ROOT / "tests") and f.parent.name in MIGRATING_LAB_DIRS:
-            continue
-        bad = [n for n in _imports(f) if n in ("engine.daemon", "engine.ipn.daemon_engine")]
+        names = _imports(f) + _imported_submodules(f)
+        bad = [n for n in names if n in ("engine.daemon", "engine.ipn.daemon_engine")]
         assert not bad, f"{f.relative_to(ROOT)} imports {bad}"
-
-
-# Lab drivers another change migrates to `serve` + LocalAPI; they still import the removed runner until then.
-MIGRATING_LAB_DIRS = {"node", "exitdns"}
 
 
 def test_wgengine_knows_nothing_of_control_or_the_backend():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pytest
@@ -27,36 +26,14 @@ from engine.ipn.tailnet_engine import TailnetEngine
 from engine.keys import MachinePrivate, NodePrivate
 from engine.router.exitnode import ExitRouteConfig
 from engine.wgengine.options import EngineOptions
+from tests.unit.ipn.harness import URL, run, running, until
 from tests.unit.wgengine.fakes import EXIT_ALLOWED, FakeWorld, peer, session_netmap
 
-URL = "http://127.0.0.1:1"  # nothing listens: the control client retries quietly in the background
 FULL = EngineConfig(control_url=URL, exit_node_id="nXYZCNTRL", exit_node_ip="100.64.0.3",
                     exit_node_allow_lan_access=True, corp_dns=False, route_all=True,
                     advertise_routes=("10.1.0.0/16",), shields_up=True, tun_name="mesh9")
 OLD_DOC_KEYS = ["State", "InMapPoll", "LastError", "AuthURL", "NodeKey", "ListenPort", "Reconfigs", "PeerUpserts",
                 "PeerRemoves", "StreamsStarted", "Prefs", "ExitNodeID", "MagicDNS", "Filter", "Self", "Peers"]
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
-
-
-async def until(fn, what: str, timeout: float = 5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not fn():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-async def running(cfg: EngineConfig = EngineConfig(control_url=URL, tun_name="mesh9")):
-    w = FakeWorld()
-    eng = TailnetEngine(EngineOptions(tun_name="mesh9"), w.system(), logger=logging.getLogger("t"))
-    events: list = []
-    keys = NodeKeys(MachinePrivate.generate(), NodePrivate.generate(), source="gui")
-    await eng.start(cfg, keys, events.append)
-    await until(lambda: eng._s is not None and eng._s.client is not None, "the control client")
-    return eng, w, events, keys
 
 
 def test_is_a_node_engine():

@@ -116,8 +116,19 @@ class FakeDevice(_Fake):
 class FakeOSDNS(_Fake):
     who = "osdns"
 
+    def __init__(self, log: Log, nameservers: tuple[str, ...] = ()) -> None:
+        super().__init__(log)
+        self.nameservers = nameservers
+
     def set(self, cfg: Any) -> None:
         self.log.rec(self.who, "set", cfg)
+
+    def original_nameservers(self) -> list[str]:
+        """The OS's own resolvers (what the real DNSManager uses when the tailnet sets none)."""
+        return list(self.nameservers)
+
+    def cleanup_leftovers(self) -> bool:
+        return False
 
 
 class FakeDNS(_Fake):
@@ -191,8 +202,10 @@ class FakeWorld:
     os_dns_args: tuple = ()
     bypass_installed: int = 0
     iface_prefixes: tuple[str, ...] = ("192.168.7.2/24",)
+    os_nameservers: tuple[str, ...] = ("192.168.1.1",)  # the LAN's resolver, as the OS had it
 
-    def system(self, *, dns_fails: bool = False) -> System:
+    def system(self, *, dns_fails: bool = False, real_dns: bool = False) -> System:
+        """real_dns: the real DNSManager (resolver config, OS DNS on FakeOSDNS) without listeners, not FakeDNS."""
         log = self.log
 
         def keep(name: str, obj: Any) -> Any:
@@ -202,11 +215,15 @@ class FakeWorld:
         def new_dns(os_dns: Any, hook: Any, logger: Any) -> Any:
             if dns_fails:
                 raise OSError("cannot bind 100.100.100.100:53")
+            if real_dns:
+                from engine.dns.manager import DNSManager
+
+                return keep("dns", DNSManager(os_dns, listen=(), logger=logger))
             return keep("dns", FakeDNS(log, os_dns))
 
         def new_os_dns(mode: str, tun: str, run_dir: Path, logger: Any) -> Any:
             self.os_dns_args = (mode, tun, run_dir)
-            return keep("osdns", FakeOSDNS(log))
+            return keep("osdns", FakeOSDNS(log, self.os_nameservers))
 
         def bypass() -> None:
             self.bypass_installed += 1
