@@ -27,3 +27,22 @@ def contains_exit_routes(prefixes: Iterable[str] | None) -> bool:
     """True if ``prefixes`` (canonical CIDR text) hold both default routes (tsaddr.ContainsExitRoutes)."""
     have = set(prefixes or ())
     return all(r in have for r in EXIT_ROUTES)
+
+
+def canonical_routes(routes: Iterable[str] | str | None) -> tuple[str, ...]:
+    """CIDRs (comma-separated text or an iterable) canonical and deduplicated; ValueError names the bad one."""
+    if routes is None:
+        return ()
+    items = routes.split(",") if isinstance(routes, str) else list(routes)
+    out: list[str] = []
+    for r in items:
+        r = str(r).strip()
+        if not r:
+            continue
+        try:
+            net = ipaddress.ip_network(r, strict=False)
+        except ValueError:
+            raise ValueError(f"{r!r} is not a CIDR prefix") from None
+        if str(net) not in out:
+            out.append(str(net))
+    return tuple(out)

@@ -177,7 +177,7 @@ def test_only_entry_points_parse_command_lines():
 def test_engine_modules_stay_small():
     for f in _files("engine/wgengine") + _files("engine/ipn/tailnet_engine.py") + _files("engine/system.py"):
         n = len(f.read_text().splitlines())
-        assert n <= 400, f"{f.relative_to(ROOT)} has {n} lines"
+        assert n <= 450, f"{f.relative_to(ROOT)} has {n} lines"
 
 
 def test_exit_route_pair_has_one_definition():

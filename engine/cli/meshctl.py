@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import sys
 from typing import Any, TextIO
@@ -27,16 +26,16 @@ from engine.ipn.exitnode import NodeIdent, ident_of_status, resolve_exit_node
 from engine.localapi.client import AccessDenied, HelperNotRunning, LocalAPIError, LocalClient, default_socket
 from engine.localapi.schema import (
     IPN_VERSION,
+    DNSResolver,
     MaskedPrefs,
     NotifyWatchOpt,
     Options,
-    DNSResolver,
     PeerStatus,
     Prefs,
     State,
     Status,
 )
-from engine.tsaddr import EXIT_ROUTES
+from engine.tsaddr import EXIT_ROUTES, canonical_routes
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_HELPER, EXIT_DENIED, EXIT_NOT_CONNECTED = 0, 1, 2, 3, 4, 5
 
@@ -273,19 +272,13 @@ def _auth_key(raw: str) -> str:
 
 def _subnet_routes(text: str) -> list[str]:
     """`--advertise-routes 10.0.0.0/24,fd00::/64` as canonical prefixes (CLIError on a bad one)."""
-    out: list[str] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            net = ipaddress.ip_network(part, strict=False)
-        except ValueError:
-            raise CLIError(f"--advertise-routes: {part!r} is not an IP prefix") from None
-        if net.prefixlen == 0:
-            raise CLIError("--advertise-routes: use --advertise-exit-node to offer a default route")
-        if str(net) not in out:
-            out.append(str(net))
-    return out
+    try:
+        routes = list(canonical_routes(text))
+    except ValueError as e:
+        raise CLIError(f"--advertise-routes: {e}") from None
+    if any(r in EXIT_ROUTES for r in routes):
+        raise CLIError("--advertise-routes: use --advertise-exit-node to offer a default route")
+    return routes
 
 
 async def cmd_up(c: LocalClient, a: argparse.Namespace, out: TextIO, *, force_login: bool = False) -> int:

@@ -23,9 +23,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.control.client import AuthURL as CAuthURL
-from engine.control.client import ControlClient, ControlOptions, LoginFailed, NetMapUpdated, StatusChanged
-from engine.control.client import NodeKeyRotated as CNodeKeyRotated
+from engine.control.client import (
+    AuthURL as CAuthURL,
+    ControlClient,
+    ControlOptions,
+    LoginFailed,
+    NetMapUpdated,
+    NodeKeyRotated as CNodeKeyRotated,
+    StatusChanged,
+)
 from engine.hygiene import Journal
 from engine.ipn.dnsquery import build_query, resolver_view
 from engine.ipn.engine_api import (
@@ -52,9 +58,10 @@ from engine.ipn.netmapview import netmap_view
 from engine.keys import DiscoPrivate, NLPrivate, NodePublic
 from engine.system import System, quiet
 from engine.tailcfg import Hostinfo, NetInfo
+from engine.tsaddr import canonical_routes
 from engine.wgengine.debugdoc import ordered
 from engine.wgengine.options import EngineOptions
-from engine.wgengine.prefs import canonical_routes, exit_spec, prefs_problem, routable_ips
+from engine.wgengine.prefs import exit_spec, prefs_problem, routable_ips
 from engine.wgengine.userspace import UserspaceEngine
 
 HOSTINFO_VERSION = "0.1.0"  # Hostinfo.IPNVersion sent to control

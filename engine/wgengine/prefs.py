@@ -7,9 +7,9 @@ wgengine needs no import of engine.ipn): one prefs type from the LocalAPI schema
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
-from engine.tsaddr import EXIT_ROUTES, contains_exit_routes
+from engine.tsaddr import EXIT_ROUTES, canonical_routes, contains_exit_routes
 
 
 class EnginePrefs(Protocol):
@@ -29,25 +29,6 @@ class EnginePrefs(Protocol):
     def advertise_routes(self) -> tuple[str, ...]: ...
     @property
     def shields_up(self) -> bool: ...
-
-
-def canonical_routes(routes: Iterable[str] | str | None) -> tuple[str, ...]:
-    """CIDRs (comma-separated text or an iterable) canonical and deduplicated; ValueError names the bad one."""
-    if routes is None:
-        return ()
-    items = routes.split(",") if isinstance(routes, str) else list(routes)
-    out: list[str] = []
-    for r in items:
-        r = str(r).strip()
-        if not r:
-            continue
-        try:
-            net = ipaddress.ip_network(r, strict=False)
-        except ValueError:
-            raise ValueError(f"advertise-routes: {r!r} is not a CIDR prefix") from None
-        if str(net) not in out:
-            out.append(str(net))
-    return tuple(out)
 
 
 def exit_spec(p: EnginePrefs) -> str | None:
@@ -88,7 +69,7 @@ def prefs_problem(p: EnginePrefs) -> str | None:
     try:
         canonical_routes(p.advertise_routes)
     except ValueError as e:
-        return str(e)
+        return f"advertise-routes: {e}"
     if exit_spec(p) and advertises_exit(p):
         return "cannot advertise an exit node and use an exit node at the same time"
     return None

@@ -18,6 +18,7 @@ import pytest
 from engine.cli.meshctl import CLIError, _find_peer, _resolve_exit_node
 from engine.localapi.client import HelperNotRunning, LocalAPIError, LocalClient
 from engine.localapi.schema import MaskedPrefs, Options, PeerStatus, Prefs, Status
+from engine.tsaddr import canonical_routes
 from tests.lab.headscale import Headscale
 from tests.lab.netlab import Host, Lab, LabError
 from tests.lab.peers import PeerMissing, peer_bin
@@ -106,16 +107,6 @@ def parse_node_flags(args: tuple[str, ...]) -> argparse.Namespace:
     if rest:
         raise LabError(f"unknown node flags {rest}")
     return a
-
-
-def canonical_routes(text: str | list[str] | tuple[str, ...] | None) -> list[str]:
-    """Comma-separated (or listed) CIDRs as canonical prefixes, without duplicates."""
-    items = text.split(",") if isinstance(text, str) else list(text or ())
-    out: list[str] = []
-    for r in (str(x).strip() for x in items):
-        if r and str(ipaddress.ip_network(r, strict=False)) not in out:
-            out.append(str(ipaddress.ip_network(r, strict=False)))
-    return out
 
 
 def advertised(routes: list[str], exit_node: bool) -> list[str] | None:
