@@ -1,8 +1,9 @@
 """`mesh-helper serve`: the privileged helper daemon (LocalAPI on a Unix socket + IPN backend + engine).
 
 Start-up:   parse flags → recover leftovers of a crashed run (hygiene journal) → engine (the composition
-            root, build_engine: System.linux() + EngineOptions → TailnetEngine, which composes a
+            root, real_engine: System.linux() + EngineOptions → TailnetEngine, which composes a
             UserspaceEngine per session) → backend → LocalAPI socket → sd_notify READY=1
+            (tests inject another engine through main(argv, engine_factory=...); there is no flag for it)
 Shut-down (SIGTERM/SIGINT, or POST /localapi/v0/shutdown by root), reverse order via AsyncExitStack:
             stop accepting + end watchers → backend (engine.stop: data plane, router/DNS restore,
             TUN close) → engine.aclose → revert anything still journaled.
@@ -20,11 +21,11 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from engine.hygiene import DEFAULT_JOURNAL, Change, Journal, OwnChanges
+from engine.hygiene import DEFAULT_JOURNAL, Journal, OwnChanges
+from engine.ipn.engine_api import NodeEngine
 from engine.ipn.local import Backend
-from engine.ipn.engine_api import EngineConfig, NodeEngine
 from engine.ipn.store import FileStore, MemoryStore, StoreError
 from engine.localapi.auth import Authorizer, Operator
 from engine.localapi.client import DEFAULT_SOCKET
@@ -34,16 +35,22 @@ from engine.wgengine.options import DEFAULT_DERP_REGION, DEFAULT_MTU, DEFAULT_TU
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_IN_USE = 0, 1, 2, 3
 
+# Builds the engine the backend drives from the frozen start-up settings, the helper's journal and a logger.
+EngineFactory = Callable[[EngineOptions, Journal, logging.Logger], NodeEngine]
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mesh-helper serve", description="Run the meshvpn privileged helper (LocalAPI daemon).")
-    p.add_argument("--socket", default=os.environ.get("MESHVPN_SOCKET", DEFAULT_SOCKET), help="LocalAPI Unix socket path")
+    p = argparse.ArgumentParser(prog="mesh-helper serve",
+                                description="Run the meshvpn privileged helper (LocalAPI daemon).")
+    p.add_argument("--socket", default=os.environ.get("MESHVPN_SOCKET", DEFAULT_SOCKET),
+                   help="LocalAPI Unix socket path")
     p.add_argument("--operator", default="", metavar="USER|:GROUP",
                    help="user (or :group) allowed to change settings without root")
     p.add_argument("--state", default="", metavar="FILE",
                    help="headless mode: keep prefs AND private keys in this root-only (0600) file")
     p.add_argument("--prefs", default="", metavar="FILE",
-                   help="keep prefs (never keys) in this file across restarts (GUI mode; e.g. /var/lib/meshvpn/prefs.json)")
+                   help="keep prefs (never keys) in this file across restarts "
+                        "(GUI mode; e.g. /var/lib/meshvpn/prefs.json)")
     p.add_argument("--tun", default=DEFAULT_TUN, metavar="NAME", help="TUN interface name")
     p.add_argument("--port", type=int, default=0, metavar="N", help="UDP port for WireGuard and disco (0 = random)")
     p.add_argument("--mtu", type=int, default=DEFAULT_MTU, help=f"TUN MTU (default {DEFAULT_MTU})")
@@ -56,9 +63,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--endpoint-interval", type=float, default=10.0, help=argparse.SUPPRESS)
     p.add_argument("--map-watchdog", type=float, default=120.0, help=argparse.SUPPRESS)
     p.add_argument("--journal", default=DEFAULT_JOURNAL, help=argparse.SUPPRESS)
-    p.add_argument("--engine", choices=("real", "fake"), default="real", help=argparse.SUPPRESS)
-    p.add_argument("--fake-manual-login", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--fake-system", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--socket-mode", default="0666", help=argparse.SUPPRESS)
     p.add_argument("--cleanup-only", action="store_true",
                    help="undo what a crashed run left behind (journal), then exit (systemd ExecStopPost); "
@@ -108,7 +112,8 @@ def check_paths(args: argparse.Namespace) -> str | None:
 
 
 def own_changes(args: argparse.Namespace) -> OwnChanges:
-    """What this helper's journal may undo: its own TUN (plus the fixed table, rules, nft table, sysctls, resolv.conf)."""
+    """What this helper's journal may undo: its own TUN (plus the fixed table, rules, nft table, sysctls,
+    resolv.conf)."""
     return OwnChanges.for_tun(args.tun)
 
 
@@ -122,38 +127,14 @@ def _sd_notify(msg: str) -> None:
         s.sendto(msg.encode(), addr)
 
 
-def fake_system_hooks(journal: Journal, tun: str) -> tuple[Any, Any]:
-    """For lab tests of hygiene: a journaled TUN + route + rule while the fake engine 'runs'."""
-    ids: list[int] = []
-
-    async def up(cfg: EngineConfig) -> None:
-        ids.append(journal.apply(Change.link(tun), ["ip", "tuntap", "add", "dev", tun, "mode", "tun"]))
-        journal.run(["ip", "addr", "add", "100.64.0.1/32", "dev", tun])
-        journal.run(["ip", "link", "set", "dev", tun, "up"])
-        ids.append(journal.apply(Change.route("100.64.0.0/10", dev=tun, table=52),
-                                 ["ip", "route", "add", "100.64.0.0/10", "dev", tun, "table", "52"]))
-        ids.append(journal.apply(Change.rule(5270, table=52), ["ip", "-4", "rule", "add", "priority", "5270", "table", "52"]))
-
-    async def down() -> None:
-        while ids:
-            journal.revert(ids.pop())
-
-    return up, down
-
-
-def build_engine(args: argparse.Namespace, journal: Journal, log: logging.Logger) -> NodeEngine:
-    """The composition root: System.linux() + EngineOptions -> TailnetEngine (or the tests' FakeEngine)."""
-    if args.engine == "fake":
-        from engine.ipn.fake_engine import FakeEngine
-
-        hooks = fake_system_hooks(journal, args.tun) if args.fake_system else None
-        return FakeEngine(auto_login=not args.fake_manual_login, system_hooks=hooks)
+def real_engine(options: EngineOptions, journal: Journal, log: logging.Logger) -> NodeEngine:
+    """The composition root (the product's EngineFactory): System.linux() + EngineOptions -> TailnetEngine."""
     try:
         from engine.ipn.tailnet_engine import TailnetEngine
         from engine.system import System
     except ImportError as e:
         raise SystemExit(f"mesh-helper serve: the real engine is not available in this build ({e})")
-    return TailnetEngine(engine_options(args), System.linux(), journal=journal, logger=log)
+    return TailnetEngine(options, System.linux(), journal=journal, logger=log)
 
 
 async def _step(log: logging.Logger, what: str, close: Any, timeout: float) -> None:
@@ -170,16 +151,17 @@ async def _step(log: logging.Logger, what: str, close: Any, timeout: float) -> N
         log.debug("shutdown: %s closed", what)
 
 
-def recover_leftovers(args: argparse.Namespace, log: logging.Logger) -> tuple[int, int]:
+def recover_leftovers(args: argparse.Namespace, log: logging.Logger, *, subsystems: bool = True) -> tuple[int, int]:
     """Undo what a crashed previous run left: our journal, then each subsystem's own journal.
 
     (exit-node rules/routes, nft forwarding table + sysctls, resolv.conf). Subsystem cleanups run
-    only for the real engine: they inspect the live system of the current network namespace.
+    only for the real engine (`subsystems`): they inspect the live system of the current network
+    namespace, which an injected test engine never touches.
     """
     jdir = run_dir(args)
     rep = Journal(args.journal, logger=logging.getLogger("meshvpn.hygiene"), own=own_changes(args)).recover()
     undone, failed = len(rep.undone), len(rep.failed)
-    if args.engine != "real":
+    if not subsystems:
         return undone, failed
     from engine.leftovers import vet_journal_dir
 
@@ -223,10 +205,15 @@ def ensure_socket_dir(path: str, log: logging.Logger) -> None:
         os.chmod(d, 0o755)
 
 
-async def serve(args: argparse.Namespace) -> int:
+async def serve(args: argparse.Namespace, engine_factory: EngineFactory | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT or a shutdown request.
+
+    engine_factory builds the engine the backend drives: None is the product's (real_engine); a test passes
+    its own, and then start-up leaves the subsystems' leftovers alone (see recover_leftovers).
+    """
     log = logging.getLogger("meshvpn.helper")
     ensure_socket_dir(args.socket, log)
-    undone, failed = recover_leftovers(args, log)
+    undone, failed = recover_leftovers(args, log, subsystems=engine_factory is None)
     if undone or failed:
         log.warning("cleaned up after a previous run: %d undone, %d failed", undone, failed)
     journal = Journal(args.journal, logger=logging.getLogger("meshvpn.hygiene"), own=own_changes(args))
@@ -243,7 +230,7 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(lambda: journal.revert_all())  # runs last
-            engine = build_engine(args, journal, log)
+            engine = (engine_factory or real_engine)(engine_options(args), journal, log)
             stack.push_async_callback(_step, log, "engine", engine.aclose, 25.0)
             # GUI mode with saved prefs (--prefs; keys live in the GUI's keyring): after a restart a saved login
             # waits for the GUI's keys instead of connecting as a brand-new node under generated ones
@@ -273,24 +260,23 @@ async def serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, engine_factory: EngineFactory | None = None) -> int:
+    """`mesh-helper serve` with the real engine; tests pass their own engine_factory (the only seam: no flag)."""
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     for noisy in ("hpack", "h2", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps stacks to stderr
-    if args.engine == "fake" and os.environ.get("MESH_TESTING") != "1":
-        print("mesh-helper serve: --engine fake is for tests only (MESH_TESTING=1)", file=sys.stderr)
-        return EXIT_USAGE
     if args.state and os.geteuid() != 0 and not os.environ.get("MESH_TESTING"):
         print("mesh-helper serve: --state needs root (the file holds private keys)", file=sys.stderr)
         return EXIT_USAGE
     if args.cleanup_only:
-        undone, failed = recover_leftovers(args, logging.getLogger("meshvpn.helper"))
+        undone, failed = recover_leftovers(args, logging.getLogger("meshvpn.helper"),
+                                           subsystems=engine_factory is None)
         print(f"mesh-helper: cleanup: {undone} undone, {failed} failed", file=sys.stderr)
         return EXIT_ERROR if failed else EXIT_OK
-    return asyncio.run(serve(args))
+    return asyncio.run(serve(args, engine_factory))
 
 
 if __name__ == "__main__":

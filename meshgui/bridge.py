@@ -24,7 +24,16 @@ from typing import Any, Awaitable, Callable, Iterable
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.localapi.schema import Decoded, FieldProblem, MaskedPrefs, NodeKeyRotation, Options, PingResult, Prefs
+from engine.localapi.schema import (
+    EXIT_ROUTES,
+    Decoded,
+    FieldProblem,
+    MaskedPrefs,
+    NodeKeyRotation,
+    Options,
+    PingResult,
+    Prefs,
+)
 from meshgui import state as st
 from meshgui.engine_client import AccessDenied, EngineClient, HelperUnavailable, LocalAPIError
 
@@ -290,9 +299,9 @@ class Bridge(QObject):
         if any(p.path[:1] == ("AdvertiseRoutes",) for p in prefs.problems):
             raise ValueError("the helper's advertised routes could not be read; they were left unchanged")
         current = list(prefs.value.advertise_routes or [])
-        routes = [r for r in current if r not in st.EXIT_ROUTES]
+        routes = [r for r in current if r not in EXIT_ROUTES]
         if on:
-            routes += list(st.EXIT_ROUTES)
+            routes += list(EXIT_ROUTES)
         if routes == current:
             return
         await self._edit(advertise_routes=routes)

@@ -238,7 +238,7 @@ class DNSQueryOutcome:
 
 @runtime_checkable
 class NodeEngine(Protocol):
-    """What the backend drives. Implemented by TailnetEngine (engine/ipn/tailnet_engine.py) and by FakeEngine."""
+    """What the backend drives. Implemented by TailnetEngine (engine/ipn/tailnet_engine.py); tests fake it."""
 
     async def start(self, cfg: EngineConfig, keys: NodeKeys, sink: EventSink) -> None:
         """Begin: log in to control (with cfg.auth_key if set), then follow the map and bring the data plane up."""

@@ -421,11 +421,11 @@ def localapi_http(data: bytes) -> None:
     and drop the connection unanswered) is a finding. Routes that block by design (watch streams, netcheck) are
     left out.
     """
-    from engine.ipn.fake_engine import FakeEngine
     from engine.ipn.local import Backend
     from engine.ipn.store import MemoryStore
     from engine.localapi.auth import Authorizer, Permit
     from engine.localapi.server import LocalAPIServer
+    from tests.support.fake_engine import FakeEngine
 
     global _LOCALAPI
     if _LOCALAPI is None:

@@ -1,4 +1,4 @@
-"""Runs our own helper (`mesh-helper serve --engine fake`: real LocalAPI server and IPN backend, canned engine) for GUI tests."""
+"""Runs our own helper (tests.support.fake_helper: real LocalAPI server + IPN backend, canned engine) for GUI tests."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def helper_argv(sock: str, work: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli.helper", "serve", "--engine", "fake", "--socket", sock,
+    return [sys.executable, "-m", "tests.support.fake_helper", "serve", "--socket", sock,
             "--prefs", os.path.join(work, "prefs.json"), "--journal", os.path.join(work, "journal")]
 
 

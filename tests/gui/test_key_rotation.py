@@ -97,7 +97,7 @@ def test_rotated_node_key_is_stored_in_the_keyring_and_handed_over_next_start(qa
 
 @contextlib.contextmanager
 def helper_at(sock: str, work: str, env: dict) -> Iterator[subprocess.Popen]:
-    """Our helper (`serve --engine fake`) on a fixed socket, so the GUI can outlive it and reconnect."""
+    """Our helper (tests.support.fake_helper) on a fixed socket, so the GUI can outlive it and reconnect."""
     with open(os.path.join(work, "helper.log"), "ab") as log:
         proc = subprocess.Popen(helper_argv(sock, work), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)

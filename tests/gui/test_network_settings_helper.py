@@ -1,4 +1,4 @@
-"""Network-settings toggles against our real helper process (`mesh-helper serve --engine fake`): prefs round-trip.
+"""Network-settings toggles against our real helper process (`mesh-helper serve`, fake engine): prefs round-trip.
 
 The GUI's bridge edits CorpDNS / RouteAll / ShieldsUp / AdvertiseRoutes; an independent reader
 (a plain LocalAPI GET /prefs, and `meshctl --json status`) shows the helper took them, and the

@@ -1,4 +1,4 @@
-"""The GUI against our own helper (`mesh-helper serve --engine fake`): login, peers, exit node, pings, keys, 403."""
+"""The GUI against our own helper (`mesh-helper serve`, fake engine): login, peers, exit node, pings, keys, 403."""
 
 from __future__ import annotations
 

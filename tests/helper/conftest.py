@@ -1,4 +1,4 @@
-"""Fixtures for helper tests: a running `mesh-helper serve --engine fake`, temporary users, real tailscaled."""
+"""Fixtures for helper tests: a running helper with the fake engine (tests.support.fake_helper), users, tailscaled."""
 
 from __future__ import annotations
 
@@ -29,14 +29,17 @@ def helper_env(**extra: str) -> dict[str, str]:
 
 
 class HelperProc:
-    """A mesh-helper serve subprocess on a private socket + journal."""
+    """A `mesh-helper serve` subprocess with the fake engine (tests.support.fake_helper) on a private socket + journal.
+
+    Extra args are serve flags or the fake helper's own (--manual-login, --fake-system).
+    """
 
     def __init__(self, workdir: Path, *args: str, wrap: list[str] | None = None) -> None:
         self.dir = workdir
         self.socket = str(workdir / "helper.sock")
         self.journal = str(workdir / "changes.jsonl")
         self.log_path = workdir / f"helper-{uuid.uuid4().hex[:6]}.log"
-        self.argv = [*(wrap or []), sys.executable, "-m", "engine.cli.helper", "serve", "--engine", "fake",
+        self.argv = [*(wrap or []), sys.executable, "-m", "tests.support.fake_helper", "serve",
                      "--socket", self.socket, "--journal", self.journal, "-v", *args]
         self.proc: subprocess.Popen | None = None
 
@@ -97,7 +100,8 @@ def helper(shared_dir, request):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "helper_args(*args): extra `mesh-helper serve` args for the helper fixture")
+    config.addinivalue_line("markers", "helper_args(*args): extra serve args (or --manual-login, --fake-system) "
+                                       "for the helper fixture")
 
 
 class TempUser:

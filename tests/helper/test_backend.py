@@ -10,10 +10,10 @@ import pytest
 
 from engine.ipn.backend import BackendError, PrefsError
 from engine.ipn.local import Backend
-from engine.ipn.fake_engine import FakeEngine
 from engine.ipn.store import FileStore, MemoryStore, StoreError, Stored
 from engine.keys import MachinePrivate, NodePrivate
 from engine.localapi.schema import MaskedPrefs, Notify, NotifyWatchOpt, Prefs, SetKeysRequest, State
+from tests.support.fake_engine import FakeEngine
 
 
 def run(coro):

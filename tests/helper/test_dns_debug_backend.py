@@ -10,10 +10,10 @@ import pytest
 
 from engine.ipn.backend import BackendError
 from engine.ipn.dnsquery import QueryError
-from engine.ipn.fake_engine import FAKE_PEERAPI_PORT, FakeEngine
 from engine.ipn.local import Backend
 from engine.ipn.store import MemoryStore
 from engine.localapi.schema import DNSResolver, MaskedPrefs, Prefs, State
+from tests.support.fake_engine import FAKE_PEERAPI_PORT, FakeEngine
 
 UP = Prefs(control_url="http://control.invalid", want_running=True)
 

@@ -145,7 +145,7 @@ class NsHelper:
 
     def start(self):
         self.proc = self.host.popen(
-            [sys.executable, "-m", "engine.cli.helper", "serve", "--engine", "fake", "--fake-system",
+            [sys.executable, "-m", "tests.support.fake_helper", "serve", "--fake-system",
              "--tun", TUN, "--socket", self.sock, "--journal", self.journal],
             env={"MESH_TESTING": "1", "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}, cwd=str(REPO))
         deadline = time.monotonic() + 20

@@ -10,7 +10,6 @@ import pytest
 
 from engine.control.client import NodeKeyRotated as ControlNodeKeyRotated
 from engine.ipn.engine_api import NodeKeyRotated, NodeKeys
-from engine.ipn.fake_engine import FakeEngine
 from engine.ipn.local import Backend
 from engine.ipn.store import FileStore, MemoryStore
 from engine.ipn.tailnet_engine import TailnetEngine
@@ -24,6 +23,7 @@ from engine.localapi.schema import (
     SetKeysRequest,
     State,
 )
+from tests.support.fake_engine import FakeEngine
 
 UP = Prefs(control_url="http://control.invalid", want_running=True)
 OWNER, OTHER = 1000, 1001

@@ -81,7 +81,7 @@ def test_full_cycle(helper):
     assert meshctl(s, "status").returncode == 5
 
 
-@pytest.mark.helper_args("--fake-manual-login")
+@pytest.mark.helper_args("--manual-login")
 def test_up_prints_login_url_and_times_out(helper):
     p = meshctl(helper.socket, "up", "--login-server", "http://control.invalid", "--timeout", "2")
     assert p.returncode == 1
@@ -231,7 +231,7 @@ def test_up_sets_routing_prefs_like_tailscale_up(helper):
     assert meshctl(s, "up", "--advertise-routes", "", "--timeout", "20").returncode == 0
     assert asyncio.run(LocalClient(s).prefs()).advertise_routes is None
     bad = meshctl(s, "up", "--advertise-routes", "10.0.0.0/33", "--timeout", "5")
-    assert bad.returncode != 0 and "not an IP prefix" in bad.stderr
+    assert bad.returncode != 0 and "is not a CIDR prefix" in bad.stderr
 
 
 def test_debug_engine_is_root_only(helper):

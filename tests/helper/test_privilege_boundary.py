@@ -20,7 +20,7 @@ PY = sys.executable
 
 
 def serve(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "engine.cli.helper", "serve", "--engine", "fake", *args], env=helper_env(),
+    return subprocess.run([PY, "-m", "tests.support.fake_helper", "serve", *args], env=helper_env(),
                           cwd=REPO, capture_output=True, text=True, timeout=60)
 
 

@@ -100,7 +100,7 @@ def test_up_status_down_up_exit_node_ping_logout(helper):
     assert prefs(helper)["LoggedOut"] is True
 
 
-@pytest.mark.helper_args("--fake-manual-login")
+@pytest.mark.helper_args("--manual-login")
 def test_up_prints_the_auth_url_and_waits(helper):
     p = ts(helper, "up", "--login-server=http://control.invalid", "--timeout=3s")
     assert p.returncode != 0

@@ -1,13 +1,4 @@
-"""FakeEngine: a NodeEngine that pretends to log in and serves a canned netmap (tests only).
-
-Refuses to exist unless MESH_TESTING=1 (STYLE R11). It records calls (`calls`) so backend tests
-can assert on the boundary, lets a test finish an interactive login (`complete_login()`) and play
-the control server replacing the node key (`rotate_node_key()`; or, with `rotate_on_login` /
-MESH_FAKE_ROTATE_NODE_KEY=1 for a helper process, once at the first login: "the key was expired,
-control made the node re-register under a new one").
-Optional `system_hooks` (up, down) let lab tests make real, journaled system changes while
-"running" (see tests/helper/test_hygiene_lab.py).
-"""
+"""FakeEngine: a NodeEngine that pretends to log in and serves a canned netmap (tests only; MESH_TESTING=1)."""
 
 from __future__ import annotations
 
@@ -143,7 +134,16 @@ def _fake_upstream_reply(query: bytes) -> bytes:
 
 
 class FakeEngine:
-    """Implements engine_api.NodeEngine in memory."""
+    """Implements engine_api.NodeEngine in memory.
+
+    Refuses to exist unless MESH_TESTING=1 (STYLE R11). It records calls (`calls`) so backend tests
+    can assert on the boundary, lets a test finish an interactive login (`complete_login()`) and play
+    the control server replacing the node key (`rotate_node_key()`; or, with `rotate_on_login` /
+    MESH_FAKE_ROTATE_NODE_KEY=1 for a helper process, once at the first login: "the key was expired,
+    control made the node re-register under a new one").
+    Optional `system_hooks` (up, down) let lab tests make real, journaled system changes while
+    "running" (tests/support/fake_helper.py --fake-system, used by tests/helper/test_hygiene.py).
+    """
 
     def __init__(
         self,
@@ -155,7 +155,7 @@ class FakeEngine:
     ) -> None:
         if os.environ.get("MESH_TESTING") != "1":
             raise RuntimeError("FakeEngine is for tests only (set MESH_TESTING=1)")
-        if rotate_on_login is None:  # a helper process under test: `mesh-helper serve` has no flag for it
+        if rotate_on_login is None:  # a helper process under test (tests/support/fake_helper.py) reads the env
             rotate_on_login = os.environ.get("MESH_FAKE_ROTATE_NODE_KEY") == "1"
         self.rotate_on_login = rotate_on_login
         self.rotations = 0
