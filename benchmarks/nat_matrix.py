@@ -28,7 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.report import machine, write_section  # noqa: E402
 from tests.lab.netlab import Lab  # noqa: E402
 from tests.natmatrix.matrix import (  # noqa: E402
-    EXPECTED_TAILSCALED, ROW_TITLES, ROWS, Cell, CellResult, all_cells, median, parse_cells, run_matrix)
+    EXPECTED_TAILSCALED,
+    ROW_TITLES,
+    ROWS,
+    Cell,
+    CellResult,
+    all_cells,
+    median,
+    parse_cells,
+    run_matrix,
+)
 from tests.natmatrix.nodes import NODE_KINDS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,10 +16,10 @@ import statistics
 import sys
 import time
 
+from engine.control.mapsession import MapSession
 from engine.control.mapstream import MapFramer, frame_message, parse_map_response
-from engine.netmap import MapSession
-from engine.reconfig import diff_wg, router_config, wg_config
 from engine.tailcfg import MapResponse, PeerChange
+from engine.wgengine.reconfig import diff_wg, router_config, wg_config
 
 NOW = 1_800_000_000.0
 

@@ -11,9 +11,10 @@ import ipaddress
 import random
 import time
 
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
 from engine.wg.allowedips import AllowedIPs
 from engine.wg.core import DeviceCore
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 
 def _ip4(src: str, dst: str, size: int) -> bytes:

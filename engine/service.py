@@ -23,14 +23,14 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.hygiene import DEFAULT_JOURNAL, Journal, OwnChanges
+from engine.fs.trustedpath import UntrustedPath, check_dir, check_file_path, first_refusal
 from engine.ipn.engine_api import NodeEngine
 from engine.ipn.local import Backend
 from engine.ipn.store import FileStore, MemoryStore, StoreError
 from engine.localapi.auth import Authorizer, Operator
 from engine.localapi.client import DEFAULT_SOCKET
 from engine.localapi.server import LocalAPIServer, SocketInUse, SocketPathError
-from engine.trustedpath import UntrustedPath, check_dir, check_file_path, first_refusal
+from engine.recovery.journal import DEFAULT_JOURNAL, Journal, OwnChanges
 from engine.wgengine.options import DEFAULT_DERP_REGION, DEFAULT_MTU, DEFAULT_TUN, DNS_MODES, EngineOptions
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_IN_USE = 0, 1, 2, 3
@@ -163,7 +163,7 @@ def recover_leftovers(args: argparse.Namespace, log: logging.Logger, *, subsyste
     undone, failed = len(rep.undone), len(rep.failed)
     if not subsystems:
         return undone, failed
-    from engine.leftovers import vet_journal_dir
+    from engine.recovery.leftovers import vet_journal_dir
 
     try:
         failed += len(vet_journal_dir(jdir, log))

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from engine.netif import interface_prefixes, local_endpoints
-from engine.tsaddr import QUAD100_PREFIXES
+from engine.net.interfaces import interface_prefixes, local_endpoints
+from engine.net.tsaddr import QUAD100_PREFIXES
 
 Logger = logging.Logger | logging.LoggerAdapter
 SocketHook = Callable[[socket.socket], None]
@@ -123,7 +123,7 @@ def linux_dns(os_dns: Any, socket_hook: SocketHook, logger: Logger) -> Any:
 
 def linux_magicsock(node_key: Any, disco_key: Any, *, port: int, fwmark: int, control_url: str | None,
                     logger: Logger) -> Any:
-    from engine.nodetransport import NodeTransport
+    from engine.wgengine.transport import NodeTransport
 
     return NodeTransport(node_key, disco_key, port=port, fwmark=fwmark, control_url=control_url, logger=logger)
 

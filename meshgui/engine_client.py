@@ -19,8 +19,7 @@ from typing import AsyncIterator, Awaitable, Mapping, TypeVar
 
 import h11
 
-from engine.localapi import client as lc
-from engine.localapi import schema
+from engine.localapi import client as lc, schema
 from engine.localapi.schema import Decoded, SchemaError
 
 # What the tray watches on the IPN bus (ipn.NotifyWatchOpt).

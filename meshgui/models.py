@@ -14,8 +14,14 @@ import bisect
 import datetime as dt
 from typing import Any, Sequence
 
-from PySide6.QtCore import (QAbstractTableModel, QByteArray, QModelIndex, QPersistentModelIndex,
-                            QSortFilterProxyModel, Qt)
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QByteArray,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+)
 
 from meshgui.state import PeerView
 

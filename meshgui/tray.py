@@ -10,8 +10,10 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QIcon
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
-from meshgui import icons_rc  # noqa: F401  (registers :/icons)
-from meshgui import menu as menu_spec
+from meshgui import (
+    icons_rc,  # noqa: F401  (registers :/icons)
+    menu as menu_spec,
+)
 from meshgui.state import TrayState, ViewState
 
 THEMES = ("auto", "light", "dark")

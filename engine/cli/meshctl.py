@@ -20,7 +20,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from engine import authkey
+from engine.fs import authkey
 from engine.ipn.dnsquery import QueryError, parse_query_type, to_fqdn
 from engine.ipn.exitnode import NodeIdent, ident_of_status, resolve_exit_node
 from engine.localapi.client import AccessDenied, HelperNotRunning, LocalAPIError, LocalClient, default_socket
@@ -35,7 +35,7 @@ from engine.localapi.schema import (
     State,
     Status,
 )
-from engine.tsaddr import EXIT_ROUTES, canonical_routes
+from engine.net.tsaddr import EXIT_ROUTES, canonical_routes
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_HELPER, EXIT_DENIED, EXIT_NOT_CONNECTED = 0, 1, 2, 3, 4, 5
 
@@ -214,7 +214,7 @@ async def cmd_netcheck(c: LocalClient, a: argparse.Namespace, out: TextIO) -> in
     lat = rep.get("RegionLatency") or {}
     if lat:
         out.write("\t* DERP latency:\n")
-        for rid, ms in sorted(lat.items(), key=lambda kv: kv[1]):  # milliseconds (engine.netcheck.Report)
+        for rid, ms in sorted(lat.items(), key=lambda kv: kv[1]):  # milliseconds (engine.net.netcheck.Report)
             out.write(f"\t\t- {codes.get(str(rid), rid)}: {float(ms):.1f}ms\n")
     return EXIT_OK
 

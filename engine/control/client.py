@@ -37,16 +37,30 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
+from engine.control.mapsession import MapSession
 from engine.control.mapstream import MapFramer, MapStreamError, parse_map_response
 from engine.control.transport import (
-    ControlConn, ControlTransportError, SocketHook, fetch_server_key, http1_request,
+    ControlConn,
+    ControlTransportError,
+    SocketHook,
+    fetch_server_key,
+    http1_request,
 )
-from engine.keys import DiscoPublic, MachinePrivate, MachinePublic, NLPublic, NodePrivate, NodePublic
-from engine.netmap import MapSession, NetworkMap
 from engine.tailcfg import (
-    CURRENT_CAPABILITY_VERSION, Hostinfo, MapRequest, NetInfo, PingRequest, RegisterAuth, RegisterRequest,
-    RegisterResponse, WireError, decode, encode,
+    CURRENT_CAPABILITY_VERSION,
+    Hostinfo,
+    MapRequest,
+    NetInfo,
+    PingRequest,
+    RegisterAuth,
+    RegisterRequest,
+    RegisterResponse,
+    WireError,
+    decode,
+    encode,
 )
+from engine.types.keys import DiscoPublic, MachinePrivate, MachinePublic, NLPublic, NodePrivate, NodePublic
+from engine.types.netmap import NetworkMap
 
 LOGOUT_EXPIRY = "1970-01-01T00:02:03Z"  # time.Unix(123, 0): any past expiry means logout
 WATCHDOG_TIMEOUT = 120.0  # s without any map message before the stream is restarted (direct.go)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from engine.keys import MachinePrivate, MachinePublic
+from engine.types.keys import MachinePrivate, MachinePublic
 
 PROTOCOL_NAME = b"Noise_IK_25519_ChaChaPoly_BLAKE2s"
 PROLOGUE_PREFIX = "Tailscale Control Protocol v"

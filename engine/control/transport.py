@@ -35,8 +35,8 @@ import h2.exceptions
 import h2.settings
 
 from engine.control.noise import ClientHandshake, NoiseConn, RemoteProtocolError
-from engine.keys import MachinePrivate, MachinePublic
 from engine.tailcfg import EarlyNoise, OverTLSPublicKeyResponse, WireError, decode
+from engine.types.keys import MachinePrivate, MachinePublic
 
 UPGRADE_PATH = "/ts2021"
 UPGRADE_PROTOCOL = "tailscale-control-protocol"

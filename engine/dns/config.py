@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from engine.dns.exitdns import DOH_PATH, field_of, peer_api_base, peer_can_proxy_dns
 from engine.dns.names import is_valid_domain, valid_domains
-from engine.tsaddr import CGNAT_V4, QUAD100_V4, QUAD100_V6, TAILNET_V6  # noqa: F401  (QUAD100_* re-exported)
+from engine.net.tsaddr import CGNAT_V4, QUAD100_V4, QUAD100_V6, TAILNET_V6  # noqa: F401  (QUAD100_* re-exported)
 
 # Reverse zones answered locally when MagicDNS is on (tailscale magicDNSRootDomains).
 REVERSE_ZONES = ("0.e.1.a.c.5.1.1.a.7.d.f.ip6.arpa.",) + tuple(f"{i}.100.in-addr.arpa." for i in range(64, 128))

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from engine.dns.names import ip_literals, valid_domains
 from engine.dns.osconfig import OSDNSConfig
+from engine.net.tsaddr import QUAD100_ADDRS
 from engine.router.exitnode import JsonJournal
-from engine.tsaddr import QUAD100_ADDRS
 
 DEFAULT_PATH = Path("/etc/resolv.conf")
 DEFAULT_JOURNAL_DIR = Path("/run/meshvpn")

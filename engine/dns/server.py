@@ -18,10 +18,14 @@ from typing import Iterable
 
 from engine.dns.forwarder import Forwarder
 from engine.dns.guard import (
-    MAX_TCP_CONNS, MAX_TCP_CONNS_PER_SOURCE, WRONG_INTERFACE, ArrivalGuard, ConnLimiter,
+    MAX_TCP_CONNS,
+    MAX_TCP_CONNS_PER_SOURCE,
+    WRONG_INTERFACE,
+    ArrivalGuard,
+    ConnLimiter,
 )
 from engine.dns.resolver import Drop, Forward, Reply, Resolver
-from engine.freebind import bound_socket
+from engine.net.freebind import bound_socket
 
 MAX_INFLIGHT = 256  # concurrent forwarded queries (UDP and TCP); beyond that new ones are dropped (counted)
 TCP_IDLE_TIMEOUT = 10.0

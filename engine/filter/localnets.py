@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable, TypeVar, Union
 
-from engine.tsaddr import TAILNET_RANGES
+from engine.net.tsaddr import TAILNET_RANGES
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]

@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from engine.keys import MachinePrivate, NodePrivate, NodePublic
-from engine.tsaddr import contains_exit_routes
+from engine.net.tsaddr import contains_exit_routes
+from engine.types.keys import MachinePrivate, NodePrivate, NodePublic
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ from typing import Any, AsyncIterator, Callable
 from engine.ipn.backend import (
     BackendError,
     PrefsError,
-    check_prefs,
     _rfc3339,
+    check_prefs,
     engine_config,
     exit_node_of,
     netmap_json,
@@ -63,15 +63,14 @@ from engine.ipn.engine_api import (
 from engine.ipn.prefs_policy import check_change
 from engine.ipn.state import ENGINE_WANTED, Input, InvalidTransition, StateMachine
 from engine.ipn.store import MemoryStore, PrefsStore
-from engine.keys import KeyError_, MachinePrivate, NodePrivate
 from engine.localapi.schema import (
     DEFAULT_CONTROL_URL,
-    DNSOSConfig,
-    DNSQueryResponse,
-    DNSResolver,
     INTERNAL_PREFS,
     IPN_VERSION,
     ZERO_NODEKEY,
+    DNSOSConfig,
+    DNSQueryResponse,
+    DNSResolver,
     EngineStatus,
     ExitNodeStatus,
     KeysInfo,
@@ -79,8 +78,8 @@ from engine.localapi.schema import (
     NodeKeyRotation,
     Notify,
     NotifyWatchOpt,
-    Persist,
     PeerStatus,
+    Persist,
     PingResult,
     Prefs,
     SetKeysRequest,
@@ -90,6 +89,7 @@ from engine.localapi.schema import (
     UserProfile,
     WhoIsResponse,
 )
+from engine.types.keys import KeyError_, MachinePrivate, NodePrivate
 
 ENGINE_UPDATE_INTERVAL = 2.0  # seconds between Engine (traffic/path) notifications to ENGINE_UPDATES watchers
 WATCH_QUEUE_MAX = 256  # notifications buffered per watcher; a slower watcher is disconnected

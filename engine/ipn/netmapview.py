@@ -1,4 +1,4 @@
-"""The engine's netmap as the backend sees it: engine.netmap.NetworkMap + live peer state -> NetMapView (pure)."""
+"""The engine's netmap as the backend sees it: engine.types.netmap.NetworkMap + live peer state -> NetMapView (pure)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def _addr(prefix: str) -> str:
 
 
 def netmap_view(nm: Any, stats: dict[str, Any], now: float, paths: dict[str, Any] | None = None) -> NetMapView | None:
-    """engine.netmap.NetworkMap (+ WireGuard per-peer stats, magicsock PathStatus by nodekey text) -> NetMapView (pure).
+    """engine.types.netmap.NetworkMap (+ WireGuard per-peer stats, magicsock PathStatus by nodekey text) -> NetMapView (pure).
 
     With ``paths`` (a magicsock node), CurAddr is the direct path in use ("" while on DERP);
     without, the WireGuard endpoint once a handshake happened."""

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from engine.atomicfile import write_atomic
+from engine.fs.atomicfile import write_atomic
 from engine.ipn.engine_api import NodeKeys
-from engine.keys import MachinePrivate, NodePrivate
 from engine.localapi.schema import Prefs, SchemaError
+from engine.types.keys import MachinePrivate, NodePrivate
 
 
 class StoreError(RuntimeError):

@@ -32,7 +32,6 @@ from engine.control.client import (
     NodeKeyRotated as CNodeKeyRotated,
     StatusChanged,
 )
-from engine.hygiene import Journal
 from engine.ipn.dnsquery import build_query, resolver_view
 from engine.ipn.engine_api import (
     AuthURL,
@@ -55,10 +54,11 @@ from engine.ipn.engine_api import (
 )
 from engine.ipn.exitnode import ident_of_node, resolve_exit_node
 from engine.ipn.netmapview import netmap_view
-from engine.keys import DiscoPrivate, NLPrivate, NodePublic
+from engine.net.tsaddr import canonical_routes
+from engine.recovery.journal import Journal
 from engine.system import System, quiet
 from engine.tailcfg import Hostinfo, NetInfo
-from engine.tsaddr import canonical_routes
+from engine.types.keys import DiscoPrivate, NLPrivate, NodePublic
 from engine.wgengine.debugdoc import ordered
 from engine.wgengine.options import EngineOptions
 from engine.wgengine.prefs import exit_spec, prefs_problem, routable_ips
@@ -88,7 +88,7 @@ class TailnetEngine:
 
     def __init__(self, options: EngineOptions = EngineOptions(), system: System | None = None, *,
                  journal: Journal | None = None, logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
-        self.journal = journal  # TODO(router/dns owners): record system changes here (see engine/hygiene.py)
+        self.journal = journal  # TODO(router/dns owners): record system changes here (see engine/recovery/journal.py)
         self.options = options
         self.system = system if system is not None else System.linux()
         self.tun_name = options.tun_name

@@ -30,7 +30,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Iterator, TypeVar
 
-from engine.tsaddr import EXIT_ROUTES  # noqa: F401 - re-exported: the GUI reads the pair from the schema
+from engine.net.tsaddr import EXIT_ROUTES  # noqa: F401 - re-exported: the GUI reads the pair from the schema
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 ZERO_NODEKEY = "nodekey:" + "0" * 64

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 
 import nacl.public
 
-from engine import netcheck, stun
 from engine.dataplane.endpoint import UdpEndpoint
 from engine.derp import protocol as dp
 from engine.derp.client import DerpClient
@@ -43,10 +42,17 @@ from engine.disco.message import CallMeMaybe, Ping, Pong
 from engine.magicsock import constants as C
 from engine.magicsock.bind import MagicBind, PeerEndpoint
 from engine.magicsock.endpoint import (
-    AddrPort, PathCounters, PathStatus, PeerPath, SendCallMeMaybe, SendPing, usable_candidate,
+    AddrPort,
+    PathCounters,
+    PathStatus,
+    PeerPath,
+    SendCallMeMaybe,
+    SendPing,
+    usable_candidate,
 )
 from engine.magicsock.limits import FIRST, FULL, Batch, SourceLimiter
-from engine.netif import interface_ipv4_addrs
+from engine.net import netcheck, stun
+from engine.net.interfaces import interface_ipv4_addrs
 
 NOTE_SEND_EVERY = 0.25  # seconds: how often a data send consults the path core
 DERP_INACTIVE_CLEANUP = 60.0  # seconds before an unused non-home DERP connection is closed
@@ -60,7 +66,7 @@ ENDPOINT_STUN = 2
 
 
 def _raw32(k: object) -> bytes:
-    """32 raw bytes of a key given as bytes, an engine.keys key (.raw) or anything bytes() accepts."""
+    """32 raw bytes of a key given as bytes, an engine.types.keys key (.raw) or anything bytes() accepts."""
     if isinstance(k, (bytes, bytearray)):
         b = bytes(k)
     else:

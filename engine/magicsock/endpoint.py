@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from engine.magicsock import constants as C
 from engine.magicsock.limits import TokenBucket
-from engine.tsaddr import CGNAT_V4, TAILNET_V6
+from engine.net.tsaddr import CGNAT_V4, TAILNET_V6
 
 AddrPort = tuple[str, int]
 PING_BACK_MIN_INTERVAL = 1.0  # seconds: rate limit for answering a peer's ping with our own

@@ -22,7 +22,7 @@ from typing import Awaitable, Callable
 
 import h11
 
-from engine.freebind import bound_socket
+from engine.net.freebind import bound_socket
 from engine.peerapi.core import MAX_DNS_QUERY_BYTES, DNSAnswer, DNSQuery, PeerAPICore, Request, Response
 from engine.peerapi.ports import candidate_ports
 

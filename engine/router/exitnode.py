@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
-from engine.atomicfile import write_atomic
-from engine.tsaddr import contains_exit_routes
+from engine.fs.atomicfile import write_atomic
+from engine.net.tsaddr import contains_exit_routes
 
 BYPASS_MARK = 0x80000  # SO_MARK on the helper's own sockets (UDP, DERP, control)
 SUBNET_ROUTE_MARK = 0x40000  # packets forwarded from the TUN (see nft.py)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.tsaddr import CGNAT_V4_TEXT, QUAD100_V4, QUAD100_V6, TAILNET_V6_TEXT
+from engine.net.tsaddr import CGNAT_V4_TEXT, QUAD100_V4, QUAD100_V6, TAILNET_V6_TEXT
 
 CGNAT_V4 = CGNAT_V4_TEXT
 TAILNET_V6 = TAILNET_V6_TEXT

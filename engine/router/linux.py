@@ -17,7 +17,7 @@ import logging
 import subprocess
 from typing import Callable, Sequence
 
-from engine.reconfig import RouterConfig
+from engine.wgengine.reconfig import RouterConfig
 
 Runner = Callable[[Sequence[str], str], None]
 

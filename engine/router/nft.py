@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.net.tsaddr import CGNAT_V4_TEXT
 from engine.router.exitnode import MARK_MASK, SUBNET_ROUTE_MARK, JournaledApplier
 from engine.router.inputfw import InputConfig, input_chain, quote_ifname
-from engine.tsaddr import CGNAT_V4_TEXT
 
 NFT_TABLE = "meshvpn"
 NFT_FAMILY = "inet"

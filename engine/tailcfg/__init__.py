@@ -6,8 +6,14 @@ from engine.tailcfg.derp import DERPMap, DERPNode, DERPRegion
 from engine.tailcfg.dns import DNSConfig, DNSRecord, DNSResolver
 from engine.tailcfg.filter import FILTER_ALLOW_ALL, FilterRule, NetPortRange, PortRange
 from engine.tailcfg.messages import (
-    EarlyNoise, MapRequest, MapResponse, OverTLSPublicKeyResponse, PingRequest, RegisterAuth,
-    RegisterRequest, RegisterResponse,
+    EarlyNoise,
+    MapRequest,
+    MapResponse,
+    OverTLSPublicKeyResponse,
+    PingRequest,
+    RegisterAuth,
+    RegisterRequest,
+    RegisterResponse,
 )
 from engine.tailcfg.node import Hostinfo, Login, NetInfo, Node, PeerChange, User, UserProfile
 

@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any, Callable
 
-from engine.keys import KeyError_, _PublicKey
+from engine.types.keys import KeyError_, _PublicKey
 
 
 class WireError(ValueError):

@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine.keys import ChallengePublic, DiscoPublic, MachinePublic, NLPublic, NodePublic
 from engine.tailcfg.codec import go
 from engine.tailcfg.derp import DERPMap
 from engine.tailcfg.dns import DNSConfig
 from engine.tailcfg.filter import FilterRule
 from engine.tailcfg.node import Hostinfo, Login, Node, PeerChange, User, UserProfile
+from engine.types.keys import ChallengePublic, DiscoPublic, MachinePublic, NLPublic, NodePublic
 
 
 @dataclass(frozen=True, slots=True)

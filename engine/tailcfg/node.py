@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine.keys import DiscoPublic, MachinePublic, NodePublic
 from engine.tailcfg.codec import go
 from engine.tailcfg.dns import DNSResolver
+from engine.types.keys import DiscoPublic, MachinePublic, NodePublic
 
 DERP_MAGIC_IP = "127.3.3.40"  # legacy Node.DERP "127.3.3.40:<region>"
 

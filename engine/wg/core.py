@@ -36,18 +36,18 @@ from engine.wg.drops import DropReason
 from engine.wg.handshake import PeerHandshake, StaticIdentity
 from engine.wg.keypair import Keypair
 from engine.wg.messages import (
-    TRANSPORT_HEADER,
-    CookieReply,
-    Initiation,
-    MessageParseError,
-    Response,
     SIZE_INITIATION,
     SIZE_KEEPALIVE,
     SIZE_RESPONSE,
     SIZE_TRANSPORT_HEADER,
+    TRANSPORT_HEADER,
     TYPE_TRANSPORT,
+    CookieReply,
+    Initiation,
+    MessageParseError,
+    Response,
+    parse as parse_message,
 )
-from engine.wg.messages import parse as parse_message
 from engine.wg.session import KeypairSet
 from engine.wg.timers import Action, PeerTimers
 

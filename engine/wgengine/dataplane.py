@@ -7,8 +7,16 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from engine.reconfig import NO_CHANGES, ReconfigOptions, RouterConfig, WgConfig, diff_wg, router_config, wg_config
 from engine.router.exitnode import BYPASS_MARK
+from engine.wgengine.reconfig import (
+    NO_CHANGES,
+    ReconfigOptions,
+    RouterConfig,
+    WgConfig,
+    diff_wg,
+    router_config,
+    wg_config,
+)
 
 
 @dataclass
@@ -30,7 +38,7 @@ class DataPlane:
         self._disco_key = disco_key
         self._control_url = control_url
         self.log = logger
-        self.transport: Any = None  # engine.nodetransport.NodeTransport (magicsock)
+        self.transport: Any = None  # engine.wgengine.transport.NodeTransport (magicsock)
         self.tun: Any = None
         self.device: Any = None
         self.router: Any = None
@@ -133,7 +141,7 @@ class DataPlane:
         """WireGuard per-peer stats (rx/tx, last handshake, endpoint) by "nodekey:<hex>"."""
         if self.device is None:
             return {}
-        from engine.keys import NodePublic
+        from engine.types.keys import NodePublic
 
         return {str(NodePublic(p.public_key)): p for p in self.device.peers()}
 
@@ -141,7 +149,7 @@ class DataPlane:
         """magicsock's per-peer PathStatus by "nodekey:<hex>"; None without magicsock."""
         if self.transport is None:
             return None
-        from engine.keys import NodePublic
+        from engine.types.keys import NodePublic
 
         return {str(NodePublic(k)): ps for k, ps in self.transport.paths().items()}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.tsaddr import contains_exit_routes
+from engine.net.tsaddr import contains_exit_routes
 
 # The document's keys in order; the control client's (State, InMapPoll, LastError, AuthURL, NodeKey,
 # StreamsStarted) are filled in by the backend side (engine/ipn/tailnet_engine.py).
@@ -36,7 +36,7 @@ def netmap_doc(nm: Any) -> tuple[dict | None, list[dict]]:
 
 def add_paths(peers: list[dict], transport: Any) -> dict:
     """Each peer's magicsock path ("Path") in place; returns magicsock's own status ("Magicsock")."""
-    from engine.nodetransport import path_json
+    from engine.wgengine.transport import path_json
 
     paths = transport.paths()
     for d in peers:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from engine.tsaddr import EXIT_ROUTES
+from engine.net.tsaddr import EXIT_ROUTES
 
 
 class PeerAPI:

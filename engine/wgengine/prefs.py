@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Protocol
 
-from engine.tsaddr import EXIT_ROUTES, canonical_routes, contains_exit_routes
+from engine.net.tsaddr import EXIT_ROUTES, canonical_routes, contains_exit_routes
 
 
 class EnginePrefs(Protocol):

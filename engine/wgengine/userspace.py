@@ -23,7 +23,6 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
-from engine.reconfig import ReconfigOptions
 from engine.wgengine.dataplane import Counters, DataPlane
 from engine.wgengine.debugdoc import add_paths, netmap_doc, offers_exit
 from engine.wgengine.dnsglue import MagicDNS
@@ -40,6 +39,7 @@ from engine.wgengine.prefs import (
     prefs_key,
     routable_ips,
 )
+from engine.wgengine.reconfig import ReconfigOptions
 
 
 class ControlSink(Protocol):

@@ -20,7 +20,7 @@ import h2.events
 from engine.control.mapstream import frame_message
 from engine.control.noise import ServerHandshake
 from engine.control.transport import encode_early_payload, parse_response_head
-from engine.keys import ChallengePublic, MachinePrivate
+from engine.types.keys import ChallengePublic, MachinePrivate
 
 
 class FakeControl:

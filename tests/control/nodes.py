@@ -18,7 +18,7 @@ import pytest
 from engine.cli.meshctl import CLIError, _find_peer, _resolve_exit_node
 from engine.localapi.client import HelperNotRunning, LocalAPIError, LocalClient
 from engine.localapi.schema import MaskedPrefs, Options, PeerStatus, Prefs, Status
-from engine.tsaddr import canonical_routes
+from engine.net.tsaddr import canonical_routes
 from tests.lab.headscale import Headscale
 from tests.lab.netlab import Host, Lab, LabError
 from tests.lab.peers import PeerMissing, peer_bin

@@ -1,7 +1,6 @@
 """Control client pure parts: login state table (Hypothesis over all pairs), backoff bounds."""
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from engine.control.client import Input, State, backoff_delay, next_state
 

@@ -2,13 +2,12 @@
 
 import json
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from engine.control.mapstream import MapFramer, MapStreamError, parse_map_response
 from engine.control.noise import ClientHandshake, NoiseError, RemoteProtocolError, ServerHandshake
 from engine.control.transport import EarlyPayloadParser
-from engine.keys import MachinePrivate
+from engine.types.keys import MachinePrivate
 
 SERVER, CLIENT = MachinePrivate.generate(), MachinePrivate.generate()
 

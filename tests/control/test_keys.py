@@ -2,9 +2,17 @@
 
 import pytest
 
-from engine.keys import (
-    ChallengePublic, DiscoPrivate, DiscoPublic, KeyError_, MachinePrivate, MachinePublic, NLPrivate, NLPublic,
-    NodePrivate, NodePublic,
+from engine.types.keys import (
+    ChallengePublic,
+    DiscoPrivate,
+    DiscoPublic,
+    KeyError_,
+    MachinePrivate,
+    MachinePublic,
+    NLPrivate,
+    NLPublic,
+    NodePrivate,
+    NodePublic,
 )
 
 HEX = "ab" * 32

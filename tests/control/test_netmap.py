@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
-from engine.keys import DiscoPublic, NodePublic
-from engine.netmap import MapSession, apply_patch
+from engine.control.mapsession import MapSession, apply_patch
 from engine.tailcfg import FilterRule, MapResponse, NetPortRange, Node, PeerChange, PortRange, UserProfile
+from engine.types.keys import DiscoPublic, NodePublic
 
 NOW = 1_800_000_000.0
 SELF = Node(id=100, name="self.t.", key=NodePublic(b"\x01" * 32), addresses=("100.64.0.1/32",))

@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from noise.connection import Keypair, NoiseConnection
 
 from engine.control import noise as N
-from engine.keys import MachinePrivate
+from engine.types.keys import MachinePrivate
 
 VERSION = 130
 

@@ -7,8 +7,8 @@ import pytest
 
 from engine.control.client import ControlClient, ControlOptions, NetMapUpdated, State
 from engine.control.transport import ControlConn, ControlTransportError, UpgradeError, fetch_server_key
-from engine.keys import DiscoPrivate, MachinePrivate, NodePrivate
 from engine.tailcfg import CURRENT_CAPABILITY_VERSION, Hostinfo
+from engine.types.keys import DiscoPrivate, MachinePrivate, NodePrivate
 from tests.control.fakecontrol import FakeControl
 
 V = CURRENT_CAPABILITY_VERSION

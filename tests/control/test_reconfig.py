@@ -1,12 +1,19 @@
 """NetworkMap -> WgConfig/RouterConfig, and diffs (NO_CHANGES when equal)."""
 
 
-from engine.keys import NodePublic
-from engine.netmap import MapSession
-from engine.reconfig import (
-    NO_CHANGES, ReconfigOptions, RouterConfig, WgConfig, diff_wg, pick_endpoint, router_config, wg_config,
-)
+from engine.control.mapsession import MapSession
 from engine.tailcfg import MapResponse, Node, PeerChange
+from engine.types.keys import NodePublic
+from engine.wgengine.reconfig import (
+    NO_CHANGES,
+    ReconfigOptions,
+    RouterConfig,
+    WgConfig,
+    diff_wg,
+    pick_endpoint,
+    router_config,
+    wg_config,
+)
 
 NOW = 1_800_000_000.0
 SELF = Node(id=100, name="self.t.", key=NodePublic(b"\x01" * 32),

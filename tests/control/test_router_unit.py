@@ -1,7 +1,7 @@
 """LinuxRouter command generation: idempotent, minimal diffs, empty config restores (fake runner)."""
 
-from engine.reconfig import RouterConfig
 from engine.router.linux import LinuxRouter
+from engine.wgengine.reconfig import RouterConfig
 
 
 def make():

@@ -4,11 +4,20 @@ import json
 
 import pytest
 
-from engine.keys import DiscoPublic, NodePublic
 from engine.tailcfg import (
-    CURRENT_CAPABILITY_VERSION, Hostinfo, MapRequest, MapResponse, NetInfo, RegisterAuth, RegisterRequest,
-    RegisterResponse, WireError, decode, encode,
+    CURRENT_CAPABILITY_VERSION,
+    Hostinfo,
+    MapRequest,
+    MapResponse,
+    NetInfo,
+    RegisterAuth,
+    RegisterRequest,
+    RegisterResponse,
+    WireError,
+    decode,
+    encode,
 )
+from engine.types.keys import DiscoPublic, NodePublic
 
 
 def test_capver():

@@ -29,8 +29,8 @@ def wait_for(pred, timeout=10.0, interval=0.01):
 
 
 def public_of(priv: bytes) -> bytes:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     return X25519PrivateKey.from_private_bytes(priv).public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 

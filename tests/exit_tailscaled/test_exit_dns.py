@@ -20,7 +20,15 @@ import json
 import pytest
 
 from tests.exit_tailscaled.tsnet import (
-    OURS_NAME, TS_ENV, TS_NAME, approve_exit, build, diag, eventually, start_tailscaled, ts_peer,
+    OURS_NAME,
+    TS_ENV,
+    TS_NAME,
+    approve_exit,
+    build,
+    diag,
+    eventually,
+    start_tailscaled,
+    ts_peer,
 )
 from tests.lab.netlab import Host
 from tests.lab.tailscaled import Tailscaled

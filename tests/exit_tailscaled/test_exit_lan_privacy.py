@@ -15,7 +15,16 @@ from __future__ import annotations
 import pytest
 
 from tests.exit_tailscaled.tsnet import (
-    ISP_WAN, OURS_NAME, TS_NAME, WAN_IP, approve_exit, build, diag, eventually, start_tailscaled, ts_peer,
+    ISP_WAN,
+    OURS_NAME,
+    TS_NAME,
+    WAN_IP,
+    approve_exit,
+    build,
+    diag,
+    eventually,
+    start_tailscaled,
+    ts_peer,
 )
 from tests.node.labnode import INET, UDP_ECHO, Node, udp_ask
 

@@ -10,7 +10,16 @@ from __future__ import annotations
 import pytest
 
 from tests.exit_tailscaled.tsnet import (
-    OURS_LAN, OURS_NAME, WAN_IP, WAN_IP6, approve_exit, build, diag, eventually, start_tailscaled, ts_peer,
+    OURS_LAN,
+    OURS_NAME,
+    WAN_IP,
+    WAN_IP6,
+    approve_exit,
+    build,
+    diag,
+    eventually,
+    start_tailscaled,
+    ts_peer,
 )
 from tests.node.labnode import INET, INET6, Node, route_get, tcp_ask, udp_ask
 

@@ -11,11 +11,24 @@ import signal
 import pytest
 
 from engine.router.exitnode import BYPASS_MARK
-from tests.exit_tailscaled.tsnet import (
-    CTL_IP, OURS_LAN, OURS_NAME, TS_LAN, TS_NAME, WAN_IP, WAN_IP6, approve_exit, build, diag, eventually, helper_pid,
-    socket_lines, start_tailscaled, ts_peer,
-)
 from tests.control.nodes import start_serve
+from tests.exit_tailscaled.tsnet import (
+    CTL_IP,
+    OURS_LAN,
+    OURS_NAME,
+    TS_LAN,
+    TS_NAME,
+    WAN_IP,
+    WAN_IP6,
+    approve_exit,
+    build,
+    diag,
+    eventually,
+    helper_pid,
+    socket_lines,
+    start_tailscaled,
+    ts_peer,
+)
 from tests.helper.keyfile import key_file_arg
 from tests.lab.capture import Capture
 from tests.node.labnode import INET, INET6, DrivenNode, Node, route_get, routing_dump, tcp_ask, udp_ask

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from engine.dns import Resolver, config_from_netmap
 from engine.dns.server import DNSServer
-from engine.reconfig import RouterConfig
 from engine.router.inputfw import InputConfig
 from engine.router.linux import LinuxRouter
 from engine.router.nft import Forwarder
+from engine.wgengine.reconfig import RouterConfig
 
 QUAD100 = ("100.100.100.100/32", "fd7a:115c:a1e0::53/128")
 

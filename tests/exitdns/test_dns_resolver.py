@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import dns.flags
 import dns.message
-import dns.rcode
 import dns.opcode
+import dns.rcode
 import dns.rdatatype
 import dns.reversename
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from engine.dns import Drop, Forward, Reply, Resolver, Upstream, config_from_netmap, parse_upstream
-from engine.dns.osconfig import os_config_for
-from engine.dns.resolved import resolvectl_commands, resolved_available
+from engine.dns.osconfig import OSDNSConfig, os_config_for
 from engine.dns.resolvconf_file import parse_nameservers, render
-from engine.dns.osconfig import OSDNSConfig
+from engine.dns.resolved import resolvectl_commands, resolved_available
 
 SELF = {"Name": "me.tail.example.", "Addresses": ["100.64.0.1/32", "fd7a:115c:a1e0::1/128"], "CapMap": {}}
 PEERS = [

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from engine.filter import ACCEPT, DROP, DropReason, Filter, FilterRuleError, compile_rules, parse, parse_ip_set
 from engine.filter.rules import concat_packet_filters

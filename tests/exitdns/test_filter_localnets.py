@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from engine.filter import ACCEPT, DROP, DropReason, Filter
 from engine.filter.localnets import NEVER_VIA_DEFAULT, local_routes, shrink_default_route, subtract
 from engine.filter.rules import prefixes_to_ranges
-from engine.netif import interface_prefixes, parse_ip_addr_json
+from engine.net.interfaces import interface_prefixes, parse_ip_addr_json
 from tests.exitdns.pkt import udp
 
 IFACES = ("127.0.0.1/8", "198.51.100.2/24", "::1/128", "2001:db8:1::2/64", "fe80::1/64",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.router.nft import ForwardConfig, Forwarder, ruleset
 from engine.router.exitnode import netns_runner
+from engine.router.nft import ForwardConfig, Forwarder, ruleset
 from tests.lab.netlab import REPO_ROOT
 
 ECHO = str(REPO_ROOT / "tests" / "lab" / "udp_echo.py")

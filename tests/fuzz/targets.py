@@ -112,7 +112,7 @@ def disco_open_seeds() -> list[bytes]:
 # ---------------------------------------------------------------- STUN -----------------------------------------
 
 def stun_parse(data: bytes) -> None:
-    from engine import stun
+    from engine.net import stun
 
     for fn in (stun.parse_response, stun.parse_binding_request):
         try:
@@ -126,7 +126,7 @@ def stun_parse(data: bytes) -> None:
 
 
 def stun_seeds() -> list[bytes]:
-    from engine import stun
+    from engine.net import stun
 
     tx = bytes(range(12))
     return [stun.build_request(tx), stun.build_response(tx, ("198.51.100.9", 5000)),
@@ -534,7 +534,7 @@ _NOISE = None
 
 
 def _noise_keys():
-    from engine.keys import MachinePrivate
+    from engine.types.keys import MachinePrivate
 
     global _NOISE
     if _NOISE is None:
@@ -633,7 +633,7 @@ def filter_rules_seeds() -> list[bytes]:
 
 def authkey_file(data: bytes) -> None:
     """`--auth-key file:PATH`: AuthKeyError only, whatever the file holds."""
-    from engine.authkey import AuthKeyError, read_key_file
+    from engine.fs.authkey import AuthKeyError, read_key_file
 
     p = _tmpdir() / "authkey"
     _write(p, data)
@@ -659,7 +659,7 @@ def hygiene_journal(data: bytes) -> None:
     """The changes journal read at start (Journal.recover): corrupt lines are skipped, foreign changes refused;
     only UntrustedPath... is handled inside, so nothing may escape. Undo runs against a no-op runner, and the
     only file the journal may restore is one in the scratch dir."""
-    from engine.hygiene import Journal, OwnChanges
+    from engine.recovery.journal import Journal, OwnChanges
 
     d = _tmpdir() / "hygiene"
     d.mkdir(mode=0o700, exist_ok=True)
@@ -672,7 +672,7 @@ def hygiene_journal(data: bytes) -> None:
 def hygiene_seeds() -> list[bytes]:
     import base64
 
-    from engine.hygiene import Change
+    from engine.recovery.journal import Change
 
     d = str(_tmpdir() / "hygiene" / "restored")
     changes = [Change.link("meshvpn0"), Change.route("100.64.0.0/10", dev="meshvpn0", table=52),
@@ -691,7 +691,7 @@ _OWN_RULES = None
 def leftovers_journal(data: bytes) -> None:
     """vet_journal_dir on a journal dir holding one subsystem journal (the first byte picks which): it returns
     refusals and never raises for a file's contents."""
-    from engine.leftovers import CHECKS, vet_journal_dir
+    from engine.recovery.leftovers import CHECKS, vet_journal_dir
 
     d = _tmpdir() / "journals"
     if d.exists():
@@ -723,7 +723,7 @@ def resolvconf(data: bytes) -> None:
     the journal is only used after leftovers.vet_journal_dir accepted it, as at helper start; OSError is the
     documented failure of the file operations themselves."""
     from engine.dns.resolvconf_file import MARKER, ResolvConfFile, parse_nameservers
-    from engine.leftovers import vet_journal_dir
+    from engine.recovery.leftovers import vet_journal_dir
 
     text = data.decode("utf-8", "replace")
     parse_nameservers(text)
@@ -745,8 +745,8 @@ def resolvconf(data: bytes) -> None:
 
 
 def resolvconf_seeds() -> list[bytes]:
-    from engine.dns.resolvconf_file import render
     from engine.dns.osconfig import OSDNSConfig
+    from engine.dns.resolvconf_file import render
 
     text = render(OSDNSConfig(nameservers=["100.100.100.100"], search_domains=["tail.example"]))
     return [json.dumps({"path": "/etc/resolv.conf", "symlink": None, "absent": False,
@@ -785,7 +785,7 @@ def uapi_seeds() -> list[bytes]:
 _LIST = [
     Target("disco_parse", disco_parse, "engine/disco/message.py parse", disco_parse_seeds, "tests/nat/test_disco.py"),
     Target("disco_open", disco_open, "engine/disco/box.py DiscoCrypto.open", disco_open_seeds, "tests/nat/test_disco.py"),
-    Target("stun", stun_parse, "engine/stun.py parse_response, parse_binding_request", stun_seeds,
+    Target("stun", stun_parse, "engine/net/stun.py parse_response, parse_binding_request", stun_seeds,
            "tests/nat/test_stun.py (parse_response only)"),
     Target("derp_frames", derp_frames, "engine/derp/frames.py FrameReader + parse_frame", derp_frames_seeds,
            "tests/nat/test_derp_frames.py (parse_frame only)"),
@@ -814,10 +814,10 @@ _LIST = [
            filter_packet_seeds, "tests/exitdns/test_filter.py"),
     Target("filter_rules", filter_rules, "engine/filter Filter.from_rules (control-server PacketFilter)",
            filter_rules_seeds),
-    Target("authkey_file", authkey_file, "engine/authkey.py read_key_file", authkey_seeds, max_len=5000),
-    Target("hygiene_journal", hygiene_journal, "engine/hygiene.py Journal.recover (_load, Change.from_dict, refusal)",
+    Target("authkey_file", authkey_file, "engine/fs/authkey.py read_key_file", authkey_seeds, max_len=5000),
+    Target("hygiene_journal", hygiene_journal, "engine/recovery/journal.py Journal.recover (_load, Change.from_dict, refusal)",
            hygiene_seeds),
-    Target("leftovers_journal", leftovers_journal, "engine/leftovers.py vet_journal_dir", leftovers_seeds),
+    Target("leftovers_journal", leftovers_journal, "engine/recovery/leftovers.py vet_journal_dir", leftovers_seeds),
     Target("resolvconf", resolvconf, "engine/dns/resolvconf_file.py parse_nameservers, journal restore",
            resolvconf_seeds),
     Target("uapi", uapi, "engine/dataplane/uapi.py handle_request", uapi_seeds,

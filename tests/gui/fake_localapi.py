@@ -15,8 +15,7 @@ import threading
 import urllib.parse
 from typing import Any
 
-from tests.gui.builders import prefs as make_prefs
-from tests.gui.builders import status as make_status
+from tests.gui.builders import prefs as make_prefs, status as make_status
 
 STATE_NUM = {"NoState": 0, "InUseOtherUser": 1, "NeedsLogin": 2, "NeedsMachineAuth": 3, "Stopped": 4,
              "Starting": 5, "Running": 6}

@@ -15,9 +15,9 @@ from PySide6.QtGui import QDesktopServices
 from meshgui.app import NO_TRAY_TEXT, App, SingleInstance, parse_args
 from meshgui.keys import KeyStore
 from meshgui.state import TrayState
-from tests.gui.keyring_lab import HAVE_KEYRING_DAEMON
 from tests.gui.aio import run, wait_until
 from tests.gui.fake_localapi import FakeLocalAPI
+from tests.gui.keyring_lab import HAVE_KEYRING_DAEMON
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -21,9 +21,8 @@ from meshgui.state import TrayState
 from tests.gui.aio import run, wait_until
 from tests.gui.fake_localapi import FakeLocalAPI
 from tests.gui.helper_proc import ROOT, helper_argv
-from tests.gui.sockproc import wait_for_socket
-
 from tests.gui.keyring_lab import HAVE_KEYRING_DAEMON
+from tests.gui.sockproc import wait_for_socket
 from tests.lab.netlab import stop_process
 
 pytestmark = pytest.mark.skipif(not HAVE_KEYRING_DAEMON, reason="gnome-keyring / dbus-daemon not installed")

@@ -7,8 +7,7 @@ from functools import reduce as fold
 
 import pytest
 
-from meshgui import menu
-from meshgui import state as st
+from meshgui import menu, state as st
 from tests.gui.builders import exit_option, named, peer, prefs, status
 
 NOW = dt.datetime(2026, 9, 1, 12, 0, tzinfo=dt.timezone.utc)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from functools import reduce as fold
 
-from meshgui import notifications as nt
-from meshgui import state as st
+from meshgui import notifications as nt, state as st
 from tests.gui.builders import exit_option, named, offline, peer, prefs, status
 
 NOW = dt.datetime(2026, 9, 1, 12, 0, tzinfo=dt.timezone.utc)

@@ -11,8 +11,7 @@ from functools import reduce as fold
 from typing import Any, Iterator
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as hs
+from hypothesis import given, settings, strategies as hs
 
 from engine.localapi.schema import Notify, Prefs, State, Status, decode_lenient
 from meshgui import state as st

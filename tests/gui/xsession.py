@@ -11,7 +11,6 @@ import time
 
 from tests.lab.netlab import stop_process
 
-
 TRAYER_TRIES = 3
 
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.lab  # needs root: creates users, switches uid
 
 SET_KEYS = """
 import asyncio, sys
-from engine.keys import MachinePrivate, NodePrivate
+from engine.types.keys import MachinePrivate, NodePrivate
 from engine.localapi.client import LocalClient, AccessDenied
 async def main():
     c = LocalClient(sys.argv[1])

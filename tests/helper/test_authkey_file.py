@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from engine import authkey
+from engine.fs import authkey
 from tests.control.nodes import start_serve, wait_until
 from tests.helper.conftest import REPO, helper_env, meshctl
 from tests.helper.keyfile import key_file_arg

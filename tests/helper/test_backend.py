@@ -10,9 +10,9 @@ import pytest
 
 from engine.ipn.backend import BackendError, PrefsError
 from engine.ipn.local import Backend
-from engine.ipn.store import FileStore, MemoryStore, StoreError, Stored
-from engine.keys import MachinePrivate, NodePrivate
+from engine.ipn.store import FileStore, MemoryStore, Stored, StoreError
 from engine.localapi.schema import MaskedPrefs, Notify, NotifyWatchOpt, Prefs, SetKeysRequest, State
+from engine.types.keys import MachinePrivate, NodePrivate
 from tests.support.fake_engine import FakeEngine
 
 

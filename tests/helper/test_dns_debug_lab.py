@@ -9,9 +9,9 @@ import pytest
 
 from tests.control.nodes import headscale_lan
 from tests.helper.conftest import TAILSCALE, meshctl, tailscale_cli
+from tests.helper.keyfile import key_file_arg
 from tests.helper.test_real_engine_lab import CTL, start_helper, status, wait_until
 from tests.lab.headscale import BASE_DOMAIN
-from tests.helper.keyfile import key_file_arg
 from tests.lab.tailscaled import Tailscaled
 from tests.node.labnode import UPSTREAM_DNS
 

@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from engine.hygiene import COMPACT_AFTER_LINES, Change, Journal, OwnChanges
+from engine.recovery.journal import COMPACT_AFTER_LINES, Change, Journal, OwnChanges
 from tests.helper.conftest import REPO, meshctl
-
 
 OWN = OwnChanges(links=frozenset({"mv0", "mv1", "gone0", "ok0", "x"}))  # what these tests' journals may undo
 

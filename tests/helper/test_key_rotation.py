@@ -13,7 +13,6 @@ from engine.ipn.engine_api import NodeKeyRotated, NodeKeys
 from engine.ipn.local import Backend
 from engine.ipn.store import FileStore, MemoryStore
 from engine.ipn.tailnet_engine import TailnetEngine
-from engine.keys import MachinePrivate, NodePrivate
 from engine.localapi.schema import (
     MaskedPrefs,
     NodeKeyRotation,
@@ -23,6 +22,7 @@ from engine.localapi.schema import (
     SetKeysRequest,
     State,
 )
+from engine.types.keys import MachinePrivate, NodePrivate
 from tests.support.fake_engine import FakeEngine
 
 UP = Prefs(control_url="http://control.invalid", want_running=True)

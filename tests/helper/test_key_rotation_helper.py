@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.keys import MachinePrivate, NodePrivate
 from engine.localapi.client import LocalClient
 from engine.localapi.schema import NotifyWatchOpt, Options, Prefs
+from engine.types.keys import MachinePrivate, NodePrivate
 from tests.helper.conftest import REPO, HelperProc, helper_env
 
 WATCHER = """

@@ -145,7 +145,7 @@ def test_meshctl_and_client_against_real_tailscaled(lab):
 
 def test_prefs_file_survives_a_restart(shared_dir):
     """--prefs (GUI mode): prefs persist, keys never; after a restart the saved login waits for the GUI's keys."""
-    from engine.keys import MachinePrivate, NodePrivate
+    from engine.types.keys import MachinePrivate, NodePrivate
     from tests.helper.conftest import HelperProc
     prefs_file = shared_dir / "prefs.json"
     mk, nk = MachinePrivate.generate(), NodePrivate.generate()
@@ -241,7 +241,7 @@ def test_debug_engine_is_root_only(helper):
 
 
 def test_gui_keys_are_used_for_the_node(helper):
-    from engine.keys import MachinePrivate, NodePrivate
+    from engine.types.keys import MachinePrivate, NodePrivate
 
     mk, nk = MachinePrivate.generate(), NodePrivate.generate()
 

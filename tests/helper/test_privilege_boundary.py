@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.hygiene import Change, Journal, OwnChanges
+from engine.recovery.journal import Change, Journal, OwnChanges
 from tests.helper.conftest import REPO, HelperProc, helper_env
 
 PY = sys.executable
@@ -185,8 +185,8 @@ def test_journal_api_refuses_foreign_changes_without_running_anything(tmp_path):
 def test_state_file_writes_ignore_planted_temp_names(tmp_path):
     from engine.ipn.engine_api import NodeKeys
     from engine.ipn.store import FileStore
-    from engine.keys import MachinePrivate, NodePrivate
     from engine.localapi.schema import Prefs
+    from engine.types.keys import MachinePrivate, NodePrivate
 
     victim = tmp_path / "victim"
     victim.write_text("untouched\n")

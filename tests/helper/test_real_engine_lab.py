@@ -13,9 +13,9 @@ import pytest
 
 from tests.control.nodes import headscale_lan, start_serve
 from tests.helper.conftest import TAILSCALE, meshctl, tailscale_cli
+from tests.helper.keyfile import key_file_arg
 from tests.lab.headscale import auth_id_from_url
 from tests.lab.tailscaled import Tailscaled
-from tests.helper.keyfile import key_file_arg
 from tests.node.labnode import INET, UDP_ECHO, udp_ask
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(not TAILSCALE.exists(), reason="reference peers not built")]

@@ -9,13 +9,22 @@ import stat
 import threading
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from engine.dataplane import uapi
 from engine.dataplane.uapi import (
-    DeviceState, PeerState, RemovePeer, ReplacePeers, SetFwmark, SetListenPort, SetPrivateKey,
-    UapiServer, UpsertPeer, format_get, handle_request, parse_set,
+    DeviceState,
+    PeerState,
+    RemovePeer,
+    ReplacePeers,
+    SetFwmark,
+    SetListenPort,
+    SetPrivateKey,
+    UapiServer,
+    UpsertPeer,
+    format_get,
+    handle_request,
+    parse_set,
 )
 from tests.lab.rawsock import exchange
 

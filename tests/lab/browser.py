@@ -50,8 +50,7 @@ def _strip_query(url: str) -> str:
 
 def _run_flow(auth_url: str, username: str, password: str, shots_dir: Path, prefix: str,
               timeout_s: float) -> dict:
-    from playwright.sync_api import Error as PwError
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import Error as PwError, sync_playwright
 
     steps: list[str] = []
     urls: list[str] = []

@@ -10,7 +10,6 @@ import pytest
 
 from tests.lab.netlab import REPO_ROOT, Lab
 
-
 _LOG_SUFFIXES = (".log", ".out", ".err", ".txt", ".png")
 
 

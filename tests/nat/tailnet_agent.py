@@ -19,15 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.authkey import resolve as resolve_auth_key  # noqa: E402
 from engine.control.client import ControlClient, ControlOptions, NetMapUpdated  # noqa: E402
 from engine.dataplane.device import Device  # noqa: E402
 from engine.dataplane.tun_linux import LinuxTun  # noqa: E402
-from engine.keys import DiscoPrivate, DiscoPublic, MachinePrivate, NodePrivate  # noqa: E402
+from engine.fs.authkey import resolve as resolve_auth_key  # noqa: E402
 from engine.magicsock.bind import PeerEndpoint  # noqa: E402
 from engine.magicsock.conn import MagicConn, PeerConfig  # noqa: E402
-from engine.reconfig import wg_config  # noqa: E402
 from engine.tailcfg import Hostinfo, NetInfo, encode  # noqa: E402
+from engine.types.keys import DiscoPrivate, DiscoPublic, MachinePrivate, NodePrivate  # noqa: E402
+from engine.wgengine.reconfig import wg_config  # noqa: E402
 
 
 def main() -> None:

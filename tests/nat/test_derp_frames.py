@@ -8,11 +8,9 @@ import struct
 
 import nacl.public
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from engine.derp import frames as f
-from engine.derp import protocol as p
+from engine.derp import frames as f, protocol as p
 
 K1 = bytes(range(32))
 

@@ -6,8 +6,7 @@ import os
 
 import nacl.public
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from engine.disco import box as dbox
 from engine.disco.message import CallMeMaybe, DiscoParseError, Ping, Pong, parse

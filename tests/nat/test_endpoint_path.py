@@ -157,8 +157,11 @@ def test_netmap_endpoint_removal():
     assert set(p.candidates) == {B}
 
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import (  # noqa: E402
+    given,
+    settings,
+    strategies as st,  # noqa: E402
+)
 
 ADDRS = [A, B, ("203.0.113.9", 5555)]
 OPS = st.lists(

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from engine import netcheck, stun
 from engine.derp.derpmap import DerpMap
+from engine.net import netcheck, stun
 
 
 def _rand():

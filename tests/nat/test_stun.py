@@ -5,10 +5,9 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from engine import stun
+from engine.net import stun
 
 
 def hx(s: str) -> bytes:

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.lab]
 
 CLIENT = r"""
 import json, os, socket, sys
-from engine import stun
+from engine.net import stun
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", 0))
 s.settimeout(3)

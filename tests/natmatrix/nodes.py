@@ -194,7 +194,7 @@ class OurNode(LocalApiNode):
       (meshctl runs in the test's namespace: the LocalAPI is a Unix socket; the key never
       reaches argv or logs).
     * the path comes from ``GET /localapi/v0/status`` (LocalApiNode): per ``Peer`` ``CurAddr``
-      ("ip:port" while magicsock's direct path is trusted, engine/nodetransport.py) and ``Relay``
+      ("ip:port" while magicsock's direct path is trusted, engine/wgengine/transport.py) and ``Relay``
       (the peer's home DERP region code, "lab").
     * MESH_NATMATRIX_OURS=0 turns the ours rows off (they then show as "pending").
     """

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.keys import DiscoPrivate, NodePrivate
 from engine.magicsock.bind import PeerEndpoint
-from engine.nodetransport import NodeTransport, derp_http_for, derp_http_from_env
-from engine.reconfig import WgConfig, WgPeer
 from engine.tailcfg import decode
 from engine.tailcfg.derp import DERPMap
+from engine.types.keys import DiscoPrivate, NodePrivate
+from engine.wgengine.reconfig import WgConfig, WgPeer
+from engine.wgengine.transport import NodeTransport, derp_http_for, derp_http_from_env
 from tests.lab.derper import Derper, derper_available
 from tests.lab.netlab import apoll_until
 

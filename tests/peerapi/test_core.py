@@ -10,10 +10,10 @@ import dns.rrset
 import pytest
 
 from engine.filter import ACCEPT, Filter
+from engine.filter.packet import parse
 from engine.peerapi import Access, DNSAnswer, DNSQuery, PeerAPICore, PeerIdentity, Request, Response
 from engine.peerapi.access import filter_internet_check, syn_probe
 from engine.peerapi.core import MAX_DNS_QUERY_BYTES
-from engine.filter.packet import parse
 
 ME4, ME6 = "100.64.0.1", "fd7a:115c:a1e0::1"
 SAME_USER, OTHER_USER = "100.64.0.2", "100.64.0.3"

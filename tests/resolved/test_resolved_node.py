@@ -14,8 +14,7 @@ import signal
 import pytest
 
 from tests.control.nodes import wait_until
-from tests.lab.headscale import BASE_DOMAIN
-from tests.lab.headscale import Headscale
+from tests.lab.headscale import BASE_DOMAIN, Headscale
 from tests.node.labnode import Node, dns_lan, netns_resolv_conf
 from tests.resolved.resolvedlab import PrivateResolved
 from tests.resolved.test_resolved_configurator import link_state

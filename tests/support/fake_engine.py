@@ -37,8 +37,8 @@ from engine.ipn.engine_api import (
     UserView,
 )
 from engine.ipn.exitnode import ident_of_view, resolve_exit_node
-from engine.keys import NodePrivate
-from engine.tsaddr import EXIT_ROUTES
+from engine.net.tsaddr import EXIT_ROUTES
+from engine.types.keys import NodePrivate
 
 FAKE_USER = UserView(id=1001, login_name="alice@example.com", display_name="Alice")
 FAKE_SUFFIX = "tail.example.com"

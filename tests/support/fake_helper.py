@@ -8,8 +8,8 @@ import sys
 from typing import Any
 
 from engine import service
-from engine.hygiene import Change, Journal
 from engine.ipn.engine_api import EngineConfig, NodeEngine
+from engine.recovery.journal import Change, Journal
 from engine.wgengine.options import EngineOptions
 from tests.support.fake_engine import FakeEngine
 

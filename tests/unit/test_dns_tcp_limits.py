@@ -7,8 +7,7 @@ import struct
 
 import dns.message
 
-from engine.dns import Resolver, config_from_netmap
-from engine.dns import server as server_mod
+from engine.dns import Resolver, config_from_netmap, server as server_mod
 from engine.dns.server import DNSServer
 
 

@@ -7,6 +7,7 @@ import os
 
 import nacl.public
 
+from engine.dataplane.endpoint import UdpEndpoint
 from engine.disco import box as dbox
 from engine.disco.message import MAX_CALL_ME_MAYBE_ENDPOINTS, CallMeMaybe, Ping, Pong, parse
 from engine.magicsock import constants as C
@@ -14,7 +15,6 @@ from engine.magicsock.bind import MagicBind, PeerEndpoint
 from engine.magicsock.conn import MagicConn, PeerConfig
 from engine.magicsock.endpoint import PeerPath, SendPing
 from engine.magicsock.limits import FIRST, FULL, QUEUED, Batch, SourceLimiter, TokenBucket
-from engine.dataplane.endpoint import UdpEndpoint
 
 PEER_EP = ("198.51.100.7", 41641)
 ATTACKER = ("203.0.113.66", 5555)

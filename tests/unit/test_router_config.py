@@ -1,9 +1,9 @@
-"""Main-table routes from a netmap (engine.reconfig.router_config) and LinuxRouter's ip commands (recording runner)."""
+"""Main-table routes from a netmap (engine.wgengine.reconfig.router_config) and LinuxRouter's ip commands (recording runner)."""
 
 from __future__ import annotations
 
-from engine.reconfig import ReconfigOptions, RouterConfig, router_config, wg_config
 from engine.router.linux import LinuxRouter
+from engine.wgengine.reconfig import ReconfigOptions, RouterConfig, router_config, wg_config
 from tests.unit.wgengine.fakes import session_netmap
 
 

@@ -7,11 +7,21 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as hs
+from hypothesis import given, settings, strategies as hs
 
-from engine.localapi.schema import Decoded, FieldProblem, Notify, PeerStatus, PingResult, Prefs, SchemaError, State
-from engine.localapi.schema import Status, decode_lenient, lenient_decoding
+from engine.localapi.schema import (
+    Decoded,
+    FieldProblem,
+    Notify,
+    PeerStatus,
+    PingResult,
+    Prefs,
+    SchemaError,
+    State,
+    Status,
+    decode_lenient,
+    lenient_decoding,
+)
 
 VECTORS = Path(__file__).resolve().parent.parent / "helper" / "vectors"
 

@@ -9,7 +9,7 @@ from typing import Any
 from engine.control.client import NetMapUpdated
 from engine.ipn.engine_api import EngineConfig, NodeKeys
 from engine.ipn.tailnet_engine import TailnetEngine
-from engine.keys import MachinePrivate, NodePrivate
+from engine.types.keys import MachinePrivate, NodePrivate
 from engine.wgengine.options import EngineOptions
 from tests.unit.wgengine.fakes import FakeWorld
 

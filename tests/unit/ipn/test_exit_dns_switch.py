@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from engine.control.mapsession import MapSession
 from engine.dns import Upstream
-from engine.keys import NodePublic
-from engine.netmap import MapSession
 from engine.tailcfg import Hostinfo, MapResponse
 from engine.tailcfg.codec import decode
 from engine.tailcfg.dns import DNSConfig
 from engine.tailcfg.node import Node
+from engine.types.keys import NodePublic
 from tests.unit.ipn.harness import config, deliver, reconfigure, run, running
 from tests.unit.wgengine.fakes import NOW, FakeWorld
 

@@ -6,9 +6,14 @@ import logging
 
 import pytest
 
-from engine.control.client import AuthURL as CAuthURL
-from engine.control.client import NetMapUpdated, State, Status, StatusChanged
-from engine.control.client import NodeKeyRotated as CNodeKeyRotated
+from engine.control.client import (
+    AuthURL as CAuthURL,
+    NetMapUpdated,
+    NodeKeyRotated as CNodeKeyRotated,
+    State,
+    Status,
+    StatusChanged,
+)
 from engine.ipn.engine_api import (
     AuthURL,
     DNSUnavailable,
@@ -23,8 +28,8 @@ from engine.ipn.engine_api import (
     NodeKeys,
 )
 from engine.ipn.tailnet_engine import TailnetEngine
-from engine.keys import MachinePrivate, NodePrivate
 from engine.router.exitnode import ExitRouteConfig
+from engine.types.keys import MachinePrivate, NodePrivate
 from engine.wgengine.options import EngineOptions
 from tests.unit.ipn.harness import URL, run, running, until
 from tests.unit.wgengine.fakes import EXIT_ALLOWED, FakeWorld, peer, session_netmap
@@ -168,7 +173,7 @@ def test_a_failing_engine_start_is_reported_and_restored():
 def test_malformed_netmap_still_reaches_the_backend():
     async def t():
         eng, w, events, _ = await running()
-        from engine.keys import NodePublic
+        from engine.types.keys import NodePublic
 
         _, nm = session_netmap(peer(2, allowed_ips=("junk",)), peer(5, key=NodePublic.zero()),
                                peer(6, addresses=("100.64.0.6/99",)))

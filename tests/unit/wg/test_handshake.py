@@ -7,11 +7,9 @@ import hashlib
 import warnings
 
 import pytest
-from noise.connection import Keypair as NoiseKeypair
-from noise.connection import NoiseConnection
+from noise.connection import Keypair as NoiseKeypair, NoiseConnection
 
-from engine.wg import crypto
-from engine.wg import handshake as hsm
+from engine.wg import crypto, handshake as hsm
 from engine.wg.constants import CONSTRUCTION, IDENTIFIER
 from engine.wg.crypto import PrivateKey
 from engine.wg.drops import DropReason

@@ -9,8 +9,7 @@ import pytest
 from engine.wg import handshake as hsm
 from engine.wg.crypto import PrivateKey
 from engine.wg.drops import DropReason
-from engine.wg.handshake import HandshakeEvent as E
-from engine.wg.handshake import HandshakeState as S
+from engine.wg.handshake import HandshakeEvent as E, HandshakeState as S
 from engine.wg.messages import Response
 
 I = hsm.StaticIdentity(PrivateKey(bytes([1]) * 32))

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from engine.wg import messages as m
 from engine.wg.messages import CookieReply, Initiation, MessageParseError, Response, Transport

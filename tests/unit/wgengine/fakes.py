@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.keys import NodePublic
-from engine.netmap import MapSession
+from engine.control.mapsession import MapSession
 from engine.system import System
-from engine.tailcfg import Hostinfo, MapResponse
-from engine.tailcfg import Node as TNode
+from engine.tailcfg import Hostinfo, MapResponse, Node as TNode
+from engine.types.keys import NodePublic
 
 NOW = 1_800_000_000.0
 SELF = TNode(id=1, name="me.mesh.test.", key=NodePublic(b"\x01" * 32), user=7,

@@ -11,13 +11,13 @@ import pytest
 from engine.filter import DROP
 from engine.filter.filter import DropReason
 from engine.ipn.exitnode import ident_of_node, resolve_exit_node
-from engine.keys import DiscoPrivate, NodePrivate, NodePublic
-from engine.reconfig import RouterConfig
 from engine.router.exitnode import BYPASS_MARK, ExitRouteConfig
 from engine.router.inputfw import InputConfig
 from engine.router.nft import ForwardConfig
 from engine.tailcfg import MapResponse
+from engine.types.keys import DiscoPrivate, NodePrivate, NodePublic
 from engine.wgengine.options import EngineOptions
+from engine.wgengine.reconfig import RouterConfig
 from engine.wgengine.userspace import UserspaceEngine
 from tests.dataplane.packets import udp_packet
 from tests.unit.wgengine.fakes import EXIT_ALLOWED, NOW, FakeWorld, Prefs, peer, session_netmap
@@ -256,7 +256,7 @@ def test_malformed_netmap_entries_are_counted_and_skipped():
 
 
 def test_wg_config_skips_entries_it_cannot_read():
-    from engine.reconfig import ReconfigOptions, wg_config
+    from engine.wgengine.reconfig import ReconfigOptions, wg_config
 
     problems: list[str] = []
     _, nm = session_netmap(peer(2), peer(6, addresses=None, allowed_ips=None), peer(8, key=None))

@@ -9,6 +9,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[4]))
 from engine.wg.core import DeviceCore  # noqa: E402
 
+
 def csum(b):
     if len(b) % 2: b += b"\0"
     s = sum(struct.unpack("!%dH" % (len(b)//2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
@@ -23,7 +24,9 @@ def icmp_packet(src, dst, typ, ident=1, seq=1):
 
 mode, wgpub_b64, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 priv = base64.b64decode(sys.argv[4])
-import random, json
+import json
+import random
+
 SEED = 20261128 + port
 WALL = 1764300000.0
 core = DeviceCore(priv, wall_clock=lambda: WALL, random_bytes=random.Random(SEED).randbytes)

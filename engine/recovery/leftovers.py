@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.trustedpath import UntrustedPath, check_dir, open_trusted
+from engine.fs.trustedpath import UntrustedPath, check_dir, open_trusted
 
 MAX_BYTES = 1 << 20
 RESOLV_CONF = "/etc/resolv.conf"

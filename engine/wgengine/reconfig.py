@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from engine.keys import DiscoPublic, NodePublic
-from engine.netmap import NetworkMap, PeerDelta
+from engine.net.tsaddr import CGNAT_V4, EXIT_ROUTES, TAILNET_V6
 from engine.tailcfg import Node
-from engine.tsaddr import CGNAT_V4, EXIT_ROUTES, TAILNET_V6
+from engine.types.keys import DiscoPublic, NodePublic
+from engine.types.netmap import NetworkMap, PeerDelta
 
 TAILSCALE_ULA_V6 = TAILNET_V6
 

@@ -6,8 +6,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine import stun
 from engine.derp.derpmap import DerpMap
+from engine.net import stun
 
 STUN_TIMEOUT = 3.0  # seconds to wait for STUN answers (tailscale stunProbeTimeout)
 # Home-region stickiness (netcheck addReportHistoryAndSetPreferredDERP): keep the old region

@@ -17,85 +17,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
-from engine.keys import NodePublic
 from engine.tailcfg import DERPMap, DNSConfig, FilterRule, MapResponse, Node, PeerChange, UserProfile
-from engine.tailcfg.timefmt import format_time, unix_time
+from engine.tailcfg.timefmt import format_time
+from engine.types.netmap import NetworkMap, PeerDelta
 
 PACKET_FILTER_BASE = "base"  # PacketFilter == PacketFilters["base"]
-
-
-@dataclass(frozen=True, slots=True)
-class PeerDelta:
-    """What the last apply changed: full=True means "everything may have changed"."""
-
-    full: bool = False
-    changed: frozenset[int] = frozenset()
-    removed: frozenset[int] = frozenset()
-
-    def is_empty(self) -> bool:
-        return not self.full and not self.changed and not self.removed
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkMap:
-    """The client's current view of the tailnet."""
-
-    self_node: Node | None
-    peers: Mapping[int, Node]  # by node ID; a view, see module docstring
-    derp_map: DERPMap | None
-    dns_config: DNSConfig | None
-    domain: str
-    packet_filter: tuple[FilterRule, ...] | None  # None = no filter received yet (AllowNone)
-    user_profiles: Mapping[int, UserProfile]
-    collect_services: bool
-    control_time: str | None
-    health: tuple[str, ...]
-    ssh_policy: Any
-    seq: int  # number of non-keepalive responses applied
-    delta: PeerDelta = field(default_factory=PeerDelta)
-    self_changed: bool = False
-
-    @property
-    def node_key(self) -> NodePublic | None:
-        return self.self_node.key if self.self_node else None
-
-    def sorted_peers(self) -> list[Node]:
-        return [self.peers[k] for k in sorted(self.peers)]
-
-    def peer_by_key(self, key: NodePublic) -> Node | None:
-        for p in self.peers.values():
-            if p.key == key:
-                return p
-        return None
-
-    def snapshot(self) -> "NetworkMap":
-        return dataclasses.replace(self, peers=MappingProxyType(dict(self.peers)),
-                                   user_profiles=MappingProxyType(dict(self.user_profiles)))
-
-    def self_key_expired(self, now_unix: float) -> bool:
-        """True if control says our node key is expired (Expired flag or KeyExpiry in the past)."""
-        n = self.self_node
-        if n is None:
-            return False
-        if n.expired:
-            return True
-        try:
-            t = unix_time(n.key_expiry)
-        except ValueError:
-            return False
-        return t is not None and t <= now_unix
 
 
 class MapSession:
     """Accumulates one map stream's state. Create a new session per stream (Go does too)."""
 
     def __init__(self, *, logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
-        self._log = logger or logging.getLogger("engine.netmap")
+        self._log = logger or logging.getLogger("engine.control.mapsession")
         self._self: Node | None = None
         self._peers: dict[int, Node] = {}
         self._peers_view = MappingProxyType(self._peers)
@@ -278,4 +215,4 @@ def apply_patch(n: Node, pc: PeerChange) -> Node:
     return dataclasses.replace(n, **kw) if kw else n
 
 
-__all__ = ["MapSession", "NetworkMap", "PeerDelta", "apply_patch", "PACKET_FILTER_BASE"]
+__all__ = ["MapSession", "apply_patch", "PACKET_FILTER_BASE"]

@@ -8,7 +8,7 @@ import socket
 import subprocess
 from typing import Iterable
 
-from engine.tsaddr import is_tailnet_ip
+from engine.net.tsaddr import is_tailnet_ip
 
 
 def _ip_addr_json() -> list:

@@ -22,7 +22,7 @@ second journal under the state directory (`Journal(persistent_path)`), same API.
     {"op": "fgt", "id": 7}
 
 Trust: a journal is only read if it is a regular file owned by root (or us) and not group/world-
-writable, in a directory nobody else can write (engine/trustedpath.py); otherwise it is moved aside
+writable, in a directory nobody else can write (engine/fs/trustedpath.py); otherwise it is moved aside
 (`<name>.rejected`) untouched. Each change is undone only if it is one the helper itself makes
 (`OwnChanges`: its TUN, routes/rules in its table and priority range, its nft table, its two
 forwarding sysctls, resolv.conf); anything else a journal names is refused, never acted on.
@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from engine.atomicfile import write_atomic
-from engine.trustedpath import UntrustedPath, check_stat, open_trusted
+from engine.fs.atomicfile import write_atomic
+from engine.fs.trustedpath import UntrustedPath, check_stat, open_trusted
 
 DEFAULT_JOURNAL = "/run/meshvpn/changes.jsonl"
 COMPACT_AFTER_LINES = 1000  # rewrite the file (pending records only) past this many lines

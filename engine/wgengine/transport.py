@@ -25,10 +25,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from engine.keys import DiscoPublic
 from engine.magicsock.bind import PeerEndpoint
 from engine.magicsock.conn import MagicConn, PeerConfig
 from engine.magicsock.endpoint import PathStatus
+from engine.types.keys import DiscoPublic
 
 DERP_HTTP_ENV = ("MESH_DEBUG_USE_DERP_HTTP", "TS_DEBUG_USE_DERP_HTTP")  # plain-HTTP DERP (lab/headscale dev)
 HOME_WATCH_INTERVAL = 1.0  # s between checks of the home DERP (MagicConn's re-STUN may move it)
@@ -76,7 +76,7 @@ class NodeTransport:
                  use_derp_http: bool | None = None, control_url: str | None = None,
                  logger: logging.Logger | logging.LoggerAdapter | None = None,
                  conn_factory: Callable[..., MagicConn] = MagicConn) -> None:
-        self.log = logger or logging.getLogger("engine.nodetransport")
+        self.log = logger or logging.getLogger("engine.wgengine.transport")
         self._fwmark = fwmark
         http = derp_http_for(control_url) if use_derp_http is None else use_derp_http
         self.conn = conn_factory(node_private, disco_private=disco_private, port=port, use_derp_http=http,

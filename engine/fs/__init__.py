@@ -1,0 +1,1 @@
+"""Files a root process reads and writes safely: trusted paths, atomic replacement, auth-key files."""
