@@ -75,8 +75,14 @@ def _path(client: Host, inet: Host, seconds: int, rounds: int) -> dict:
         retr.append(e["sum_sent"].get("retransmits", 0))
         e = iperf3(client, inet, INET, seconds, ["-R"])
         down.append(e["sum_received"]["bits_per_second"] / 1e6)
-    return {"up": statistics.median(up), "down": statistics.median(down), "up_all": up, "down_all": down,
-            "retr": statistics.median(retr), "rtt": _ping(client, INET)}
+    return {
+        "up": statistics.median(up),
+        "down": statistics.median(down),
+        "up_all": up,
+        "down_all": down,
+        "retr": statistics.median(retr),
+        "rtt": _ping(client, INET),
+    }
 
 
 def _our_direct(node: Node, peer_name: str) -> bool:
@@ -141,8 +147,15 @@ def measure(seconds: int, rounds: int, only: list[str]) -> dict[str, dict]:
             if key_ not in only:
                 continue
             cl.call("set_exit_node", exit_name)
-            cl.wait(lambda s: s.get("ExitNodeID") is not None and cl.peer(exit_name) is not None
-                    and s["ExitNodeID"] == cl.peer(exit_name)["ID"], f"exit node {exit_name}", 60)
+            cl.wait(
+                lambda s: (
+                    s.get("ExitNodeID") is not None
+                    and cl.peer(exit_name) is not None
+                    and s["ExitNodeID"] == cl.peer(exit_name)["ID"]
+                ),
+                f"exit node {exit_name}",
+                60,
+            )
             _reach(ourc, key_, ours_diag)
             eventually(lambda: _our_direct(cl, exit_name), f"{key_}: direct path", 90, 1.0, ours_diag)
             res[key_] = _path(ourc, inet, seconds, rounds)
@@ -153,11 +166,13 @@ def measure(seconds: int, rounds: int, only: list[str]) -> dict[str, dict]:
             if key_ not in only:
                 continue
             t_cl.cli("set", f"--exit-node={exit_ip}")
-            eventually(lambda: (p := ts_peer(t_cl, exit_name)) and p.get("ExitNode"), f"{key_}: ExitNode", 30, 0.5,
-                       ts_diag)
+            eventually(
+                lambda: (p := ts_peer(t_cl, exit_name)) and p.get("ExitNode"), f"{key_}: ExitNode", 30, 0.5, ts_diag
+            )
             _reach(tsc, key_, ts_diag)
-            eventually(lambda: (p := ts_peer(t_cl, exit_name)) and p.get("CurAddr"), f"{key_}: direct path", 90, 1.0,
-                       ts_diag)
+            eventually(
+                lambda: (p := ts_peer(t_cl, exit_name)) and p.get("CurAddr"), f"{key_}: direct path", 90, 1.0, ts_diag
+            )
             res[key_] = _path(tsc, inet, seconds, rounds)
             print(f"{key_}: {res[key_]}", flush=True)
         t_cl.cli("set", "--exit-node=")
@@ -170,17 +185,24 @@ def _ratio(a: float, b: float) -> str:
 
 def render(res: dict[str, dict], seconds: int, rounds: int, command: str, machine_desc: str) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [BEGIN, "## Exit nodes: iperf3 TCP and ping RTT through an exit node (tailscaled interop lab)", "",
-             f"- Date: {now}", f"- Machine: {machine_desc}", f"- Command (as root, from the repo root): `{command}`",
-             "- Method: headscale + our helper + real tailscaled (TUN mode, nftables) in lab namespaces, "
-             "`tests/exit_tailscaled/tsnet.py`'s topology with two clients and two exit nodes on one LAN; "
-             "the exit nodes reach the iperf3 server on \"inet\" through a router (no NAT there: the exit node "
-             f"masquerades). iperf3 TCP `-t {seconds}` client->inet (up) and `-R` (down), median of {rounds} rounds; "
-             "`ping -c 20 -i 0.2` average RTT to inet. VPN paths are measured once the client reports a direct "
-             "path to its exit node. *Plain routing* is the same hops without any VPN (tailscaled client's host -> "
-             "tailscaled exit's host as a plain router -> isp -> inet), measured first, before any VPN process.", "",
-             "| path | TCP up Mbit/s | TCP down Mbit/s | retransmits (up) | ping RTT ms | rounds up / down |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = [
+        BEGIN,
+        "## Exit nodes: iperf3 TCP and ping RTT through an exit node (tailscaled interop lab)",
+        "",
+        f"- Date: {now}",
+        f"- Machine: {machine_desc}",
+        f"- Command (as root, from the repo root): `{command}`",
+        "- Method: headscale + our helper + real tailscaled (TUN mode, nftables) in lab namespaces, "
+        "`tests/exit_tailscaled/tsnet.py`'s topology with two clients and two exit nodes on one LAN; "
+        'the exit nodes reach the iperf3 server on "inet" through a router (no NAT there: the exit node '
+        f"masquerades). iperf3 TCP `-t {seconds}` client->inet (up) and `-R` (down), median of {rounds} rounds; "
+        "`ping -c 20 -i 0.2` average RTT to inet. VPN paths are measured once the client reports a direct "
+        "path to its exit node. *Plain routing* is the same hops without any VPN (tailscaled client's host -> "
+        "tailscaled exit's host as a plain router -> isp -> inet), measured first, before any VPN process.",
+        "",
+        "| path | TCP up Mbit/s | TCP down Mbit/s | retransmits (up) | ping RTT ms | rounds up / down |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for k, label in ROWS.items():
         if k not in res:
             continue
@@ -193,10 +215,16 @@ def render(res: dict[str, dict], seconds: int, rounds: int, command: str, machin
         for k in ("ours->ts", "ts->ours", "ours->ours"):
             if k in res:
                 r = res[k]
-                lines.append(f"- {ROWS[k]} / reference: up {_ratio(r['up'], ref['up'])}, down "
-                             f"{_ratio(r['down'], ref['down'])}, RTT {_ratio(r['rtt'], ref['rtt'])}.")
-    lines += ["", "The machine is shared (2 cores, other jobs running): compare the rows of one run, not runs with "
-                  "each other. Every VPN path shares the 2 cores between client, exit node and iperf3.", END]
+                lines.append(
+                    f"- {ROWS[k]} / reference: up {_ratio(r['up'], ref['up'])}, down "
+                    f"{_ratio(r['down'], ref['down'])}, RTT {_ratio(r['rtt'], ref['rtt'])}."
+                )
+    lines += [
+        "",
+        "The machine is shared (2 cores, other jobs running): compare the rows of one run, not runs with "
+        "each other. Every VPN path shares the 2 cores between client, exit node and iperf3.",
+        END,
+    ]
     return "\n".join(lines) + "\n"
 
 

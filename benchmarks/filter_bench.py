@@ -55,12 +55,29 @@ def typical_acl() -> list[dict]:
     """10 rules like a small company's policy (groups -> tagged servers on a few ports); the peer matches the last."""
     rules = []
     for i in range(9):  # rules the benchmark packets do not match: other sources
-        rules.append({"SrcIPs": [f"100.64.{10 + i}.0/24", f"fd7a:115c:a1e0:{10 + i}::/64", f"100.65.{i}.1"],
-                      "DstPorts": [_dst(f"100.64.{20 + i}.0/24", 22), _dst(f"100.64.{20 + i}.0/24", 443),
-                                   _dst(f"fd7a:115c:a1e0:{20 + i}::/64", 8000, 8099)]})
-    rules.append({"SrcIPs": [PEER4, PEER6, "100.64.99.0/24"],
-                  "DstPorts": [_dst(SELF4, 22), _dst(SELF6, 22), _dst(SELF4, 443), _dst(SELF6, 443),
-                               _dst(SELF4, 5000, 5100), _dst(SELF6, 5000, 5100)]})
+        rules.append(
+            {
+                "SrcIPs": [f"100.64.{10 + i}.0/24", f"fd7a:115c:a1e0:{10 + i}::/64", f"100.65.{i}.1"],
+                "DstPorts": [
+                    _dst(f"100.64.{20 + i}.0/24", 22),
+                    _dst(f"100.64.{20 + i}.0/24", 443),
+                    _dst(f"fd7a:115c:a1e0:{20 + i}::/64", 8000, 8099),
+                ],
+            }
+        )
+    rules.append(
+        {
+            "SrcIPs": [PEER4, PEER6, "100.64.99.0/24"],
+            "DstPorts": [
+                _dst(SELF4, 22),
+                _dst(SELF6, 22),
+                _dst(SELF4, 443),
+                _dst(SELF6, 443),
+                _dst(SELF4, 5000, 5100),
+                _dst(SELF6, 5000, 5100),
+            ],
+        }
+    )
     return rules
 
 
@@ -69,14 +86,27 @@ ALLOW_ALL = [{"SrcIPs": ["*"], "DstPorts": [{"IP": "*", "Ports": _PORTS_ALL}]}] 
 
 def _ip4(src: str, dst: str, proto: int, l4: bytes) -> bytes:
     body = l4 + bytes(PKT_SIZE - 20 - len(l4))
-    return (bytes([0x45, 0]) + PKT_SIZE.to_bytes(2, "big") + bytes(4) + bytes([64, proto, 0, 0])
-            + ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed + body)
+    return (
+        bytes([0x45, 0])
+        + PKT_SIZE.to_bytes(2, "big")
+        + bytes(4)
+        + bytes([64, proto, 0, 0])
+        + ipaddress.IPv4Address(src).packed
+        + ipaddress.IPv4Address(dst).packed
+        + body
+    )
 
 
 def _ip6(src: str, dst: str, proto: int, l4: bytes) -> bytes:
     body = l4 + bytes(PKT_SIZE - 40 - len(l4))
-    return (bytes([0x60, 0, 0, 0]) + len(body).to_bytes(2, "big") + bytes([proto, 64])
-            + ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed + body)
+    return (
+        bytes([0x60, 0, 0, 0])
+        + len(body).to_bytes(2, "big")
+        + bytes([proto, 64])
+        + ipaddress.IPv6Address(src).packed
+        + ipaddress.IPv6Address(dst).packed
+        + body
+    )
 
 
 def _tcp(sport: int, dport: int, flags: int) -> bytes:
@@ -166,28 +196,40 @@ def render(results: dict, ref: dict[str, float], command: str, machine_desc: str
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     fnames = list(results)
     pnames = list(next(iter(results.values())))
-    lines = [BEGIN, "## Packet filter: ns per packet against the per-packet AEAD", "",
-             f"- Date: {now}", f"- Machine: {machine_desc}", f"- Command (from the repo root): `{command}`",
-             f"- Method: `Filter.check_in` / `check_out` on {PKT_SIZE}-byte packets, one thread, {n} calls per round, "
-             f"median of {rounds} rounds (loop overhead subtracted). Filters built by `Filter.for_netmap` as the "
-             "daemon does; every packet is accepted. Reference in the same run: `cryptography` ChaCha20-Poly1305 "
-             f"decrypt of a {PKT_SIZE}-byte packet = **{ref['median']:.0f} ns** (min {ref['min']:.0f}). "
-             "Cells: ns per packet (% of that AEAD decrypt).",
-             "- Filters: *typical ACL* = 10 rules of 3 sources × 3 destinations each, the benchmark peer matches the "
-             "last one (worst case for the linear scan); *allow-all* = headscale's rule without a policy "
-             "(`*` -> `*:*`); *exit node* = allow-all with 0.0.0.0/0 and ::/0 shrunk around "
-             f"{len(IFACE_PREFIXES)} interface prefixes (`engine/filter/localnets.py` `local_routes`), "
-             "packets to an internet address.", "",
-             "| packet | " + " | ".join(fnames) + " |", "|---|" + "---:|" * len(fnames)]
+    lines = [
+        BEGIN,
+        "## Packet filter: ns per packet against the per-packet AEAD",
+        "",
+        f"- Date: {now}",
+        f"- Machine: {machine_desc}",
+        f"- Command (from the repo root): `{command}`",
+        f"- Method: `Filter.check_in` / `check_out` on {PKT_SIZE}-byte packets, one thread, {n} calls per round, "
+        f"median of {rounds} rounds (loop overhead subtracted). Filters built by `Filter.for_netmap` as the "
+        "daemon does; every packet is accepted. Reference in the same run: `cryptography` ChaCha20-Poly1305 "
+        f"decrypt of a {PKT_SIZE}-byte packet = **{ref['median']:.0f} ns** (min {ref['min']:.0f}). "
+        "Cells: ns per packet (% of that AEAD decrypt).",
+        "- Filters: *typical ACL* = 10 rules of 3 sources × 3 destinations each, the benchmark peer matches the "
+        "last one (worst case for the linear scan); *allow-all* = headscale's rule without a policy "
+        "(`*` -> `*:*`); *exit node* = allow-all with 0.0.0.0/0 and ::/0 shrunk around "
+        f"{len(IFACE_PREFIXES)} interface prefixes (`engine/filter/localnets.py` `local_routes`), "
+        "packets to an internet address.",
+        "",
+        "| packet | " + " | ".join(fnames) + " |",
+        "|---|" + "---:|" * len(fnames),
+    ]
     for p in pnames:
         cells = []
         for f in fnames:
             med = results[f][p][0]
             cells.append(f"{med:.0f} ({100 * med / ref['median']:.0f}%)")
         lines.append(f"| {p} | " + " | ".join(cells) + " |")
-    lines += ["", "In the data plane bulk TCP pays the `in TCP ACK` row once per coalesced write (FilterTun checks the "
-                  "header of a coalesced run, not each segment) and nothing outbound (FilterTun's IPv4 TCP fast path "
-                  "skips `check_out`); new flows pay the rule-lookup rows once.", END]
+    lines += [
+        "",
+        "In the data plane bulk TCP pays the `in TCP ACK` row once per coalesced write (FilterTun checks the "
+        "header of a coalesced run, not each segment) and nothing outbound (FilterTun's IPv4 TCP fast path "
+        "skips `check_out`); new flows pay the rule-lookup rows once.",
+        END,
+    ]
     return "\n".join(lines) + "\n"
 
 

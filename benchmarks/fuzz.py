@@ -1,4 +1,4 @@
-"""Long-run fuzz driver: mutates each target's seed corpus and reports inputs tried, inputs/s and findings per target."""
+"""Long-run fuzz driver: mutates each target's seed corpus; reports inputs tried, inputs/s and findings per target."""
 
 from __future__ import annotations
 
@@ -66,8 +66,14 @@ def run_target(name: str, seconds: float | None, inputs: int | None, seed: int, 
                 path.write_bytes(data)
                 print(f"[{name}] SLOW input: {dt:.2f} s -> {path}", flush=True)
     elapsed = time.perf_counter() - start
-    return {"target": name, "inputs": n, "seconds": elapsed, "rate": n / elapsed if elapsed else 0.0,
-            "findings": findings, "slow": slow}
+    return {
+        "target": name,
+        "inputs": n,
+        "seconds": elapsed,
+        "rate": n / elapsed if elapsed else 0.0,
+        "findings": findings,
+        "slow": slow,
+    }
 
 
 def _run(args: tuple) -> dict:
@@ -94,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.inputs is None:
         total = a.seconds if a.seconds is not None else 60.0
         per = total * max(1, a.jobs) / len(names)
-    print(f"fuzz: {len(names)} target(s), seed {seed}, "
-          f"{f'{a.inputs} inputs' if a.inputs else f'{per:.1f} s'} each, {a.jobs} job(s); reproducers in {outdir}",
-          flush=True)
+    print(
+        f"fuzz: {len(names)} target(s), seed {seed}, "
+        f"{f'{a.inputs} inputs' if a.inputs else f'{per:.1f} s'} each, {a.jobs} job(s); reproducers in {outdir}",
+        flush=True,
+    )
     work = [(n, per, a.inputs, seed + i, outdir) for i, n in enumerate(names)]
     if a.jobs > 1:
         with multiprocessing.get_context("spawn").Pool(a.jobs) as pool:

@@ -1,4 +1,4 @@
-"""GUI benchmark: cold start to tray icon shown (Xvfb + trayer), RSS with 1,000 peers, time to apply a 1,000-peer update.
+"""GUI benchmark: cold start to tray icon shown (Xvfb + trayer), RSS at 1,000 peers, time to apply a 1,000-peer update.
 
     .venv/bin/python benchmarks/gui_start.py [--runs 5] [--peers 1000] [--json test-artifacts/gui_start.json]
 
@@ -59,17 +59,37 @@ def rss_kib(pid: int) -> tuple[int, int]:
 def cold_start(runs: int, n_peers: int) -> dict:
     shown, embedded, rss, hwm = [], [], [], []
     for run in range(runs):
-        with tempfile.TemporaryDirectory() as tmp, \
-                FakeLocalAPI(f"{tmp}/helper.sock", backend="Running", peers=make_peers(n_peers)) as fake, \
-                XSession(tray=True) as x:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            FakeLocalAPI(f"{tmp}/helper.sock", backend="Running", peers=make_peers(n_peers)) as fake,
+            XSession(tray=True) as x,
+        ):
             env = dict(x.env, HOME=tmp, XDG_RUNTIME_DIR=tmp, XDG_CONFIG_HOME=f"{tmp}/config", PYTHONPATH=str(ROOT))
             log = pathlib.Path(tmp) / "gui.log"
             with open(log, "wb") as lf:
                 t0 = time.monotonic()
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "meshgui", "--socket", f"{tmp}/helper.sock", "--no-supervise",
-                     "--no-keyring", "--log-level", "INFO", "--instance", f"bench-{run}", "--show",
-                     "--settings", f"{tmp}/gui.ini"], env=env, cwd=ROOT, stdout=lf, stderr=subprocess.STDOUT)
+                    [
+                        sys.executable,
+                        "-m",
+                        "meshgui",
+                        "--socket",
+                        f"{tmp}/helper.sock",
+                        "--no-supervise",
+                        "--no-keyring",
+                        "--log-level",
+                        "INFO",
+                        "--instance",
+                        f"bench-{run}",
+                        "--show",
+                        "--settings",
+                        f"{tmp}/gui.ini",
+                    ],
+                    env=env,
+                    cwd=ROOT,
+                    stdout=lf,
+                    stderr=subprocess.STDOUT,
+                )
                 try:
                     t_shown = t_embed = None
                     deadline = t0 + 60
@@ -92,11 +112,14 @@ def cold_start(runs: int, n_peers: int) -> dict:
                     proc.terminate()
                     proc.wait(15)
     return {
-        "runs": runs, "peers": n_peers,
+        "runs": runs,
+        "peers": n_peers,
         "start_to_tray_shown_s_median": statistics.median(shown),
         "start_to_icon_embedded_s_median": statistics.median(embedded),
-        "start_to_tray_shown_s_all": shown, "start_to_icon_embedded_s_all": embedded,
-        "rss_mib_median": statistics.median(rss) / 1024, "rss_hwm_mib_median": statistics.median(hwm) / 1024,
+        "start_to_tray_shown_s_all": shown,
+        "start_to_icon_embedded_s_all": embedded,
+        "rss_mib_median": statistics.median(rss) / 1024,
+        "rss_hwm_mib_median": statistics.median(hwm) / 1024,
     }
 
 
@@ -152,7 +175,8 @@ def update_path(n_peers: int, reps: int = 20) -> dict:
         tray.deleteLater()
         app.processEvents()
     return {
-        "peers": n_peers, "reps": reps,
+        "peers": n_peers,
+        "reps": reps,
         "initial_fill_ms_median": statistics.median(fills) * 1000,
         "update_ms_median": statistics.median(updates) * 1000,
         "of_which_schema_decode_ms_median": statistics.median(decodes) * 1000,

@@ -49,7 +49,7 @@ TS_NAME, TSX_NAME, OURS_NAME = "tsclient", "tsexit", "py-ours"
 FWD_ZONE = "fwd.bench.example."
 
 # The lab upstream: answers every A query with 192.0.2.80 (TXT "count.bench." -> JSON {source address: queries}).
-UPSTREAM = r'''
+UPSTREAM = r"""
 import socket, sys
 import dns.message, dns.rrset
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -72,10 +72,10 @@ while True:
         n[addr[0]] = n.get(addr[0], 0) + 1
         r.answer.append(dns.rrset.from_text(qn, 60, "IN", "A", "192.0.2.80"))
     s.sendto(r.to_wire(), addr)
-'''
+"""
 
 # The client: sequential latency, then a burst with C in flight over C UDP sockets. Prints one JSON line.
-CLIENT = r'''
+CLIENT = r"""
 import json, selectors, socket, statistics, sys, time
 import dns.message, dns.query, dns.rdatatype
 server, name, n_seq, n_burst, conc, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), \
@@ -149,12 +149,20 @@ while pending:
 wall = time.perf_counter() - t0
 out.update(burst_ok=done, burst_lost=lost, qps=done / wall if wall else 0.0)
 print(json.dumps(out))
-'''
+"""
 
 
 def ask(client: Host, server: str, name: str, n_seq: int, n_burst: int, conc: int, timeout: float = 2.0) -> dict:
-    out = client.exec_python(CLIENT, server, name, str(n_seq), str(n_burst), str(conc), str(timeout),
-                             timeout=120 + (n_seq + n_burst) * timeout / max(conc, 1)).stdout
+    out = client.exec_python(
+        CLIENT,
+        server,
+        name,
+        str(n_seq),
+        str(n_burst),
+        str(conc),
+        str(timeout),
+        timeout=120 + (n_seq + n_burst) * timeout / max(conc, 1),
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -163,7 +171,9 @@ def upstream_count(dns_host: Host) -> dict[str, int]:
     out = dns_host.exec_python(
         "import sys, dns.message, dns.query\n"
         "r = dns.query.udp(dns.message.make_query('count.bench.', 'TXT'), sys.argv[1], timeout=5)\n"
-        "print(b''.join(r.answer[0][0].strings).decode())\n", DNS).stdout
+        "print(b''.join(r.answer[0][0].strings).decode())\n",
+        DNS,
+    ).stdout
     return json.loads(out)
 
 
@@ -178,9 +188,14 @@ def _answers(h: Host, server: str, name: str) -> bool:
 
 def _ts_dns_diag(t: Tailscaled, name: str) -> str:
     h = t.host
-    return "\n".join([h.run(["ip", "route", "get", QUAD100], check=False).stdout,
-                      h.run(["dig", "+time=1", "+tries=1", f"@{QUAD100}", name], check=False).stdout,
-                      t.cli("dns", "status", check=False).stdout[-1500:], t.log()[-2000:]])
+    return "\n".join(
+        [
+            h.run(["ip", "route", "get", QUAD100], check=False).stdout,
+            h.run(["dig", "+time=1", "+tries=1", f"@{QUAD100}", name], check=False).stdout,
+            t.cli("dns", "status", check=False).stdout[-1500:],
+            t.log()[-2000:],
+        ]
+    )
 
 
 def measure(n_seq: int, n_burst: int, conc: int, only: list[str]) -> tuple[dict, list[str]]:
@@ -227,10 +242,20 @@ def measure(n_seq: int, n_burst: int, conc: int, only: list[str]) -> tuple[dict,
         ts_ok = True
         try:
             eventually(lambda: ts_peer(t, OURS_NAME), "tailscaled to know our node", 60, 0.5)
-            eventually(lambda: _answers(ts, QUAD100, ts_tailnet), "tailscaled's quad-100 answers", 60, 0.5,
-                       lambda: _ts_dns_diag(t, ts_tailnet))
-            eventually(lambda: _answers(ts, QUAD100, "first." + FWD_ZONE), "tailscaled's quad-100 forwards", 60, 0.5,
-                       lambda: _ts_dns_diag(t, "first." + FWD_ZONE))
+            eventually(
+                lambda: _answers(ts, QUAD100, ts_tailnet),
+                "tailscaled's quad-100 answers",
+                60,
+                0.5,
+                lambda: _ts_dns_diag(t, ts_tailnet),
+            )
+            eventually(
+                lambda: _answers(ts, QUAD100, "first." + FWD_ZONE),
+                "tailscaled's quad-100 forwards",
+                60,
+                0.5,
+                lambda: _ts_dns_diag(t, "first." + FWD_ZONE),
+            )
         except AssertionError as e:
             ts_ok = False
             notes.append(f"tailscaled's quad-100 did not answer in its namespace: {str(e).splitlines()[0]}")
@@ -248,20 +273,46 @@ def measure(n_seq: int, n_burst: int, conc: int, only: list[str]) -> tuple[dict,
             node.wait(lambda s: s.get("ExitNodeID") is not None and s.get("InMapPoll"), "exit node resolved", 60)
             tsx_ip = t_ex.ip()
             # traffic first (magicsock looks for a direct path only while there is some), then the direct path
-            eventually(lambda: _answers(ours, QUAD100, "first." + FWD_ZONE), "our quad-100 via DoH", 60, 1.0,
-                       lambda: node.log()[-3000:])
-            eventually(lambda: ours.ping(tsx_ip, count=1, timeout=2).returncode == 0
-                       and (p := node.peer(TSX_NAME)) and (p.get("Path") or {}).get("Kind") == "direct",
-                       "our direct path to tsx", 90, 1.0, lambda: json.dumps(node.peer(TSX_NAME)))
+            eventually(
+                lambda: _answers(ours, QUAD100, "first." + FWD_ZONE),
+                "our quad-100 via DoH",
+                60,
+                1.0,
+                lambda: node.log()[-3000:],
+            )
+            eventually(
+                lambda: (
+                    ours.ping(tsx_ip, count=1, timeout=2).returncode == 0
+                    and (p := node.peer(TSX_NAME))
+                    and (p.get("Path") or {}).get("Kind") == "direct"
+                ),
+                "our direct path to tsx",
+                90,
+                1.0,
+                lambda: json.dumps(node.peer(TSX_NAME)),
+            )
             run("exit:ours", ours, QUAD100, fwd)
             node.call("set_exit_node", None)
             if ts_ok:
                 t.cli("set", f"--exit-node={t_ex.ip()}")
-                eventually(lambda: _answers(ts, QUAD100, "first." + FWD_ZONE), "tailscaled's quad-100 via DoH", 60,
-                           1.0, lambda: t.log()[-3000:])
-                eventually(lambda: ts.ping(tsx_ip, count=1, timeout=2).returncode == 0
-                           and (p := ts_peer(t, TSX_NAME)) and p.get("ExitNode") and p.get("CurAddr"),
-                           "tailscaled: exit node, direct", 90, 1.0)
+                eventually(
+                    lambda: _answers(ts, QUAD100, "first." + FWD_ZONE),
+                    "tailscaled's quad-100 via DoH",
+                    60,
+                    1.0,
+                    lambda: t.log()[-3000:],
+                )
+                eventually(
+                    lambda: (
+                        ts.ping(tsx_ip, count=1, timeout=2).returncode == 0
+                        and (p := ts_peer(t, TSX_NAME))
+                        and p.get("ExitNode")
+                        and p.get("CurAddr")
+                    ),
+                    "tailscaled: exit node, direct",
+                    90,
+                    1.0,
+                )
                 run("exit:ts", ts, QUAD100, fwd)
                 t.cli("set", "--exit-node=")
         node.stop()
@@ -289,40 +340,65 @@ def _ratio(a, b) -> str:
 
 def render(res: dict, notes: list[str], n_seq: int, n_burst: int, conc: int, command: str, machine_desc: str) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [BEGIN, "## MagicDNS: quad-100 latency and throughput, ours vs tailscaled", "",
-             f"- Date: {now}", f"- Machine: {machine_desc}", f"- Command (as root, from the repo root): `{command}`",
-             "- Method: headscale, our helper, a tailscaled client (TUN mode, `--accept-dns`) and a tailscaled exit "
-             "node on one lab LAN with a dnspython upstream (any name -> one A record); each client asks the "
-             "100.100.100.100 of its own namespace for the other client's MagicDNS name (tailnet) or for a new "
-             f"name under `{FWD_ZONE}` per query (forwarded; no cache can answer). {n_seq} sequential queries "
-             "(dnspython `dns.query.udp`, a socket per query, 2 s timeout) give median / p95; then "
-             f"{n_burst} queries with {conc} in flight (one UDP socket each) give queries/s. "
-             "*upstream*: the queries that reached the upstream server during the case, by sender.", ""]
-    lines += ["| case | server | median ms | p95 ms | burst q/s | failed seq / burst | upstream |",
-              "|---|---|---:|---:|---:|---|---:|"]
-    for k, who in (("upstream", "upstream"), ("tailnet:ours", "ours"), ("tailnet:ts", "tailscaled"),
-                   ("forward:ours", "ours"), ("forward:ts", "tailscaled"), ("exit:ours", "ours"),
-                   ("exit:ts", "tailscaled")):
+    lines = [
+        BEGIN,
+        "## MagicDNS: quad-100 latency and throughput, ours vs tailscaled",
+        "",
+        f"- Date: {now}",
+        f"- Machine: {machine_desc}",
+        f"- Command (as root, from the repo root): `{command}`",
+        "- Method: headscale, our helper, a tailscaled client (TUN mode, `--accept-dns`) and a tailscaled exit "
+        "node on one lab LAN with a dnspython upstream (any name -> one A record); each client asks the "
+        "100.100.100.100 of its own namespace for the other client's MagicDNS name (tailnet) or for a new "
+        f"name under `{FWD_ZONE}` per query (forwarded; no cache can answer). {n_seq} sequential queries "
+        "(dnspython `dns.query.udp`, a socket per query, 2 s timeout) give median / p95; then "
+        f"{n_burst} queries with {conc} in flight (one UDP socket each) give queries/s. "
+        "*upstream*: the queries that reached the upstream server during the case, by sender.",
+        "",
+    ]
+    lines += [
+        "| case | server | median ms | p95 ms | burst q/s | failed seq / burst | upstream |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
+    for k, who in (
+        ("upstream", "upstream"),
+        ("tailnet:ours", "ours"),
+        ("tailnet:ts", "tailscaled"),
+        ("forward:ours", "ours"),
+        ("forward:ts", "tailscaled"),
+        ("exit:ours", "ours"),
+        ("exit:ts", "tailscaled"),
+    ):
         if k not in res:
             continue
         r = res[k]
-        lines.append(f"| {ROWS[k.split(':')[0]]} | {who} | {r.get('median_ms', float('nan')):.2f} | "
-                     f"{r.get('p95_ms', float('nan')):.2f} | {r['qps']:.0f} | "
-                     f"{r['seq_fail'] + r['seq_bad']} / {r['burst_lost']} | {_sources(r['upstream'])} |")
+        lines.append(
+            f"| {ROWS[k.split(':')[0]]} | {who} | {r.get('median_ms', float('nan')):.2f} | "
+            f"{r.get('p95_ms', float('nan')):.2f} | {r['qps']:.0f} | "
+            f"{r['seq_fail'] + r['seq_bad']} / {r['burst_lost']} | {_sources(r['upstream'])} |"
+        )
     lines.append("")
     for case in ("tailnet", "forward", "exit"):
         o, t = res.get(f"{case}:ours"), res.get(f"{case}:ts")
         if o and t:
-            lines.append(f"- {ROWS[case]}, ours / tailscaled: latency (median) "
-                         f"{_ratio(o.get('median_ms'), t.get('median_ms'))}, "
-                         f"p95 {_ratio(o.get('p95_ms'), t.get('p95_ms'))}, throughput {_ratio(o['qps'], t['qps'])}.")
+            lines.append(
+                f"- {ROWS[case]}, ours / tailscaled: latency (median) "
+                f"{_ratio(o.get('median_ms'), t.get('median_ms'))}, "
+                f"p95 {_ratio(o.get('p95_ms'), t.get('p95_ms'))}, throughput {_ratio(o['qps'], t['qps'])}."
+            )
     if res.get("exit:ours") and res.get("forward:ours"):
         o, f = res["exit:ours"], res["forward:ours"]
-        lines.append("- ours, exit node (DoH) / no exit node (UDP): latency "
-                     f"{_ratio(o.get('median_ms'), f.get('median_ms'))}, throughput {_ratio(o['qps'], f['qps'])}.")
+        lines.append(
+            "- ours, exit node (DoH) / no exit node (UDP): latency "
+            f"{_ratio(o.get('median_ms'), f.get('median_ms'))}, throughput {_ratio(o['qps'], f['qps'])}."
+        )
     lines += [f"- Note: {n}" for n in notes]
-    lines += ["", "The machine is shared (2 cores, other jobs running): compare the rows of one run, not runs with "
-                  "each other; the client, the servers and the upstream share the 2 cores.", END]
+    lines += [
+        "",
+        "The machine is shared (2 cores, other jobs running): compare the rows of one run, not runs with "
+        "each other; the client, the servers and the upstream share the 2 cores.",
+        END,
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -46,8 +46,9 @@ RAW = REPO / "test-artifacts" / "natmatrix" / "bench.json"
 BEGIN, END = "<!-- nat_matrix:begin -->", "<!-- nat_matrix:end -->"
 
 
-def run_row(row: str, cells: list[Cell], runs: int, window: float, isolate: bool,
-            firewall: bool = True) -> dict[str, list[CellResult]]:
+def run_row(
+    row: str, cells: list[Cell], runs: int, window: float, isolate: bool, firewall: bool = True
+) -> dict[str, list[CellResult]]:
     kind_a, kind_b = (NODE_KINDS[k] for k in ROWS[row])
     out: dict[str, list[CellResult]] = {c.name: [] for c in cells}
     groups = [[c] for c in cells] if isolate else [cells]
@@ -56,14 +57,24 @@ def run_row(row: str, cells: list[Cell], runs: int, window: float, isolate: bool
             t = time.monotonic()
             try:
                 with Lab() as lab:
-                    results = run_matrix(group, kind_a, kind_b, window=window, lab=lab, firewall=firewall,
-                                         log=lambda s: print(f"  {s}", flush=True))
+                    results = run_matrix(
+                        group,
+                        kind_a,
+                        kind_b,
+                        window=window,
+                        lab=lab,
+                        firewall=firewall,
+                        log=lambda s: print(f"  {s}", flush=True),
+                    )
             except Exception as e:  # a failed build counts as a failed run of each cell in the group
                 results = [CellResult(c, error=f"{type(e).__name__}: {e}") for c in group]
             for r in results:
                 out[r.cell.name].append(r)
-                print(f"{row} run {i + 1}/{runs} {r.cell.name:<24} path={r.path:<6} first={fmt(r.first)} "
-                      f"direct={fmt(r.direct)} rx={r.received}/{r.sent} {r.error}", flush=True)
+                print(
+                    f"{row} run {i + 1}/{runs} {r.cell.name:<24} path={r.path:<6} first={fmt(r.first)} "
+                    f"direct={fmt(r.direct)} rx={r.received}/{r.sent} {r.error}",
+                    flush=True,
+                )
             print(f"  ({time.monotonic() - t:.0f}s)", flush=True)
     return out
 
@@ -90,8 +101,13 @@ def cell_summary(results: list[CellResult]) -> dict:
     last = results[-1] if results else None
     return {
         "path": path,
-        "via": (last.path_ab.where if last and last.path_ab.kind == "direct" else
-                f"DERP {last.path_ab.where}" if last and last.path_ab.kind == "derp" else "–"),
+        "via": (
+            last.path_ab.where
+            if last and last.path_ab.kind == "direct"
+            else f"DERP {last.path_ab.where}"
+            if last and last.path_ab.kind == "derp"
+            else "–"
+        ),
         "first": fmt_range([r.first for r in results], 3),
         "direct": fmt_range([r.direct for r in results]),
         "direct_n": f"{sum(1 for r in results if r.direct is not None)}/{n}",
@@ -100,8 +116,18 @@ def cell_summary(results: list[CellResult]) -> dict:
     }
 
 
-def render(cells: list[Cell], rows: list[str], data: dict[str, dict[str, list[CellResult]]], *, runs: int,
-           window: float, isolate: bool, command: str, machine_desc: str, elapsed: float) -> str:
+def render(
+    cells: list[Cell],
+    rows: list[str],
+    data: dict[str, dict[str, list[CellResult]]],
+    *,
+    runs: int,
+    window: float,
+    isolate: bool,
+    command: str,
+    machine_desc: str,
+    elapsed: float,
+) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         BEGIN,
@@ -129,8 +155,10 @@ def render(cells: list[Cell], rows: list[str], data: dict[str, dict[str, list[Ce
                 lines.append(f"| {c.name} | {title} | {want} | {'not run' if kinds_ready else 'pending'} | | | | | | |")
                 continue
             s = cell_summary(res)
-            lines.append(f"| {c.name} | {title} | {want} | {s['path']} | {s['via']} | {s['first']} | "
-                         f"{s['direct']} | {s['direct_n']} | {s['flows']} | {s['rtt']} |")
+            lines.append(
+                f"| {c.name} | {title} | {want} | {s['path']} | {s['via']} | {s['first']} | "
+                f"{s['direct']} | {s['direct_n']} | {s['flows']} | {s['rtt']} |"
+            )
     lines.append(END)
     return "\n".join(lines) + "\n"
 
@@ -146,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
     p.add_argument("--window", type=float, default=30.0, help="seconds to wait for direct / to watch DERP cells")
     p.add_argument("--isolate", action="store_true", help="one lab per cell instead of one per run")
-    p.add_argument("--bare-routers", action="store_true",
-                   help="leave out the routers' WAN input drop (shows the conntrack clash; implies --no-doc)")
+    p.add_argument(
+        "--bare-routers",
+        action="store_true",
+        help="leave out the routers' WAN input drop (shows the conntrack clash; implies --no-doc)",
+    )
     p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/nat-matrix.md")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
@@ -168,14 +199,31 @@ def main(argv: list[str] | None = None) -> int:
         data[row] = run_row(row, cells, args.runs, args.window, args.isolate, firewall=not args.bare_routers)
     elapsed = time.monotonic() - t0
     command = "sudo .venv/bin/python benchmarks/nat_matrix.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    section = render(cells, list(ROWS), data, runs=args.runs, window=args.window, isolate=args.isolate,
-                     command=command.strip(), machine_desc=machine_desc, elapsed=elapsed)
+    section = render(
+        cells,
+        list(ROWS),
+        data,
+        runs=args.runs,
+        window=args.window,
+        isolate=args.isolate,
+        command=command.strip(),
+        machine_desc=machine_desc,
+        elapsed=elapsed,
+    )
     print(section)
     doc = not (args.no_doc or args.bare_routers)
     raw = RAW if doc else RAW.with_name("bench-adhoc.json")  # bench.json always matches the doc
     raw.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_text(json.dumps({row: {cell: [dict(dataclasses.asdict(r), cell=cell, path=r.path) for r in rs]
-                                     for cell, rs in d.items()} for row, d in data.items()}, indent=1, default=str))
+    raw.write_text(
+        json.dumps(
+            {
+                row: {cell: [dict(dataclasses.asdict(r), cell=cell, path=r.path) for r in rs] for cell, rs in d.items()}
+                for row, d in data.items()
+            },
+            indent=1,
+            default=str,
+        )
+    )
     if doc:
         write_doc(section)
         print(f"wrote {DOC}")

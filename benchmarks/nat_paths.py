@@ -1,6 +1,7 @@
 """NAT matrix benchmark: per pair of NAT kinds, time to first packet (via DERP) and time to a direct path.
 
-    sudo .venv/bin/python benchmarks/nat_paths.py [--cells easy-easy,none-hard] [--runs 1] [--markdown docs/nat-matrix.md]
+    sudo .venv/bin/python benchmarks/nat_paths.py [--cells easy-easy,none-hard] [--runs 1]
+                                                  [--markdown docs/nat-matrix.md]
 
 Each cell builds a lab (tests/nat/natlab.py: derpers on an 'internet' switch, two magicsock nodes
 behind NAT routers), exchanges netmap-style peer info, starts 10 datagrams/s each way and records:
@@ -39,8 +40,11 @@ def run_cell(kind_a: str, kind_b: str, direct_timeout: float) -> dict:
                 sa, sb = s.a.status(), s.b.status()
                 if first is None and s.a.node in sb["first_rx"]:
                     first = sb["first_rx"][s.a.node] - t_b0
-                if direct is None and sa["peers"][s.b.node]["path"] == "direct" and \
-                        sb["peers"][s.a.node]["path"] == "direct":
+                if (
+                    direct is None
+                    and sa["peers"][s.b.node]["path"] == "direct"
+                    and sb["peers"][s.a.node]["path"] == "direct"
+                ):
                     direct = time.monotonic() - t0
                 time.sleep(0.05)
             st = s.a.path_to(s.b)
@@ -102,12 +106,15 @@ def run_iperf(kind_a: str, kind_b: str, seconds: int) -> dict:
                     s.a.host.ping("100.64.0.2", count=1, timeout=1)
             s.b.host.popen(["iperf3", "-s", "-1", "-B", "100.64.0.2"])
             time.sleep(0.5)
-            r = s.a.host.run(["iperf3", "-c", "100.64.0.2", "-t", str(seconds), "-J"], check=False,
-                             timeout=seconds + 30)
+            r = s.a.host.run(
+                ["iperf3", "-c", "100.64.0.2", "-t", str(seconds), "-J"], check=False, timeout=seconds + 30
+            )
             j = json.loads(r.stdout)
-            return {"path": s.a.path_to(s.b).get("path"),
-                    "mbit": j["end"]["sum_received"]["bits_per_second"] / 1e6,
-                    "retr": j["end"]["sum_sent"].get("retransmits")}
+            return {
+                "path": s.a.path_to(s.b).get("path"),
+                "mbit": j["end"]["sum_received"]["bits_per_second"] / 1e6,
+                "retr": j["end"]["sum_sent"].get("retransmits"),
+            }
         finally:
             s.close()
 
@@ -115,8 +122,8 @@ def run_iperf(kind_a: str, kind_b: str, seconds: int) -> dict:
 def parse_cell(cell: str) -> tuple[str, str]:
     """'udp-blocked-easy' -> ('udp-blocked', 'easy')."""
     for k in NAT_KINDS:
-        if cell.startswith(k + "-") and cell[len(k) + 1:] in NAT_KINDS:
-            return k, cell[len(k) + 1:]
+        if cell.startswith(k + "-") and cell[len(k) + 1 :] in NAT_KINDS:
+            return k, cell[len(k) + 1 :]
     raise SystemExit(f"bad cell {cell!r}; kinds are {NAT_KINDS}")
 
 
@@ -136,12 +143,18 @@ def main() -> int:
     if args.iperf:
         for ka, kb in [parse_cell(c) for c in (args.cells or "none-none,easy-easy,udp-blocked-none").split(",")]:
             r = run_iperf(ka, kb, 5)
-            print(f"{ka:>12} x {kb:<12} path={r.get('path')} {r.get('mbit', 0):.0f} Mbit/s retr={r.get('retr')} {r.get('error', '')}")
+            print(
+                f"{ka:>12} x {kb:<12} path={r.get('path')} {r.get('mbit', 0):.0f} Mbit/s "
+                f"retr={r.get('retr')} {r.get('error', '')}"
+            )
         return 0
     if args.break_test:
         for i in range(args.runs):
             r = run_break(args.direct_timeout)
-            print(f"run {i + 1}: direct->derp {fmt(r.get('to_derp'))}, derp->direct {fmt(r.get('back_to_direct'))} {r.get('error', '')}")
+            print(
+                f"run {i + 1}: direct->derp {fmt(r.get('to_derp'))}, "
+                f"derp->direct {fmt(r.get('back_to_direct'))} {r.get('error', '')}"
+            )
         return 0
     if args.cells:
         cells = [parse_cell(c) for c in args.cells.split(",")]
@@ -153,26 +166,31 @@ def main() -> int:
         firsts = [r["first"] for r in res if r["first"] is not None]
         directs = [r["direct"] for r in res if r["direct"] is not None]
         row = {
-            "a": ka, "b": kb,
+            "a": ka,
+            "b": kb,
             "path": "/".join(sorted({r["path"] for r in res})),
             "first": statistics.median(firsts) if firsts else None,
             "direct": statistics.median(directs) if directs else None,
             "direct_n": f"{len(directs)}/{len(res)}",
         }
         rows.append(row)
-        print(f"{ka:>12} x {kb:<12} path={row['path']:<7} first={fmt(row['first'])} "
-              f"direct={fmt(row['direct'])} ({row['direct_n']})", flush=True)
+        print(
+            f"{ka:>12} x {kb:<12} path={row['path']:<7} first={fmt(row['first'])} "
+            f"direct={fmt(row['direct'])} ({row['direct_n']})",
+            flush=True,
+        )
     if args.markdown:
         lines = [
             "| A \\ B | path | time to first packet | time to direct | direct runs |",
             "|---|---|---|---|---|",
         ]
         for r in rows:
-            lines.append(f"| {r['a']} / {r['b']} | {r['path']} | {fmt(r['first'])} | {fmt(r['direct'])} | {r['direct_n']} |")
+            lines.append(
+                f"| {r['a']} / {r['b']} | {r['path']} | {fmt(r['first'])} | {fmt(r['direct'])} | {r['direct_n']} |"
+            )
         body = "\n".join(lines)
         write_section(Path(args.markdown), BEGIN, END, f"{BEGIN}\n{body}\n{END}\n", "# NAT matrix\n")
     return 0
-
 
 
 BEGIN, END = "<!-- nat_paths:begin -->", "<!-- nat_paths:end -->"

@@ -35,14 +35,23 @@ def rss_mib() -> float:
 def peer_json(i: int) -> dict:
     a, b = divmod(i, 250)
     return {
-        "ID": i, "StableID": f"n{i}", "Name": f"host-{i}.mesh.test.", "User": 1,
-        "Key": "nodekey:" + f"{i:064x}", "KeyExpiry": "0001-01-01T00:00:00Z",
-        "Machine": "mkey:" + f"{i:064x}", "DiscoKey": "discokey:" + f"{i:064x}",
+        "ID": i,
+        "StableID": f"n{i}",
+        "Name": f"host-{i}.mesh.test.",
+        "User": 1,
+        "Key": "nodekey:" + f"{i:064x}",
+        "KeyExpiry": "0001-01-01T00:00:00Z",
+        "Machine": "mkey:" + f"{i:064x}",
+        "DiscoKey": "discokey:" + f"{i:064x}",
         "Addresses": [f"100.{64 + a // 250}.{a % 250}.{b + 1}/32", f"fd7a:115c:a1e0::{i:x}/128"],
         "AllowedIPs": [f"100.{64 + a // 250}.{a % 250}.{b + 1}/32", f"fd7a:115c:a1e0::{i:x}/128"],
         "Endpoints": [f"192.0.2.{i % 250 + 1}:41641", f"[2001:db8::{i:x}]:41641"],
-        "HomeDERP": 999, "Hostinfo": {"Hostname": f"host-{i}", "OS": "linux"},
-        "Created": "2026-01-01T00:00:00Z", "Cap": 130, "Online": True, "MachineAuthorized": True,
+        "HomeDERP": 999,
+        "Hostinfo": {"Hostname": f"host-{i}", "OS": "linux"},
+        "Created": "2026-01-01T00:00:00Z",
+        "Cap": 130,
+        "Online": True,
+        "MachineAuthorized": True,
         "CapMap": {"https://tailscale.com/cap/is-admin": []},
     }
 
@@ -54,8 +63,15 @@ def full_map(n: int) -> bytes:
         "DNSConfig": {"Domains": ["mesh.test"], "Proxied": True},
         "PacketFilters": {"base": [{"SrcIPs": ["*"], "DstPorts": [{"IP": "*", "Ports": {"First": 0, "Last": 65535}}]}]},
         "UserProfiles": [{"ID": 1, "LoginName": "alice", "DisplayName": "Alice"}],
-        "DERPMap": {"Regions": {"999": {"RegionID": 999, "RegionCode": "lab", "Nodes": [
-            {"Name": "999a", "RegionID": 999, "HostName": "192.0.2.1", "DERPPort": 8080}]}}},
+        "DERPMap": {
+            "Regions": {
+                "999": {
+                    "RegionID": 999,
+                    "RegionCode": "lab",
+                    "Nodes": [{"Name": "999a", "RegionID": 999, "HostName": "192.0.2.1", "DERPPort": 8080}],
+                }
+            }
+        },
     }
     return json.dumps(doc).encode()
 
@@ -91,8 +107,10 @@ def bench(n: int) -> dict:
         return time.perf_counter() - t
 
     reps = 200
-    patch = [delta(MapResponse(peers_changed_patch=(PeerChange(node_id=1 + k % n, endpoints=(f"198.51.100.{k % 250}:1",)),)))
-             for k in range(reps)]
+    patch = [
+        delta(MapResponse(peers_changed_patch=(PeerChange(node_id=1 + k % n, endpoints=(f"198.51.100.{k % 250}:1",)),)))
+        for k in range(reps)
+    ]
     online = [delta(MapResponse(online_change={1 + k % n: bool(k % 2)})) for k in range(reps)]
     newnode = parse_map_response(json.dumps({"PeersChanged": [peer_json(n + 1)]}).encode()).peers_changed
     add = []

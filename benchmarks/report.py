@@ -25,13 +25,16 @@ def machine() -> str:
     except OSError:
         pass
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} CPUs visible, Linux {platform.release()}, "
-            f"Python {platform.python_version()}, load average at start {load}")
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs visible, Linux {platform.release()}, "
+        f"Python {platform.python_version()}, load average at start {load}"
+    )
 
 
-def iperf3(client: Host, server: Host, dst: str, seconds: int, extra: tuple[str, ...] | list[str] = (),
-           poll: float = 0.1) -> dict:
-    """One iperf3 TCP run, client on ``client`` -> one-shot server bound to ``dst`` on ``server``; iperf3's "end" JSON."""
+def iperf3(
+    client: Host, server: Host, dst: str, seconds: int, extra: tuple[str, ...] | list[str] = (), poll: float = 0.1
+) -> dict:
+    """One iperf3 TCP run from ``client`` to a one-shot server bound to ``dst`` on ``server``; iperf3's "end" JSON."""
     srv = server.popen([peer_bin("iperf3"), "-s", "-1", "-B", dst])
     deadline = time.monotonic() + 10
     # "]*" also matches the bracketed form ss prints for IPv6 ("[fd00::2]:5201").
@@ -45,7 +48,7 @@ def iperf3(client: Host, server: Host, dst: str, seconds: int, extra: tuple[str,
 
 
 def write_section(doc: Path, begin: str, end: str, section: str, new_doc_head: str) -> None:
-    """Replace the ``begin``..``end`` section of ``doc`` with ``section`` (appended if absent; doc created if missing)."""
+    """Replace the ``begin``..``end`` part of ``doc`` with ``section`` (appended if absent; doc created if missing)."""
     text = doc.read_text() if doc.exists() else new_doc_head
     if begin in text and end in text:
         head, rest = text.split(begin, 1)

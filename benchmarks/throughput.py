@@ -77,11 +77,14 @@ def main() -> None:
                     results[name].append(iperf(a, b, labpair.TUN_B, args.t, extra))
                     labpair.stop_node(pair.a)
                     labpair.stop_node(pair.b)
-                print(f"round {rnd} {name:22s} {results[name][-1][0]:8.1f} Mbit/s  retr {results[name][-1][1]}",
-                      flush=True)
+                print(
+                    f"round {rnd} {name:22s} {results[name][-1][0]:8.1f} Mbit/s  retr {results[name][-1][1]}",
+                    flush=True,
+                )
         if args.profile:
             import pstats
             import shutil
+
             keep = Path("/tmp/meshvpn-dp-prof")
             keep.mkdir(exist_ok=True)
             for prof in sorted(lab.dir.glob("*.prof")):
@@ -94,7 +97,9 @@ def main() -> None:
         vals = [r[0] for r in results[name]]
         print(f"{name:22s} {statistics.median(vals):10.1f}   {', '.join(f'{v:.0f}' for v in vals)}")
     if "engine" in results and "wireguard-go" in results:
-        ratio = statistics.median(r[0] for r in results["engine"]) / statistics.median(r[0] for r in results["wireguard-go"])
+        ratio = statistics.median(r[0] for r in results["engine"]) / statistics.median(
+            r[0] for r in results["wireguard-go"]
+        )
         print(f"engine / wireguard-go = {ratio:.2f}x")
 
 

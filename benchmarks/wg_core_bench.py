@@ -19,8 +19,14 @@ from engine.wg.core import DeviceCore
 
 def _ip4(src: str, dst: str, size: int) -> bytes:
     payload = bytes(size - 20)
-    return (bytes([0x45, 0]) + size.to_bytes(2, "big") + bytes(8)
-            + ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed + payload)
+    return (
+        bytes([0x45, 0])
+        + size.to_bytes(2, "big")
+        + bytes(8)
+        + ipaddress.IPv4Address(src).packed
+        + ipaddress.IPv4Address(dst).packed
+        + payload
+    )
 
 
 def _best(fn, n: int, rounds: int) -> float:
@@ -44,7 +50,7 @@ def main() -> None:
     a = DeviceCore(rnd.randbytes(32), wall_clock=wall, random_bytes=rnd.randbytes)
     b = DeviceCore(rnd.randbytes(32), wall_clock=wall, random_bytes=rnd.randbytes)
     pa = a.add_peer(b.public_key, endpoint=("192.0.2.2", 1), allowed_ips=["10.0.0.2/32"])
-    pb = b.add_peer(a.public_key, endpoint=("192.0.2.1", 1), allowed_ips=["10.0.0.1/32"])
+    b.add_peer(a.public_key, endpoint=("192.0.2.1", 1), allowed_ips=["10.0.0.1/32"])
     pkt = _ip4("10.0.0.1", "10.0.0.2", 1420)
     now = 1.0
     a.encrypt(pa, pkt, now)
@@ -56,22 +62,29 @@ def main() -> None:
         assert isinstance(b.decrypt(o.data, ("192.0.2.1", 1), now), tuple)
 
     enc = a.encrypt
+
     def run_encrypt(k):
         for _ in range(k):
             enc(pa, pkt, now)
+
     datagrams = [enc(pa, pkt, now) for _ in range(n * args.rounds)]
     it = iter(datagrams)
     dec = b.decrypt
     src = ("192.0.2.1", 1)
+
     def run_decrypt(k):
         for _ in range(k):
             dec(next(it), src, now)
+
     aead = ChaCha20Poly1305(bytes(32))
     nonce = bytes(12)
+
     def run_raw_aead(k):
         for _ in range(k):
             aead.encrypt(nonce, pkt, None)
+
     route = a.route
+
     def run_route(k):
         for _ in range(k):
             route(pkt)
@@ -89,9 +102,11 @@ def main() -> None:
     ips += [ipaddress.IPv4Address(f"8.8.{rnd.randint(0, 255)}.{rnd.randint(0, 255)}").packed for _ in range(1000)]
     ips6 = [ipaddress.IPv6Address(f"fd7a:115c:a1e0::{rnd.randint(1, 200):x}").packed for _ in range(1000)]
     lookup = t.lookup
+
     def run_lookup(k):
         for i in range(k):
             lookup(ips[i % 2000])
+
     def run_lookup6(k):
         for i in range(k):
             lookup(ips6[i % 1000])

@@ -1,4 +1,4 @@
-"""Benchmark: iperf3 TCP throughput and ping RTT through a wireguard-go pair and through our engine pair over one veth lab.
+"""Benchmark: iperf3 TCP throughput and ping RTT through a wireguard-go pair and our engine pair over one veth lab.
 
 Run as root from the repo root::
 
@@ -64,8 +64,11 @@ def measure(seconds: int, kinds: list[str]) -> dict[str, dict[str, float]]:
         for kind in kinds:
             x, y = _pair(kind, lab, a, b)
             try:
-                results[kind] = {"mbps": _iperf(a, b, TB, seconds), "mbps_rev": _iperf(a, b, TB, seconds, True),
-                                 "rtt_ms": _ping(a, TB)}
+                results[kind] = {
+                    "mbps": _iperf(a, b, TB, seconds),
+                    "mbps_rev": _iperf(a, b, TB, seconds, True),
+                    "rtt_ms": _ping(a, TB),
+                }
             finally:
                 x.stop()
                 y.stop()
@@ -75,20 +78,35 @@ def measure(seconds: int, kinds: list[str]) -> dict[str, dict[str, float]]:
 
 def render(results: dict[str, dict[str, float]], seconds: int, command: str, machine_desc: str) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [BEGIN, "## WireGuard data plane: iperf3 TCP and ping RTT (veth lab)", "",
-             f"- Date: {now}", f"- Machine: {machine_desc}", f"- Command (as root, from the repo root): `{command}`",
-             f"- Method: two namespaces over one veth; iperf3 TCP `-t {seconds}` client->server and `-R`; "
-             "`ping -c 20 -i 0.2` average RTT through the tunnel; the raw veth line has no tunnel.", "",
-             "| path | TCP a->b Mbit/s | TCP b->a Mbit/s | ping RTT ms |", "|---|---:|---:|---:|"]
+    lines = [
+        BEGIN,
+        "## WireGuard data plane: iperf3 TCP and ping RTT (veth lab)",
+        "",
+        f"- Date: {now}",
+        f"- Machine: {machine_desc}",
+        f"- Command (as root, from the repo root): `{command}`",
+        f"- Method: two namespaces over one veth; iperf3 TCP `-t {seconds}` client->server and `-R`; "
+        "`ping -c 20 -i 0.2` average RTT through the tunnel; the raw veth line has no tunnel.",
+        "",
+        "| path | TCP a->b Mbit/s | TCP b->a Mbit/s | ping RTT ms |",
+        "|---|---:|---:|---:|",
+    ]
     for name, r in results.items():
         rev = f"{r['mbps_rev']:.0f}" if "mbps_rev" in r else "-"
         lines.append(f"| {name} | {r['mbps']:.0f} | {rev} | {r['rtt_ms']:.3f} |")
     if "ours" in results and "wireguard-go" in results:
         g, o = results["wireguard-go"], results["ours"]
-        lines += ["", f"Ratio ours / wireguard-go: throughput {o['mbps'] / g['mbps']:.2f}x "
-                      f"(reverse {o['mbps_rev'] / g['mbps_rev']:.2f}x), RTT {o['rtt_ms'] / g['rtt_ms']:.2f}x."]
-    lines += ["", "The machine is shared (2 cores, other jobs running): compare the two rows of one run, "
-                  "not runs with each other.", END]
+        lines += [
+            "",
+            f"Ratio ours / wireguard-go: throughput {o['mbps'] / g['mbps']:.2f}x "
+            f"(reverse {o['mbps_rev'] / g['mbps_rev']:.2f}x), RTT {o['rtt_ms'] / g['rtt_ms']:.2f}x.",
+        ]
+    lines += [
+        "",
+        "The machine is shared (2 cores, other jobs running): compare the two rows of one run, "
+        "not runs with each other.",
+        END,
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -40,33 +40,54 @@ EngineFactory = Callable[[EngineOptions, Journal, logging.Logger], NodeEngine]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mesh-helper serve",
-                                description="Run the meshvpn privileged helper (LocalAPI daemon).")
-    p.add_argument("--socket", default=os.environ.get("MESHVPN_SOCKET", DEFAULT_SOCKET),
-                   help="LocalAPI Unix socket path")
-    p.add_argument("--operator", default="", metavar="USER|:GROUP",
-                   help="user (or :group) allowed to change settings without root")
-    p.add_argument("--state", default="", metavar="FILE",
-                   help="headless mode: keep prefs AND private keys in this root-only (0600) file")
-    p.add_argument("--prefs", default="", metavar="FILE",
-                   help="keep prefs (never keys) in this file across restarts "
-                        "(GUI mode; e.g. /var/lib/meshvpn/prefs.json)")
+    p = argparse.ArgumentParser(
+        prog="mesh-helper serve", description="Run the meshvpn privileged helper (LocalAPI daemon)."
+    )
+    p.add_argument(
+        "--socket", default=os.environ.get("MESHVPN_SOCKET", DEFAULT_SOCKET), help="LocalAPI Unix socket path"
+    )
+    p.add_argument(
+        "--operator", default="", metavar="USER|:GROUP", help="user (or :group) allowed to change settings without root"
+    )
+    p.add_argument(
+        "--state",
+        default="",
+        metavar="FILE",
+        help="headless mode: keep prefs AND private keys in this root-only (0600) file",
+    )
+    p.add_argument(
+        "--prefs",
+        default="",
+        metavar="FILE",
+        help="keep prefs (never keys) in this file across restarts (GUI mode; e.g. /var/lib/meshvpn/prefs.json)",
+    )
     p.add_argument("--tun", default=DEFAULT_TUN, metavar="NAME", help="TUN interface name")
     p.add_argument("--port", type=int, default=0, metavar="N", help="UDP port for WireGuard and disco (0 = random)")
     p.add_argument("--mtu", type=int, default=DEFAULT_MTU, help=f"TUN MTU (default {DEFAULT_MTU})")
-    p.add_argument("--dns-mode", choices=DNS_MODES, default="auto",
-                   help="how OS DNS is configured: systemd-resolved when running, else resolv.conf (auto)")
-    p.add_argument("--run-dir", default="", metavar="DIR",
-                   help="directory for journals of OS changes, undone after a crash at the next start "
-                        "(default: the journal's directory)")
+    p.add_argument(
+        "--dns-mode",
+        choices=DNS_MODES,
+        default="auto",
+        help="how OS DNS is configured: systemd-resolved when running, else resolv.conf (auto)",
+    )
+    p.add_argument(
+        "--run-dir",
+        default="",
+        metavar="DIR",
+        help="directory for journals of OS changes, undone after a crash at the next start "
+        "(default: the journal's directory)",
+    )
     p.add_argument("--derp-region", type=int, default=DEFAULT_DERP_REGION, help=argparse.SUPPRESS)
     p.add_argument("--endpoint-interval", type=float, default=10.0, help=argparse.SUPPRESS)
     p.add_argument("--map-watchdog", type=float, default=120.0, help=argparse.SUPPRESS)
     p.add_argument("--journal", default=DEFAULT_JOURNAL, help=argparse.SUPPRESS)
     p.add_argument("--socket-mode", default="0666", help=argparse.SUPPRESS)
-    p.add_argument("--cleanup-only", action="store_true",
-                   help="undo what a crashed run left behind (journal), then exit (systemd ExecStopPost); "
-                        "pass the same --tun as the run")
+    p.add_argument(
+        "--cleanup-only",
+        action="store_true",
+        help="undo what a crashed run left behind (journal), then exit (systemd ExecStopPost); "
+        "pass the same --tun as the run",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -92,9 +113,16 @@ def run_dir(args: argparse.Namespace) -> Path:
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:
     """The engine's frozen start-up settings from the command line (ValueError on bad values)."""
-    return EngineOptions(tun_name=args.tun, listen_port=args.port, mtu=args.mtu, derp_region=args.derp_region,
-                         dns_mode=args.dns_mode, run_dir=run_dir(args), endpoint_interval=args.endpoint_interval,
-                         map_watchdog=args.map_watchdog)
+    return EngineOptions(
+        tun_name=args.tun,
+        listen_port=args.port,
+        mtu=args.mtu,
+        derp_region=args.derp_region,
+        dns_mode=args.dns_mode,
+        run_dir=run_dir(args),
+        endpoint_interval=args.endpoint_interval,
+        map_watchdog=args.map_watchdog,
+    )
 
 
 def check_paths(args: argparse.Namespace) -> str | None:
@@ -104,10 +132,13 @@ def check_paths(args: argparse.Namespace) -> str | None:
     read (and "restore") attacker-chosen content, and a socket there could be replaced under us. An
     existing journal itself is checked (owner, mode) when it is recovered, and moved aside if bad.
     """
-    checks = [("--journal", args.journal, lambda p: check_dir(Path(p).absolute().parent)),  # file: at recovery
-              ("--state", args.state, check_file_path), ("--prefs", args.prefs, check_file_path),
-              ("--socket", args.socket, check_file_path),
-              ("--run-dir", args.run_dir, check_dir)]
+    checks = [
+        ("--journal", args.journal, lambda p: check_dir(Path(p).absolute().parent)),  # file: at recovery
+        ("--state", args.state, check_file_path),
+        ("--prefs", args.prefs, check_file_path),
+        ("--socket", args.socket, check_file_path),
+        ("--run-dir", args.run_dir, check_dir),
+    ]
     return first_refusal(checks)
 
 
@@ -234,13 +265,24 @@ async def serve(args: argparse.Namespace, engine_factory: EngineFactory | None =
             stack.push_async_callback(_step, log, "engine", engine.aclose, 25.0)
             # GUI mode with saved prefs (--prefs; keys live in the GUI's keyring): after a restart a saved login
             # waits for the GUI's keys instead of connecting as a brand-new node under generated ones
-            backend = Backend(engine, store=store, tun_name=args.tun, logger=logging.getLogger("meshvpn.backend"),
-                              generate_keys=not (args.prefs and not args.state))
+            backend = Backend(
+                engine,
+                store=store,
+                tun_name=args.tun,
+                logger=logging.getLogger("meshvpn.backend"),
+                generate_keys=not (args.prefs and not args.state),
+            )
             stack.push_async_callback(_step, log, "backend", backend.aclose, 30.0)
             await backend.start()
             auth = Authorizer(Operator(args.operator), pref_operator=lambda: backend.prefs.operator_user)
-            server = LocalAPIServer(backend, auth, args.socket, socket_mode=int(args.socket_mode, 8),
-                                    logger=logging.getLogger("meshvpn.localapi"), on_shutdown_request=stop.set)
+            server = LocalAPIServer(
+                backend,
+                auth,
+                args.socket,
+                socket_mode=int(args.socket_mode, 8),
+                logger=logging.getLogger("meshvpn.localapi"),
+                on_shutdown_request=stop.set,
+            )
             await server.start()
             stack.push_async_callback(_step, log, "LocalAPI", server.aclose, 10.0)  # runs first
             _sd_notify("READY=1")
@@ -263,8 +305,11 @@ async def serve(args: argparse.Namespace, engine_factory: EngineFactory | None =
 def main(argv: list[str] | None = None, *, engine_factory: EngineFactory | None = None) -> int:
     """`mesh-helper serve` with the real engine; tests pass their own engine_factory (the only seam: no flag)."""
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
     for noisy in ("hpack", "h2", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps stacks to stderr
@@ -272,8 +317,7 @@ def main(argv: list[str] | None = None, *, engine_factory: EngineFactory | None 
         print("mesh-helper serve: --state needs root (the file holds private keys)", file=sys.stderr)
         return EXIT_USAGE
     if args.cleanup_only:
-        undone, failed = recover_leftovers(args, logging.getLogger("meshvpn.helper"),
-                                           subsystems=engine_factory is None)
+        undone, failed = recover_leftovers(args, logging.getLogger("meshvpn.helper"), subsystems=engine_factory is None)
         print(f"mesh-helper: cleanup: {undone} undone, {failed} failed", file=sys.stderr)
         return EXIT_ERROR if failed else EXIT_OK
     return asyncio.run(serve(args, engine_factory))

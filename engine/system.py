@@ -53,10 +53,19 @@ class System:
     @classmethod
     def linux(cls) -> "System":
         """The real Linux subsystems (needs root / CAP_NET_ADMIN when used)."""
-        return cls(new_tun=linux_tun, new_device=linux_device, new_router=linux_router,
-                   new_exit_router=linux_exit_router, new_forwarder=linux_forwarder, new_os_dns=linux_os_dns,
-                   new_dns=linux_dns, new_magicsock=linux_magicsock, new_peerapi=linux_peerapi,
-                   mark_socket=quiet(_mark_socket), install_bypass_marking=install_bypass_marking)
+        return cls(
+            new_tun=linux_tun,
+            new_device=linux_device,
+            new_router=linux_router,
+            new_exit_router=linux_exit_router,
+            new_forwarder=linux_forwarder,
+            new_os_dns=linux_os_dns,
+            new_dns=linux_dns,
+            new_magicsock=linux_magicsock,
+            new_peerapi=linux_peerapi,
+            mark_socket=quiet(_mark_socket),
+            install_bypass_marking=install_bypass_marking,
+        )
 
 
 # --- the Linux factories ------------------------------------------------------------------
@@ -98,8 +107,10 @@ def linux_os_dns(mode: str, tun: str, run_dir: Path, logger: Logger) -> Any:
     if mode == "none":
         return None
     if os_dns_shared_with_host():
-        logger.warning("this network namespace shares /etc/resolv.conf with the host: "
-                       "not changing OS DNS (create /etc/netns/<ns>/resolv.conf to allow it)")
+        logger.warning(
+            "this network namespace shares /etc/resolv.conf with the host: "
+            "not changing OS DNS (create /etc/netns/<ns>/resolv.conf to allow it)"
+        )
         return None
     from engine.dns.manager import choose_os_configurator
     from engine.dns.resolvconf_file import ResolvConfFile
@@ -121,8 +132,9 @@ def linux_dns(os_dns: Any, socket_hook: SocketHook, logger: Logger) -> Any:
     return DNSManager(os_dns, forwarder=DNSForwarder(socket_hook=socket_hook), logger=logger)
 
 
-def linux_magicsock(node_key: Any, disco_key: Any, *, port: int, fwmark: int, control_url: str | None,
-                    logger: Logger) -> Any:
+def linux_magicsock(
+    node_key: Any, disco_key: Any, *, port: int, fwmark: int, control_url: str | None, logger: Logger
+) -> Any:
     from engine.wgengine.transport import NodeTransport
 
     return NodeTransport(node_key, disco_key, port=port, fwmark=fwmark, control_url=control_url, logger=logger)

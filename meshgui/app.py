@@ -1,4 +1,4 @@
-"""Composition root of the tray app: wiring of client, bridge, supervisor, keys, tray, windows; `main()` runs it on qasync.
+"""Composition root of the tray app: wires client, bridge, supervisor, keys, tray, windows; `main()` runs it on qasync.
 
     EngineClient ─► Bridge ──stateChanged(ViewState)──► Tray / MainWindow / LoginDialog / notifications
          ▲            │ on_connected: keys to helper, restore choices after a restart
@@ -41,16 +41,22 @@ from meshgui.supervisor import Direct, Supervisor, default_strategies, find_sock
 PING_ON_SHOW = 64  # peers pinged when the menu or window opens
 PING_REFRESH = 30.0  # seconds between re-pings of already measured peers
 
-NO_TRAY_TEXT = ("No system tray was found on this desktop, so meshvpn shows this window instead. "
-                "On GNOME, install the “AppIndicator and KStatusNotifierItem Support” extension to get "
-                "the tray icon.")
-ABOUT_TEXT = ("<b>meshvpn</b><br>A Tailscale-compatible mesh VPN client.<br>"
-              "The tray app talks to the VPN helper over its LocalAPI socket:<br><tt>{socket}</tt>")
+NO_TRAY_TEXT = (
+    "No system tray was found on this desktop, so meshvpn shows this window instead. "
+    "On GNOME, install the “AppIndicator and KStatusNotifierItem Support” extension to get "
+    "the tray icon."
+)
+ABOUT_TEXT = (
+    "<b>meshvpn</b><br>A Tailscale-compatible mesh VPN client.<br>"
+    "The tray app talks to the VPN helper over its LocalAPI socket:<br><tt>{socket}</tt>"
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="meshgui", description="meshvpn tray app")
-    p.add_argument("--socket", help="LocalAPI socket of the helper (default: $MESHVPN_SOCKET or /run/meshvpn/meshvpn.sock)")
+    p.add_argument(
+        "--socket", help="LocalAPI socket of the helper (default: $MESHVPN_SOCKET or /run/meshvpn/meshvpn.sock)"
+    )
     p.add_argument("--show", action="store_true", help="open the main window at start")
     p.add_argument("--no-supervise", action="store_true", help="never start or restart the helper")
     p.add_argument("--helper-command", help="command line that runs the helper directly (when root / for tests)")
@@ -65,9 +71,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 class App:
     """Owns every GUI object; all network work goes through the bridge and the supervisor."""
 
-    def __init__(self, qapp: Any, args: argparse.Namespace, *, clock: Callable[[], dt.datetime] = utc_now,
-                 keystore: KeyStore | None = None, supervisor: Supervisor | None = None,
-                 trusted_helper_uids: frozenset[int] = ROOT_ONLY) -> None:
+    def __init__(
+        self,
+        qapp: Any,
+        args: argparse.Namespace,
+        *,
+        clock: Callable[[], dt.datetime] = utc_now,
+        keystore: KeyStore | None = None,
+        supervisor: Supervisor | None = None,
+        trusted_helper_uids: frozenset[int] = ROOT_ONLY,
+    ) -> None:
         """`trusted_helper_uids`: uids whose helper may receive the keyring keys (root; tests may add their own)."""
         from PySide6.QtWidgets import QSystemTrayIcon
 
@@ -83,8 +96,11 @@ class App:
         self.socket_path = find_socket(args.socket)
         self.client = EngineClient(self.socket_path, trusted_helper_uids=trusted_helper_uids)
         if supervisor is None and not args.no_supervise:
-            strategies = ([Direct(args.helper_command.split(), require_root=False)] if args.helper_command
-                          else default_strategies(self.socket_path))
+            strategies = (
+                [Direct(args.helper_command.split(), require_root=False)]
+                if args.helper_command
+                else default_strategies(self.socket_path)
+            )
             supervisor = Supervisor(self.socket_path, strategies, logger=self.log.getChild("supervisor"))
         self.supervisor = supervisor
         self.keystore = keystore
@@ -93,9 +109,14 @@ class App:
         self.trust_error = ""  # the keys were not handed over: the socket is not root's helper
         self._keys_unsupported = False
         self._keys_accepted = False  # the helper took our keys: we own them and may receive a rotated node key
-        self.bridge = Bridge(self.client, clock=clock, logger=self.log.getChild("bridge"),
-                             on_connected=self._on_connected, watch_mask=self._watch_mask,
-                             on_node_key_rotated=self._on_node_key_rotated)
+        self.bridge = Bridge(
+            self.client,
+            clock=clock,
+            logger=self.log.getChild("bridge"),
+            on_connected=self._on_connected,
+            watch_mask=self._watch_mask,
+            on_node_key_rotated=self._on_node_key_rotated,
+        )
         self.view = ViewState()
         self.notes = notifications.Deduper()
         self.notified: list[tuple[str, str]] = []  # every notification shown (tests, debugging)
@@ -118,8 +139,7 @@ class App:
         self.window.actionRequested.connect(self.on_action)
         if self.tray is not None:
             self.tray.actionTriggered.connect(self.on_action)
-            self.tray.menu.aboutToShow.connect(
-                lambda: self._ping(self.view.peers[:PING_ON_SHOW], refresh=True))
+            self.tray.menu.aboutToShow.connect(lambda: self._ping(self.view.peers[:PING_ON_SHOW], refresh=True))
         self.login_dialog.cancelRequested.connect(lambda: self.on_action("cancel_login", ""))
         self.login_dialog.openRequested.connect(self.open_url)
         self.login_dialog.copyRequested.connect(lambda url: self.on_action("copy", url))
@@ -170,8 +190,9 @@ class App:
             self.tray.apply(view)
         self.window.apply(view)
         if not view.read_only:  # (the window shows its own read-only banner)
-            self.window.show_banner(self.trust_error or self.keyring_error
-                                    or (NO_TRAY_TEXT if self.tray is None else ""))
+            self.window.show_banner(
+                self.trust_error or self.keyring_error or (NO_TRAY_TEXT if self.tray is None else "")
+            )
         if view.login_pending:
             self.login_dialog.set_url(view.browse_url)
             if not self.login_dialog.isVisible():
@@ -185,8 +206,12 @@ class App:
         for note in notifications.transitions(old, view):
             self.notify(*note)
         restoring = self.supervisor is not None and self.supervisor.restart_pending
-        if view.helper_running and not view.read_only and not restoring \
-                and view.backend_state not in (State.NO_STATE, State.NEEDS_LOGIN):
+        if (
+            view.helper_running
+            and not view.read_only
+            and not restoring
+            and view.backend_state not in (State.NO_STATE, State.NEEDS_LOGIN)
+        ):
             choices = Choices(view.want_running, view.exit_node_id, view.allow_lan)
             if choices != self.settings.choices:
                 self.settings.choices = choices
@@ -201,11 +226,16 @@ class App:
         await self._hand_keys()
         if self.supervisor is not None and self.supervisor.restart_pending:
             c = self.settings.choices
-            masked = MaskedPrefs.of(want_running=c.want_running, exit_node_id=c.exit_node_id,
-                                    exit_node_allow_lan_access=c.allow_lan)
+            masked = MaskedPrefs.of(
+                want_running=c.want_running, exit_node_id=c.exit_node_id, exit_node_allow_lan_access=c.allow_lan
+            )
             try:
-                self.log.info("restoring choices after a helper (re)start: running=%s exit=%r lan=%s",
-                              c.want_running, c.exit_node_id, c.allow_lan)
+                self.log.info(
+                    "restoring choices after a helper (re)start: running=%s exit=%r lan=%s",
+                    c.want_running,
+                    c.exit_node_id,
+                    c.allow_lan,
+                )
                 await self.client.edit_prefs(masked)  # HelperUnavailable propagates: retried on reconnect
                 self.supervisor.ack_restart()
             except LocalAPIError as e:
@@ -230,11 +260,16 @@ class App:
             info = await self.client.set_keys(self.keys.payload())
             self.trust_error = ""
             self._keys_accepted = True
-            self.log.info("keys handed to helper: machine %s node %s",
-                          self.keys.machine.public_short(), self.keys.node.public_short())
+            self.log.info(
+                "keys handed to helper: machine %s node %s",
+                self.keys.machine.public_short(),
+                self.keys.node.public_short(),
+            )
             if info.node_public and info.node_public != node_public_text(self.keys.node):
-                self.log.info("the helper runs node key %s (rotated by the control server); it comes on the bus",
-                              short_public_text(info.node_public))
+                self.log.info(
+                    "the helper runs node key %s (rotated by the control server); it comes on the bus",
+                    short_public_text(info.node_public),
+                )
         except UntrustedHelper as e:
             self.log.warning("keys not handed over: %s", e)
             if self.trust_error != str(e):
@@ -256,8 +291,11 @@ class App:
         """The control server replaced the node key: keep the new one in the keyring, then acknowledge."""
         new_pub, old_pub, text = rot.node_public, rot.old_node_public, rot.node_private
         if self.keystore is None or self.keys is None or not text:
-            self.log.info("node key rotated by the control server: %s -> %s",
-                          short_public_text(old_pub), short_public_text(new_pub))
+            self.log.info(
+                "node key rotated by the control server: %s -> %s",
+                short_public_text(old_pub),
+                short_public_text(new_pub),
+            )
             return
         try:
             new = PrivateKey.from_text(text)
@@ -265,22 +303,30 @@ class App:
         except ValueError:
             ok = False
         if not ok:
-            self.log.warning("ignored a node key rotation whose key does not match its public key %s",
-                             short_public_text(new_pub))
+            self.log.warning(
+                "ignored a node key rotation whose key does not match its public key %s", short_public_text(new_pub)
+            )
             return
         mine = node_public_text(self.keys.node)
         if mine != new_pub:
             if mine != old_pub:
-                self.log.warning("ignored a node key rotation %s -> %s: the keyring holds %s",
-                                 short_public_text(old_pub), short_public_text(new_pub), self.keys.node.public_short())
+                self.log.warning(
+                    "ignored a node key rotation %s -> %s: the keyring holds %s",
+                    short_public_text(old_pub),
+                    short_public_text(new_pub),
+                    self.keys.node.public_short(),
+                )
                 return
             try:
                 self.keys = await asyncio.get_running_loop().run_in_executor(None, self.keystore.store_node_key, new)
             except (KeyringUnavailable, ValueError) as e:
                 self.log.warning("could not store the rotated node key %s: %s", new.public_short(), e)
                 return
-            self.log.info("node key rotated by the control server: keyring now holds %s (was %s)",
-                          new.public_short(), short_public_text(old_pub))
+            self.log.info(
+                "node key rotated by the control server: keyring now holds %s (was %s)",
+                new.public_short(),
+                short_public_text(old_pub),
+            )
         try:
             await self.client.set_keys(self.keys.payload())  # acknowledgement: the helper stops offering it
         except (LocalAPIError, HelperUnavailable, UntrustedHelper) as e:
@@ -325,6 +371,7 @@ class App:
 
     def copy(self, text: str) -> bool:
         from PySide6.QtGui import QGuiApplication
+
         cb = QGuiApplication.clipboard()
         cb.setText(text)
         ok = cb.text() == text
@@ -335,15 +382,18 @@ class App:
         """Open an https:// or http:// address in the browser; anything else is refused, logged and shown."""
         from PySide6.QtCore import QUrl
         from PySide6.QtGui import QDesktopServices
+
         problem = browser_url_problem(url)
         qurl = QUrl(url, QUrl.ParsingMode.StrictMode)
         if not problem and not (qurl.isValid() and qurl.scheme().lower() in BROWSER_SCHEMES and qurl.host()):
             problem = "the address is malformed"
         if problem:
             self.log.warning("refused to open an address: %s", problem)
-            self.notify("Login page not opened",
-                        f"meshvpn did not open the address it was given: {problem}. "
-                        "It opens only https:// and http:// addresses.")
+            self.notify(
+                "Login page not opened",
+                f"meshvpn did not open the address it was given: {problem}. "
+                "It opens only https:// and http:// addresses.",
+            )
             return False
         if os.geteuid() == 0:
             self.log.warning("running as root: the browser would run as root too")
@@ -375,6 +425,7 @@ class App:
 
     def show_preferences(self) -> None:
         from meshgui.prefs import PreferencesDialog
+
         if self.prefs_dialog is None:
             self.prefs_dialog = PreferencesDialog(self.settings, parent=self.window)
             self.prefs_dialog.saved.connect(self._prefs_saved)
@@ -388,8 +439,14 @@ class App:
 
     def show_about(self) -> None:
         from PySide6.QtWidgets import QMessageBox
-        box = QMessageBox(QMessageBox.Icon.Information, "About meshvpn",
-                          ABOUT_TEXT.format(socket=self.socket_path), QMessageBox.StandardButton.Ok, self.window)
+
+        box = QMessageBox(
+            QMessageBox.Icon.Information,
+            "About meshvpn",
+            ABOUT_TEXT.format(socket=self.socket_path),
+            QMessageBox.StandardButton.Ok,
+            self.window,
+        )
         box.setModal(False)
         box.show()
         self._about = box
@@ -407,12 +464,19 @@ class App:
 async def _notify_send(title: str, body: str) -> None:
     """Desktop notification without a tray icon (org.freedesktop.Notifications via notify-send)."""
     import shutil
+
     if not shutil.which("notify-send") or not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
         return
     try:
-        proc = await asyncio.create_subprocess_exec("notify-send", "-a", "meshvpn", title, body,
-                                                    stdout=asyncio.subprocess.DEVNULL,
-                                                    stderr=asyncio.subprocess.DEVNULL)
+        proc = await asyncio.create_subprocess_exec(
+            "notify-send",
+            "-a",
+            "meshvpn",
+            title,
+            body,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         async with asyncio.timeout(5):
             await proc.wait()
     except (OSError, asyncio.TimeoutError):
@@ -428,6 +492,7 @@ class SingleInstance:
     def __init__(self, name: str) -> None:
         from PySide6.QtCore import QLockFile
         from PySide6.QtNetwork import QLocalServer
+
         runtime = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
         self.name = name
         self.lock = QLockFile(os.path.join(runtime, f"{name}.lock"))
@@ -437,6 +502,7 @@ class SingleInstance:
 
     def acquire(self) -> bool:
         from PySide6.QtNetwork import QLocalServer
+
         if not self.lock.tryLock(100):
             return False
         QLocalServer.removeServer(self.name)
@@ -459,6 +525,7 @@ class SingleInstance:
 
     def ask_first_to_show(self) -> bool:
         from PySide6.QtNetwork import QLocalSocket
+
         s = QLocalSocket()
         s.connectToServer(self.name)
         if not s.waitForConnected(1000):
@@ -477,8 +544,10 @@ class SingleInstance:
 def main(argv: list[str] | None = None) -> int:
     """Console script `meshgui`."""
     args = parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     import qasync
     from PySide6.QtWidgets import QApplication
 

@@ -50,7 +50,7 @@ Clock = Callable[[], dt.datetime]
 
 
 def browser_url_problem(url: object) -> str:
-    """"" if `url` may be opened in a browser (an https:// or http:// address with a host); else why not."""
+    """ "" if `url` may be opened in a browser (an https:// or http:// address with a host); else why not."""
     if not isinstance(url, str) or not url:
         return "the address is empty"
     if len(url) > MAX_URL_LENGTH:
@@ -64,7 +64,7 @@ def browser_url_problem(url: object) -> str:
         return "the address is malformed"
     scheme = parts.scheme.lower()
     if scheme not in BROWSER_SCHEMES:
-        return (f"its scheme is {scheme + ':' if scheme else 'missing'}, not https:// or http://")
+        return f"its scheme is {scheme + ':' if scheme else 'missing'}, not https:// or http://"
     if not host:
         return "the address has no host"
     return ""
@@ -82,12 +82,17 @@ class Bridge(QObject):
     actionFailed = Signal(str)  # a plain-words error for a user action
     helperDown = Signal(str)  # every failed (re)connection, even when the ViewState did not change
 
-    def __init__(self, client: EngineClient, *, clock: Clock = utc_now,
-                 logger: logging.Logger | logging.LoggerAdapter | None = None,
-                 on_connected: Callable[[], Awaitable[None]] | None = None,
-                 watch_mask: Callable[[], int] | None = None,
-                 on_node_key_rotated: Callable[[NodeKeyRotation], Awaitable[None]] | None = None,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        client: EngineClient,
+        *,
+        clock: Clock = utc_now,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        on_connected: Callable[[], Awaitable[None]] | None = None,
+        watch_mask: Callable[[], int] | None = None,
+        on_node_key_rotated: Callable[[NodeKeyRotation], Awaitable[None]] | None = None,
+        parent: QObject | None = None,
+    ) -> None:
         super().__init__(parent)
         self.client = client
         self._clock = clock
@@ -128,8 +133,9 @@ class Bridge(QObject):
             if problem:
                 self.refused_urls += 1
                 self._log.warning("refused to open the login address from the helper: %s", problem)
-                self.actionFailed.emit(f"The login page was not opened: {problem}. "
-                                       "meshvpn opens only https:// and http:// addresses.")
+                self.actionFailed.emit(
+                    f"The login page was not opened: {problem}. meshvpn opens only https:// and http:// addresses."
+                )
             else:
                 self.browseTo.emit(new.browse_url)
         self.stateChanged.emit(new)
@@ -277,19 +283,19 @@ class Bridge(QObject):
         self.spawn(self._edit(exit_node_allow_lan_access=bool(allow)))
 
     def set_corp_dns(self, on: bool) -> None:
-        """"Use tailnet DNS" (Prefs.CorpDNS)."""
+        """ "Use tailnet DNS" (Prefs.CorpDNS)."""
         self.spawn(self._edit(corp_dns=bool(on)))
 
     def set_route_all(self, on: bool) -> None:
-        """"Use subnet routes" (Prefs.RouteAll)."""
+        """ "Use subnet routes" (Prefs.RouteAll)."""
         self.spawn(self._edit(route_all=bool(on)))
 
     def set_allow_incoming(self, allow: bool) -> None:
-        """"Allow incoming connections": the inverse of Prefs.ShieldsUp."""
+        """ "Allow incoming connections": the inverse of Prefs.ShieldsUp."""
         self.spawn(self._edit(shields_up=not allow))
 
     def set_advertise_exit_node(self, on: bool) -> None:
-        """"Run as exit node": add/remove 0.0.0.0/0 and ::/0 in AdvertiseRoutes, keeping the other routes."""
+        """ "Run as exit node": add/remove 0.0.0.0/0 and ::/0 in AdvertiseRoutes, keeping the other routes."""
         self.spawn(self._advertise_exit_node(bool(on)))
 
     async def _advertise_exit_node(self, on: bool) -> None:

@@ -1,4 +1,4 @@
-"""Validation of a custom control server URL: scheme, host, reachable, answers GET /key?v=N like a Tailscale control server.
+"""Validation of a custom control URL: scheme, host, reachable, answers GET /key?v=N like a Tailscale control server.
 
 Blocking (urllib); the GUI runs it in an executor thread, never on the GUI thread.
 """
@@ -57,8 +57,9 @@ def check_control_url(url: str, *, timeout: float = TIMEOUT) -> CheckResult:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (scheme checked above)
             body = resp.read(65536)
     except urllib.error.HTTPError as e:
-        return CheckResult(False, f"The server answered HTTP {e.code}: it does not look like a Tailscale "
-                                  "or Headscale control server.")
+        return CheckResult(
+            False, f"The server answered HTTP {e.code}: it does not look like a Tailscale or Headscale control server."
+        )
     except urllib.error.URLError as e:
         reason = getattr(e, "reason", e)
         return CheckResult(False, f"Could not reach {urllib.parse.urlsplit(url).netloc}: {reason}.")

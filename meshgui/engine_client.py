@@ -24,8 +24,9 @@ from engine.localapi.schema import Decoded, SchemaError
 
 # What the tray watches on the IPN bus (ipn.NotifyWatchOpt).
 _W = schema.NotifyWatchOpt
-GUI_WATCH_MASK = (_W.ENGINE_UPDATES | _W.INITIAL_STATE | _W.INITIAL_PREFS | _W.INITIAL_NETMAP | _W.NO_PRIVATE_KEYS
-                  | _W.RATE_LIMIT)
+GUI_WATCH_MASK = (
+    _W.ENGINE_UPDATES | _W.INITIAL_STATE | _W.INITIAL_PREFS | _W.INITIAL_NETMAP | _W.NO_PRIVATE_KEYS | _W.RATE_LIMIT
+)
 # The GUI's keys' owner watches without NoPrivateKeys (tailscaled allows that to writers only) so that
 # the helper can hand it a node key the control server rotated (Notify.node_key_rotated, meshvpn's extension).
 GUI_OWNER_WATCH_MASK = GUI_WATCH_MASK & ~_W.NO_PRIVATE_KEYS
@@ -67,8 +68,9 @@ class UntrustedHelper(Exception):
 class EngineClient:
     """The LocalAPI calls the GUI makes, answering leniently decoded schema objects."""
 
-    def __init__(self, socket_path: str, *, timeout: float = REQUEST_TIMEOUT,
-                 trusted_helper_uids: frozenset[int] = ROOT_ONLY) -> None:
+    def __init__(
+        self, socket_path: str, *, timeout: float = REQUEST_TIMEOUT, trusted_helper_uids: frozenset[int] = ROOT_ONLY
+    ) -> None:
         """`trusted_helper_uids`: who may receive keys; only root unless a test passes its own uid explicitly."""
         self.socket_path = socket_path
         self.timeout = timeout
@@ -108,12 +110,15 @@ class EngineClient:
         """Hand keys to the helper (only a trusted one: UntrustedHelper); answers the public halves. Never logged."""
         try:
             async with _mapped(KEYS_PATH):
-                info = await _lenient(self._c.set_keys(payload["MachineKey"], payload["NodeKey"],
-                                                       trusted_uids=self.trusted_helper_uids))
+                info = await _lenient(
+                    self._c.set_keys(payload["MachineKey"], payload["NodeKey"], trusted_uids=self.trusted_helper_uids)
+                )
         except _Untrusted as e:
-            raise UntrustedHelper(f"meshvpn did not give this device's keys to {self.socket_path}: {e.args[0]}. "
-                                  "Another program may be posing as the VPN helper; the real helper runs as "
-                                  "root.") from None
+            raise UntrustedHelper(
+                f"meshvpn did not give this device's keys to {self.socket_path}: {e.args[0]}. "
+                "Another program may be posing as the VPN helper; the real helper runs as "
+                "root."
+            ) from None
         return info.value
 
     async def watch(self, mask: int = GUI_WATCH_MASK) -> AsyncIterator[Decoded[schema.Notify]]:

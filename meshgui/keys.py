@@ -1,4 +1,4 @@
-"""The user's machine and node private keys in the OS keyring (Secret Service / KWallet / Keychain / Credential Manager).
+"""The user's machine and node private keys in the OS keyring (Secret Service/KWallet/Keychain/Credential Manager).
 
 Keys are created on first run (X25519, PyNaCl), kept only in the keyring and handed to the
 helper over the LocalAPI (`POST /localapi/v0/meshvpn/keys`). A plaintext or fail backend
@@ -54,19 +54,21 @@ class PrivateKey:
     @classmethod
     def generate(cls) -> "PrivateKey":
         from nacl.public import PrivateKey as NaclPrivate
+
         return cls(bytes(NaclPrivate.generate()))
 
     @classmethod
     def from_text(cls, text: str) -> "PrivateKey":
         if not text.startswith(PRIVATE_PREFIX):
             raise ValueError("private key text must start with 'privkey:'")
-        return cls(bytes.fromhex(text[len(PRIVATE_PREFIX):]))
+        return cls(bytes.fromhex(text[len(PRIVATE_PREFIX) :]))
 
     def to_text(self) -> str:
         return PRIVATE_PREFIX + self._raw.hex()
 
     def public(self) -> bytes:
         from nacl.public import PrivateKey as NaclPrivate
+
         if self.is_zero():
             raise ValueError("zero private key has no public key")
         return bytes(NaclPrivate(self._raw).public_key)
@@ -109,7 +111,7 @@ def node_public_text(key: PrivateKey) -> str:
 
 
 def short_public_text(text: str) -> str:
-    """"nodekey:<hex>" → "[abcde]" (ShortString-style, for logs); "[?]" if unreadable."""
+    """ "nodekey:<hex>" → "[abcde]" (ShortString-style, for logs); "[?]" if unreadable."""
     try:
         raw = bytes.fromhex(text.split(":", 1)[1])
     except (IndexError, ValueError):
@@ -138,6 +140,7 @@ class KeyStore:
     def __init__(self, backend: Any = None, service: str = SERVICE) -> None:
         if backend is None:
             import keyring
+
             backend = keyring.get_keyring()
         self._backend_any = backend
         self.service = service
@@ -156,7 +159,8 @@ class KeyStore:
         except Exception as e:  # keyring.errors.* (locked, dismissed prompt, D-Bus failure)
             raise KeyringUnavailable(
                 f"The keyring ({backend_name(backend)}) refused access: {type(e).__name__}. "
-                "Unlock your keyring and retry; meshvpn never writes keys to a file.") from None
+                "Unlock your keyring and retry; meshvpn never writes keys to a file."
+            ) from None
         return DeviceKeys(machine, node)
 
     def rotate_node_key(self) -> DeviceKeys:
@@ -175,7 +179,8 @@ class KeyStore:
             stored = backend.get_password(self.service, NODE_ENTRY)
         except Exception as e:  # keyring.errors.* (locked, dismissed prompt, D-Bus failure)
             raise KeyringUnavailable(
-                f"The keyring ({backend_name(backend)}) refused to store the new node key: {type(e).__name__}.") from None
+                f"The keyring ({backend_name(backend)}) refused to store the new node key: {type(e).__name__}."
+            ) from None
         if stored != node.to_text():
             raise KeyringUnavailable(f"The keyring ({backend_name(backend)}) did not keep the key it was given.")
         return self.load_or_create()

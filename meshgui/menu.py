@@ -85,21 +85,39 @@ def build(s: ViewState, *, now: dt.datetime, user: str = "") -> tuple[MenuItem, 
         head.append(label(_short(s.error)))
     if s.control_unreachable and s.tray in (TrayState.CONNECTED, TrayState.EXIT_NODE, TrayState.CONNECTING):
         head.append(label("Coordination server unreachable — existing connections keep working"))
-    tail = [SEP, MenuItem("Open meshvpn…", "open_window"), MenuItem("Preferences…", "preferences"),
-            MenuItem("About meshvpn", "about"), MenuItem("Quit", "quit")]
+    tail = [
+        SEP,
+        MenuItem("Open meshvpn…", "open_window"),
+        MenuItem("Preferences…", "preferences"),
+        MenuItem("About meshvpn", "about"),
+        MenuItem("Quit", "quit"),
+    ]
     if s.read_only and s.helper_running:
-        return tuple(head + _read_only(s, user) + [SEP, MenuItem("Open meshvpn…", "open_window"),
-                                                  MenuItem("About meshvpn", "about"), MenuItem("Quit", "quit")])
+        return tuple(
+            head
+            + _read_only(s, user)
+            + [
+                SEP,
+                MenuItem("Open meshvpn…", "open_window"),
+                MenuItem("About meshvpn", "about"),
+                MenuItem("Quit", "quit"),
+            ]
+        )
     body = _BUILDERS[s.tray](s, now)
     return tuple(head + body + tail)
 
 
 def _read_only(s: ViewState, user: str) -> list[MenuItem]:
-    items = [SEP, MenuItem(
-        f"Read-only: {user} may not control the VPN on this computer. "
-        "Ask an administrator to run “sudo meshctl set --operator=" + user + "” (click to copy)",
-        "copy", f"sudo meshctl set --operator={user}",
-        tooltip="The helper accepts changes only from root and the operator user.")]
+    items = [
+        SEP,
+        MenuItem(
+            f"Read-only: {user} may not control the VPN on this computer. "
+            "Ask an administrator to run “sudo meshctl set --operator=" + user + "” (click to copy)",
+            "copy",
+            f"sudo meshctl set --operator={user}",
+            tooltip="The helper accepts changes only from root and the operator user.",
+        ),
+    ]
     if s.self_node.name:
         items += [SEP, _this_device(s)]
     return items
@@ -142,8 +160,16 @@ def _connecting(s: ViewState, now: dt.datetime) -> list[MenuItem]:
 
 
 def _connected(s: ViewState, now: dt.datetime) -> list[MenuItem]:
-    return [SEP, MenuItem("Disconnect", "disconnect"), SEP, _account(s, now), _this_device(s),
-            _devices(s), _exit_nodes(s), _network_settings(s)]
+    return [
+        SEP,
+        MenuItem("Disconnect", "disconnect"),
+        SEP,
+        _account(s, now),
+        _this_device(s),
+        _devices(s),
+        _exit_nodes(s),
+        _network_settings(s),
+    ]
 
 
 _BUILDERS = {
@@ -160,8 +186,10 @@ _BUILDERS = {
 
 def _account(s: ViewState, now: dt.datetime) -> MenuItem:
     who = s.account or "unknown user"
-    kids = [label(f"Signed in as {who}" + (f" ({s.account_display})" if s.account_display else "")),
-            label(f"Server: {_host(s.control_url)}")]
+    kids = [
+        label(f"Signed in as {who}" + (f" ({s.account_display})" if s.account_display else "")),
+        label(f"Server: {_host(s.control_url)}"),
+    ]
     exp = s.self_node.key_expiry
     if exp is not None:
         kids.append(label(("Key expired " if s.key_expired else "Key expires ") + _when(exp, now)))
@@ -188,9 +216,15 @@ def peer_line(p: PeerView) -> str:
 def _devices(s: ViewState) -> MenuItem:
     if not s.peers:
         return MenuItem(text="Network devices", children=(label("No other devices"),))
-    kids = [MenuItem(peer_line(p), "copy", p.ipv4 or (p.ips[0] if p.ips else p.name),
-                     tooltip=f"{p.dns_name or p.name}: click copies the IP address")
-            for p in s.peers[:MAX_MENU_PEERS]]
+    kids = [
+        MenuItem(
+            peer_line(p),
+            "copy",
+            p.ipv4 or (p.ips[0] if p.ips else p.name),
+            tooltip=f"{p.dns_name or p.name}: click copies the IP address",
+        )
+        for p in s.peers[:MAX_MENU_PEERS]
+    ]
     if len(s.peers) > MAX_MENU_PEERS:
         kids += [SEP, MenuItem(f"All {len(s.peers)} devices…", "open_window")]
     online = sum(p.online for p in s.peers)
@@ -204,15 +238,25 @@ def _exit_nodes(s: ViewState) -> MenuItem:
     offering = s.advertises_exit_node and not s.exit_node_id
     busy = "This device runs as an exit node: turn off Network settings → Run as exit node first."
     for p in options:
-        kids.append(MenuItem(p.name + ("" if p.online else " (offline)"), "set_exit_node", p.id,
-                             checkable=True, checked=p.id == s.exit_node_id, enabled=not offering,
-                             tooltip=busy if offering else ""))
+        kids.append(
+            MenuItem(
+                p.name + ("" if p.online else " (offline)"),
+                "set_exit_node",
+                p.id,
+                checkable=True,
+                checked=p.id == s.exit_node_id,
+                enabled=not offering,
+                tooltip=busy if offering else "",
+            )
+        )
     if not options:
         kids.append(label("No exit nodes offered"))
     elif offering:
         kids.append(label("(not while this device is an exit node)", busy))
-    kids += [SEP, MenuItem("Allow local network access", "allow_lan", not s.allow_lan,
-                           checkable=True, checked=s.allow_lan)]
+    kids += [
+        SEP,
+        MenuItem("Allow local network access", "allow_lan", not s.allow_lan, checkable=True, checked=s.allow_lan),
+    ]
     current = s.exit_node
     title = "Exit node: " + (current.name if current else (s.exit_node_id or "none"))
     return MenuItem(text=title, children=tuple(kids))
@@ -230,19 +274,44 @@ def _network_settings(s: ViewState) -> MenuItem:
     """This device's network prefs (tailscale's "Use Tailscale DNS settings", "Use Tailscale subnets", ...)."""
     using_exit = bool(s.exit_node_id)
     kids = [
-        MenuItem("Use tailnet DNS", "set_corp_dns", not s.corp_dns, checkable=True, checked=s.corp_dns,
-                 tooltip="Resolve tailnet names (MagicDNS) and use the DNS servers the tailnet admin set"),
-        MenuItem("Use subnet routes", "set_route_all", not s.route_all, checkable=True, checked=s.route_all,
-                 tooltip="Reach the subnets other devices of the tailnet offer"),
-        MenuItem("Allow incoming connections", "set_allow_incoming", not s.allow_incoming, checkable=True,
-                 checked=s.allow_incoming,
-                 tooltip="Off: other devices cannot open connections to this one (shields up)"),
+        MenuItem(
+            "Use tailnet DNS",
+            "set_corp_dns",
+            not s.corp_dns,
+            checkable=True,
+            checked=s.corp_dns,
+            tooltip="Resolve tailnet names (MagicDNS) and use the DNS servers the tailnet admin set",
+        ),
+        MenuItem(
+            "Use subnet routes",
+            "set_route_all",
+            not s.route_all,
+            checkable=True,
+            checked=s.route_all,
+            tooltip="Reach the subnets other devices of the tailnet offer",
+        ),
+        MenuItem(
+            "Allow incoming connections",
+            "set_allow_incoming",
+            not s.allow_incoming,
+            checkable=True,
+            checked=s.allow_incoming,
+            tooltip="Off: other devices cannot open connections to this one (shields up)",
+        ),
         SEP,
-        MenuItem("Run as exit node" + (" (not while using one)" if using_exit and not s.advertises_exit_node else ""),
-                 "set_advertise_exit_node", not s.advertises_exit_node, checkable=True,
-                 checked=s.advertises_exit_node, enabled=s.advertises_exit_node or not using_exit,
-                 tooltip=("Stop using an exit node first" if using_exit and not s.advertises_exit_node else
-                          "Offer this device's internet connection to the tailnet (the admin must approve it)")),
+        MenuItem(
+            "Run as exit node" + (" (not while using one)" if using_exit and not s.advertises_exit_node else ""),
+            "set_advertise_exit_node",
+            not s.advertises_exit_node,
+            checkable=True,
+            checked=s.advertises_exit_node,
+            enabled=s.advertises_exit_node or not using_exit,
+            tooltip=(
+                "Stop using an exit node first"
+                if using_exit and not s.advertises_exit_node
+                else "Offer this device's internet connection to the tailnet (the admin must approve it)"
+            ),
+        ),
     ]
     if s.advertises_exit_node:
         kids.append(label(EXIT_APPROVAL_TEXT[s.exit_node_approval]))
@@ -267,7 +336,7 @@ def _when(t: dt.datetime, now: dt.datetime) -> str:
 
 def _short(text: str, limit: int = 90) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def walk(items: tuple[MenuItem, ...]):

@@ -78,14 +78,17 @@ class PeerModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(COLUMNS)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole and 0 <= section < len(COLUMNS):
+        if (
+            orientation == Qt.Orientation.Horizontal
+            and role == Qt.ItemDataRole.DisplayRole
+            and 0 <= section < len(COLUMNS)
+        ):
             return COLUMNS[section]
         return None
 
     def roleNames(self) -> dict[int, QByteArray]:
         names = super().roleNames()
-        names.update({PeerRole: QByteArray(b"peer"), KeyRole: QByteArray(b"key"),
-                      OnlineRole: QByteArray(b"online")})
+        names.update({PeerRole: QByteArray(b"peer"), KeyRole: QByteArray(b"key"), OnlineRole: QByteArray(b"online")})
         return names
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -109,6 +112,7 @@ class PeerModel(QAbstractTableModel):
             return p.dns_name or p.name
         if role == Qt.ItemDataRole.ForegroundRole and not p.online:
             from PySide6.QtGui import QColor
+
             return QColor(Qt.GlobalColor.gray)
         return None
 
@@ -223,7 +227,7 @@ class PeerModel(QAbstractTableModel):
                 start -= 1
             first, last = rows[start], rows[end]
             self.beginRemoveRows(QModelIndex(), first, last)
-            del self._rows[first:last + 1]
+            del self._rows[first : last + 1]
             self.endRemoveRows()
             self.stats["removed"] += last - first + 1
             end = start - 1

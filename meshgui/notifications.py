@@ -17,20 +17,30 @@ def transitions(old: ViewState, new: ViewState) -> list[tuple[str, str]]:
     """(title, body) pairs worth telling the user about when going from `old` to `new`; pure."""
     out: list[tuple[str, str]] = []
     was, now = old.tray, new.tray
-    if now in _CONNECTED and was in (TrayState.NEEDS_LOGIN, TrayState.CONNECTING, TrayState.NEEDS_APPROVAL) \
-            and (old.login_pending or old.backend_state in _LOGGING_IN):
+    if (
+        now in _CONNECTED
+        and was in (TrayState.NEEDS_LOGIN, TrayState.CONNECTING, TrayState.NEEDS_APPROVAL)
+        and (old.login_pending or old.backend_state in _LOGGING_IN)
+    ):
         who = f" as {new.account}" if new.account else ""
         where = f" to {new.tailnet}" if new.tailnet else ""
         out.append(("Connected", f"Connected{where}{who}"))
     if was in _CONNECTED and now is TrayState.HELPER_DOWN:
         out.append(("VPN helper stopped", "The VPN helper stopped; meshvpn is restarting it."))
-    if new.exit_node_id and new.exit_node_offline and not (old.exit_node_id == new.exit_node_id
-                                                           and old.exit_node_offline):
+    if (
+        new.exit_node_id
+        and new.exit_node_offline
+        and not (old.exit_node_id == new.exit_node_id and old.exit_node_offline)
+    ):
         if now in _CONNECTED:
             name = new.exit_node.name if new.exit_node else new.exit_node_id
-            out.append(("Exit node offline",
-                        f"Exit node {name} is offline: internet traffic is blocked until it returns "
-                        "or you choose another exit node."))
+            out.append(
+                (
+                    "Exit node offline",
+                    f"Exit node {name} is offline: internet traffic is blocked until it returns "
+                    "or you choose another exit node.",
+                )
+            )
     if new.key_expired and not old.key_expired and new.helper_running:
         out.append(("Log in again", "Your device's login expired. Log in again to stay connected."))
     elif new.key_expiring_soon and not old.key_expiring_soon:

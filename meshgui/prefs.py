@@ -33,8 +33,14 @@ class PreferencesDialog(QDialog):
 
     saved = Signal()
 
-    def __init__(self, settings: Settings, *, checker: Checker = check_control_url,
-                 env: dict[str, str] | None = None, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        checker: Checker = check_control_url,
+        env: dict[str, str] | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("meshvpn preferences")
         self.settings = settings
@@ -68,8 +74,9 @@ class PreferencesDialog(QDialog):
         self.theme.setCurrentIndex(THEMES.index(settings.icon_theme) if settings.icon_theme in THEMES else 0)
         form.addRow("Tray icon:", self.theme)
         lay.addLayout(form)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel,
-                                        self)
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel, self
+        )
         self.buttons.accepted.connect(self.save)
         self.buttons.rejected.connect(self.reject)
         lay.addWidget(self.buttons)

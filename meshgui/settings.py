@@ -63,8 +63,9 @@ class Settings:
 
     @property
     def choices(self) -> Choices:
-        return Choices(self._bool("choices/want_running"), self._str("choices/exit_node_id"),
-                       self._bool("choices/allow_lan"))
+        return Choices(
+            self._bool("choices/want_running"), self._str("choices/exit_node_id"), self._bool("choices/allow_lan")
+        )
 
     @choices.setter
     def choices(self, c: Choices) -> None:

@@ -32,8 +32,9 @@ KEY_EXPIRY_WARNING = dt.timedelta(hours=24)
 _GO_ZERO_YEAR = 1
 
 # Backend states in which a browser login is over (or was never needed).
-_LOGIN_OVER = frozenset({schema.State.RUNNING, schema.State.STARTING, schema.State.STOPPED,
-                         schema.State.NEEDS_MACHINE_AUTH})
+_LOGIN_OVER = frozenset(
+    {schema.State.RUNNING, schema.State.STARTING, schema.State.STOPPED, schema.State.NEEDS_MACHINE_AUTH}
+)
 
 
 class TrayState(enum.Enum):
@@ -257,8 +258,9 @@ def _adopt(event: Any, attr: str, cls: type[schema.Wire]) -> None:
     else:
         raw = dict(given) if isinstance(given, Mapping) else given
         decoded = schema.decode_lenient(cls, raw)
-        absent = tuple(schema.FieldProblem((go,), "absent") for go in cls.go_to_attr()
-                       if isinstance(raw, dict) and go not in raw)
+        absent = tuple(
+            schema.FieldProblem((go,), "absent") for go in cls.go_to_attr() if isinstance(raw, dict) and go not in raw
+        )
         value, problems = decoded.value, decoded.problems + absent
     object.__setattr__(event, attr, value)
     object.__setattr__(event, "problems", event.problems + problems)
@@ -301,8 +303,16 @@ class ErrorEvent:
 
 
 Event = (
-    NotifyEvent | StatusEvent | PrefsEvent | PingEvent | HelperDown | HelperUp | AccessDenied
-    | LoginStarted | LoginCancelled | ErrorEvent
+    NotifyEvent
+    | StatusEvent
+    | PrefsEvent
+    | PingEvent
+    | HelperDown
+    | HelperUp
+    | AccessDenied
+    | LoginStarted
+    | LoginCancelled
+    | ErrorEvent
 )
 
 
@@ -320,9 +330,7 @@ def reduce(state: ViewState, event: Event, now: dt.datetime) -> ViewState:
     if isinstance(event, PingEvent):
         return _reduce_ping(state, event.ip, event.result, event.problems)
     if isinstance(event, HelperDown):
-        return dataclasses.replace(
-            ViewState(), helper_running=False, error=event.reason, read_only=state.read_only
-        )
+        return dataclasses.replace(ViewState(), helper_running=False, error=event.reason, read_only=state.read_only)
     if isinstance(event, HelperUp):
         return dataclasses.replace(state, helper_running=True, error="")
     if isinstance(event, AccessDenied):
@@ -357,8 +365,9 @@ def tray_state(s: ViewState) -> TrayState:
 def _unreadable(problems: Problems, *at: str) -> frozenset[str]:
     """Go names of the fields right below the object at path `at` that could not be read ("": that object itself)."""
     n = len(at)
-    return frozenset(p.path[n] if len(p.path) > n else "" for p in problems
-                     if p.path[:n] == at and len(p.path) <= n + 1)
+    return frozenset(
+        p.path[n] if len(p.path) > n else "" for p in problems if p.path[:n] == at and len(p.path) <= n + 1
+    )
 
 
 def _backend_state(state: schema.State) -> dict[str, Any]:
@@ -392,9 +401,15 @@ def _reduce_notify(state: ViewState, n: schema.Notify, problems: Problems) -> Vi
 
 # Prefs attribute -> ViewState attribute, for the prefs the GUI shows.
 _PREFS_VIEW = {
-    "want_running": "want_running", "logged_out": "logged_out", "exit_node_allow_lan_access": "allow_lan",
-    "corp_dns": "corp_dns", "route_all": "route_all", "shields_up": "shields_up",
-    "control_url": "control_url", "exit_node_id": "exit_node_id", "advertise_routes": "advertise_routes",
+    "want_running": "want_running",
+    "logged_out": "logged_out",
+    "exit_node_allow_lan_access": "allow_lan",
+    "corp_dns": "corp_dns",
+    "route_all": "route_all",
+    "shields_up": "shields_up",
+    "control_url": "control_url",
+    "exit_node_id": "exit_node_id",
+    "advertise_routes": "advertise_routes",
 }
 
 
@@ -454,8 +469,12 @@ def _user(users: Mapping[str, schema.UserProfile], node: schema.PeerStatus) -> s
     return users.get(str(node.user_id)) if node.user_id else None
 
 
-def _peer_view(key: str, p: schema.PeerStatus, users: Mapping[str, schema.UserProfile],
-               old: tuple[float | None, PathKind, str] | None) -> PeerView:
+def _peer_view(
+    key: str,
+    p: schema.PeerStatus,
+    users: Mapping[str, schema.UserProfile],
+    old: tuple[float | None, PathKind, str] | None,
+) -> PeerView:
     online = p.online
     if p.cur_addr:
         path, detail = PathKind.DIRECT, p.cur_addr
@@ -514,7 +533,7 @@ def _reduce_ping(state: ViewState, ip: str, r: schema.PingResult, problems: Prob
         else:
             path, detail = peer.path, peer.path_detail
         new = dataclasses.replace(peer, latency_ms=latency, path=path, path_detail=detail)
-    peers = state.peers[:idx] + (new,) + state.peers[idx + 1:]
+    peers = state.peers[:idx] + (new,) + state.peers[idx + 1 :]
     return dataclasses.replace(state, peers=peers)
 
 
@@ -555,7 +574,7 @@ def _parse_time(v: str | None) -> dt.datetime | None:
     if "." in text:
         head, _, rest = text.partition(".")
         digits = "".join(ch for ch in rest if ch.isdigit())
-        tz = rest[len(digits):]
+        tz = rest[len(digits) :]
         text = f"{head}.{digits[:6].ljust(6, '0')}{tz}"
     try:
         t = dt.datetime.fromisoformat(text)

@@ -30,8 +30,9 @@ READY_TIMEOUT = 15.0  # seconds for a started helper to answer on its socket
 PKEXEC_WRAPPER = "/usr/libexec/meshvpn/mesh-helper-start"  # resources/polkit/mesh-helper-start
 
 
-def find_socket(explicit: str | None = None, env: dict[str, str] | None = None,
-                candidates: Sequence[str] = DEFAULT_SOCKETS) -> str:
+def find_socket(
+    explicit: str | None = None, env: dict[str, str] | None = None, candidates: Sequence[str] = DEFAULT_SOCKETS
+) -> str:
     """The socket to use: --socket, then $MESHVPN_SOCKET, then the first existing default, else the first default."""
     env = dict(os.environ if env is None else env)
     if explicit:
@@ -78,9 +79,9 @@ class Strategy:
 
 
 async def _run(*argv: str, timeout: float = 60.0) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT,
-                                                stdin=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL
+    )
     try:
         async with asyncio.timeout(timeout):
             out, _ = await proc.communicate()
@@ -129,8 +130,13 @@ class Pkexec(Strategy):
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            "pkexec", self.wrapper, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+            "pkexec",
+            self.wrapper,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
         await asyncio.sleep(0.2)
         if self.proc.returncode in (126, 127):
             raise StartFailed("Starting the helper was not authorised (pkexec).")
@@ -163,8 +169,13 @@ class Direct(Strategy):
         if self.proc is not None and self.proc.returncode is None and _alive(self.proc.pid):
             return  # still running (just not answering yet)
         self.proc = await asyncio.create_subprocess_exec(
-            *self.command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, env=self.env, start_new_session=True)
+            *self.command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=self.env,
+            start_new_session=True,
+        )
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -208,9 +219,16 @@ class SupervisorStatus:
 class Supervisor:
     """Keeps the helper running: start on demand, restart with backoff, remember that a restart happened."""
 
-    def __init__(self, socket_path: str, strategies: Sequence[Strategy], *,
-                 logger: logging.Logger | None = None, backoff: Sequence[float] = BACKOFF,
-                 ready_timeout: float = READY_TIMEOUT, auto_restart: bool = True) -> None:
+    def __init__(
+        self,
+        socket_path: str,
+        strategies: Sequence[Strategy],
+        *,
+        logger: logging.Logger | None = None,
+        backoff: Sequence[float] = BACKOFF,
+        ready_timeout: float = READY_TIMEOUT,
+        auto_restart: bool = True,
+    ) -> None:
         self.socket_path = socket_path
         self.strategies = list(strategies)
         self.status = SupervisorStatus()

@@ -42,8 +42,7 @@ class Tray(QObject):
 
     actionTriggered = Signal(str, object)
 
-    def __init__(self, *, clock: Callable[[], dt.datetime], theme: str = "auto",
-                 parent: QObject | None = None) -> None:
+    def __init__(self, *, clock: Callable[[], dt.datetime], theme: str = "auto", parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._clock = clock
         self._log = logging.getLogger("meshgui.tray")
@@ -76,7 +75,7 @@ class Tray(QObject):
         self._icon_key = None
 
     def apply(self, view: ViewState) -> None:
-        """Update icon, tooltip and menu: in place when only texts/checks changed, else rebuilt (deferred while open)."""
+        """Update icon, tooltip and menu: in place if only texts/checks changed, else rebuilt (deferred while open)."""
         theme = icon_theme(self._theme_choice)
         key = (view.tray, theme)
         if key != self._icon_key:
@@ -152,8 +151,11 @@ class Tray(QObject):
     def _on_activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason == QSystemTrayIcon.ActivationReason.Trigger:
             # A left click shows the same menu (hosts differ; XEmbed trays only send clicks).
-            self.menu.popup(self.icon.geometry().center() if self.icon.geometry().isValid()
-                            else QGuiApplication.primaryScreen().geometry().center())
+            self.menu.popup(
+                self.icon.geometry().center()
+                if self.icon.geometry().isValid()
+                else QGuiApplication.primaryScreen().geometry().center()
+            )
         elif reason == QSystemTrayIcon.ActivationReason.DoubleClick:
             self.actionTriggered.emit("open_window", "")
 
@@ -182,5 +184,6 @@ def _texts(qmenu: QMenu) -> list:
 
 def _shape(items: tuple[menu_spec.MenuItem, ...]) -> tuple:
     """Structure of a menu spec (kinds, actions, nesting) without texts, checks or arguments."""
-    return tuple(("-",) if it.separator else ("+", _shape(it.children)) if it.children else ("a", it.action)
-                 for it in items)
+    return tuple(
+        ("-",) if it.separator else ("+", _shape(it.children)) if it.children else ("a", it.action) for it in items
+    )

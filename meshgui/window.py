@@ -60,8 +60,9 @@ class MainWindow(QMainWindow):
         self.banner = QLabel("", central)
         self.banner.setObjectName("banner")
         self.banner.setWordWrap(True)
-        self.banner.setStyleSheet("QLabel#banner { background: #fff4ce; color: #3b2f00; padding: 6px; "
-                                  "border-radius: 4px; }")
+        self.banner.setStyleSheet(
+            "QLabel#banner { background: #fff4ce; color: #3b2f00; padding: 6px; border-radius: 4px; }"
+        )
         self.banner.hide()
         outer.addWidget(self.banner)
 
@@ -101,9 +102,12 @@ class MainWindow(QMainWindow):
         self.net_label = QLabel("Network settings:", central)
         net.addWidget(self.net_label)
         self.net_boxes: dict[str, QCheckBox] = {}
-        for action, text in (("set_corp_dns", "Use tailnet DNS"), ("set_route_all", "Use subnet routes"),
-                             ("set_allow_incoming", "Allow incoming connections"),
-                             ("set_advertise_exit_node", "Run as exit node")):
+        for action, text in (
+            ("set_corp_dns", "Use tailnet DNS"),
+            ("set_route_all", "Use subnet routes"),
+            ("set_allow_incoming", "Allow incoming connections"),
+            ("set_advertise_exit_node", "Run as exit node"),
+        ):
             box = QCheckBox(text, central)
             box.setObjectName(action)
             box.clicked.connect(lambda checked, a=action: self._on_net_toggle(a, bool(checked)))
@@ -149,8 +153,18 @@ class MainWindow(QMainWindow):
         dl.addWidget(self.detail_title)
         form = QFormLayout()
         self.fields: dict[str, QLabel] = {}
-        for key in ("DNS name", "IPs", "OS", "User", "Path", "Latency", "Last handshake", "Received", "Sent",
-                    "Exit node"):
+        for key in (
+            "DNS name",
+            "IPs",
+            "OS",
+            "User",
+            "Path",
+            "Latency",
+            "Last handshake",
+            "Received",
+            "Sent",
+            "Exit node",
+        ):
             lab = QLabel("", details)
             lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             lab.setWordWrap(True)
@@ -207,12 +221,16 @@ class MainWindow(QMainWindow):
         self._apply_network_settings(view)
         self._show_details(self._selected_peer())
         if view.read_only:
-            self.show_banner("Read-only: you may not control the VPN on this computer. Ask an administrator to "
-                             "make you its operator (sudo meshctl set --operator=$USER).")
+            self.show_banner(
+                "Read-only: you may not control the VPN on this computer. Ask an administrator to "
+                "make you its operator (sudo meshctl set --operator=$USER)."
+            )
 
     def _apply_exit_nodes(self, view: ViewState) -> None:
-        items = [("None", "")] + [(p.name + ("" if p.online else " (offline)"), p.id)
-                                  for p in sorted(view.exit_options, key=lambda p: (not p.online, p.name.lower()))]
+        items = [("None", "")] + [
+            (p.name + ("" if p.online else " (offline)"), p.id)
+            for p in sorted(view.exit_options, key=lambda p: (not p.online, p.name.lower()))
+        ]
         if items != self._combo_items:
             self.exit_combo.blockSignals(True)
             self.exit_combo.clear()
@@ -229,8 +247,12 @@ class MainWindow(QMainWindow):
         self.allow_lan.setChecked(view.allow_lan)
 
     def _net_checked(self, view: ViewState) -> dict[str, bool]:
-        return {"set_corp_dns": view.corp_dns, "set_route_all": view.route_all,
-                "set_allow_incoming": view.allow_incoming, "set_advertise_exit_node": view.advertises_exit_node}
+        return {
+            "set_corp_dns": view.corp_dns,
+            "set_route_all": view.route_all,
+            "set_allow_incoming": view.allow_incoming,
+            "set_advertise_exit_node": view.advertises_exit_node,
+        }
 
     def _apply_network_settings(self, view: ViewState) -> None:
         shown = view.tray in (TrayState.CONNECTED, TrayState.EXIT_NODE, TrayState.STOPPED) and not view.read_only
@@ -241,10 +263,14 @@ class MainWindow(QMainWindow):
             box.setChecked(checked)
         exit_box = self.net_boxes["set_advertise_exit_node"]
         exit_box.setEnabled(view.advertises_exit_node or not view.exit_node_id)
-        exit_box.setToolTip("Stop using an exit node first" if not exit_box.isEnabled() else
-                            "Offer this device's internet connection to the tailnet (the admin must approve it)")
-        self.exit_approval.setText(menu_spec.EXIT_APPROVAL_TEXT[view.exit_node_approval]
-                                   if view.advertises_exit_node else "")
+        exit_box.setToolTip(
+            "Stop using an exit node first"
+            if not exit_box.isEnabled()
+            else "Offer this device's internet connection to the tailnet (the admin must approve it)"
+        )
+        self.exit_approval.setText(
+            menu_spec.EXIT_APPROVAL_TEXT[view.exit_node_approval] if view.advertises_exit_node else ""
+        )
         self.exit_approval.setVisible(shown and view.advertises_exit_node)
 
     def _on_net_toggle(self, action: str, checked: bool) -> None:
@@ -289,14 +315,22 @@ class MainWindow(QMainWindow):
         self.detail_title.setText(p.name + ("" if p.online else " (offline)"))
         now = self._clock()
         values = {
-            "DNS name": p.dns_name, "IPs": "\n".join(p.ips), "OS": p.os, "User": p.user,
-            "Path": {"direct": f"direct ({p.path_detail})", "derp": f"relay (DERP {p.path_detail})",
-                     "peer-relay": f"peer relay ({p.path_detail})"}.get(p.path.value, "unknown"),
+            "DNS name": p.dns_name,
+            "IPs": "\n".join(p.ips),
+            "OS": p.os,
+            "User": p.user,
+            "Path": {
+                "direct": f"direct ({p.path_detail})",
+                "derp": f"relay (DERP {p.path_detail})",
+                "peer-relay": f"peer relay ({p.path_detail})",
+            }.get(p.path.value, "unknown"),
             "Latency": f"{p.latency_ms:.1f} ms" if p.latency_ms is not None else "not measured",
             "Last handshake": ago(p.last_handshake, now),
-            "Received": human_bytes(p.rx_bytes), "Sent": human_bytes(p.tx_bytes),
-            "Exit node": "in use" if p.id and p.id == self._view.exit_node_id else
-                         ("offered" if p.exit_node_option else "no"),
+            "Received": human_bytes(p.rx_bytes),
+            "Sent": human_bytes(p.tx_bytes),
+            "Exit node": "in use"
+            if p.id and p.id == self._view.exit_node_id
+            else ("offered" if p.exit_node_option else "no"),
         }
         for k, v in values.items():
             self.fields[k].setText(v)

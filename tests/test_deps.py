@@ -126,14 +126,19 @@ def test_tailnet_ranges_have_one_definition():
 
 # ---- the helper's composition (engine/system.py -> engine/wgengine -> engine/ipn -> engine/service.py) ----
 
+
 def _product_files() -> list[pathlib.Path]:
     return sorted(list((ROOT / "engine").rglob("*.py")) + list((ROOT / "meshgui").rglob("*.py")))
 
 
 def _imported_submodules(path: pathlib.Path) -> list[str]:
     """``from a.b import c`` as ``a.b.c`` (c may be a module), for checks that _imports would miss."""
-    return [f"{n.module}.{a.name}" for n in ast.walk(ast.parse(path.read_text(), filename=str(path)))
-            if isinstance(n, ast.ImportFrom) and n.module and n.level == 0 for a in n.names]
+    return [
+        f"{n.module}.{a.name}"
+        for n in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+        if isinstance(n, ast.ImportFrom) and n.module and n.level == 0
+        for a in n.names
+    ]
 
 
 def test_the_old_headless_runner_is_gone():
@@ -146,8 +151,11 @@ def test_the_old_headless_runner_is_gone():
 
 def test_wgengine_knows_nothing_of_control_or_the_backend():
     for f in _files("engine/wgengine"):
-        bad = [n for n in _imports(f) if n.startswith(("engine.ipn", "engine.control", "engine.localapi",
-                                                       "engine.cli", "engine.service"))]
+        bad = [
+            n
+            for n in _imports(f)
+            if n.startswith(("engine.ipn", "engine.control", "engine.localapi", "engine.cli", "engine.service"))
+        ]
         assert not bad, f"{f.relative_to(ROOT)} imports {bad}"
 
 
@@ -182,14 +190,17 @@ def test_engine_modules_stay_small():
 
 
 def test_exit_route_pair_has_one_definition():
-    """"0.0.0.0/0" and "::/0" as string constants appear in engine/net/tsaddr.py (EXIT_ROUTES) only."""
+    """ "0.0.0.0/0" and "::/0" as string constants appear in engine/net/tsaddr.py (EXIT_ROUTES) only."""
     allowed = {"engine/net/tsaddr.py"}
     for f in (ROOT / "engine").rglob("*.py"):
         rel = str(f.relative_to(ROOT))
         if rel in allowed:
             continue
-        lits = [n.lineno for n in ast.walk(ast.parse(f.read_text()))
-                if isinstance(n, ast.Constant) and n.value in ("0.0.0.0/0", "::/0")]
+        lits = [
+            n.lineno
+            for n in ast.walk(ast.parse(f.read_text()))
+            if isinstance(n, ast.Constant) and n.value in ("0.0.0.0/0", "::/0")
+        ]
         assert not lits, f"{rel}:{lits} spells out an exit route: use engine.net.tsaddr.EXIT_ROUTES"
 
 
@@ -209,8 +220,14 @@ def test_files_are_replaced_only_through_atomicfile():
         rel = str(f.relative_to(ROOT))
         if rel in allowed:
             continue
-        bad = [n.lineno for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.Attribute)
-               and n.attr in ("replace", "rename") and isinstance(n.value, ast.Name) and n.value.id == "os"]
+        bad = [
+            n.lineno
+            for n in ast.walk(ast.parse(f.read_text()))
+            if isinstance(n, ast.Attribute)
+            and n.attr in ("replace", "rename")
+            and isinstance(n.value, ast.Name)
+            and n.value.id == "os"
+        ]
         assert not bad, f"{rel}:{bad} renames files: write through engine.fs.atomicfile.write_atomic"
 
 

@@ -1,4 +1,4 @@
-"""meshctl: command-line client of the helper's LocalAPI (up, down, status, ping, netcheck, exit-node, dns, login, logout, version).
+"""meshctl: CLI of the helper's LocalAPI (up, down, status, ping, netcheck, exit-node, dns, login, logout, version).
 
 Works against our helper and, for the tailscaled-compatible commands, against a real tailscaled
 socket. Exit codes: 0 ok, 1 the operation failed, 2 usage, 3 helper not running,
@@ -119,6 +119,7 @@ async def cmd_status(c: LocalClient, a: argparse.Namespace, out: TextIO) -> int:
     latency: dict[str, str] = {}
     peers = st.peers()
     if a.latency:
+
         async def one(ps: PeerStatus) -> None:
             if not ps.online or not ps.tailscale_ips:
                 return
@@ -129,6 +130,7 @@ async def cmd_status(c: LocalClient, a: argparse.Namespace, out: TextIO) -> int:
                     latency[ps.public_key] = f"{r.latency_seconds * 1000:.0f}ms"
             except (asyncio.TimeoutError, LocalAPIError):
                 pass
+
         await asyncio.gather(*(one(p) for p in peers))
     rows = [["IP", "NAME", "OS", "STATUS", "PATH", "LATENCY"]]
     if st.self is not None:
@@ -144,8 +146,16 @@ async def cmd_status(c: LocalClient, a: argparse.Namespace, out: TextIO) -> int:
             state = "idle"
         if ps.exit_node_option and not ps.exit_node:
             state += "; offers exit node"
-        rows.append([ps.first_ip(), _short_name(st, ps), ps.os or "-", state,
-                     _path(ps) if ps.online else "-", latency.get(ps.public_key, "-")])
+        rows.append(
+            [
+                ps.first_ip(),
+                _short_name(st, ps),
+                ps.os or "-",
+                state,
+                _path(ps) if ps.online else "-",
+                latency.get(ps.public_key, "-"),
+            ]
+        )
     _table(rows, out)
     for h in st.health or []:
         out.write(f"# health: {h}\n")
@@ -187,7 +197,9 @@ async def cmd_ping(c: LocalClient, a: argparse.Namespace, out: TextIO) -> int:
         got = True
         via = f"DERP({r.derp_region_code})" if r.derp_region_id else (r.endpoint or a.type)
         if not a.json:
-            out.write(f"pong from {r.node_name or name} ({r.node_ip or ip}) via {via} in {r.latency_seconds * 1000:.1f}ms\n")
+            out.write(
+                f"pong from {r.node_name or name} ({r.node_ip or ip}) via {via} in {r.latency_seconds * 1000:.1f}ms\n"
+            )
         if i + 1 < a.count:
             await asyncio.sleep(a.interval)
     if a.json:
@@ -238,16 +250,28 @@ async def cmd_exit_node(c: LocalClient, a: argparse.Namespace, out: TextIO) -> i
     if a.exit_cmd == "list":
         opts = [ps for ps in st.peers() if ps.exit_node_option]
         if a.json:
-            _emit_json([{"ID": p.id, "Name": _short_name(st, p), "IP": p.first_ip(), "Online": p.online,
-                         "Selected": p.exit_node} for p in opts], out)
+            _emit_json(
+                [
+                    {
+                        "ID": p.id,
+                        "Name": _short_name(st, p),
+                        "IP": p.first_ip(),
+                        "Online": p.online,
+                        "Selected": p.exit_node,
+                    }
+                    for p in opts
+                ],
+                out,
+            )
             return EXIT_OK
         if not opts:
             out.write("No exit nodes are offered in this tailnet.\n")
             return EXIT_OK
         rows = [["IP", "NAME", "STATUS"]]
         for p in opts:
-            rows.append([p.first_ip(), _short_name(st, p),
-                         "selected" if p.exit_node else ("online" if p.online else "offline")])
+            rows.append(
+                [p.first_ip(), _short_name(st, p), "selected" if p.exit_node else ("online" if p.online else "offline")]
+            )
         _table(rows, out)
         return EXIT_OK
     node_id, node_ip = await _resolve_exit_node(st, a.node)
@@ -358,7 +382,10 @@ async def cmd_up(c: LocalClient, a: argparse.Namespace, out: TextIO, *, force_lo
             async with asyncio.timeout(a.timeout if a.timeout > 0 else None):
                 rc = await wait()
         except asyncio.TimeoutError:
-            raise CLIError(f"timed out after {a.timeout:g}s waiting to connect (state {state.go_name if state is not None else '?'})") from None
+            raise CLIError(
+                f"timed out after {a.timeout:g}s waiting to connect "
+                f"(state {state.go_name if state is not None else '?'})"
+            ) from None
     finally:
         await watch.aclose()
     if a.json:
@@ -449,9 +476,12 @@ async def cmd_dns_status(c: LocalClient, a: argparse.Namespace, out: TextIO) -> 
     running = st.backend_state in ("Running", "Starting") and st.current_tailnet is not None
     if running:
         ct = st.current_tailnet
-        data["CurrentTailnet"] = {"Name": ct.name, "MagicDNSEnabled": ct.magic_dns_enabled,
-                                  "MagicDNSSuffix": ct.magic_dns_suffix,
-                                  "SelfDNSName": st.self.dns_name if st.self is not None else ""}
+        data["CurrentTailnet"] = {
+            "Name": ct.name,
+            "MagicDNSEnabled": ct.magic_dns_enabled,
+            "MagicDNSSuffix": ct.magic_dns_suffix,
+            "SelfDNSName": st.self.dns_name if st.self is not None else "",
+        }
         dc = await _dns_config(c)
         data["Resolvers"] = [_resolver_json(r) for r in dc.get("Resolvers") or []]
         routes = sorted((dc.get("Routes") or {}).items())
@@ -460,8 +490,10 @@ async def cmd_dns_status(c: LocalClient, a: argparse.Namespace, out: TextIO) -> 
         data["LocalDomains"] = [k for k, v in routes if not v]
         data["FallbackResolvers"] = [_resolver_json(r) for r in dc.get("FallbackResolvers") or []]
         data["SearchDomains"] = sorted(dc.get("Domains") or [])
-        data["ExtraRecords"] = [{"Name": r.get("Name", ""), "Type": r.get("Type", ""), "Value": r.get("Value", "")}
-                                for r in dc.get("ExtraRecords") or []]
+        data["ExtraRecords"] = [
+            {"Name": r.get("Name", ""), "Type": r.get("Type", ""), "Value": r.get("Value", "")}
+            for r in dc.get("ExtraRecords") or []
+        ]
         data["SystemDNS"], data["SystemDNSError"] = None, ""
         try:
             data["SystemDNS"] = (await c.dns_os_config()).to_dict()
@@ -473,8 +505,10 @@ async def cmd_dns_status(c: LocalClient, a: argparse.Namespace, out: TextIO) -> 
         _emit_json(data, out)
         return EXIT_OK if running else EXIT_NOT_CONNECTED
     w = out.write
-    w(f"MagicDNS (use the tailnet's DNS): {'on' if prefs.corp_dns else 'off'}"
-      f"{'' if prefs.corp_dns else '  (turn it on: meshctl up --accept-dns)'}\n")
+    w(
+        f"MagicDNS (use the tailnet's DNS): {'on' if prefs.corp_dns else 'off'}"
+        f"{'' if prefs.corp_dns else '  (turn it on: meshctl up --accept-dns)'}\n"
+    )
     if not running:
         w((_state_message(st) or "No tailnet information yet.") + "\n")
         return EXIT_NOT_CONNECTED
@@ -485,8 +519,14 @@ async def cmd_dns_status(c: LocalClient, a: argparse.Namespace, out: TextIO) -> 
         w(f"This device:    {ct['SelfDNSName'].rstrip('.')}\n")
     else:
         w("MagicDNS names: disabled tailnet-wide\n")
-    w("Resolvers:      " + (", ".join(_resolver_text(r) for r in data["Resolvers"])
-                            or "(none from the tailnet: the system's resolvers are used)") + "\n")
+    w(
+        "Resolvers:      "
+        + (
+            ", ".join(_resolver_text(r) for r in data["Resolvers"])
+            or "(none from the tailnet: the system's resolvers are used)"
+        )
+        + "\n"
+    )
     w("Split DNS:" + ("" if data["SplitDNSRoutes"] else "      (no routes)") + "\n")
     routes = data["SplitDNSRoutes"]
     width = max((len(k) for k in routes), default=0)
@@ -508,15 +548,21 @@ async def cmd_dns_status(c: LocalClient, a: argparse.Namespace, out: TextIO) -> 
     if sd is None:
         w(f"  ({data['SystemDNSError']})\n")
     elif not sd.get("MeshvpnApplied", True):
-        why = ("MagicDNS is off" if not prefs.corp_dns else
-               "--dns-mode none, or a network namespace sharing the host's /etc/resolv.conf")
+        why = (
+            "MagicDNS is off"
+            if not prefs.corp_dns
+            else "--dns-mode none, or a network namespace sharing the host's /etc/resolv.conf"
+        )
         w(f"  (left alone: {why}; 100.100.100.100 still answers when asked directly)\n")
     else:
         w("  nameservers:    " + (", ".join(sd.get("MeshvpnNameservers") or []) or "-") + "\n")
         w("  search domains: " + (", ".join(sd.get("MeshvpnSearchDomains") or []) or "-") + "\n")
         scope = "all names" if sd.get("MeshvpnRouteAll") else "only these"
-        w("  match domains:  " + (", ".join(sd.get("MeshvpnMatchDomains") or []) or "-")
-          + f"  ({scope} go to MagicDNS)\n")
+        w(
+            "  match domains:  "
+            + (", ".join(sd.get("MeshvpnMatchDomains") or []) or "-")
+            + f"  ({scope} go to MagicDNS)\n"
+        )
     if sd is not None and sd.get("Nameservers"):
         w("  system resolvers before meshvpn: " + ", ".join(sd["Nameservers"]) + "\n")
     return EXIT_OK
@@ -526,9 +572,15 @@ def _answer_rows(msg: dns.message.Message) -> list[dict[str, Any]]:
     rows = []
     for rrset in msg.answer:
         for rd in rrset:
-            rows.append({"Name": rrset.name.to_text(), "TTL": rrset.ttl,
-                         "Class": dns.rdataclass.to_text(rrset.rdclass), "Type": dns.rdatatype.to_text(rrset.rdtype),
-                         "Body": rd.to_text()})
+            rows.append(
+                {
+                    "Name": rrset.name.to_text(),
+                    "TTL": rrset.ttl,
+                    "Class": dns.rdataclass.to_text(rrset.rdclass),
+                    "Type": dns.rdatatype.to_text(rrset.rdtype),
+                    "Body": rd.to_text(),
+                }
+            )
     return rows
 
 
@@ -554,8 +606,17 @@ async def cmd_dns_query(c: LocalClient, a: argparse.Namespace, out: TextIO) -> i
     resolvers = [_resolver_json(r) for r in res.resolvers or []]
     rc = EXIT_OK if msg.rcode() == dns.rcode.NOERROR and rows else EXIT_FAIL
     if a.json:
-        _emit_json({"Name": a.name, "QueryType": qtype, "ResponseCode": rcode, "Answers": rows,
-                    "Resolvers": resolvers, "AnsweredLocally": not resolvers}, out)
+        _emit_json(
+            {
+                "Name": a.name,
+                "QueryType": qtype,
+                "ResponseCode": rcode,
+                "Answers": rows,
+                "Resolvers": resolvers,
+                "AnsweredLocally": not resolvers,
+            },
+            out,
+        )
         return rc
     w = out.write
     w(f"{a.name} {qtype} via MagicDNS (100.100.100.100):\n")
@@ -565,8 +626,11 @@ async def cmd_dns_query(c: LocalClient, a: argparse.Namespace, out: TextIO) -> i
         w("  answered by:   MagicDNS itself (tailnet names; no upstream asked)\n")
     w(f"  response code: {rcode}\n")
     if rows:
-        _table([["NAME", "TTL", "CLASS", "TYPE", "DATA"]]
-               + [[r["Name"], str(r["TTL"]), r["Class"], r["Type"], r["Body"]] for r in rows], out)
+        _table(
+            [["NAME", "TTL", "CLASS", "TYPE", "DATA"]]
+            + [[r["Name"], str(r["TTL"]), r["Class"], r["Type"], r["Body"]] for r in rows],
+            out,
+        )
     elif msg.rcode() == dns.rcode.NOERROR:
         w(f"  (the name exists, but has no {qtype} records)\n")
     return rc
@@ -581,32 +645,69 @@ async def cmd_dns(c: LocalClient, a: argparse.Namespace, out: TextIO) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--socket", default=argparse.SUPPRESS, help="LocalAPI socket (default: $MESHVPN_SOCKET or /run/meshvpn/meshvpn.sock)")
+    common.add_argument(
+        "--socket",
+        default=argparse.SUPPRESS,
+        help="LocalAPI socket (default: $MESHVPN_SOCKET or /run/meshvpn/meshvpn.sock)",
+    )
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     p = argparse.ArgumentParser(prog="meshctl", description="Control the meshvpn helper.", parents=[common])
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     def up_flags(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--login-server", default="", metavar="URL", help="control server base URL (headscale or Tailscale)")
-        sp.add_argument("--auth-key", default="", metavar="KEY", help='pre-auth key as "file:PATH" (a 0600 file; a literal key is visible in ps)')
+        sp.add_argument(
+            "--login-server", default="", metavar="URL", help="control server base URL (headscale or Tailscale)"
+        )
+        sp.add_argument(
+            "--auth-key",
+            default="",
+            metavar="KEY",
+            help='pre-auth key as "file:PATH" (a 0600 file; a literal key is visible in ps)',
+        )
         sp.add_argument("--timeout", type=float, default=0, metavar="SEC", help="give up after SEC seconds (0 = wait)")
 
     up = sub.add_parser("up", parents=[common], help="connect (logging in if needed)")
     up_flags(up)
-    up.add_argument("--exit-node", default=None, metavar="NAME|IP", help='route internet traffic via this peer ("" = none)')
-    up.add_argument("--advertise-exit-node", action=argparse.BooleanOptionalAction, default=None,
-                    help="offer this machine as an exit node")
+    up.add_argument(
+        "--exit-node", default=None, metavar="NAME|IP", help='route internet traffic via this peer ("" = none)'
+    )
+    up.add_argument(
+        "--advertise-exit-node",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="offer this machine as an exit node",
+    )
     up.add_argument("--hostname", default=None, help="name to register instead of the OS hostname")
-    up.add_argument("--accept-dns", action=argparse.BooleanOptionalAction, default=None,
-                    help="use the tailnet's DNS settings (MagicDNS)")
-    up.add_argument("--exit-node-allow-lan-access", action=argparse.BooleanOptionalAction, default=None,
-                    help="with an exit node, keep directly connected LANs off the tunnel")
-    up.add_argument("--advertise-routes", default=None, metavar="CIDRs",
-                    help='comma-separated subnet routes to offer to the tailnet ("" = none)')
-    up.add_argument("--accept-routes", action=argparse.BooleanOptionalAction, default=None,
-                    help="use subnet routes other nodes advertise")
-    up.add_argument("--shields-up", action=argparse.BooleanOptionalAction, default=None,
-                    help="block incoming connections from the tailnet")
+    up.add_argument(
+        "--accept-dns",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="use the tailnet's DNS settings (MagicDNS)",
+    )
+    up.add_argument(
+        "--exit-node-allow-lan-access",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with an exit node, keep directly connected LANs off the tunnel",
+    )
+    up.add_argument(
+        "--advertise-routes",
+        default=None,
+        metavar="CIDRs",
+        help='comma-separated subnet routes to offer to the tailnet ("" = none)',
+    )
+    up.add_argument(
+        "--accept-routes",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="use subnet routes other nodes advertise",
+    )
+    up.add_argument(
+        "--shields-up",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="block incoming connections from the tailnet",
+    )
     login = sub.add_parser("login", parents=[common], help="log in (opens nothing; prints the URL)")
     up_flags(login)
     sub.add_parser("down", parents=[common], help="disconnect (stay logged in)")
@@ -633,13 +734,22 @@ def build_parser() -> argparse.ArgumentParser:
     dns_sub.add_parser("status", parents=[common], help="MagicDNS on/off, resolvers, split DNS, the OS DNS settings")
     dq = dns_sub.add_parser("query", parents=[common], help="resolve a name as 100.100.100.100 would (root/operator)")
     dq.add_argument("name", metavar="NAME")
-    dq.add_argument("type", metavar="TYPE", nargs="?", default="A", help="A (default), AAAA, CNAME, MX, NS, PTR, SRV, TXT, ...")
+    dq.add_argument(
+        "type", metavar="TYPE", nargs="?", default="A", help="A (default), AAAA, CNAME, MX, NS, PTR, SRV, TXT, ..."
+    )
     return p
 
 
 COMMANDS = {
-    "status": cmd_status, "ping": cmd_ping, "netcheck": cmd_netcheck, "exit-node": cmd_exit_node,
-    "up": cmd_up, "down": cmd_down, "logout": cmd_logout, "version": cmd_version, "whois": cmd_whois,
+    "status": cmd_status,
+    "ping": cmd_ping,
+    "netcheck": cmd_netcheck,
+    "exit-node": cmd_exit_node,
+    "up": cmd_up,
+    "down": cmd_down,
+    "logout": cmd_logout,
+    "version": cmd_version,
+    "whois": cmd_whois,
     "dns": cmd_dns,
 }
 

@@ -94,33 +94,33 @@ class Input(enum.Enum):
     LOGIN = "login"
 
 
-S, I = State, Input
+S, In = State, Input
 _TRANSITIONS: dict[tuple[State, Input], State] = {
-    (S.NEW, I.START): S.LOGGING_IN,
-    (S.NEW, I.LOGIN): S.LOGGING_IN,
-    (S.LOGGING_IN, I.AUTH_URL): S.WAIT_AUTH_URL,
-    (S.LOGGING_IN, I.AUTHORIZED): S.AUTHENTICATED,
-    (S.LOGGING_IN, I.NEEDS_LOGIN): S.NEEDS_LOGIN,
-    (S.WAIT_AUTH_URL, I.AUTH_URL): S.WAIT_AUTH_URL,
-    (S.WAIT_AUTH_URL, I.AUTHORIZED): S.AUTHENTICATED,
-    (S.WAIT_AUTH_URL, I.NEEDS_LOGIN): S.NEEDS_LOGIN,
-    (S.AUTHENTICATED, I.MAP): S.SYNCED,
-    (S.AUTHENTICATED, I.NEEDS_LOGIN): S.NEEDS_LOGIN,
-    (S.AUTHENTICATED, I.KEY_EXPIRED): S.NEEDS_LOGIN,
-    (S.SYNCED, I.MAP): S.SYNCED,
-    (S.SYNCED, I.NEEDS_LOGIN): S.NEEDS_LOGIN,
-    (S.SYNCED, I.KEY_EXPIRED): S.NEEDS_LOGIN,
-    (S.NEEDS_LOGIN, I.LOGIN): S.LOGGING_IN,
-    (S.NEEDS_LOGIN, I.START): S.LOGGING_IN,
-    (S.LOGGED_OUT, I.LOGIN): S.LOGGING_IN,
+    (S.NEW, In.START): S.LOGGING_IN,
+    (S.NEW, In.LOGIN): S.LOGGING_IN,
+    (S.LOGGING_IN, In.AUTH_URL): S.WAIT_AUTH_URL,
+    (S.LOGGING_IN, In.AUTHORIZED): S.AUTHENTICATED,
+    (S.LOGGING_IN, In.NEEDS_LOGIN): S.NEEDS_LOGIN,
+    (S.WAIT_AUTH_URL, In.AUTH_URL): S.WAIT_AUTH_URL,
+    (S.WAIT_AUTH_URL, In.AUTHORIZED): S.AUTHENTICATED,
+    (S.WAIT_AUTH_URL, In.NEEDS_LOGIN): S.NEEDS_LOGIN,
+    (S.AUTHENTICATED, In.MAP): S.SYNCED,
+    (S.AUTHENTICATED, In.NEEDS_LOGIN): S.NEEDS_LOGIN,
+    (S.AUTHENTICATED, In.KEY_EXPIRED): S.NEEDS_LOGIN,
+    (S.SYNCED, In.MAP): S.SYNCED,
+    (S.SYNCED, In.NEEDS_LOGIN): S.NEEDS_LOGIN,
+    (S.SYNCED, In.KEY_EXPIRED): S.NEEDS_LOGIN,
+    (S.NEEDS_LOGIN, In.LOGIN): S.LOGGING_IN,
+    (S.NEEDS_LOGIN, In.START): S.LOGGING_IN,
+    (S.LOGGED_OUT, In.LOGIN): S.LOGGING_IN,
 }
 for _s in State:
-    _TRANSITIONS[(_s, I.LOGOUT)] = S.LOGGED_OUT
-    _TRANSITIONS.setdefault((_s, I.START), _s)
-    _TRANSITIONS.setdefault((_s, I.LOGIN), S.LOGGING_IN)
-    _TRANSITIONS.setdefault((_s, I.NEEDS_LOGIN), S.NEEDS_LOGIN)
-    _TRANSITIONS.setdefault((_s, I.KEY_EXPIRED), S.NEEDS_LOGIN)
-    _TRANSITIONS.setdefault((_s, I.AUTHORIZED), S.AUTHENTICATED)
+    _TRANSITIONS[(_s, In.LOGOUT)] = S.LOGGED_OUT
+    _TRANSITIONS.setdefault((_s, In.START), _s)
+    _TRANSITIONS.setdefault((_s, In.LOGIN), S.LOGGING_IN)
+    _TRANSITIONS.setdefault((_s, In.NEEDS_LOGIN), S.NEEDS_LOGIN)
+    _TRANSITIONS.setdefault((_s, In.KEY_EXPIRED), S.NEEDS_LOGIN)
+    _TRANSITIONS.setdefault((_s, In.AUTHORIZED), S.AUTHENTICATED)
 
 
 def next_state(state: State, inp: Input) -> State:
@@ -197,8 +197,10 @@ class ControlOptions:
     socket_hook: SocketHook | None = None  # called on every control TCP socket before connect (SO_MARK)
 
     def __repr__(self) -> str:
-        return (f"ControlOptions(server_url={self.server_url!r}, node={self.node_key.public().short()}, "
-                f"auth_key={'<set>' if self.auth_key else None})")
+        return (
+            f"ControlOptions(server_url={self.server_url!r}, node={self.node_key.public().short()}, "
+            f"auth_key={'<set>' if self.auth_key else None})"
+        )
 
 
 class _Interrupted(Exception):
@@ -232,10 +234,15 @@ def backoff_delay(attempt: int, *, base: float, cap: float, rng: Callable[[], fl
 class ControlClient:
     """Talks to one control server for one node. See the module docstring for the lifecycle."""
 
-    def __init__(self, opts: ControlOptions, *, on_event: Callable[[Event], None] | None = None,
-                 logger: logging.Logger | logging.LoggerAdapter | None = None,
-                 wall_clock: Callable[[], float] = time.time,
-                 rng: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        opts: ControlOptions,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
         self.opts = opts
         self._on_event = on_event or (lambda ev: None)
         self._log = logger or logging.getLogger("engine.control")
@@ -402,12 +409,21 @@ class ControlClient:
         poll always ends with an exception.
         """
         if self._server_key is None:
-            self._server_key = await fetch_server_key(self.opts.server_url, self.opts.version,
-                                                      timeout=self.opts.dial_timeout,
-                                                      socket_hook=self.opts.socket_hook)
-        async with ControlConn.dial(self.opts.server_url, self.opts.machine_key, self._server_key,
-                                    self.opts.version, timeout=self.opts.dial_timeout,
-                                    logger=self._log, socket_hook=self.opts.socket_hook) as conn:
+            self._server_key = await fetch_server_key(
+                self.opts.server_url,
+                self.opts.version,
+                timeout=self.opts.dial_timeout,
+                socket_hook=self.opts.socket_hook,
+            )
+        async with ControlConn.dial(
+            self.opts.server_url,
+            self.opts.machine_key,
+            self._server_key,
+            self.opts.version,
+            timeout=self.opts.dial_timeout,
+            logger=self._log,
+            socket_hook=self.opts.socket_hook,
+        ) as conn:
             self._conn = conn
             await conn.wait_early_payload(timeout=self.opts.dial_timeout)
             if self._want_logout:
@@ -454,8 +470,9 @@ class ControlClient:
                     task.exception()  # retrieved: no "exception was never retrieved" noise
                 return
             self._log.warning("control: connection attempt ignored cancellation (%d); cancelling again", i + 1)
-        self._log.error("control: connection attempt still running after %d cancellations; abandoning it",
-                        STOP_CANCEL_TRIES)
+        self._log.error(
+            "control: connection attempt still running after %d cancellations; abandoning it", STOP_CANCEL_TRIES
+        )
 
     async def _wait_wake(self, timeout: float | None) -> None:
         """Wait for ``_wake`` (set by login/logout/aclose) or ``timeout``; never loses a cancellation."""
@@ -489,8 +506,9 @@ class ControlClient:
                 extra["auth_url"] = None
             self._update(state=new, **extra)
 
-    def _register_request(self, *, auth: bool, followup: str | None = None,
-                          expiry: str | None = None) -> RegisterRequest:
+    def _register_request(
+        self, *, auth: bool, followup: str | None = None, expiry: str | None = None
+    ) -> RegisterRequest:
         return RegisterRequest(
             version=self.opts.version,
             node_key=self.opts.node_key.public(),
@@ -640,7 +658,8 @@ class ControlClient:
                         chunk = await resp.read()
                 except asyncio.TimeoutError:
                     raise ControlTransportError(
-                        f"map stream watchdog: nothing received for {self.opts.watchdog_timeout:g}s") from None
+                        f"map stream watchdog: nothing received for {self.opts.watchdog_timeout:g}s"
+                    ) from None
                 if not chunk:
                     raise ControlTransportError(f"map stream ended ({conn.closed_reason or 'EOF'})")
                 for msg in framer.feed(chunk):
@@ -704,6 +723,18 @@ class ControlClient:
 
 
 __all__ = [
-    "ControlClient", "ControlOptions", "State", "Input", "Status", "StatusChanged", "AuthURL", "NetMapUpdated",
-    "NodeKeyRotated", "LoginFailed", "Event", "next_state", "backoff_delay", "LOGOUT_EXPIRY",
+    "ControlClient",
+    "ControlOptions",
+    "State",
+    "Input",
+    "Status",
+    "StatusChanged",
+    "AuthURL",
+    "NetMapUpdated",
+    "NodeKeyRotated",
+    "LoginFailed",
+    "Event",
+    "next_state",
+    "backoff_delay",
+    "LOGOUT_EXPIRY",
 ]

@@ -55,7 +55,9 @@ class MapFramer:
                 try:
                     # the decompressor allocates a declared content size up front: refuse a too-large claim first
                     if zstandard.frame_content_size(body) > MAX_DECOMPRESSED_SIZE:
-                        raise MapStreamError(f"map message: zstd frame declares more than {MAX_DECOMPRESSED_SIZE} bytes")
+                        raise MapStreamError(
+                            f"map message: zstd frame declares more than {MAX_DECOMPRESSED_SIZE} bytes"
+                        )
                     body = self._dctx.decompress(body, max_output_size=MAX_DECOMPRESSED_SIZE)
                 except zstandard.ZstdError as e:
                     raise MapStreamError(f"map message: bad zstd frame: {e}") from None

@@ -235,8 +235,9 @@ class ClientHandshake:
 class ServerHandshake:
     """Responder side (tests and a Python test-control server): consume initiation, produce response."""
 
-    def __init__(self, control_key: MachinePrivate, *, ephemeral: MachinePrivate | None = None,
-                 min_version: int = 0) -> None:
+    def __init__(
+        self, control_key: MachinePrivate, *, ephemeral: MachinePrivate | None = None, min_version: int = 0
+    ) -> None:
         self._s = control_key
         self._e = ephemeral or MachinePrivate.generate()
         self._min_version = min_version
@@ -297,8 +298,9 @@ class NoiseConn:
     (``failed`` holds the reason) and all later input is ignored; it never raises on peer input.
     """
 
-    def __init__(self, *, send_key: bytes, recv_key: bytes, handshake_hash: bytes,
-                 peer: MachinePublic, version: int) -> None:
+    def __init__(
+        self, *, send_key: bytes, recv_key: bytes, handshake_hash: bytes, peer: MachinePublic, version: int
+    ) -> None:
         self._tx = ChaCha20Poly1305(send_key)
         self._rx = ChaCha20Poly1305(recv_key)
         self._tx_n = 0

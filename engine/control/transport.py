@@ -221,8 +221,7 @@ async def _open(url: ServerURL, timeout: float, verify_tls: bool = True, socket_
     try:
         async with asyncio.timeout(timeout):
             sock = await _connect(url.host, url.port, socket_hook)
-            return await asyncio.open_connection(sock=sock, ssl=ssl_ctx,
-                                                 server_hostname=url.host if ssl_ctx else None)
+            return await asyncio.open_connection(sock=sock, ssl=ssl_ctx, server_hostname=url.host if ssl_ctx else None)
     except (OSError, asyncio.TimeoutError) as e:
         if sock is not None:
             sock.close()
@@ -233,16 +232,19 @@ async def _open(url: ServerURL, timeout: float, verify_tls: bool = True, socket_
         raise
 
 
-async def http1_request(url: str, method: str = "GET", *, timeout: float = 10.0,
-                        socket_hook: SocketHook | None = None) -> tuple[int, dict[str, str], bytes]:
+async def http1_request(
+    url: str, method: str = "GET", *, timeout: float = 10.0, socket_hook: SocketHook | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """One plain HTTP/1.1 request with Connection: close (for /key and non-Noise ping answers)."""
     u = urlsplit(url)
     su = ServerURL.parse(f"{u.scheme}://{u.netloc}")
     path = (u.path or "/") + (f"?{u.query}" if u.query else "")
     reader, writer = await _open(su, timeout, socket_hook=socket_hook)
     try:
-        writer.write(f"{method} {path} HTTP/1.1\r\nHost: {su.authority}\r\nConnection: close\r\n"
-                     f"User-Agent: meshvpn\r\n\r\n".encode())
+        writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: {su.authority}\r\nConnection: close\r\n"
+            f"User-Agent: meshvpn\r\n\r\n".encode()
+        )
         await writer.drain()
         async with asyncio.timeout(timeout):
             raw = await reader.read(MAX_HTTP_HEAD * 16)
@@ -281,11 +283,13 @@ def _dechunk(body: bytes) -> bytes:
         pos = eol + 2 + size + 2
 
 
-async def fetch_server_key(server_url: str, version: int, *, timeout: float = 10.0,
-                           socket_hook: SocketHook | None = None) -> MachinePublic:
+async def fetch_server_key(
+    server_url: str, version: int, *, timeout: float = 10.0, socket_hook: SocketHook | None = None
+) -> MachinePublic:
     """GET /key?v=N; returns the control server's Noise static key."""
-    status, _, body = await http1_request(f"{server_url.rstrip('/')}/key?v={version}", timeout=timeout,
-                                          socket_hook=socket_hook)
+    status, _, body = await http1_request(
+        f"{server_url.rstrip('/')}/key?v={version}", timeout=timeout, socket_hook=socket_hook
+    )
     if status != 200:
         raise ControlTransportError(f"GET /key: HTTP {status}: {body[:200]!r}")
     try:
@@ -354,8 +358,14 @@ class StreamResponse:
 class ControlConn:
     """One ts2021 connection: Noise over TCP, then HTTP/2 client. Use ``async with ControlConn.dial(...)``."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, noise: NoiseConn,
-                 url: ServerURL, logger: logging.Logger | logging.LoggerAdapter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        noise: NoiseConn,
+        url: ServerURL,
+        logger: logging.Logger | logging.LoggerAdapter,
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._noise = noise
@@ -376,10 +386,17 @@ class ControlConn:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def dial(cls, server_url: str, machine_key: MachinePrivate, control_key: MachinePublic,
-                   version: int, *, timeout: float = 15.0,
-                   logger: logging.Logger | logging.LoggerAdapter | None = None,
-                   socket_hook: SocketHook | None = None) -> AsyncIterator["ControlConn"]:
+    async def dial(
+        cls,
+        server_url: str,
+        machine_key: MachinePrivate,
+        control_key: MachinePublic,
+        version: int,
+        *,
+        timeout: float = 15.0,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        socket_hook: SocketHook | None = None,
+    ) -> AsyncIterator["ControlConn"]:
         log = logger or logging.getLogger("engine.control")
         url = ServerURL.parse(server_url)
         hs = ClientHandshake(machine_key, control_key, version)
@@ -400,8 +417,8 @@ class ControlConn:
                         resp += await reader.readexactly(need - 3)
             except asyncio.IncompleteReadError as e:
                 raise ControlTransportError(
-                    "control server closed the connection during the handshake "
-                    "(unsupported capability version?)") from e
+                    "control server closed the connection during the handshake (unsupported capability version?)"
+                ) from e
             except (asyncio.LimitOverrunError, OSError, asyncio.TimeoutError) as e:
                 raise ControlTransportError(f"upgrade: {str(e) or type(e).__name__}") from e
             try:
@@ -425,8 +442,10 @@ class ControlConn:
     def _start_h2(self) -> None:
         self._h2.local_settings = h2.settings.Settings(
             client=True,
-            initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: H2_WINDOW,
-                            h2.settings.SettingCodes.ENABLE_PUSH: 0},
+            initial_values={
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: H2_WINDOW,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            },
         )
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(H2_WINDOW)
@@ -569,8 +588,15 @@ class ControlConn:
                 await self._early_event.wait()
         return self.early_noise
 
-    async def open_stream(self, method: str, path: str, body: bytes = b"", *,
-                          headers: dict[str, str] | None = None, timeout: float | None = 30.0) -> StreamResponse:
+    async def open_stream(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = 30.0,
+    ) -> StreamResponse:
         """Send a request; returns once response headers arrive (body read via the StreamResponse)."""
         if self.closed_reason is not None:
             raise ControlTransportError(f"connection closed: {self.closed_reason}")
@@ -616,9 +642,16 @@ class ControlConn:
             self._h2.send_data(sid, bytes(chunk), end_stream=not view)
             self._flush()
 
-    async def request(self, method: str, path: str, body: bytes = b"", *,
-                      headers: dict[str, str] | None = None, timeout: float | None = 30.0,
-                      limit: int = 64 << 20) -> Response:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = 30.0,
+        limit: int = 64 << 20,
+    ) -> Response:
         """A complete request/response exchange."""
         resp = await self.open_stream(method, path, body, headers=headers, timeout=timeout)
         try:

@@ -215,7 +215,7 @@ class UdpBind:
                     self.gso = False  # no checksum offload on the egress device: fall back for good
             data = b"".join(parts)
             for off in range(0, len(data), seg):
-                self._sendmsg(sock, [data[off:off + seg]], (), addr)
+                self._sendmsg(sock, [data[off : off + seg]], (), addr)
         else:
             for p in parts:
                 self._sendmsg(sock, [p], (), addr)
@@ -293,7 +293,7 @@ class MemoryBind:
             raise OSError(errno.EBADF, "closed")
         if seg:
             data = b"".join(bytes(p) for p in parts)
-            dgrams = [data[o:o + seg] for o in range(0, len(data), seg)]
+            dgrams = [data[o : o + seg] for o in range(0, len(data), seg)]
         else:
             dgrams = [bytes(p) for p in parts]
         for d in dgrams:

@@ -1,4 +1,4 @@
-"""`mesh-helper wg`: run the userspace WireGuard Device standalone (from a wg-quick style file, or as wg-quick's userspace implementation).
+"""`mesh-helper wg`: standalone userspace WireGuard (a wg-quick style file, or wg-quick's userspace implementation).
 
 Usage::
 
@@ -105,14 +105,16 @@ def config_actions(cfg: wgconfig.WgConfig) -> list[uapi.Action]:
         actions.append(uapi.SetFwmark(i.fwmark))
     actions.append(uapi.ReplacePeers())
     for p in cfg.peers:
-        actions.append(uapi.UpsertPeer(
-            p.public_key,
-            endpoint=_resolve(*p.endpoint) if p.endpoint else uapi.UNSET,
-            preshared_key=p.preshared_key.raw if p.preshared_key else uapi.UNSET,
-            persistent_keepalive=p.persistent_keepalive,
-            replace_allowed_ips=True,
-            allowed_ips=p.allowed_ips,
-        ))
+        actions.append(
+            uapi.UpsertPeer(
+                p.public_key,
+                endpoint=_resolve(*p.endpoint) if p.endpoint else uapi.UNSET,
+                preshared_key=p.preshared_key.raw if p.preshared_key else uapi.UNSET,
+                persistent_keepalive=p.persistent_keepalive,
+                replace_allowed_ips=True,
+                allowed_ips=p.allowed_ips,
+            )
+        )
     return actions
 
 
@@ -131,8 +133,9 @@ def _route_targets(cfg: wgconfig.WgConfig, log: logging.Logger) -> list[str]:
 class Runner:
     """Owns one running engine: Device + interface config + UAPI server, and tears them down."""
 
-    def __init__(self, ifname: str, cfg: wgconfig.WgConfig | None, log: logging.Logger,
-                 environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, ifname: str, cfg: wgconfig.WgConfig | None, log: logging.Logger, environ: dict[str, str] | None = None
+    ) -> None:
         self.ifname = ifname
         self.cfg = cfg
         self.log = log
@@ -161,8 +164,9 @@ class Runner:
 
         self._clean_stale()
         mtu = (self.cfg.interface.mtu if self.cfg else None) or 1420
-        dev = Device(self.ifname, mtu=mtu, timings=timings_from_env(self.environ),
-                     logger=logging.LoggerAdapter(self.log, {}))
+        dev = Device(
+            self.ifname, mtu=mtu, timings=timings_from_env(self.environ), logger=logging.LoggerAdapter(self.log, {})
+        )
         self.device = dev
         try:
             dev.up()
@@ -178,8 +182,9 @@ class Runner:
                     fam = "-6" if ":" in n else "-4"
                     _ip(fam, "route", "replace", n, "dev", self.ifname)
             key = self.cfg.interface.private_key if self.cfg is not None else None
-            self.server = uapi.UapiServer(dev, self.ifname, logger=self.log,
-                                          private_key=key.raw if key is not None else None)
+            self.server = uapi.UapiServer(
+                dev, self.ifname, logger=self.log, private_key=key.raw if key is not None else None
+            )
             self.server.start()
         except BaseException:
             self.close()
@@ -273,8 +278,13 @@ def _daemonize(argv: list[str], ifname: str, timeout: float = 30.0) -> int:
     with open(log_path, "ab") as logf:
         proc = subprocess.Popen(
             _self_command(argv) + ["--foreground"],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env, pass_fds=(w,),
-            start_new_session=True, cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=logf,
+            env=env,
+            pass_fds=(w,),
+            start_new_session=True,
+            cwd="/",
         )
     os.close(w)
     deadline = time.monotonic() + timeout
@@ -306,8 +316,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mesh-helper wg", description="Standalone userspace WireGuard interface.")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--config", "-c", metavar="FILE", help="wg-quick style configuration file")
-    g.add_argument("--userspace", metavar="IFACE",
-                   help="wg-quick userspace implementation mode: create IFACE + UAPI socket only")
+    g.add_argument(
+        "--userspace", metavar="IFACE", help="wg-quick userspace implementation mode: create IFACE + UAPI socket only"
+    )
     p.add_argument("--interface", "-i", metavar="NAME", help="interface name (default: config file stem)")
     p.add_argument("--foreground", "-f", action="store_true", help="do not detach; run until SIGTERM/SIGINT")
     p.add_argument("--log-file", metavar="PATH", help="log file of the background engine (default: /dev/null)")
@@ -340,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         rest = [a for a in args_list if a not in ("--foreground", "-f")]
         return _daemonize(rest, ifname)
     log = _logger(args.log_level)
-    for w in (cfg.warnings if cfg else ()):
+    for w in cfg.warnings if cfg else ():
         log.warning("%s", w)
     return _run_foreground(ifname, cfg, log)
 

@@ -142,9 +142,17 @@ class _PeerLog(logging.LoggerAdapter):
 class Device:
     """A WireGuard interface; see the module docstring for the API contract."""
 
-    def __init__(self, name: str, *, mtu: int = 1420, tun: Any = None, bind: Any = None,
-                 logger: logging.Logger | logging.LoggerAdapter | None = None,
-                 timings: Timings | None = None, tso: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        mtu: int = 1420,
+        tun: Any = None,
+        bind: Any = None,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        timings: Timings | None = None,
+        tso: bool = False,
+    ) -> None:
         self.name = name
         self.mtu = mtu
         self._tun = tun
@@ -157,8 +165,9 @@ class Device:
         self._listen_port = 0
         self._fwmark = 0
         self._private_key: bytes | None = None
-        self._core = DeviceCore(None, wall_clock=time.time, timings=self._timings, mtu=mtu,
-                                on_outgoing=self._on_outgoing)
+        self._core = DeviceCore(
+            None, wall_clock=time.time, timings=self._timings, mtu=mtu, on_outgoing=self._on_outgoing
+        )
         self._counters: dict[str, int] = {}
         self._closed = False
         self._running = False
@@ -195,9 +204,11 @@ class Device:
             try:
                 if self._tun is None:
                     from engine.dataplane.tun_linux import LinuxTun
+
                     self._tun = LinuxTun.create(self.name, mtu=self.mtu, offload=True, tso=self._tso)
                 if self._bind is None:
                     from engine.dataplane.bind import UdpBind
+
                     self._bind = UdpBind()
                 if self._fwmark:
                     self._bind.set_fwmark(self._fwmark)
@@ -206,8 +217,12 @@ class Device:
                 self._close_io()
                 raise
             self._running = True
-            for name, fn in (("tun", self._tun_loop), ("udp", self._udp_loop),
-                             ("handshake", self._handshake_loop), ("timers", self._timer_loop)):
+            for name, fn in (
+                ("tun", self._tun_loop),
+                ("udp", self._udp_loop),
+                ("handshake", self._handshake_loop),
+                ("timers", self._timer_loop),
+            ):
                 th = threading.Thread(target=self._guard, args=(fn,), name=f"{self.name}-{name}", daemon=True)
                 self._threads.append(th)
                 th.start()
@@ -311,9 +326,16 @@ class Device:
             return self._bind.parse_endpoint(value)
         return as_endpoint(value)
 
-    def upsert_peer(self, public_key: bytes, *, endpoint: object = UNCHANGED,
-                    allowed_ips: Iterable[object] | None = None, replace_allowed_ips: bool = False,
-                    preshared_key: object = UNCHANGED, persistent_keepalive: object = UNCHANGED) -> None:
+    def upsert_peer(
+        self,
+        public_key: bytes,
+        *,
+        endpoint: object = UNCHANGED,
+        allowed_ips: Iterable[object] | None = None,
+        replace_allowed_ips: bool = False,
+        preshared_key: object = UNCHANGED,
+        persistent_keepalive: object = UNCHANGED,
+    ) -> None:
         pub = _key32(public_key, "public key")
         nets = _networks(allowed_ips) if allowed_ips is not None else []
         kw: dict[str, Any] = {}
@@ -355,9 +377,19 @@ class Device:
     def peers(self) -> list[PeerStatus]:
         core = self._core
         with self._lock:
-            return [PeerStatus(bytes(p.public_key), p.preshared_key, p.endpoint,
-                               tuple(core.allowed_ips.entries_for(p)), p.last_handshake,
-                               p.rx_bytes, p.tx_bytes, int(p.persistent_keepalive)) for p in core.peers()]
+            return [
+                PeerStatus(
+                    bytes(p.public_key),
+                    p.preshared_key,
+                    p.endpoint,
+                    tuple(core.allowed_ips.entries_for(p)),
+                    p.last_handshake,
+                    p.rx_bytes,
+                    p.tx_bytes,
+                    int(p.persistent_keepalive),
+                )
+                for p in core.peers()
+            ]
 
     def counters(self) -> dict[str, int]:
         out = dict(self._core.counters())
@@ -450,7 +482,7 @@ class Device:
             pkts.clear()
             for i in range(nslots):
                 base = i * slot
-                n = read(inmv[base:base + slot - 32], i == 0)
+                n = read(inmv[base : base + slot - 32], i == 0)
                 if n <= 0:
                     if n == 0 and i == 0 and not self._running:
                         return
@@ -463,16 +495,16 @@ class Device:
                         continue
                     if inbuf[base] or inbuf[base + 1]:  # flags / gso_type: needs segmenting
                         try:
-                            segs = offload.segment(inmv[base:base + n])
+                            segs = offload.segment(inmv[base : base + n])
                         except (ValueError, IndexError, struct.error):
                             self._count("drop_tun_bad_offload")
                             continue
                         for sgm in segs:
                             pkts.append(memoryview(bytearray(sgm + _ZEROS[:16])))
                         continue
-                    pkts.append(inmv[base + _VNET:base + n + 16])  # + room for padding
+                    pkts.append(inmv[base + _VNET : base + n + 16])  # + room for padding
                 else:
-                    pkts.append(inmv[base:base + n + 16])
+                    pkts.append(inmv[base : base + n + 16])
             if not pkts:
                 continue
             now = time.monotonic()
@@ -545,11 +577,16 @@ class Device:
                         self._count("drop_no_endpoint")
                         continue
                     size = len(r)
-                    if not (run_open and ep == run_ep and size <= run_size and run_count < UDP_GSO_SEGMENTS
-                            and o - run_start + size <= UDP_GSO_MAX):
+                    if not (
+                        run_open
+                        and ep == run_ep
+                        and size <= run_size
+                        and run_count < UDP_GSO_SEGMENTS
+                        and o - run_start + size <= UDP_GSO_MAX
+                    ):
                         flush_run()
                         run_start, run_size, run_count, run_ep = o, size, 0, ep
-                    outmv[o:o + size] = r
+                    outmv[o : o + size] = r
                     o += size
                     run_count += 1
                     run_open = size == run_size
@@ -580,12 +617,17 @@ class Device:
             if ep is None:
                 self._count("drop_no_endpoint")
                 continue
-            if not (run_open and ep == run_ep and size <= run_size and run_count < UDP_GSO_SEGMENTS
-                    and o - run_start + size <= UDP_GSO_MAX):
+            if not (
+                run_open
+                and ep == run_ep
+                and size <= run_size
+                and run_count < UDP_GSO_SEGMENTS
+                and o - run_start + size <= UDP_GSO_MAX
+            ):
                 flush_run()
                 run_start, run_size, run_count, run_ep = o, size, 0, ep
             _HDR_PACK_INTO(outmv, o, _TRANSPORT_WORD, kp.remote_index, ctr)
-            kp.send_aead.encrypt_into(_NONCE(ctr), pkt[:plen], None, outmv[o + 16:o + size])
+            kp.send_aead.encrypt_into(_NONCE(ctr), pkt[:plen], None, outmv[o + 16 : o + size])
             o += size
             run_count += 1
             run_open = size == run_size
@@ -622,7 +664,7 @@ class Device:
             try:
                 # Block for the first batch; then take whatever else is already queued (up to
                 # RECV_BATCHES) so that one flow's segments coalesce into bigger TUN writes.
-                n, seg, src = recv(rmv[base:base + RECV_SLOT], k == 0)
+                n, seg, src = recv(rmv[base : base + RECV_SLOT], k == 0)
             except OSError as e:
                 self._count("recv_errors")
                 self._log.debug("recv failed: %s", e)
@@ -660,7 +702,7 @@ class Device:
                         else:
                             counters["drop_malformed"] = counters.get("drop_malformed", 0) + 1
                         continue
-                    kp = index.get(_from_bytes(rbuf[off + 4:off + 8], "little"))
+                    kp = index.get(_from_bytes(rbuf[off + 4 : off + 8], "little"))
                     if kp.__class__ is not Keypair:
                         counters["drop_unknown_index"] = counters.get("drop_unknown_index", 0) + 1
                         continue
@@ -668,13 +710,13 @@ class Device:
                     if peer.keypairs.next is kp or now - kp.created >= reject_time:
                         self._slow_decrypt(bytes(d), src, now, plain)
                         continue
-                    ctr = _from_bytes(rbuf[off + 8:off + 16], "little")
+                    ctr = _from_bytes(rbuf[off + 8 : off + 16], "little")
                     if ctr >= reject_msgs:
                         counters["drop_counter_limit"] = counters.get("drop_counter_limit", 0) + 1
                         continue
                     plen = dl - 32
                     try:
-                        kp.recv_aead.decrypt_into(_NONCE(ctr), d[16:], None, pmv[off:off + plen])
+                        kp.recv_aead.decrypt_into(_NONCE(ctr), d[16:], None, pmv[off : off + plen])
                     except InvalidTag:
                         counters["drop_decrypt_transport"] = counters.get("drop_decrypt_transport", 0) + 1
                         continue
@@ -696,7 +738,7 @@ class Device:
                         key = "drop_" + ln
                         counters[key] = counters.get(key, 0) + 1
                         continue
-                    plain.append(pmv[off:off + ln])
+                    plain.append(pmv[off : off + ln])
             if k < RECV_BATCHES:
                 continue
             k = 0

@@ -73,8 +73,14 @@ def checksum_partial(data: bytes | memoryview) -> int:
 
 
 def _pseudo4(ip: bytes | memoryview, proto: int, length: int) -> int:
-    return (int.from_bytes(ip[12:14], "big") + int.from_bytes(ip[14:16], "big") + int.from_bytes(ip[16:18], "big")
-            + int.from_bytes(ip[18:20], "big") + proto + length)
+    return (
+        int.from_bytes(ip[12:14], "big")
+        + int.from_bytes(ip[14:16], "big")
+        + int.from_bytes(ip[16:18], "big")
+        + int.from_bytes(ip[18:20], "big")
+        + proto
+        + length
+    )
 
 
 def _pseudo6(ip: bytes | memoryview, proto: int, length: int) -> int:
@@ -93,6 +99,7 @@ def ipv4_header_checksum(hdr: bytearray) -> None:
 # Receive side: coalescing
 # ----------------------------------------------------------------------------------------------
 
+
 def _mask(ihl: int, thl: int) -> int:
     """Bit mask over the IP+TCP header selecting the fields that must match to coalesce."""
     m = bytearray(b"\xff" * (ihl + thl))
@@ -102,17 +109,18 @@ def _mask(ihl: int, thl: int) -> int:
     else:
         m[4:6] = b"\0\0"  # IPv6 payload length
     t = ihl
-    m[t + 4:t + 8] = b"\0\0\0\0"  # sequence number
+    m[t + 4 : t + 8] = b"\0\0\0\0"  # sequence number
     m[t + 13] = 0xFF & ~(_TCP_PSH)  # flags except PSH
-    m[t + 16:t + 18] = b"\0\0"  # checksum
+    m[t + 16 : t + 18] = b"\0\0"  # checksum
     return int.from_bytes(m, "big")
 
 
 _MASKS: dict[int, int] = {}  # by ihl + header length: 40 + thl (IPv4), 80 + thl (IPv6)
 
 
-def _group_frame(parts: list, first: memoryview, hdr: memoryview, hl: int, plen_total: int, mss: int,
-                 v6: bool, psh: bool) -> list:
+def _group_frame(
+    parts: list, first: memoryview, hdr: memoryview, hl: int, plen_total: int, mss: int, v6: bool, psh: bool
+) -> list:
     """The TUN frame of a run: ``first`` as it is if the run is that one segment, else the run's
     payloads prefixed with a GSO virtio header and the fixed-up IP/TCP header."""
     if len(parts) == 3:  # [vnet, hdr, the first segment's payload]
@@ -180,9 +188,8 @@ def coalesce(pkts: list, frames: list) -> None:
                 if mask is None:
                     mask = masks[hl + ihl] = _mask(ihl, thl)
                 key = from_bytes(hdr, "big") & mask
-                seq = from_bytes(pkt[ihl + 4:ihl + 8], "big")
-                if (g_open and key == g_key and seq == g_next and plen <= g_mss
-                        and g_len + plen + hl <= _MAX_IP_LEN):
+                seq = from_bytes(pkt[ihl + 4 : ihl + 8], "big")
+                if g_open and key == g_key and seq == g_next and plen <= g_mss and g_len + plen + hl <= _MAX_IP_LEN:
                     g_parts.append(pkt[hl:])
                     g_len += plen
                     g_next = (seq + plen) & 0xFFFFFFFF
@@ -232,6 +239,7 @@ class Coalescer:
 # Send side: segmentation of TSO super-packets and completion of partial checksums
 # ----------------------------------------------------------------------------------------------
 
+
 def complete_checksum(pkt: bytearray | memoryview, csum_start: int, csum_offset: int) -> None:
     """Finish a NEEDS_CSUM packet: the field holds the pseudo-header sum; sum from csum_start."""
     pos = csum_start + csum_offset
@@ -266,7 +274,7 @@ def segment(frame: memoryview) -> list[bytes]:
         raise ValueError("bad TSO frame")
     hdr = bytes(pkt[:hl])
     payload = pkt[hl:]
-    seq0 = int.from_bytes(hdr[ihl + 4:ihl + 8], "big")
+    seq0 = int.from_bytes(hdr[ihl + 4 : ihl + 8], "big")
     flags0 = hdr[ihl + 13]
     ipid0 = int.from_bytes(hdr[4:6], "big") if not v6 else 0
     src_dst = 0
@@ -279,7 +287,7 @@ def segment(frame: memoryview) -> list[bytes]:
     nseg = (total + gso_size - 1) // gso_size
     for i in range(nseg):
         off = i * gso_size
-        chunk = payload[off:off + gso_size]
+        chunk = payload[off : off + gso_size]
         clen = len(chunk)
         h = bytearray(hdr)
         last = i == nseg - 1

@@ -83,8 +83,9 @@ class LinuxTun:
     so the kernel hands us TCP super-packets (up to 64 KiB) and accepts coalesced ones.
     """
 
-    def __init__(self, fd: int, name: str, mtu: int, vnet_hdr: bool, *, owns_link: bool = True,
-                 tso: bool = False) -> None:
+    def __init__(
+        self, fd: int, name: str, mtu: int, vnet_hdr: bool, *, owns_link: bool = True, tso: bool = False
+    ) -> None:
         self.fd = fd
         self.tso = tso  # reads may be TCP super-packets of up to 64 KiB
         self.name = name
@@ -99,9 +100,18 @@ class LinuxTun:
         os.set_blocking(fd, False)
 
     @classmethod
-    def create(cls, name: str, *, mtu: int = 1420, offload: bool = True, tso: bool = False,
-               multi_queue: bool = False, addresses: Iterable[str] = (), up: bool = True,
-               txqueuelen: int = TX_QUEUE_LEN) -> "LinuxTun":
+    def create(
+        cls,
+        name: str,
+        *,
+        mtu: int = 1420,
+        offload: bool = True,
+        tso: bool = False,
+        multi_queue: bool = False,
+        addresses: Iterable[str] = (),
+        up: bool = True,
+        txqueuelen: int = TX_QUEUE_LEN,
+    ) -> "LinuxTun":
         """Create (or attach to) TUN ``name``, set its MTU and addresses and bring it up.
 
         ``offload``: IFF_VNET_HDR, so we can write coalesced TCP super-packets (GRO towards the

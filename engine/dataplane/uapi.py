@@ -1,4 +1,4 @@
-"""WireGuard's cross-platform configuration protocol (UAPI) on /var/run/wireguard/IFACE.sock: a pure codec plus a thin socket server.
+"""WireGuard's UAPI configuration protocol on /var/run/wireguard/IFACE.sock: a pure codec plus a thin socket server.
 
 Protocol (https://www.wireguard.com/xplatform/), one request per blank-line-terminated block::
 
@@ -212,8 +212,9 @@ class _PeerBuilder:
     def action(self) -> Action:
         if self.remove:
             return RemovePeer(self.public_key)
-        return UpsertPeer(self.public_key, allowed_ips=tuple(self.allowed),
-                          remove_allowed_ips=tuple(self.removed), **self.fields)  # type: ignore[arg-type]
+        return UpsertPeer(
+            self.public_key, allowed_ips=tuple(self.allowed), remove_allowed_ips=tuple(self.removed), **self.fields
+        )  # type: ignore[arg-type]
 
 
 def parse_set(lines: Iterable[str]) -> tuple[Action, ...]:
@@ -337,6 +338,7 @@ def handle_request(text: str, state: DeviceState | None) -> Reply:
 
 # --- adapter: Device <-> codec -----------------------------------------------------------
 
+
 def snapshot(device, private_key: bytes | None = None) -> DeviceState:
     """A DeviceState from an engine.dataplane.device.Device (or anything with the same API).
 
@@ -448,10 +450,16 @@ class UapiServer:
 
     SOCKET_DIR = Path("/var/run/wireguard")
 
-    def __init__(self, device, ifname: str, *, socket_dir: Path | str | None = None,
-                 logger: logging.Logger | logging.LoggerAdapter | None = None,
-                 apply: Callable[[object, Iterable[Action]], None] = apply_actions,
-                 private_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        device,
+        ifname: str,
+        *,
+        socket_dir: Path | str | None = None,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        apply: Callable[[object, Iterable[Action]], None] = apply_actions,
+        private_key: bytes | None = None,
+    ) -> None:
         self.device = device
         self.ifname = ifname
         self.dir = Path(socket_dir) if socket_dir is not None else self.SOCKET_DIR
@@ -534,8 +542,9 @@ class UapiServer:
                     except OSError:
                         continue
                     self._conns.add(conn)
-                    threading.Thread(target=self._serve, args=(conn,), name=f"uapi-{self.ifname}-conn",
-                                     daemon=True).start()
+                    threading.Thread(
+                        target=self._serve, args=(conn,), name=f"uapi-{self.ifname}-conn", daemon=True
+                    ).start()
         finally:
             sel.close()
 
@@ -588,7 +597,24 @@ class UapiServer:
 
 
 __all__ = [
-    "UapiError", "DeviceState", "PeerState", "SetPrivateKey", "SetListenPort", "SetFwmark", "ReplacePeers",
-    "RemovePeer", "UpsertPeer", "Action", "Reply", "UNSET", "parse_set", "format_get", "handle_request",
-    "parse_endpoint", "errno_response", "snapshot", "apply_actions", "UapiServer",
+    "UapiError",
+    "DeviceState",
+    "PeerState",
+    "SetPrivateKey",
+    "SetListenPort",
+    "SetFwmark",
+    "ReplacePeers",
+    "RemovePeer",
+    "UpsertPeer",
+    "Action",
+    "Reply",
+    "UNSET",
+    "parse_set",
+    "format_get",
+    "handle_request",
+    "parse_endpoint",
+    "errno_response",
+    "snapshot",
+    "apply_actions",
+    "UapiServer",
 ]

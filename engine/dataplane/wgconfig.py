@@ -100,8 +100,9 @@ def _key(filename: str, lineno: int, field: str, value: str) -> bytes:
     return raw
 
 
-def _int(filename: str, lineno: int, field: str, value: str, lo: int, hi: int, *, off_ok: bool = False,
-         hex_ok: bool = False) -> int:
+def _int(
+    filename: str, lineno: int, field: str, value: str, lo: int, hi: int, *, off_ok: bool = False, hex_ok: bool = False
+) -> int:
     v = value.strip()
     if off_ok and v.lower() == "off":
         return 0

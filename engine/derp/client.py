@@ -269,7 +269,7 @@ class DerpClient:
             # DERPNode.CertName "sha256-raw:<hex>" pins the server's self-signed certificate
             der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True) or b""
             got = hashlib.sha256(der).hexdigest()
-            if not hmac.compare_digest(got, node.cert_name[len("sha256-raw:"):].lower()):
+            if not hmac.compare_digest(got, node.cert_name[len("sha256-raw:") :].lower()):
                 raise ssl.SSLError(f"DERP server certificate does not match pinned {node.cert_name[:24]}…")
         conn = p.DerpClientConn(private_key=self._key, host=node.host_name or host, random=self._random)
         self._conn = conn

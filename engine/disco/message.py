@@ -103,6 +103,7 @@ def parse(b: bytes) -> Message | None:
             return CallMeMaybe(endpoints=())
         k = len(p) // EP_LEN
         take = min(k, MAX_CALL_ME_MAYBE_ENDPOINTS)
-        return CallMeMaybe(endpoints=tuple(unpack_addrport(p[i * EP_LEN : (i + 1) * EP_LEN]) for i in range(take)),
-                           dropped=k - take)
+        return CallMeMaybe(
+            endpoints=tuple(unpack_addrport(p[i * EP_LEN : (i + 1) * EP_LEN]) for i in range(take)), dropped=k - take
+        )
     return None

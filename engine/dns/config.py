@@ -1,4 +1,4 @@
-"""MagicDNS configuration: the pure mapping from netmap (self node, peers, DNSConfig, exit node) to what quad-100 answers."""
+"""MagicDNS config: the pure mapping from netmap (self node, peers, DNSConfig, exit node) to what quad-100 answers."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class DoHUpstream:
     def server_name(self) -> str:
         h = self.host
         if h.startswith("["):
-            return h[1:h.index("]")]
+            return h[1 : h.index("]")]
         return h.rsplit(":", 1)[0] if ":" in h else h
 
     def __str__(self) -> str:
@@ -172,7 +172,9 @@ def _upstreams(resolvers: Iterable[Any] | None) -> tuple[AnyUpstream, ...]:
 
 def _with_exit_node(resolvers: Iterable[Any] | None) -> list[Any]:
     """tailscale useWithExitNodeResolvers: only the resolvers marked UseWithExitNode."""
-    return [r for r in resolvers or () if not isinstance(r, str) and field_of(r, "use_with_exit_node", "UseWithExitNode")]
+    return [
+        r for r in resolvers or () if not isinstance(r, str) and field_of(r, "use_with_exit_node", "UseWithExitNode")
+    ]
 
 
 def config_from_netmap(
@@ -229,7 +231,11 @@ def config_from_netmap(
         except ValueError:
             continue
         rtype = (field_of(rec, "type", "Type") or "").upper()
-        if rtype not in ("", "A", "AAAA") or (rtype == "A" and ip.version != 4) or (rtype == "AAAA" and ip.version != 6):
+        if (
+            rtype not in ("", "A", "AAAA")
+            or (rtype == "A" and ip.version != 4)
+            or (rtype == "AAAA" and ip.version != 6)
+        ):
             continue
         if name:
             hosts.setdefault(fqdn(name), []).append(str(ip))
@@ -243,7 +249,7 @@ def config_from_netmap(
     global_resolvers = field_of(dns_config, "resolvers", "Resolvers") or ()
     via_exit = using_exit_node and peer_can_proxy_dns(exit_node)
     split = field_of(dns_config, "routes", "Routes") or {}
-    for suffix, resolvers in (split.items() if isinstance(split, Mapping) else ()):
+    for suffix, resolvers in split.items() if isinstance(split, Mapping) else ():
         if not valid_domains([suffix], "split-DNS route"):
             continue  # logged; a name that is no DNS name must never reach resolv.conf / resolvectl
         if via_exit and resolvers:
@@ -265,7 +271,12 @@ def config_from_netmap(
             upstreams = (doh,) if doh is not None else ()
     else:
         upstreams = _upstreams(global_resolvers)
-        if not upstreams and not global_resolvers and using_exit_node and field_of(exit_node, "is_wireguard_only", "IsWireGuardOnly"):
+        if (
+            not upstreams
+            and not global_resolvers
+            and using_exit_node
+            and field_of(exit_node, "is_wireguard_only", "IsWireGuardOnly")
+        ):
             upstreams = _upstreams(field_of(exit_node, "exit_node_dns_resolvers", "ExitNodeDNSResolvers"))
         if not upstreams and using_exit_node:
             upstreams = _upstreams(field_of(dns_config, "fallback_resolvers", "FallbackResolvers"))

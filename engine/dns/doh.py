@@ -203,7 +203,8 @@ class DoHClient:
                 if up.tls:
                     ctx = self._ssl or ssl.create_default_context()
                 reader, writer = await asyncio.open_connection(
-                    sock=s, ssl=ctx, server_hostname=up.server_name if ctx is not None else None)
+                    sock=s, ssl=ctx, server_hostname=up.server_name if ctx is not None else None
+                )
             except BaseException as e:
                 s.close()
                 if not isinstance(e, (OSError, ssl.SSLError)):

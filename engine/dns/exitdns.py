@@ -102,5 +102,14 @@ def exit_node_doh_url(self_addresses: Iterable[str], node: Any) -> str | None:
     return base + DOH_PATH if base else None
 
 
-__all__ = ["peer_can_proxy_dns", "peer_api_ports", "peer_api_base", "exit_node_doh_url", "DOH_PATH",
-           "PROTO_PEERAPI4", "PROTO_PEERAPI6", "PROTO_PEERAPI_DNS", "MIN_CAP_PEERAPI_DNS"]
+__all__ = [
+    "peer_can_proxy_dns",
+    "peer_api_ports",
+    "peer_api_base",
+    "exit_node_doh_url",
+    "DOH_PATH",
+    "PROTO_PEERAPI4",
+    "PROTO_PEERAPI6",
+    "PROTO_PEERAPI_DNS",
+    "MIN_CAP_PEERAPI_DNS",
+]

@@ -1,4 +1,4 @@
-"""Asyncio adapter that forwards raw DNS queries upstream: UDP (TCP on truncation or for TCP clients) or DoH by upstream kind."""
+"""Asyncio adapter forwarding raw DNS queries: UDP (TCP on truncation or for TCP clients) or DoH, by upstream kind."""
 
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ class Forwarder:
     DoH upstreams go through `doh` (one pooled client; its own timeout, DOH_TIMEOUT).
     """
 
-    def __init__(self, *, timeout: float = UPSTREAM_TIMEOUT, socket_hook: SocketHook | None = None,
-                 doh: DoHClient | None = None) -> None:
+    def __init__(
+        self, *, timeout: float = UPSTREAM_TIMEOUT, socket_hook: SocketHook | None = None, doh: DoHClient | None = None
+    ) -> None:
         self._timeout = timeout
         self._hook = socket_hook
         self.doh = doh or DoHClient(socket_hook=socket_hook)

@@ -35,11 +35,16 @@ class ArrivalGuard:
     the check is skipped: the nft input rules are the first line.
     """
 
-    def __init__(self, addrs: Iterable[str], extra_ifaces: Iterable[str] = (), *,
-                 holders: Callable[[Iterable[str]], set[int]] = netlink.ifindexes_holding,
-                 route: Callable[[str], int | None] = netlink.route_oif,
-                 clock: Callable[[], float] = time.monotonic,
-                 logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
+    def __init__(
+        self,
+        addrs: Iterable[str],
+        extra_ifaces: Iterable[str] = (),
+        *,
+        holders: Callable[[Iterable[str]], set[int]] = netlink.ifindexes_holding,
+        route: Callable[[str], int | None] = netlink.route_oif,
+        clock: Callable[[], float] = time.monotonic,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
         self.addrs = tuple(a for a in addrs if a not in ("", "0.0.0.0", "::"))
         self.extra_ifaces = tuple(extra_ifaces)
         self._holders, self._route, self._clock = holders, route, clock

@@ -1,10 +1,10 @@
 """MagicDNS subsystem for the daemon: owns the resolver, the quad-100 server and the OS configurator.
 
-    async with DNSManager(os_dns=choose_os_configurator("tun0")) as dns:   # cleans leftovers, listens
-        dns.set(self_node, peers, dns_config)        # on every netmap (idempotent)
-        dns.set(self_node, peers, dns_config, exit_node=peer)   # using an exit node: its peerAPI DoH resolves
-        dns.set(None, (), None)                      # "--accept-dns=false" / logged out: OS restored
-    # on exit: OS DNS restored, listeners closed
+async with DNSManager(os_dns=choose_os_configurator("tun0")) as dns:   # cleans leftovers, listens
+    dns.set(self_node, peers, dns_config)        # on every netmap (idempotent)
+    dns.set(self_node, peers, dns_config, exit_node=peer)   # using an exit node: its peerAPI DoH resolves
+    dns.set(None, (), None)                      # "--accept-dns=false" / logged out: OS restored
+# on exit: OS DNS restored, listeners closed
 """
 
 from __future__ import annotations
@@ -99,8 +99,16 @@ class DNSManager:
                     await self._server.forwarder.aclose()  # pooled DoH connections
                 self._server = None
 
-    def set(self, self_node: Any, peers: Iterable[Any], dns_config: Any, *, accept_dns: bool = True,
-            exit_node: Any = None, using_exit_node: bool | None = None) -> ResolverConfig:
+    def set(
+        self,
+        self_node: Any,
+        peers: Iterable[Any],
+        dns_config: Any,
+        *,
+        accept_dns: bool = True,
+        exit_node: Any = None,
+        using_exit_node: bool | None = None,
+    ) -> ResolverConfig:
         """Apply a netmap. The OS is pointed at quad-100 only with accept_dns and a DNSConfig.
 
         exit_node / using_exit_node: see config_from_netmap (DNS through the exit node's peerAPI DoH).
@@ -108,9 +116,18 @@ class DNSManager:
         peers = list(peers)
         self._last_set = (self_node, peers, dns_config, accept_dns, exit_node, using_exit_node)
         os_upstreams = getattr(self.os_dns, "original_nameservers", lambda: [])()
-        cfg = (config_from_netmap(self_node, peers, dns_config, os_upstreams=os_upstreams,
-                                  exit_node=exit_node, using_exit_node=using_exit_node)
-               if self_node else ResolverConfig())
+        cfg = (
+            config_from_netmap(
+                self_node,
+                peers,
+                dns_config,
+                os_upstreams=os_upstreams,
+                exit_node=exit_node,
+                using_exit_node=using_exit_node,
+            )
+            if self_node
+            else ResolverConfig()
+        )
         self.resolver.set_config(cfg)
         want: OSDNSConfig | None = None
         if accept_dns and dns_config is not None and self_node:
@@ -146,17 +163,23 @@ class DNSManager:
                 self._tramples.popleft()
             if len(self._tramples) > TRAMPLE_LIMIT:
                 self._gave_up = True
-                self._log.error("resolv.conf keeps being overwritten by another program (%d times in %.0f s); "
-                                "leaving it alone: tailnet names will not resolve until the DNS settings change",
-                                len(self._tramples) - 1, TRAMPLE_WINDOW)
+                self._log.error(
+                    "resolv.conf keeps being overwritten by another program (%d times in %.0f s); "
+                    "leaving it alone: tailnet names will not resolve until the DNS settings change",
+                    len(self._tramples) - 1,
+                    TRAMPLE_WINDOW,
+                )
                 continue
-            self._log.warning("resolv.conf was overwritten by another program (a DHCP client?): its servers are "
-                              "now the upstreams for other names, and MagicDNS is configured again")
+            self._log.warning(
+                "resolv.conf was overwritten by another program (a DHCP client?): its servers are "
+                "now the upstreams for other names, and MagicDNS is configured again"
+            )
             try:
                 self.os_dns.set(self._last_os)  # adopts the new file as the original, then rewrites it
                 node, peers, dns_config, accept_dns, exit_node, using_exit = self._last_set
-                self.set(node, peers, dns_config, accept_dns=accept_dns, exit_node=exit_node,
-                         using_exit_node=using_exit)  # new upstreams for the resolver
+                self.set(
+                    node, peers, dns_config, accept_dns=accept_dns, exit_node=exit_node, using_exit_node=using_exit
+                )  # new upstreams for the resolver
             except Exception as e:  # noqa: BLE001 - keep watching
                 self._log.error("re-applying DNS after the overwrite failed: %s", e)
 

@@ -1,4 +1,4 @@
-"""Validation of DNS names and addresses from the control server before they reach resolv.conf or resolvectl arguments."""
+"""Checks on DNS names and addresses from the control server before they reach resolv.conf or resolvectl arguments."""
 
 from __future__ import annotations
 
@@ -45,8 +45,9 @@ def is_valid_domain(name: Any) -> bool:
     return True
 
 
-def valid_domains(names: Iterable[Any], what: str = "search domain",
-                  logger: logging.Logger | logging.LoggerAdapter[Any] | None = None) -> list[str]:
+def valid_domains(
+    names: Iterable[Any], what: str = "search domain", logger: logging.Logger | logging.LoggerAdapter[Any] | None = None
+) -> list[str]:
     """The valid ones of `names`, normalised (see check_domain), in order, without duplicates; each bad one logged."""
     out: list[str] = []
     if isinstance(names, (str, bytes)):

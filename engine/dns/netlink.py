@@ -1,4 +1,4 @@
-"""Two rtnetlink look-ups for MagicDNS's interface check: which interfaces hold an address, which one a reply leaves by."""
+"""Two rtnetlink look-ups for MagicDNS's interface check: which interfaces hold an address, which a reply leaves by."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _attrs(buf: bytes, off: int, end: int) -> dict[int, bytes]:
         ln, typ = _RTATTR.unpack_from(buf, off)
         if ln < _RTATTR.size or off + ln > end:
             break
-        out.setdefault(typ, buf[off + _RTATTR.size:off + ln])
+        out.setdefault(typ, buf[off + _RTATTR.size : off + ln])
         off += _align(ln)
     return out
 
@@ -43,7 +43,7 @@ def _messages(data: bytes):
         ln, typ, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, off)
         if ln < _NLMSGHDR.size or off + ln > len(data):
             return
-        yield typ, data[off:off + ln]
+        yield typ, data[off : off + ln]
         off += _align(ln)
 
 
@@ -97,8 +97,7 @@ def route_oif(addr: str) -> int | None:
     try:
         replies = _request(RTM_GETROUTE, 0, body)
     except OSError as e:
-        if e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EACCES,
-                       errno.EINVAL, errno.ESRCH):
+        if e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EACCES, errno.EINVAL, errno.ESRCH):
             return None
         raise
     for typ, msg in replies:

@@ -29,6 +29,9 @@ def os_config_for(resolver: ResolverConfig, *, ipv6: bool = False, route_all: bo
     """
     ns = (QUAD100_V4, QUAD100_V6) if ipv6 else (QUAD100_V4,)
     search = tuple(valid_domains(resolver.search))
-    match = tuple(valid_domains((d for d in (*resolver.local_domains, *resolver.routes) if not d.endswith(".arpa.")),
-                                "split-DNS domain"))
+    match = tuple(
+        valid_domains(
+            (d for d in (*resolver.local_domains, *resolver.routes) if not d.endswith(".arpa.")), "split-DNS domain"
+        )
+    )
     return OSDNSConfig(nameservers=ns, search_domains=search, match_domains=match, route_all=route_all)

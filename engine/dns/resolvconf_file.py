@@ -1,4 +1,4 @@
-"""OS DNS by rewriting /etc/resolv.conf, with the original journaled in /run/meshvpn and restored on stop or at the next start.
+"""OS DNS by rewriting /etc/resolv.conf; the original is journaled in /run/meshvpn, restored on stop or at next start.
 
 Writes are in place (truncate + write), not rename: inside `ip netns exec` and in
 containers /etc/resolv.conf is a bind mount that cannot be replaced by rename. A symlinked
@@ -89,8 +89,13 @@ class ResolvConfFile:
             original = (self._jdir / LEGACY_BACKUP).read_text()
         except OSError:
             original = ""
-        j = {"path": meta.get("path", str(self.path)), "symlink": meta.get("symlink"),
-             "absent": bool(meta.get("absent")), "original": original, "written": meta.get("written")}
+        j = {
+            "path": meta.get("path", str(self.path)),
+            "symlink": meta.get("symlink"),
+            "absent": bool(meta.get("absent")),
+            "original": original,
+            "written": meta.get("written"),
+        }
         self._journal.write(j)
         (self._jdir / LEGACY_BACKUP).unlink(missing_ok=True)
         return j

@@ -38,15 +38,17 @@ def resolv_conf_uses_resolved(etc_resolv: Path = ETC_RESOLV_CONF) -> bool:
     return False
 
 
-def resolved_available(run_dir: Path = RESOLVED_RUN_DIR, which=shutil.which,
-                       etc_resolv: Path = ETC_RESOLV_CONF) -> bool:
+def resolved_available(
+    run_dir: Path = RESOLVED_RUN_DIR, which=shutil.which, etc_resolv: Path = ETC_RESOLV_CONF
+) -> bool:
     """Use resolved iff resolvectl exists, resolved runs (its runtime resolv.conf) and the system resolves through it.
 
     A resolved that runs while /etc/resolv.conf names other servers ("foreign" mode) would ignore
     per-link settings for most programs, so then resolv.conf is managed directly (as tailscale does).
     """
-    return (which("resolvectl") is not None and (run_dir / "resolv.conf").exists()
-            and resolv_conf_uses_resolved(etc_resolv))
+    return (
+        which("resolvectl") is not None and (run_dir / "resolv.conf").exists() and resolv_conf_uses_resolved(etc_resolv)
+    )
 
 
 def resolvectl_commands(link: str, cfg: OSDNSConfig | None) -> list[list[str]]:
@@ -102,9 +104,14 @@ class ResolvedConfigurator:
         if self._last is None:
             self._log.info("systemd-resolved: DNS on %s reverted", self.link)
         else:
-            self._log.info("systemd-resolved: %s -> %s (%s)", self.link, ", ".join(cfg.nameservers),
-                           "all names" if cfg.route_all else "split: " + " ".join(
-                               dict.fromkeys((*cfg.search_domains, *cfg.match_domains))))
+            self._log.info(
+                "systemd-resolved: %s -> %s (%s)",
+                self.link,
+                ", ".join(cfg.nameservers),
+                "all names"
+                if cfg.route_all
+                else "split: " + " ".join(dict.fromkeys((*cfg.search_domains, *cfg.match_domains))),
+            )
 
     def cleanup_leftovers(self) -> bool:
         self._run(["resolvectl", "revert", self.link], check=False)

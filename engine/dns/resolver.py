@@ -1,9 +1,9 @@
 """MagicDNS resolver core (sans-IO): a DNS query in, a reply, a forward request, or a counted drop out.
 
-    handle(query) ->  Reply(wire)                      tailnet names, PTR, NXDOMAIN, FORMERR, SERVFAIL
-                      Forward(query, upstreams)        split-DNS route or default upstreams
-                      Drop(reason)                     junk we must not answer (counted)
-    finish_forward(query, upstream_reply | None) -> Reply | Drop
+handle(query) ->  Reply(wire)                      tailnet names, PTR, NXDOMAIN, FORMERR, SERVFAIL
+                  Forward(query, upstreams)        split-DNS route or default upstreams
+                  Drop(reason)                     junk we must not answer (counted)
+finish_forward(query, upstream_reply | None) -> Reply | Drop
 """
 
 from __future__ import annotations
@@ -223,7 +223,9 @@ class Resolver:
                 host = self._reverse.get(str(ip))
                 if host is not None:
                     if qtype == dns.rdatatype.PTR:
-                        return self._reply(q, tcp, answers=[dns.rrset.from_text(qname, self.config.ttl, "IN", "PTR", host)])
+                        return self._reply(
+                            q, tcp, answers=[dns.rrset.from_text(qname, self.config.ttl, "IN", "PTR", host)]
+                        )
                     return self._reply(q, tcp)
                 if ip in CGNAT_V4 or ip in TAILNET_V6:
                     if self._in_local(name):
@@ -241,14 +243,15 @@ class Resolver:
             self.counters.nxdomain += 1
         elif rcode == dns.rcode.NOERROR:
             self.counters.local += 1
-        limit = 65535 if tcp else max(MIN_UDP_PAYLOAD, min(q.payload if q.edns >= 0 else MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD))
+        limit = (
+            65535 if tcp else max(MIN_UDP_PAYLOAD, min(q.payload if q.edns >= 0 else MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD))
+        )
         try:
             return Reply(r.to_wire(max_size=limit))
         except dns.exception.TooBig:
             r.answer.clear()
             r.flags |= dns.flags.TC
             return Reply(r.to_wire(max_size=limit))
-
 
 
 __all__ = ["Resolver", "Reply", "Forward", "Drop", "Action", "Counters", "MAX_QUERY_BYTES", "fqdn"]

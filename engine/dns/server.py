@@ -1,4 +1,4 @@
-"""Asyncio MagicDNS server adapter: UDP + TCP listeners (100.100.100.100:53, fd7a:115c:a1e0::53) around the Resolver core.
+"""Asyncio MagicDNS server adapter: UDP and TCP listeners (100.100.100.100:53, fd7a:115c:a1e0::53) around the Resolver.
 
 Admission (engine/dns/guard.py), counted in resolver.counters.drops: a UDP query must arrive
 on lo or the interface holding the listen address (IP_PKTINFO / IPV6_PKTINFO), a TCP

@@ -119,8 +119,9 @@ class Filter:
         self.matches = tuple(matches)
         # (address, port) pairs a TCP SYN may always reach, whatever the rules: our peerAPI listeners
         # (tailscale lets them through before its filter: their access rules are applied at L7)
-        self._open_tcp = frozenset((ipaddress.ip_address(a).version, int(ipaddress.ip_address(a)), int(p))
-                                   for a, p in open_tcp)
+        self._open_tcp = frozenset(
+            (ipaddress.ip_address(a).version, int(ipaddress.ip_address(a)), int(p)) for a, p in open_tcp
+        )
         self._local4, self._local6 = prefixes_to_ranges(local_nets)  # sorted and merged (disjoint)
         self._lo4, self._hi4 = tuple(r[0] for r in self._local4), tuple(r[1] for r in self._local4)
         self._lo6, self._hi6 = tuple(r[0] for r in self._local6), tuple(r[1] for r in self._local6)

@@ -13,15 +13,20 @@ _N = TypeVar("_N", ipaddress.IPv4Network, ipaddress.IPv6Network)
 
 # Never local through a default route, even when an interface address lies inside
 # (facts from tailscale ipn/ipnlocal removeFromDefaultRoute).
-NEVER_VIA_DEFAULT: tuple[Network, ...] = tuple(ipaddress.ip_network(p) for p in (
-    "192.168.0.0/16", "172.16.0.0/12", "10.0.0.0/8",  # RFC 1918
-    "169.254.0.0/16",  # IPv4 link-local
-    "224.0.0.0/4",  # IPv4 multicast
-    "100.64.0.0/10",  # tailnet IPv4 range (CGNAT)
-    "fe80::/10",  # IPv6 link-local
-    "ff00::/8",  # IPv6 multicast
-    "fd7a:115c:a1e0::/48",  # tailnet IPv6 range
-))
+NEVER_VIA_DEFAULT: tuple[Network, ...] = tuple(
+    ipaddress.ip_network(p)
+    for p in (
+        "192.168.0.0/16",
+        "172.16.0.0/12",
+        "10.0.0.0/8",  # RFC 1918
+        "169.254.0.0/16",  # IPv4 link-local
+        "224.0.0.0/4",  # IPv4 multicast
+        "100.64.0.0/10",  # tailnet IPv4 range (CGNAT)
+        "fe80::/10",  # IPv6 link-local
+        "ff00::/8",  # IPv6 multicast
+        "fd7a:115c:a1e0::/48",  # tailnet IPv6 range
+    )
+)
 _TAILNET = TAILNET_RANGES
 
 

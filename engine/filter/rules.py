@@ -109,10 +109,10 @@ def _as_json(rule: Any) -> Mapping[str, Any]:
 
 
 def compile_rules(rules: Sequence[Mapping[str, Any] | Any]) -> tuple[list[Match], list[str]]:
-    """Compile FilterRules (JSON dicts or tailcfg FilterRule dataclasses); returns (matches, errors). Bad entries are skipped and reported.
+    """Compile FilterRules (JSON dicts or tailcfg FilterRule dataclasses); returns (matches, errors).
 
-    As in tailscale, a rule carrying the deprecated SrcBits (or DstPorts[].Bits) is a hard
-    error for the whole list: raises FilterRuleError.
+    Bad entries are skipped and reported. As in tailscale, a rule carrying the deprecated
+    SrcBits (or DstPorts[].Bits) is a hard error for the whole list: raises FilterRuleError.
     """
     out: list[Match] = []
     errors: list[str] = []

@@ -1,4 +1,4 @@
-"""Atomic file replacement: an O_EXCL temp file with an unguessable name and an explicit mode, fsync'ed, then renamed."""
+"""Atomic file replacement: an O_EXCL temp file with an unguessable name and explicit mode, fsync'ed, then renamed."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, mode: int =
             os.fchmod(fd, mode)
             view = memoryview(raw)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             if fsync:
                 os.fsync(fd)
         finally:
@@ -36,4 +36,3 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *, mode: int =
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-

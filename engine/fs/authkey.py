@@ -1,4 +1,4 @@
-"""`--auth-key file:PATH` for every program that takes a pre-auth key; a literal key works but is warned about (`ps` shows argv)."""
+"""`--auth-key file:PATH` for programs taking a pre-auth key; a literal key works, with a warning (`ps` shows argv)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import sys
 from typing import TextIO
 
 MAX_KEY_BYTES = 4096
-LITERAL_WARNING = ("warning: an auth key on the command line is visible to every local user (ps, /proc/*/cmdline); "
-                   "use --auth-key file:PATH (a 0600 file) instead")
+LITERAL_WARNING = (
+    "warning: an auth key on the command line is visible to every local user (ps, /proc/*/cmdline); "
+    "use --auth-key file:PATH (a 0600 file) instead"
+)
 
 
 class AuthKeyError(ValueError):
@@ -37,8 +39,11 @@ def read_key_file(path: str, *, warn: TextIO | None = None) -> str:
     if not key or any(c.isspace() or not c.isprintable() for c in key):
         raise AuthKeyError(f"auth key file {path} does not hold one auth key")
     if warn is not None and st.st_mode & (stat.S_IRGRP | stat.S_IROTH):
-        print(f"warning: auth key file {path} is readable by other users (mode {stat.S_IMODE(st.st_mode):o}); "
-              "chmod 600 it", file=warn)
+        print(
+            f"warning: auth key file {path} is readable by other users (mode {stat.S_IMODE(st.st_mode):o}); "
+            "chmod 600 it",
+            file=warn,
+        )
     return key
 
 

@@ -1,4 +1,4 @@
-"""Refuse files and directories a less privileged local user could have planted or can swap: trusted owner, no group/world write."""
+"""Refuse paths a less privileged local user could have planted or can swap: trusted owner, no group/world write."""
 
 from __future__ import annotations
 

@@ -62,8 +62,9 @@ def exit_node_of(prefs: Prefs, nm: NetMapView | None) -> PeerView | None:
     return resolve_exit_node(prefs.exit_node_id or prefs.exit_node_ip, nm.peers, ident_of_view)
 
 
-def peer_status(p: PeerView, *, derp_regions: dict[int, str], is_exit_node: bool = False,
-                is_self: bool = False) -> PeerStatus:
+def peer_status(
+    p: PeerView, *, derp_regions: dict[int, str], is_exit_node: bool = False, is_self: bool = False
+) -> PeerStatus:
     """ipnstate.PeerStatus for one netmap node (pure); ``is_exit_node``: the exit node in use (exit_node_of)."""
     is_exit = (not is_self) and is_exit_node
     relay = p.relay or derp_regions.get(p.home_derp, "")
@@ -136,8 +137,7 @@ def netmap_json(nm: NetMapView) -> dict[str, Any]:
         "Peers": [node_json(p) for p in sorted(nm.peers, key=lambda p: p.node_id)],
         "Domain": nm.domain,
         "UserProfiles": {
-            str(u.id): {"ID": u.id, "LoginName": u.login_name, "DisplayName": u.display_name}
-            for u in nm.users
+            str(u.id): {"ID": u.id, "LoginName": u.login_name, "DisplayName": u.display_name} for u in nm.users
         },
         "DNS": nm.dns_config if nm.dns_config is not None else {},
     }

@@ -21,8 +21,20 @@ from engine.ipn.engine_api import DNSResolverView
 # The type names tailscale's dns-query accepts (golang.org/x/net/dns/dnsmessage), with their codes (RFC 1035 §3.2.2,
 # RFC 3596, RFC 2782, RFC 6891). ALL is the QTYPE "*" (255).
 QUERY_TYPES: dict[str, int] = {
-    "A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "WKS": 11, "PTR": 12, "HINFO": 13, "MINFO": 14, "MX": 15,
-    "TXT": 16, "AAAA": 28, "SRV": 33, "OPT": 41, "ALL": 255,
+    "A": 1,
+    "NS": 2,
+    "CNAME": 5,
+    "SOA": 6,
+    "WKS": 11,
+    "PTR": 12,
+    "HINFO": 13,
+    "MINFO": 14,
+    "MX": 15,
+    "TXT": 16,
+    "AAAA": 28,
+    "SRV": 33,
+    "OPT": 41,
+    "ALL": 255,
 }
 MAX_NAME_TEXT = 253  # characters of a name without its trailing dot (RFC 1035 §2.3.4: 255 octets on the wire)
 
@@ -32,7 +44,7 @@ class QueryError(ValueError):
 
 
 def parse_query_type(text: str) -> int:
-    """"aaaa" -> 28; "" -> A; a bare number 1..65535 is accepted too (an extension over tailscale)."""
+    """ "aaaa" -> 28; "" -> A; a bare number 1..65535 is accepted too (an extension over tailscale)."""
     s = text.strip().upper()
     if not s:
         return QUERY_TYPES["A"]

@@ -34,7 +34,10 @@ class NodeKeys:
     source: str = "generated"  # "gui" | "state-file" | "generated"
 
     def __repr__(self) -> str:
-        return f"NodeKeys(machine={self.machine.public().short()}, node={self.node.public().short()}, source={self.source})"
+        return (
+            f"NodeKeys(machine={self.machine.public().short()}, node={self.node.public().short()}, "
+            f"source={self.source})"
+        )
 
 
 @dataclass(frozen=True)
@@ -182,8 +185,9 @@ class NodeKeyRotated:
         return f"NodeKeyRotated(old={self.old_public.short()}, new={self.new_private.public().short()})"
 
 
-EngineEvent = (AuthURL | LoginNeeded | MachineAuthNeeded | LoggedIn | NetMapUpdate | EngineUp | EngineFailed
-               | NodeKeyRotated)
+EngineEvent = (
+    AuthURL | LoginNeeded | MachineAuthNeeded | LoggedIn | NetMapUpdate | EngineUp | EngineFailed | NodeKeyRotated
+)
 EventSink = Callable[[EngineEvent], None]
 
 

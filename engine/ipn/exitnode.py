@@ -72,8 +72,9 @@ def _names(names: Iterable[str]) -> set[str]:
 def ident_of_node(n: Any) -> NodeIdent:
     """A tailcfg.Node (the engine's netmap)."""
     hn = n.hostinfo.hostname if n.hostinfo is not None and n.hostinfo.hostname else ""
-    return NodeIdent(addresses=tuple(n.addresses or ()), node_id=n.id, stable_id=n.stable_id or "",
-                     names=(n.name or "", hn))
+    return NodeIdent(
+        addresses=tuple(n.addresses or ()), node_id=n.id, stable_id=n.stable_id or "", names=(n.name or "", hn)
+    )
 
 
 def ident_of_view(p: Any) -> NodeIdent:

@@ -110,8 +110,11 @@ class _Watcher:
     def offer(self, n: Notify) -> None:
         if self.overflowed:
             return
-        if (self.mask & NotifyWatchOpt.RATE_LIMIT and n.net_map is not None
-                and dataclasses.replace(n, net_map=None, version="") == Notify()):
+        if (
+            self.mask & NotifyWatchOpt.RATE_LIMIT
+            and n.net_map is not None
+            and dataclasses.replace(n, net_map=None, version="") == Notify()
+        ):
             self.pending_netmap = n
             return
         if self.queue.qsize() >= WATCH_QUEUE_MAX:
@@ -175,7 +178,11 @@ class Backend:
 
     @property
     def logged_in(self) -> bool:
-        return (not self.prefs.logged_out) and self.prefs.config is not None and bool(self.prefs.config.user_profile.login_name)
+        return (
+            (not self.prefs.logged_out)
+            and self.prefs.config is not None
+            and bool(self.prefs.config.user_profile.login_name)
+        )
 
     async def start(self) -> None:
         """Load prefs/keys from the store and enter the first real state."""
@@ -288,8 +295,10 @@ class Backend:
             if self.keys is None and not self._generate_keys and self.logged_in:
                 # GUI mode: the saved login belongs to the keys in the GUI's keyring; connecting under new
                 # keys would make this a different node (a new login at control). set_keys() resumes.
-                self.log.warning("saved login: waiting for the GUI to hand over its keys before connecting "
-                                 "(for use without the GUI, run the helper with --state)")
+                self.log.warning(
+                    "saved login: waiting for the GUI to hand over its keys before connecting "
+                    "(for use without the GUI, run the helper with --state)"
+                )
                 self._send(Notify(err_message="waiting for the tray app to hand over this device's keys"))
                 return
             keys = self._ensure_keys()
@@ -314,10 +323,15 @@ class Backend:
         elif isinstance(ev, LoggedIn):
             self._login_wanted = False
             self.auth_url = ""
-            profile = UserProfile(id=ev.user.id, login_name=ev.user.login_name,
-                                  display_name=ev.user.display_name, profile_pic_url=ev.user.profile_pic_url)
-            self.prefs = dataclasses.replace(self.prefs, logged_out=False,
-                                             config=Persist(user_profile=profile, node_id=ev.node_id))
+            profile = UserProfile(
+                id=ev.user.id,
+                login_name=ev.user.login_name,
+                display_name=ev.user.display_name,
+                profile_pic_url=ev.user.profile_pic_url,
+            )
+            self.prefs = dataclasses.replace(
+                self.prefs, logged_out=False, config=Persist(user_profile=profile, node_id=ev.node_id)
+            )
             self._save()
             self._input(Input.LOGGED_IN)
             self._send(Notify(login_finished={}, prefs=self._public_prefs()))
@@ -351,10 +365,15 @@ class Backend:
             return
         self.keys = NodeKeys(old.machine, ev.new_private, source=old.source)
         self._superseded_node_keys.add(str(old_pub))
-        self.log.info("node key rotated by control: %s -> %s (%s)", old_pub.short(), new_pub.short(),
-                      "offering it to the GUI" if old.source == "gui" else "saving it")
-        rot = NodeKeyRotation(node_public=str(new_pub), old_node_public=str(old_pub),
-                              node_private=ev.new_private.to_text())
+        self.log.info(
+            "node key rotated by control: %s -> %s (%s)",
+            old_pub.short(),
+            new_pub.short(),
+            "offering it to the GUI" if old.source == "gui" else "saving it",
+        )
+        rot = NodeKeyRotation(
+            node_public=str(new_pub), old_node_public=str(old_pub), node_private=ev.new_private.to_text()
+        )
         if old.source == "gui":
             # The owner's keyring still holds the key it handed over (the first of a chain of rotations).
             first_old = self._pending_rotation.old_node_public if self._pending_rotation else str(old_pub)
@@ -379,8 +398,13 @@ class Backend:
 
     def _may_see_private_keys(self, w: _Watcher) -> bool:
         """Only the owner of the GUI keys, and only if it did not ask for NotifyNoPrivateKeys."""
-        return (not w.mask & NotifyWatchOpt.NO_PRIVATE_KEYS and w.uid is not None
-                and w.uid == self._keys_owner_uid and self.keys is not None and self.keys.source == "gui")
+        return (
+            not w.mask & NotifyWatchOpt.NO_PRIVATE_KEYS
+            and w.uid is not None
+            and w.uid == self._keys_owner_uid
+            and self.keys is not None
+            and self.keys.source == "gui"
+        )
 
     def _send(self, n: Notify, *, only: NotifyWatchOpt | None = None) -> None:
         n = dataclasses.replace(n, version=self.version)
@@ -398,7 +422,7 @@ class Backend:
         """
         w = _Watcher(mask, uid)
         self._session_seq += 1
-        first = Notify(version=self.version, session_id=f"{id(self) & 0xffffff:06x}{self._session_seq:010x}")
+        first = Notify(version=self.version, session_id=f"{id(self) & 0xFFFFFF:06x}{self._session_seq:010x}")
         if mask & NotifyWatchOpt.INITIAL_STATE:
             first = dataclasses.replace(first, state=self.state)
             if self.auth_url and self.state == State.NEEDS_LOGIN:
@@ -413,8 +437,12 @@ class Backend:
             first = dataclasses.replace(first, health={"Warnings": {}})
         self._watchers.add(w)
         try:
-            if mask & (NotifyWatchOpt.INITIAL_STATE | NotifyWatchOpt.INITIAL_PREFS | NotifyWatchOpt.INITIAL_NETMAP
-                       | NotifyWatchOpt.INITIAL_HEALTH_STATE):
+            if mask & (
+                NotifyWatchOpt.INITIAL_STATE
+                | NotifyWatchOpt.INITIAL_PREFS
+                | NotifyWatchOpt.INITIAL_NETMAP
+                | NotifyWatchOpt.INITIAL_HEALTH_STATE
+            ):
                 yield first
             while True:
                 n = await w.queue.get()
@@ -466,13 +494,18 @@ class Backend:
             self._send(Notify(prefs=self._public_prefs()))
             if old.want_running != self.prefs.want_running or "WantRunning" in mp.set_fields:
                 self._input(Input.WANT_RUNNING_ON if self.prefs.want_running else Input.WANT_RUNNING_OFF)
-            if self._engine_on and self._engine_wanted() and engine_config(old, tun_name=self.tun_name) != engine_config(self.prefs, tun_name=self.tun_name):
+            if (
+                self._engine_on
+                and self._engine_wanted()
+                and engine_config(old, tun_name=self.tun_name) != engine_config(self.prefs, tun_name=self.tun_name)
+            ):
                 await self.engine.reconfigure(engine_config(self.prefs, tun_name=self.tun_name))
             await self._sync_engine_locked()
             return self.prefs
 
-    async def start_with(self, *, update_prefs: Prefs | None, auth_key: str = "", actor_is_root: bool = False,
-                         who: str = "") -> None:
+    async def start_with(
+        self, *, update_prefs: Prefs | None, auth_key: str = "", actor_is_root: bool = False, who: str = ""
+    ) -> None:
         """POST /start: replace prefs (keeping the login), then (re)start the state machine.
 
         The whole UpdatePrefs replaces the prefs, so it passes the same gate as a PATCH (root-only fields).
@@ -482,8 +515,12 @@ class Backend:
             if update_prefs is not None:
                 keep = self.prefs
                 # Internal prefs are never a caller's to set (INTERNAL_PREFS): a whole-Prefs copy keeps ours.
-                newp = dataclasses.replace(update_prefs, config=keep.config, logged_out=keep.logged_out,
-                                           internal_exit_node_prior=keep.internal_exit_node_prior)
+                newp = dataclasses.replace(
+                    update_prefs,
+                    config=keep.config,
+                    logged_out=keep.logged_out,
+                    internal_exit_node_prior=keep.internal_exit_node_prior,
+                )
                 self._check_user_prefs(newp, actor_is_root=actor_is_root, who=who)
                 control_changed = (newp.control_url or DEFAULT_CONTROL_URL) != (keep.control_url or DEFAULT_CONTROL_URL)
                 if control_changed and keep.config is not None:
@@ -509,12 +546,14 @@ class Backend:
             prior = p.exit_node_id or p.internal_exit_node_prior
             if not prior:
                 raise PrefsError("no previously used exit node to turn back on; choose one first")
-            return await self.edit_prefs(MaskedPrefs(Prefs(exit_node_id=prior), frozenset({"ExitNodeID"})),
-                                         actor_is_root=actor_is_root, who=who)
+            return await self.edit_prefs(
+                MaskedPrefs(Prefs(exit_node_id=prior), frozenset({"ExitNodeID"})), actor_is_root=actor_is_root, who=who
+            )
         if p.exit_node_id:
             self.prefs = dataclasses.replace(p, internal_exit_node_prior=p.exit_node_id)
-        return await self.edit_prefs(MaskedPrefs(Prefs(), frozenset({"ExitNodeID", "ExitNodeIP"})),
-                                     actor_is_root=actor_is_root, who=who)
+        return await self.edit_prefs(
+            MaskedPrefs(Prefs(), frozenset({"ExitNodeID", "ExitNodeIP"})), actor_is_root=actor_is_root, who=who
+        )
 
     async def login_interactive(self) -> None:
         """POST /login-interactive: get an AuthURL from control; it is sent as BrowseToURL."""
@@ -566,11 +605,18 @@ class Backend:
                 self._pending_rotation = None
                 self.log.info("GUI stored the rotated node key %s", nk.public().short())
             return self.keys_info()
-        if (cur is not None and cur.source == "gui" and cur.machine == mk
-                and str(nk.public()) in self._superseded_node_keys):
+        if (
+            cur is not None
+            and cur.source == "gui"
+            and cur.machine == mk
+            and str(nk.public()) in self._superseded_node_keys
+        ):
             self._keys_owner_uid = owner_uid
-            self.log.info("GUI handed over node key %s, which control replaced by %s; keeping the new one",
-                          nk.public().short(), cur.node.public().short())
+            self.log.info(
+                "GUI handed over node key %s, which control replaced by %s; keeping the new one",
+                nk.public().short(),
+                cur.node.public().short(),
+            )
             return self.keys_info()
         if cur is not None and cur.node == nk and cur.machine == mk:
             return self.keys_info()  # the helper's own keys (state file): it keeps them, rotations included
@@ -587,8 +633,11 @@ class Backend:
     def keys_info(self) -> KeysInfo:
         if self.keys is None:
             return KeysInfo()
-        return KeysInfo(machine_public=str(self.keys.machine.public()), node_public=str(self.keys.node.public()),
-                        source=self.keys.source)
+        return KeysInfo(
+            machine_public=str(self.keys.machine.public()),
+            node_public=str(self.keys.node.public()),
+            source=self.keys.source,
+        )
 
     # ------------------------------------------------------------------ queries
 
@@ -596,12 +645,21 @@ class Backend:
         nm = self._netmap
         peers = nm.peers if nm else ()
         return EngineStatus(
-            r_bytes=sum(p.rx_bytes for p in peers), w_bytes=sum(p.tx_bytes for p in peers),
+            r_bytes=sum(p.rx_bytes for p in peers),
+            w_bytes=sum(p.tx_bytes for p in peers),
             num_live=sum(1 for p in peers if p.last_handshake > 0),
             live_derps=self.engine.status().live_derps if self._engine_on else 0,
-            live_peers={p.node_key: {"NodeKey": p.node_key, "TxBytes": p.tx_bytes, "RxBytes": p.rx_bytes,
-                                     "LastHandshake": _rfc3339(p.last_handshake)}
-                        for p in peers if p.last_handshake > 0} or None,
+            live_peers={
+                p.node_key: {
+                    "NodeKey": p.node_key,
+                    "TxBytes": p.tx_bytes,
+                    "RxBytes": p.rx_bytes,
+                    "LastHandshake": _rfc3339(p.last_handshake),
+                }
+                for p in peers
+                if p.last_handshake > 0
+            }
+            or None,
         )
 
     def status(self, *, peers: bool = True) -> Status:
@@ -620,12 +678,18 @@ class Backend:
         exit_peer = exit_node_of(self.prefs, nm)
         if nm is not None:
             self_ps = peer_status(nm.self_node, derp_regions=derp, is_self=True)
-            self_ps = dataclasses.replace(self_ps, online=state == State.RUNNING,
-                                          relay=derp.get(nm.self_node.home_derp, self_ps.relay))
+            self_ps = dataclasses.replace(
+                self_ps, online=state == State.RUNNING, relay=derp.get(nm.self_node.home_derp, self_ps.relay)
+            )
         else:
             pub = str(self.keys.node.public()) if (self.keys and self.logged_in) else ZERO_NODEKEY
-            self_ps = PeerStatus(public_key=pub, host_name=self.prefs.hostname or self._os_hostname(), os="linux",
-                                 user_id=self.prefs.config.user_profile.id if self.prefs.config else 0, addrs=[])
+            self_ps = PeerStatus(
+                public_key=pub,
+                host_name=self.prefs.hostname or self._os_hostname(),
+                os="linux",
+                user_id=self.prefs.config.user_profile.id if self.prefs.config else 0,
+                addrs=[],
+            )
         peer_map: dict[str, PeerStatus] | None = None
         exit_status = None
         if nm is not None and peers:
@@ -634,20 +698,27 @@ class Backend:
                 ps = peer_status(p, derp_regions=derp, is_exit_node=p is exit_peer)
                 peer_map[ps.public_key] = ps
         if exit_peer is not None:
-            exit_status = ExitNodeStatus(id=exit_peer.stable_id, online=exit_peer.online,
-                                         tailscale_ips=[a + ("/32" if ":" not in a else "/128")
-                                                        for a in exit_peer.addresses])
+            exit_status = ExitNodeStatus(
+                id=exit_peer.stable_id,
+                online=exit_peer.online,
+                tailscale_ips=[a + ("/32" if ":" not in a else "/128") for a in exit_peer.addresses],
+            )
         users: dict[str, UserProfile] | None = None
         if nm is not None:
-            users = {str(u.id): UserProfile(id=u.id, login_name=u.login_name, display_name=u.display_name,
-                                            profile_pic_url=u.profile_pic_url) for u in nm.users}
+            users = {
+                str(u.id): UserProfile(
+                    id=u.id, login_name=u.login_name, display_name=u.display_name, profile_pic_url=u.profile_pic_url
+                )
+                for u in nm.users
+            }
         elif self.prefs.config is not None and self.logged_in:
             up = self.prefs.config.user_profile
             users = {str(up.id): up}
         tailnet = None
         if nm is not None:
-            tailnet = TailnetStatus(name=nm.domain, magic_dns_suffix=nm.magic_dns_suffix,
-                                    magic_dns_enabled=nm.magic_dns_enabled)
+            tailnet = TailnetStatus(
+                name=nm.domain, magic_dns_suffix=nm.magic_dns_suffix, magic_dns_enabled=nm.magic_dns_enabled
+            )
         return Status(
             version=self.version,
             tun=bool(snap.tun) if snap else False,
@@ -692,9 +763,16 @@ class Backend:
         name = peer.name.split(".")[0] if peer.name else peer.hostname
         if out is None:
             return PingResult(ip=ip, node_ip=peer.addresses[0], node_name=name, err="timeout")
-        return PingResult(ip=ip, node_ip=out.node_ip or peer.addresses[0], node_name=out.node_name or name,
-                          err=out.err, latency_seconds=out.latency_seconds, endpoint=out.endpoint,
-                          derp_region_id=out.derp_region_id, derp_region_code=out.derp_region_code)
+        return PingResult(
+            ip=ip,
+            node_ip=out.node_ip or peer.addresses[0],
+            node_name=out.node_name or name,
+            err=out.err,
+            latency_seconds=out.latency_seconds,
+            endpoint=out.endpoint,
+            derp_region_id=out.derp_region_id,
+            derp_region_code=out.derp_region_code,
+        )
 
     def whois(self, addr: str) -> WhoIsResponse | None:
         nm = self._netmap if self._engine_on else None
@@ -736,9 +814,14 @@ class Backend:
         """GET dns-osconfig: the system's own DNS (as tailscaled) + what we applied (raises DNSUnavailable)."""
         self._need_connection("dns-osconfig")
         v = self.engine.dns_os_config()
-        return DNSOSConfig(nameservers=list(v.base_nameservers), applied=v.applied, route_all=v.route_all,
-                           applied_nameservers=list(v.nameservers), applied_search_domains=list(v.search_domains),
-                           applied_match_domains=list(v.match_domains))
+        return DNSOSConfig(
+            nameservers=list(v.base_nameservers),
+            applied=v.applied,
+            route_all=v.route_all,
+            applied_nameservers=list(v.nameservers),
+            applied_search_domains=list(v.search_domains),
+            applied_match_domains=list(v.match_domains),
+        )
 
     async def dns_query(self, name: str, qtype: str) -> DNSQueryResponse:
         """GET dns-query: resolve through MagicDNS (QueryError: bad name/type; asyncio.TimeoutError; DNSUnavailable)."""
@@ -747,5 +830,6 @@ class Backend:
         self._need_connection("dns-query")
         async with asyncio.timeout(DNS_QUERY_TIMEOUT):
             out = await self.engine.dns_query(fq, code)
-        return DNSQueryResponse.of(out.reply, [DNSResolver(addr=r.addr, bootstrap_resolution=list(r.bootstrap) or None)
-                                               for r in out.resolvers])
+        return DNSQueryResponse.of(
+            out.reply, [DNSResolver(addr=r.addr, bootstrap_resolution=list(r.bootstrap) or None) for r in out.resolvers]
+        )

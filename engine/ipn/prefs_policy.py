@@ -32,5 +32,6 @@ def check_change(old: Prefs, new: Prefs, *, actor_is_root: bool, who: str = "") 
     bad = changed_fields(old, new, ROOT_ONLY_PREFS)
     if bad:
         by = f" by {who}" if who else ""
-        raise PrefsDenied(f"changing {', '.join(bad)} denied{by}: only root may change "
-                          f"{'it' if len(bad) == 1 else 'them'} (use sudo)")
+        raise PrefsDenied(
+            f"changing {', '.join(bad)} denied{by}: only root may change {'it' if len(bad) == 1 else 'them'} (use sudo)"
+        )

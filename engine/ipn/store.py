@@ -71,7 +71,10 @@ class FileStore:
             if st.st_uid != os.geteuid():
                 raise StoreError(f"state file {self.path} is owned by uid {st.st_uid}, not by us")
             if stat.S_IMODE(st.st_mode) & 0o077:
-                raise StoreError(f"state file {self.path} is accessible by other users (mode {stat.S_IMODE(st.st_mode):o}); chmod 600 it")
+                raise StoreError(
+                    f"state file {self.path} is accessible by other users "
+                    f"(mode {stat.S_IMODE(st.st_mode):o}); chmod 600 it"
+                )
             raw = f.read(4 << 20)
         try:
             d = json.loads(raw)
@@ -79,8 +82,11 @@ class FileStore:
             keys = None
             k = d.get("Keys")
             if self.keep_keys and k:
-                keys = NodeKeys(MachinePrivate.from_text(k["MachinePrivate"]),
-                                NodePrivate.from_text(k["NodePrivate"]), source="state-file")
+                keys = NodeKeys(
+                    MachinePrivate.from_text(k["MachinePrivate"]),
+                    NodePrivate.from_text(k["NodePrivate"]),
+                    source="state-file",
+                )
         except (ValueError, KeyError, TypeError, SchemaError) as e:
             raise StoreError(f"state file {self.path} is corrupt: {type(e).__name__}") from e
         return Stored(prefs, keys)

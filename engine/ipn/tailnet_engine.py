@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,25 +47,23 @@ from engine.ipn.engine_api import (
     NetMapUpdate,
     NodeKeyRotated,
     NodeKeys,
-    PeerView,
     PingOutcome,
     UserView,
 )
 from engine.ipn.exitnode import ident_of_node, resolve_exit_node
 from engine.ipn.netmapview import netmap_view
+from engine.ipn.pinger import PingFailed, disco_ping, icmp_rtt
 from engine.net.tsaddr import canonical_routes
 from engine.recovery.journal import Journal
 from engine.system import System, quiet
 from engine.tailcfg import Hostinfo, NetInfo
-from engine.types.keys import DiscoPrivate, NLPrivate, NodePublic
+from engine.types.keys import DiscoPrivate, NLPrivate
 from engine.wgengine.debugdoc import ordered
 from engine.wgengine.options import EngineOptions
 from engine.wgengine.prefs import exit_spec, prefs_problem, routable_ips
 from engine.wgengine.userspace import UserspaceEngine
 
 HOSTINFO_VERSION = "0.1.0"  # Hostinfo.IPNVersion sent to control
-PING_WAIT = 3.0  # seconds one ICMP echo / disco ping may take
-_RTT_RE = re.compile(r"= [\d.]+/([\d.]+)/")  # iputils summary: rtt min/avg/max/mdev = a/b/c/d ms
 STOP_GRACE = 10.0  # seconds the session gets to stop by itself before we cancel it
 
 
@@ -86,8 +83,14 @@ class _Session:
 class TailnetEngine:
     """engine_api.NodeEngine: owns the control client and one UserspaceEngine per session (see module doc)."""
 
-    def __init__(self, options: EngineOptions = EngineOptions(), system: System | None = None, *,
-                 journal: Journal | None = None, logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
+    def __init__(
+        self,
+        options: EngineOptions = EngineOptions(),
+        system: System | None = None,
+        *,
+        journal: Journal | None = None,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
         self.journal = journal  # TODO(router/dns owners): record system changes here (see engine/recovery/journal.py)
         self.options = options
         self.system = system if system is not None else System.linux()
@@ -109,8 +112,9 @@ class TailnetEngine:
         o = self.options
         if cfg.tun_name and cfg.tun_name != o.tun_name:
             o = dataclasses.replace(o, tun_name=cfg.tun_name)
-        engine = UserspaceEngine(o, self.system, keys.node, self._disco, self.log, control_url=cfg.control_url,
-                                 hostname=cfg.hostname)
+        engine = UserspaceEngine(
+            o, self.system, keys.node, self._disco, self.log, control_url=cfg.control_url, hostname=cfg.hostname
+        )
         s = _Session(cfg, keys, engine)
         self._s = s
         s.task = asyncio.get_running_loop().create_task(self._run(s), name="tailnet-engine")
@@ -141,14 +145,22 @@ class TailnetEngine:
         """Log in and follow the map stream until asked to stop."""
         eps, types = s.engine.endpoints()
         opts = ControlOptions(
-            server_url=s.cfg.control_url, machine_key=s.keys.machine, node_key=s.keys.node,
-            disco_public=self._disco.public(), nl_public=self._nl.public(), hostinfo=self._hostinfo(s),
-            auth_key=s.cfg.auth_key or None, registered_before=self.registered_url == s.cfg.control_url,
-            endpoints=tuple(eps), endpoint_types=types, watchdog_timeout=self.options.map_watchdog,
+            server_url=s.cfg.control_url,
+            machine_key=s.keys.machine,
+            node_key=s.keys.node,
+            disco_public=self._disco.public(),
+            nl_public=self._nl.public(),
+            hostinfo=self._hostinfo(s),
+            auth_key=s.cfg.auth_key or None,
+            registered_before=self.registered_url == s.cfg.control_url,
+            endpoints=tuple(eps),
+            endpoint_types=types,
+            watchdog_timeout=self.options.map_watchdog,
             socket_hook=quiet(self.system.mark_socket),  # control connections never enter table 52
         )
-        s.client = ControlClient(opts, on_event=lambda ev: self._on_control_event(s, ev),
-                                 logger=self.log.getChild("control"))
+        s.client = ControlClient(
+            opts, on_event=lambda ev: self._on_control_event(s, ev), logger=self.log.getChild("control")
+        )
         s.engine.attach_control(s.client)
         self.log.info("joining %s as %s with endpoints %s", s.cfg.control_url, opts.hostinfo.hostname, list(eps))
         loop = asyncio.get_running_loop()
@@ -202,8 +214,12 @@ class TailnetEngine:
         elif isinstance(ev, StatusChanged):
             st = ev.status
             state = st.state.value
-            self.log.info("status: state=%s in_map_poll=%s%s", state, st.in_map_poll,
-                          f" error={st.last_error}" if st.last_error else "")
+            self.log.info(
+                "status: state=%s in_map_poll=%s%s",
+                state,
+                st.in_map_poll,
+                f" error={st.last_error}" if st.last_error else "",
+            )
             if state in ("logged-out", "needs-login") and s.engine.applied_netmap is not None:
                 s.nm = None
                 self._reconfig(s)
@@ -218,8 +234,9 @@ class TailnetEngine:
         elif isinstance(ev, CNodeKeyRotated):
             s.keys = NodeKeys(s.keys.machine, ev.new_private, source=s.keys.source)
             s.engine.set_node_key(ev.new_private)
-            self.log.info("node key rotated by control: %s -> %s", ev.old_public.short(),
-                          ev.new_private.public().short())
+            self.log.info(
+                "node key rotated by control: %s -> %s", ev.old_public.short(), ev.new_private.public().short()
+            )
             # The backend keeps it beyond this run (GUI keyring via the IPN bus, or the state file).
             sink(NodeKeyRotated(ev.old_public, ev.new_private))
         elif isinstance(ev, LoginFailed):
@@ -237,10 +254,15 @@ class TailnetEngine:
         e = s.engine
         peer = e.exit_node_peer
         return Hostinfo(
-            hostname=s.cfg.hostname or self.system.hostname(), os="linux", ipn_version=HOSTINFO_VERSION,
-            backend_log_id=self._log_id, go_arch="amd64", routable_ips=routable_ips(s.cfg) or None,
+            hostname=s.cfg.hostname or self.system.hostname(),
+            os="linux",
+            ipn_version=HOSTINFO_VERSION,
+            backend_log_id=self._log_id,
+            go_arch="amd64",
+            routable_ips=routable_ips(s.cfg) or None,
             net_info=NetInfo(preferred_derp=e.home_derp if e.has_magicsock else self.options.derp_region),
-            services=e.peerapi_services(), exit_node_id=(peer.stable_id or None) if peer is not None else None,
+            services=e.peerapi_services(),
+            exit_node_id=(peer.stable_id or None) if peer is not None else None,
         )
 
     def _sync_hostinfo(self, s: _Session) -> None:
@@ -249,8 +271,13 @@ class TailnetEngine:
             return
         hi = s.client.opts.hostinfo
         new = self._hostinfo(s)
-        want = dataclasses.replace(hi, hostname=new.hostname, routable_ips=new.routable_ips, services=new.services,
-                                   exit_node_id=new.exit_node_id)
+        want = dataclasses.replace(
+            hi,
+            hostname=new.hostname,
+            routable_ips=new.routable_ips,
+            services=new.services,
+            exit_node_id=new.exit_node_id,
+        )
         if want != hi:
             s.client.set_hostinfo(want)
 
@@ -323,23 +350,13 @@ class TailnetEngine:
             return PingOutcome(err="no matching peer")
         name = peer.name.split(".")[0]
         if kind.lower() == "disco" and s.engine.has_magicsock:
-            return await _disco_ping(s.engine, peer, ip, name)
-        argv = ["ping", "-n", "-q", "-c", "1", "-W", str(int(PING_WAIT)), ip]
-        if ":" in ip:
-            argv.insert(1, "-6")
+            return await disco_ping(s.engine, peer, ip, name)
         try:
-            proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.PIPE)
-            async with asyncio.timeout(PING_WAIT + 2):
-                out, _ = await proc.communicate()
-        except (OSError, asyncio.TimeoutError) as e:
-            return PingOutcome(node_ip=ip, node_name=name, err=f"ping failed: {e}")
-        m = _RTT_RE.search(out.decode(errors="replace"))
-        if proc.returncode != 0 or m is None:
-            return PingOutcome(node_ip=ip, node_name=name, err="timeout")
+            rtt = await icmp_rtt(ip)
+        except PingFailed as e:
+            return PingOutcome(node_ip=ip, node_name=name, err=str(e))
         peer = next((p for p in (self._view(s) or view).peers if ip in p.addresses), peer)
-        return PingOutcome(node_ip=ip, node_name=name, latency_seconds=float(m.group(1)) / 1000.0,
-                           endpoint=peer.cur_addr)
+        return PingOutcome(node_ip=ip, node_name=name, latency_seconds=rtt, endpoint=peer.cur_addr)
 
     async def netcheck(self) -> dict[str, Any]:
         """magicsock's netcheck (STUN to every DERP region) once the node carries a magicsock."""
@@ -355,8 +372,9 @@ class TailnetEngine:
     def _dns(self) -> Any:
         dns = self._s.engine.dns if self._s is not None else None
         if dns is None:
-            raise DNSUnavailable("MagicDNS is not running in the engine" if self._s is not None
-                                 else "the engine is not running")
+            raise DNSUnavailable(
+                "MagicDNS is not running in the engine" if self._s is not None else "the engine is not running"
+            )
         return dns
 
     def dns_os_config(self) -> DNSOSView:
@@ -366,9 +384,14 @@ class TailnetEngine:
         os_cfg = dns.os_config()
         if os_cfg is None:
             return DNSOSView(base_nameservers=base)
-        return DNSOSView(applied=True, nameservers=tuple(os_cfg.nameservers),
-                         search_domains=tuple(os_cfg.search_domains), match_domains=tuple(os_cfg.match_domains),
-                         route_all=os_cfg.route_all, base_nameservers=base)
+        return DNSOSView(
+            applied=True,
+            nameservers=tuple(os_cfg.nameservers),
+            search_domains=tuple(os_cfg.search_domains),
+            match_domains=tuple(os_cfg.match_domains),
+            route_all=os_cfg.route_all,
+            base_nameservers=base,
+        )
 
     async def dns_query(self, name: str, qtype: int) -> DNSQueryOutcome:
         """The node's quad-100 answer (forwarded to the DNS config's upstreams or the exit node's DoH)."""
@@ -389,19 +412,14 @@ class TailnetEngine:
             return {}
         st = s.client.status
         doc = s.engine.debug_doc()
-        doc.update({"State": st.state.value, "InMapPoll": st.in_map_poll, "LastError": st.last_error,
-                    "AuthURL": st.auth_url, "NodeKey": str(s.client.node_key.public()),
-                    "StreamsStarted": s.client.streams_started})
+        doc.update(
+            {
+                "State": st.state.value,
+                "InMapPoll": st.in_map_poll,
+                "LastError": st.last_error,
+                "AuthURL": st.auth_url,
+                "NodeKey": str(s.client.node_key.public()),
+                "StreamsStarted": s.client.streams_started,
+            }
+        )
         return ordered(doc)
-
-
-async def _disco_ping(engine: UserspaceEngine, peer: PeerView, ip: str, name: str) -> PingOutcome:
-    """`tailscale ping` over magicsock: answered via DERP(region) until a direct path answers."""
-    try:
-        r = await engine.disco_ping(NodePublic.from_text(peer.node_key).raw, PING_WAIT)
-    except KeyError:
-        return PingOutcome(node_ip=ip, node_name=name, err="peer has no disco key")
-    except asyncio.TimeoutError:
-        return PingOutcome(node_ip=ip, node_name=name, err="timeout")
-    return PingOutcome(node_ip=ip, node_name=name, latency_seconds=r.latency, endpoint=r.endpoint,
-                       derp_region_id=r.derp_region, derp_region_code=r.derp_code)

@@ -119,5 +119,8 @@ class Authorizer:
             who_may.append(f"members of the operator group {self.operator.group!r}")
         if self.pref_operator() and self.pref_operator() != self.operator.user:
             who_may.append(f"the operator user {self.pref_operator()!r}")
-        return (f"{action} denied for {permit.who}: only {', '.join(who_may)} may change meshvpn; "
-                f"use sudo, or start the helper with --operator {permit.who.split()[1] if permit.who.startswith('user ') else 'USER'}")
+        return (
+            f"{action} denied for {permit.who}: only {', '.join(who_may)} may change meshvpn; "
+            "use sudo, or start the helper with --operator "
+            f"{permit.who.split()[1] if permit.who.startswith('user ') else 'USER'}"
+        )

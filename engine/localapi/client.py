@@ -92,8 +92,9 @@ def check_peer(sock: socket.socket, socket_path: str, trusted_uids: frozenset[in
     for what, u in (("the program answering on", uid), ("the socket file", owner)):
         if u not in trusted_uids:
             whom = " or ".join("root" if t == 0 else _user(t) for t in sorted(trusted_uids))
-            raise UntrustedHelper(0, f"{what} {socket_path} belongs to {_user(u)}, not to {whom}: "
-                                     "it is not the meshvpn helper")
+            raise UntrustedHelper(
+                0, f"{what} {socket_path} belongs to {_user(u)}, not to {whom}: it is not the meshvpn helper"
+            )
 
 
 def _error_message(body: bytes) -> str:
@@ -129,13 +130,18 @@ class LocalClient:
                 return await asyncio.open_unix_connection(self.socket_path, limit=_CHUNK)
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise HelperNotRunning(
-                f"the meshvpn helper is not running (cannot connect to {self.socket_path}: {e.strerror})") from e
+                f"the meshvpn helper is not running (cannot connect to {self.socket_path}: {e.strerror})"
+            ) from e
         except PermissionError as e:
             raise HelperNotRunning(f"cannot connect to {self.socket_path}: permission denied") from e
 
-    async def _request_stream(self, method: str, path: str, body: bytes | None,
-                              trusted_uids: frozenset[int] | None = None,
-                              ) -> tuple[_Response, h11.Connection, asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _request_stream(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        trusted_uids: frozenset[int] | None = None,
+    ) -> tuple[_Response, h11.Connection, asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await self._open()
         if trusted_uids is not None:
             try:
@@ -190,8 +196,9 @@ class LocalClient:
             elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
                 return bytes(body)
 
-    async def _do(self, method: str, path: str, body: Any = None, *, want: int = 200,
-                  trusted_uids: frozenset[int] | None = None) -> bytes:
+    async def _do(
+        self, method: str, path: str, body: Any = None, *, want: int = 200, trusted_uids: frozenset[int] | None = None
+    ) -> bytes:
         raw = None
         if body is not None:
             raw = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -208,8 +215,9 @@ class LocalClient:
             raise LocalAPIError(resp.status, _error_message(data))
         return data
 
-    async def _json(self, method: str, path: str, body: Any = None, *, want: int = 200,
-                    trusted_uids: frozenset[int] | None = None) -> Any:
+    async def _json(
+        self, method: str, path: str, body: Any = None, *, want: int = 200, trusted_uids: frozenset[int] | None = None
+    ) -> Any:
         data = await self._do(method, path, body, want=want, trusted_uids=trusted_uids)
         try:
             return json.loads(data)
@@ -228,7 +236,7 @@ class LocalClient:
         return Prefs.from_dict(await self._json("PATCH", "/localapi/v0/prefs", mp.to_dict()))
 
     async def check_prefs(self, p: Prefs) -> str:
-        """"" if acceptable, else the reason."""
+        """ "" if acceptable, else the reason."""
         d = await self._json("POST", "/localapi/v0/check-prefs", p.to_dict())
         return (d or {}).get("Error", "") if isinstance(d, dict) else ""
 
@@ -255,7 +263,9 @@ class LocalClient:
         return WhoIsResponse.from_dict(d)
 
     async def set_use_exit_node(self, on: bool) -> Prefs:
-        return Prefs.from_dict(await self._json("POST", f"/localapi/v0/set-use-exit-node-enabled?enabled={'true' if on else 'false'}"))
+        return Prefs.from_dict(
+            await self._json("POST", f"/localapi/v0/set-use-exit-node-enabled?enabled={'true' if on else 'false'}")
+        )
 
     async def dns_os_config(self) -> DNSOSConfig:
         """GET dns-osconfig (root/operator): the OS DNS settings the helper applied."""
@@ -268,7 +278,9 @@ class LocalClient:
 
     async def watch_ipn_bus(self, mask: NotifyWatchOpt | int = 0) -> AsyncIterator[Notify]:
         """Notify messages until the helper ends the stream (or the caller stops iterating)."""
-        resp, conn, reader, writer = await self._request_stream("GET", f"/localapi/v0/watch-ipn-bus?mask={int(mask)}", None)
+        resp, conn, reader, writer = await self._request_stream(
+            "GET", f"/localapi/v0/watch-ipn-bus?mask={int(mask)}", None
+        )
         try:
             if resp.status != 200:
                 data = await self._read_body(conn, reader)
@@ -301,12 +313,14 @@ class LocalClient:
 
     # ---------------------------------------------------------------- meshvpn extensions
 
-    async def set_keys(self, machine_private: str, node_private: str, *,
-                       trusted_uids: frozenset[int] | None = None) -> KeysInfo:
+    async def set_keys(
+        self, machine_private: str, node_private: str, *, trusted_uids: frozenset[int] | None = None
+    ) -> KeysInfo:
         """Hand private keys over; with `trusted_uids`, only to a helper run (and its socket owned) by one of them."""
         req = SetKeysRequest(machine_private=machine_private, node_private=node_private)
-        return KeysInfo.from_dict(await self._json("POST", "/localapi/v0/meshvpn/keys", req.to_dict(),
-                                                   trusted_uids=trusted_uids))
+        return KeysInfo.from_dict(
+            await self._json("POST", "/localapi/v0/meshvpn/keys", req.to_dict(), trusted_uids=trusted_uids)
+        )
 
     async def keys(self) -> KeysInfo:
         return KeysInfo.from_dict(await self._json("GET", "/localapi/v0/meshvpn/keys"))

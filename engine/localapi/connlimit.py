@@ -49,7 +49,7 @@ class Admission:
         self.rejected: collections.Counter[str] = collections.Counter()  # reason -> count
 
     def admit(self, uid: int, tier: Tier) -> str:
-        """"" when admitted (release(uid) later); else the reason ("per_uid", "full")."""
+        """ "" when admitted (release(uid) later); else the reason ("per_uid", "full")."""
         lim = self.limits
         cap = lim.total
         if tier is not Tier.ROOT:

@@ -109,8 +109,9 @@ def decode_lenient(cls: type[W], data: Any) -> Decoded[W]:
     return Decoded(value, tuple(problems))
 
 
-def gofield(name: str, default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING,
-            omitempty: bool = False) -> Any:
+def gofield(
+    name: str, default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, omitempty: bool = False
+) -> Any:
     """A dataclass field serialized under the Go JSON name `name`."""
     md = {"go": name, "omitempty": omitempty}
     if factory is not dataclasses.MISSING:
@@ -220,8 +221,9 @@ def _encode(v: Any) -> Any:
     return v
 
 
-def _decode_at(tp: Any, v: Any, where: str, problems: list[FieldProblem] | None,
-               path: tuple[str, ...]) -> tuple[bool, Any]:
+def _decode_at(
+    tp: Any, v: Any, where: str, problems: list[FieldProblem] | None, path: tuple[str, ...]
+) -> tuple[bool, Any]:
     """(True, value); strict (`problems` None): raises SchemaError; lenient: (False, None) once the problem is noted."""
     if problems is None:
         return True, _decode(tp, v, where)
@@ -232,8 +234,7 @@ def _decode_at(tp: Any, v: Any, where: str, problems: list[FieldProblem] | None,
         return False, None
 
 
-def _decode(tp: Any, v: Any, where: str, problems: list[FieldProblem] | None = None,
-            path: tuple[str, ...] = ()) -> Any:
+def _decode(tp: Any, v: Any, where: str, problems: list[FieldProblem] | None = None, path: tuple[str, ...] = ()) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
@@ -688,8 +689,10 @@ class NodeKeyRotation(Wire):
         return dataclasses.replace(self, node_private="") if self.node_private else self
 
     def __repr__(self) -> str:  # the private half is never printed
-        return (f"NodeKeyRotation(node_public={self.node_public[:16]}…, old_node_public={self.old_node_public[:16]}…"
-                f"{', node_private=<redacted>' if self.node_private else ''})")
+        return (
+            f"NodeKeyRotation(node_public={self.node_public[:16]}…, old_node_public={self.old_node_public[:16]}…"
+            f"{', node_private=<redacted>' if self.node_private else ''})"
+        )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ Request path:  accept ─► SO_PEERCRED ─► h11 parse (limits) ─► CSRF/H
 Endpoints (/localapi/v0/...; R = any local user, W = root/operator):
     status GET R (?peers=false)          prefs GET R / PATCH W (MaskedPrefs)   check-prefs POST W
     start POST W (ipn.Options) -> 204    login-interactive POST W -> 204       logout POST W -> 204
-    watch-ipn-bus GET R (?mask=N, NDJSON ipn.Notify; W unless mask has NotifyNoPrivateKeys)   ping POST R (?ip&type&size)   whois GET R (?addr)
+    watch-ipn-bus GET R (?mask=N, NDJSON ipn.Notify; W unless mask has NotifyNoPrivateKeys)
+    ping POST R (?ip&type&size)          whois GET R (?addr)
     set-use-exit-node-enabled POST W (?enabled)        suggest-exit-node GET R        derpmap GET R
     check-ip-forwarding / check-udp-gro-forwarding / check-reverse-path-filtering GET R ({"Warning"})
     serve-config GET R (null)            shutdown POST root
@@ -152,8 +153,9 @@ def bind_unix_socket(path: str, *, mode: int = 0o666, dir_mode: int = 0o755) -> 
         os.chmod(parent, dir_mode)
     pst = os.stat(parent)
     if pst.st_mode & stat.S_IWOTH and not pst.st_mode & stat.S_ISVTX:
-        raise SocketPathError(f"socket directory {parent} is world-writable without the sticky bit; "
-                              "anyone could replace the socket")
+        raise SocketPathError(
+            f"socket directory {parent} is world-writable without the sticky bit; anyone could replace the socket"
+        )
     if os.path.lexists(path):
         st = os.lstat(path)
         if not stat.S_ISSOCK(st.st_mode):
@@ -216,9 +218,18 @@ class LocalAPIServer:
         self.admission = Admission(conn_limits)
         self._lingering = 0
         self._reject_logged: dict[int, float] = {}  # uid -> loop time of the last "refused" log line
-        self.counters = {"requests": 0, "bad_requests": 0, "bad_params": 0, "denied": 0, "denied_prefs": 0,
-                         "not_found": 0, "rejected_conns": 0, "rejected_conns_per_uid": 0,
-                         "rejected_conns_full": 0, "request_timeouts": 0}
+        self.counters = {
+            "requests": 0,
+            "bad_requests": 0,
+            "bad_params": 0,
+            "denied": 0,
+            "denied_prefs": 0,
+            "not_found": 0,
+            "rejected_conns": 0,
+            "rejected_conns_per_uid": 0,
+            "rejected_conns_full": 0,
+            "request_timeouts": 0,
+        }
         self.routes: dict[str, Route] = self._build_routes()
 
     # -- lifecycle --
@@ -295,14 +306,17 @@ class LocalAPIServer:
             self.admission.release(cred.uid)
             await self._close(writer)
 
-    async def _refuse_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, permit: Permit, uid: int,
-                           why: str) -> None:
-        """503 to a connection over its caller's cap (or the unreserved part of the total), counted; the caller closes."""
+    async def _refuse_conn(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, permit: Permit, uid: int, why: str
+    ) -> None:
+        """503 to a connection over its caller's cap (or the total's unreserved part), counted; the caller closes."""
         self.counters["rejected_conns"] += 1
         self.counters[f"rejected_conns_{why}"] += 1
         if why == "per_uid":
-            msg = (f"too many connections from {permit.who}: at most {self.admission.limits.per_uid} at once; "
-                   "close some (watch streams) and retry")
+            msg = (
+                f"too many connections from {permit.who}: at most {self.admission.limits.per_uid} at once; "
+                "close some (watch streams) and retry"
+            )
         else:
             msg = "the LocalAPI is busy (too many connections); retry later"
         now = asyncio.get_running_loop().time()
@@ -310,8 +324,10 @@ class LocalAPIServer:
             self._reject_logged[uid] = now
             self.log.warning("refusing connections: %s (%d refused so far)", msg, self.counters["rejected_conns"])
         body = _json_bytes({"Error": msg})
-        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        writer.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
         if self._lingering < MAX_LINGERING:
             # Closing with the client's request unread would reset the connection and lose our answer:
             # end our side, read (and drop) what the client sends for a moment, then close.
@@ -401,9 +417,13 @@ class LocalAPIServer:
                 self.counters["request_timeouts"] += 1
                 await self._send_error_raw(conn, writer, 408, f"request not received within {REQUEST_TIMEOUT:g} s")
                 return
-            self.log.debug("%s %s -> %s (%s)", ev.method.decode("ascii", "replace"),
-                           ev.target.decode("latin-1").split("?")[0],
-                           result.status if isinstance(result, Reply) else "stream", permit.who)
+            self.log.debug(
+                "%s %s -> %s (%s)",
+                ev.method.decode("ascii", "replace"),
+                ev.target.decode("latin-1").split("?")[0],
+                result.status if isinstance(result, Reply) else "stream",
+                permit.who,
+            )
             if isinstance(result, Reply):
                 await self._send_reply(conn, writer, result)
             else:
@@ -416,8 +436,9 @@ class LocalAPIServer:
             except h11.LocalProtocolError:
                 return
 
-    async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader, ev: h11.Request,
-                            permit: Permit, deadline: float) -> Request:
+    async def _read_request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, ev: h11.Request, permit: Permit, deadline: float
+    ) -> Request:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in ev.headers}
         target = ev.target.decode("latin-1")
         try:
@@ -449,12 +470,14 @@ class LocalAPIServer:
         if not req.path.startswith("/localapi/v0/"):
             self.counters["not_found"] += 1
             raise HTTPError(404, f"no such endpoint {req.path}")
-        route = self.routes.get(req.path[len("/localapi/v0/"):])
+        route = self.routes.get(req.path[len("/localapi/v0/") :])
         if route is None:
             self.counters["not_found"] += 1
             raise HTTPError(404, f"no such endpoint {req.path}")
         if req.method not in route.methods:
-            raise HTTPError(405, f"method {req.method} not allowed on {req.path}; want {'/'.join(sorted(route.methods))}")
+            raise HTTPError(
+                405, f"method {req.method} not allowed on {req.path}; want {'/'.join(sorted(route.methods))}"
+            )
         write = route.write or (req.method == "PATCH")
         if write and not req.permit.write:
             self.counters["denied"] += 1
@@ -503,7 +526,11 @@ class LocalAPIServer:
             ctype = r.ctype
         if r.status == 204:
             body, ctype = b"", None
-        resp = h11.Response(status_code=r.status, reason=_reason(r.status), headers=self._headers(r.headers, ctype, len(body) if r.status != 204 else None))
+        resp = h11.Response(
+            status_code=r.status,
+            reason=_reason(r.status),
+            headers=self._headers(r.headers, ctype, len(body) if r.status != 204 else None),
+        )
         try:
             writer.write(conn.send(resp))
             if body:
@@ -519,22 +546,33 @@ class LocalAPIServer:
         try:
             if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
                 return
-            data = conn.send(h11.Response(status_code=status, reason=_reason(status), headers=self._headers([("Connection", "close")], "application/json", len(body))))
+            data = conn.send(
+                h11.Response(
+                    status_code=status,
+                    reason=_reason(status),
+                    headers=self._headers([("Connection", "close")], "application/json", len(body)),
+                )
+            )
             data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             # h11 is in ERROR; write a minimal response by hand.
-            data = (f"HTTP/1.1 {status} {_reason(status).decode()}\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+            data = (
+                f"HTTP/1.1 {status} {_reason(status).decode()}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode() + body
         writer.write(data)
         try:
             await writer.drain()
         except ConnectionError:
             pass
 
-    async def _send_stream(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           chunks: Stream) -> None:
+    async def _send_stream(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, chunks: Stream
+    ) -> None:
         """Chunked response of newline-delimited JSON, until the producer ends or the client hangs up."""
-        writer.write(conn.send(h11.Response(status_code=200, reason=b"OK", headers=self._headers([], "application/json", None))))
+        writer.write(
+            conn.send(h11.Response(status_code=200, reason=b"OK", headers=self._headers([], "application/json", None)))
+        )
         await writer.drain()
 
         async def pump() -> None:
@@ -572,7 +610,12 @@ class LocalAPIServer:
     # -- routes --
 
     def _build_routes(self) -> dict[str, Route]:
-        G, P, PA, PO = frozenset({"GET", "HEAD"}), frozenset({"POST"}), frozenset({"GET", "PATCH"}), frozenset({"GET", "POST"})
+        G, P, PA, PO = (
+            frozenset({"GET", "HEAD"}),
+            frozenset({"POST"}),
+            frozenset({"GET", "PATCH"}),
+            frozenset({"GET", "POST"}),
+        )
         return {
             "status": Route(G, self.h_status, False, "status"),
             "prefs": Route(PA, self.h_prefs, False, "prefs change"),
@@ -623,8 +666,9 @@ class LocalAPIServer:
 
     async def h_start(self, req: Request) -> Reply:
         o = Options.from_dict(req.json())
-        await self.backend.start_with(update_prefs=o.update_prefs, auth_key=o.auth_key,
-                                      actor_is_root=req.permit.is_root, who=req.permit.who)
+        await self.backend.start_with(
+            update_prefs=o.update_prefs, auth_key=o.auth_key, actor_is_root=req.permit.is_root, who=req.permit.who
+        )
         return Reply(204)
 
     async def h_login_interactive(self, req: Request) -> Reply:
@@ -641,8 +685,11 @@ class LocalAPIServer:
         if not mask & NotifyWatchOpt.NO_PRIVATE_KEYS and not req.permit.write:
             # tailscaled's rule: readers must ask for private keys to be filtered out.
             self.counters["denied"] += 1
-            raise HTTPError(403, "watch IPN bus access denied, must set ipn.NotifyNoPrivateKeys when not "
-                                 "running as admin/root or operator")
+            raise HTTPError(
+                403,
+                "watch IPN bus access denied, must set ipn.NotifyNoPrivateKeys when not "
+                "running as admin/root or operator",
+            )
         events = self.backend.watch(mask, uid=req.permit.uid)
 
         async def lines() -> AsyncIterator[bytes]:
@@ -684,8 +731,9 @@ class LocalAPIServer:
         v = req.query.get("enabled", "").lower()
         if v not in ("true", "false", "1", "0"):
             raise HTTPError(400, "invalid 'enabled' parameter")
-        prefs = await self.backend.set_use_exit_node(v in ("true", "1"), actor_is_root=req.permit.is_root,
-                                                     who=req.permit.who)
+        prefs = await self.backend.set_use_exit_node(
+            v in ("true", "1"), actor_is_root=req.permit.is_root, who=req.permit.who
+        )
         return Reply(200, prefs.to_dict())
 
     async def h_suggest_exit_node(self, req: Request) -> Reply:
@@ -716,8 +764,10 @@ class LocalAPIServer:
         nm = self.backend.netmap
         if nm is not None and nm.derp_map:
             return Reply(200, nm.derp_map)
-        regions = {str(i): {"RegionID": i, "RegionCode": code, "RegionName": code, "Nodes": []}
-                   for i, code in (nm.derp_regions.items() if nm else [])}
+        regions = {
+            str(i): {"RegionID": i, "RegionCode": code, "RegionName": code, "Nodes": []}
+            for i, code in (nm.derp_regions.items() if nm else [])
+        }
         return Reply(200, {"Regions": regions})
 
     async def h_serve_config(self, req: Request) -> Reply:
@@ -783,8 +833,13 @@ class LocalAPIServer:
 
     async def h_counters(self, req: Request) -> Reply:
         adm = self.admission
-        return Reply(200, {"Counters": dict(self.counters),
-                           "Connections": {"Total": adm.total, "ByUID": {str(u): n for u, n in adm.by_uid.items()}}})
+        return Reply(
+            200,
+            {
+                "Counters": dict(self.counters),
+                "Connections": {"Total": adm.total, "ByUID": {str(u): n for u, n in adm.by_uid.items()}},
+            },
+        )
 
     def _uint_param(self, req: Request, name: str, what: str, *, maximum: int = _MAX_UINT64) -> int:
         """An unsigned decimal query parameter (absent/empty: 0); anything else is a counted 400."""
@@ -793,11 +848,10 @@ class LocalAPIServer:
         if not ok:
             self.counters["bad_params"] += 1
             shown = raw if len(raw) <= 24 else raw[:24] + "..."
-            raise HTTPError(400, f"invalid {name!r} parameter {shown!r}: want a decimal number "
-                                 f"from 0 to {maximum} ({what})")
+            raise HTTPError(
+                400, f"invalid {name!r} parameter {shown!r}: want a decimal number from 0 to {maximum} ({what})"
+            )
         return int(raw)
 
     async def h_whoami(self, req: Request) -> Reply:
         return Reply(200, {"Who": req.permit.who, "Read": req.permit.read, "Write": req.permit.write})
-
-

@@ -374,8 +374,12 @@ class MagicConn:
                 eps = [parse_addrport(e) for e in cfg.endpoints]
                 cur = self._peers.get(nk)
                 if cur is None or cur.cfg.disco_key != cfg.disco_key:
-                    cur = _Peer(cfg=cfg, path=PeerPath(node_key=nk, disco_key=cfg.disco_key, random=self._random,
-                                                       counters=self.counters))
+                    cur = _Peer(
+                        cfg=cfg,
+                        path=PeerPath(
+                            node_key=nk, disco_key=cfg.disco_key, random=self._random, counters=self.counters
+                        ),
+                    )
                     self._peers[nk] = cur
                 cur.cfg = cfg
                 cur.path.home_derp = cfg.home_derp
@@ -482,7 +486,9 @@ class MagicConn:
             out[rid] = self._clock() - t0
             w.close()
 
-        await asyncio.gather(*(one(rid, r.derp_nodes()[0]) for rid, r in self.derp_map.regions.items() if r.derp_nodes()))
+        await asyncio.gather(
+            *(one(rid, r.derp_nodes()[0]) for rid, r in self.derp_map.regions.items() if r.derp_nodes())
+        )
         return out
 
     def _compute_endpoints(self) -> list[Endpoint]:
@@ -495,8 +501,9 @@ class MagicConn:
                     seen.add(a)
                     eps.append(Endpoint(_fmt(a), ENDPOINT_STUN))
         # never the tunnel's own addresses (100.64/10): a "direct path" through the tunnel loops
-        locals_ = [a for a in self._local_addrs()
-                   if not ipaddress.ip_address(a).is_loopback and usable_candidate((a, 1))]
+        locals_ = [
+            a for a in self._local_addrs() if not ipaddress.ip_address(a).is_loopback and usable_candidate((a, 1))
+        ]
         if not locals_ and not eps:
             locals_ = ["127.0.0.1"]
         for ip in locals_:
@@ -591,8 +598,16 @@ class MagicConn:
         region = self.derp_map.regions.get(region_id)
         if region is None:
             raise KeyError(f"DERP region {region_id} not in map")
-        c = DerpClient(region, self._node, self._on_derp_event, use_http=self._use_http,
-                       logger=self._log, clock=self._clock, random=self._random, fwmark=self._fwmark)
+        c = DerpClient(
+            region,
+            self._node,
+            self._on_derp_event,
+            use_http=self._use_http,
+            logger=self._log,
+            clock=self._clock,
+            random=self._random,
+            fwmark=self._fwmark,
+        )
         self._derps[region_id] = c
         if self._tg is not None:
             self._derp_tasks[region_id] = self._tg.create_task(c.run(), name=f"derp-{region_id}")
@@ -726,8 +741,15 @@ class MagicConn:
         except BlockingIOError:
             self.counters.send_errors += 1
         except OSError as e:
-            if e.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EPERM, errno.EINVAL,
-                               errno.ECONNREFUSED, errno.EBADF, errno.EADDRNOTAVAIL):
+            if e.errno not in (
+                errno.ENETUNREACH,
+                errno.EHOSTUNREACH,
+                errno.EPERM,
+                errno.EINVAL,
+                errno.ECONNREFUSED,
+                errno.EBADF,
+                errno.EADDRNOTAVAIL,
+            ):
                 self._log.debug("udp send to %s: %s", _fmt(addr), e)
             self.counters.send_errors += 1
 
@@ -762,7 +784,7 @@ class MagicConn:
                 if seg < n and not _all_wireguard(buf, n, seg):
                     # a GRO batch holding something else: demux datagram by datagram
                     for off in range(0, n, seg):
-                        self._demux(bytes(mv[off:min(n, off + seg)]), addr, loop)
+                        self._demux(bytes(mv[off : min(n, off + seg)]), addr, loop)
                     continue
                 self._demux(bytes(mv[:n]), addr, loop, seg if seg < n else 0)
             except RuntimeError:  # the loop is closed: we are shutting down
@@ -955,12 +977,12 @@ class MagicConn:
             except asyncio.TimeoutError:
                 pass
 
-
     def _prune_addr_peer(self) -> None:
         """Forget address bindings that are no longer candidates of their peer (bounded by MAX_CANDIDATES each)."""
         with self._lock:
-            keep = {a: k for a, k in self._addr_peer.items()
-                    if k in self._peers and a in self._peers[k].path.candidates}
+            keep = {
+                a: k for a, k in self._addr_peer.items() if k in self._peers and a in self._peers[k].path.candidates
+            }
             if len(keep) != len(self._addr_peer):
                 self._addr_peer = keep  # swapped whole: the reader thread reads it without the lock
 
@@ -970,7 +992,7 @@ def _split(parts: list, seg: int) -> list[bytes]:
     if not seg:
         return [bytes(d) for d in parts]
     data = b"".join(bytes(d) for d in parts)
-    return [data[o:o + seg] for o in range(0, len(data), seg)]
+    return [data[o : o + seg] for o in range(0, len(data), seg)]
 
 
 def _all_wireguard(buf: bytearray, n: int, seg: int) -> bool:

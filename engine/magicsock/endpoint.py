@@ -176,10 +176,16 @@ class PeerPath:
     pongs_received: int = 0
     counters: PathCounters = field(default_factory=PathCounters)
     ping_bucket: TokenBucket = field(default_factory=lambda: TokenBucket(C.PEER_PING_RATE, C.PEER_PING_BURST))
-    stats: dict[str, int] = field(default_factory=lambda: {
-        "tx_direct_packets": 0, "tx_derp_packets": 0, "rx_direct_packets": 0,
-        "rx_derp_packets": 0, "tx_bytes": 0, "rx_bytes": 0,
-    })
+    stats: dict[str, int] = field(
+        default_factory=lambda: {
+            "tx_direct_packets": 0,
+            "tx_derp_packets": 0,
+            "rx_direct_packets": 0,
+            "rx_derp_packets": 0,
+            "tx_bytes": 0,
+            "rx_bytes": 0,
+        }
+    )
 
     # ---- configuration ------------------------------------------------------------------
 
@@ -263,7 +269,7 @@ class PeerPath:
                 eps.append(addr)
         if len(eps) > C.MAX_CMM_ENDPOINTS:
             self.counters.cmm_endpoints_dropped += len(eps) - C.MAX_CMM_ENDPOINTS
-            del eps[C.MAX_CMM_ENDPOINTS:]
+            del eps[C.MAX_CMM_ENDPOINTS :]
         keep = set(eps)
         for addr in [a for a, c in self.candidates.items() if c.source == "cmm" and a not in keep]:
             if addr != self.best_addr:
@@ -396,8 +402,11 @@ class PeerPath:
     def _discovery(self, now: float, force: bool) -> list[Action]:
         """Ping every candidate not pinged within DISCO_PING_INTERVAL; CallMeMaybe once per round."""
         self._expire_candidates(now)
-        due = [c for c in self.candidates.values()
-               if force or c.last_ping is None or now - c.last_ping >= C.DISCO_PING_INTERVAL]
+        due = [
+            c
+            for c in self.candidates.values()
+            if force or c.last_ping is None or now - c.last_ping >= C.DISCO_PING_INTERVAL
+        ]
         out: list[Action] = self._pings(due, now)
         if out:
             self.last_full_ping = now

@@ -5,6 +5,15 @@ from engine.peerapi.core import Counters, DNSAnswer, DNSQuery, PeerAPICore, Requ
 from engine.peerapi.ports import candidate_ports, services
 
 __all__ = [
-    "Access", "PeerIdentity", "access_from_netmap", "Counters", "DNSAnswer", "DNSQuery",
-    "PeerAPICore", "Request", "Response", "candidate_ports", "services",
+    "Access",
+    "PeerIdentity",
+    "access_from_netmap",
+    "Counters",
+    "DNSAnswer",
+    "DNSQuery",
+    "PeerAPICore",
+    "Request",
+    "Response",
+    "candidate_ports",
+    "services",
 ]

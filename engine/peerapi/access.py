@@ -137,5 +137,10 @@ def access_from_netmap(nm: Any, *, offering_exit: bool, internet_allowed: Callab
     me_ident = PeerIdentity(node_id=me.id, name=me.name or "", user=me.user or 0, tagged=bool(me.tags))
     for ip in mine:  # we may query ourselves (tailscale's WhoIs knows self too)
         peers[ip] = me_ident
-    return Access(self_addresses=mine, self_user=me.user or 0, peers=peers, offering_exit=offering_exit,
-                  internet_allowed=internet_allowed)
+    return Access(
+        self_addresses=mine,
+        self_user=me.user or 0,
+        peers=peers,
+        offering_exit=offering_exit,
+        internet_allowed=internet_allowed,
+    )

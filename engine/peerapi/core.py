@@ -105,8 +105,11 @@ class Counters:
 
 
 def _text(status: int, msg: str, extra: tuple[tuple[str, str], ...] = ()) -> Response:
-    return Response(status, (("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"),
-                             *extra), (msg + "\n").encode())
+    return Response(
+        status,
+        (("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"), *extra),
+        (msg + "\n").encode(),
+    )
 
 
 def wants_security_headers(req: Request) -> bool:
@@ -145,8 +148,11 @@ class PeerAPICore:
         peer = self.access.who_is(req.remote)
         if peer is None:
             return self._error(403, "unknown peer", "unknown-peer")
-        if req.header("referer") is not None or req.header("origin") is not None \
-                or not self.access.host_valid(req.header("host")):
+        if (
+            req.header("referer") is not None
+            or req.header("origin") is not None
+            or not self.access.host_valid(req.header("host"))
+        ):
             return self._error(403, "invalid peerapi request", "invalid-request")
         sec = wants_security_headers(req)
         try:
@@ -200,8 +206,11 @@ class PeerAPICore:
                 name = (form.get("q") or [""])[0]
                 if name:
                     return self._debug_query(name, (form.get("t") or [""])[0], sec)
-                return self._error(400, "missing 'dns' parameter; try '?dns=' (DoH standard) or '?q=<name>' "
-                                        "for JSON debug mode", "dns-missing")
+                return self._error(
+                    400,
+                    "missing 'dns' parameter; try '?dns=' (DoH standard) or '?q=<name>' for JSON debug mode",
+                    "dns-missing",
+                )
             q64 = q64.rstrip("=")
             if len(q64) * 3 // 4 > MAX_DNS_QUERY_BYTES:
                 return self._error(413, "query too large", "dns-oversize")

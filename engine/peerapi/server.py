@@ -58,9 +58,15 @@ class _Listener:
 class PeerAPIServer:
     """See module docstring. ``answer_dns(query) -> reply | None`` is the MagicDNS resolver."""
 
-    def __init__(self, core: PeerAPICore, answer_dns: AnswerDNS | None, *, limits: Limits = Limits(),
-                 logger: logging.Logger | logging.LoggerAdapter | None = None,
-                 ports_for: Callable[[str], list[int]] = candidate_ports) -> None:
+    def __init__(
+        self,
+        core: PeerAPICore,
+        answer_dns: AnswerDNS | None,
+        *,
+        limits: Limits = Limits(),
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        ports_for: Callable[[str], list[int]] = candidate_ports,
+    ) -> None:
         self.core = core
         self._answer_dns = answer_dns
         self.limits = limits
@@ -149,8 +155,10 @@ class PeerAPIServer:
                 self._log.debug("peerapi: connection from unknown address %s closed", remote)
                 conn.close()
                 continue
-            if self._nconns >= self.limits.max_connections or \
-                    self._per_peer.get(remote, 0) >= self.limits.max_connections_per_peer:
+            if (
+                self._nconns >= self.limits.max_connections
+                or self._per_peer.get(remote, 0) >= self.limits.max_connections_per_peer
+            ):
                 self.core.counters.connections_rejected += 1
                 conn.close()
                 continue
@@ -271,9 +279,21 @@ class PeerAPIServer:
             return
         with contextlib.suppress(Exception):
             body = (msg + "\n").encode()
-            await self._write(sock, h.send(h11.Response(status_code=status, headers=[
-                ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
-                ("Connection", "close")])) + h.send(h11.Data(data=body)) + h.send(h11.EndOfMessage()))
+            await self._write(
+                sock,
+                h.send(
+                    h11.Response(
+                        status_code=status,
+                        headers=[
+                            ("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(body))),
+                            ("Connection", "close"),
+                        ],
+                    )
+                )
+                + h.send(h11.Data(data=body))
+                + h.send(h11.EndOfMessage()),
+            )
 
     async def _send(self, h: h11.Connection, sock: socket.socket, resp: Response, *, head: bool) -> None:
         headers = [(k, v) for k, v in resp.headers if k.lower() != "content-length"]

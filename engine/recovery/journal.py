@@ -121,8 +121,9 @@ class Change:
     @classmethod
     def file_contents(cls, path: str, original: bytes | None) -> "Change":
         """We are about to rewrite `path`; undo = restore `original` (None = the file did not exist)."""
-        return cls("file", {"path": path,
-                            "original": None if original is None else base64.b64encode(original).decode()})
+        return cls(
+            "file", {"path": path, "original": None if original is None else base64.b64encode(original).decode()}
+        )
 
     @classmethod
     def sysctl(cls, key: str, original: str) -> "Change":
@@ -165,7 +166,11 @@ class Change:
                 return "bad rule selector"
             return None
         if self.kind == "nft-table":
-            return None if (a["family"], a["name"]) in own.nft_tables else f"nft table {a['family']} {a['name']} is not ours"
+            return (
+                None
+                if (a["family"], a["name"]) in own.nft_tables
+                else f"nft table {a['family']} {a['name']} is not ours"
+            )
         if self.kind == "file":
             if a["path"] not in own.files:
                 return f"file {a['path']!r} is not one the helper writes"
@@ -260,8 +265,14 @@ class RecoveryReport:
 class Journal:
     """Append-only, fsync'ed record of pending system changes (see module doc)."""
 
-    def __init__(self, path: str | os.PathLike[str] = DEFAULT_JOURNAL, *, run: Runner = run_cmd,
-                 logger: logging.Logger | logging.LoggerAdapter | None = None, own: OwnChanges | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = DEFAULT_JOURNAL,
+        *,
+        run: Runner = run_cmd,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        own: OwnChanges | None = None,
+    ) -> None:
         self.path = Path(path)
         self.run = run
         self.own = own or OwnChanges()
@@ -312,8 +323,10 @@ class Journal:
         self._lines += 1
 
     def _rewrite(self) -> None:
-        lines = [json.dumps({"op": "rec", "id": cid, "change": ch.to_dict()}, separators=(",", ":")) + "\n"
-                 for cid, ch in sorted(self._pending.items())]
+        lines = [
+            json.dumps({"op": "rec", "id": cid, "change": ch.to_dict()}, separators=(",", ":")) + "\n"
+            for cid, ch in sorted(self._pending.items())
+        ]
         write_atomic(self.path, "".join(lines), mode=0o600)
         self._lines = len(self._pending)
 
@@ -345,7 +358,9 @@ class Journal:
         for cid, ch in sorted(self._pending.items(), reverse=True):
             ok, msg = ch.undo(self.run, self.own)
             (rep.undone if ok else rep.failed).append(msg)
-            self.log.warning("recovered leftover from a previous run: %s", msg) if ok else self.log.error("could not undo leftover: %s", msg)
+            self.log.warning("recovered leftover from a previous run: %s", msg) if ok else self.log.error(
+                "could not undo leftover: %s", msg
+            )
         self._pending.clear()
         if self.path.exists():
             self._rewrite()

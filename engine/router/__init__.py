@@ -1,1 +1,1 @@
-"""OS routing for the TUN: addresses and routes (linux.py), exit-node policy routing (exitnode.py), forwarding/NAT (nft.py)."""
+"""Routing for the TUN: addresses/routes (linux.py), exit-node policy routes (exitnode.py), forwarding/NAT (nft.py)."""

@@ -170,7 +170,9 @@ class JsonJournal:
         self.path = Path(journal_dir) / name
 
     def write(self, obj: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)  # shared with the LocalAPI socket; journals hold no secrets
+        self.path.parent.mkdir(
+            parents=True, exist_ok=True, mode=0o755
+        )  # shared with the LocalAPI socket; journals hold no secrets
         write_atomic(self.path, json.dumps(obj), mode=0o600)
 
     def read(self) -> dict | None:
@@ -229,8 +231,10 @@ class ExitRouter(JournaledApplier):
             return []
 
     def _have_ipv6(self) -> bool:
-        return bool(self._run(["sh", "-c", "cat /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null"],
-                              check=False).strip() == "0")
+        return bool(
+            self._run(["sh", "-c", "cat /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null"], check=False).strip()
+            == "0"
+        )
 
     def _rule_present(self, r: RuleSpec) -> bool:
         for e in self._json(["ip", f"-{r.family}", "-j", "rule", "show"]):
@@ -278,11 +282,13 @@ class ExitRouter(JournaledApplier):
                 return []
             rules, routes = self.find_leftovers()
             missing = [f"IPv{r.family} rule " + " ".join(r.add_argv()[4:]) for r in self._rules if r not in rules]
-            missing += [f"IPv{rt.family} route " + " ".join(rt.replace_argv()[4:]) for rt in self._routes
-                        if rt not in routes]
+            missing += [
+                f"IPv{rt.family} route " + " ".join(rt.replace_argv()[4:]) for rt in self._routes if rt not in routes
+            ]
             if missing:
-                self._log.warning("exit routing was changed by another program (missing: %s); re-installing",
-                                  "; ".join(missing))
+                self._log.warning(
+                    "exit routing was changed by another program (missing: %s); re-installing", "; ".join(missing)
+                )
                 self._set(cfg)
             return missing
 
@@ -293,8 +299,11 @@ class ExitRouter(JournaledApplier):
         v6 = cfg.ipv6 and self._have_ipv6()
         if v6 != cfg.ipv6:
             cfg = ExitRouteConfig(cfg.tun, cfg.allow_lan, cfg.lan_prefixes, ipv6=False)
-        lan = list(cfg.lan_prefixes) if cfg.lan_prefixes is not None else (
-            self.detect_lan_prefixes(cfg.tun) if cfg.allow_lan else [])
+        lan = (
+            list(cfg.lan_prefixes)
+            if cfg.lan_prefixes is not None
+            else (self.detect_lan_prefixes(cfg.tun) if cfg.allow_lan else [])
+        )
         rules = desired_rules((4, 6) if cfg.ipv6 else (4,))
         routes = desired_routes(cfg, lan)
         # Journal first (union with what is there), so a crash mid-way can still be undone.
@@ -313,8 +322,12 @@ class ExitRouter(JournaledApplier):
                 self._del_rule(r)
         self._rules, self._routes, self._current = rules, routes, cfg
         self._write_journal(rules, routes)
-        self._log.info("exit routing on via %s (allow_lan=%s, %d throw routes)", cfg.tun, cfg.allow_lan,
-                       sum(1 for r in routes if r.kind == "throw"))
+        self._log.info(
+            "exit routing on via %s (allow_lan=%s, %d throw routes)",
+            cfg.tun,
+            cfg.allow_lan,
+            sum(1 for r in routes if r.kind == "throw"),
+        )
 
     def _del_rule(self, r: RuleSpec) -> None:
         # Delete by full selector so a foreign rule at the same priority is left alone.

@@ -35,8 +35,14 @@ def _run_ip(argv: Sequence[str], batch: str) -> None:
 class LinuxRouter:
     """Owns the addresses and routes of one interface (table main)."""
 
-    def __init__(self, ifname: str, *, runner: Runner = _run_ip, service_addrs: Sequence[str] = (),
-                 logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
+    def __init__(
+        self,
+        ifname: str,
+        *,
+        runner: Runner = _run_ip,
+        service_addrs: Sequence[str] = (),
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
         self.ifname = ifname
         self.service_addrs = tuple(service_addrs)
         self._service_on = False
@@ -84,8 +90,13 @@ class LinuxRouter:
         if cmds:
             # -force: keep going if a deletion target is already gone (e.g. the link vanished)
             self._batch(cmds, force=True)
-            self._log.info("router %s: %d addrs, %d routes (%d commands)", self.ifname,
-                           len(want_addrs), len(want_routes), len(cmds))
+            self._log.info(
+                "router %s: %d addrs, %d routes (%d commands)",
+                self.ifname,
+                len(want_addrs),
+                len(want_routes),
+                len(cmds),
+            )
         self._addrs, self._routes = want_addrs, want_routes
         self.applied = cfg
 

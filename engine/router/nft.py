@@ -128,8 +128,10 @@ class Forwarder(JournaledApplier):
             if cfg is not None and self._sysctl_get(SYSCTL_V4) != "1":
                 missing.append(f"{SYSCTL_V4}=1")
             if missing:
-                self._log.warning("firewall/forwarding was changed by another program (missing: %s); re-installing",
-                                  "; ".join(missing))
+                self._log.warning(
+                    "firewall/forwarding was changed by another program (missing: %s); re-installing",
+                    "; ".join(missing),
+                )
                 self._apply(cfg, inp)
             return missing
 

@@ -32,6 +32,4 @@ class FilterRule:
     cap_grant: Any = go("CapGrant")
 
 
-FILTER_ALLOW_ALL = (
-    FilterRule(src_ips=("*",), dst_ports=(NetPortRange(ip="*", ports=PortRange(0, 65535)),)),
-)
+FILTER_ALLOW_ALL = (FilterRule(src_ips=("*",), dst_ports=(NetPortRange(ip="*", ports=PortRange(0, 65535)),)),)

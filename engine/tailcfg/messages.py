@@ -56,8 +56,10 @@ class RegisterRequest:
     tailnet: str | None = go("Tailnet")
 
     def __repr__(self) -> str:  # never show the auth key
-        return (f"RegisterRequest(version={self.version}, node_key={self.node_key.short()}, "
-                f"auth={'<set>' if self.auth else None}, followup={self.followup!r}, expiry={self.expiry!r})")
+        return (
+            f"RegisterRequest(version={self.version}, node_key={self.node_key.short()}, "
+            f"auth={'<set>' if self.auth else None}, followup={self.followup!r}, expiry={self.expiry!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +145,18 @@ class MapResponse:
 
     def is_keepalive_only(self) -> bool:
         """True for {"KeepAlive":true} messages (possibly with a PingRequest/ControlTime only)."""
-        return self.keep_alive and self.node is None and self.peers is None and self.peers_changed is None \
-            and self.peers_removed is None and self.peers_changed_patch is None and self.derp_map is None \
-            and self.dns_config is None and self.packet_filter is None and self.packet_filters is None \
-            and self.online_change is None and self.peer_seen_change is None and self.user_profiles is None
+        return (
+            self.keep_alive
+            and self.node is None
+            and self.peers is None
+            and self.peers_changed is None
+            and self.peers_removed is None
+            and self.peers_changed_patch is None
+            and self.derp_map is None
+            and self.dns_config is None
+            and self.packet_filter is None
+            and self.packet_filters is None
+            and self.online_change is None
+            and self.peer_seen_change is None
+            and self.user_profiles is None
+        )

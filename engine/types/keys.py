@@ -24,7 +24,7 @@ def _parse_hex(cls_name: str, prefix: str, text: str) -> bytes:
         raise KeyError_(f"{cls_name}: expected str, got {type(text).__name__}")
     if not text.startswith(prefix):
         raise KeyError_(f"{cls_name}: missing prefix {prefix!r}")
-    body = text[len(prefix):]
+    body = text[len(prefix) :]
     if len(body) != 2 * KEY_SIZE:
         raise KeyError_(f"{cls_name}: want {2 * KEY_SIZE} hex digits, got {len(body)}")
     try:
@@ -150,9 +150,7 @@ class _PrivateKey:
 
     def shared(self, peer: _PublicKey) -> bytes:
         """Raw X25519(self, peer)."""
-        return X25519PrivateKey.from_private_bytes(self._raw).exchange(
-            X25519PublicKey.from_public_bytes(peer.raw)
-        )
+        return X25519PrivateKey.from_private_bytes(self._raw).exchange(X25519PublicKey.from_public_bytes(peer.raw))
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and hmac.compare_digest(self._raw, other._raw)  # type: ignore[attr-defined]
@@ -232,6 +230,15 @@ class NLPrivate(_PrivateKey):
 
 
 __all__ = [
-    "KEY_SIZE", "KeyError_", "MachinePrivate", "MachinePublic", "NodePrivate", "NodePublic",
-    "DiscoPrivate", "DiscoPublic", "ChallengePublic", "NLPublic", "NLPrivate",
+    "KEY_SIZE",
+    "KeyError_",
+    "MachinePrivate",
+    "MachinePublic",
+    "NodePrivate",
+    "NodePublic",
+    "DiscoPrivate",
+    "DiscoPublic",
+    "ChallengePublic",
+    "NLPublic",
+    "NLPrivate",
 ]

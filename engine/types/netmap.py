@@ -57,8 +57,9 @@ class NetworkMap:
         return None
 
     def snapshot(self) -> "NetworkMap":
-        return dataclasses.replace(self, peers=MappingProxyType(dict(self.peers)),
-                                   user_profiles=MappingProxyType(dict(self.user_profiles)))
+        return dataclasses.replace(
+            self, peers=MappingProxyType(dict(self.peers)), user_profiles=MappingProxyType(dict(self.user_profiles))
+        )
 
     def self_key_expired(self, now_unix: float) -> bool:
         """True if control says our node key is expired (Expired flag or KeyExpiry in the past)."""

@@ -74,7 +74,7 @@ class CookieChecker:
     def check_mac1(self, msg: bytes) -> bool:
         n = len(msg)
         want = crypto.mac(self._mac1_key, msg[: n - 2 * _MAC])
-        return hmac.compare_digest(want, msg[n - 2 * _MAC: n - _MAC])
+        return hmac.compare_digest(want, msg[n - 2 * _MAC : n - _MAC])
 
     def _cookie(self, src: bytes) -> bytes:
         return crypto.mac(self._secret, src)
@@ -85,7 +85,7 @@ class CookieChecker:
             return False
         n = len(msg)
         want = crypto.mac(self._cookie(addr_bytes(src)), msg[: n - _MAC])
-        return hmac.compare_digest(want, msg[n - _MAC:])
+        return hmac.compare_digest(want, msg[n - _MAC :])
 
     def create_reply(self, msg: bytes, receiver: int, src: object, now: float) -> CookieReply:
         """A cookie reply to a handshake ``msg`` (its mac1 is the AD) from ``src``."""
@@ -95,7 +95,7 @@ class CookieChecker:
         n = len(msg)
         cookie = self._cookie(addr_bytes(src))
         nonce = self._random_bytes(crypto.XNONCE_SIZE)
-        enc = crypto.xaead_encrypt(self._cookie_key, nonce, cookie, msg[n - 2 * _MAC: n - _MAC])
+        enc = crypto.xaead_encrypt(self._cookie_key, nonce, cookie, msg[n - 2 * _MAC : n - _MAC])
         return CookieReply(receiver, nonce, enc)
 
 
@@ -148,8 +148,13 @@ class RateLimiter:
     starts with burst - 1 tokens), so exactly ``burst`` back-to-back handshakes pass.
     """
 
-    def __init__(self, *, per_second: int = RATE_LIMIT_PACKETS_PER_SECOND,
-                 burst: int = RATE_LIMIT_BURST, gc_age: float = RATE_LIMIT_GC_AGE) -> None:
+    def __init__(
+        self,
+        *,
+        per_second: int = RATE_LIMIT_PACKETS_PER_SECOND,
+        burst: int = RATE_LIMIT_BURST,
+        gc_age: float = RATE_LIMIT_GC_AGE,
+    ) -> None:
         self._cost = 1_000_000_000 // per_second
         self._max = self._cost * burst
         self._gc_age_ns = int(gc_age * 1e9)

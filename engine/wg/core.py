@@ -75,12 +75,24 @@ class Peer:
     """One configured peer: handshake, keypairs, timers, cookie state, staged packets, stats."""
 
     __slots__ = (
-        "public_key", "handshake", "keypairs", "timers", "cookie_gen", "lock", "endpoint",
-        "staged", "rx_bytes", "tx_bytes", "last_handshake", "removed", "__weakref__",
+        "public_key",
+        "handshake",
+        "keypairs",
+        "timers",
+        "cookie_gen",
+        "lock",
+        "endpoint",
+        "staged",
+        "rx_bytes",
+        "tx_bytes",
+        "last_handshake",
+        "removed",
+        "__weakref__",
     )
 
-    def __init__(self, public_key: PublicKey, preshared_key: bytes | None, timers: PeerTimers,
-                 cookie_refresh: float) -> None:
+    def __init__(
+        self, public_key: PublicKey, preshared_key: bytes | None, timers: PeerTimers, cookie_refresh: float
+    ) -> None:
         self.public_key = public_key
         self.handshake = PeerHandshake(public_key, preshared_key)
         self.keypairs = KeypairSet()
@@ -164,8 +176,11 @@ class DeviceCore:
             if ident is not None and self._identity is not None and ident.private == self._identity.private:
                 return
             self._identity = ident
-            self._checker = CookieChecker(ident.public, self._random_bytes,
-                                          refresh_time=self.timings.cookie_refresh_time) if ident else None
+            self._checker = (
+                CookieChecker(ident.public, self._random_bytes, refresh_time=self.timings.cookie_refresh_time)
+                if ident
+                else None
+            )
             if ident is not None and ident.public in self._peers:  # never a peer of ourselves
                 self._remove_peer_locked(self._peers[ident.public])
             for peer in self._peers.values():
@@ -175,9 +190,16 @@ class DeviceCore:
                     if ident is not None and peer.timers.persistent_keepalive_interval > 0:
                         self._send_keepalive_locked(peer, now)  # as wireguard-go does on device up
 
-    def add_peer(self, public_key: bytes, *, preshared_key: bytes | None = None,
-                 persistent_keepalive: float = 0, endpoint: Any = None,
-                 allowed_ips: Iterable[object] = (), now: float = 0.0) -> Peer:
+    def add_peer(
+        self,
+        public_key: bytes,
+        *,
+        preshared_key: bytes | None = None,
+        persistent_keepalive: float = 0,
+        endpoint: Any = None,
+        allowed_ips: Iterable[object] = (),
+        now: float = 0.0,
+    ) -> Peer:
         """Add a peer (ValueError if it exists, or is ourselves)."""
         pub = PublicKey(bytes(public_key))
         with self._lock:
@@ -198,8 +220,15 @@ class DeviceCore:
 
     _UNSET: Any = object()
 
-    def update_peer(self, peer: Peer, *, preshared_key: Any = _UNSET, persistent_keepalive: Any = _UNSET,
-                    endpoint: Any = _UNSET, now: float = 0.0) -> None:
+    def update_peer(
+        self,
+        peer: Peer,
+        *,
+        preshared_key: Any = _UNSET,
+        persistent_keepalive: Any = _UNSET,
+        endpoint: Any = _UNSET,
+        now: float = 0.0,
+    ) -> None:
         """Change a peer's psk / persistent keepalive (turning it on sends a keepalive) / endpoint."""
         with peer.lock:
             if preshared_key is not self._UNSET:
@@ -278,8 +307,9 @@ class DeviceCore:
 
     def counters(self) -> dict[str, int]:
         """Drops by reason as ``drop_<reason>``, plus other event counts."""
-        return {(f"drop_{k}" if k in DropReason.__members__.values() else k): v
-                for k, v in list(self._counters.items())}
+        return {
+            (f"drop_{k}" if k in DropReason.__members__.values() else k): v for k, v in list(self._counters.items())
+        }
 
     # ------------------------------------------------------------------ outbox
     @property
@@ -474,8 +504,12 @@ class DeviceCore:
         """
         t = peer.timers
         cur = peer.keypairs.current  # keepKeyFreshReceiving looks at the current keypair
-        if (cur is not None and cur.is_initiator and not t.sent_last_minute_handshake
-                and now - cur.created > self._last_minute_age):
+        if (
+            cur is not None
+            and cur.is_initiator
+            and not t.sent_last_minute_handshake
+            and now - cur.created > self._last_minute_age
+        ):
             with peer.lock:
                 if not t.sent_last_minute_handshake:
                     t.sent_last_minute_handshake = True
@@ -501,7 +535,7 @@ class DeviceCore:
             length = (buf[off + 2] << 8) | buf[off + 3]
             if length > n or length < 20:
                 return DropReason.BAD_INNER_PACKET
-            if self.allowed_ips.lookup_v4(_from_bytes(buf[off + 12:off + 16], "big")) is not peer:
+            if self.allowed_ips.lookup_v4(_from_bytes(buf[off + 12 : off + 16], "big")) is not peer:
                 return DropReason.DISALLOWED_SOURCE
             return length
         if v == 6:
@@ -510,7 +544,7 @@ class DeviceCore:
             length = ((buf[off + 4] << 8) | buf[off + 5]) + 40
             if length > n:
                 return DropReason.BAD_INNER_PACKET
-            if self.allowed_ips.lookup_v6(_from_bytes(buf[off + 8:off + 24], "big")) is not peer:
+            if self.allowed_ips.lookup_v6(_from_bytes(buf[off + 8 : off + 24], "big")) is not peer:
                 return DropReason.DISALLOWED_SOURCE
             return length
         return DropReason.BAD_INNER_PACKET

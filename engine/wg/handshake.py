@@ -85,9 +85,19 @@ class PeerHandshake:
     """Handshake state for one peer (both roles), plus the replay/flood memory of initiations."""
 
     __slots__ = (
-        "remote_static", "preshared_key", "precomputed_ss", "initial_hash",
-        "state", "chain_key", "hash", "local_ephemeral", "remote_ephemeral",
-        "local_index", "remote_index", "last_timestamp", "last_initiation_consumption",
+        "remote_static",
+        "preshared_key",
+        "precomputed_ss",
+        "initial_hash",
+        "state",
+        "chain_key",
+        "hash",
+        "local_ephemeral",
+        "remote_ephemeral",
+        "local_index",
+        "remote_index",
+        "last_timestamp",
+        "last_initiation_consumption",
     )
 
     def __init__(self, remote_static: bytes, preshared_key: bytes | None = None) -> None:
@@ -178,8 +188,9 @@ def open_initiation(ident: StaticIdentity, msg: Initiation) -> OpenedInitiation 
     return OpenedInitiation(msg, static, c, h)
 
 
-def accept_initiation(opened: OpenedInitiation, hs: PeerHandshake, *, now: float,
-                      initiation_rate: float) -> DropReason | None:
+def accept_initiation(
+    opened: OpenedInitiation, hs: PeerHandshake, *, now: float, initiation_rate: float
+) -> DropReason | None:
     """Responder, part 2 (peer lock held): ss, timestamp; reject replays and floods."""
     if hs.precomputed_ss is None:
         return DropReason.BAD_DH
@@ -266,7 +277,14 @@ def derive_keypair(hs: PeerHandshake, *, now: float, peer: object = None) -> Key
     else:
         recv, send = crypto.kdf2(hs.chain_key, b"")
         initiator = False
-    kp = Keypair(send, recv, local_index=hs.local_index, remote_index=hs.remote_index,
-                 created=now, is_initiator=initiator, peer=peer)
+    kp = Keypair(
+        send,
+        recv,
+        local_index=hs.local_index,
+        remote_index=hs.remote_index,
+        created=now,
+        is_initiator=initiator,
+        peer=peer,
+    )
     hs.zero()
     return kp

@@ -18,8 +18,17 @@ class Keypair:
     """
 
     __slots__ = (
-        "send_aead", "recv_aead", "local_index", "remote_index", "created", "is_initiator",
-        "peer", "send_counter", "replay", "recv_lock", "__weakref__",
+        "send_aead",
+        "recv_aead",
+        "local_index",
+        "remote_index",
+        "created",
+        "is_initiator",
+        "peer",
+        "send_counter",
+        "replay",
+        "recv_lock",
+        "__weakref__",
     )
 
     def __init__(

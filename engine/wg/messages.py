@@ -67,11 +67,22 @@ class Initiation:
     mac2: bytes = bytes(16)
 
     def marshal(self) -> bytes:
-        for f, n in (("ephemeral", 32), ("encrypted_static", 48), ("encrypted_timestamp", 28), ("mac1", 16), ("mac2", 16)):
+        for f, n in (
+            ("ephemeral", 32),
+            ("encrypted_static", 48),
+            ("encrypted_timestamp", 28),
+            ("mac1", 16),
+            ("mac2", 16),
+        ):
             _need("initiation", f, getattr(self, f), n)
         return _INITIATION.pack(
-            TYPE_INITIATION, self.sender, self.ephemeral, self.encrypted_static,
-            self.encrypted_timestamp, self.mac1, self.mac2,
+            TYPE_INITIATION,
+            self.sender,
+            self.ephemeral,
+            self.encrypted_static,
+            self.encrypted_timestamp,
+            self.mac1,
+            self.mac2,
         )
 
     @classmethod
@@ -98,8 +109,13 @@ class Response:
         for f, n in (("ephemeral", 32), ("encrypted_nothing", 16), ("mac1", 16), ("mac2", 16)):
             _need("response", f, getattr(self, f), n)
         return _RESPONSE.pack(
-            TYPE_RESPONSE, self.sender, self.receiver, self.ephemeral,
-            self.encrypted_nothing, self.mac1, self.mac2,
+            TYPE_RESPONSE,
+            self.sender,
+            self.receiver,
+            self.ephemeral,
+            self.encrypted_nothing,
+            self.mac1,
+            self.mac2,
         )
 
     @classmethod

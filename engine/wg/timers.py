@@ -37,14 +37,27 @@ class PeerTimers:
     """Timer deadlines and counters of one peer; all times are the caller's monotonic ``now``."""
 
     __slots__ = (
-        "timings", "_rng", "persistent_keepalive_interval",
-        "retransmit_handshake", "send_keepalive", "new_handshake", "zero_key_material",
-        "persistent_keepalive", "handshake_attempts", "need_another_keepalive",
-        "sent_last_minute_handshake", "last_sent_handshake", "last_handshake_completed",
+        "timings",
+        "_rng",
+        "persistent_keepalive_interval",
+        "retransmit_handshake",
+        "send_keepalive",
+        "new_handshake",
+        "zero_key_material",
+        "persistent_keepalive",
+        "handshake_attempts",
+        "need_another_keepalive",
+        "sent_last_minute_handshake",
+        "last_sent_handshake",
+        "last_handshake_completed",
     )
 
-    def __init__(self, timings: Timings = DEFAULT_TIMINGS, rng: random.Random | None = None,
-                 persistent_keepalive_interval: float = 0.0) -> None:
+    def __init__(
+        self,
+        timings: Timings = DEFAULT_TIMINGS,
+        rng: random.Random | None = None,
+        persistent_keepalive_interval: float = 0.0,
+    ) -> None:
         self.timings = timings
         self._rng = rng if rng is not None else random.Random()
         self.persistent_keepalive_interval = persistent_keepalive_interval
@@ -130,8 +143,13 @@ class PeerTimers:
     # --- expiry ---------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         best = None
-        for d in (self.retransmit_handshake, self.send_keepalive, self.new_handshake,
-                  self.zero_key_material, self.persistent_keepalive):
+        for d in (
+            self.retransmit_handshake,
+            self.send_keepalive,
+            self.new_handshake,
+            self.zero_key_material,
+            self.persistent_keepalive,
+        ):
             if d is not None and (best is None or d < best):
                 best = d
         return best

@@ -30,8 +30,15 @@ class Counters:
 class DataPlane:
     """Owns magicsock (System.new_magicsock; None = plain UDP), the TUN, the Device and the router."""
 
-    def __init__(self, system: Any, options: Any, node_key: Any, disco_key: Any, control_url: str | None,
-                 logger: logging.Logger | logging.LoggerAdapter) -> None:
+    def __init__(
+        self,
+        system: Any,
+        options: Any,
+        node_key: Any,
+        disco_key: Any,
+        control_url: str | None,
+        logger: logging.Logger | logging.LoggerAdapter,
+    ) -> None:
         self._system = system
         self._o = options
         self._node_key = node_key
@@ -50,16 +57,27 @@ class DataPlane:
         """Magicsock (UDP + DERP + disco + STUN), when the System has it."""
         if self._system.new_magicsock is None:
             return
-        t = self._system.new_magicsock(self._node_key, self._disco_key, port=self._o.listen_port, fwmark=BYPASS_MARK,
-                                       control_url=self._control_url, logger=self.log.getChild("magicsock"))
+        t = self._system.new_magicsock(
+            self._node_key,
+            self._disco_key,
+            port=self._o.listen_port,
+            fwmark=BYPASS_MARK,
+            control_url=self._control_url,
+            logger=self.log.getChild("magicsock"),
+        )
         self.transport = await t.start()
 
     def open(self) -> None:
         """TUN, WireGuard device (over magicsock's bind) and router, up."""
         o = self._o
         self.tun = self._system.new_tun(o.tun_name, o.mtu)
-        self.device = self._system.new_device(o.tun_name, mtu=o.mtu, tun=self.tun, logger=self.log.getChild("wg"),
-                                              bind=self.transport.bind if self.transport is not None else None)
+        self.device = self._system.new_device(
+            o.tun_name,
+            mtu=o.mtu,
+            tun=self.tun,
+            logger=self.log.getChild("wg"),
+            bind=self.transport.bind if self.transport is not None else None,
+        )
         self.device.set_private_key(self._node_key.raw)
         self.device.set_listen_port(o.listen_port)
         if hasattr(self.device, "set_fwmark"):
@@ -67,8 +85,12 @@ class DataPlane:
         self.device.up()
         self.router = self._system.new_router(o.tun_name, self.log.getChild("router"))
         self.router.up(o.mtu)
-        self.log.info("data plane up: %s listen port %d, node key %s", o.tun_name, self.device.listen_port,
-                      self._node_key.public().short())
+        self.log.info(
+            "data plane up: %s listen port %d, node key %s",
+            o.tun_name,
+            self.device.listen_port,
+            self._node_key.public().short(),
+        )
 
     def set_node_key(self, node_key: Any) -> None:
         """Control rotated our node key: WireGuard and DERP continue under the new one."""
@@ -103,11 +125,13 @@ class DataPlane:
                 same_ips = prev is not None and prev.allowed_ips == p.allowed_ips
                 if t is not None and same_ips and t.wg_endpoint(prev) == ep:
                     continue  # only candidate endpoints/DERP changed: magicsock has them, WireGuard is unchanged
-                self.device.upsert_peer(p.public_key.raw, endpoint=ep, allowed_ips=list(p.allowed_ips),
-                                        replace_allowed_ips=True)
+                self.device.upsert_peer(
+                    p.public_key.raw, endpoint=ep, allowed_ips=list(p.allowed_ips), replace_allowed_ips=True
+                )
                 self.counters.peer_upserts += 1
-            self.log.info("wg: %d peers (+%d upserted, -%d removed)", len(new.peers), len(diff.upsert),
-                          len(diff.remove))
+            self.log.info(
+                "wg: %d peers (+%d upserted, -%d removed)", len(new.peers), len(diff.upsert), len(diff.remove)
+            )
         self.wg_applied = new
         if diff is not NO_CHANGES or nm.self_changed or self.router_applied is None or full:
             rc = router_config(nm, new)  # O(peers): only when WireGuard peers or self changed

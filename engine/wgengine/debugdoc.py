@@ -8,9 +8,25 @@ from engine.net.tsaddr import contains_exit_routes
 
 # The document's keys in order; the control client's (State, InMapPoll, LastError, AuthURL, NodeKey,
 # StreamsStarted) are filled in by the backend side (engine/ipn/tailnet_engine.py).
-DOC_KEYS = ("State", "InMapPoll", "LastError", "AuthURL", "NodeKey", "ListenPort", "Reconfigs", "PeerUpserts",
-            "PeerRemoves", "StreamsStarted", "Prefs", "ExitNodeID", "MagicDNS", "Filter", "Self", "Peers",
-            "Magicsock")
+DOC_KEYS = (
+    "State",
+    "InMapPoll",
+    "LastError",
+    "AuthURL",
+    "NodeKey",
+    "ListenPort",
+    "Reconfigs",
+    "PeerUpserts",
+    "PeerRemoves",
+    "StreamsStarted",
+    "Prefs",
+    "ExitNodeID",
+    "MagicDNS",
+    "Filter",
+    "Self",
+    "Peers",
+    "Magicsock",
+)
 
 
 def offers_exit(n: Any) -> bool:
@@ -25,10 +41,18 @@ def netmap_doc(nm: Any) -> tuple[dict | None, list[dict]]:
     s = nm.self_node
     me = {"ID": s.id, "Name": s.name, "Addresses": list(s.addresses), "AllowedIPs": list(s.effective_allowed_ips())}
     peers = [
-        {"ID": p.id, "Name": p.name, "Key": str(p.key), "Addresses": list(p.addresses),
-         "AllowedIPs": list(p.effective_allowed_ips()), "Endpoints": list(p.endpoints or ()),
-         "DiscoKey": str(p.disco_key) if p.disco_key else None, "HomeDERP": p.effective_home_derp(),
-         "Online": p.online, "ExitNodeOption": offers_exit(p)}
+        {
+            "ID": p.id,
+            "Name": p.name,
+            "Key": str(p.key),
+            "Addresses": list(p.addresses),
+            "AllowedIPs": list(p.effective_allowed_ips()),
+            "Endpoints": list(p.endpoints or ()),
+            "DiscoKey": str(p.disco_key) if p.disco_key else None,
+            "HomeDERP": p.effective_home_derp(),
+            "Online": p.online,
+            "ExitNodeOption": offers_exit(p),
+        }
         for p in nm.sorted_peers()
     ]
     return me, peers

@@ -11,8 +11,9 @@ from engine.wgengine.prefs import EnginePrefs, exit_spec
 class MagicDNS:
     """The engine's DNSManager (None when it could not start: the node then runs without MagicDNS)."""
 
-    def __init__(self, system: Any, tun: str, dns_mode: str, run_dir: Any,
-                 logger: logging.Logger | logging.LoggerAdapter) -> None:
+    def __init__(
+        self, system: Any, tun: str, dns_mode: str, run_dir: Any, logger: logging.Logger | logging.LoggerAdapter
+    ) -> None:
         self._system = system
         self._tun = tun
         self._mode = dns_mode
@@ -25,8 +26,9 @@ class MagicDNS:
         """The quad-100 server (and OS DNS later, with accept-dns); a failure leaves the node without MagicDNS."""
         log = self.log.getChild("dns")
         try:
-            dns = self._system.new_dns(self._system.new_os_dns(self._mode, self._tun, self._run_dir, log),
-                                       self._system.mark_socket, log)
+            dns = self._system.new_dns(
+                self._system.new_os_dns(self._mode, self._tun, self._run_dir, log), self._system.mark_socket, log
+            )
             self.manager = await dns.__aenter__()
         except OSError as e:
             self.manager = None
@@ -48,14 +50,25 @@ class MagicDNS:
         # The exit node is part of the key: choosing, switching or clearing it (or its Node
         # changing) reconfigures at once; with one that can proxy DNS, default DNS goes to its DoH.
         using_exit = bool(prefs is not None and exit_spec(prefs))
-        key = (id(nm.self_node), id(nm.dns_config), accept_dns, using_exit,
-               id(exit_peer) if exit_peer is not None else None)
+        key = (
+            id(nm.self_node),
+            id(nm.dns_config),
+            accept_dns,
+            using_exit,
+            id(exit_peer) if exit_peer is not None else None,
+        )
         if not force and key == self._key and not d.full and not d.changed and not d.removed:
             return
         self._key = key
         try:
-            dns.set(nm.self_node, nm.sorted_peers(), nm.dns_config, accept_dns=accept_dns,
-                    exit_node=exit_peer, using_exit_node=using_exit)
+            dns.set(
+                nm.self_node,
+                nm.sorted_peers(),
+                nm.dns_config,
+                accept_dns=accept_dns,
+                exit_node=exit_peer,
+                using_exit_node=using_exit,
+            )
         except Exception as e:  # noqa: BLE001 - OS DNS trouble must not stop the data plane
             self.log.error("DNS configuration failed: %s", e)
 

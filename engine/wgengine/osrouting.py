@@ -29,8 +29,10 @@ class OSRouting:
         """Build both routers, remove what a crashed earlier run left behind, install the input firewall."""
         self.exit_router = self._system.new_exit_router(self._run_dir, self.log.getChild("exitnode"))
         self.forwarder = self._system.new_forwarder(self._run_dir, self.log.getChild("forward"))
-        for what, fn in (("exit routing", self.exit_router.cleanup_leftovers),
-                         ("forwarding", self.forwarder.cleanup_leftovers)):
+        for what, fn in (
+            ("exit routing", self.exit_router.cleanup_leftovers),
+            ("forwarding", self.forwarder.cleanup_leftovers),
+        ):
             try:
                 done = fn()
                 if done:

@@ -9,8 +9,9 @@ from typing import Any, Callable
 class PacketFilter:
     """Builds engine.filter.Filter for netmaps and installs it in the TUN (FilterTun.set_filter)."""
 
-    def __init__(self, read_iface_prefixes: Callable[[], tuple[str, ...]],
-                 logger: logging.Logger | logging.LoggerAdapter) -> None:
+    def __init__(
+        self, read_iface_prefixes: Callable[[], tuple[str, ...]], logger: logging.Logger | logging.LoggerAdapter
+    ) -> None:
         self._read_ifaces = read_iface_prefixes
         self.log = logger
         self.tun: Any = None  # where the filter goes (None: keep it only, e.g. before the TUN exists)
@@ -18,8 +19,15 @@ class PacketFilter:
         self._key: tuple | None = None
         self.iface_prefixes: tuple[str, ...] | None = None  # this host's interface prefixes (read when needed)
 
-    def apply(self, nm: Any, *, shields_up: bool, routable_ips: tuple[str, ...], offers_default_route: bool,
-              open_tcp: dict[str, int]) -> None:
+    def apply(
+        self,
+        nm: Any,
+        *,
+        shields_up: bool,
+        routable_ips: tuple[str, ...],
+        offers_default_route: bool,
+        open_tcp: dict[str, int],
+    ) -> None:
         """The filter for ``nm`` (None: AllowNone, nothing inbound accepted); no-op when nothing it uses changed."""
         from engine.filter import Filter
         from engine.filter.localnets import local_routes
@@ -56,5 +64,8 @@ class PacketFilter:
         f = self.filter
         if f is None:
             return None
-        return {"Rules": len(f.matches), "AcceptedIn": f.accepted_in,
-                "Drops": {r.value: n for r, n in f.drops.items() if n}}
+        return {
+            "Rules": len(f.matches),
+            "AcceptedIn": f.accepted_in,
+            "Drops": {r.value: n for r, n in f.drops.items() if n},
+        }

@@ -45,8 +45,11 @@ class PeerAPI:
         d = nm.delta
         key = (id(nm.self_node), id(filt), offering)
         if key != self._key or d.full or d.changed or d.removed:
-            srv.core.set_access(access_from_netmap(
-                nm, offering_exit=offering, internet_allowed=filter_internet_check(filt, ACCEPT) if filt else None))
+            srv.core.set_access(
+                access_from_netmap(
+                    nm, offering_exit=offering, internet_allowed=filter_internet_check(filt, ACCEPT) if filt else None
+                )
+            )
             self._key = key
         addrs = [a.split("/", 1)[0] for a in nm.self_node.addresses]
         if set(addrs) != set(srv.ports):

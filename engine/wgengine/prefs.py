@@ -77,15 +77,34 @@ def prefs_problem(p: EnginePrefs) -> str | None:
 
 def prefs_key(p: EnginePrefs) -> tuple:
     """Everything of ``p`` the engine acts on (equal keys: nothing to re-apply)."""
-    return (exit_spec(p), bool(p.exit_node_allow_lan_access), bool(p.corp_dns), bool(p.route_all),
-            routable_ips(p), bool(p.shields_up))
+    return (
+        exit_spec(p),
+        bool(p.exit_node_allow_lan_access),
+        bool(p.corp_dns),
+        bool(p.route_all),
+        routable_ips(p),
+        bool(p.shields_up),
+    )
 
 
 def prefs_doc(p: EnginePrefs | None) -> dict[str, Any]:
     """The "Prefs" object of the engine's debug document."""
     if p is None:
-        return {"ExitNode": None, "ExitNodeAllowLANAccess": False, "AdvertiseExitNode": False,
-                "AdvertiseRoutes": [], "AcceptDNS": True, "AcceptRoutes": False, "ShieldsUp": False}
-    return {"ExitNode": exit_spec(p), "ExitNodeAllowLANAccess": bool(p.exit_node_allow_lan_access),
-            "AdvertiseExitNode": advertises_exit(p), "AdvertiseRoutes": list(subnet_routes(p)),
-            "AcceptDNS": bool(p.corp_dns), "AcceptRoutes": bool(p.route_all), "ShieldsUp": bool(p.shields_up)}
+        return {
+            "ExitNode": None,
+            "ExitNodeAllowLANAccess": False,
+            "AdvertiseExitNode": False,
+            "AdvertiseRoutes": [],
+            "AcceptDNS": True,
+            "AcceptRoutes": False,
+            "ShieldsUp": False,
+        }
+    return {
+        "ExitNode": exit_spec(p),
+        "ExitNodeAllowLANAccess": bool(p.exit_node_allow_lan_access),
+        "AdvertiseExitNode": advertises_exit(p),
+        "AdvertiseRoutes": list(subnet_routes(p)),
+        "AcceptDNS": bool(p.corp_dns),
+        "AcceptRoutes": bool(p.route_all),
+        "ShieldsUp": bool(p.shields_up),
+    }

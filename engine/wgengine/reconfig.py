@@ -121,8 +121,9 @@ def pick_endpoint(endpoints: tuple[str, ...] | None, *, prefer_v6: bool = False)
     return min(best)[2]
 
 
-def peer_config(n: Node, opts: ReconfigOptions, now_unix: float | None = None,
-                problems: list[str] | None = None) -> WgPeer | None:
+def peer_config(
+    n: Node, opts: ReconfigOptions, now_unix: float | None = None, problems: list[str] | None = None
+) -> WgPeer | None:
     """The WireGuard peer for one Node, or None if it must be skipped.
 
     ``problems``, if given, collects one line per malformed entry (unparsable prefix, missing key):
@@ -171,8 +172,12 @@ def _safe_peer_config(n: Node, opts: ReconfigOptions, problems: list[str] | None
         return None
 
 
-def wg_config(nm: NetworkMap | None, opts: ReconfigOptions = ReconfigOptions(),
-              prev: WgConfig | None = None, problems: list[str] | None = None) -> WgConfig:
+def wg_config(
+    nm: NetworkMap | None,
+    opts: ReconfigOptions = ReconfigOptions(),
+    prev: WgConfig | None = None,
+    problems: list[str] | None = None,
+) -> WgConfig:
     """WgConfig for ``nm``. With ``prev`` and a non-full delta, only changed peers are recomputed.
 
     ``problems``: see peer_config (malformed peers are skipped and described there).
@@ -268,6 +273,16 @@ def diff_router(old: RouterConfig | None, new: RouterConfig) -> RouterConfig | _
 
 
 __all__ = [
-    "WgPeer", "WgConfig", "RouterConfig", "WgDiff", "ReconfigOptions", "NO_CHANGES", "wg_config",
-    "router_config", "diff_wg", "diff_router", "pick_endpoint", "peer_config",
+    "WgPeer",
+    "WgConfig",
+    "RouterConfig",
+    "WgDiff",
+    "ReconfigOptions",
+    "NO_CHANGES",
+    "wg_config",
+    "router_config",
+    "diff_wg",
+    "diff_router",
+    "pick_endpoint",
+    "peer_config",
 ]

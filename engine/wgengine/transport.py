@@ -63,24 +63,43 @@ def path_json(st: PathStatus | None) -> dict | None:
     """A PathStatus for status files: {"Kind": "direct"|"derp", "CurAddr", "DERPRegion", "LatencyMs", ...}."""
     if st is None:
         return None
-    return {"Kind": st.path, "CurAddr": st.addr, "DERPRegion": st.derp_region, "LatencyMs": st.latency_ms,
-            "BestAddr": st.best_addr, "Candidates": list(st.candidates), "PingsSent": st.pings_sent,
-            "PongsReceived": st.pongs_received, "TxDirect": st.tx_direct_packets, "TxDERP": st.tx_derp_packets,
-            "RxDirect": st.rx_direct_packets, "RxDERP": st.rx_derp_packets}
+    return {
+        "Kind": st.path,
+        "CurAddr": st.addr,
+        "DERPRegion": st.derp_region,
+        "LatencyMs": st.latency_ms,
+        "BestAddr": st.best_addr,
+        "Candidates": list(st.candidates),
+        "PingsSent": st.pings_sent,
+        "PongsReceived": st.pongs_received,
+        "TxDirect": st.tx_direct_packets,
+        "TxDERP": st.tx_derp_packets,
+        "RxDirect": st.rx_direct_packets,
+        "RxDERP": st.rx_derp_packets,
+    }
 
 
 class NodeTransport:
     """MagicConn lifecycle + netmap/control glue for one node (loop-thread only, except ``bind``)."""
 
-    def __init__(self, node_private: Any, disco_private: Any, *, port: int = 0, fwmark: int = 0,
-                 use_derp_http: bool | None = None, control_url: str | None = None,
-                 logger: logging.Logger | logging.LoggerAdapter | None = None,
-                 conn_factory: Callable[..., MagicConn] = MagicConn) -> None:
+    def __init__(
+        self,
+        node_private: Any,
+        disco_private: Any,
+        *,
+        port: int = 0,
+        fwmark: int = 0,
+        use_derp_http: bool | None = None,
+        control_url: str | None = None,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        conn_factory: Callable[..., MagicConn] = MagicConn,
+    ) -> None:
         self.log = logger or logging.getLogger("engine.wgengine.transport")
         self._fwmark = fwmark
         http = derp_http_for(control_url) if use_derp_http is None else use_derp_http
-        self.conn = conn_factory(node_private, disco_private=disco_private, port=port, use_derp_http=http,
-                                 logger=self.log)
+        self.conn = conn_factory(
+            node_private, disco_private=disco_private, port=port, use_derp_http=http, logger=self.log
+        )
         self._client: Any = None
         self._derp_json: Any = None
         self._derp_obj: Any = None  # the tailcfg DERPMap last encoded (netmaps reuse the object)
@@ -219,16 +238,26 @@ class NodeTransport:
                 if not self._netchecked and self.conn.derp_map.regions:
                     self._netchecked = True
                     self._spawn(self._first_netcheck(), "transport-netcheck")
-        peers = [] if wg is None else [
-            PeerConfig.make(p.public_key.raw, p.disco_key.raw, p.home_derp, p.endpoints)
-            for p in wg.peers.values() if p.disco_key is not None]
+        peers = (
+            []
+            if wg is None
+            else [
+                PeerConfig.make(p.public_key.raw, p.disco_key.raw, p.home_derp, p.endpoints)
+                for p in wg.peers.values()
+                if p.disco_key is not None
+            ]
+        )
         self.conn.set_peers(peers)
 
     async def _first_netcheck(self) -> None:
         try:
             rep = await self.conn.netcheck()
-            self.log.info("netcheck: UDP=%s home DERP %d, endpoints %s", rep.udp, self.conn.home_derp,
-                          [e.addr for e in self.conn.endpoints()])
+            self.log.info(
+                "netcheck: UDP=%s home DERP %d, endpoints %s",
+                rep.udp,
+                self.conn.home_derp,
+                [e.addr for e in self.conn.endpoints()],
+            )
         except Exception as e:  # noqa: BLE001 - DERP still works with the fallback home region
             self.log.warning("netcheck failed: %s", e)
         self._publish_home()
@@ -265,8 +294,10 @@ class NodeTransport:
             "Port": self.conn.port,
             "HomeDERP": self.conn.home_derp,
             "Endpoints": [e.addr for e in self.conn.endpoints()],
-            "DERP": {str(k): dataclasses.asdict(v) if dataclasses.is_dataclass(v) else str(v)
-                     for k, v in self.conn.derp_status().items()},
+            "DERP": {
+                str(k): dataclasses.asdict(v) if dataclasses.is_dataclass(v) else str(v)
+                for k, v in self.conn.derp_status().items()
+            },
             "Counters": dataclasses.asdict(self.conn.counters),
         }
 

@@ -55,9 +55,17 @@ class ControlSink(Protocol):
 class UserspaceEngine:
     """See the module doc. Loop-thread only."""
 
-    def __init__(self, options: EngineOptions, system: Any, node_key: Any, disco_key: Any,
-                 logger: logging.Logger | logging.LoggerAdapter | None = None, *, control_url: str | None = None,
-                 hostname: str = "") -> None:
+    def __init__(
+        self,
+        options: EngineOptions,
+        system: Any,
+        node_key: Any,
+        disco_key: Any,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        *,
+        control_url: str | None = None,
+        hostname: str = "",
+    ) -> None:
         self.options = options
         self.system = system
         self.log = logger or logging.getLogger("meshvpn.engine")
@@ -129,8 +137,11 @@ class UserspaceEngine:
             t.cancel()
         self.detach_control()
         failed = self.restore_system()  # first: nothing below may keep the OS from being restored
-        for what, close in (("peerAPI", self._peerapi.aclose), ("MagicDNS", self._dns.aclose),
-                            ("magicsock", self._dp.aclose_transport)):
+        for what, close in (
+            ("peerAPI", self._peerapi.aclose),
+            ("MagicDNS", self._dns.aclose),
+            ("magicsock", self._dp.aclose_transport),
+        ):
             try:
                 await close()
             except Exception as e:  # noqa: BLE001 - keep closing the rest
@@ -180,8 +191,10 @@ class UserspaceEngine:
     def _apply_netmap(self, nm: Any, exit_node: Any, *, force: bool) -> None:
         p = self._prefs
         self._warn_exit(exit_spec(p) if p is not None else None, exit_node)
-        opts = ReconfigOptions(exit_node_id=exit_node.id if exit_node is not None else None,
-                               accept_routes=bool(p is not None and p.route_all))
+        opts = ReconfigOptions(
+            exit_node_id=exit_node.id if exit_node is not None else None,
+            accept_routes=bool(p is not None and p.route_all),
+        )
         self.exit_node_peer = exit_node
         full = force or opts != self._opts_applied
         self._opts_applied = opts
@@ -208,9 +221,13 @@ class UserspaceEngine:
 
     def _apply_filter(self, nm: Any) -> None:
         p = self._prefs
-        self._filter.apply(nm, shields_up=bool(p is not None and p.shields_up), routable_ips=self._routable(),
-                           offers_default_route=p is not None and offers_default_route(p),
-                           open_tcp=self._peerapi.ports)
+        self._filter.apply(
+            nm,
+            shields_up=bool(p is not None and p.shields_up),
+            routable_ips=self._routable(),
+            offers_default_route=p is not None and offers_default_route(p),
+            open_tcp=self._peerapi.ports,
+        )
 
     def _apply_exit_routing(self) -> None:
         """Table 52 + rules while an exit node is chosen and a netmap is applied (logged in).
@@ -232,8 +249,9 @@ class UserspaceEngine:
         if spec and peer is None:
             self.log.warning("exit node %r is not in the netmap: internet traffic is blocked", spec)
         elif peer is not None and not offers_exit(peer):
-            self.log.warning("%s does not offer an exit node (routes not approved?): internet traffic is blocked",
-                             peer.name)
+            self.log.warning(
+                "%s does not offer an exit node (routes not approved?): internet traffic is blocked", peer.name
+            )
 
     def set_node_key(self, node_key: Any) -> None:
         """Control rotated the node key: WireGuard and magicsock continue under ``node_key``."""
@@ -275,7 +293,8 @@ class UserspaceEngine:
                     self._control.set_endpoints(list(eps), list(types))
             if self._prefs is not None and offers_default_route(self._prefs):
                 self._filter.iface_prefixes = await asyncio.to_thread(
-                    self.system.interface_prefixes, {self.options.tun_name})
+                    self.system.interface_prefixes, {self.options.tun_name}
+                )
                 self._apply_filter(self._applied_nm)  # no-op unless the attached subnets changed (key compare)
 
     # -- status ---------------------------------------------------------------------------------
@@ -336,10 +355,16 @@ class UserspaceEngine:
         c = self._dp.counters
         p = self.exit_node_peer
         doc: dict[str, Any] = {
-            "ListenPort": self.listen_port, "Reconfigs": c.reconfigs, "PeerUpserts": c.peer_upserts,
-            "PeerRemoves": c.peer_removes, "Prefs": prefs_doc(self._prefs),
-            "ExitNodeID": p.id if p is not None else None, "MagicDNS": self._dns.manager is not None,
-            "Filter": self._filter.doc(), "Self": me, "Peers": peers,
+            "ListenPort": self.listen_port,
+            "Reconfigs": c.reconfigs,
+            "PeerUpserts": c.peer_upserts,
+            "PeerRemoves": c.peer_removes,
+            "Prefs": prefs_doc(self._prefs),
+            "ExitNodeID": p.id if p is not None else None,
+            "MagicDNS": self._dns.manager is not None,
+            "Filter": self._filter.doc(),
+            "Self": me,
+            "Peers": peers,
         }
         if self._dp.transport is not None:  # magicsock: per-peer path (direct ip:port or DERP) and counters
             doc["Magicsock"] = add_paths(peers, self._dp.transport)

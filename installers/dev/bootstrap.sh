@@ -57,12 +57,18 @@ bash installers/dev/oidc-setup.sh
 
 case "$mode" in
   test)
-    log "running the test suite"
+    log "checking style and types (ruff, mypy)"
     set +e
+    lint=0
+    .venv/bin/ruff check --no-cache . || lint=1
+    .venv/bin/ruff format --no-cache --check . || lint=1
+    .venv/bin/mypy --cache-dir=/dev/null || lint=1
+    log "running the test suite"
     .venv/bin/python -m pytest -p no:cacheprovider "$@"
     rc=$?
     set -e
     if [[ $rc -eq 5 ]]; then echo "no tests were collected" >&2; exit 1; fi
+    if [[ $rc -eq 0 && $lint -ne 0 ]]; then echo "tests passed, but ruff or mypy reported problems (above)" >&2; exit 1; fi
     exit $rc
     ;;
   run)

@@ -1,4 +1,4 @@
-"""Runtime hook: programs we start (ip, nft, ping, systemctl, the browser) see the caller's library path, not the bundle's.
+"""Runtime hook: programs we start (ip, nft, ping, systemctl, browser) see the caller's library path, not the bundle's.
 
 The PyInstaller bootloader prepends the bundle's _internal/ to LD_LIBRARY_PATH (keeping the
 original in LD_LIBRARY_PATH_ORIG). The dynamic loader has read it already at process start, so

@@ -1,4 +1,4 @@
-"""Writes the tray icons (one SVG per tray state and theme), icons.qrc, and compiles meshgui/icons_rc.py with pyside6-rcc."""
+"""Writes tray icons (an SVG per state and theme), icons.qrc, and compiles meshgui/icons_rc.py with pyside6-rcc."""
 
 from __future__ import annotations
 
@@ -33,29 +33,46 @@ def glyph(state: str, ink: str) -> str:
         elif active:
             parts.append(f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="{ink}" stroke-width="4"/>')
         else:
-            parts.append(f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="{GREY}" stroke-width="3" '
-                         'stroke-dasharray="2 5" stroke-linecap="round"/>')
+            parts.append(
+                f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="{GREY}" stroke-width="3" '
+                'stroke-dasharray="2 5" stroke-linecap="round"/>'
+            )
     for x, y in NODES:
         parts.append(f'<circle cx="{x}" cy="{y}" r="8" fill="{node_fill}" stroke="{ink}" stroke-width="4"/>')
     badge = {
         "connected": (GREEN, ""),
-        "exit-node": (BLUE, '<path d="M44 52 l6 -6 l6 6 M50 46 v14" stroke="#fff" stroke-width="3" fill="none" '
-                            'stroke-linecap="round" stroke-linejoin="round"/>'),
-        "needs-login": (ORANGE, '<circle cx="50" cy="50" r="3.5" fill="none" stroke="#fff" stroke-width="2.5"/>'
-                                '<path d="M50 54 v5" stroke="#fff" stroke-width="2.5" stroke-linecap="round"/>'),
-        "needs-approval": (ORANGE, '<path d="M50 44 v7 l4 3" stroke="#fff" stroke-width="3" fill="none" '
-                                   'stroke-linecap="round"/>'),
-        "helper-down": (RED, '<path d="M45 45 l10 10 M55 45 l-10 10" stroke="#fff" stroke-width="3" '
-                             'stroke-linecap="round"/>'),
-        "error": (RED, '<path d="M50 43 v8" stroke="#fff" stroke-width="3.5" stroke-linecap="round"/>'
-                       '<circle cx="50" cy="56" r="2" fill="#fff"/>'),
+        "exit-node": (
+            BLUE,
+            '<path d="M44 52 l6 -6 l6 6 M50 46 v14" stroke="#fff" stroke-width="3" fill="none" '
+            'stroke-linecap="round" stroke-linejoin="round"/>',
+        ),
+        "needs-login": (
+            ORANGE,
+            '<circle cx="50" cy="50" r="3.5" fill="none" stroke="#fff" stroke-width="2.5"/>'
+            '<path d="M50 54 v5" stroke="#fff" stroke-width="2.5" stroke-linecap="round"/>',
+        ),
+        "needs-approval": (
+            ORANGE,
+            '<path d="M50 44 v7 l4 3" stroke="#fff" stroke-width="3" fill="none" stroke-linecap="round"/>',
+        ),
+        "helper-down": (
+            RED,
+            '<path d="M45 45 l10 10 M55 45 l-10 10" stroke="#fff" stroke-width="3" stroke-linecap="round"/>',
+        ),
+        "error": (
+            RED,
+            '<path d="M50 43 v8" stroke="#fff" stroke-width="3.5" stroke-linecap="round"/>'
+            '<circle cx="50" cy="56" r="2" fill="#fff"/>',
+        ),
     }.get(state)
     if badge:
         colour, mark = badge
         parts.append(f'<circle cx="50" cy="50" r="12" fill="{colour}" stroke="#fff" stroke-width="2"/>' + mark)
     body = "\n  ".join(parts)
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" viewBox="0 0 64 64">\n'
-            f'  <title>meshvpn: {state}</title>\n  {body}\n</svg>\n')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" viewBox="0 0 64 64">\n'
+        f"  <title>meshvpn: {state}</title>\n  {body}\n</svg>\n"
+    )
 
 
 def main() -> None:
@@ -69,11 +86,14 @@ def main() -> None:
     entries.append('    <file alias="app/meshvpn.svg">meshvpn.svg</file>')
     (HERE / "icons.qrc").write_text(
         '<!DOCTYPE RCC>\n<RCC version="1.0">\n  <qresource prefix="/icons">\n'
-        + "\n".join(entries) + "\n  </qresource>\n</RCC>\n")
+        + "\n".join(entries)
+        + "\n  </qresource>\n</RCC>\n"
+    )
     rcc = shutil.which("pyside6-rcc") or str(pathlib.Path(sys.executable).parent / "pyside6-rcc")
     # format 1 carries no file modification times: the output depends on the sources only (tests compare it)
-    code = subprocess.run([rcc, "--format-version", "1", str(HERE / "icons.qrc")], check=True, capture_output=True,
-                          text=True, cwd=HERE).stdout
+    code = subprocess.run(
+        [rcc, "--format-version", "1", str(HERE / "icons.qrc")], check=True, capture_output=True, text=True, cwd=HERE
+    ).stdout
     RC_MODULE.write_text(RC_DOC + code)
 
 

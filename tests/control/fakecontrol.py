@@ -81,8 +81,10 @@ class FakeControl:
                 return
             init = base64.b64decode(headers["x-tailscale-handshake"])
             resp, conn, peer = ServerHandshake(self.key).accept(init)
-            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tailscale-control-protocol\r\n"
-                         b"Connection: upgrade\r\n\r\n" + resp)
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tailscale-control-protocol\r\n"
+                b"Connection: upgrade\r\n\r\n" + resp
+            )
             writer.write(conn.encrypt(encode_early_payload({"nodeKeyChallenge": str(ChallengePublic(b"\x07" * 32))})))
             if self.mode == "bad_record":
                 rec = bytearray(conn.encrypt(b"x" * 20))
@@ -142,8 +144,11 @@ class FakeControl:
                         if path == "/machine/register" and self.mode == "hang_register":
                             pass  # never answered: the client is stuck mid-login
                         elif path == "/machine/register":
-                            rr = self.register_responses.pop(0) if self.register_responses else {
-                                "MachineAuthorized": True, "Login": {"LoginName": "tester"}}
+                            rr = (
+                                self.register_responses.pop(0)
+                                if self.register_responses
+                                else {"MachineAuthorized": True, "Login": {"LoginName": "tester"}}
+                            )
                             out = json.dumps(rr).encode()
                             h2c.send_headers(ev.stream_id, [(":status", "200"), ("content-length", str(len(out)))])
                             h2c.send_data(ev.stream_id, out, end_stream=True)
@@ -152,8 +157,9 @@ class FakeControl:
                             t = asyncio.ensure_future(map_stream(ev.stream_id))
                             tasks.add(t)
                         else:
-                            h2c.send_headers(ev.stream_id, [(":status", "200"), ("content-length", "0")],
-                                             end_stream=True)
+                            h2c.send_headers(
+                                ev.stream_id, [(":status", "200"), ("content-length", "0")], end_stream=True
+                            )
                 flush()
         finally:
             for t in tasks:

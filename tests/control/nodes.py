@@ -54,6 +54,7 @@ def headscale_lan(lab: Lab, **headscale_kw: Any) -> tuple[Headscale, Callable[[s
 
 def local_api(socket_path: str | Path, fn: Callable[[LocalClient], Awaitable[Any]], timeout: float = 30) -> Any:
     """Run ``fn(client)`` against the LocalAPI on ``socket_path`` (a Unix socket: reachable from any namespace)."""
+
     async def run() -> Any:
         async with asyncio.timeout(timeout):
             return await fn(LocalClient(str(socket_path), timeout=timeout))
@@ -61,14 +62,38 @@ def local_api(socket_path: str | Path, fn: Callable[[LocalClient], Awaitable[Any
     return asyncio.run(run())
 
 
-def start_serve(host: Host, socket_path: Path, run_dir: Path, *, tun: str = "mesh0", port: int = 0,
-                dns_mode: str = "auto", endpoint_interval: float | None = None, map_watchdog: float | None = None,
-                state: Path | None = None, extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
-                timeout: float = 30) -> subprocess.Popen:
+def start_serve(
+    host: Host,
+    socket_path: Path,
+    run_dir: Path,
+    *,
+    tun: str = "mesh0",
+    port: int = 0,
+    dns_mode: str = "auto",
+    endpoint_interval: float | None = None,
+    map_watchdog: float | None = None,
+    state: Path | None = None,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> subprocess.Popen:
     """`mesh-helper serve` (the real engine) in ``host``, journals in ``run_dir``; returns once it is ready."""
     run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    args = ["serve", "--socket", str(socket_path), "--tun", tun, "--port", str(port), "--run-dir", str(run_dir),
-            "--journal", str(run_dir / "journal.json"), "--dns-mode", dns_mode]
+    args = [
+        "serve",
+        "--socket",
+        str(socket_path),
+        "--tun",
+        tun,
+        "--port",
+        str(port),
+        "--run-dir",
+        str(run_dir),
+        "--journal",
+        str(run_dir / "journal.json"),
+        "--dns-mode",
+        dns_mode,
+    ]
     if state is not None:
         args += ["--state", str(state)]
     if endpoint_interval is not None:
@@ -135,9 +160,18 @@ class OurNode:
 
     dns_mode = "auto"
 
-    def __init__(self, host: Host, login_server: str, *, auth_key: str | None = None, hostname: str | None = None,
-                 port: int = 41641, watchdog: float | None = None, tun: str = "mesh0",
-                 extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        host: Host,
+        login_server: str,
+        *,
+        auth_key: str | None = None,
+        hostname: str | None = None,
+        port: int = 41641,
+        watchdog: float | None = None,
+        tun: str = "mesh0",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.extra_args = tuple(extra_args)
         self.host = host
         self.login_server = login_server
@@ -156,9 +190,18 @@ class OurNode:
     def start(self) -> "OurNode":
         f = self.flags = parse_node_flags(self.extra_args)
         extra = (("--mtu", f.mtu) if f.mtu else ()) + (("-v",) if f.verbose else ())
-        self.proc = start_serve(self.host, self.socket, self.run_dir, tun=self.tun, port=self.port,
-                                dns_mode=f.dns_mode or self.dns_mode, endpoint_interval=f.endpoint_interval or 2,
-                                map_watchdog=f.map_watchdog or self.watchdog, state=self.state, extra=extra)
+        self.proc = start_serve(
+            self.host,
+            self.socket,
+            self.run_dir,
+            tun=self.tun,
+            port=self.port,
+            dns_mode=f.dns_mode or self.dns_mode,
+            endpoint_interval=f.endpoint_interval or 2,
+            map_watchdog=f.map_watchdog or self.watchdog,
+            state=self.state,
+            extra=extra,
+        )
         self.host.lab.add_cleanup(self.stop)
         self.up()
         return self
@@ -167,10 +210,18 @@ class OurNode:
         """Set every pref the flags stand for and connect (with the auth key, else an interactive login)."""
         f = self.flags
         exit_ip = f.exit_node if f.exit_node and _is_ip(f.exit_node) else ""
-        changes = dict(want_running=True, control_url=self.login_server, hostname=f.hostname or self.hostname,
-                       exit_node_id="", exit_node_ip=exit_ip, exit_node_allow_lan_access=f.exit_node_allow_lan_access,
-                       corp_dns=f.accept_dns, route_all=f.accept_routes, shields_up=f.shields_up,
-                       advertise_routes=advertised(canonical_routes(f.advertise_routes), f.advertise_exit_node))
+        changes = dict(
+            want_running=True,
+            control_url=self.login_server,
+            hostname=f.hostname or self.hostname,
+            exit_node_id="",
+            exit_node_ip=exit_ip,
+            exit_node_allow_lan_access=f.exit_node_allow_lan_access,
+            corp_dns=f.accept_dns,
+            route_all=f.accept_routes,
+            shields_up=f.shields_up,
+            advertise_routes=advertised(canonical_routes(f.advertise_routes), f.advertise_exit_node),
+        )
         key = self.auth_key or ""
 
         async def up(c: LocalClient) -> None:
@@ -231,6 +282,7 @@ class OurNode:
 
     def set_exit_node(self, spec: str | None, *, allow_lan: bool | None = None) -> Prefs:
         """Use the peer ``spec`` names (name or IP; resolved to its ID as meshctl does) as exit node; None clears."""
+
         async def edit(c: LocalClient) -> Prefs:
             try:
                 nid, nip = await _resolve_exit_node(await c.status(), spec or "")
@@ -245,6 +297,7 @@ class OurNode:
 
     def wait_exit_option(self, spec: str, timeout: float = 60) -> None:
         """Until the LocalAPI status lists the peer ``spec`` names as an exit-node option."""
+
         def offered() -> bool:
             ps = self.ipn_peer(spec)
             return ps is not None and ps.exit_node_option
@@ -268,17 +321,26 @@ class OurNode:
             if st and pred(st):
                 return st
             if self.proc is not None and self.proc.poll() is not None:
-                raise LabError(f"{self.hostname} exited rc={self.proc.returncode} waiting for {what}:\n"
-                               f"{self.log()[-4000:]}")
+                raise LabError(
+                    f"{self.hostname} exited rc={self.proc.returncode} waiting for {what}:\n{self.log()[-4000:]}"
+                )
             if time.monotonic() > deadline:
-                raise LabError(f"{self.hostname}: timed out waiting for {what}; status={json.dumps(st)[:1500]}\n"
-                               f"log:\n{self.log()[-4000:]}")
+                raise LabError(
+                    f"{self.hostname}: timed out waiting for {what}; status={json.dumps(st)[:1500]}\n"
+                    f"log:\n{self.log()[-4000:]}"
+                )
             time.sleep(0.2)
 
     def wait_synced(self, npeers: int | None = None, timeout: float = 30) -> dict:
-        return self.wait(lambda s: s.get("State") == "synced" and s.get("InMapPoll")
-                         and (npeers is None or len(s.get("Peers", [])) == npeers),
-                         f"synced with {npeers} peers", timeout)
+        return self.wait(
+            lambda s: (
+                s.get("State") == "synced"
+                and s.get("InMapPoll")
+                and (npeers is None or len(s.get("Peers", [])) == npeers)
+            ),
+            f"synced with {npeers} peers",
+            timeout,
+        )
 
     def peer(self, name_prefix: str) -> dict | None:
         for p in self.status().get("Peers", []):
@@ -302,7 +364,7 @@ def wait_until(pred: Callable[[], Any], what: str, timeout: float = 30, interval
         time.sleep(interval)
 
 
-TCP_SERVER = r'''
+TCP_SERVER = r"""
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -316,9 +378,9 @@ while not data.endswith(b"\n"):
     data += d
 c.sendall(b"echo:" + data)
 c.close()
-'''
+"""
 
-TCP_CLIENT = r'''
+TCP_CLIENT = r"""
 import socket, sys
 c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
 c.sendall(b"x" * 100000 + b"\n")
@@ -328,4 +390,4 @@ while True:
     if not d: break
     buf += d
 print(len(buf), buf[:5].decode())
-'''
+"""

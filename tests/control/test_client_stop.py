@@ -18,9 +18,16 @@ STOP_DEADLINE = 1.0  # s
 
 
 def _client(fc: FakeControl, auth_key: str | None = "tskey-test") -> ControlClient:
-    opts = ControlOptions(server_url=fc.url, machine_key=MachinePrivate.generate(), node_key=NodePrivate.generate(),
-                          disco_public=DiscoPrivate.generate().public(), hostinfo=Hostinfo(hostname="me"),
-                          auth_key=auth_key, backoff_base=0.05, backoff_cap=0.2)
+    opts = ControlOptions(
+        server_url=fc.url,
+        machine_key=MachinePrivate.generate(),
+        node_key=NodePrivate.generate(),
+        disco_public=DiscoPrivate.generate().public(),
+        hostinfo=Hostinfo(hostname="me"),
+        auth_key=auth_key,
+        backoff_base=0.05,
+        backoff_cap=0.2,
+    )
     return ControlClient(opts)
 
 
@@ -64,6 +71,7 @@ def test_stop_during_login(how):
             await asyncio.sleep(0.1)
             assert c.status.state is State.LOGGING_IN
             await _stop(c, task, how)
+
     asyncio.run(asyncio.wait_for(main(), 20))
 
 
@@ -76,6 +84,7 @@ def test_stop_during_interactive_login(how):
             task = asyncio.ensure_future(c.run())
             await _until(lambda: c.status.state is State.WAIT_AUTH_URL)
             await _stop(c, task, how)
+
     asyncio.run(asyncio.wait_for(main(), 20))
 
 
@@ -86,6 +95,7 @@ def test_stop_while_a_map_poll_child_fails(how):
     With cancel, the TaskGroup gets the parent's cancellation and the child's failure together
     and (3.11) raises only the ExceptionGroup: the cancellation is gone.
     """
+
     async def main():
         async with FakeControl() as fc:
             c = _client(fc)
@@ -94,6 +104,7 @@ def test_stop_while_a_map_poll_child_fails(how):
             await _until(lambda: c.status.state is State.SYNCED and c.status.in_map_poll)
             c.login()  # interrupt(): raises _Interrupted inside the map poll's TaskGroup
             await _stop(c, task, how)
+
     asyncio.run(asyncio.wait_for(main(), 20))
 
 
@@ -101,10 +112,17 @@ def test_stop_during_backoff_and_when_paused():
     async def main():
         async with FakeControl() as fc:
             url = fc.url
-        c = ControlClient(ControlOptions(server_url=url, machine_key=MachinePrivate.generate(),
-                                         node_key=NodePrivate.generate(),
-                                         disco_public=DiscoPrivate.generate().public(),
-                                         hostinfo=Hostinfo(hostname="me"), backoff_base=30, backoff_cap=30))
+        c = ControlClient(
+            ControlOptions(
+                server_url=url,
+                machine_key=MachinePrivate.generate(),
+                node_key=NodePrivate.generate(),
+                disco_public=DiscoPrivate.generate().public(),
+                hostinfo=Hostinfo(hostname="me"),
+                backoff_base=30,
+                backoff_cap=30,
+            )
+        )
         task = asyncio.ensure_future(c.run())
         await _until(lambda: c.status.reconnects >= 1)
         await _stop(c, task, "aclose")
@@ -114,6 +132,7 @@ def test_stop_during_backoff_and_when_paused():
             task = asyncio.ensure_future(c.run())
             await _until(lambda: c.status.state is State.NEEDS_LOGIN)
             await _stop(c, task, "aclose")
+
     asyncio.run(asyncio.wait_for(main(), 20))
 
 
@@ -124,4 +143,5 @@ def test_aclose_before_run_and_twice():
             await c.aclose()
             await asyncio.wait_for(c.run(), STOP_DEADLINE)  # returns at once
             await c.aclose()
+
     asyncio.run(asyncio.wait_for(main(), 10))

@@ -28,5 +28,5 @@ def test_key_paths():
 @given(st.integers(0, 100), st.floats(0, 1))
 def test_backoff_bounds(attempt, r):
     d = backoff_delay(attempt, base=0.5, cap=30.0, rng=lambda: r)
-    full = min(30.0, 0.5 * 2 ** attempt)
+    full = min(30.0, 0.5 * 2**attempt)
     assert full / 2 - 1e-9 <= d <= full + 1e-9 <= 30.0 + 1e-9

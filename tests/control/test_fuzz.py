@@ -51,8 +51,23 @@ json_values = st.recursive(
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=4),
     max_leaves=20,
 )
-FIELDS = ["Node", "Peers", "PeersChanged", "PeersRemoved", "PeersChangedPatch", "OnlineChange", "PeerSeenChange",
-          "DNSConfig", "DERPMap", "PacketFilter", "PacketFilters", "UserProfiles", "Domain", "KeepAlive", "PingRequest"]
+FIELDS = [
+    "Node",
+    "Peers",
+    "PeersChanged",
+    "PeersRemoved",
+    "PeersChangedPatch",
+    "OnlineChange",
+    "PeerSeenChange",
+    "DNSConfig",
+    "DERPMap",
+    "PacketFilter",
+    "PacketFilters",
+    "UserProfiles",
+    "Domain",
+    "KeepAlive",
+    "PingRequest",
+]
 
 
 @given(st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=5))

@@ -18,10 +18,16 @@ from engine.types.keys import (
 HEX = "ab" * 32
 
 
-@pytest.mark.parametrize("cls,prefix", [
-    (MachinePublic, "mkey:"), (NodePublic, "nodekey:"), (DiscoPublic, "discokey:"),
-    (ChallengePublic, "chalpub:"), (NLPublic, "nlpub:"),
-])
+@pytest.mark.parametrize(
+    "cls,prefix",
+    [
+        (MachinePublic, "mkey:"),
+        (NodePublic, "nodekey:"),
+        (DiscoPublic, "discokey:"),
+        (ChallengePublic, "chalpub:"),
+        (NLPublic, "nlpub:"),
+    ],
+)
 def test_public_text_round_trip(cls, prefix):
     k = cls.from_text(prefix + HEX)
     assert str(k) == prefix + HEX
@@ -38,12 +44,15 @@ def test_types_are_distinct():
     assert NodePublic.from_text("nodekey:" + HEX) != DiscoPublic.from_text("discokey:" + HEX)
 
 
-@pytest.mark.parametrize("text,msg", [
-    ("nodekey:" + "ab" * 31, "want 64 hex digits, got 62"),
-    ("mkey:" + HEX, "missing prefix 'nodekey:'"),
-    ("nodekey:" + "zz" * 32, "invalid hex"),
-    (HEX, "missing prefix"),
-])
+@pytest.mark.parametrize(
+    "text,msg",
+    [
+        ("nodekey:" + "ab" * 31, "want 64 hex digits, got 62"),
+        ("mkey:" + HEX, "missing prefix 'nodekey:'"),
+        ("nodekey:" + "zz" * 32, "invalid hex"),
+        (HEX, "missing prefix"),
+    ],
+)
 def test_bad_text(text, msg):
     with pytest.raises(KeyError_) as ei:
         NodePublic.from_text(text)

@@ -15,6 +15,7 @@ from tests.lab.tailscaled import Tailscaled
 
 pytestmark = pytest.mark.lab
 
+
 @pytest.fixture
 def net(lab):
     ctl, host = flat_lan(lab)
@@ -62,8 +63,11 @@ def test_join_with_auth_keys_and_interop_with_tailscaled(net):
 
     # our netmap: the others with the right addresses, keys and endpoints
     for ours in (a, b):  # tailscaled publishes HomeDERP/endpoints after its first netcheck
-        ours.wait(lambda s: all(p["HomeDERP"] == 999 and p["Endpoints"] for p in s["Peers"]),
-                  "peers' HomeDERP and endpoints", timeout=30)
+        ours.wait(
+            lambda s: all(p["HomeDERP"] == 999 and p["Endpoints"] for p in s["Peers"]),
+            "peers' HomeDERP and endpoints",
+            timeout=30,
+        )
     for ours, others in ((a, ("py-b", "go-t")), (b, ("py-a", "go-t"))):
         for name in others:
             p = ours.peer(name)
@@ -137,6 +141,7 @@ def test_map_deltas_follow_without_churn(net):
     # a node goes offline: Online flips, no WireGuard churn
     before = a.status()
     b.stop(signal.SIGKILL)
+
     def b_offline(s):
         p = next((x for x in s["Peers"] if x["Name"].startswith("py-b.")), None)
         return p is not None and p["Online"] is False
@@ -171,8 +176,9 @@ def test_control_restart_keeps_data_plane_and_reconnects(net):
     assert r.returncode == 0, "data plane must keep flowing without control"
 
     hs.restart()
-    st = a.wait(lambda s: s["InMapPoll"] and s["StreamsStarted"] >= 2 and not s["LastError"],
-                "a to reconnect", timeout=45)
+    st = a.wait(
+        lambda s: s["InMapPoll"] and s["StreamsStarted"] >= 2 and not s["LastError"], "a to reconnect", timeout=45
+    )
     assert len(st["Peers"]) == 1
     assert a.host.ping(b_ip, count=2).returncode == 0
 

@@ -43,13 +43,16 @@ def test_bad_zstd():
         MapFramer().feed(struct.pack("<I", 4) + b"abcd")
 
 
-@pytest.mark.parametrize("body,msg", [
-    (b"{nope", "invalid JSON"),
-    (b"[1]", "want object, got list"),
-    (b'{"Node":{"ID":"x"}}', "MapResponse.Node.ID: want integer, got str"),
-    (b'{"PeersRemoved":{"a":1}}', "MapResponse.PeersRemoved: want array"),
-    (b'{"Node":{"Key":"mkey:' + b"00" * 32 + b'"}}', "MapResponse.Node.Key: NodePublic: missing prefix"),
-])
+@pytest.mark.parametrize(
+    "body,msg",
+    [
+        (b"{nope", "invalid JSON"),
+        (b"[1]", "want object, got list"),
+        (b'{"Node":{"ID":"x"}}', "MapResponse.Node.ID: want integer, got str"),
+        (b'{"PeersRemoved":{"a":1}}', "MapResponse.PeersRemoved: want array"),
+        (b'{"Node":{"Key":"mkey:' + b"00" * 32 + b'"}}', "MapResponse.Node.Key: NodePublic: missing prefix"),
+    ],
+)
 def test_parse_errors_name_the_field(body, msg):
     with pytest.raises(MapStreamError, match=msg):
         parse_map_response(body)

@@ -151,12 +151,15 @@ def test_large_write_is_split_and_reassembled_byte_by_byte():
     assert out == data and s.failed is None
 
 
-@pytest.mark.parametrize("mutate,reason", [
-    (lambda w: b"\x05" + w[1:], "unexpected record type 0x05"),
-    (lambda w: b"\x04\x0f\xfe" + w[3:], "record too large: 4094 bytes (max 4093)"),
-    (lambda w: b"\x04\x00\x03abc", "record too short: 3 bytes"),
-    (lambda w: w[:5] + bytes([w[5] ^ 1]) + w[6:], "record decryption failed"),
-])
+@pytest.mark.parametrize(
+    "mutate,reason",
+    [
+        (lambda w: b"\x05" + w[1:], "unexpected record type 0x05"),
+        (lambda w: b"\x04\x0f\xfe" + w[3:], "record too large: 4094 bytes (max 4093)"),
+        (lambda w: b"\x04\x00\x03abc", "record too short: 3 bytes"),
+        (lambda w: w[:5] + bytes([w[5] ^ 1]) + w[6:], "record decryption failed"),
+    ],
+)
 def test_malformed_records_fail_without_raising(mutate, reason):
     c, s = _pair()
     assert s.receive_data(mutate(c.encrypt(b"some payload"))) == b""

@@ -33,19 +33,24 @@ def test_dial_early_payload_and_request():
                 r = await conn.request("POST", "/machine/register", big)
                 assert r.status == 200
             assert fc.requests[1][1]["Pad"] == "x" * 200_000
+
     run(main())
 
 
-@pytest.mark.parametrize("mode,exc,msg", [
-    ("http400", UpgradeError, "upgrade failed: HTTP 400"),
-    ("eof", ControlTransportError, "closed the connection during the handshake"),
-])
+@pytest.mark.parametrize(
+    "mode,exc,msg",
+    [
+        ("http400", UpgradeError, "upgrade failed: HTTP 400"),
+        ("eof", ControlTransportError, "closed the connection during the handshake"),
+    ],
+)
 def test_dial_failures(mode, exc, msg):
     async def main():
         async with FakeControl(mode) as fc:
             with pytest.raises(exc, match=msg):
                 async with ControlConn.dial(fc.url, MachinePrivate.generate(), fc.key.public(), V):
                     pass
+
     run(main())
 
 
@@ -53,9 +58,11 @@ def test_wrong_server_key_fails_handshake():
     async def main():
         async with FakeControl() as fc:
             with pytest.raises(ControlTransportError):
-                async with ControlConn.dial(fc.url, MachinePrivate.generate(), MachinePrivate.generate().public(),
-                                            V, timeout=3):
+                async with ControlConn.dial(
+                    fc.url, MachinePrivate.generate(), MachinePrivate.generate().public(), V, timeout=3
+                ):
                     pass
+
     run(main())
 
 
@@ -68,13 +75,22 @@ def test_bad_record_kills_connection_with_clear_reason():
                 assert conn.closed_reason == "noise: record decryption failed"
                 with pytest.raises(ControlTransportError, match="record decryption failed"):
                     await conn.request("POST", "/machine/register", b"{}")
+
     run(main())
 
 
 def _client(fc, events, **kw):
-    opts = ControlOptions(server_url=fc.url, machine_key=MachinePrivate.generate(), node_key=NodePrivate.generate(),
-                          disco_public=DiscoPrivate.generate().public(), hostinfo=Hostinfo(hostname="me"),
-                          auth_key="tskey-test", backoff_base=0.05, backoff_cap=0.2, **kw)
+    opts = ControlOptions(
+        server_url=fc.url,
+        machine_key=MachinePrivate.generate(),
+        node_key=NodePrivate.generate(),
+        disco_public=DiscoPrivate.generate().public(),
+        hostinfo=Hostinfo(hostname="me"),
+        auth_key="tskey-test",
+        backoff_base=0.05,
+        backoff_cap=0.2,
+        **kw,
+    )
     return ControlClient(opts, on_event=events.append)
 
 
@@ -101,7 +117,9 @@ def test_client_register_map_deltas_watchdog_and_reconnect():
                 reg = next(b for p, b in fc.requests if p == "/machine/register")
                 assert reg["Auth"] == {"AuthKey": "tskey-test"} and reg["Version"] == V
                 mreq = next(b for p, b in fc.requests if p == "/machine/map")
-                assert mreq["Stream"] is True and mreq["Compress"] == "zstd" and mreq["DiscoKey"].startswith("discokey:")
+                assert (
+                    mreq["Stream"] is True and mreq["Compress"] == "zstd" and mreq["DiscoKey"].startswith("discokey:")
+                )
                 assert c.status.state is State.SYNCED and c.status.in_map_poll
                 # the server goes silent: the watchdog restarts the stream
                 await _until(lambda: c.status.last_error and "watchdog" in c.status.last_error)
@@ -118,6 +136,7 @@ def test_client_register_map_deltas_watchdog_and_reconnect():
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task
+
     run(main(), timeout=30)
 
 
@@ -145,6 +164,7 @@ def test_client_interactive_followup_and_new_url():
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task
+
     run(main())
 
 
@@ -164,6 +184,7 @@ def test_client_login_error_surfaces_and_waits():
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task
+
     run(main())
 
 
@@ -172,9 +193,16 @@ def test_control_unreachable_status():
         async with FakeControl() as fc:
             url = fc.url
         events = []
-        opts = ControlOptions(server_url=url, machine_key=MachinePrivate.generate(), node_key=NodePrivate.generate(),
-                              disco_public=DiscoPrivate.generate().public(), hostinfo=Hostinfo(hostname="me"),
-                              backoff_base=0.05, backoff_cap=0.1, dial_timeout=1)
+        opts = ControlOptions(
+            server_url=url,
+            machine_key=MachinePrivate.generate(),
+            node_key=NodePrivate.generate(),
+            disco_public=DiscoPrivate.generate().public(),
+            hostinfo=Hostinfo(hostname="me"),
+            backoff_base=0.05,
+            backoff_cap=0.1,
+            dial_timeout=1,
+        )
         c = ControlClient(opts, on_event=events.append)
         task = asyncio.ensure_future(c.run())
         try:
@@ -184,4 +212,5 @@ def test_control_unreachable_status():
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
     run(main())

@@ -1,6 +1,5 @@
 """NetworkMap -> WgConfig/RouterConfig, and diffs (NO_CHANGES when equal)."""
 
-
 from engine.control.mapsession import MapSession
 from engine.tailcfg import MapResponse, Node, PeerChange
 from engine.types.keys import NodePublic
@@ -16,13 +15,21 @@ from engine.wgengine.reconfig import (
 )
 
 NOW = 1_800_000_000.0
-SELF = Node(id=100, name="self.t.", key=NodePublic(b"\x01" * 32),
-            addresses=("100.64.0.1/32", "fd7a:115c:a1e0::1/128", "192.0.2.7/32"))
+SELF = Node(
+    id=100,
+    name="self.t.",
+    key=NodePublic(b"\x01" * 32),
+    addresses=("100.64.0.1/32", "fd7a:115c:a1e0::1/128", "192.0.2.7/32"),
+)
 
 
 def node(i, **kw):
-    base = dict(id=i, key=NodePublic(bytes([i]) * 32), addresses=(f"100.64.0.{i}/32", f"fd7a:115c:a1e0::{i}/128"),
-                endpoints=(f"192.0.2.{i}:41641",))
+    base = dict(
+        id=i,
+        key=NodePublic(bytes([i]) * 32),
+        addresses=(f"100.64.0.{i}/32", f"fd7a:115c:a1e0::{i}/128"),
+        endpoints=(f"192.0.2.{i}:41641",),
+    )
     base.update(kw)
     return Node(**base)
 
@@ -63,8 +70,14 @@ def test_diff_no_changes_and_incremental():
     assert diff_wg(c1, wg_config(nm)) is NO_CHANGES
     d = diff_wg(None, c1)
     assert [p.node_id for p in d.upsert] == [2, 3] and d.remove == ()
-    nm2 = s.apply(MapResponse(peers_changed_patch=(PeerChange(node_id=2, endpoints=("192.0.2.99:5",)),),
-                              peers_removed=(3,), peers_changed=(node(4),)), now=NOW)
+    nm2 = s.apply(
+        MapResponse(
+            peers_changed_patch=(PeerChange(node_id=2, endpoints=("192.0.2.99:5",)),),
+            peers_removed=(3,),
+            peers_changed=(node(4),),
+        ),
+        now=NOW,
+    )
     c2 = wg_config(nm2, prev=c1)
     assert c2 == wg_config(nm2)  # incremental equals full recompute
     d = diff_wg(c1, c2, hint=nm2.delta)

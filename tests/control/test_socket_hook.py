@@ -1,4 +1,4 @@
-"""ControlOptions.socket_hook sees every control TCP socket before connect: GET /key and the /ts2021 dial, IPv4 and IPv6."""
+"""ControlOptions.socket_hook sees each control TCP socket pre-connect: GET /key and the /ts2021 dial, IPv4 + IPv6."""
 
 import asyncio
 import socket
@@ -23,8 +23,10 @@ def _has_ipv6_loopback() -> bool:
         return False
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(
-    not _has_ipv6_loopback(), reason="no IPv6 loopback"))])
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback"))],
+)
 def test_hook_called_for_key_fetch_and_ts2021_dial(host):
     async def main():
         hooked: list[tuple[int, int, bool]] = []  # (family, local port, connected at hook time)
@@ -41,9 +43,15 @@ def test_hook_called_for_key_fetch_and_ts2021_dial(host):
             hooked.append((sock.family, sock.getsockname()[1], connected))
 
         async with FakeControl(host=host) as fc:
-            opts = ControlOptions(server_url=fc.url, machine_key=MachinePrivate.generate(),
-                                  node_key=NodePrivate.generate(), disco_public=DiscoPrivate.generate().public(),
-                                  hostinfo=Hostinfo(hostname="me"), auth_key="tskey-test", socket_hook=hook)
+            opts = ControlOptions(
+                server_url=fc.url,
+                machine_key=MachinePrivate.generate(),
+                node_key=NodePrivate.generate(),
+                disco_public=DiscoPrivate.generate().public(),
+                hostinfo=Hostinfo(hostname="me"),
+                auth_key="tskey-test",
+                socket_hook=hook,
+            )
             c = ControlClient(opts)
             task = asyncio.ensure_future(c.run())
             try:

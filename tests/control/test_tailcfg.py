@@ -25,17 +25,36 @@ def test_capver():
 
 
 def test_map_request_go_names():
-    req = MapRequest(version=130, compress="zstd", node_key=NodePublic.zero(), disco_key=DiscoPublic.zero(),
-                     endpoints=("192.0.2.1:41641",), endpoint_types=(1,), stream=True,
-                     hostinfo=Hostinfo(hostname="h", os="linux", ipn_version="0.1", backend_log_id="l",
-                                       net_info=NetInfo(preferred_derp=999)))
+    req = MapRequest(
+        version=130,
+        compress="zstd",
+        node_key=NodePublic.zero(),
+        disco_key=DiscoPublic.zero(),
+        endpoints=("192.0.2.1:41641",),
+        endpoint_types=(1,),
+        stream=True,
+        hostinfo=Hostinfo(
+            hostname="h", os="linux", ipn_version="0.1", backend_log_id="l", net_info=NetInfo(preferred_derp=999)
+        ),
+    )
     d = encode(req)
     assert d == {
-        "Version": 130, "Compress": "zstd", "KeepAlive": True, "NodeKey": "nodekey:" + "0" * 64,
-        "DiscoKey": "discokey:" + "0" * 64, "Endpoints": ["192.0.2.1:41641"], "EndpointTypes": [1],
-        "Hostinfo": {"IPNVersion": "0.1", "BackendLogID": "l", "OS": "linux", "Hostname": "h",
-                     "NetInfo": {"PreferredDERP": 999}},
-        "Stream": True, "OmitPeers": False,
+        "Version": 130,
+        "Compress": "zstd",
+        "KeepAlive": True,
+        "NodeKey": "nodekey:" + "0" * 64,
+        "DiscoKey": "discokey:" + "0" * 64,
+        "Endpoints": ["192.0.2.1:41641"],
+        "EndpointTypes": [1],
+        "Hostinfo": {
+            "IPNVersion": "0.1",
+            "BackendLogID": "l",
+            "OS": "linux",
+            "Hostname": "h",
+            "NetInfo": {"PreferredDERP": 999},
+        },
+        "Stream": True,
+        "OmitPeers": False,
     }
     json.dumps(d)
 
@@ -48,8 +67,16 @@ def test_register_request_never_shows_auth_key():
 
 
 def test_register_response():
-    rr = decode(RegisterResponse, {"User": {"ID": 1, "DisplayName": "a"}, "Login": {"LoginName": "alice"},
-                                   "MachineAuthorized": True, "AuthURL": "", "Unknown": 5})
+    rr = decode(
+        RegisterResponse,
+        {
+            "User": {"ID": 1, "DisplayName": "a"},
+            "Login": {"LoginName": "alice"},
+            "MachineAuthorized": True,
+            "AuthURL": "",
+            "Unknown": 5,
+        },
+    )
     assert rr.machine_authorized and rr.login.login_name == "alice"
 
 

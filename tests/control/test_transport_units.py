@@ -26,7 +26,9 @@ def test_upgrade_request_headers():
 
 
 def test_upgrade_response_checks():
-    T.check_upgrade_response(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade")
+    T.check_upgrade_response(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade"
+    )
     with pytest.raises(T.UpgradeError, match="HTTP 400 Bad Request"):
         T.check_upgrade_response(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0")
     with pytest.raises(T.ControlTransportError, match="server answered Upgrade: 'websocket'"):
@@ -78,11 +80,14 @@ def test_early_payload_too_large():
         p.feed(T.EARLY_PAYLOAD_MAGIC + struct.pack(">I", (10 << 20) + 1))
 
 
-@pytest.mark.parametrize("body,msg", [
-    (b"{not json", "invalid JSON"),
-    (json.dumps({"nodeKeyChallenge": "nodekey:" + "00" * 32}).encode(), "missing prefix 'chalpub:'"),
-    (b"[]", "want object"),
-])
+@pytest.mark.parametrize(
+    "body,msg",
+    [
+        (b"{not json", "invalid JSON"),
+        (json.dumps({"nodeKeyChallenge": "nodekey:" + "00" * 32}).encode(), "missing prefix 'chalpub:'"),
+        (b"[]", "want object"),
+    ],
+)
 def test_early_payload_bad_json(body, msg):
     p = T.EarlyPayloadParser()
     with pytest.raises(RemoteProtocolError, match=msg):

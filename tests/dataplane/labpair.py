@@ -59,14 +59,16 @@ def start_node(lab, host, cfg: dict, timeout: float = 20) -> Node:
     path.write_text(json.dumps(cfg))
     path.chmod(0o600)
     errlog = open(lab.dir / f"{host.name}-node.stderr", "wb")
-    proc = host.popen_python(NODE, str(path), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog,
-                             text=True, bufsize=1)
+    proc = host.popen_python(
+        NODE, str(path), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog, text=True, bufsize=1
+    )
     node = Node(host, cfg["name"], proc)
     line = proc.stdout.readline()
     if not line.startswith("READY"):
         proc.kill()
-        raise RuntimeError(f"node on {host.name} failed: {line!r} "
-                           f"{(lab.dir / f'{host.name}-node.stderr').read_text()[-2000:]}")
+        raise RuntimeError(
+            f"node on {host.name} failed: {line!r} {(lab.dir / f'{host.name}-node.stderr').read_text()[-2000:]}"
+        )
     node.port = int(line.split()[1])
     node.info = line.strip()
     lab.add_cleanup(stop_node, node)
@@ -86,17 +88,43 @@ def stop_node(node: Node) -> None:
     stop_process(p, timeout=5)
 
 
-def node_cfg(lab, key: bytes, port: int, tun: tuple[str, str], peer_key: bytes, peer_endpoint: str,
-             peer_tun: tuple[str, str], **settings) -> dict:
+def node_cfg(
+    lab,
+    key: bytes,
+    port: int,
+    tun: tuple[str, str],
+    peer_key: bytes,
+    peer_endpoint: str,
+    peer_tun: tuple[str, str],
+    **settings,
+) -> dict:
     """node.py's config: a fresh interface name, tunnel addresses ``tun`` (v4, v6) and one peer owning ``peer_tun``."""
-    return {**settings, "name": lab.ifname(), "private_key": key.hex(), "listen_port": port,
-            "addresses": [f"{tun[0]}/24", f"{tun[1]}/64"],
-            "peers": [{"public_key": peer_key.hex(), "endpoint": peer_endpoint,
-                       "allowed_ips": [f"{peer_tun[0]}/32", f"{peer_tun[1]}/128"]}]}
+    return {
+        **settings,
+        "name": lab.ifname(),
+        "private_key": key.hex(),
+        "listen_port": port,
+        "addresses": [f"{tun[0]}/24", f"{tun[1]}/64"],
+        "peers": [
+            {
+                "public_key": peer_key.hex(),
+                "endpoint": peer_endpoint,
+                "allowed_ips": [f"{peer_tun[0]}/32", f"{peer_tun[1]}/128"],
+            }
+        ],
+    }
 
 
-def engine_pair(lab, *, v6: bool = False, timings: dict | None = None, tso: bool = False, mtu: int = 1420,
-                hosts=None, extra_cfg: dict | None = None) -> EnginePair:
+def engine_pair(
+    lab,
+    *,
+    v6: bool = False,
+    timings: dict | None = None,
+    tso: bool = False,
+    mtu: int = 1420,
+    hosts=None,
+    extra_cfg: dict | None = None,
+) -> EnginePair:
     """Start our engine on hosts a and b (created and linked unless ``hosts`` is given)."""
     a, b = hosts or link_hosts(lab)
     ka, pa = new_key()

@@ -49,8 +49,13 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("MESH_LOG", "WARNING"), stream=sys.stderr)
     timings = Timings(**cfg.get("timings", {}))
     mtu = cfg.get("mtu", 1420)
-    tun = LinuxTun.create(cfg["name"], mtu=mtu, offload=cfg.get("offload", True), tso=cfg.get("tso", False),
-                          addresses=cfg.get("addresses", ()))
+    tun = LinuxTun.create(
+        cfg["name"],
+        mtu=mtu,
+        offload=cfg.get("offload", True),
+        tso=cfg.get("tso", False),
+        addresses=cfg.get("addresses", ()),
+    )
     bind = UdpBind(gso=cfg.get("gso", True), gro=cfg.get("gro", True))
     dev = Device(cfg["name"], mtu=mtu, tun=tun, bind=bind, timings=timings)
     if cfg.get("profile"):
@@ -61,8 +66,12 @@ def main() -> None:
         dev.set_private_key(bytes.fromhex(cfg["private_key"]))
         dev.set_listen_port(cfg.get("listen_port", 0))
         for p in cfg.get("peers", []):
-            dev.upsert_peer(bytes.fromhex(p["public_key"]), endpoint=p.get("endpoint"),
-                            allowed_ips=p.get("allowed_ips", []), persistent_keepalive=p.get("keepalive", 0))
+            dev.upsert_peer(
+                bytes.fromhex(p["public_key"]),
+                endpoint=p.get("endpoint"),
+                allowed_ips=p.get("allowed_ips", []),
+                persistent_keepalive=p.get("keepalive", 0),
+            )
         dev.up()
         for r in cfg.get("routes", []):
             subprocess.run(["ip", "route", "replace", r, "dev", cfg["name"]], check=True)
@@ -72,9 +81,16 @@ def main() -> None:
             for line in sys.stdin:
                 cmd = line.strip()
                 if cmd == "status":
-                    peers = [{"public_key": s.public_key.hex(), "endpoint": str(s.endpoint),
-                              "last_handshake": s.last_handshake, "rx_bytes": s.rx_bytes, "tx_bytes": s.tx_bytes}
-                             for s in dev.peers()]
+                    peers = [
+                        {
+                            "public_key": s.public_key.hex(),
+                            "endpoint": str(s.endpoint),
+                            "last_handshake": s.last_handshake,
+                            "rx_bytes": s.rx_bytes,
+                            "tx_bytes": s.tx_bytes,
+                        }
+                        for s in dev.peers()
+                    ]
                     print(json.dumps({"peers": peers, "counters": dev.counters()}), flush=True)
                 elif cmd == "quit":
                     break

@@ -31,16 +31,29 @@ def _pseudo(src: bytes, dst: bytes, proto: int, length: int) -> bytes:
 def ip_header(src: str, dst: str, proto: int, payload_len: int, *, ident: int = 1, ttl: int = 64) -> bytes:
     s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
     if s.version == 4:
-        h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, ident, 0x4000, ttl, proto, 0,
-                                  s.packed, d.packed))
+        h = bytearray(
+            struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, ident, 0x4000, ttl, proto, 0, s.packed, d.packed)
+        )
         struct.pack_into("!H", h, 10, ref_csum(bytes(h)))
         return bytes(h)
     return struct.pack("!IHBB16s16s", 6 << 28, payload_len, proto, ttl, s.packed, d.packed)
 
 
-def tcp_packet(src: str, dst: str, sport: int, dport: int, seq: int, payload: bytes, *, ack: int = 1000,
-               flags: int = 0x10, window: int = 500, options: bytes = b"", ident: int = 1,
-               partial: bool = False) -> bytes:
+def tcp_packet(
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    seq: int,
+    payload: bytes,
+    *,
+    ack: int = 1000,
+    flags: int = 0x10,
+    window: int = 500,
+    options: bytes = b"",
+    ident: int = 1,
+    partial: bool = False,
+) -> bytes:
     """An IPv4/IPv6 TCP packet; ``partial``: checksum field holds only the pseudo-header sum."""
     s, d = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
     thl = 20 + len(options)

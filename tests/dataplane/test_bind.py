@@ -18,7 +18,7 @@ def recv_datagrams(bind: UdpBind, count: int) -> list[tuple[bytes, object]]:
         n, seg, ep = bind.recv_into(buf)
         assert n > 0
         for off in range(0, n, seg):
-            out.append((bytes(buf[off:min(off + seg, n)]), ep))
+            out.append((bytes(buf[off : min(off + seg, n)]), ep))
     return out
 
 
@@ -63,10 +63,14 @@ def test_rebind_changes_port():
         b.close()
 
 
-@pytest.mark.parametrize("text,want", [
-    ("1.2.3.4:5", ("1.2.3.4", 5)), ("[fd00::1]:51820", ("fd00::1", 51820)),
-    ("[::ffff:1.2.3.4]:7", ("1.2.3.4", 7)),
-])
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ("1.2.3.4:5", ("1.2.3.4", 5)),
+        ("[fd00::1]:51820", ("fd00::1", 51820)),
+        ("[::ffff:1.2.3.4]:7", ("1.2.3.4", 7)),
+    ],
+)
 def test_endpoint_parse(text, want):
     ep = UdpEndpoint.parse(text)
     assert tuple(ep) == want
@@ -85,5 +89,6 @@ def test_fakes_refuse_without_testing_env(monkeypatch):
     with pytest.raises(RuntimeError):
         MemoryBind.pair()
     from engine.dataplane.tun_linux import ChannelTun
+
     with pytest.raises(RuntimeError):
         ChannelTun()

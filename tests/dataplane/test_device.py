@@ -31,8 +31,12 @@ def wait_for(pred, timeout=10.0, interval=0.01):
 def public_of(priv: bytes) -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-    return X25519PrivateKey.from_private_bytes(priv).public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    return (
+        X25519PrivateKey.from_private_bytes(priv)
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
 
 
 class Pair:
@@ -48,8 +52,12 @@ class Pair:
         self.a.set_listen_port(51820)
         self.b.set_listen_port(51820)
         self.a.upsert_peer(self.pb, endpoint=str(self.bb.addr), allowed_ips=[f"{B_IP}/32", f"{B_IP6}/128"])
-        self.b.upsert_peer(self.pa, endpoint=str(self.ba.addr), allowed_ips=[f"{A_IP}/32", f"{A_IP6}/128"],
-                           persistent_keepalive=keepalive_b)
+        self.b.upsert_peer(
+            self.pa,
+            endpoint=str(self.ba.addr),
+            allowed_ips=[f"{A_IP}/32", f"{A_IP6}/128"],
+            persistent_keepalive=keepalive_b,
+        )
         self.a.up()
         self.b.up()
 
@@ -196,11 +204,24 @@ def test_tcp_burst_coalesced_on_vnet_tun():
         p.close()
 
 
-@pytest.mark.parametrize("junk", [
-    b"", b"\x04", b"\x04\0\0\0" + bytes(12), b"\x04\0\0\0" + os.urandom(40), b"\x09" + os.urandom(100),
-    b"\x01" + bytes(147), b"\x01" + os.urandom(200), b"\x02" + bytes(91), b"\x03" + bytes(63),
-    os.urandom(65000), os.urandom(1), b"\x01\0\0\0" + os.urandom(144),
-], ids=lambda b: f"{len(b)}B-{b[:1].hex()}")
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"",
+        b"\x04",
+        b"\x04\0\0\0" + bytes(12),
+        b"\x04\0\0\0" + os.urandom(40),
+        b"\x09" + os.urandom(100),
+        b"\x01" + bytes(147),
+        b"\x01" + os.urandom(200),
+        b"\x02" + bytes(91),
+        b"\x03" + bytes(63),
+        os.urandom(65000),
+        os.urandom(1),
+        b"\x01\0\0\0" + os.urandom(144),
+    ],
+    ids=lambda b: f"{len(b)}B-{b[:1].hex()}",
+)
 def test_garbage_is_counted_not_raised(pair, junk):
     pair.bb.inject(junk, UdpEndpoint.parse("192.0.2.66:1234"))
     wait_for(lambda: sum(v for k, v in pair.b.counters().items() if k.startswith("drop_")) >= 1 or not junk[:1])
@@ -234,9 +255,24 @@ def test_bad_mac1_and_handshake_flood_counted(pair):
     src = UdpEndpoint.parse("192.0.2.99:999")
     for _ in range(400):  # flood: valid mac1, replayed initiation from a spoofed source
         pair.bb.inject(inits[0], src)
-    wait_for(lambda: sum(v for k, v in pair.b.counters().items()
-                         if k in ("drop_cookie_sent", "drop_replayed_timestamp", "drop_rate_limited",
-                                  "drop_initiation_flood", "drop_handshake_queue_full")) >= 300, timeout=30)
+    wait_for(
+        lambda: (
+            sum(
+                v
+                for k, v in pair.b.counters().items()
+                if k
+                in (
+                    "drop_cookie_sent",
+                    "drop_replayed_timestamp",
+                    "drop_rate_limited",
+                    "drop_initiation_flood",
+                    "drop_handshake_queue_full",
+                )
+            )
+            >= 300
+        ),
+        timeout=30,
+    )
     assert not pair.b.counters().get("worker_crashed")
     # the real peer still gets through
     pair.ta.inject(icmp_echo(A_IP, B_IP, seq=9))
@@ -248,8 +284,13 @@ def test_close_is_idempotent_and_config_api():
     p.a.upsert_peer(p.pb, allowed_ips=["10.1.0.0/16"])
     st = p.a.peers()[0]
     assert {str(n) for n in st.allowed_ips} == {f"{B_IP}/32", f"{B_IP6}/128", "10.1.0.0/16"}
-    p.a.upsert_peer(p.pb, allowed_ips=["10.2.0.0/16"], replace_allowed_ips=True, persistent_keepalive=25,
-                    preshared_key=bytes(range(32)))
+    p.a.upsert_peer(
+        p.pb,
+        allowed_ips=["10.2.0.0/16"],
+        replace_allowed_ips=True,
+        persistent_keepalive=25,
+        preshared_key=bytes(range(32)),
+    )
     st = p.a.peers()[0]
     assert [str(n) for n in st.allowed_ips] == ["10.2.0.0/16"]
     assert st.persistent_keepalive == 25 and st.preshared_key == bytes(range(32))

@@ -12,6 +12,7 @@ from tests.lab import xfer
 
 pytestmark = pytest.mark.lab
 
+
 def transfer(src, dst, dst_ip: str, size: int, rate: float = 0) -> None:
     """``size`` bytes src -> dst_ip:9000 (a receiver in dst bound to dst_ip); both sides' sha256 must agree."""
     rx = xfer.receiver(dst, 9000, dst_ip)
@@ -75,10 +76,18 @@ def test_interop_with_wireguard_go(lab, tso):
     a, b = labpair.link_hosts(lab)
     ka, pa = labpair.new_key()
     wg = WireguardGo(b, lab.ifname(), listen_port=51821, address=f"{TUN_B}/24", address6=f"{TUN_B6}/64").start()
-    wg.add_peer(base64.b64encode(pa).decode(), endpoint=f"{labpair.UL_A}:51820",
-                allowed_ips=f"{TUN_A}/32,{TUN_A6}/128")
-    cfg = labpair.node_cfg(lab, ka, 51820, (TUN_A, TUN_A6), base64.b64decode(wg.public_key), f"{labpair.UL_B}:51821",
-                           (TUN_B, TUN_B6), mtu=1420, tso=tso)
+    wg.add_peer(base64.b64encode(pa).decode(), endpoint=f"{labpair.UL_A}:51820", allowed_ips=f"{TUN_A}/32,{TUN_A6}/128")
+    cfg = labpair.node_cfg(
+        lab,
+        ka,
+        51820,
+        (TUN_A, TUN_A6),
+        base64.b64decode(wg.public_key),
+        f"{labpair.UL_B}:51821",
+        (TUN_B, TUN_B6),
+        mtu=1420,
+        tso=tso,
+    )
     node = labpair.start_node(lab, a, cfg)
     wait_ping(a, TUN_B)
     wait_ping(b, TUN_A)
@@ -94,9 +103,10 @@ def test_interop_with_wireguard_go(lab, tso):
 def test_hostile_datagrams_on_real_socket(lab):
     """Garbage, truncated and 65 KB datagrams at the real UDP socket are counted; the tunnel survives."""
     p = engine_pair(lab)
-    a, b = p.a.host, p.b.host
+    a = p.a.host
     wait_ping(a, TUN_B)
-    a.exec_python(r"""
+    a.exec_python(
+        r"""
 import os, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 dst = (sys.argv[1], 51821)
@@ -107,7 +117,9 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
 s.sendto(os.urandom(65000), dst)
 for _ in range(300):
     s.sendto(b"\x01\0\0\0" + os.urandom(144), dst)
-""", labpair.UL_B)
+""",
+        labpair.UL_B,
+    )
     time.sleep(1.0)
     wait_ping(a, TUN_B)
     c = p.b.status()["counters"]

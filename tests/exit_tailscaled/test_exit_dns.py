@@ -59,8 +59,10 @@ def test_dns_goes_through_the_tailscaled_exit_node(lab):
     landns.wait_for(["sh", "-c", "ss -lun | grep -q 192.0.2.53:53"])
     net.inet.wait_for(["sh", "-c", f"ss -lun | grep -q {INET}:53"])
     key = net.hs.preauth_key("alice")
-    with netns_resolv_conf(net.ts.ns, f"nameserver {INET}\n"), \
-            netns_resolv_conf(net.ours.ns, "nameserver 192.0.2.53\noptions timeout:1 attempts:2\n"):
+    with (
+        netns_resolv_conf(net.ts.ns, f"nameserver {INET}\n"),
+        netns_resolv_conf(net.ours.ns, "nameserver 192.0.2.53\noptions timeout:1 attempts:2\n"),
+    ):
         t = start_tailscaled(net, key, "--advertise-exit-node", forwarding=True)
         approve_exit(net.hs, TS_NAME)
         c = net.ours
@@ -68,12 +70,22 @@ def test_dns_goes_through_the_tailscaled_exit_node(lab):
         cl.wait_synced(1, timeout=60)
         d = diag(node=cl, t=t)
         # without an exit node: our quad-100 forwards to the namespace's own resolver (the LAN's)
-        assert eventually(lambda: dig(c, "@100.100.100.100", NAME, "+short").split() == ["192.0.2.80"],
-                          "LAN answer without exit node", 30, 1.0, d)
+        assert eventually(
+            lambda: dig(c, "@100.100.100.100", NAME, "+short").split() == ["192.0.2.80"],
+            "LAN answer without exit node",
+            30,
+            1.0,
+            d,
+        )
         # reference: tailscaled's peerAPI DoH answers from the exit side (reached over our tunnel)
         peerapi = next(u for u in t.status()["Self"]["PeerAPIURL"] if "[" not in u)
-        got = eventually(lambda: c.exec_python(DOH_GET, peerapi, NAME, check=False).stdout.split(),
-                         "tailscaled's DoH over the tailnet", 60, 1.0, d)
+        got = eventually(
+            lambda: c.exec_python(DOH_GET, peerapi, NAME, check=False).stdout.split(),
+            "tailscaled's DoH over the tailnet",
+            60,
+            1.0,
+            d,
+        )
         assert got == ["203.0.113.80"], got
 
         cl.stop()
@@ -83,8 +95,9 @@ def test_dns_goes_through_the_tailscaled_exit_node(lab):
         answer = dig(c, "@100.100.100.100", NAME, "+short").split()
         leaked = Host.log_of(lan_dns).count("udp ") - queries_before
         assert cl.stop() == 0
-        assert answer == ["203.0.113.80"] and not leaked, \
+        assert answer == ["203.0.113.80"] and not leaked, (
             f"with exit node {TS_NAME}: answer {answer}, {leaked} queries to the LAN DNS server"
+        )
 
 
 def test_tailscaled_client_resolves_through_our_exit_node(lab):
@@ -102,8 +115,13 @@ def test_tailscaled_client_resolves_through_our_exit_node(lab):
         d = diag(node=ex, t=t)
         eventually(lambda: (p := ts_peer(t, OURS_NAME)) and p.get("ExitNodeOption"), "our exit option", 60, 1.0, d)
         # our own resolver answers from the exit side (the namespace's upstream is inet)
-        assert eventually(lambda: dig(net.ours, "@100.100.100.100", NAME, "+short").split() == ["203.0.113.80"],
-                          "our quad-100 answer", 30, 1.0, d)
+        assert eventually(
+            lambda: dig(net.ours, "@100.100.100.100", NAME, "+short").split() == ["203.0.113.80"],
+            "our quad-100 answer",
+            30,
+            1.0,
+            d,
+        )
         t.cli("set", "--accept-dns=true", f"--exit-node={ex.ip}")
         eventually(lambda: (p := ts_peer(t, OURS_NAME)) and p.get("ExitNode"), "ExitNode in tailscaled", 30, 0.5, d)
 
@@ -116,5 +134,6 @@ def test_tailscaled_client_resolves_through_our_exit_node(lab):
                 break
             out = ts_query()
         assert ex.stop() == 0
-        assert "203.0.113.80" in out, \
+        assert "203.0.113.80" in out, (
             f"tailscaled client using our exit node cannot resolve {NAME}: {out.strip()[:400]}"
+        )

@@ -17,6 +17,7 @@ from tests.node.labnode import ACL_POLICY, Node, acl_servers, assert_acl_denials
 
 pytestmark = pytest.mark.lab
 
+
 def test_magicdns_resolves_tailscaled_peer(lab):
     net = build(lab)
     key = net.hs.preauth_key("alice")
@@ -29,8 +30,9 @@ def test_magicdns_resolves_tailscaled_peer(lab):
     fqdn = f"{TS_NAME}.{BASE_DOMAIN}"
     assert na.peer(TS_NAME)["Name"] == fqdn + "."
     d = diag(node=na, t=t)
-    assert eventually(lambda: dig(c, "@100.100.100.100", fqdn, "+short").split() == [ts_ip],
-                      f"{fqdn} A from quad-100", 30, 0.5, d)
+    assert eventually(
+        lambda: dig(c, "@100.100.100.100", fqdn, "+short").split() == [ts_ip], f"{fqdn} A from quad-100", 30, 0.5, d
+    )
     assert dig(c, "@100.100.100.100", "+tcp", fqdn, "+short").split() == [ts_ip]
     assert dig(c, "@fd7a:115c:a1e0::53", fqdn, "+short").split() == [ts_ip]  # the IPv6 quad-100 too
     assert dig(c, "@100.100.100.100", "-x", ts_ip, "+short").split() == [fqdn + "."]
@@ -47,8 +49,9 @@ def test_magicdns_resolves_tailscaled_peer(lab):
     assert "status: NOERROR" in ts_aaaa and "ANSWER: 0" in ts_aaaa, ts_aaaa
     # the name is usable: talk to tailscaled by its MagicDNS answer over the tailnet
     ip = dig(c, "@100.100.100.100", fqdn, "+short").split()[0]
-    eventually(lambda: c.ping(ip, count=1, timeout=2).returncode == 0, "ping tailscaled by its name's address",
-               90, 1.0, d)
+    eventually(
+        lambda: c.ping(ip, count=1, timeout=2).returncode == 0, "ping tailscaled by its name's address", 90, 1.0, d
+    )
     assert na.stop() == 0
 
 
@@ -70,14 +73,20 @@ def test_acl_policy_with_tailscaled_peer(lab, ours_user):
     d = diag(node=na, t=t)
 
     # allowed: alice -> bob tcp/8080 (the server sees alice's tailnet address); DERP first, then direct
-    got = eventually(lambda: (r := tcp_ask(ah, b_ip, 8080, timeout=3)).startswith(f"{a_ip}:") and r,
-                     "alice -> bob:8080", 90, 1.0, d)
+    got = eventually(
+        lambda: (r := tcp_ask(ah, b_ip, 8080, timeout=3)).startswith(f"{a_ip}:") and r, "alice -> bob:8080", 90, 1.0, d
+    )
     assert got.startswith(f"{a_ip}:"), got
     # denied: another port, the other direction, another protocol; alice may ping bob, bob not alice
     assert_acl_denials(ah, a_ip, bh, b_ip)
     # still allowed after all that, and on the direct path by now
-    eventually(lambda: (p := ts_peer(t, OURS_NAME)) and (p.get("CurAddr") or "").startswith("192.0.2.11:"),
-               "direct path between tailscaled and us", 60, 1.0, d)
+    eventually(
+        lambda: (p := ts_peer(t, OURS_NAME)) and (p.get("CurAddr") or "").startswith("192.0.2.11:"),
+        "direct path between tailscaled and us",
+        60,
+        1.0,
+        d,
+    )
     assert tcp_ask(ah, b_ip, 8080).startswith(f"{a_ip}:")
 
     # our filter did the dropping when we are bob; as alice, it let in only replies

@@ -37,8 +37,13 @@ pytestmark = pytest.mark.lab
 
 
 def _ts_exit_offered(node: Node, ts_ip: str) -> dict:
-    return node.wait(lambda s: any(p["ExitNodeOption"] and ts_ip in [a.split("/")[0] for a in p["Addresses"]]
-                                   for p in s.get("Peers", [])), f"{TS_NAME} offered as exit node", timeout=60)
+    return node.wait(
+        lambda s: any(
+            p["ExitNodeOption"] and ts_ip in [a.split("/")[0] for a in p["Addresses"]] for p in s.get("Peers", [])
+        ),
+        f"{TS_NAME} offered as exit node",
+        timeout=60,
+    )
 
 
 def _setup(lab):
@@ -63,12 +68,17 @@ def _our_sockets_bypass(net, pid: int, derp: bool = False) -> None:
     # every UDP socket but the MagicDNS listeners (WireGuard/disco/STUN on the magicsock port, DNS upstreams)
     udp = [ln for ln in socket_lines(c, "u", pid) if "100.100.100.100:53 " not in ln and "a1e0::53]:53 " not in ln]
     assert udp and all("fwmark:0x80000" in ln for ln in udp), socket_lines(c, "u", pid)
+
     def to_headscale() -> list[str]:
         return [ln for ln in socket_lines(c, "t", pid) if f"{CTL_IP}:8080" in ln and "ESTAB" in ln]
 
-    tcp = eventually(lambda: len(to_headscale()) >= (2 if derp else 1) and to_headscale(),
-                     "our control (and DERP) connections to headscale", 30, 0.5,
-                     lambda: "\n".join(socket_lines(c, "t")))
+    tcp = eventually(
+        lambda: len(to_headscale()) >= (2 if derp else 1) and to_headscale(),
+        "our control (and DERP) connections to headscale",
+        30,
+        0.5,
+        lambda: "\n".join(socket_lines(c, "t")),
+    )
     assert all("fwmark:0x80000" in ln and f"{OURS_LAN}:" in ln for ln in tcp), tcp
     # headscale sees our connections (control, DERP) from our LAN address, not via the exit node
     est = ctl.run(["ss", "-tnH", "state", "established", "( sport = :8080 )"]).stdout
@@ -77,8 +87,13 @@ def _our_sockets_bypass(net, pid: int, derp: bool = False) -> None:
 
 def _direct_from_ts(t, timeout: float = 90) -> dict:
     """tailscaled's view of us: a direct path to our LAN endpoint (so our WireGuard UDP is not tunnelled)."""
-    return eventually(lambda: (p := ts_peer(t, OURS_NAME)) and (p.get("CurAddr") or "").startswith(f"{OURS_LAN}:")
-                      and p, "tailscaled to reach us directly", timeout, 1.0, diag(t=t))
+    return eventually(
+        lambda: (p := ts_peer(t, OURS_NAME)) and (p.get("CurAddr") or "").startswith(f"{OURS_LAN}:") and p,
+        "tailscaled to reach us directly",
+        timeout,
+        1.0,
+        diag(t=t),
+    )
 
 
 def test_tailscaled_exit_node_by_flag(lab):
@@ -96,8 +111,9 @@ def test_tailscaled_exit_node_by_flag(lab):
 
     # internet traffic leaves through tailscaled, masqueraded to its WAN address (DERP first, then direct)
     d = diag(node=cl, t=t)
-    got = eventually(lambda: (r := udp_ask(c, INET, 7)).startswith(f"{WAN_IP}:") and r, "UDP via tailscaled",
-                     90, 1.0, d)
+    got = eventually(
+        lambda: (r := udp_ask(c, INET, 7)).startswith(f"{WAN_IP}:") and r, "UDP via tailscaled", 90, 1.0, d
+    )
     assert got.startswith(f"{WAN_IP}:")
     assert tcp_ask(c, INET, 8080, timeout=10).startswith(f"{WAN_IP}:")
     assert eventually(lambda: udp_ask(c, INET6, 7).startswith(f"{WAN_IP6}:"), "IPv6 via tailscaled", 30, 1.0, d)
@@ -110,21 +126,30 @@ def test_tailscaled_exit_node_by_flag(lab):
 
     # a control (and DERP) connection dialled while table 52 is in force: headscale restart, we reconnect directly.
     # Captured on both sides of the tunnel: on the LAN our control traffic to headscale is plain TCP from our LAN
-    # address, and not one packet for headscale's address enters the tunnel (mesh0) or leaves the exit node's WAN (eth1).
-    with Capture(c, "eth0", f"host {CTL_IP}") as lan_cap, Capture(c, "mesh0", f"host {CTL_IP}") as tun_cap, \
-            Capture(net.ts, "eth1", f"host {CTL_IP}") as exit_cap, Capture(c, "eth0", "udp port 41641") as wg_cap:
+    # address, and not one packet for headscale's address enters the tunnel (mesh0) or leaves the exit node's WAN
+    # (eth1).
+    with (
+        Capture(c, "eth0", f"host {CTL_IP}") as lan_cap,
+        Capture(c, "mesh0", f"host {CTL_IP}") as tun_cap,
+        Capture(net.ts, "eth1", f"host {CTL_IP}") as exit_cap,
+        Capture(c, "eth0", "udp port 41641") as wg_cap,
+    ):
         net.hs.restart()
         cl.wait(lambda s: s["InMapPoll"] and s["StreamsStarted"] >= 2, "reconnect to headscale", timeout=90)
-        eventually(lambda: f"{OURS_LAN}:" in net.ctl.run(["ss", "-tnH", "state", "established",
-                                                           "( sport = :8080 )"]).stdout, "our connection seen", 30)
+        eventually(
+            lambda: f"{OURS_LAN}:" in net.ctl.run(["ss", "-tnH", "state", "established", "( sport = :8080 )"]).stdout,
+            "our connection seen",
+            30,
+        )
         assert udp_ask(c, INET, 7).startswith(f"{WAN_IP}:")  # internet traffic meanwhile rides the tunnel
     assert lan_cap.between(f"{OURS_LAN}.", f"{CTL_IP}.8080:") and lan_cap.between(f"{CTL_IP}.8080", f"{OURS_LAN}.")
     assert tun_cap.packets == [], tun_cap.packets[:5]
     assert exit_cap.packets == [], exit_cap.packets[:5]
     assert wg_cap.between(f"{OURS_LAN}.41641", f"{TS_LAN}."), wg_cap.packets[:5]  # WireGuard itself: direct on the LAN
     _our_sockets_bypass(net, helper_pid(cl), derp=True)
-    assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled after restart",
-                      60, 1.0, d)
+    assert eventually(
+        lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled after restart", 60, 1.0, d
+    )
 
     # SIGKILL: rules stay behind; a restart without the exit node removes them: routing as before
     assert cl.stop(signal.SIGKILL) == -9
@@ -173,8 +198,13 @@ def test_tailscaled_exit_node_set_and_clear_at_run_time(lab):
     assert "cleaned up after a previous run" in cl2.log() or "removed exit routing leftovers" in cl2.log()
     rules = c.run(["ip", "rule"]).stdout
     assert rules.count("lookup 52") == 1, rules  # no duplicates from the crashed run
-    assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled after restart",
-                      90, 1.0, diag(node=cl2, t=t))
+    assert eventually(
+        lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"),
+        "UDP via tailscaled after restart",
+        90,
+        1.0,
+        diag(node=cl2, t=t),
+    )
     assert cl2.stop() == 0
     assert routing_dump(c) == before
 
@@ -195,8 +225,19 @@ def test_tailscaled_exit_node_via_localapi(lab):
     c = net.ours
     before = routing_dump(c)
     sock, proc = _start_helper(c, lab)
-    p = meshctl(sock, "up", "--login-server", net.hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", OURS_NAME,
-                "--timeout", "60", timeout=90)
+    p = meshctl(
+        sock,
+        "up",
+        "--login-server",
+        net.hs.url,
+        "--auth-key",
+        key_file_arg(key, lab.dir),
+        "--hostname",
+        OURS_NAME,
+        "--timeout",
+        "60",
+        timeout=90,
+    )
     assert p.returncode == 0, p.stdout + p.stderr + c.log_of(proc)[-3000:]
 
     def status() -> dict:
@@ -210,8 +251,13 @@ def test_tailscaled_exit_node_via_localapi(lab):
     def helper_diag() -> str:
         return f"helper log:\n{c.log_of(proc)[-4000:]}\n" + diag(t=t)()
 
-    eventually(lambda: (p := ts_in_status()) and p.get("ExitNodeOption"), f"{TS_NAME} as exit-node option",
-               60, 1.0, helper_diag)
+    eventually(
+        lambda: (p := ts_in_status()) and p.get("ExitNodeOption"),
+        f"{TS_NAME} as exit-node option",
+        60,
+        1.0,
+        helper_diag,
+    )
     assert TS_NAME in meshctl(sock, "exit-node", "list").stdout
     eventually(lambda: c.ping(ts_ip, count=1, timeout=2).returncode == 0, "ping tailscaled", 90, 1.0, helper_diag)
     no_exit = routing_dump(c)
@@ -219,8 +265,9 @@ def test_tailscaled_exit_node_via_localapi(lab):
     p = meshctl(sock, "up", "--exit-node", TS_NAME, "--timeout", "60", timeout=90)
     assert p.returncode == 0, p.stdout + p.stderr
     assert ts_in_status()["ExitNode"]
-    assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled (LocalAPI)",
-                      60, 1.0, helper_diag)
+    assert eventually(
+        lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled (LocalAPI)", 60, 1.0, helper_diag
+    )
     assert tcp_ask(c, INET, 8080, timeout=10).startswith(f"{WAN_IP}:")
     _our_sockets_bypass(net, proc.pid, derp=True)  # Host.popen execs: proc.pid is the helper itself
 
@@ -232,8 +279,9 @@ def test_tailscaled_exit_node_via_localapi(lab):
     # ... and --exit-node=<IP> sets it again
     p = tailscale_cli(sock, "set", f"--exit-node={ts_ip}")
     assert p.returncode == 0, p.stdout + p.stderr
-    assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled (tailscale set)",
-                      60, 1.0, helper_diag)
+    assert eventually(
+        lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled (tailscale set)", 60, 1.0, helper_diag
+    )
 
     # SIGKILL of the helper: its rules stay; the next helper removes them at start: routing as before
     proc.kill()
@@ -263,10 +311,16 @@ def test_tailscaled_exit_node_approved_late_then_revoked(lab):
     assert "default dev mesh0" in c.run(["ip", "route", "show", "table", "52"]).stdout
 
     nid = approve_exit(net.hs, TS_NAME)
-    cl.wait(lambda s: (p := next((p for p in s["Peers"] if p["Name"].startswith(TS_NAME + ".")), None))
-            and p["ExitNodeOption"], "approved exit routes in our netmap", 60)
-    assert eventually(lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled once approved",
-                      90, 1.0, d)
+    cl.wait(
+        lambda s: (
+            (p := next((p for p in s["Peers"] if p["Name"].startswith(TS_NAME + ".")), None)) and p["ExitNodeOption"]
+        ),
+        "approved exit routes in our netmap",
+        60,
+    )
+    assert eventually(
+        lambda: udp_ask(c, INET, 7).startswith(f"{WAN_IP}:"), "UDP via tailscaled once approved", 90, 1.0, d
+    )
 
     net.hs.cli("nodes", "approve-routes", "-i", str(nid), "-r", "", json_out=False)  # revoke
     cl.wait(lambda s: not any(p["ExitNodeOption"] for p in s["Peers"]), "exit routes revoked", 60)

@@ -105,8 +105,13 @@ def start_tailscaled(net: TsNet, auth_key: str, *extra_up: str, forwarding: bool
     return t
 
 
-def eventually(fn: Callable[[], object], what: str, timeout: float = 60, interval: float = 0.5,
-               diag: Callable[[], str] | None = None):
+def eventually(
+    fn: Callable[[], object],
+    what: str,
+    timeout: float = 60,
+    interval: float = 0.5,
+    diag: Callable[[], str] | None = None,
+):
     """Poll ``fn`` until truthy (returned); on timeout raise with the last value and ``diag()``."""
     deadline = time.monotonic() + timeout
     last = None
@@ -148,9 +153,28 @@ def diag(*, node: Node | None = None, t: Tailscaled | None = None) -> Callable[[
             parts.append("our peers: " + json.dumps(node.status().get("Peers"))[:1500])
         if t is not None:
             try:
-                parts.append("tailscaled peers: " + json.dumps(
-                    [{k: p.get(k) for k in ("HostName", "TailscaleIPs", "CurAddr", "Relay", "Online", "ExitNode",
-                                            "ExitNodeOption", "RxBytes", "TxBytes")} for p in t.peers()]))
+                parts.append(
+                    "tailscaled peers: "
+                    + json.dumps(
+                        [
+                            {
+                                k: p.get(k)
+                                for k in (
+                                    "HostName",
+                                    "TailscaleIPs",
+                                    "CurAddr",
+                                    "Relay",
+                                    "Online",
+                                    "ExitNode",
+                                    "ExitNodeOption",
+                                    "RxBytes",
+                                    "TxBytes",
+                                )
+                            }
+                            for p in t.peers()
+                        ]
+                    )
+                )
             except LabError as e:
                 parts.append(f"tailscaled status failed: {e}")
             parts.append(f"tailscaled log:\n{t.log()[-3000:]}")
@@ -161,13 +185,20 @@ def diag(*, node: Node | None = None, t: Tailscaled | None = None) -> Callable[[
 
 def approve_exit(hs: Headscale, hostname: str, timeout: float = 60) -> int:
     """Wait for ``hostname`` to announce 0.0.0.0/0 and ::/0, approve both; returns its node ID."""
-    n = eventually(lambda: (n := hs.node_by_hostname(hostname)) and
-                   {"0.0.0.0/0", "::/0"} <= set(n.get("available_routes") or ()) and n,
-                   f"{hostname} to announce exit routes", timeout)
+    n = eventually(
+        lambda: (
+            (n := hs.node_by_hostname(hostname)) and {"0.0.0.0/0", "::/0"} <= set(n.get("available_routes") or ()) and n
+        ),
+        f"{hostname} to announce exit routes",
+        timeout,
+    )
     nid = int(n["id"])
     hs.cli("nodes", "approve-routes", "-i", str(nid), "-r", "0.0.0.0/0,::/0", json_out=False)
-    eventually(lambda: {"0.0.0.0/0", "::/0"} <= set((hs.node_by_hostname(hostname) or {}).get("approved_routes")
-                                                    or ()), f"{hostname}'s exit routes approved", 30)
+    eventually(
+        lambda: {"0.0.0.0/0", "::/0"} <= set((hs.node_by_hostname(hostname) or {}).get("approved_routes") or ()),
+        f"{hostname}'s exit routes approved",
+        30,
+    )
     return nid
 
 
@@ -183,7 +214,27 @@ def helper_pid(node: Node) -> int:
 
 
 __all__ = [
-    "EngineGap", "CTL_IP", "OURS_LAN", "TS_LAN", "WAN_IP", "WAN_IP6", "TS_NAME", "OURS_NAME", "TsNet",
-    "approve_exit", "build", "diag", "eventually", "helper_pid", "need_peers", "socket_lines", "start_tailscaled",
-    "ts_peer", "ISP_WAN", "ISP_WAN6", "ISP_INET", "ISP_INET6", "TS_ENV",
+    "EngineGap",
+    "CTL_IP",
+    "OURS_LAN",
+    "TS_LAN",
+    "WAN_IP",
+    "WAN_IP6",
+    "TS_NAME",
+    "OURS_NAME",
+    "TsNet",
+    "approve_exit",
+    "build",
+    "diag",
+    "eventually",
+    "helper_pid",
+    "need_peers",
+    "socket_lines",
+    "start_tailscaled",
+    "ts_peer",
+    "ISP_WAN",
+    "ISP_WAN6",
+    "ISP_INET",
+    "ISP_INET6",
+    "TS_ENV",
 ]

@@ -19,8 +19,11 @@ SELF_V6 = {"Name": "me.tail.example.", "Addresses": ["fd7a:115c:a1e0::1/128"]}
 
 
 def node(name="exit", addrs=("100.64.0.9/32", "fd7a:115c:a1e0::9/128"), cap=None, services=(), **extra) -> dict:
-    n = {"Name": f"{name}.tail.example.", "Addresses": list(addrs),
-         "Hostinfo": {"Services": [{"Proto": p, "Port": port} for p, port in services]}}
+    n = {
+        "Name": f"{name}.tail.example.",
+        "Addresses": list(addrs),
+        "Hostinfo": {"Services": [{"Proto": p, "Port": port} for p, port in services]},
+    }
     if cap is not None:
         n["Cap"] = cap
     n.update(extra)
@@ -33,16 +36,19 @@ EXIT_DOH = "http://100.64.0.9:41001/dns-query"
 
 
 # -- which peer can proxy DNS (tailscale peerCanProxyDNS) --------------------------------------
-@pytest.mark.parametrize("peer,want", [
-    pytest.param(node(cap=26), True, id="cap26"),
-    pytest.param(node(cap=130), True, id="cap130"),
-    pytest.param(node(cap=25), False, id="cap25_no_service"),
-    pytest.param(node(services=(("peerapi-dns-proxy", 1),)), True, id="no_cap_dns_service"),
-    pytest.param(node(services=(("peerapi-dns-proxy", 0),)), False, id="dns_service_port0"),
-    pytest.param(node(services=(("peerapi4", 41001),)), False, id="no_cap_only_peerapi"),
-    pytest.param(node(cap=25, services=(("peerapi-dns-proxy", 1),)), True, id="old_cap_with_service"),
-    pytest.param(None, False, id="none"),
-])
+@pytest.mark.parametrize(
+    "peer,want",
+    [
+        pytest.param(node(cap=26), True, id="cap26"),
+        pytest.param(node(cap=130), True, id="cap130"),
+        pytest.param(node(cap=25), False, id="cap25_no_service"),
+        pytest.param(node(services=(("peerapi-dns-proxy", 1),)), True, id="no_cap_dns_service"),
+        pytest.param(node(services=(("peerapi-dns-proxy", 0),)), False, id="dns_service_port0"),
+        pytest.param(node(services=(("peerapi4", 41001),)), False, id="no_cap_only_peerapi"),
+        pytest.param(node(cap=25, services=(("peerapi-dns-proxy", 1),)), True, id="old_cap_with_service"),
+        pytest.param(None, False, id="none"),
+    ],
+)
 def test_peer_can_proxy_dns(peer, want) -> None:
     assert peer_can_proxy_dns(peer) is want
 
@@ -56,18 +62,29 @@ def test_peer_api_ports_last_wins_and_junk_skipped() -> None:
 
 
 # -- its peerAPI base (tailscale peerAPIBase) ---------------------------------------------------
-@pytest.mark.parametrize("self_addrs,peer,want", [
-    pytest.param(SELF["Addresses"], EXIT, "http://100.64.0.9:41001", id="dual_stack_prefers_v4"),
-    pytest.param(SELF_V4["Addresses"], EXIT, "http://100.64.0.9:41001", id="v4_only"),
-    pytest.param(SELF_V6["Addresses"], EXIT, "http://[fd7a:115c:a1e0::9]:41002", id="v6_only"),
-    pytest.param(SELF["Addresses"], node(services=(("peerapi6", 41002),)), "http://[fd7a:115c:a1e0::9]:41002",
-                 id="peer_only_peerapi6"),
-    pytest.param(SELF_V4["Addresses"], node(services=(("peerapi6", 41002),)), None, id="no_common_family"),
-    pytest.param(SELF["Addresses"], node(addrs=("fd7a:115c:a1e0::9/128",), services=PEERAPI), None,
-                 id="peerapi4_but_peer_has_no_v4"),
-    pytest.param(SELF["Addresses"], node(), None, id="no_peerapi"),
-    pytest.param(["100.64.0.0/10"], EXIT, None, id="only_non_single_ip_prefixes"),
-])
+@pytest.mark.parametrize(
+    "self_addrs,peer,want",
+    [
+        pytest.param(SELF["Addresses"], EXIT, "http://100.64.0.9:41001", id="dual_stack_prefers_v4"),
+        pytest.param(SELF_V4["Addresses"], EXIT, "http://100.64.0.9:41001", id="v4_only"),
+        pytest.param(SELF_V6["Addresses"], EXIT, "http://[fd7a:115c:a1e0::9]:41002", id="v6_only"),
+        pytest.param(
+            SELF["Addresses"],
+            node(services=(("peerapi6", 41002),)),
+            "http://[fd7a:115c:a1e0::9]:41002",
+            id="peer_only_peerapi6",
+        ),
+        pytest.param(SELF_V4["Addresses"], node(services=(("peerapi6", 41002),)), None, id="no_common_family"),
+        pytest.param(
+            SELF["Addresses"],
+            node(addrs=("fd7a:115c:a1e0::9/128",), services=PEERAPI),
+            None,
+            id="peerapi4_but_peer_has_no_v4",
+        ),
+        pytest.param(SELF["Addresses"], node(), None, id="no_peerapi"),
+        pytest.param(["100.64.0.0/10"], EXIT, None, id="only_non_single_ip_prefixes"),
+    ],
+)
 def test_peer_api_base(self_addrs, peer, want) -> None:
     assert peer_api_base(self_addrs, peer) == want
 
@@ -79,9 +96,17 @@ def test_exit_node_doh_url() -> None:
 
 
 def test_tailcfg_dataclasses_work_too() -> None:
-    n = decode(Node, {"ID": 9, "StableID": "n9", "Name": "exit.tail.example.", "Cap": 130,
-                      "Addresses": ["100.64.0.9/32"],
-                      "Hostinfo": {"Services": [{"Proto": "peerapi4", "Port": 41001}]}})
+    n = decode(
+        Node,
+        {
+            "ID": 9,
+            "StableID": "n9",
+            "Name": "exit.tail.example.",
+            "Cap": 130,
+            "Addresses": ["100.64.0.9/32"],
+            "Hostinfo": {"Services": [{"Proto": "peerapi4", "Port": 41001}]},
+        },
+    )
     me = decode(Node, {"ID": 1, "Name": "me.tail.example.", "Addresses": ["100.64.0.1/32"]})
     assert peer_can_proxy_dns(n)
     cfg = config_from_netmap(me, [n], decode(DNSConfig, {"Proxied": True}), exit_node=n)
@@ -89,27 +114,56 @@ def test_tailcfg_dataclasses_work_too() -> None:
 
 
 # -- DoH resolver addresses ---------------------------------------------------------------------
-@pytest.mark.parametrize("addr,boot,want", [
-    pytest.param("http://100.64.0.9:41001/dns-query", (), DoHUpstream(
-        "http://100.64.0.9:41001/dns-query", "100.64.0.9:41001", 41001, "/dns-query", ("100.64.0.9",)), id="peerapi"),
-    pytest.param("http://[fd7a:115c:a1e0::9]:41002/dns-query", (), DoHUpstream(
-        "http://[fd7a:115c:a1e0::9]:41002/dns-query", "[fd7a:115c:a1e0::9]:41002", 41002, "/dns-query",
-        ("fd7a:115c:a1e0::9",)), id="peerapi_v6"),
-    pytest.param("https://1.1.1.1/dns-query", (), DoHUpstream(
-        "https://1.1.1.1/dns-query", "1.1.1.1", 443, "/dns-query", ("1.1.1.1",), tls=True), id="https_ip"),
-    pytest.param("https://dns.google/dns-query", ("8.8.8.8", "junk", "8.8.4.4"), DoHUpstream(
-        "https://dns.google/dns-query", "dns.google", 443, "/dns-query", ("8.8.8.8", "8.8.4.4"), tls=True),
-        id="https_bootstrap"),
-    pytest.param("http://10.0.0.1/q?x=1", (), DoHUpstream("http://10.0.0.1/q?x=1", "10.0.0.1", 80, "/q?x=1",
-                                                          ("10.0.0.1",)), id="query_kept"),
-    pytest.param("https://dns.google/dns-query", (), None, id="https_name_without_bootstrap"),
-    pytest.param("http://100.64.0.9:0/dns-query", (), None, id="port0"),
-    pytest.param("http://100.64.0.9:99999/dns-query", (), None, id="port_out_of_range"),
-    pytest.param("http://user@100.64.0.9/dns-query", (), None, id="userinfo"),
-    pytest.param("http:///dns-query", (), None, id="no_host"),
-    pytest.param("tls://1.1.1.1", (), None, id="tls_unsupported"),
-    pytest.param("/dns-query", (), None, id="bare_path_like_tailscale_without_peerapi"),
-])
+@pytest.mark.parametrize(
+    "addr,boot,want",
+    [
+        pytest.param(
+            "http://100.64.0.9:41001/dns-query",
+            (),
+            DoHUpstream("http://100.64.0.9:41001/dns-query", "100.64.0.9:41001", 41001, "/dns-query", ("100.64.0.9",)),
+            id="peerapi",
+        ),
+        pytest.param(
+            "http://[fd7a:115c:a1e0::9]:41002/dns-query",
+            (),
+            DoHUpstream(
+                "http://[fd7a:115c:a1e0::9]:41002/dns-query",
+                "[fd7a:115c:a1e0::9]:41002",
+                41002,
+                "/dns-query",
+                ("fd7a:115c:a1e0::9",),
+            ),
+            id="peerapi_v6",
+        ),
+        pytest.param(
+            "https://1.1.1.1/dns-query",
+            (),
+            DoHUpstream("https://1.1.1.1/dns-query", "1.1.1.1", 443, "/dns-query", ("1.1.1.1",), tls=True),
+            id="https_ip",
+        ),
+        pytest.param(
+            "https://dns.google/dns-query",
+            ("8.8.8.8", "junk", "8.8.4.4"),
+            DoHUpstream(
+                "https://dns.google/dns-query", "dns.google", 443, "/dns-query", ("8.8.8.8", "8.8.4.4"), tls=True
+            ),
+            id="https_bootstrap",
+        ),
+        pytest.param(
+            "http://10.0.0.1/q?x=1",
+            (),
+            DoHUpstream("http://10.0.0.1/q?x=1", "10.0.0.1", 80, "/q?x=1", ("10.0.0.1",)),
+            id="query_kept",
+        ),
+        pytest.param("https://dns.google/dns-query", (), None, id="https_name_without_bootstrap"),
+        pytest.param("http://100.64.0.9:0/dns-query", (), None, id="port0"),
+        pytest.param("http://100.64.0.9:99999/dns-query", (), None, id="port_out_of_range"),
+        pytest.param("http://user@100.64.0.9/dns-query", (), None, id="userinfo"),
+        pytest.param("http:///dns-query", (), None, id="no_host"),
+        pytest.param("tls://1.1.1.1", (), None, id="tls_unsupported"),
+        pytest.param("/dns-query", (), None, id="bare_path_like_tailscale_without_peerapi"),
+    ],
+)
 def test_parse_doh(addr, boot, want) -> None:
     assert parse_upstream(addr, boot) == want
 
@@ -134,8 +188,9 @@ DNSCFG = {
 
 
 def cfg_with(dns_cfg, exit_node, self_node=SELF, **kw):
-    return config_from_netmap(self_node, [exit_node] if exit_node else [], dns_cfg, exit_node=exit_node,
-                              os_upstreams=["192.168.1.1"], **kw)
+    return config_from_netmap(
+        self_node, [exit_node] if exit_node else [], dns_cfg, exit_node=exit_node, os_upstreams=["192.168.1.1"], **kw
+    )
 
 
 def test_without_exit_node_unchanged() -> None:
@@ -180,19 +235,41 @@ def test_exit_node_can_proxy_but_no_peerapi_port_fails_closed() -> None:
     assert isinstance(act, Reply) and dns.message.from_wire(act.wire).rcode() == dns.rcode.SERVFAIL
 
 
-@pytest.mark.parametrize("dns_cfg,exit_node,using,want", [
-    pytest.param(DNSCFG, node(cap=20), None, (Upstream("192.0.2.53"),), id="old_exit_global_resolvers"),
-    pytest.param({"FallbackResolvers": [{"Addr": "198.51.100.1"}]}, node(cap=20), None,
-                 (Upstream("198.51.100.1"),), id="old_exit_fallback_before_os"),
-    pytest.param({}, node(cap=20), None, (Upstream("192.168.1.1"),), id="old_exit_nothing_else_os"),
-    pytest.param({"FallbackResolvers": [{"Addr": "198.51.100.1"}]}, None, True, (Upstream("198.51.100.1"),),
-                 id="exit_chosen_not_in_netmap"),
-    pytest.param({"FallbackResolvers": [{"Addr": "198.51.100.1"}]}, None, None, (Upstream("192.168.1.1"),),
-                 id="no_exit_os_first"),
-    pytest.param({"FallbackResolvers": [{"Addr": "198.51.100.1"}]},
-                 node(cap=20, IsWireGuardOnly=True, ExitNodeDNSResolvers=[{"Addr": "203.0.113.53"}]), None,
-                 (Upstream("203.0.113.53"),), id="wireguard_only_exit_resolvers"),
-])
+@pytest.mark.parametrize(
+    "dns_cfg,exit_node,using,want",
+    [
+        pytest.param(DNSCFG, node(cap=20), None, (Upstream("192.0.2.53"),), id="old_exit_global_resolvers"),
+        pytest.param(
+            {"FallbackResolvers": [{"Addr": "198.51.100.1"}]},
+            node(cap=20),
+            None,
+            (Upstream("198.51.100.1"),),
+            id="old_exit_fallback_before_os",
+        ),
+        pytest.param({}, node(cap=20), None, (Upstream("192.168.1.1"),), id="old_exit_nothing_else_os"),
+        pytest.param(
+            {"FallbackResolvers": [{"Addr": "198.51.100.1"}]},
+            None,
+            True,
+            (Upstream("198.51.100.1"),),
+            id="exit_chosen_not_in_netmap",
+        ),
+        pytest.param(
+            {"FallbackResolvers": [{"Addr": "198.51.100.1"}]},
+            None,
+            None,
+            (Upstream("192.168.1.1"),),
+            id="no_exit_os_first",
+        ),
+        pytest.param(
+            {"FallbackResolvers": [{"Addr": "198.51.100.1"}]},
+            node(cap=20, IsWireGuardOnly=True, ExitNodeDNSResolvers=[{"Addr": "203.0.113.53"}]),
+            None,
+            (Upstream("203.0.113.53"),),
+            id="wireguard_only_exit_resolvers",
+        ),
+    ],
+)
 def test_exit_node_that_cannot_proxy_dns(dns_cfg, exit_node, using, want) -> None:
     c = cfg_with(dns_cfg, exit_node, using_exit_node=using)
     assert c.upstreams == want and not c.via_exit_node

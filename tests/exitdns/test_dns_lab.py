@@ -16,8 +16,12 @@ ZONE = {"www.example.org.": "203.0.113.80", "app.corp.example.": "203.0.113.81"}
 SPEC = {
     "self": {"Name": "me.tail.example.", "Addresses": ["100.64.0.1/32", "fd7a:115c:a1e0::1/128"]},
     "peers": [{"Name": "peer1.tail.example.", "Addresses": ["100.64.0.2/32"]}],
-    "dns": {"Proxied": True, "Domains": ["tail.example"], "Resolvers": [{"Addr": "192.0.2.53"}],
-            "Routes": {"corp.example": [{"Addr": "192.0.2.54:5353"}]}},
+    "dns": {
+        "Proxied": True,
+        "Domains": ["tail.example"],
+        "Resolvers": [{"Addr": "192.0.2.53"}],
+        "Routes": {"corp.example": [{"Addr": "192.0.2.54:5353"}]},
+    },
     "listen": [["100.100.100.100", 53], ["fd7a:115c:a1e0::53", 53]],
 }
 ORIGINAL_RESOLV = "# the namespace's own resolv.conf\nnameserver 192.0.2.53\noptions timeout:1\n"

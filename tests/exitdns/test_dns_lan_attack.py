@@ -1,10 +1,10 @@
 """Attacks on MagicDNS and tailnet-only listeners from the LAN, in lab namespaces (run_guarded_dns.py = the helper).
 
-    nb 192.0.2.2 (LAN neighbour: routes 100.100.100.100 and 100.64.0.0/10 via us; has 100.64.0.9 on lo)
-        | 192.0.2.0/24
-    me 192.0.2.1   tun0 100.64.0.1 + quad-100   <- tun_pipe UDP 198.51.100.1:7000 (stand-in for WireGuard)
-        | 198.51.100.0/24
-    peer 100.64.0.2 on its tun0, reaching us through the tunnel
+nb 192.0.2.2 (LAN neighbour: routes 100.100.100.100 and 100.64.0.0/10 via us; has 100.64.0.9 on lo)
+    | 192.0.2.0/24
+me 192.0.2.1   tun0 100.64.0.1 + quad-100   <- tun_pipe UDP 198.51.100.1:7000 (stand-in for WireGuard)
+    | 198.51.100.0/24
+peer 100.64.0.2 on its tun0, reaching us through the tunnel
 """
 
 from __future__ import annotations
@@ -81,10 +81,22 @@ def net(lab, tmp_path):
     nb.add_route("100.100.100.100/32", via="192.0.2.1")
     nb.add_route("100.64.0.0/10", via="192.0.2.1")
     nb.run(["ip", "addr", "add", "100.64.0.9/32", "dev", "lo"])
-    mp = me.popen_python(str(HERE / "tun_pipe.py"), "tun0", "198.51.100.1:7000", "198.51.100.2:7000", "0",
-                         json.dumps({"rules": ALLOW_ALL, "local": ["100.64.0.1/32", "100.100.100.100/32"]}))
-    pp = peer.popen_python(str(HERE / "tun_pipe.py"), "tun0", "198.51.100.2:7000", "198.51.100.1:7000", "0",
-                           json.dumps({"rules": ALLOW_ALL, "local": ["100.64.0.2/32"]}))
+    mp = me.popen_python(
+        str(HERE / "tun_pipe.py"),
+        "tun0",
+        "198.51.100.1:7000",
+        "198.51.100.2:7000",
+        "0",
+        json.dumps({"rules": ALLOW_ALL, "local": ["100.64.0.1/32", "100.100.100.100/32"]}),
+    )
+    pp = peer.popen_python(
+        str(HERE / "tun_pipe.py"),
+        "tun0",
+        "198.51.100.2:7000",
+        "198.51.100.1:7000",
+        "0",
+        json.dumps({"rules": ALLOW_ALL, "local": ["100.64.0.2/32"]}),
+    )
     Host.wait_log(mp, "ready")
     Host.wait_log(pp, "ready")
     peer.run(["ip", "addr", "add", "100.64.0.2/32", "dev", "tun0"])
@@ -97,8 +109,16 @@ def net(lab, tmp_path):
 
 
 def _start(me, run_dir, firewall: bool = True):
-    spec = {"tun": "tun0", "run_dir": str(run_dir), "firewall": firewall, "local": ["100.64.0.1/32"],
-            "routes": ["100.64.0.2/32"], "self": SELF, "peers": PEERS, "dns": DNS}
+    spec = {
+        "tun": "tun0",
+        "run_dir": str(run_dir),
+        "firewall": firewall,
+        "local": ["100.64.0.1/32"],
+        "routes": ["100.64.0.2/32"],
+        "self": SELF,
+        "peers": PEERS,
+        "dns": DNS,
+    }
     p = me.popen_python(str(HERE / "run_guarded_dns.py"), json.dumps(spec))
     Host.wait_log(p, "ready")
     return p
@@ -189,7 +209,8 @@ def test_tcp_flood_hits_the_per_source_cap(net) -> None:
     assert me.log_of(flood).strip() == "8"  # MAX_TCP_CONNS_PER_SOURCE answered, the rest closed at once
     # while the flood holds its 8 slots: another source is answered
     assert dig(me, "-b", "127.0.0.3", "@100.100.100.100", "+tcp", "peer.tail.example", "+short").split() == [
-        "100.64.0.2"]
+        "100.64.0.2"
+    ]
     assert dig(peer, "@100.100.100.100", "+tcp", "me.tail.example", "+short").split() == ["100.64.0.1"]
     time.sleep(0.5)
     assert _counters(me, srv)["drops"].get("tcp-conn-limit-source", 0) >= 32, me.log_of(srv)
@@ -204,6 +225,7 @@ def test_tcp_flood_hits_the_per_source_cap(net) -> None:
     flood.wait(30)
     # once the floods are gone, the flooding source is served again
     assert dig(me, "-b", "127.0.0.2", "@100.100.100.100", "+tcp", "peer.tail.example", "+short").split() == [
-        "100.64.0.2"]
+        "100.64.0.2"
+    ]
     srv.send_signal(signal.SIGTERM)
     srv.wait(10)

@@ -26,9 +26,11 @@ DNSCFG = {
     "Domains": ["tail.example"],
     "Resolvers": [{"Addr": "192.0.2.53"}],
     "Routes": {"corp.example": [{"Addr": "198.51.100.53:5353"}], "records.example": []},
-    "ExtraRecords": [{"Name": "db.records.example", "Type": "A", "Value": "10.0.0.5"},
-                     {"Name": "v6.records.example", "Value": "fd00::5"},
-                     {"Name": "bad.records.example", "Type": "A", "Value": "fd00::5"}],
+    "ExtraRecords": [
+        {"Name": "db.records.example", "Type": "A", "Value": "10.0.0.5"},
+        {"Name": "v6.records.example", "Value": "fd00::5"},
+        {"Name": "bad.records.example", "Type": "A", "Value": "fd00::5"},
+    ],
 }
 
 
@@ -87,11 +89,19 @@ def test_os_upstreams_when_no_global_resolvers() -> None:
     assert cfg.upstreams == (Upstream("10.0.0.53"),)
 
 
-@pytest.mark.parametrize("addr,want", [
-    ("1.2.3.4", Upstream("1.2.3.4", 53)), ("1.2.3.4:5353", Upstream("1.2.3.4", 5353)),
-    ("[2001:db8::1]:53", Upstream("2001:db8::1", 53)), ("2001:db8::1", Upstream("2001:db8::1", 53)),
-    ("https://dns.example/dns-query", None), ("1.2.3.4:0", None), ("nonsense", None), ("", None),
-])
+@pytest.mark.parametrize(
+    "addr,want",
+    [
+        ("1.2.3.4", Upstream("1.2.3.4", 53)),
+        ("1.2.3.4:5353", Upstream("1.2.3.4", 5353)),
+        ("[2001:db8::1]:53", Upstream("2001:db8::1", 53)),
+        ("2001:db8::1", Upstream("2001:db8::1", 53)),
+        ("https://dns.example/dns-query", None),
+        ("1.2.3.4:0", None),
+        ("nonsense", None),
+        ("", None),
+    ],
+)
 def test_parse_upstream(addr, want) -> None:
     assert parse_upstream(addr) == want
 
@@ -231,14 +241,18 @@ def test_resolvectl_commands() -> None:
     ]
     split = OSDNSConfig(("100.100.100.100",), (), ("corp.example",), route_all=False)
     assert resolvectl_commands("tun0", split)[1:3] == [
-        ["resolvectl", "domain", "tun0", "~corp.example"], ["resolvectl", "default-route", "tun0", "false"]]
+        ["resolvectl", "domain", "tun0", "~corp.example"],
+        ["resolvectl", "default-route", "tun0", "false"],
+    ]
     assert resolvectl_commands("tun0", None) == [["resolvectl", "revert", "tun0"]]
 
 
 def test_resolved_detection(tmp_path) -> None:
     etc = tmp_path / "etc-resolv.conf"
-    etc.write_text("# This is /run/systemd/resolve/stub-resolv.conf managed by man:systemd-resolved(8).\n"
-                   "nameserver 127.0.0.53\noptions edns0 trust-ad\n")
+    etc.write_text(
+        "# This is /run/systemd/resolve/stub-resolv.conf managed by man:systemd-resolved(8).\n"
+        "nameserver 127.0.0.53\noptions edns0 trust-ad\n"
+    )
     run = tmp_path / "run"
     run.mkdir()
     yes = dict(which=lambda n: "/usr/bin/resolvectl", etc_resolv=etc)

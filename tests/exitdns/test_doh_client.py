@@ -71,15 +71,21 @@ class DoHServer:
                         break
                     elif isinstance(ev, h11.ConnectionClosed):
                         return
-                self.requests.append({"method": req.method, "target": req.target,
-                                      "headers": {k.decode(): v.decode() for k, v in req.headers}})
+                self.requests.append(
+                    {
+                        "method": req.method,
+                        "target": req.target,
+                        "headers": {k.decode(): v.decode() for k, v in req.headers},
+                    }
+                )
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 q = dns.message.from_wire(body)
                 r = dns.message.make_response(q)
                 for i in range(60 if self.big else 1):
-                    r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A",
-                                                        ANSWER if i == 0 else f"10.0.0.{i}"))
+                    r.answer.append(
+                        dns.rrset.from_text(q.question[0].name, 60, "IN", "A", ANSWER if i == 0 else f"10.0.0.{i}")
+                    )
                 out = r.to_wire()
                 headers = [("Content-Type", self.content_type), ("Content-Length", str(len(out)))]
                 if self.close_after:
@@ -127,6 +133,7 @@ def test_post_headers_and_connection_reuse() -> None:
             assert h["headers"]["content-type"] == "application/dns-message"
             assert h["headers"]["accept"] == "application/dns-message"
             assert h["headers"]["host"] == f"127.0.0.1:{srv.port}"
+
     run(go())
 
 
@@ -140,6 +147,7 @@ def test_concurrent_queries_use_parallel_connections() -> None:
             finally:
                 await client.aclose()
             assert all(answers(r) == [ANSWER] for r in rs) and srv.connections == 5
+
     run(go())
 
 
@@ -156,6 +164,7 @@ def test_server_closing_idle_connection_is_retried_once() -> None:
             finally:
                 await client.aclose()
             assert srv.connections == 2
+
     run(go())
 
 
@@ -170,15 +179,19 @@ def test_connection_close_response_not_reused() -> None:
             finally:
                 await client.aclose()
             assert srv.connections == 2 and client.counters.reused == 0
+
     run(go())
 
 
-@pytest.mark.parametrize("kw,kind", [
-    pytest.param({"status": 500}, "status", id="http500"),
-    pytest.param({"status": 404}, "status", id="http404"),
-    pytest.param({"content_type": "text/html"}, "content-type", id="content_type"),
-    pytest.param({"delay": 2.0}, "timeout", id="timeout"),
-])
+@pytest.mark.parametrize(
+    "kw,kind",
+    [
+        pytest.param({"status": 500}, "status", id="http500"),
+        pytest.param({"status": 404}, "status", id="http404"),
+        pytest.param({"content_type": "text/html"}, "content-type", id="content_type"),
+        pytest.param({"delay": 2.0}, "timeout", id="timeout"),
+    ],
+)
 def test_errors_are_counted_not_crashing(kw, kind) -> None:
     async def go():
         async with DoHServer(**kw) as srv:
@@ -189,6 +202,7 @@ def test_errors_are_counted_not_crashing(kw, kind) -> None:
             finally:
                 await client.aclose()
             assert ei.value.kind == kind and client.counters.errors[kind] == 1
+
     run(go())
 
 
@@ -200,11 +214,13 @@ def test_connection_refused_is_a_doh_error() -> None:
         with pytest.raises(DoHError) as ei:
             await client.query(parse_upstream(f"http://127.0.0.1:{port}/dns-query"), query())
         assert ei.value.kind == "connect"
+
     run(go())
 
 
 def test_forwarder_dispatches_doh_and_falls_back() -> None:
     """A dead DoH upstream is skipped (counted), the next one answers; UDP replies too big get TC."""
+
     async def go():
         async with DoHServer(big=True) as srv:
             hooked = []
@@ -221,6 +237,7 @@ def test_forwarder_dispatches_doh_and_falls_back() -> None:
             finally:
                 await fwd.aclose()
             assert fwd.errors == 2 and len(hooked) >= 2  # every DoH socket went through the hook
+
     run(go())
 
 
@@ -230,6 +247,7 @@ def test_closed_client_refuses() -> None:
         await client.aclose()
         with pytest.raises(DoHError):
             await client.query(parse_upstream("http://127.0.0.1:9/dns-query"), query())
+
     run(go())
 
 
@@ -248,4 +266,5 @@ def test_idle_connection_expires() -> None:
                 with contextlib.suppress(Exception):
                     await client.aclose()
             assert srv.connections == 2 and client.counters.reused == 0
+
     run(go())

@@ -41,7 +41,6 @@ ASK = (
 )
 
 
-
 @pytest.mark.lab
 @pytest.mark.parametrize("mark", [True, False], ids=["marked_underlay", "unmarked_underlay_loops"])
 def test_exit_path_end_to_end(lab, tmp_path, mark) -> None:
@@ -50,8 +49,14 @@ def test_exit_path_end_to_end(lab, tmp_path, mark) -> None:
     lab.link(ex, inet, "203.0.113.1/24", "203.0.113.2/24")
     inet.popen_python(ECHO, "0.0.0.0", "3478")
     # the exit: pipe + TUN, route back to the client's tailnet address, forwarding + masquerade
-    xp = ex.popen_python(str(HERE / "tun_pipe.py"), "tun0", "192.0.2.1:7000", "192.0.2.2:7000", "1",
-                         json.dumps({"rules": ALLOW_ALL, "local": ["100.64.0.1/32", "0.0.0.0/0"]}))
+    xp = ex.popen_python(
+        str(HERE / "tun_pipe.py"),
+        "tun0",
+        "192.0.2.1:7000",
+        "192.0.2.2:7000",
+        "1",
+        json.dumps({"rules": ALLOW_ALL, "local": ["100.64.0.1/32", "0.0.0.0/0"]}),
+    )
     Host.wait_log(xp, "ready")
     ex.run(["ip", "addr", "add", "100.64.0.1/32", "dev", "tun0"])
     ex.run(["ip", "link", "set", "tun0", "up"])
@@ -59,8 +64,14 @@ def test_exit_path_end_to_end(lab, tmp_path, mark) -> None:
     fw = Forwarder(netns_runner(ex.ns), journal_dir=tmp_path / "ex")
     fw.set(ForwardConfig("tun0"))
     # the client: pipe (inbound rules block everything: replies must come through the UDP LRU)
-    cp = c.popen_python(str(HERE / "tun_pipe.py"), "tun0", "192.0.2.2:7000", "192.0.2.1:7000", "1" if mark else "0",
-                        json.dumps({"rules": [], "local": ["100.64.0.2/32"]}))
+    cp = c.popen_python(
+        str(HERE / "tun_pipe.py"),
+        "tun0",
+        "192.0.2.2:7000",
+        "192.0.2.1:7000",
+        "1" if mark else "0",
+        json.dumps({"rules": [], "local": ["100.64.0.2/32"]}),
+    )
     Host.wait_log(cp, "ready")
     c.run(["ip", "addr", "add", "100.64.0.2/32", "dev", "tun0"])
     c.run(["ip", "link", "set", "tun0", "up"])
@@ -75,8 +86,10 @@ def test_exit_path_end_to_end(lab, tmp_path, mark) -> None:
             assert seen.startswith("203.0.113.1:"), (seen, c.log_of(cp), ex.log_of(xp))
             assert "no-rules-matched" not in c.log_of(cp)  # the reply passed via the UDP flow LRU
             # an unsolicited packet from the exit side into the client's tunnel is dropped by its filter
-            ex.exec_python("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-                           "s.sendto(b'x', ('100.64.0.2', 9999))")
+            ex.exec_python(
+                "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                "s.sendto(b'x', ('100.64.0.2', 9999))"
+            )
             Host.wait_log(cp, '"no-rules-matched": 1', timeout=5)
         else:
             # the pipe's own UDP would be routed into table 52 (the TUN) itself: nothing gets through

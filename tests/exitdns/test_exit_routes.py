@@ -20,7 +20,18 @@ from engine.router.exitnode import (
 def test_desired_rules_and_routes_pure() -> None:
     rules = desired_rules((4,))
     assert [r.priority for r in rules] == [5210, 5230, 5250, 5270]
-    assert rules[0].add_argv() == ["ip", "-4", "rule", "add", "pref", "5210", "fwmark", "0x80000/0xff0000", "table", "main"]
+    assert rules[0].add_argv() == [
+        "ip",
+        "-4",
+        "rule",
+        "add",
+        "pref",
+        "5210",
+        "fwmark",
+        "0x80000/0xff0000",
+        "table",
+        "main",
+    ]
     assert rules[2].add_argv()[-1] == "unreachable"
     assert rules[3].add_argv() == ["ip", "-4", "rule", "add", "pref", "5270", "table", "52"]
     routes = desired_routes(ExitRouteConfig("tun0", allow_lan=True), ["192.168.1.0/24", "fd00::/64", "0.0.0.0/0"])
@@ -31,6 +42,7 @@ def test_desired_rules_and_routes_pure() -> None:
         ["ip", "-6", "route", "replace", "throw", "fd00::/64", "table", "52"],
     ]
     assert len(desired_routes(ExitRouteConfig("tun0"), ["192.168.1.0/24"])) == 2
+
 
 def test_offers_exit_node() -> None:
     assert offers_exit_node(["100.64.0.3/32", "0.0.0.0/0", "::/0"])
@@ -50,6 +62,7 @@ def _client(lab):
     c.add_addr("tun0", "fd7a:115c:a1e0::5/128")
     return c
 
+
 def _dump(host) -> str:
     parts = []
     for fam in ("-4", "-6"):
@@ -57,9 +70,11 @@ def _dump(host) -> str:
         parts.append(host.run(["ip", fam, "route", "show", "table", "all"]).stdout)
     return "\n".join(parts)
 
+
 def _route_get(host, dst: str, mark: int | None = None) -> str:
     argv = ["ip", "route", "get", dst] + (["mark", hex(mark)] if mark else [])
     return host.run(argv).stdout
+
 
 @pytest.mark.lab
 def test_exit_routing_set_and_restore(lab, tmp_path) -> None:
@@ -99,6 +114,7 @@ def test_exit_routing_set_and_restore(lab, tmp_path) -> None:
     r.set(None)  # idempotent
     assert _dump(c) == before
 
+
 @pytest.mark.lab
 def test_marked_socket_uses_lan_source(lab, tmp_path) -> None:
     """A real socket with SO_MARK 0x80000 (mark_socket) bypasses table 52; an unmarked one doesn't."""
@@ -117,6 +133,7 @@ def test_marked_socket_uses_lan_source(lab, tmp_path) -> None:
     out = c.exec_python(code).stdout.split()
     assert out == ["100.64.0.5", "192.168.50.2"]
     r.set(None)
+
 
 @pytest.mark.lab
 def test_leftovers_after_crash_are_removed(lab, tmp_path) -> None:
@@ -142,6 +159,7 @@ def test_leftovers_after_crash_are_removed(lab, tmp_path) -> None:
     assert r.find_leftovers() == ([], [])
     assert r.cleanup_leftovers() == []
 
+
 @pytest.mark.lab
 def test_foreign_rule_at_our_priority_is_kept(lab, tmp_path) -> None:
     c = _client(lab)
@@ -150,8 +168,7 @@ def test_foreign_rule_at_our_priority_is_kept(lab, tmp_path) -> None:
     r.set(ExitRouteConfig("tun0", ipv6=False))
     r.set(None)
     rules = json.loads(c.run(["ip", "-j", "rule", "show"]).stdout)
-    assert [e for e in rules if e["priority"] == 5210] == [
-        {"priority": 5210, "src": "10.9.9.9", "table": "main"}]
+    assert [e for e in rules if e["priority"] == 5210] == [{"priority": 5210, "src": "10.9.9.9", "table": "main"}]
 
 
 @pytest.mark.lab

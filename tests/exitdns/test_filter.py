@@ -18,9 +18,14 @@ LOCAL = [ME4 + "/32", ME6 + "/128", "10.1.0.0/24"]
 
 RULES = [
     # peer may reach ssh and 8000-8010 on me, v4 and v6
-    {"SrcIPs": [PEER4, PEER6], "DstPorts": [{"IP": ME4, "Ports": {"First": 22, "Last": 22}},
-                                             {"IP": ME6, "Ports": {"First": 22, "Last": 22}},
-                                             {"IP": "*", "Ports": {"First": 8000, "Last": 8010}}]},
+    {
+        "SrcIPs": [PEER4, PEER6],
+        "DstPorts": [
+            {"IP": ME4, "Ports": {"First": 22, "Last": 22}},
+            {"IP": ME6, "Ports": {"First": 22, "Last": 22}},
+            {"IP": "*", "Ports": {"First": 8000, "Last": 8010}},
+        ],
+    },
     # a range source, reach the subnet on any port
     {"SrcIPs": ["100.64.0.10-100.64.0.20"], "DstPorts": [{"IP": "10.1.0.0/24", "Ports": {"First": 0, "Last": 65535}}]},
     # GRE (47) from the peer, all ports
@@ -179,8 +184,17 @@ def test_srcbits_is_an_error() -> None:
 
 
 def test_bad_entries_skipped_and_reported() -> None:
-    matches, errors = compile_rules([{"SrcIPs": ["nope", PEER4, "10.0.0.1/8"], "DstPorts": [
-        {"IP": "cap:x", "Ports": {"First": 0, "Last": 1}}, {"IP": ME4, "Ports": {"First": 1, "Last": 2}}]}])
+    matches, errors = compile_rules(
+        [
+            {
+                "SrcIPs": ["nope", PEER4, "10.0.0.1/8"],
+                "DstPorts": [
+                    {"IP": "cap:x", "Ports": {"First": 0, "Last": 1}},
+                    {"IP": ME4, "Ports": {"First": 1, "Last": 2}},
+                ],
+            }
+        ]
+    )
     assert len(errors) == 3
     assert matches[0].src4 == ((0x64400002, 0x64400002),)
     assert len(matches[0].dst4) == 1
@@ -196,14 +210,17 @@ def test_case_insensitive_keys() -> None:
     assert m[0].dst4[0].first == 1
 
 
-@pytest.mark.parametrize("arg,v4,v6,cap", [
-    ("*", ((0, 2**32 - 1),), ((0, 2**128 - 1),), ""),
-    ("1.2.3.4", ((0x01020304, 0x01020304),), (), ""),
-    ("10.0.0.0/8", ((0x0A000000, 0x0AFFFFFF),), (), ""),
-    ("1.0.0.1-1.0.0.9", ((0x01000001, 0x01000009),), (), ""),
-    ("::1", (), ((1, 1),), ""),
-    ("cap:foo", (), (), "foo"),
-])
+@pytest.mark.parametrize(
+    "arg,v4,v6,cap",
+    [
+        ("*", ((0, 2**32 - 1),), ((0, 2**128 - 1),), ""),
+        ("1.2.3.4", ((0x01020304, 0x01020304),), (), ""),
+        ("10.0.0.0/8", ((0x0A000000, 0x0AFFFFFF),), (), ""),
+        ("1.0.0.1-1.0.0.9", ((0x01000001, 0x01000009),), (), ""),
+        ("::1", (), ((1, 1),), ""),
+        ("cap:foo", (), (), "foo"),
+    ],
+)
 def test_parse_ip_set(arg, v4, v6, cap) -> None:
     s = parse_ip_set(arg)
     assert (s.v4, s.v6, s.cap) == (v4, v6, cap)

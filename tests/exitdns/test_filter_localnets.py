@@ -13,8 +13,15 @@ from engine.filter.rules import prefixes_to_ranges
 from engine.net.interfaces import interface_prefixes, parse_ip_addr_json
 from tests.exitdns.pkt import udp
 
-IFACES = ("127.0.0.1/8", "198.51.100.2/24", "::1/128", "2001:db8:1::2/64", "fe80::1/64",
-          "100.64.0.1/32", "fd7a:115c:a1e0::1/128")
+IFACES = (
+    "127.0.0.1/8",
+    "198.51.100.2/24",
+    "::1/128",
+    "2001:db8:1::2/64",
+    "fe80::1/64",
+    "100.64.0.1/32",
+    "fd7a:115c:a1e0::1/128",
+)
 ME4 = "100.64.0.1"
 CLIENT4 = "100.64.0.2"
 ALLOW_ALL = [{"SrcIPs": ["*"], "DstPorts": [{"IP": "*", "Ports": {"First": 0, "Last": 65535}}]}]
@@ -65,8 +72,9 @@ def test_local_routes_keeps_explicit_subnets_even_when_attached():
     assert "198.51.100.0/24" in routes
     assert _contains(routes, "198.51.100.1")
     assert local_routes(["10.1.0.0/16"], IFACES) == ("10.1.0.0/16",)
-    assert local_routes(["0.0.0.0/0"], ()) == tuple(str(x) for x in subtract(
-        [ipaddress.ip_network("0.0.0.0/0")], NEVER_VIA_DEFAULT))
+    assert local_routes(["0.0.0.0/0"], ()) == tuple(
+        str(x) for x in subtract([ipaddress.ip_network("0.0.0.0/0")], NEVER_VIA_DEFAULT)
+    )
 
 
 def test_filter_with_shrunk_default_drops_attached_subnet():
@@ -80,16 +88,21 @@ def test_filter_with_shrunk_default_drops_attached_subnet():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 31)), max_size=5),
-       st.integers(0, 2**32 - 1))
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 31)), max_size=5), st.integers(0, 2**32 - 1))
 def test_shrink_matches_set_semantics(ifaces, probe):
     prefixes = [f"{ipaddress.IPv4Address(a)}/{plen}" for a, plen in ifaces]
     nets = shrink_default_route("0.0.0.0/0", prefixes)
     ip = ipaddress.IPv4Address(probe)
-    in_subnet = any(ip in ipaddress.ip_interface(p).network for p in prefixes
-                    if ipaddress.ip_interface(p).ip not in ipaddress.ip_network("100.64.0.0/10"))
-    is_host = any(ip == ipaddress.ip_interface(p).ip for p in prefixes
-                  if ipaddress.ip_interface(p).ip not in ipaddress.ip_network("100.64.0.0/10"))
+    in_subnet = any(
+        ip in ipaddress.ip_interface(p).network
+        for p in prefixes
+        if ipaddress.ip_interface(p).ip not in ipaddress.ip_network("100.64.0.0/10")
+    )
+    is_host = any(
+        ip == ipaddress.ip_interface(p).ip
+        for p in prefixes
+        if ipaddress.ip_interface(p).ip not in ipaddress.ip_network("100.64.0.0/10")
+    )
     forbidden = any(ip in n for n in NEVER_VIA_DEFAULT if n.version == 4)
     expected = (not in_subnet or is_host) and not forbidden
     assert any(ip in n for n in nets) == expected
@@ -102,7 +115,9 @@ def test_shrunk_default_is_a_handful_of_filter_ranges():
     assert len(v4) <= 16 and len(v6) <= 8, (v4, v6)  # merged: the per-packet scan stays short
     assert all(a[1] + 1 < b[0] for a, b in zip(v4, v4[1:]))  # sorted, disjoint, not adjacent
     assert prefixes_to_ranges(["10.0.0.0/25", "10.0.0.128/25", "10.0.0.5", "10.0.2.0/24"])[0] == (
-        (0x0A000000, 0x0A0000FF), (0x0A000200, 0x0A0002FF))
+        (0x0A000000, 0x0A0000FF),
+        (0x0A000200, 0x0A0002FF),
+    )
 
 
 def test_interface_prefixes_reads_this_namespace():
@@ -121,13 +136,29 @@ def test_interface_prefixes_on_a_running_event_loop():
 
 def test_parse_ip_addr_json_down_ptp_and_junk():
     doc = [
-        {"ifname": "lo", "flags": ["LOOPBACK", "UP"], "addr_info": [
-            {"family": "inet", "local": "127.0.0.1", "prefixlen": 8},
-            {"family": "inet6", "local": "::1", "prefixlen": 128}]},
-        {"ifname": "wan0", "flags": ["POINTOPOINT"], "addr_info": [  # down interfaces count too (as tailscale)
-            {"family": "inet", "local": "198.51.100.2", "address": "198.51.100.1", "prefixlen": 32}]},
-        {"ifname": "eth1", "addr_info": [{"family": "inet6", "local": "fe80::1%eth1", "prefixlen": 64},
-                                         {"family": "inet", "local": "bogus", "prefixlen": 24}, {"prefixlen": 24}]},
+        {
+            "ifname": "lo",
+            "flags": ["LOOPBACK", "UP"],
+            "addr_info": [
+                {"family": "inet", "local": "127.0.0.1", "prefixlen": 8},
+                {"family": "inet6", "local": "::1", "prefixlen": 128},
+            ],
+        },
+        {
+            "ifname": "wan0",
+            "flags": ["POINTOPOINT"],
+            "addr_info": [  # down interfaces count too (as tailscale)
+                {"family": "inet", "local": "198.51.100.2", "address": "198.51.100.1", "prefixlen": 32}
+            ],
+        },
+        {
+            "ifname": "eth1",
+            "addr_info": [
+                {"family": "inet6", "local": "fe80::1%eth1", "prefixlen": 64},
+                {"family": "inet", "local": "bogus", "prefixlen": 24},
+                {"prefixlen": 24},
+            ],
+        },
         {"ifname": "mesh0", "addr_info": [{"family": "inet", "local": "100.64.0.1", "prefixlen": 32}]},
         "junk",
     ]
@@ -144,10 +175,14 @@ def test_local_destination_bisect_matches_a_linear_scan():
 
     rng = random.Random(7)
     for _ in range(200):
-        prefixes = [f"{rng.randrange(1 << 32) >> (32 - p) << (32 - p) if p else 0}/{p}"
-                    for p in (rng.choice((0, 8, 12, 16, 24, 30, 32)) for _ in range(rng.randrange(0, 12)))]
-        prefixes = [str(ipaddress.ip_network(f"{ipaddress.IPv4Address(int(p.split('/')[0]))}/{p.split('/')[1]}"))
-                    for p in prefixes]
+        prefixes = [
+            f"{rng.randrange(1 << 32) >> (32 - p) << (32 - p) if p else 0}/{p}"
+            for p in (rng.choice((0, 8, 12, 16, 24, 30, 32)) for _ in range(rng.randrange(0, 12)))
+        ]
+        prefixes = [
+            str(ipaddress.ip_network(f"{ipaddress.IPv4Address(int(p.split('/')[0]))}/{p.split('/')[1]}"))
+            for p in prefixes
+        ]
         v4, _ = prefixes_to_ranges(prefixes)
         lows, highs = tuple(r[0] for r in v4), tuple(r[1] for r in v4)
         nets = [ipaddress.ip_network(p) for p in prefixes]

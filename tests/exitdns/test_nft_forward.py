@@ -36,15 +36,24 @@ def test_ruleset_pure() -> None:
 
 
 def _sysctls(h) -> tuple[str, str]:
-    return (h.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip(),
-            h.run(["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.strip())
+    return (
+        h.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip(),
+        h.run(["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.strip(),
+    )
 
 
 @pytest.mark.lab
 def test_exit_masquerade(lab, tmp_path) -> None:
     c, e, i = lab.host("c"), lab.host("exit"), lab.host("inet")
-    lab.link(c, e, "100.64.0.2/24", "100.64.0.1/24", b_ifname="tun0",
-             a_addr6="fd7a:115c:a1e0::2/64", b_addr6="fd7a:115c:a1e0::1/64")
+    lab.link(
+        c,
+        e,
+        "100.64.0.2/24",
+        "100.64.0.1/24",
+        b_ifname="tun0",
+        a_addr6="fd7a:115c:a1e0::2/64",
+        b_addr6="fd7a:115c:a1e0::1/64",
+    )
     lab.link(e, i, "203.0.113.1/24", "203.0.113.2/24", a_addr6="2001:db8:1::1/64", b_addr6="2001:db8:1::2/64")
     c.set_default_route("100.64.0.1")
     c.run(["ip", "-6", "route", "replace", "default", "via", "fd7a:115c:a1e0::1"])

@@ -1,4 +1,4 @@
-"""ResolvConfFile on a temporary path: journaled backup, idempotent set, restore (also after SIGKILL), symlink/absent/foreign-change cases."""
+"""ResolvConfFile on a temp path: journal, idempotent set, restore (also after SIGKILL), symlink/absent/rewritten."""
 
 from __future__ import annotations
 
@@ -120,8 +120,12 @@ def test_sigkilled_process_is_undone_by_the_next(tmp_path) -> None:
         "print('set', flush=True)\n"
         "time.sleep(60)\n"
     )
-    p = subprocess.Popen([sys.executable, "-c", code, str(path), str(j)], stdout=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, str(path), str(j)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
     try:
         assert p.stdout.readline().strip() == "set"
     finally:

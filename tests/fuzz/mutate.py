@@ -1,4 +1,4 @@
-"""Seed mutator shared by the pytest seed run and benchmarks/fuzz.py: byte flips, truncations, splices, length and JSON edits."""
+"""Seed mutator (pytest seed run, benchmarks/fuzz.py): byte flips, truncations, splices, length and JSON edits."""
 
 from __future__ import annotations
 
@@ -7,11 +7,59 @@ import random
 
 _INTERESTING = (0, 1, 0x7F, 0x80, 0xFF)
 _INTERESTING16 = (0, 1, 0x7FFF, 0x8000, 0xFFFF, 16, 32, 48, 1280, 65535)
-_TOKENS = (b"\x00", b"\xff", b"\r\n", b"\r\n\r\n", b"\n", b"=", b"&", b"%", b"%00", b"..", b"/", b":", b"[", b"]",
-           b"{}", b"[]", b"null", b"true", b"-1", b"1e999", b"\"", b"\\u0000", b"\xc3\x28", b"\xed\xa0\x80",
-           b"9" * 25, b"[" * 2000, b"{\"a\":" * 1500)
-_JSON_VALUES = (None, True, False, 0, -1, 1 << 64, 1.5, "", "x", "default", "52", [], {}, [[]], {"": None},
-                "100.64.0.1", "fd7a::1", "::", "meshvpn0", "/etc/resolv.conf", "\x00", "a" * 300)
+_TOKENS = (
+    b"\x00",
+    b"\xff",
+    b"\r\n",
+    b"\r\n\r\n",
+    b"\n",
+    b"=",
+    b"&",
+    b"%",
+    b"%00",
+    b"..",
+    b"/",
+    b":",
+    b"[",
+    b"]",
+    b"{}",
+    b"[]",
+    b"null",
+    b"true",
+    b"-1",
+    b"1e999",
+    b'"',
+    b"\\u0000",
+    b"\xc3\x28",
+    b"\xed\xa0\x80",
+    b"9" * 25,
+    b"[" * 2000,
+    b'{"a":' * 1500,
+)
+_JSON_VALUES = (
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1 << 64,
+    1.5,
+    "",
+    "x",
+    "default",
+    "52",
+    [],
+    {},
+    [[]],
+    {"": None},
+    "100.64.0.1",
+    "fd7a::1",
+    "::",
+    "meshvpn0",
+    "/etc/resolv.conf",
+    "\x00",
+    "a" * 300,
+)
 
 
 def _json_edit(rnd: random.Random, data: bytes) -> bytes | None:
@@ -69,13 +117,17 @@ def mutate(rnd: random.Random, data: bytes, corpus: list[bytes], max_len: int = 
             b[rnd.randrange(n)] = rnd.choice(_INTERESTING)
         elif op == 3 and n >= 2:  # length-field edit: a 16-bit big- or little-endian field
             i = rnd.randrange(n - 1)
-            v = rnd.choice(_INTERESTING16) if rnd.random() < 0.6 else (int.from_bytes(b[i:i + 2], "big") + rnd.randint(-4, 4)) & 0xFFFF
-            b[i:i + 2] = v.to_bytes(2, rnd.choice(("big", "little")))
+            v = (
+                rnd.choice(_INTERESTING16)
+                if rnd.random() < 0.6
+                else (int.from_bytes(b[i : i + 2], "big") + rnd.randint(-4, 4)) & 0xFFFF
+            )
+            b[i : i + 2] = v.to_bytes(2, rnd.choice(("big", "little")))
         elif op == 4:  # truncate
-            del b[rnd.randint(0, n):]
+            del b[rnd.randint(0, n) :]
         elif op == 5 and n:  # delete a span
             i = rnd.randrange(n)
-            del b[i:i + rnd.randint(1, 16)]
+            del b[i : i + rnd.randint(1, 16)]
         elif op == 6:  # insert random bytes
             i = rnd.randint(0, n)
             b[i:i] = bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 8)))

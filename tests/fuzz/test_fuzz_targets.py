@@ -1,4 +1,4 @@
-"""Seed run of every fuzz target: its committed corpus, then Hypothesis (derandomized, small budget) on mutated seeds and raw bytes."""
+"""Fuzz targets' seed run: committed corpus, then derandomized low-budget Hypothesis on mutated seeds and raw bytes."""
 
 from __future__ import annotations
 
@@ -33,10 +33,16 @@ def test_fuzz_target(name: str) -> None:
     t = TARGETS[name]
     seeds = _seeds(name)
     mutated = st.tuples(st.sampled_from(seeds), st.randoms(use_true_random=False)).map(
-        lambda sr: mutate(sr[1], sr[0], seeds, t.max_len))
+        lambda sr: mutate(sr[1], sr[0], seeds, t.max_len)
+    )
 
-    @settings(max_examples=200, derandomize=True, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=200,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(st.one_of(mutated, st.binary(max_size=512)))
     def run(data: bytes) -> None:
         t.fn(data)

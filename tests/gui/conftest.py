@@ -24,7 +24,10 @@ def sock(tmp_path):
 def qloop(qapp):
     """One qasync loop for the whole session (several QEventLoops on one QApplication crash qasync)."""
     from tests.gui.aio import new_loop
+
     loop = new_loop(qapp)
     yield loop
     loop.close()
+
+
 from tests.gui.keyring_lab import keyring_backend  # noqa: E402,F401 - fixture: a real gnome-keyring on a private bus

@@ -17,13 +17,21 @@ from typing import Any
 
 from tests.gui.builders import prefs as make_prefs, status as make_status
 
-STATE_NUM = {"NoState": 0, "InUseOtherUser": 1, "NeedsLogin": 2, "NeedsMachineAuth": 3, "Stopped": 4,
-             "Starting": 5, "Running": 6}
+STATE_NUM = {
+    "NoState": 0,
+    "InUseOtherUser": 1,
+    "NeedsLogin": 2,
+    "NeedsMachineAuth": 3,
+    "Stopped": 4,
+    "Starting": 5,
+    "Running": 6,
+}
 
 
 class FakeLocalAPI:
-    def __init__(self, path: str, *, backend: str = "NeedsLogin", peers=(), read_only: bool = False,
-                 keys_endpoint: bool = True) -> None:
+    def __init__(
+        self, path: str, *, backend: str = "NeedsLogin", peers=(), read_only: bool = False, keys_endpoint: bool = True
+    ) -> None:
         self.path = path
         self.status = make_status(backend, list(peers))
         self.prefs = make_prefs(WantRunning=backend == "Running", LoggedOut=backend == "NeedsLogin")
@@ -57,6 +65,7 @@ class FakeLocalAPI:
     def call(self, fn, *args) -> Any:
         async def wrap():
             return fn(*args)
+
         return asyncio.run_coroutine_threadsafe(wrap(), self._loop).result(10)
 
     def set_backend(self, backend: str) -> None:
@@ -66,6 +75,7 @@ class FakeLocalAPI:
         def do():
             self.status = copy.deepcopy(status)
             self._broadcast({"State": STATE_NUM[self.status["BackendState"]], "Engine": {"RBytes": 0}})
+
         self.call(do)
 
     def complete_login(self) -> None:
@@ -74,6 +84,7 @@ class FakeLocalAPI:
             self.prefs["WantRunning"] = True
             self._broadcast({"LoginFinished": {}})
             self._set_backend("Running")
+
         self.call(do)
 
     def push(self, notify: dict) -> None:
@@ -84,6 +95,7 @@ class FakeLocalAPI:
     async def _start(self) -> None:
         import os
         import socket
+
         if os.path.exists(self.path):  # a crashed predecessor's socket: remove it only if nobody answers
             probe = socket.socket(socket.AF_UNIX)
             try:
@@ -138,8 +150,11 @@ class FakeLocalAPI:
         code, obj = self._route(method, url.path, urllib.parse.parse_qs(url.query), body)
         data = b"" if obj is None else json.dumps(obj).encode()
         reason = {200: "OK", 204: "No Content", 403: "Forbidden", 404: "Not Found"}.get(code, "X")
-        w.write(f"HTTP/1.1 {code} {reason}\r\nContent-Length: {len(data)}\r\nContent-Type: application/json"
-                f"\r\nConnection: close\r\n\r\n".encode() + data)
+        w.write(
+            f"HTTP/1.1 {code} {reason}\r\nContent-Length: {len(data)}\r\nContent-Type: application/json"
+            f"\r\nConnection: close\r\n\r\n".encode()
+            + data
+        )
         await w.drain()
         w.close()
 

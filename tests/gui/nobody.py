@@ -30,7 +30,15 @@ def status_then_write_as_nobody(sock: str) -> dict:
     # pure-Python packages (h11) on the path.
     site = next(p for p in sys.path if p.endswith("site-packages") and ".venv" in p)
     env = {"PYTHONPATH": f"{ROOT}:{site}", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run(["/usr/bin/python3", "-c", _CODE, sock], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60, user=65534, group=65534, env=env)
+    out = subprocess.run(
+        ["/usr/bin/python3", "-c", _CODE, sock],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        user=65534,
+        group=65534,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)

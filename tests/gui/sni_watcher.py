@@ -37,7 +37,9 @@ INTROSPECTION = """<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Intro
     <signal name="StatusNotifierHostRegistered"/>
   </interface>
   <interface name="org.freedesktop.DBus.Properties">
-    <method name="Get"><arg type="s" direction="in"/><arg type="s" direction="in"/><arg type="v" direction="out"/></method>
+    <method name="Get">
+      <arg type="s" direction="in"/><arg type="s" direction="in"/><arg type="v" direction="out"/>
+    </method>
     <method name="GetAll"><arg type="s" direction="in"/><arg type="a{sv}" direction="out"/></method>
   </interface>
   <interface name="org.freedesktop.DBus.Introspectable">
@@ -85,13 +87,20 @@ class PrivateBus:
         try:
             conf = pathlib.Path(self.dir, "bus.conf")
             conf.write_text(BUS_CONFIG.format(path=os.path.join(self.dir, "bus")))
-            self.proc = subprocess.Popen(["dbus-daemon", "--config-file", str(conf), "--nofork", "--print-address"],
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            self.proc = subprocess.Popen(
+                ["dbus-daemon", "--config-file", str(conf), "--nofork", "--print-address"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
             ready, _, _ = select.select([self.proc.stdout], [], [], 30)
             line = self.proc.stdout.readline().decode().strip() if ready else ""
             if not line:
-                raise RuntimeError(f"dbus-daemon gave no address: {self.proc.stderr.read1(4000)!r}"
-                                   if self.proc.poll() is not None else "dbus-daemon gave no address")
+                raise RuntimeError(
+                    f"dbus-daemon gave no address: {self.proc.stderr.read1(4000)!r}"
+                    if self.proc.poll() is not None
+                    else "dbus-daemon gave no address"
+                )
             self.address = line
             return self
         except BaseException:
@@ -118,9 +127,11 @@ def serve(address: str, out: pathlib.Path) -> None:
             f.write(json.dumps(event) + "\n")
 
     def props() -> dict:
-        return {"RegisteredStatusNotifierItems": ("as", list(items)),
-                "IsStatusNotifierHostRegistered": ("b", True),
-                "ProtocolVersion": ("i", 0)}
+        return {
+            "RegisteredStatusNotifierItems": ("as", list(items)),
+            "IsStatusNotifierHostRegistered": ("b", True),
+            "ProtocolVersion": ("i", 0),
+        }
 
     reply = conn.send_and_get_reply(message_bus.RequestName(WATCHER_NAME, 4))  # 4 = DO_NOT_QUEUE
     if reply.body[0] != 1:  # 1 = PRIMARY_OWNER
@@ -167,11 +178,17 @@ class Watcher:
 
     def __enter__(self) -> "Watcher":
         import sys
+
         root = pathlib.Path(__file__).resolve().parents[2]
         self.out.write_text("")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.gui.sni_watcher", "--bus", self.address,
-                                      "--out", str(self.out)], cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.gui.sni_watcher", "--bus", self.address, "--out", str(self.out)],
+            cwd=root,
+            env=dict(os.environ, PYTHONPATH=str(root)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             self.wait_for(lambda: any(e["event"] == "ready" for e in self.events()), "watcher owns its name")
         except BaseException:
@@ -206,8 +223,9 @@ def get_property(address: str, service: str, path: str, iface: str, name: str):
     from jeepney.wrappers import unwrap_msg
 
     with open_dbus_connection(bus=address) as conn:
-        reply = conn.send_and_get_reply(Properties(DBusAddress(path, bus_name=service, interface=iface)).get(name),
-                                        timeout=10)
+        reply = conn.send_and_get_reply(
+            Properties(DBusAddress(path, bus_name=service, interface=iface)).get(name), timeout=10
+        )
         return unwrap_msg(reply)[0]
 
 

@@ -24,8 +24,16 @@ def wait_for_socket(proc: subprocess.Popen, sock: str, log_path: str, what: str,
 
 
 @contextlib.contextmanager
-def serving(argv: Callable[[str, str], list[str]], *, what: str, prefix: str, sock_name: str, env: dict[str, str],
-            cwd: str | None = None, timeout: float = 30.0) -> Iterator[str]:
+def serving(
+    argv: Callable[[str, str], list[str]],
+    *,
+    what: str,
+    prefix: str,
+    sock_name: str,
+    env: dict[str, str],
+    cwd: str | None = None,
+    timeout: float = 30.0,
+) -> Iterator[str]:
     """Run `argv(sock, work)` in a fresh work directory, output in `<what>.log` there; yield the socket once it exists.
 
     The directory is world-readable so that a non-root test client can reach the socket; the child
@@ -36,8 +44,9 @@ def serving(argv: Callable[[str, str], list[str]], *, what: str, prefix: str, so
     sock = os.path.join(work, sock_name)
     log_path = os.path.join(work, f"{what}.log")
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv(sock, work), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv(sock, work), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_for_socket(proc, sock, log_path, what, timeout)
         yield sock

@@ -60,6 +60,7 @@ def test_no_tray_host_explains_and_shows_window(qapp, qloop, env, capfd):
             assert app.window.isVisible()
             assert app.window.banner.isVisibleTo(app.window) and app.window.banner.text() == NO_TRAY_TEXT
             await stop(app, task)
+
         run(qloop, main())
     assert "No system tray was found" in capfd.readouterr().err
     # ... said once: a second start does not print it again.
@@ -71,6 +72,7 @@ def test_no_tray_host_explains_and_shows_window(qapp, qloop, env, capfd):
             await wait_until(lambda: app2.view.tray is TrayState.CONNECTED)
             assert app2.window.banner.text() == NO_TRAY_TEXT
             await stop(app2, task)
+
         run(qloop, again())
     assert "No system tray was found" not in capfd.readouterr().err
 
@@ -86,6 +88,7 @@ def test_keyring_unavailable_is_explained_and_no_keys_sent(qapp, qloop, env):
             assert "never writes keys to a file" in app.window.banner.text()
             assert any(t == "No keyring" for t, _ in app.notified)
             await stop(app, task)
+
         run(qloop, main())
         assert fake.received_keys == []
 
@@ -120,6 +123,7 @@ def test_login_opens_browser_once_and_completes(qapp, qloop, env):
                 assert catcher.urls == [fake.login_url]
                 assert ("Connected", "Connected to alice@example.com as alice@example.com") in app.notified
                 await stop(app, task)
+
             run(qloop, main())
     finally:
         QDesktopServices.unsetUrlHandler("http")
@@ -140,6 +144,7 @@ def test_login_cancel(qapp, qloop, env):
                 app.login_dialog.cancel_btn.click()
                 await wait_until(lambda: not app.view.login_pending and not app.login_dialog.isVisible())
                 await stop(app, task)
+
             run(qloop, main())
     finally:
         QDesktopServices.unsetUrlHandler("http")
@@ -171,6 +176,7 @@ def test_supervisor_starts_restarts_and_restores_choices(qapp, qloop, env):
         finally:
             await stop(app, task)
         assert app.supervisor.strategies[0].proc.returncode is not None, "our child helper is stopped on quit"
+
     run(qloop, main(), timeout=120)
 
 
@@ -188,6 +194,7 @@ def test_single_instance(qapp, tmp_path, monkeypatch):
         while not shown and deadline:
             qapp.processEvents()
             import time
+
             time.sleep(0.01)
             deadline -= 1
         assert shown
@@ -204,12 +211,24 @@ def test_supervisor_with_our_helper_restores_state_after_crash(qapp, qloop, env,
 
     from meshgui.keys import KeyStore
     from tests.gui.helper_proc import helper_argv
+
     work = tempfile.mkdtemp(prefix="meshgui-sup-")
     sock = os.path.join(work, "meshvpn.sock")
     os.environ["MESH_TESTING"] = "1"
-    app = App(qapp, parse_args(["--socket", sock, "--settings", str(env / "gui.ini"),
-                                "--helper-command", shlex.join(helper_argv(sock, work))]),
-              keystore=KeyStore(keyring_backend))
+    app = App(
+        qapp,
+        parse_args(
+            [
+                "--socket",
+                sock,
+                "--settings",
+                str(env / "gui.ini"),
+                "--helper-command",
+                shlex.join(helper_argv(sock, work)),
+            ]
+        ),
+        keystore=KeyStore(keyring_backend),
+    )
     os.chdir(ROOT)
 
     async def main():
@@ -226,12 +245,17 @@ def test_supervisor_with_our_helper_restores_state_after_crash(qapp, qloop, env,
             os.kill(app.supervisor.strategies[0].proc.pid, signal.SIGKILL)
             await wait_until(lambda: app.view.tray is TrayState.HELPER_DOWN, what="crash shown")
             await wait_until(lambda: app.supervisor.status.starts == 2, timeout=60, what="restarted")
-            await wait_until(lambda: app.view.tray is TrayState.EXIT_NODE and app.view.allow_lan, timeout=30,
-                             what="same state after restart")
+            await wait_until(
+                lambda: app.view.tray is TrayState.EXIT_NODE and app.view.allow_lan,
+                timeout=30,
+                what="same state after restart",
+            )
         finally:
             await stop(app, task)
+
     try:
         run(qloop, main(), timeout=150)
     finally:
         import shutil
+
         shutil.rmtree(work, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Attacks on the GUI: login URLs that are not https/http, and a socket served by someone other than root asking for keys."""
+"""Attacks on the GUI: non-http(s) login URLs, and a socket served by someone other than root asking for keys."""
 
 from __future__ import annotations
 
@@ -78,27 +78,31 @@ async def stop(app: App, task: asyncio.Future) -> None:
     app.window.close()
 
 
-@pytest.mark.parametrize("url,ok", [
-    ("https://login.example.com/a/abc", True),
-    ("http://127.0.0.1:9/login/abc123", True),
-    ("HTTPS://login.example.com/a", True),
-    ("file:///etc/passwd", False),
-    ("javascript:alert(1)", False),
-    ("smb://evil.example/share", False),
-    ("data:text/html,<script>x</script>", False),
-    ("//login.example.com/a", False),
-    (" https://login.example.com/a", False),
-    ("https://login.example.com/a\nfile:///x", False),
-    ("http:///nohost", False),
-    ("http://[::1", False),
-    ("", False),
-])
+@pytest.mark.parametrize(
+    "url,ok",
+    [
+        ("https://login.example.com/a/abc", True),
+        ("http://127.0.0.1:9/login/abc123", True),
+        ("HTTPS://login.example.com/a", True),
+        ("file:///etc/passwd", False),
+        ("javascript:alert(1)", False),
+        ("smb://evil.example/share", False),
+        ("data:text/html,<script>x</script>", False),
+        ("//login.example.com/a", False),
+        (" https://login.example.com/a", False),
+        ("https://login.example.com/a\nfile:///x", False),
+        ("http:///nohost", False),
+        ("http://[::1", False),
+        ("", False),
+    ],
+)
 def test_browser_url_problem(url, ok):
     assert (browser_url_problem(url) == "") is ok
 
 
-@pytest.mark.parametrize("evil", ["file:///etc/passwd", "javascript:alert(document.cookie)", "smb://evil.example/s",
-                                  "x-evil://run?cmd=id"])
+@pytest.mark.parametrize(
+    "evil", ["file:///etc/passwd", "javascript:alert(document.cookie)", "smb://evil.example/s", "x-evil://run?cmd=id"]
+)
 def test_login_url_from_helper_with_other_scheme_is_refused(qapp, qloop, env, catcher, evil, caplog):
     with FakeLocalAPI(str(env / "helper.sock"), backend="NeedsLogin") as fake:
         fake.login_url = evil
@@ -109,8 +113,9 @@ def test_login_url_from_helper_with_other_scheme_is_refused(qapp, qloop, env, ca
             try:
                 await wait_until(lambda: app.view.tray is TrayState.NEEDS_LOGIN, what="needs login")
                 app.on_action("login", "")
-                await wait_until(lambda: any("login page was not opened" in b for _, b in app.notified),
-                                 what="refusal shown")
+                await wait_until(
+                    lambda: any("login page was not opened" in b for _, b in app.notified), what="refusal shown"
+                )
                 assert app.bridge.refused_urls == 1
                 # the dialog's "Open again" and the menu's open_url action are refused as well
                 app.on_action("open_url", evil)
@@ -120,6 +125,7 @@ def test_login_url_from_helper_with_other_scheme_is_refused(qapp, qloop, env, ca
                 assert catcher.urls == []
             finally:
                 await stop(app, task)
+
         run(qloop, main())
     assert "refused to open the login address from the helper" in caplog.text
     assert evil not in caplog.text  # the address itself is not logged
@@ -140,6 +146,7 @@ def test_https_and_http_login_urls_still_open(qapp, qloop, env, catcher):
                 assert app.open_url("http://127.0.0.1:9/x") is True
             finally:
                 await stop(app, task)
+
         run(qloop, main())
 
 
@@ -167,8 +174,14 @@ def user_fake(make_user):  # noqa: F811
     os.chmod(d, 0o755)
     os.chown(d, u.uid, -1)
     sock = os.path.join(d, "meshvpn.sock")
-    proc = subprocess.Popen(u.argv(sys.executable, "-c", SERVE, sock), env=helper_env(), cwd=helper_env()["PYTHONPATH"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        u.argv(sys.executable, "-c", SERVE, sock),
+        env=helper_env(),
+        cwd=helper_env()["PYTHONPATH"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     result: dict = {}
     try:
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:] if proc.poll() is not None else ""
@@ -178,6 +191,7 @@ def user_fake(make_user):  # noqa: F811
             out, _ = proc.communicate(timeout=15)
             result.update(json.loads(out.strip().splitlines()[-1]))
             return result
+
         yield u, sock, finish
     finally:
         if proc.poll() is None:
@@ -203,6 +217,7 @@ def test_keys_are_not_handed_to_a_helper_not_run_by_root(qapp, qloop, env, user_
             assert not app._keys_accepted
         finally:
             await stop(app, task)
+
     run(qloop, main())
     got = finish()
     assert got["keys"] == 0 and "/localapi/v0/meshvpn/keys" not in got["paths"], got
@@ -222,6 +237,7 @@ def test_explicit_trust_override_hands_keys_to_that_uid(qapp, qloop, env, user_f
             assert app.trust_error == ""
         finally:
             await stop(app, task)
+
     run(qloop, main())
     assert finish()["keys"] == 1
 
@@ -243,6 +259,7 @@ def test_keys_refused_when_the_socket_file_is_not_roots(qapp, qloop, env, make_u
                 assert "the socket file" in app.trust_error and f"uid {u.uid}" in app.trust_error
             finally:
                 await stop(app, task)
+
         run(qloop, main())
         assert fake.received_keys == []
         with contextlib.suppress(OSError):

@@ -26,16 +26,22 @@ def test_helper_down_then_up(loop, sock):
         states = []
         b.stateChanged.connect(lambda v: states.append(v.tray))
         async with running(b):
-            await wait_until(lambda: b.notify_count == 0 and TrayState.HELPER_DOWN in states or
-                             b.state.tray is TrayState.HELPER_DOWN, what="helper down")
+            await wait_until(
+                lambda: (
+                    b.notify_count == 0 and TrayState.HELPER_DOWN in states or b.state.tray is TrayState.HELPER_DOWN
+                ),
+                what="helper down",
+            )
             with FakeLocalAPI(sock, backend="Stopped"):
                 await wait_until(lambda: b.state.tray is TrayState.STOPPED, what="stopped after reconnect")
             await wait_until(lambda: b.state.tray is TrayState.HELPER_DOWN, what="down after helper exit")
+
     run(loop, main())
 
 
 def test_browser_login_flow(loop, sock):
     with FakeLocalAPI(sock) as fake:
+
         async def main():
             b = Bridge(EngineClient(sock, timeout=5))
             opened = []
@@ -52,12 +58,14 @@ def test_browser_login_flow(loop, sock):
                 fake.complete_login()
                 await wait_until(lambda: b.state.tray is TrayState.CONNECTED, what="connected after login")
                 assert not b.state.login_pending and opened == [fake.login_url]
+
         run(loop, main())
 
 
 def test_actions_exit_node_lan_disconnect(loop, sock):
     peers = [peer(1, named("nas"), exit_option), peer(2, named("phone"))]
     with FakeLocalAPI(sock, backend="Running", peers=peers) as fake:
+
         async def main():
             b = Bridge(EngineClient(sock, timeout=5))
             async with running(b):
@@ -75,11 +83,13 @@ def test_actions_exit_node_lan_disconnect(loop, sock):
                 await wait_until(lambda: all(p.latency_ms for p in b.state.peers), what="pings")
                 assert {p.path for p in b.state.peers} == {PathKind.DIRECT}
                 assert b.state.peers[0].path_text == "direct 3 ms"
+
         run(loop, main())
 
 
 def test_403_turns_read_only(loop, sock):
     with FakeLocalAPI(sock, backend="Running", read_only=True):
+
         async def main():
             b = Bridge(EngineClient(sock, timeout=5))
             failures = []
@@ -91,6 +101,7 @@ def test_403_turns_read_only(loop, sock):
                 await wait_until(lambda: b.state.read_only, what="read-only")
                 assert failures and "not allowed" in failures[0]
                 assert b.state.tray is TrayState.CONNECTED
+
         run(loop, main())
 
 
@@ -98,6 +109,7 @@ def test_watch_stream_with_huge_and_broken_lines(loop, sock):
     """Framing: a Notify split over many chunks, junk lines and an oversized line do not break the stream."""
     many = [peer(i) for i in range(1000)]
     with FakeLocalAPI(sock, backend="Running", peers=many) as fake:
+
         async def main():
             b = Bridge(EngineClient(sock, timeout=5))
             async with running(b):
@@ -105,6 +117,7 @@ def test_watch_stream_with_huge_and_broken_lines(loop, sock):
                 fake.call(lambda: [w.write(b"5\r\n{bad\n\r\n") for w in fake._watchers])
                 fake.set_backend("Stopped")
                 await wait_until(lambda: b.state.backend_state is State.STOPPED, what="state after junk")
+
         run(loop, main())
 
 
@@ -112,10 +125,12 @@ def test_odd_fields_from_the_helper_never_make_it_unavailable(loop, sock, caplog
     """A helper that sends a few fields in the wrong shape: the GUI uses the rest, counts and logs the odd ones."""
     nas, phone = peer(1, named("nas")), peer(2, named("phone"))
     with FakeLocalAPI(sock, backend="Running", peers=[nas, phone]) as fake:
+
         def make_odd():
             fake.status["Peer"][nas[0]]["Online"] = "yes"
             fake.status["Health"] = "all good"
             fake.prefs["RouteAll"] = 1
+
         fake.call(make_odd)
 
         async def main():
@@ -123,8 +138,10 @@ def test_odd_fields_from_the_helper_never_make_it_unavailable(loop, sock, caplog
             downs = []
             b.helperDown.connect(downs.append)
             async with running(b):
-                await wait_until(lambda: b.state.tray is TrayState.CONNECTED and len(b.state.peers) == 2,
-                                 what="connected with both peers")
+                await wait_until(
+                    lambda: b.state.tray is TrayState.CONNECTED and len(b.state.peers) == 2,
+                    what="connected with both peers",
+                )
                 assert {p.name: p.online for p in b.state.peers} == {"nas": False, "phone": True}
                 assert b.state.health == () and b.state.account == "alice@example.com"
                 assert b.odd_fields >= 3
@@ -134,6 +151,7 @@ def test_odd_fields_from_the_helper_never_make_it_unavailable(loop, sock, caplog
                 assert not b.state.route_all and b.state.error == ""
             assert downs == [], "odd fields are no reason to reconnect"
             assert b.notify_count >= 3
+
         run(loop, main())
     warned = [r.getMessage() for r in caplog.records if "odd field from the helper" in r.getMessage()]
     assert any("Status.Health: want a list, got str" in m for m in warned)
@@ -164,6 +182,7 @@ class _LosesOneCancel(EngineClient):
 
 def test_stop_ends_run_even_when_a_call_loses_its_cancellation(loop, sock):
     with FakeLocalAPI(sock, backend="Running") as fake:
+
         async def main():
             b = Bridge(EngineClient(sock, timeout=5))
             b.client = client = _LosesOneCancel(sock, timeout=5)
@@ -174,12 +193,14 @@ def test_stop_ends_run_even_when_a_call_loses_its_cancellation(loop, sock):
             b.stop()
             await asyncio.wait_for(task, 10)
             assert client.lost == 1
+
         run(loop, main())
 
 
 def test_stop_at_any_moment_of_a_busy_stream(loop, sock):
     """Stop while notifications and status refreshes are in flight: run() always ends promptly."""
     with FakeLocalAPI(sock, backend="Running") as fake:
+
         async def main():
             for i in range(25):
                 b = Bridge(EngineClient(sock, timeout=5))
@@ -190,4 +211,5 @@ def test_stop_at_any_moment_of_a_busy_stream(loop, sock):
                 await asyncio.sleep((i % 7) * 0.03)
                 b.stop()
                 await asyncio.wait_for(task, 10)
+
         run(loop, main(), timeout=120)

@@ -36,6 +36,7 @@ def tailnet(lab):
     """headscale + approved tailscaled exit node + our logged-in helper; yields (net, tailscaled, ours, ts_ip)."""
     from tests.exit_tailscaled.tsnet import TS_NAME, approve_exit, build, start_tailscaled
     from tests.natmatrix.nodes import OurNode
+
     net = build(lab)  # skips when headscale/tailscaled are not built
     key = net.hs.preauth_key("alice")
     t = start_tailscaled(net, key, "--advertise-exit-node", forwarding=True)
@@ -51,8 +52,9 @@ def _exit_routing(host) -> tuple[bool, str]:
     """(rule 5270 -> table 52 present and table 52 has `default dev mesh0`, dump) in our namespace (IPv4)."""
     rules = host.run(["ip", "-4", "rule", "show"]).stdout
     table = host.run(["ip", "-4", "route", "show", "table", "52"], check=False).stdout
-    ok = any(ln.startswith("5270:") and "lookup 52" in ln for ln in rules.splitlines()) and \
-        any(ln.startswith("default") and f"dev {TUN}" in ln for ln in table.splitlines())
+    ok = any(ln.startswith("5270:") and "lookup 52" in ln for ln in rules.splitlines()) and any(
+        ln.startswith("default") and f"dev {TUN}" in ln for ln in table.splitlines()
+    )
     return ok, f"ip rule:\n{rules}\ntable 52:\n{table}"
 
 
@@ -65,6 +67,7 @@ def _no_exit_routing(host) -> tuple[bool, str]:
 
 def _prefs(sock: str) -> dict:
     from tests.natmatrix.localapi import get_json
+
     return get_json(sock, "/localapi/v0/prefs")
 
 
@@ -72,8 +75,14 @@ def _meshctl_json(sock: str, *args: str) -> str:
     import subprocess
 
     from tests.lab.netlab import REPO_ROOT
-    p = subprocess.run([sys.executable, "-m", "engine.cli.meshctl", "--socket", sock, "--json", *args],
-                       capture_output=True, text=True, timeout=30, cwd=str(REPO_ROOT))
+
+    p = subprocess.run(
+        [sys.executable, "-m", "engine.cli.meshctl", "--socket", sock, "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=str(REPO_ROOT),
+    )
     assert p.returncode == 0, p.stderr[-1000:]
     return p.stdout
 
@@ -90,8 +99,12 @@ def test_gui_shows_tailscaled_peer_and_sets_exit_node(tailnet, qapp, qloop, tmp_
     net, t, ours, ts_ip = tailnet
     sock = str(ours.socket_path)
     monkeypatch.setenv("HOME", str(tmp_path))
-    app = App(qapp, parse_args(["--socket", sock, "--settings", str(tmp_path / "gui.ini"), "--no-supervise",
-                                "--no-keyring", "--show"]))
+    app = App(
+        qapp,
+        parse_args(
+            ["--socket", sock, "--settings", str(tmp_path / "gui.ini"), "--no-supervise", "--no-keyring", "--show"]
+        ),
+    )
     # Offscreen Qt has no system tray, so App shows only its window; the tray menu is still the GUI's
     # other control surface: a Tray wired exactly like App.__init__ wires its own.
     tray = Tray(clock=app.clock)
@@ -123,15 +136,19 @@ def test_gui_shows_tailscaled_peer_and_sets_exit_node(tailnet, qapp, qloop, tmp_
             if prefs.get("ExitNodeID", "") == want_id and ok:
                 return prefs
             if loop.time() > deadline:
-                raise AssertionError(f"{what}: helper prefs ExitNodeID={prefs.get('ExitNodeID')!r} "
-                                     f"(want {want_id!r})\n{dump}\n{diag()}")
+                raise AssertionError(
+                    f"{what}: helper prefs ExitNodeID={prefs.get('ExitNodeID')!r} (want {want_id!r})\n{dump}\n{diag()}"
+                )
             await asyncio.sleep(0.3)
 
     async def main():
         task = asyncio.ensure_future(app.run())
         try:
-            await wait_until(lambda: app.view.tray is TrayState.CONNECTED and ts_peer() and ts_peer().online,
-                             timeout=60, what="GUI connected with the tailscaled peer online")
+            await wait_until(
+                lambda: app.view.tray is TrayState.CONNECTED and ts_peer() and ts_peer().online,
+                timeout=60,
+                what="GUI connected with the tailscaled peer online",
+            )
             p = ts_peer()
             assert p.name == TS_NAME and p.id, p
             assert p.exit_node_option, p
@@ -139,8 +156,11 @@ def test_gui_shows_tailscaled_peer_and_sets_exit_node(tailnet, qapp, qloop, tmp_
             ts_tailnet = (await blocking(t.status)).get("CurrentTailnet") or {}
             assert app.view.tailnet and app.view.tailnet == ts_tailnet.get("Name"), (app.view.tailnet, ts_tailnet)
             # a path is shown right away (DERP or direct); in this flat LAN it must become direct
-            await wait_until(lambda: ts_peer().path is PathKind.DIRECT, timeout=PATH_TIMEOUT,
-                             what="direct path to tailscaled in the GUI")
+            await wait_until(
+                lambda: ts_peer().path is PathKind.DIRECT,
+                timeout=PATH_TIMEOUT,
+                what="direct path to tailscaled in the GUI",
+            )
             p = ts_peer()
             assert p.path_detail.startswith(f"{TS_LAN}:"), p
             # the window's peer table shows it too
@@ -156,11 +176,15 @@ def test_gui_shows_tailscaled_peer_and_sets_exit_node(tailnet, qapp, qloop, tmp_
             _shot_window(app, artifacts_dir / "gui-e2e-1-window-direct.png")
 
             # traffic through the tunnel: the GUI shows the WireGuard handshake and byte counters
-            got = await blocking(lambda: net.ours.run(["ping", "-n", "-c", "3", "-i", "0.2", "-W", "5", ts_ip],
-                                                      check=False, timeout=30))
+            got = await blocking(
+                lambda: net.ours.run(["ping", "-n", "-c", "3", "-i", "0.2", "-W", "5", ts_ip], check=False, timeout=30)
+            )
             assert got.returncode == 0, got.stdout + got.stderr
-            await wait_until(lambda: ts_peer().last_handshake and ts_peer().rx_bytes > 0 and ts_peer().tx_bytes > 0,
-                             timeout=30, what="handshake and traffic counters in the GUI")
+            await wait_until(
+                lambda: ts_peer().last_handshake and ts_peer().rx_bytes > 0 and ts_peer().tx_bytes > 0,
+                timeout=30,
+                what="handshake and traffic counters in the GUI",
+            )
 
             # 1. tray menu: Exit node -> tsnode
             act, sub = menu_action(TS_NAME)

@@ -29,8 +29,13 @@ def test_svgs_match_the_generator():
 def test_compiled_resources_match_the_qrc():
     gen = _generator()
     rcc = pathlib.Path(sys.executable).parent / "pyside6-rcc"
-    code = subprocess.run([str(rcc), "--format-version", "1", str(ICONS / "icons.qrc")], check=True,
-                          capture_output=True, text=True,
-                          cwd=ICONS).stdout
-    assert (ROOT / "meshgui" / "icons_rc.py").read_text() == gen.RC_DOC + code, \
+    code = subprocess.run(
+        [str(rcc), "--format-version", "1", str(ICONS / "icons.qrc")],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ICONS,
+    ).stdout
+    assert (ROOT / "meshgui" / "icons_rc.py").read_text() == gen.RC_DOC + code, (
         "meshgui/icons_rc.py is stale: run resources/icons/generate.py"
+    )

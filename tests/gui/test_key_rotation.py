@@ -1,4 +1,4 @@
-"""A node key rotated by the control server lands in the GUI's keyring (real gnome-keyring on a private D-Bus) and survives restarts."""
+"""A node key rotated by control lands in the GUI's keyring (real gnome-keyring, private D-Bus), surviving restarts."""
 
 from __future__ import annotations
 
@@ -43,12 +43,18 @@ async def stop_app(app: App, task: asyncio.Future) -> None:
 
 
 def rotation(old: PrivateKey, new: PrivateKey, *, private: str | None = None, new_pub: str | None = None) -> dict:
-    return {NODE_KEY_ROTATED: {"NodePublic": new_pub or node_public_text(new), "OldNodePublic": node_public_text(old),
-                               "NodeKey": new.to_text() if private is None else private}}
+    return {
+        NODE_KEY_ROTATED: {
+            "NodePublic": new_pub or node_public_text(new),
+            "OldNodePublic": node_public_text(old),
+            "NodeKey": new.to_text() if private is None else private,
+        }
+    }
 
 
-def test_rotated_node_key_is_stored_in_the_keyring_and_handed_over_next_start(qapp, qloop, tmp_path, keyring_backend,
-                                                                              caplog):
+def test_rotated_node_key_is_stored_in_the_keyring_and_handed_over_next_start(
+    qapp, qloop, tmp_path, keyring_backend, caplog
+):
     caplog.set_level(logging.DEBUG)
     sock = str(tmp_path / "helper.sock")
     store = KeyStore(keyring_backend)
@@ -58,7 +64,9 @@ def test_rotated_node_key_is_stored_in_the_keyring_and_handed_over_next_start(qa
         async def main():
             task = asyncio.ensure_future(app.run())
             try:
-                await wait_until(lambda: app.view.tray is TrayState.CONNECTED and fake.received_keys, what="keys handed")
+                await wait_until(
+                    lambda: app.view.tray is TrayState.CONNECTED and fake.received_keys, what="keys handed"
+                )
                 assert app._watch_mask() == GUI_OWNER_WATCH_MASK, "the keys' owner watches without NoPrivateKeys"
                 first = PrivateKey.from_text(fake.received_keys[0]["NodeKey"])
                 machine = fake.received_keys[0]["MachineKey"]
@@ -66,8 +74,9 @@ def test_rotated_node_key_is_stored_in_the_keyring_and_handed_over_next_start(qa
                 stranger, new = PrivateKey.generate(), PrivateKey.generate()
                 fake.push(rotation(first, new, new_pub=node_public_text(stranger)))
                 fake.push(rotation(stranger, new))
-                fake.push({NODE_KEY_ROTATED: {"NodePublic": node_public_text(new),
-                                              "OldNodePublic": node_public_text(first)}})  # public only: log line
+                fake.push(
+                    {NODE_KEY_ROTATED: {"NodePublic": node_public_text(new), "OldNodePublic": node_public_text(first)}}
+                )  # public only: log line
                 await asyncio.sleep(0.5)
                 assert keyring_backend.get_password(SERVICE, NODE_ENTRY) == first.to_text()
                 assert len(fake.received_keys) == 1
@@ -98,8 +107,9 @@ def test_rotated_node_key_is_stored_in_the_keyring_and_handed_over_next_start(qa
 def helper_at(sock: str, work: str, env: dict) -> Iterator[subprocess.Popen]:
     """Our helper (tests.support.fake_helper) on a fixed socket, so the GUI can outlive it and reconnect."""
     with open(os.path.join(work, "helper.log"), "ab") as log:
-        proc = subprocess.Popen(helper_argv(sock, work), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            helper_argv(sock, work), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_for_socket(proc, sock, os.path.join(work, "helper.log"), "helper")
         yield proc
@@ -125,16 +135,22 @@ def test_with_our_helper_a_rotation_at_login_survives_helper_and_gui_restarts(qa
         async def main():
             task = asyncio.ensure_future(app.run())
             try:
-                await wait_until(lambda: app.view.tray is TrayState.NEEDS_LOGIN and app.keys is not None,
-                                 what="GUI connected")
+                await wait_until(
+                    lambda: app.view.tray is TrayState.NEEDS_LOGIN and app.keys is not None, what="GUI connected"
+                )
                 first = app.keys.node
                 assert await keys_public() == node_public_text(first)
                 # `meshctl up`-style start: the fake control logs in and rotates the node key.
                 await LocalClient(sock, timeout=10).start(
-                    Options(update_prefs=Prefs(control_url="http://control.invalid", want_running=True)))
+                    Options(update_prefs=Prefs(control_url="http://control.invalid", want_running=True))
+                )
                 await wait_until(lambda: app.view.tray is TrayState.CONNECTED, what="connected")
-                await wait_until(lambda: keyring_backend.get_password(SERVICE, NODE_ENTRY) != first.to_text()
-                                 and app.keys.node != first, what="keyring updated")
+                await wait_until(
+                    lambda: (
+                        keyring_backend.get_password(SERVICE, NODE_ENTRY) != first.to_text() and app.keys.node != first
+                    ),
+                    what="keyring updated",
+                )
                 stored = PrivateKey.from_text(keyring_backend.get_password(SERVICE, NODE_ENTRY))
                 assert await keys_public() == node_public_text(stored), "keyring holds the key the helper runs"
                 assert app.keys.node == stored
@@ -155,8 +171,10 @@ def test_with_our_helper_a_rotation_at_login_survives_helper_and_gui_restarts(qa
         async def again():
             task = asyncio.ensure_future(app2.run())
             try:
-                await wait_until(lambda: app2.view.tray is TrayState.NEEDS_LOGIN and app2.keys is not None,
-                                 what="GUI connected again")
+                await wait_until(
+                    lambda: app2.view.tray is TrayState.NEEDS_LOGIN and app2.keys is not None,
+                    what="GUI connected again",
+                )
                 await wait_until(lambda: app2._keys_accepted, what="keys handed")
                 return await keys_public()
             finally:

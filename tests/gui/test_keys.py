@@ -1,4 +1,4 @@
-"""Keys in the OS keyring: a real gnome-keyring in a private D-Bus session; refusal of insecure backends; no key on disk."""
+"""Keys in the OS keyring: real gnome-keyring in a private D-Bus session; insecure backends refused; no key on disk."""
 
 from __future__ import annotations
 
@@ -62,17 +62,21 @@ def test_gui_keys_via_gnome_keyring_reach_helper_and_never_touch_disk(tmp_path):
     runtime.mkdir(mode=0o700)
     sock = str(tmp_path / "helper.sock")
     env = {
-        "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime), "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_DATA_HOME": str(home / ".local/share"), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(ROOT),
+        "HOME": str(home),
+        "XDG_RUNTIME_DIR": str(runtime),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local/share"),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "QT_QPA_PLATFORM": "offscreen",
+        "PYTHONPATH": str(ROOT),
     }
     app = f"{sys.executable} -m meshgui --socket {sock} --no-supervise --exit-after 6 --instance keytest"
     # An unlock password must be non-empty; the daemon reads it on stdin.
-    script = (f"echo -n testpass | gnome-keyring-daemon --unlock --components=secrets >/dev/null && "
-              f"{app} && {app}")
+    script = f"echo -n testpass | gnome-keyring-daemon --unlock --components=secrets >/dev/null && {app} && {app}"
     with FakeLocalAPI(sock, backend="Running") as fake:
-        out = subprocess.run(["dbus-run-session", "--", "sh", "-c", script], env=env, cwd=ROOT,
-                             capture_output=True, timeout=120)
+        out = subprocess.run(
+            ["dbus-run-session", "--", "sh", "-c", script], env=env, cwd=ROOT, capture_output=True, timeout=120
+        )
         keys = list(fake.received_keys)
     assert out.returncode == 0, out.stderr.decode(errors="replace")[-3000:]
     assert len(keys) == 2, "each GUI start hands the keys to the helper"

@@ -1,4 +1,4 @@
-"""The GUI's client and bridge against a real tailscaled's LocalAPI (userspace networking, private netns, NeedsLogin)."""
+"""The GUI's client and bridge against a real tailscaled LocalAPI (userspace networking, private netns, NeedsLogin)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ def test_status_prefs_and_watch(qloop, ts_sock):
         finally:
             w.cancel()
             await c.edit_prefs(MaskedPrefs.of(exit_node_allow_lan_access=False))
+
     run(qloop, main())
 
 
@@ -69,21 +70,27 @@ def test_bridge_shows_needs_login_with_real_tailscaled(qloop, ts_sock):
         b = Bridge(EngineClient(ts_sock, timeout=10))
         task = asyncio.ensure_future(b.run())
         try:
-            await wait_until(lambda: b.state.tray is TrayState.NEEDS_LOGIN and b.state.self_node.name,
-                             what="NeedsLogin from tailscaled")
+            await wait_until(
+                lambda: b.state.tray is TrayState.NEEDS_LOGIN and b.state.self_node.name,
+                what="NeedsLogin from tailscaled",
+            )
             items = menu.build(b.state, now=b._clock())
             assert [i.text for i in items][:3] == ["Logged out", "", "Log in…"]
             assert b.state.version.startswith("1.")
         finally:
             b.stop()
             await asyncio.wait_for(task, 10)
+
     run(qloop, main())
 
 
-@pytest.mark.xfail(strict=False, reason="rare race (about 1 in 20): tailscaled answers 403 and closes before reading "
-                   "the request body; the client now tolerates the failed write, but the answer can still be lost "
-                   "when the close arrives first. Passes reliably with our helper (tests/gui/test_our_helper.py).")
+@pytest.mark.xfail(
+    strict=False,
+    reason="rare race (about 1 in 20): tailscaled answers 403 and closes before reading "
+    "the request body; the client now tolerates the failed write, but the answer can still be lost "
+    "when the close arrives first. Passes reliably with our helper (tests/gui/test_our_helper.py).",
+)
 def test_non_operator_gets_403_and_read_only(ts_sock):
-    """tailscaled answers a write from an unprivileged, non-operator uid with 403: our client maps it to AccessDenied."""
+    """tailscaled answers a write by an unprivileged non-operator uid with 403: our client maps it to AccessDenied."""
     got = status_then_write_as_nobody(ts_sock)
     assert got == {"state": "NeedsLogin", "denied": True, "status": 403}

@@ -33,16 +33,23 @@ def actions(items) -> set[str]:
     return {it.action for it in menu.walk(items) if it.action}
 
 
-PEERS = [peer(1, named("nas"), direct(), exit_option), peer(2, named("phone")), peer(3, named("old"), offline),
-         peer(4, named("exit-fra"), exit_option)]
+PEERS = [
+    peer(1, named("nas"), direct(), exit_option),
+    peer(2, named("phone")),
+    peer(3, named("old"), offline),
+    peer(4, named("exit-fra"), exit_option),
+]
 RUNNING = st.StatusEvent(status("Running", PEERS))
 TAIL = ["---", "Open meshvpn…", "Preferences…", "About meshvpn", "Quit"]
 
 STATES = {
     "helper_down": view(st.HelperDown("")),
     "needs_login": view(st.StatusEvent(status("NeedsLogin")), st.PrefsEvent(prefs(ControlURL=""))),
-    "waiting_browser": view(st.StatusEvent(status("NeedsLogin")), st.LoginStarted(),
-                            st.NotifyEvent(notify(BrowseToURL="https://login.example/a/xyz"))),
+    "waiting_browser": view(
+        st.StatusEvent(status("NeedsLogin")),
+        st.LoginStarted(),
+        st.NotifyEvent(notify(BrowseToURL="https://login.example/a/xyz")),
+    ),
     "needs_approval": view(st.StatusEvent(status("NeedsMachineAuth"))),
     "stopped": view(st.StatusEvent(status("Stopped"))),
     "connecting": view(st.StatusEvent(status("Starting"))),
@@ -55,7 +62,11 @@ STATES = {
 
 def test_helper_down_menu():
     assert texts(menu.build(STATES["helper_down"], now=NOW)) == [
-        "VPN helper not running", "---", "Start the VPN helper", *TAIL]
+        "VPN helper not running",
+        "---",
+        "Start the VPN helper",
+        *TAIL,
+    ]
 
 
 def test_helper_down_menu_shows_error_detail():
@@ -70,8 +81,15 @@ def test_needs_login_menu_is_one_clear_item():
 
 def test_waiting_for_browser_menu():
     items = menu.build(STATES["waiting_browser"], now=NOW)
-    assert texts(items) == ["Waiting for browser login…", "---", "Open the login page again", "Copy the login link",
-                            "Cancel login", "Server: controlplane.tailscale.com", *TAIL]
+    assert texts(items) == [
+        "Waiting for browser login…",
+        "---",
+        "Open the login page again",
+        "Copy the login link",
+        "Cancel login",
+        "Server: controlplane.tailscale.com",
+        *TAIL,
+    ]
     assert "cancel_login" in actions(items)
 
 
@@ -85,8 +103,10 @@ def test_stopped_menu_offers_connect():
     t = texts(menu.build(STATES["stopped"], now=NOW))
     assert t[:3] == ["Disconnected", "---", "Connect"]
     assert t[4][0] == "Account: alice@example.com"
-    assert t[5] == ["This device: laptop (100.64.0.1)",
-                    ["Copy name: laptop.tail1234.ts.net", "Copy 100.64.0.1", "Copy fd7a:115c:a1e0::1"]]
+    assert t[5] == [
+        "This device: laptop (100.64.0.1)",
+        ["Copy name: laptop.tail1234.ts.net", "Copy 100.64.0.1", "Copy fd7a:115c:a1e0::1"],
+    ]
 
 
 def test_connecting_menu():
@@ -99,13 +119,26 @@ def test_connected_menu_full():
     assert t[0] == "Connected to alice@example.com"
     assert t[2] == "Disconnect"
     account, this_dev, devices, exits = t[4], t[5], t[6], t[7]
-    assert account == ["Account: alice@example.com", [
-        "Signed in as alice@example.com (Alice)", "Server: controlplane.tailscale.com", "---",
-        "Reauthenticate…", "Log out"]]
+    assert account == [
+        "Account: alice@example.com",
+        [
+            "Signed in as alice@example.com (Alice)",
+            "Server: controlplane.tailscale.com",
+            "---",
+            "Reauthenticate…",
+            "Log out",
+        ],
+    ]
     assert this_dev[0] == "This device: laptop (100.64.0.1)"
-    assert devices == ["Network devices (3 online)", [
-        "exit-fra  100.64.0.5  — relay fra", "nas  100.64.0.2  — direct", "phone  100.64.0.3  — relay fra",
-        "old  100.64.0.4  — offline"]]
+    assert devices == [
+        "Network devices (3 online)",
+        [
+            "exit-fra  100.64.0.5  — relay fra",
+            "nas  100.64.0.2  — direct",
+            "phone  100.64.0.3  — relay fra",
+            "old  100.64.0.4  — offline",
+        ],
+    ]
     assert exits == ["Exit node: none", ["None", "exit-fra", "nas", "---", "Allow local network access"]]
     none_item = next(i for i in menu.walk(items) if i.text == "None")
     assert none_item.checkable and none_item.checked
@@ -166,6 +199,7 @@ def test_many_peers_capped_with_window_link():
 def test_qt_tray_menu_matches_spec(qtbot, name):
     """The QMenu the Tray builds has exactly the spec's texts, for every state."""
     from meshgui.tray import Tray
+
     tray = Tray(clock=lambda: NOW)
     tray.apply(STATES[name])
     assert tray.menu_texts() == texts(menu.build(STATES[name], now=NOW))
@@ -174,6 +208,7 @@ def test_qt_tray_menu_matches_spec(qtbot, name):
 
 def test_qt_tray_rebuilds_only_on_change_and_routes_actions(qtbot):
     from meshgui.tray import Tray
+
     tray = Tray(clock=lambda: NOW)
     tray.apply(STATES["connected"])
     tray.apply(STATES["connected"])
@@ -189,6 +224,7 @@ def test_qt_tray_rebuilds_only_on_change_and_routes_actions(qtbot):
 def test_qt_tray_updates_in_place_when_only_texts_change(qtbot):
     """Latency/path updates must not clear the menu (it may be open under the user's pointer)."""
     from meshgui.tray import Tray
+
     tray = Tray(clock=lambda: NOW)
     s = STATES["connected"]
     tray.apply(s)

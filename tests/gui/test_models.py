@@ -1,4 +1,4 @@
-"""PeerModel diff updates (pytest-qt, offscreen): structure signals only, no resets, checked by QAbstractItemModelTester."""
+"""PeerModel diff updates (pytest-qt, offscreen): structure signals only, no resets; QAbstractItemModelTester checks."""
 
 from __future__ import annotations
 
@@ -13,8 +13,14 @@ from meshgui.state import PathKind, PeerView, peer_sort_key
 
 
 def pv(n: int, **kw) -> PeerView:
-    base = dict(key=f"k{n:05d}", id=f"n{n}", name=f"host{n:04d}", ips=(f"100.64.{n // 250}.{n % 250 + 1}",),
-                online=True, os="linux")
+    base = dict(
+        key=f"k{n:05d}",
+        id=f"n{n}",
+        name=f"host{n:04d}",
+        ips=(f"100.64.{n // 250}.{n % 250 + 1}",),
+        online=True,
+        os="linux",
+    )
     base.update(kw)
     return PeerView(**base)
 
@@ -120,8 +126,12 @@ def test_random_1000_peer_diffs_match_target(model, seed):
     rec = Recorder(model)
     for _ in range(5):
         chosen = rnd.sample(pool, 1000)
-        chosen = [dataclasses.replace(p, online=rnd.random() > 0.3, latency_ms=rnd.choice([None, 3.0, 41.0]),
-                                      path=rnd.choice(list(PathKind))) for p in chosen]
+        chosen = [
+            dataclasses.replace(
+                p, online=rnd.random() > 0.3, latency_ms=rnd.choice([None, 3.0, 41.0]), path=rnd.choice(list(PathKind))
+            )
+            for p in chosen
+        ]
         if rnd.random() < 0.5:
             chosen.sort(key=peer_sort_key)
         else:
@@ -144,14 +154,21 @@ def test_lis_mask_is_increasing_and_longest(seq):
     picked = [v for v, m in zip(seq, mask) if m]
     assert picked == sorted(picked) and len(set(picked)) == len(picked)
     import itertools
-    best = max((len(c) for r in range(len(seq) + 1) for c in itertools.combinations(seq, r) if list(c) == sorted(c)),
-               default=0)
+
+    best = max(
+        (len(c) for r in range(len(seq) + 1) for c in itertools.combinations(seq, r) if list(c) == sorted(c)), default=0
+    )
     assert len(picked) == best
 
 
 def test_filter_model_search_and_exit_only(model, qtbot):
-    model.set_peers([pv(1, name="nas", os="linux"), pv(2, name="phone", os="android", exit_node_option=True),
-                     pv(3, name="desk", os="windows", exit_node_option=True)])
+    model.set_peers(
+        [
+            pv(1, name="nas", os="linux"),
+            pv(2, name="phone", os="android", exit_node_option=True),
+            pv(3, name="desk", os="windows", exit_node_option=True),
+        ]
+    )
     f = PeerFilterModel()
     f.setSourceModel(model)
     f.set_search("NA")

@@ -38,13 +38,22 @@ def test_defaults_before_any_prefs_are_tailscales():
     assert s.allow_incoming and not s.advertises_exit_node
 
 
-@pytest.mark.parametrize("p,want", [
-    pytest.param(prefs(), (True, False, False, ()), id="defaults"),
-    pytest.param(prefs(CorpDNS=False, RouteAll=True, ShieldsUp=True, AdvertiseRoutes=["10.0.0.0/24"]),
-                 (False, True, True, ("10.0.0.0/24",)), id="all_changed"),
-    pytest.param(prefs(AdvertiseRoutes=["10.0.0.0/24", *EXIT]), (True, False, False, ("10.0.0.0/24", *EXIT)),
-                 id="exit_routes"),
-])
+@pytest.mark.parametrize(
+    "p,want",
+    [
+        pytest.param(prefs(), (True, False, False, ()), id="defaults"),
+        pytest.param(
+            prefs(CorpDNS=False, RouteAll=True, ShieldsUp=True, AdvertiseRoutes=["10.0.0.0/24"]),
+            (False, True, True, ("10.0.0.0/24",)),
+            id="all_changed",
+        ),
+        pytest.param(
+            prefs(AdvertiseRoutes=["10.0.0.0/24", *EXIT]),
+            (True, False, False, ("10.0.0.0/24", *EXIT)),
+            id="exit_routes",
+        ),
+    ],
+)
 def test_prefs_reduce_network_settings(p, want):
     s = view(st.PrefsEvent(p))
     assert (s.corp_dns, s.route_all, s.shields_up, s.advertise_routes) == want
@@ -57,8 +66,16 @@ def test_prefs_on_the_bus_update_and_null_routes_clear():
     assert s.advertise_routes == () and not s.advertises_exit_node
 
 
-@pytest.mark.parametrize("junk", [{"CorpDNS": "yes"}, {"RouteAll": 1}, {"ShieldsUp": None},
-                                  {"AdvertiseRoutes": "0.0.0.0/0"}, {"AdvertiseRoutes": {"a": 1}}])
+@pytest.mark.parametrize(
+    "junk",
+    [
+        {"CorpDNS": "yes"},
+        {"RouteAll": 1},
+        {"ShieldsUp": None},
+        {"AdvertiseRoutes": "0.0.0.0/0"},
+        {"AdvertiseRoutes": {"a": 1}},
+    ],
+)
 def test_malformed_prefs_change_nothing(junk):
     base = view(st.PrefsEvent(prefs(CorpDNS=False, RouteAll=True, AdvertiseRoutes=EXIT)))
     assert st.reduce(base, st.PrefsEvent(junk), NOW) == base
@@ -68,14 +85,17 @@ def test_only_one_exit_route_is_not_an_exit_node():
     assert not view(st.PrefsEvent(prefs(AdvertiseRoutes=["0.0.0.0/0"]))).advertises_exit_node
 
 
-@pytest.mark.parametrize("allowed,primary,want", [
-    pytest.param(None, None, st.Approval.UNKNOWN, id="status_silent"),
-    pytest.param(SELF_ADDRS, None, st.Approval.PENDING, id="not_yet_approved"),
-    pytest.param(SELF_ADDRS + ["0.0.0.0/0"], None, st.Approval.PENDING, id="half_approved"),
-    pytest.param(SELF_ADDRS + EXIT, None, st.Approval.APPROVED, id="in_allowed_ips"),
-    pytest.param(None, EXIT, st.Approval.APPROVED, id="in_primary_routes"),
-    pytest.param([], [], st.Approval.PENDING, id="empty_lists"),
-])
+@pytest.mark.parametrize(
+    "allowed,primary,want",
+    [
+        pytest.param(None, None, st.Approval.UNKNOWN, id="status_silent"),
+        pytest.param(SELF_ADDRS, None, st.Approval.PENDING, id="not_yet_approved"),
+        pytest.param(SELF_ADDRS + ["0.0.0.0/0"], None, st.Approval.PENDING, id="half_approved"),
+        pytest.param(SELF_ADDRS + EXIT, None, st.Approval.APPROVED, id="in_allowed_ips"),
+        pytest.param(None, EXIT, st.Approval.APPROVED, id="in_primary_routes"),
+        pytest.param([], [], st.Approval.PENDING, id="empty_lists"),
+    ],
+)
 def test_exit_node_approval_from_self_status(allowed, primary, want):
     s = view(st.StatusEvent(status("Running", self_allowed_ips=allowed, self_primary_routes=primary)))
     assert s.exit_node_approval is want
@@ -100,11 +120,17 @@ def test_connected_menu_has_network_settings_last_before_the_tail():
 
 
 def test_every_toggle_arg_is_the_new_value():
-    s = view(st.StatusEvent(status("Running", PEERS)),
-             st.PrefsEvent(prefs(CorpDNS=False, RouteAll=True, ShieldsUp=True, AdvertiseRoutes=EXIT)))
+    s = view(
+        st.StatusEvent(status("Running", PEERS)),
+        st.PrefsEvent(prefs(CorpDNS=False, RouteAll=True, ShieldsUp=True, AdvertiseRoutes=EXIT)),
+    )
     got = {c.action: (c.checked, c.arg) for c in settings_menu(s).children if c.action}
-    assert got == {"set_corp_dns": (False, True), "set_route_all": (True, False),
-                   "set_allow_incoming": (False, True), "set_advertise_exit_node": (True, False)}
+    assert got == {
+        "set_corp_dns": (False, True),
+        "set_route_all": (True, False),
+        "set_allow_incoming": (False, True),
+        "set_advertise_exit_node": (True, False),
+    }
 
 
 def test_stopped_menu_has_network_settings():
@@ -114,25 +140,33 @@ def test_stopped_menu_has_network_settings():
     assert next(c for c in item.children if c.action == "set_route_all").checked
 
 
-@pytest.mark.parametrize("events", [
-    pytest.param([st.HelperDown("")], id="helper_down"),
-    pytest.param([st.StatusEvent(status("NeedsLogin"))], id="needs_login"),
-    pytest.param([st.StatusEvent(status("NeedsMachineAuth"))], id="needs_approval"),
-    pytest.param([st.StatusEvent(status("Running", PEERS)), st.AccessDenied("denied")], id="read_only"),
-    pytest.param([st.StatusEvent(status("Stopped")), st.AccessDenied("denied")], id="read_only_stopped"),
-])
+@pytest.mark.parametrize(
+    "events",
+    [
+        pytest.param([st.HelperDown("")], id="helper_down"),
+        pytest.param([st.StatusEvent(status("NeedsLogin"))], id="needs_login"),
+        pytest.param([st.StatusEvent(status("NeedsMachineAuth"))], id="needs_approval"),
+        pytest.param([st.StatusEvent(status("Running", PEERS)), st.AccessDenied("denied")], id="read_only"),
+        pytest.param([st.StatusEvent(status("Stopped")), st.AccessDenied("denied")], id="read_only_stopped"),
+    ],
+)
 def test_no_network_settings_when_logged_out_or_read_only(events):
     assert settings_menu(view(*events)) is None
 
 
-@pytest.mark.parametrize("allowed,primary,line", [
-    pytest.param(None, None, "(the admin must approve it)", id="unknown"),
-    pytest.param(SELF_ADDRS, None, "Needs the tailnet admin's approval", id="pending"),
-    pytest.param(SELF_ADDRS + EXIT, None, "Offering this device as an exit node", id="approved"),
-])
+@pytest.mark.parametrize(
+    "allowed,primary,line",
+    [
+        pytest.param(None, None, "(the admin must approve it)", id="unknown"),
+        pytest.param(SELF_ADDRS, None, "Needs the tailnet admin's approval", id="pending"),
+        pytest.param(SELF_ADDRS + EXIT, None, "Offering this device as an exit node", id="approved"),
+    ],
+)
 def test_run_as_exit_node_says_whether_the_admin_approved(allowed, primary, line):
-    s = view(st.StatusEvent(status("Running", PEERS, self_allowed_ips=allowed, self_primary_routes=primary)),
-             st.PrefsEvent(prefs(AdvertiseRoutes=["192.168.1.0/24", *EXIT])))
+    s = view(
+        st.StatusEvent(status("Running", PEERS, self_allowed_ips=allowed, self_primary_routes=primary)),
+        st.PrefsEvent(prefs(AdvertiseRoutes=["192.168.1.0/24", *EXIT])),
+    )
     kids = settings_menu(s).children
     run = next(c for c in kids if c.action == "set_advertise_exit_node")
     assert run.checked and run.arg is False
@@ -156,14 +190,18 @@ def test_run_as_exit_node_disabled_while_using_an_exit_node():
 
 def test_qt_tray_submenu_checks_follow_prefs_in_place(qtbot):
     from meshgui.tray import Tray
+
     tray = Tray(clock=lambda: NOW)
     s = view(st.StatusEvent(status("Running", PEERS)), st.PrefsEvent(prefs()))
     tray.apply(s)
     sub = next(a.menu() for a in tray.menu.actions() if a.text() == "Network settings")
     acts = {a.text(): a for a in sub.actions() if not a.isSeparator()}
     assert {t: (a.isCheckable(), a.isChecked()) for t, a in acts.items()} == {
-        "Use tailnet DNS": (True, True), "Use subnet routes": (True, False),
-        "Allow incoming connections": (True, True), "Run as exit node": (True, False)}
+        "Use tailnet DNS": (True, True),
+        "Use subnet routes": (True, False),
+        "Allow incoming connections": (True, True),
+        "Run as exit node": (True, False),
+    }
     got = []
     tray.actionTriggered.connect(lambda a, g: got.append((a, g)))
     acts["Use subnet routes"].trigger()
@@ -177,15 +215,19 @@ def test_qt_tray_submenu_checks_follow_prefs_in_place(qtbot):
 
 def test_qt_window_toggles_emit_actions_and_show_approval(qtbot):
     from meshgui.window import MainWindow
+
     w = MainWindow(clock=lambda: NOW)
     qtbot.addWidget(w)
-    s = view(st.StatusEvent(status("Running", PEERS, self_allowed_ips=SELF_ADDRS)),
-             st.PrefsEvent(prefs(AdvertiseRoutes=EXIT, ShieldsUp=True)))
+    s = view(
+        st.StatusEvent(status("Running", PEERS, self_allowed_ips=SELF_ADDRS)),
+        st.PrefsEvent(prefs(AdvertiseRoutes=EXIT, ShieldsUp=True)),
+    )
     w.apply(s)
     w.show()
     boxes = w.net_boxes
-    assert [boxes[a].isChecked() for a in ("set_corp_dns", "set_route_all", "set_allow_incoming",
-                                           "set_advertise_exit_node")] == [True, False, False, True]
+    assert [
+        boxes[a].isChecked() for a in ("set_corp_dns", "set_route_all", "set_allow_incoming", "set_advertise_exit_node")
+    ] == [True, False, False, True]
     assert w.exit_approval.isVisible()
     assert w.exit_approval.text() == "Needs the tailnet admin's approval"
     got = []
@@ -202,6 +244,7 @@ def test_qt_window_toggles_emit_actions_and_show_approval(qtbot):
 
 def test_exit_node_picker_disabled_while_this_device_is_an_exit_node():
     """The engine refuses using and offering an exit node at once: the picker says so instead of failing on click."""
+
     def picker(s):
         return next(i for i in menu.build(s, now=NOW) if i.text.startswith("Exit node"))
 

@@ -36,6 +36,7 @@ def mask(body: dict) -> dict:
 
 def test_toggles_send_exactly_one_masked_field(qloop, sock):
     with RecordingLocalAPI(sock, backend="Running", peers=[peer(1, named("nas"), exit_option)]) as fake:
+
         async def main():
             b = Bridge(EngineClient(sock, timeout=5))
             async with running(b):
@@ -49,9 +50,14 @@ def test_toggles_send_exactly_one_masked_field(qloop, sock):
                 b.set_allow_incoming(True)
                 await wait_until(lambda: not b.state.shields_up, what="shields down")
             assert [mask(p) for p in fake.patches] == [
-                {"CorpDNS": False}, {"RouteAll": True}, {"ShieldsUp": True}, {"ShieldsUp": False}]
+                {"CorpDNS": False},
+                {"RouteAll": True},
+                {"ShieldsUp": True},
+                {"ShieldsUp": False},
+            ]
             assert fake.patches[0]["CorpDNSSet"] is True and "RouteAllSet" not in fake.patches[0]
             assert (fake.prefs["CorpDNS"], fake.prefs["RouteAll"], fake.prefs["ShieldsUp"]) == (False, True, False)
+
         run(qloop, main())
 
 
@@ -77,11 +83,13 @@ def test_run_as_exit_node_keeps_other_advertised_routes(qloop, sock):
                 {"AdvertiseRoutes": ["192.168.1.0/24", "10.9.0.0/16"]},
             ]
             assert fake.prefs["AdvertiseRoutes"] == ["192.168.1.0/24", "10.9.0.0/16"]
+
         run(qloop, main())
 
 
 def test_read_only_toggle_is_refused_and_turns_read_only(qloop, sock):
     with RecordingLocalAPI(sock, backend="Running", read_only=True) as fake:
+
         async def main():
             b = Bridge(EngineClient(sock, timeout=5))
             failures = []
@@ -92,12 +100,14 @@ def test_read_only_toggle_is_refused_and_turns_read_only(qloop, sock):
                 await wait_until(lambda: b.state.read_only, what="read-only")
             assert failures and "not allowed" in failures[0]
             assert fake.prefs["RouteAll"] is False and not b.state.route_all
+
         run(qloop, main())
 
 
 def test_app_routes_window_checkboxes_and_actions_to_the_helper(qapp, qloop, tmp_path, monkeypatch):
     """App.on_action wiring: the window's checkboxes (and the tray's action names) reach the helper's prefs."""
     from meshgui.app import App, parse_args
+
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     sock = str(tmp_path / "helper.sock")
@@ -122,9 +132,14 @@ def test_app_routes_window_checkboxes_and_actions_to_the_helper(qapp, qloop, tmp
                 app.quit()
                 await asyncio.wait_for(task, 20)
                 app.window.close()
+
         run(qloop, main())
         assert [mask(p) for p in fake.patches] == [
-            {"RouteAll": True}, {"AdvertiseRoutes": EXIT}, {"CorpDNS": False}, {"ShieldsUp": True}]
+            {"RouteAll": True},
+            {"AdvertiseRoutes": EXIT},
+            {"CorpDNS": False},
+            {"ShieldsUp": True},
+        ]
 
 
 def test_quick_toggles_end_on_the_helpers_last_answer(qloop):
@@ -151,4 +166,5 @@ def test_quick_toggles_end_on_the_helpers_last_answer(qloop):
         await wait_until(lambda: client.calls == 3, what="three edits")
         await asyncio.sleep(0.5)
         assert (b.state.corp_dns, b.state.route_all, b.state.shields_up) == (False, True, True)
+
     run(qloop, main(), timeout=30)

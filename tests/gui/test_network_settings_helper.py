@@ -38,8 +38,13 @@ def helper_prefs(sock: str) -> dict:
 
 
 def meshctl_status(sock: str) -> dict:
-    p = subprocess.run([sys.executable, "-m", "engine.cli.meshctl", "--socket", sock, "--json", "status"],
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    p = subprocess.run(
+        [sys.executable, "-m", "engine.cli.meshctl", "--socket", sock, "--json", "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert p.returncode == 0, p.stderr[-1000:]
     return json.loads(p.stdout)
 
@@ -65,8 +70,10 @@ def test_toggles_round_trip_into_the_helper(qloop, helper_sock):
             b.set_corp_dns(False)
             b.set_route_all(True)
             b.set_allow_incoming(False)
-            await wait_until(lambda: (b.state.corp_dns, b.state.route_all, b.state.shields_up) == (False, True, True),
-                             what="three toggles in the view")
+            await wait_until(
+                lambda: (b.state.corp_dns, b.state.route_all, b.state.shields_up) == (False, True, True),
+                what="three toggles in the view",
+            )
             got = await asyncio.to_thread(helper_prefs, helper_sock)
             assert (got["CorpDNS"], got["RouteAll"], got["ShieldsUp"]) == (False, True, True)
 
@@ -85,8 +92,10 @@ def test_toggles_round_trip_into_the_helper(qloop, helper_sock):
             b.set_advertise_exit_node(False)
             b.set_corp_dns(True)
             b.set_allow_incoming(True)
-            await wait_until(lambda: not b.state.advertises_exit_node and b.state.corp_dns and not b.state.shields_up,
-                             what="settings back while stopped")
+            await wait_until(
+                lambda: not b.state.advertises_exit_node and b.state.corp_dns and not b.state.shields_up,
+                what="settings back while stopped",
+            )
             got = await asyncio.to_thread(helper_prefs, helper_sock)
             assert (got["CorpDNS"], got["RouteAll"], got["ShieldsUp"]) == (True, True, False)
             assert not got.get("AdvertiseRoutes")
@@ -94,4 +103,5 @@ def test_toggles_round_trip_into_the_helper(qloop, helper_sock):
         finally:
             b.stop()
             await asyncio.wait_for(task, 10)
+
     run(qloop, main(), timeout=120)

@@ -29,21 +29,32 @@ EXIT = ["0.0.0.0/0", "::/0"]
 
 def test_bridge_edits_network_prefs_of_a_real_tailscaled(qloop):
     with tailscaled_in_netns() as sock:
+
         async def main():
             b = Bridge(EngineClient(sock, timeout=10))
             reader = EngineClient(sock, timeout=10)
             task = asyncio.ensure_future(b.run())
             try:
-                await wait_until(lambda: b.state.tray is TrayState.NEEDS_LOGIN and b.state.self_node.name,
-                                 what="NeedsLogin from tailscaled")
+                await wait_until(
+                    lambda: b.state.tray is TrayState.NEEDS_LOGIN and b.state.self_node.name,
+                    what="NeedsLogin from tailscaled",
+                )
                 start = (await reader.get_prefs()).value
-                assert (b.state.corp_dns, b.state.route_all, b.state.shields_up) == \
-                    (start.corp_dns, start.route_all, start.shields_up)
+                assert (b.state.corp_dns, b.state.route_all, b.state.shields_up) == (
+                    start.corp_dns,
+                    start.route_all,
+                    start.shields_up,
+                )
                 b.set_corp_dns(not start.corp_dns)
                 b.set_route_all(not start.route_all)
                 b.set_allow_incoming(False)
-                await wait_until(lambda: (b.state.corp_dns, b.state.route_all, b.state.shields_up) ==
-                                 (not start.corp_dns, not start.route_all, True), what="toggles in the view")
+                await wait_until(
+                    lambda: (
+                        (b.state.corp_dns, b.state.route_all, b.state.shields_up)
+                        == (not start.corp_dns, not start.route_all, True)
+                    ),
+                    what="toggles in the view",
+                )
                 got = (await reader.get_prefs()).value
                 assert (got.corp_dns, got.route_all, got.shields_up) == (not start.corp_dns, not start.route_all, True)
 
@@ -60,4 +71,5 @@ def test_bridge_edits_network_prefs_of_a_real_tailscaled(qloop):
             finally:
                 b.stop()
                 await asyncio.wait_for(task, 10)
+
         run(qloop, main(), timeout=120)

@@ -32,8 +32,10 @@ def test_startup_into_running_is_silent():
 
 
 def test_exit_node_going_offline_once():
-    up = view(st.StatusEvent(status("Running", [peer(1, named("nas"), exit_option)])),
-              st.PrefsEvent(prefs(ExitNodeID="n1CNTRL")))
+    up = view(
+        st.StatusEvent(status("Running", [peer(1, named("nas"), exit_option)])),
+        st.PrefsEvent(prefs(ExitNodeID="n1CNTRL")),
+    )
     down = st.reduce(up, st.StatusEvent(status("Running", [peer(1, named("nas"), exit_option, offline)])), NOW)
     notes = nt.transitions(up, down)
     assert len(notes) == 1 and notes[0][0] == "Exit node offline" and "nas" in notes[0][1]
@@ -47,8 +49,7 @@ def test_helper_crash_and_key_expiry_and_control_unreachable():
     assert [t for t, _ in nt.transitions(run, soon)] == ["Log in again soon"]
     gone = st.reduce(run, st.StatusEvent(status("Running", key_expiry="2026-09-01T11:00:00Z")), NOW)
     assert [t for t, _ in nt.transitions(soon, gone)] == ["Log in again"]
-    cu = st.reduce(run, st.StatusEvent(status("Running", health=["Unable to connect to the coordination server"])),
-                   NOW)
+    cu = st.reduce(run, st.StatusEvent(status("Running", health=["Unable to connect to the coordination server"])), NOW)
     assert [t for t, _ in nt.transitions(run, cu)] == ["Coordination server unreachable"]
 
 

@@ -37,8 +37,10 @@ def test_login_peers_exit_node_pings_and_keys(qloop, helper_sock):
         try:
             await wait_until(lambda: b.state.tray is TrayState.NEEDS_LOGIN, what="NeedsLogin")
             b.login()
-            await wait_until(lambda: b.state.tray is TrayState.CONNECTED and len(b.state.peers) == 3,
-                             what="Running with the fake tailnet")
+            await wait_until(
+                lambda: b.state.tray is TrayState.CONNECTED and len(b.state.peers) == 3,
+                what="Running with the fake tailnet",
+            )
             assert b.state.account == "alice@example.com"
             names = [p.name for p in b.state.peers]
             assert names[-1] == "offline1", "offline peers sort last"
@@ -64,6 +66,7 @@ def test_login_peers_exit_node_pings_and_keys(qloop, helper_sock):
         finally:
             b.stop()
             await asyncio.wait_for(task, 10)
+
     run(qloop, main(), timeout=120)
 
 

@@ -14,16 +14,19 @@ from meshgui.control_check import CheckResult, check_control_url, check_syntax
 from meshgui.settings import Settings
 
 
-@pytest.mark.parametrize("url,ok,msg", [
-    ("", False, "Enter the address"),
-    ("headscale.example.com", False, "must start with https://"),
-    ("ftp://headscale.example.com", False, "must start with https://"),
-    ("https://", False, "no host name"),
-    ("https://hs.example.com:99999", False, "port number"),
-    ("https://hs.example.com/?x=1", False, "?query"),
-    ("https://hs.example.com/", True, ""),
-    ("http://127.0.0.1:8080", True, ""),
-])
+@pytest.mark.parametrize(
+    "url,ok,msg",
+    [
+        ("", False, "Enter the address"),
+        ("headscale.example.com", False, "must start with https://"),
+        ("ftp://headscale.example.com", False, "must start with https://"),
+        ("https://", False, "no host name"),
+        ("https://hs.example.com:99999", False, "port number"),
+        ("https://hs.example.com/?x=1", False, "?query"),
+        ("https://hs.example.com/", True, ""),
+        ("http://127.0.0.1:8080", True, ""),
+    ],
+)
 def test_syntax(url, ok, msg):
     r = check_syntax(url)
     assert r.ok is ok and msg in r.message
@@ -58,6 +61,7 @@ def key_server():
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         servers.append(srv)
         return f"http://127.0.0.1:{srv.server_address[1]}"
+
     yield make
     for s in servers:
         s.shutdown()
@@ -70,11 +74,14 @@ def test_answers_like_control_server(key_server):
     assert r.ok and r.url == url and "is a control server" in r.message
 
 
-@pytest.mark.parametrize("answer,code,msg", [
-    (b"<html>hello</html>", 200, "not like a control server"),
-    (b'{"publicKey": "nodekey:00"}', 200, "not like a control server"),
-    (b"nope", 500, "HTTP 500"),
-])
+@pytest.mark.parametrize(
+    "answer,code,msg",
+    [
+        (b"<html>hello</html>", 200, "not like a control server"),
+        (b'{"publicKey": "nodekey:00"}', 200, "not like a control server"),
+        (b"nope", 500, "HTTP 500"),
+    ],
+)
 def test_not_a_control_server(key_server, answer, code, msg):
     r = check_control_url(key_server(answer, code), timeout=5)
     assert not r.ok and msg in r.message
@@ -88,10 +95,13 @@ def test_unreachable():
 @pytest.mark.lab
 def test_real_headscale_accepted_and_wrong_urls_refused(lab):
     from tests.lab.headscale import Headscale
+
     h = lab.host("hs")
     hs = Headscale(h, "127.0.0.1", port=8080).start()
-    code = ("import json, sys\nfrom meshgui.control_check import check_control_url\n"
-            "print(json.dumps([check_control_url(u, timeout=5).__dict__ for u in sys.argv[1:]]))\n")
+    code = (
+        "import json, sys\nfrom meshgui.control_check import check_control_url\n"
+        "print(json.dumps([check_control_url(u, timeout=5).__dict__ for u in sys.argv[1:]]))\n"
+    )
     out = h.exec_python(code, hs.url, hs.url + "/admin", "http://127.0.0.1:8081", timeout=60)
     good, wrong_path, wrong_port = json.loads(out.stdout)
     assert good["ok"] and good["url"] == "http://127.0.0.1:8080", good
@@ -113,6 +123,7 @@ def test_autostart_file(tmp_path):
 
 def test_dialog_requires_a_checked_server_before_saving(qtbot, qloop, tmp_path):
     from meshgui.prefs import PreferencesDialog
+
     settings = Settings(str(tmp_path / "gui.ini"))
     calls = []
 

@@ -26,6 +26,7 @@ class _M(QAbstractTableModel):
 
 def test_model_signals_keep_refcounts(qapp):
     import PySide6
+
     m = _M()
     top, bottom = m.index(0, 0), m.index(1, 1)
     before = (sys.getrefcount(False), sys.getrefcount(None))
@@ -37,4 +38,5 @@ def test_model_signals_keep_refcounts(qapp):
     lost = (before[0] - after[0], before[1] - after[1])
     assert max(lost) < 50, (
         f"PySide6 {PySide6.__version__} on Python {sys.version.split()[0]} loses references to False/None "
-        f"({lost} per 100 model updates): the GUI would abort after a few thousand updates. Use PySide6==6.11.3.")
+        f"({lost} per 100 model updates): the GUI would abort after a few thousand updates. Use PySide6==6.11.3."
+    )

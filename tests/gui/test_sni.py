@@ -8,21 +8,25 @@ from tests.gui.sni_watcher import PrivateBus, Watcher, get_property, have_dbus_d
 from tests.gui.test_xvfb_tray import GuiProcess
 from tests.gui.xsession import XSession, have_x_tools
 
-pytestmark = [pytest.mark.gui,
-              pytest.mark.skipif(not (have_x_tools(tray=False) and have_dbus_daemon()), reason="Xvfb/dbus missing")]
+pytestmark = [
+    pytest.mark.gui,
+    pytest.mark.skipif(not (have_x_tools(tray=False) and have_dbus_daemon()), reason="Xvfb/dbus missing"),
+]
 
 ITEM_IFACE = "org.kde.StatusNotifierItem"
 
 
 def test_app_registers_status_notifier_item(tmp_path):
     sock = str(tmp_path / "helper.sock")  # nothing listens: the "helper not running" state is fine here
-    with PrivateBus() as bus, Watcher(bus.address, tmp_path / "watcher.jsonl") as watcher, \
-            XSession(tray=False) as x:
+    with PrivateBus() as bus, Watcher(bus.address, tmp_path / "watcher.jsonl") as watcher, XSession(tray=False) as x:
         x.env["DBUS_SESSION_BUS_ADDRESS"] = bus.address
         gui = GuiProcess(x, tmp_path, sock)
         try:
-            regs = watcher.wait_for(lambda: [e for e in watcher.events() if e["event"] == "register"],
-                                    "RegisterStatusNotifierItem", timeout=60)
+            regs = watcher.wait_for(
+                lambda: [e for e in watcher.events() if e["event"] == "register"],
+                "RegisterStatusNotifierItem",
+                timeout=60,
+            )
             gui.wait_log("tray icon shown")
             assert len(regs) == 1, regs
             reg = regs[0]
@@ -43,12 +47,15 @@ def test_app_registers_status_notifier_item(tmp_path):
             assert sig == "(sa(iiay)ss)" and "helper not running" in tooltip[2], tooltip  # the app's own state
             _, icon_name = get_property(bus.address, service, path, ITEM_IFACE, "IconName")
             _, pixmaps = get_property(bus.address, service, path, ITEM_IFACE, "IconPixmap")
-            assert icon_name or any(w > 0 and h > 0 and len(data) == 4 * w * h for w, h, data in pixmaps), \
-                (icon_name, [(w, h, len(d)) for w, h, d in pixmaps])
+            assert icon_name or any(w > 0 and h > 0 and len(data) == 4 * w * h for w, h, data in pixmaps), (
+                icon_name,
+                [(w, h, len(d)) for w, h, d in pixmaps],
+            )
 
             assert "No system tray was found" not in gui.text()
-            assert not x.xdotool("search", "--onlyvisible", "--name", "^meshvpn$", check=False).strip(), \
+            assert not x.xdotool("search", "--onlyvisible", "--name", "^meshvpn$", check=False).strip(), (
                 "main window shown although the tray icon is up"
+            )
             assert gui.proc.poll() is None
         finally:
             gui.close()

@@ -1,4 +1,4 @@
-"""Browser SSO end to end from the GUI: Log in → our helper (real engine) → headscale OIDC → headless Chromium → Running.
+"""Browser SSO end to end from the GUI: Log in → helper (real engine) → headscale OIDC → headless Chromium → Running.
 
 The GUI runs in-process (it only needs the helper's Unix socket); the helper, headscale, the
 IdP and the browser run in lab namespaces. The GUI's "open this URL" goes through Qt's
@@ -38,9 +38,23 @@ def test_gui_browser_sso_login_reaches_connected(sso, qapp, qloop, tmp_path, mon
     lab, client = sso.client.lab, sso.client
     sock = str(lab.dir / "helper-gui.sock")
     env = {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "MESH_TESTING": "1"}
-    helper = client.popen([sys.executable, "-m", "engine.cli.helper", "serve", "--socket", sock,
-                           "--journal", str(lab.dir / "journal-gui.jsonl"), "--tun", "mesh0", "-v"],
-                          env=env, cwd=str(REPO_ROOT))
+    helper = client.popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli.helper",
+            "serve",
+            "--socket",
+            sock,
+            "--journal",
+            str(lab.dir / "journal-gui.jsonl"),
+            "--tun",
+            "mesh0",
+            "-v",
+        ],
+        env=env,
+        cwd=str(REPO_ROOT),
+    )
     monkeypatch.setenv("HOME", str(tmp_path))
     args = parse_args(["--socket", sock, "--settings", str(tmp_path / "gui.ini"), "--no-supervise", "--no-keyring"])
     app = App(qapp, args)
@@ -51,8 +65,11 @@ def test_gui_browser_sso_login_reaches_connected(sso, qapp, qloop, tmp_path, mon
     async def main():
         task = asyncio.ensure_future(app.run())
         try:
-            await wait_until(lambda: app.view.tray is TrayState.NEEDS_LOGIN or helper.poll() is not None,
-                             timeout=60, what="helper ready (NeedsLogin)")
+            await wait_until(
+                lambda: app.view.tray is TrayState.NEEDS_LOGIN or helper.poll() is not None,
+                timeout=60,
+                what="helper ready (NeedsLogin)",
+            )
             assert helper.poll() is None, client.log_of(helper)[-3000:]
             app.on_action("login", "")
             await wait_until(lambda: catcher.urls, timeout=60, what="BrowseToURL opened by the GUI")
@@ -60,7 +77,8 @@ def test_gui_browser_sso_login_reaches_connected(sso, qapp, qloop, tmp_path, mon
             url = catcher.urls[0]
             assert url.startswith(sso.login_server + "/register/")
             res = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: sso.login_with_browser(url, prefix="sso-gui"))
+                None, lambda: sso.login_with_browser(url, prefix="sso-gui")
+            )
             assert res.ok, res
             await wait_until(lambda: app.view.tray is TrayState.CONNECTED, timeout=90, what="connected")
             await wait_until(lambda: not app.login_dialog.isVisible(), what="login dialog closed")
@@ -88,14 +106,29 @@ def test_tray_click_log_in_then_browser_sso_under_xvfb(sso, tmp_path, artifacts_
 
     from tests.gui.test_xvfb_tray import GuiProcess, shot, tray_icon_center
     from tests.gui.xsession import XSession, have_x_tools
+
     if not have_x_tools():
         pytest.skip("Xvfb/trayer/xdotool/import missing")
     lab, client = sso.client.lab, sso.client
     sock = str(lab.dir / "helper-tray.sock")
     env = {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "MESH_TESTING": "1"}
-    helper = client.popen([sys.executable, "-m", "engine.cli.helper", "serve", "--socket", sock,
-                           "--journal", str(lab.dir / "journal-tray.jsonl"), "--tun", "mesh0", "-v"],
-                          env=env, cwd=str(REPO_ROOT))
+    helper = client.popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli.helper",
+            "serve",
+            "--socket",
+            sock,
+            "--journal",
+            str(lab.dir / "journal-tray.jsonl"),
+            "--tun",
+            "mesh0",
+            "-v",
+        ],
+        env=env,
+        cwd=str(REPO_ROOT),
+    )
     bindir = tmp_path / "bin"
     bindir.mkdir()
     opened = tmp_path / "opened-urls.txt"
@@ -117,10 +150,13 @@ def test_tray_click_log_in_then_browser_sso_under_xvfb(sso, tmp_path, artifacts_
             gui.wait_log("tray menu shown")
             shot(x, artifacts_dir, "sso-1-menu-logged-out")
             x.xdotool("key", "--delay", "150", "Down", "Return")  # the one enabled item: "Log in…"
-            url = XSession.wait_for(lambda: opened.exists() and opened.read_text().strip(), "URL handed to xdg-open",
-                                    60)
-            XSession.wait_for(lambda: x.xdotool("search", "--onlyvisible", "--name", "^meshvpn login$",
-                                                check=False).strip(), "login dialog")
+            url = XSession.wait_for(
+                lambda: opened.exists() and opened.read_text().strip(), "URL handed to xdg-open", 60
+            )
+            XSession.wait_for(
+                lambda: x.xdotool("search", "--onlyvisible", "--name", "^meshvpn login$", check=False).strip(),
+                "login dialog",
+            )
             time.sleep(1.0)
             shot(x, artifacts_dir, "sso-2-waiting-for-browser")
             assert url.startswith(sso.login_server + "/register/"), url
@@ -128,9 +164,13 @@ def test_tray_click_log_in_then_browser_sso_under_xvfb(sso, tmp_path, artifacts_
             assert res.ok, res
 
             def connected() -> bool:
-                p = client.run([sys.executable, "-m", "engine.cli.meshctl", "--socket", sock, "status", "--json"],
-                               check=False, env=env)
+                p = client.run(
+                    [sys.executable, "-m", "engine.cli.meshctl", "--socket", sock, "status", "--json"],
+                    check=False,
+                    env=env,
+                )
                 return p.returncode == 0 and '"BackendState": "Running"' in p.stdout
+
             XSession.wait_for(connected, "helper Running", 90)
             time.sleep(2.0)  # the GUI's watch stream + status refresh
             x.xdotool("mousemove", str(cx), str(cy), "click", "1")

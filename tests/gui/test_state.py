@@ -19,35 +19,58 @@ def run(*events: st.Event, now: dt.datetime = NOW) -> st.ViewState:
     return fold(lambda s, e: st.reduce(s, e, now), events, st.ViewState())
 
 
-@pytest.mark.parametrize("events,want", [
-    pytest.param([], st.TrayState.HELPER_DOWN, id="initial_helper_down"),
-    pytest.param([UP], st.TrayState.CONNECTING, id="up_nostate_connecting"),
-    pytest.param([st.NotifyEvent(notify(State=2))], st.TrayState.NEEDS_LOGIN, id="notify_needs_login"),
-    pytest.param([st.NotifyEvent(notify(State=3))], st.TrayState.NEEDS_APPROVAL, id="needs_machine_auth"),
-    pytest.param([st.NotifyEvent(notify(State=4))], st.TrayState.STOPPED, id="stopped"),
-    pytest.param([st.NotifyEvent(notify(State=5))], st.TrayState.CONNECTING, id="starting"),
-    pytest.param([st.NotifyEvent(notify(State=6))], st.TrayState.CONNECTED, id="running"),
-    pytest.param([st.NotifyEvent(notify(State=1))], st.TrayState.ERROR, id="in_use_other_user"),
-    pytest.param([st.StatusEvent(status("Running"))], st.TrayState.CONNECTED, id="status_running"),
-    pytest.param([st.StatusEvent(status("NeedsLogin"))], st.TrayState.NEEDS_LOGIN, id="status_needs_login"),
-    pytest.param([st.NotifyEvent(notify(State=6, Prefs=prefs(ExitNodeID="n1CNTRL")))],
-                 st.TrayState.EXIT_NODE, id="running_with_exit_node"),
-    pytest.param([st.StatusEvent(status("Running", exit_node="n1CNTRL"))], st.TrayState.EXIT_NODE,
-                 id="status_exit_node_status"),
-    pytest.param([st.NotifyEvent(notify(State=6)), st.HelperDown("gone")], st.TrayState.HELPER_DOWN,
-                 id="helper_down_after_running"),
-    pytest.param([st.StatusEvent(status("Running", key_expiry="2026-09-01T11:00:00Z"))],
-                 st.TrayState.NEEDS_LOGIN, id="expired_key_never_connected"),
-    pytest.param([st.StatusEvent(status("Running", key_expiry="2026-09-01T13:00:00Z"))],
-                 st.TrayState.CONNECTED, id="expiring_key_still_connected"),
-])
+@pytest.mark.parametrize(
+    "events,want",
+    [
+        pytest.param([], st.TrayState.HELPER_DOWN, id="initial_helper_down"),
+        pytest.param([UP], st.TrayState.CONNECTING, id="up_nostate_connecting"),
+        pytest.param([st.NotifyEvent(notify(State=2))], st.TrayState.NEEDS_LOGIN, id="notify_needs_login"),
+        pytest.param([st.NotifyEvent(notify(State=3))], st.TrayState.NEEDS_APPROVAL, id="needs_machine_auth"),
+        pytest.param([st.NotifyEvent(notify(State=4))], st.TrayState.STOPPED, id="stopped"),
+        pytest.param([st.NotifyEvent(notify(State=5))], st.TrayState.CONNECTING, id="starting"),
+        pytest.param([st.NotifyEvent(notify(State=6))], st.TrayState.CONNECTED, id="running"),
+        pytest.param([st.NotifyEvent(notify(State=1))], st.TrayState.ERROR, id="in_use_other_user"),
+        pytest.param([st.StatusEvent(status("Running"))], st.TrayState.CONNECTED, id="status_running"),
+        pytest.param([st.StatusEvent(status("NeedsLogin"))], st.TrayState.NEEDS_LOGIN, id="status_needs_login"),
+        pytest.param(
+            [st.NotifyEvent(notify(State=6, Prefs=prefs(ExitNodeID="n1CNTRL")))],
+            st.TrayState.EXIT_NODE,
+            id="running_with_exit_node",
+        ),
+        pytest.param(
+            [st.StatusEvent(status("Running", exit_node="n1CNTRL"))],
+            st.TrayState.EXIT_NODE,
+            id="status_exit_node_status",
+        ),
+        pytest.param(
+            [st.NotifyEvent(notify(State=6)), st.HelperDown("gone")],
+            st.TrayState.HELPER_DOWN,
+            id="helper_down_after_running",
+        ),
+        pytest.param(
+            [st.StatusEvent(status("Running", key_expiry="2026-09-01T11:00:00Z"))],
+            st.TrayState.NEEDS_LOGIN,
+            id="expired_key_never_connected",
+        ),
+        pytest.param(
+            [st.StatusEvent(status("Running", key_expiry="2026-09-01T13:00:00Z"))],
+            st.TrayState.CONNECTED,
+            id="expiring_key_still_connected",
+        ),
+    ],
+)
 def test_tray_state(events, want):
     assert run(*events).tray is want
 
 
 def test_status_fields():
-    s = run(st.StatusEvent(status("Running", [peer(1, direct()), peer(2), peer(3, offline)],
-                                  key_expiry="2026-09-01T20:00:00.123456789Z")))
+    s = run(
+        st.StatusEvent(
+            status(
+                "Running", [peer(1, direct()), peer(2), peer(3, offline)], key_expiry="2026-09-01T20:00:00.123456789Z"
+            )
+        )
+    )
     assert s.self_node.name == "laptop"
     assert s.self_node.ips == ("100.64.0.1", "fd7a:115c:a1e0::1")  # IPv4 first
     assert s.self_node.dns_name == "laptop.tail1234.ts.net"
@@ -63,8 +86,11 @@ def test_status_fields():
 
 
 def test_peers_sorted_online_first_then_name():
-    s = run(st.StatusEvent(status("Running", [peer(1, named("zed")), peer(2, named("bob"), offline),
-                                              peer(3, named("Amy"))])))
+    s = run(
+        st.StatusEvent(
+            status("Running", [peer(1, named("zed")), peer(2, named("bob"), offline), peer(3, named("Amy"))])
+        )
+    )
     assert [p.name for p in s.peers] == ["Amy", "zed", "bob"]
 
 
@@ -86,8 +112,10 @@ def test_ping_for_unknown_ip_is_ignored():
 
 
 def test_exit_nodes():
-    s = run(st.StatusEvent(status("Running", [peer(1, exit_option), peer(2), peer(3, exit_option, offline)])),
-            st.PrefsEvent(prefs(ExitNodeID="n3CNTRL", ExitNodeAllowLANAccess=True)))
+    s = run(
+        st.StatusEvent(status("Running", [peer(1, exit_option), peer(2), peer(3, exit_option, offline)])),
+        st.PrefsEvent(prefs(ExitNodeID="n3CNTRL", ExitNodeAllowLANAccess=True)),
+    )
     assert [p.id for p in s.exit_options] == ["n1CNTRL", "n3CNTRL"]
     assert s.exit_node.id == "n3CNTRL" and s.exit_node_offline and s.allow_lan
     assert s.tray is st.TrayState.EXIT_NODE
@@ -107,8 +135,12 @@ def test_browser_login_flow():
 
 
 def test_login_cancel():
-    s = run(st.NotifyEvent(notify(State=2)), st.LoginStarted(),
-            st.NotifyEvent(notify(BrowseToURL="https://x/1")), st.LoginCancelled())
+    s = run(
+        st.NotifyEvent(notify(State=2)),
+        st.LoginStarted(),
+        st.NotifyEvent(notify(BrowseToURL="https://x/1")),
+        st.LoginCancelled(),
+    )
     assert not s.login_pending and not s.browse_url and s.tray is st.TrayState.NEEDS_LOGIN
 
 
@@ -118,25 +150,45 @@ def test_access_denied_is_sticky_read_only():
 
 
 def test_err_message_and_health():
-    s = run(st.NotifyEvent(notify(ErrMessage="boom")),
-            st.StatusEvent(status("Running", health=["Unable to connect to the coordination server"])))
+    s = run(
+        st.NotifyEvent(notify(ErrMessage="boom")),
+        st.StatusEvent(status("Running", health=["Unable to connect to the coordination server"])),
+    )
     assert s.error == "boom" and s.control_unreachable
 
 
-@pytest.mark.parametrize("junk", [
-    None, 42, "x", [], {"State": "six"}, {"State": 99}, {"State": True}, {"Prefs": "no"},
-    {"Prefs": {"WantRunning": "yes", "ExitNodeID": 5}}, {"BrowseToURL": 7},
-], ids=repr)
+@pytest.mark.parametrize(
+    "junk",
+    [
+        None,
+        42,
+        "x",
+        [],
+        {"State": "six"},
+        {"State": 99},
+        {"State": True},
+        {"Prefs": "no"},
+        {"Prefs": {"WantRunning": "yes", "ExitNodeID": 5}},
+        {"BrowseToURL": 7},
+    ],
+    ids=repr,
+)
 def test_malformed_notify_changes_nothing_but_liveness(junk):
     base = run(UP)
     got = st.reduce(base, st.NotifyEvent(junk), NOW)
     assert dataclasses.replace(got, version=base.version) == base
 
 
-@pytest.mark.parametrize("junk", [
-    {"Peer": {"k": "notadict"}}, {"Peer": [1, 2]}, {"Self": None, "User": None},
-    {"Peer": {"k": {"TailscaleIPs": "1.2.3.4", "Online": "yes", "RxBytes": "9", "LastHandshake": "garbage"}}},
-], ids=repr)
+@pytest.mark.parametrize(
+    "junk",
+    [
+        {"Peer": {"k": "notadict"}},
+        {"Peer": [1, 2]},
+        {"Self": None, "User": None},
+        {"Peer": {"k": {"TailscaleIPs": "1.2.3.4", "Online": "yes", "RxBytes": "9", "LastHandshake": "garbage"}}},
+    ],
+    ids=repr,
+)
 def test_malformed_status_never_raises(junk):
     s = run(st.StatusEvent(junk))
     assert s.helper_running

@@ -18,16 +18,34 @@ from meshgui import state as st
 from tests.gui.builders import direct, exit_option, named, notify, peer, prefs, status
 
 NOW = dt.datetime(2026, 9, 1, 12, 0, tzinfo=dt.timezone.utc)
-STATUS = status("Running", [peer(1, named("nas"), exit_option, direct()), peer(2, named("phone"))],
-                key_expiry="2026-09-03T12:00:00Z", exit_node="n1CNTRL", health=["DNS is slow"],
-                self_allowed_ips=["100.64.0.1/32"], self_primary_routes=[])
-NOTIFY = notify(State=6, Prefs=prefs(CorpDNS=False, RouteAll=True, ExitNodeID="n1CNTRL",
-                                     AdvertiseRoutes=["10.0.0.0/24"]),
-                Engine={"RBytes": 5, "WBytes": 6}, ErrMessage="control is slow")
+STATUS = status(
+    "Running",
+    [peer(1, named("nas"), exit_option, direct()), peer(2, named("phone"))],
+    key_expiry="2026-09-03T12:00:00Z",
+    exit_node="n1CNTRL",
+    health=["DNS is slow"],
+    self_allowed_ips=["100.64.0.1/32"],
+    self_primary_routes=[],
+)
+NOTIFY = notify(
+    State=6,
+    Prefs=prefs(CorpDNS=False, RouteAll=True, ExitNodeID="n1CNTRL", AdvertiseRoutes=["10.0.0.0/24"]),
+    Engine={"RBytes": 5, "WBytes": 6},
+    ErrMessage="control is slow",
+)
 # One value of each JSON kind; a field gets every one of a kind other than its own.
 WRONG = [None, True, 7, 2.5, "x", [1, "a"], {"k": 1}]
-PREFS_VIEW = ("want_running", "logged_out", "allow_lan", "corp_dns", "route_all", "shields_up", "control_url",
-              "exit_node_id", "advertise_routes")
+PREFS_VIEW = (
+    "want_running",
+    "logged_out",
+    "allow_lan",
+    "corp_dns",
+    "route_all",
+    "shields_up",
+    "control_url",
+    "exit_node_id",
+    "advertise_routes",
+)
 CONNECTED = (st.TrayState.CONNECTED, st.TrayState.EXIT_NODE)
 
 
@@ -103,8 +121,9 @@ def test_status_with_one_wrong_typed_value_is_shown_with_everything_else(path):
         elif top == "Peer" and len(path) > 2:  # inside one peer: the other one is untouched, and still listed
             by_key = {p.key: p for p in s.peers}
             assert by_key.keys() == {p.key for p in GOOD_STATUS.peers}, what
-            assert [p for p in GOOD_STATUS.peers if p.key != path[1]] == [by_key[p.key] for p in GOOD_STATUS.peers
-                                                                           if p.key != path[1]], what
+            assert [p for p in GOOD_STATUS.peers if p.key != path[1]] == [
+                by_key[p.key] for p in GOOD_STATUS.peers if p.key != path[1]
+            ], what
         if top not in ("Self", "TailscaleIPs"):
             assert s.self_node == GOOD_STATUS.self_node, what
         if top not in ("Self", "User"):
@@ -142,10 +161,14 @@ def test_notify_with_one_wrong_typed_value_is_applied_but_for_that_value(path):
 
 # Any JSON value at all, put anywhere in a message.
 JSON = hs.recursive(
-    hs.none() | hs.booleans() | hs.integers(-2**40, 2**40) | hs.floats(allow_nan=False, allow_infinity=False)
+    hs.none()
+    | hs.booleans()
+    | hs.integers(-(2**40), 2**40)
+    | hs.floats(allow_nan=False, allow_infinity=False)
     | hs.text(max_size=8),
     lambda inner: hs.lists(inner, max_size=3) | hs.dictionaries(hs.text(max_size=8), inner, max_size=3),
-    max_leaves=8)
+    max_leaves=8,
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -10,8 +10,12 @@ from meshgui.window import MainWindow
 from tests.gui.builders import direct, exit_option, named, offline, peer, prefs, status
 
 NOW = dt.datetime(2026, 9, 1, 12, 0, tzinfo=dt.timezone.utc)
-PEERS = [peer(1, named("nas"), direct(), exit_option), peer(2, named("phone")), peer(3, named("old"), offline),
-         peer(4, named("exit-fra"), exit_option)]
+PEERS = [
+    peer(1, named("nas"), direct(), exit_option),
+    peer(2, named("phone")),
+    peer(3, named("old"), offline),
+    peer(4, named("exit-fra"), exit_option),
+]
 
 
 def view(*events):
@@ -59,8 +63,12 @@ def test_selection_survives_updates_and_removal(qtbot):
     w = make(qtbot)
     w.apply(view(st.StatusEvent(status("Running", PEERS))))
     w.select_peer("nodekey:" + f"{2:064x}")
-    w.apply(view(st.StatusEvent(status("Running", PEERS)),
-                 st.PingEvent("100.64.0.3", {"LatencySeconds": 0.02, "DERPRegionCode": "fra"})))
+    w.apply(
+        view(
+            st.StatusEvent(status("Running", PEERS)),
+            st.PingEvent("100.64.0.3", {"LatencySeconds": 0.02, "DERPRegionCode": "fra"}),
+        )
+    )
     assert w.fields["Latency"].text() == "20.0 ms" and w.detail_title.text() == "phone"
     w.apply(view(st.StatusEvent(status("Running", PEERS[:1]))))
     assert w.detail_title.text() in ("Select a device", "nas")  # never the removed peer

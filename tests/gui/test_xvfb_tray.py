@@ -21,24 +21,47 @@ from tests.gui.xsession import XSession, have_x_tools
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.gui, pytest.mark.skipif(not have_x_tools(), reason="Xvfb/trayer/xdotool/import missing")]
 
-PEERS = [peer(1, named("nas"), direct("192.0.2.10:41641"), exit_option), peer(2, named("phone")),
-         peer(3, named("build-server"), direct("198.51.100.7:41641")), peer(4, named("exit-fra"), exit_option),
-         peer(5, named("old-laptop"), offline)]
+PEERS = [
+    peer(1, named("nas"), direct("192.0.2.10:41641"), exit_option),
+    peer(2, named("phone")),
+    peer(3, named("build-server"), direct("198.51.100.7:41641")),
+    peer(4, named("exit-fra"), exit_option),
+    peer(5, named("old-laptop"), offline),
+]
 
 
 class GuiProcess:
     """meshgui as a child process on the X session; its INFO log is collected for synchronisation."""
 
     def __init__(self, x: XSession, tmp: pathlib.Path, sock: str, *extra: str) -> None:
-        env = dict(x.env, HOME=str(tmp), XDG_RUNTIME_DIR=str(tmp), XDG_CONFIG_HOME=str(tmp / "config"),
-                   PYTHONPATH=str(ROOT))
+        env = dict(
+            x.env, HOME=str(tmp), XDG_RUNTIME_DIR=str(tmp), XDG_CONFIG_HOME=str(tmp / "config"), PYTHONPATH=str(ROOT)
+        )
         self.log_path = tmp / "gui.log"
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meshgui", "--socket", sock, "--no-supervise", "--no-keyring",
-             "--log-level", "INFO", "--instance", f"gui-{os.getpid()}-{id(self)}",
-             "--settings", str(tmp / "gui.ini"), *extra],
-            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "meshgui",
+                "--socket",
+                sock,
+                "--no-supervise",
+                "--no-keyring",
+                "--log-level",
+                "INFO",
+                "--instance",
+                f"gui-{os.getpid()}-{id(self)}",
+                "--settings",
+                str(tmp / "gui.ini"),
+                *extra,
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def text(self) -> str:
         self.log.flush()
@@ -129,8 +152,10 @@ def test_no_tray_host_window_under_x(tmp_path, artifacts_dir):
         gui = GuiProcess(x, tmp_path, sock)
         try:
             x.wait_for(lambda: "No system tray was found" in gui.text(), "no-tray explanation")
-            x.wait_for(lambda: x.xdotool("search", "--onlyvisible", "--name", "^meshvpn$", check=False).strip(),
-                       "main window shown")
+            x.wait_for(
+                lambda: x.xdotool("search", "--onlyvisible", "--name", "^meshvpn$", check=False).strip(),
+                "main window shown",
+            )
             shot(x, artifacts_dir, "no-tray-window")
         finally:
             gui.close()

@@ -43,9 +43,13 @@ class XSession:
     def _start(self) -> "XSession":
         r, w = os.pipe()
         self._xvfb_log = tempfile.TemporaryFile()
-        xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", self.size, "-nolisten", "tcp", "-noreset"],
-                                pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=self._xvfb_log,
-                                start_new_session=True)
+        xvfb = subprocess.Popen(
+            ["Xvfb", "-displayfd", str(w), "-screen", "0", self.size, "-nolisten", "tcp", "-noreset"],
+            pass_fds=(w,),
+            stdout=subprocess.DEVNULL,
+            stderr=self._xvfb_log,
+            start_new_session=True,
+        )
         os.close(w)
         self.procs.append(xvfb)
         try:
@@ -65,8 +69,7 @@ class XSession:
         def accepts() -> bool:  # the display takes clients (and Xvfb is still there) before anything connects
             if xvfb.poll() is not None:
                 self._xvfb_log.seek(0)
-                raise RuntimeError(f"Xvfb {self.display} exited {xvfb.returncode}: "
-                                   f"{self._xvfb_log.read()[-2000:]!r}")
+                raise RuntimeError(f"Xvfb {self.display} exited {xvfb.returncode}: {self._xvfb_log.read()[-2000:]!r}")
             return subprocess.run(["xdpyinfo"], env=self.env, capture_output=True, timeout=10).returncode == 0
 
         self.wait_for(accepts, f"Xvfb {self.display} to accept clients")
@@ -76,18 +79,44 @@ class XSession:
             # start it again, up to TRAYER_TRIES times, and report everything if it never comes up.
             for attempt in range(1, TRAYER_TRIES + 1):
                 trayer = subprocess.Popen(
-                    ["trayer", "--edge", "top", "--align", "right", "--widthtype", "request", "--height", "32",
-                     "--tint", "0x2b2b2b", "--transparent", "true", "--alpha", "0", "--SetDockType", "true",
-                     "--expand", "true", "--iconspacing", "4"],
-                    env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                    [
+                        "trayer",
+                        "--edge",
+                        "top",
+                        "--align",
+                        "right",
+                        "--widthtype",
+                        "request",
+                        "--height",
+                        "32",
+                        "--tint",
+                        "0x2b2b2b",
+                        "--transparent",
+                        "true",
+                        "--alpha",
+                        "0",
+                        "--SetDockType",
+                        "true",
+                        "--expand",
+                        "true",
+                        "--iconspacing",
+                        "4",
+                    ],
+                    env=self.env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                )
                 self.procs.append(trayer)
 
                 def up(trayer: subprocess.Popen = trayer) -> bool:
                     if trayer.poll() is not None:
                         self._xvfb_log.seek(0)
-                        raise _TrayerExited(f"trayer exited {trayer.returncode}: {trayer.stderr.read()[-2000:]!r}; "
-                                            f"Xvfb {self.display} (alive: {xvfb.poll() is None}) said "
-                                            f"{self._xvfb_log.read()[-2000:]!r}")
+                        raise _TrayerExited(
+                            f"trayer exited {trayer.returncode}: {trayer.stderr.read()[-2000:]!r}; "
+                            f"Xvfb {self.display} (alive: {xvfb.poll() is None}) said "
+                            f"{self._xvfb_log.read()[-2000:]!r}"
+                        )
                     return self.tray_geometry()[2] > 0
 
                 try:
@@ -111,8 +140,14 @@ class XSession:
         return out.stdout
 
     def screenshot(self, path: str) -> str:
-        subprocess.run(["import", "-window", "root", path], env=self.env, check=True, timeout=60,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["import", "-window", "root", path],
+            env=self.env,
+            check=True,
+            timeout=60,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         return path
 
     def tray_geometry(self) -> tuple[int, int, int, int]:

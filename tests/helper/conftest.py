@@ -39,14 +39,26 @@ class HelperProc:
         self.socket = str(workdir / "helper.sock")
         self.journal = str(workdir / "changes.jsonl")
         self.log_path = workdir / f"helper-{uuid.uuid4().hex[:6]}.log"
-        self.argv = [*(wrap or []), sys.executable, "-m", "tests.support.fake_helper", "serve",
-                     "--socket", self.socket, "--journal", self.journal, "-v", *args]
+        self.argv = [
+            *(wrap or []),
+            sys.executable,
+            "-m",
+            "tests.support.fake_helper",
+            "serve",
+            "--socket",
+            self.socket,
+            "--journal",
+            self.journal,
+            "-v",
+            *args,
+        ]
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 15) -> "HelperProc":
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.argv, env=helper_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv, env=helper_env(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while "mesh-helper ready" not in self.log():
             if self.proc.poll() is not None:
@@ -100,8 +112,9 @@ def helper(shared_dir, request):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "helper_args(*args): extra serve args (or --manual-login, --fake-system) "
-                                       "for the helper fixture")
+    config.addinivalue_line(
+        "markers", "helper_args(*args): extra serve args (or --manual-login, --fake-system) for the helper fixture"
+    )
 
 
 class TempUser:
@@ -117,8 +130,9 @@ class TempUser:
         return ["setpriv", f"--reuid={self.name}", f"--regid={pwd.getpwnam(self.name).pw_gid}", "--init-groups", *cmd]
 
     def run(self, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(*cmd), env=helper_env(), cwd="/tmp", capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            self.argv(*cmd), env=helper_env(), cwd="/tmp", capture_output=True, text=True, timeout=timeout
+        )
 
 
 @pytest.fixture
@@ -150,12 +164,20 @@ def make_user():
             subprocess.run(["groupdel", g], check=False, capture_output=True)
 
 
-def tailscale_cli(sock: str, *args: str, timeout: float = 30, user: TempUser | None = None) -> subprocess.CompletedProcess:
+def tailscale_cli(
+    sock: str, *args: str, timeout: float = 30, user: TempUser | None = None
+) -> subprocess.CompletedProcess:
     argv = [str(TAILSCALE), f"--socket={sock}", *args]
     if user is not None:
         argv = user.argv(*argv)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd="/tmp",
-                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp"})
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd="/tmp",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp"},
+    )
 
 
 def meshctl(sock: str, *args: str, timeout: float = 30, user: TempUser | None = None) -> subprocess.CompletedProcess:

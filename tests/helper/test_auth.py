@@ -1,4 +1,4 @@
-"""Authorization by SO_PEERCRED: other local users are read-only; root and the operator (user/group/pref) may change things."""
+"""Authorization by SO_PEERCRED: other local users are read-only; root and the operator (user/group/pref) may write."""
 
 from __future__ import annotations
 

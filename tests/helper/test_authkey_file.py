@@ -1,4 +1,4 @@
-"""`--auth-key file:PATH`: the key never shows in `ps` (checked as a real unprivileged user); literal keys are warned about."""
+"""`--auth-key file:PATH`: the key is never in `ps` (seen as a real unprivileged user); literal keys get a warning."""
 
 from __future__ import annotations
 
@@ -32,13 +32,16 @@ def test_file_form_reads_the_key_and_literal_warns(tmp_path):
     assert authkey.resolve("", warn=err) is None
 
 
-@pytest.mark.parametrize("setup,message", [
-    (lambda p: None, "cannot read auth key file"),
-    (lambda p: p.mkdir(), "not a regular file"),
-    (lambda p: p.write_bytes(b"x" * 5000), "too large"),
-    (lambda p: p.write_text(""), "does not hold one auth key"),
-    (lambda p: p.write_bytes(b"\xff\xfe"), "not text"),
-])
+@pytest.mark.parametrize(
+    "setup,message",
+    [
+        (lambda p: None, "cannot read auth key file"),
+        (lambda p: p.mkdir(), "not a regular file"),
+        (lambda p: p.write_bytes(b"x" * 5000), "too large"),
+        (lambda p: p.write_text(""), "does not hold one auth key"),
+        (lambda p: p.write_bytes(b"\xff\xfe"), "not text"),
+    ],
+)
 def test_bad_key_files_are_clear_errors(tmp_path, setup, message):
     path = tmp_path / "key"
     setup(path)
@@ -61,9 +64,23 @@ def test_up_reports_a_missing_key_file_without_a_traceback(helper, tmp_path):
 
 
 def test_meshctl_reports_a_missing_key_file(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "engine.cli.meshctl", "--socket", str(tmp_path / "none.sock"), "up",
-                        "--auth-key", f"file:{tmp_path}/missing"], env=helper_env(), cwd=REPO,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli.meshctl",
+            "--socket",
+            str(tmp_path / "none.sock"),
+            "up",
+            "--auth-key",
+            f"file:{tmp_path}/missing",
+        ],
+        env=helper_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr
 
 
@@ -72,8 +89,19 @@ def _up(host, lab, key_arg: str, tun: str):
     control server that never answers, so its argv stays in `ps`."""
     sock = lab.dir / f"{tun}.sock"
     helper = start_serve(host, sock, lab.dir / f"run-{tun}", tun=tun)
-    up = host.popen_python("engine.cli.meshctl", "--socket", str(sock), "up", "--login-server", "http://127.0.0.1:1",
-                           "--auth-key", key_arg, "--timeout", "60", module=True)
+    up = host.popen_python(
+        "engine.cli.meshctl",
+        "--socket",
+        str(sock),
+        "up",
+        "--login-server",
+        "http://127.0.0.1:1",
+        "--auth-key",
+        key_arg,
+        "--timeout",
+        "60",
+        module=True,
+    )
     return helper, up
 
 
@@ -91,8 +119,10 @@ def test_ps_shows_no_key_for_a_node_started_with_the_file_form(lab, make_user):
     arg = key_file_arg(key, lab.dir)
     helper, proc = _up(host, lab, arg, "mesh0")
     helper_lit, proc_lit = _up(host, lab, literal, "mesh1")
-    wait_until(lambda: "visible to every local user" in Host.log_of(proc_lit) or proc_lit.poll() is not None,
-               "meshctl's warning about the literal key")
+    wait_until(
+        lambda: "visible to every local user" in Host.log_of(proc_lit) or proc_lit.poll() is not None,
+        "meshctl's warning about the literal key",
+    )
     time.sleep(1.5)
     assert proc.poll() is None and proc_lit.poll() is None, Host.log_of(proc)[-2000:] + Host.log_of(proc_lit)[-2000:]
     ps = _ps_as(user)

@@ -35,6 +35,7 @@ class Harness:
         async def collect():
             async for n in gen:
                 self.seen.append(n)
+
         self._task = asyncio.get_running_loop().create_task(collect())
         return self
 
@@ -61,6 +62,7 @@ def test_fresh_backend_needs_login_and_engine_is_not_started():
             st = h.backend.status()
             assert st.backend_state == "NeedsLogin" and st.self is not None and st.self.host_name == "testhost"
             assert st.peer is None and not st.have_node_key
+
     run(t())
 
 
@@ -83,6 +85,7 @@ def test_start_with_auto_login_reaches_running_and_reports_peers():
             assert st.user["1001"].login_name == "alice@example.com"
             assert st.current_tailnet is not None and st.magic_dns_suffix == "tail.example.com"
             assert h.backend.prefs.config.user_profile.login_name == "alice@example.com"
+
     run(t())
 
 
@@ -100,6 +103,7 @@ def test_interactive_login_sends_browse_to_url_then_runs():
             await h.settle()
             assert h.backend.state == State.RUNNING
             assert h.backend.status().auth_url == ""
+
     run(t())
 
 
@@ -116,6 +120,7 @@ def test_down_and_up_toggle_want_running_and_the_engine():
             await h.settle()
             assert h.backend.state == State.RUNNING and h.engine.running
             assert h.states()[-3:] == [State.STOPPED, State.STARTING, State.RUNNING]
+
     run(t())
 
 
@@ -142,15 +147,19 @@ def test_exit_node_validation_and_ip_to_id_resolution():
             assert p.exit_node_id == "" and p.internal_exit_node_prior == "n3CNTRL"
             p = await h.backend.set_use_exit_node(True)
             assert p.exit_node_id == "n3CNTRL"
+
     run(t())
 
 
-@pytest.mark.parametrize("edit,msg", [
-    (dict(run_ssh=True), "SSH server is not supported"),
-    (dict(hostname="bad_name!"), "invalid hostname"),
-    (dict(advertise_routes=["10.0.0.1/8"]), "invalid route to advertise"),
-    (dict(control_url="ftp://x"), "invalid control URL"),
-])
+@pytest.mark.parametrize(
+    "edit,msg",
+    [
+        (dict(run_ssh=True), "SSH server is not supported"),
+        (dict(hostname="bad_name!"), "invalid hostname"),
+        (dict(advertise_routes=["10.0.0.1/8"]), "invalid route to advertise"),
+        (dict(control_url="ftp://x"), "invalid control URL"),
+    ],
+)
 def test_invalid_prefs_are_refused_and_leave_prefs_unchanged(edit, msg):
     async def t():
         async with Harness() as h:
@@ -158,6 +167,7 @@ def test_invalid_prefs_are_refused_and_leave_prefs_unchanged(edit, msg):
             with pytest.raises(PrefsError, match=msg):
                 await h.backend.edit_prefs(MaskedPrefs.of(**edit))
             assert h.backend.prefs == before
+
     run(t())
 
 
@@ -170,6 +180,7 @@ def test_internal_and_operator_prefs_are_guarded():
                 await h.backend.edit_prefs(MaskedPrefs.of(operator_user="mallory"), actor_is_root=False)
             p = await h.backend.edit_prefs(MaskedPrefs.of(operator_user="alice"), actor_is_root=True)
             assert p.operator_user == "alice"
+
     run(t())
 
 
@@ -183,6 +194,7 @@ def test_logout_returns_to_needs_login_and_forgets_login():
             p = h.backend.prefs
             assert p.logged_out and not p.want_running and p.config is None
             assert h.backend.status().peer is None
+
     run(t())
 
 
@@ -193,6 +205,7 @@ def test_engine_failure_stops_with_an_error_message():
             await h.settle()
             errs = [n.err_message for n in h.seen if n.err_message]
             assert errs == ["TUN: permission denied"]
+
     run(t())
 
 
@@ -208,8 +221,13 @@ def test_keys_from_gui_are_validated_and_never_echoed():
             await h.backend.start_with(update_prefs=UP)
             assert h.backend.status().self.public_key == str(nk.public())
             with pytest.raises(BackendError, match="while connected"):
-                h.backend.set_keys(SetKeysRequest(machine_private=MachinePrivate.generate().to_text(),
-                                                  node_private=NodePrivate.generate().to_text()))
+                h.backend.set_keys(
+                    SetKeysRequest(
+                        machine_private=MachinePrivate.generate().to_text(),
+                        node_private=NodePrivate.generate().to_text(),
+                    )
+                )
+
     run(t())
 
 
@@ -229,6 +247,7 @@ def test_slow_watcher_is_cut_off_not_buffered_forever():
             got.append(n)
         assert 1 <= len(got) <= 256
         await b.aclose()
+
     run(t())
 
 
@@ -245,11 +264,13 @@ def test_restart_keeps_login_in_the_store():
         await b2.start()
         assert b2.state in (State.STARTING, State.RUNNING) and eng2.calls == ["start"]
         await b2.aclose()
+
     run(t())
 
 
 def test_gui_mode_saved_login_waits_for_the_guis_keys():
     """--prefs (GUI mode): after a restart the saved login connects under the GUI's keys, never generated ones."""
+
     async def t():
         store = MemoryStore()
         b = Backend(FakeEngine(), store=store, generate_keys=False)
@@ -271,6 +292,7 @@ def test_gui_mode_saved_login_waits_for_the_guis_keys():
         assert eng2.calls == ["start"]
         assert b2.status().self.public_key == str(nk.public())
         await b2.aclose()
+
     run(t())
 
 
@@ -279,6 +301,7 @@ def test_file_store_is_private_and_atomic(tmp_path):
     fs = FileStore(path, keep_keys=True)
     assert fs.load() == Stored()
     from engine.ipn.engine_api import NodeKeys
+
     keys = NodeKeys(MachinePrivate.generate(), NodePrivate.generate(), source="state-file")
     fs.save(Prefs(hostname="h"), keys)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -298,6 +321,7 @@ def test_file_store_is_private_and_atomic(tmp_path):
 
 def test_engine_updates_are_pushed_to_watchers_that_ask(monkeypatch):
     import engine.ipn.local as bmod
+
     monkeypatch.setattr(bmod, "ENGINE_UPDATE_INTERVAL", 0.01)
 
     async def t():
@@ -310,6 +334,7 @@ def test_engine_updates_are_pushed_to_watchers_that_ask(monkeypatch):
         assert n.engine.num_live == 1
         await gen.aclose()
         await b.aclose()
+
     run(t())
 
 
@@ -324,11 +349,13 @@ def test_new_control_server_forgets_the_login_and_restarts_the_engine():
             assert h.backend.state == State.NEEDS_LOGIN
             assert h.backend.prefs.config is None and h.backend.prefs.logged_out
             assert h.engine.calls[-2:] == ["stop", "start"] and h.engine.cfg.control_url == "https://other.invalid"
+
     run(t())
 
 
 def test_rate_limited_watchers_get_coalesced_netmaps(monkeypatch):
     import engine.ipn.local as bmod
+
     monkeypatch.setattr(bmod, "ENGINE_UPDATE_INTERVAL", 0.05)
 
     async def t():
@@ -360,6 +387,8 @@ def test_rate_limited_watchers_get_coalesced_netmaps(monkeypatch):
         assert sum(1 for n in got_fast if n.net_map) == 20
         assert 1 <= len(slow_netmaps) <= 3
         assert slow_netmaps[-1].net_map["SelfNode"]["Hostinfo"]["Hostname"] == "h19"
-        await fast.aclose(); await slow.aclose()
+        await fast.aclose()
+        await slow.aclose()
         await b.aclose()
+
     run(t())

@@ -1,4 +1,4 @@
-"""Attack: local users flood the LocalAPI with watch streams and dribbled requests; root and the operator still get in."""
+"""Attack: local users flood the LocalAPI with watch streams and dribbled requests; root and operator still get in."""
 
 from __future__ import annotations
 
@@ -113,8 +113,14 @@ def floods():
     procs: list[subprocess.Popen] = []
 
     def start(user: TempUser, sock: str, n: int) -> dict:
-        p = subprocess.Popen(user.argv(sys.executable, "-c", FLOOD, sock, str(n)), env=helper_env(), cwd=tempfile.gettempdir(),
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            user.argv(sys.executable, "-c", FLOOD, sock, str(n)),
+            env=helper_env(),
+            cwd=tempfile.gettempdir(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         procs.append(p)
         line = p.stdout.readline()
         assert line, f"flood process of {user.name} printed nothing (rc={p.poll()})"
@@ -192,6 +198,7 @@ def test_slow_dribbled_request_is_cut_off_by_the_whole_request_deadline(helper, 
 def test_admission_table():
     """The sans-IO core: tiers, per-uid caps, reserved slots, release."""
     from engine.localapi.connlimit import Admission, Tier
+
     a = Admission(ConnLimits(total=10, root_reserved=2, privileged_reserved=3, per_uid=3))
     assert [a.admit(1001, Tier.USER) for _ in range(4)] == ["", "", "", "per_uid"]
     assert [a.admit(1002, Tier.USER) for _ in range(3)] == ["", "", "full"]  # users share 10 - 2 - 3 = 5

@@ -1,4 +1,4 @@
-"""Backend dns_os_config / dns_query over the FakeEngine (MagicDNS built from its fake netmap) and the LocalAPI routes."""
+"""Backend dns_os_config/dns_query over FakeEngine (MagicDNS built from its fake netmap) and the LocalAPI routes."""
 
 from __future__ import annotations
 
@@ -37,17 +37,20 @@ def answers(reply: bytes) -> tuple[str, list[str]]:
     return dns.rcode.to_text(m.rcode()), [rd.to_text() for rrset in m.answer for rd in rrset]
 
 
-@pytest.mark.parametrize("name,qtype,rcode,data,resolvers", [
-    pytest.param("peer1.tail.example.com", "A", "NOERROR", ["100.64.0.2"], [], id="tailnet-fqdn"),
-    pytest.param("peer1", "a", "NOERROR", ["100.64.0.2"], [], id="short-name-search-domain"),
-    pytest.param("self.tail.example.com", "AAAA", "NOERROR", ["fd7a:115c:a1e0::1"], [], id="self-aaaa"),
-    pytest.param("printer.tail.example.com", "A", "NOERROR", ["100.64.0.9"], [], id="extra-record"),
-    pytest.param("nope.tail.example.com", "A", "NXDOMAIN", [], [], id="unknown-in-tailnet-domain"),
-    pytest.param("2.0.64.100.in-addr.arpa", "PTR", "NOERROR", ["peer1.tail.example.com."], [], id="reverse"),
-    pytest.param("www.example.org", "A", "NOERROR", ["192.0.2.80"], ["192.0.2.1"], id="forwarded-global"),
-    pytest.param("missing.example.org", "A", "NXDOMAIN", [], ["192.0.2.1"], id="forwarded-nxdomain"),
-    pytest.param("intranet.corp.example.com", "A", "NOERROR", ["10.1.2.3"], ["192.0.2.53"], id="split-route"),
-])
+@pytest.mark.parametrize(
+    "name,qtype,rcode,data,resolvers",
+    [
+        pytest.param("peer1.tail.example.com", "A", "NOERROR", ["100.64.0.2"], [], id="tailnet-fqdn"),
+        pytest.param("peer1", "a", "NOERROR", ["100.64.0.2"], [], id="short-name-search-domain"),
+        pytest.param("self.tail.example.com", "AAAA", "NOERROR", ["fd7a:115c:a1e0::1"], [], id="self-aaaa"),
+        pytest.param("printer.tail.example.com", "A", "NOERROR", ["100.64.0.9"], [], id="extra-record"),
+        pytest.param("nope.tail.example.com", "A", "NXDOMAIN", [], [], id="unknown-in-tailnet-domain"),
+        pytest.param("2.0.64.100.in-addr.arpa", "PTR", "NOERROR", ["peer1.tail.example.com."], [], id="reverse"),
+        pytest.param("www.example.org", "A", "NOERROR", ["192.0.2.80"], ["192.0.2.1"], id="forwarded-global"),
+        pytest.param("missing.example.org", "A", "NXDOMAIN", [], ["192.0.2.1"], id="forwarded-nxdomain"),
+        pytest.param("intranet.corp.example.com", "A", "NOERROR", ["10.1.2.3"], ["192.0.2.53"], id="split-route"),
+    ],
+)
 def test_dns_query_resolves_like_quad100(name, qtype, rcode, data, resolvers):
     async def t():
         b = await running_backend()
@@ -57,6 +60,7 @@ def test_dns_query_resolves_like_quad100(name, qtype, rcode, data, resolvers):
             assert [r.addr for r in res.resolvers] == resolvers
         finally:
             await b.aclose()
+
     run(t())
 
 
@@ -65,10 +69,12 @@ def test_split_route_over_doh_reports_bootstrap():
         b = await running_backend()
         try:
             res = await b.dns_query("x.lab.example.com", "TXT")
-            assert res.resolvers == [DNSResolver(addr="https://doh.lab.example/dns-query",
-                                                 bootstrap_resolution=["192.0.2.54"])]
+            assert res.resolvers == [
+                DNSResolver(addr="https://doh.lab.example/dns-query", bootstrap_resolution=["192.0.2.54"])
+            ]
         finally:
             await b.aclose()
+
     run(t())
 
 
@@ -87,6 +93,7 @@ def test_exit_node_in_use_sends_other_names_to_its_doh():
             assert [r.addr for r in res.resolvers] == [f"http://100.64.0.3:{FAKE_PEERAPI_PORT}/dns-query"]
         finally:
             await b.aclose()
+
     run(t())
 
 
@@ -104,6 +111,7 @@ def test_os_config_follows_accept_dns():
             assert not c.applied and c.applied_nameservers == [] and c.nameservers == ["198.51.100.53"]
         finally:
             await b.aclose()
+
     run(t())
 
 
@@ -117,6 +125,7 @@ def test_bad_name_and_type_are_query_errors():
                 await b.dns_query("a..b", "A")
         finally:
             await b.aclose()
+
     run(t())
 
 
@@ -131,4 +140,5 @@ def test_not_running_is_a_backend_error():
                 b.dns_os_config()
         finally:
             await b.aclose()
+
     run(t())

@@ -68,12 +68,17 @@ def test_meshctl_dns_status(helper):
     p = meshctl(s, "dns", "status")
     assert p.returncode == 0, p.stderr
     out = p.stdout
-    for want in ("MagicDNS names: enabled tailnet-wide, suffix tail.example.com", "This device:    self.tail.example.com",
-                 "Resolvers:      192.0.2.1", "corp.example.com  -> 192.0.2.53",
-                 "lab.example.com   -> https://doh.lab.example/dns-query (bootstrap 192.0.2.54)",
-                 "Search domains: tail.example.com", "nameservers:    100.100.100.100",
-                 "match domains:  tail.example.com, corp.example.com, lab.example.com  (all names go to MagicDNS)",
-                 "system resolvers before meshvpn: 198.51.100.53"):
+    for want in (
+        "MagicDNS names: enabled tailnet-wide, suffix tail.example.com",
+        "This device:    self.tail.example.com",
+        "Resolvers:      192.0.2.1",
+        "corp.example.com  -> 192.0.2.53",
+        "lab.example.com   -> https://doh.lab.example/dns-query (bootstrap 192.0.2.54)",
+        "Search domains: tail.example.com",
+        "nameservers:    100.100.100.100",
+        "match domains:  tail.example.com, corp.example.com, lab.example.com  (all names go to MagicDNS)",
+        "system resolvers before meshvpn: 198.51.100.53",
+    ):
         assert want in out, out
     d = json.loads(meshctl(s, "dns", "status", "--json").stdout)
     assert d["TailscaleDNS"] is True and d["CurrentTailnet"]["MagicDNSSuffix"] == "tail.example.com"
@@ -108,7 +113,8 @@ def test_tailscale_dns_query_and_status(helper):
     assert p.returncode == 0, p.stderr
     assert "Response code: RCodeSuccess" in p.stdout
     assert [ln.split() for ln in p.stdout.splitlines() if ln.startswith("peer1.")] == [
-        ["peer1.tail.example.com.", "600", "ClassINET", "TypeA", "100.64.0.2"]]
+        ["peer1.tail.example.com.", "600", "ClassINET", "TypeA", "100.64.0.2"]
+    ]
 
     p = ts("dns", "query", "www.example.org", "a")
     assert "Forwarding to resolver: 192.0.2.1" in p.stdout and "192.0.2.80" in p.stdout, p.stdout + p.stderr
@@ -120,11 +126,16 @@ def test_tailscale_dns_query_and_status(helper):
     p = ts("dns", "status", "--all")
     assert p.returncode == 0, p.stderr
     out = p.stdout
-    for want in ("Tailscale DNS: enabled.", "MagicDNS: enabled tailnet-wide (suffix = tail.example.com)",
-                 "reach this device at self.tail.example.com.", "  - 192.0.2.1\n",
-                 "corp.example.com               -> 192.0.2.53",
-                 "lab.example.com                -> https://doh.lab.example/dns-query (bootstrap: [192.0.2.54])",
-                 "printer.tail.example.com", "Nameservers:\n  - 198.51.100.53\n"):  # the system's own, as tailscaled
+    for want in (
+        "Tailscale DNS: enabled.",
+        "MagicDNS: enabled tailnet-wide (suffix = tail.example.com)",
+        "reach this device at self.tail.example.com.",
+        "  - 192.0.2.1\n",
+        "corp.example.com               -> 192.0.2.53",
+        "lab.example.com                -> https://doh.lab.example/dns-query (bootstrap: [192.0.2.54])",
+        "printer.tail.example.com",
+        "Nameservers:\n  - 198.51.100.53\n",
+    ):  # the system's own, as tailscaled
         assert want in out, out
 
 
@@ -141,14 +152,19 @@ def test_tailscale_dns_query_denied_for_other_users(helper, make_user):
     assert "watch IPN bus access denied" in p.stdout + p.stderr
 
 
-@pytest.mark.parametrize("method,target,status,msg", [
-    pytest.param("GET", "/localapi/v0/dns-query", 400, "missing 'name' parameter", id="no-name"),
-    pytest.param("GET", "/localapi/v0/dns-query?name=", 400, "missing 'name' parameter", id="empty-name"),
-    pytest.param("GET", "/localapi/v0/dns-query?name=a..b", 400, "label is empty", id="bad-name"),
-    pytest.param("GET", "/localapi/v0/dns-query?name=peer1&type=AXFR", 400, "unknown DNS message type: AXFR", id="bad-type"),
-    pytest.param("POST", "/localapi/v0/dns-query?name=peer1", 405, "method POST not allowed", id="post"),
-    pytest.param("POST", "/localapi/v0/dns-osconfig", 405, "want GET", id="post-osconfig"),
-])
+@pytest.mark.parametrize(
+    "method,target,status,msg",
+    [
+        pytest.param("GET", "/localapi/v0/dns-query", 400, "missing 'name' parameter", id="no-name"),
+        pytest.param("GET", "/localapi/v0/dns-query?name=", 400, "missing 'name' parameter", id="empty-name"),
+        pytest.param("GET", "/localapi/v0/dns-query?name=a..b", 400, "label is empty", id="bad-name"),
+        pytest.param(
+            "GET", "/localapi/v0/dns-query?name=peer1&type=AXFR", 400, "unknown DNS message type: AXFR", id="bad-type"
+        ),
+        pytest.param("POST", "/localapi/v0/dns-query?name=peer1", 405, "method POST not allowed", id="post"),
+        pytest.param("POST", "/localapi/v0/dns-osconfig", 405, "want GET", id="post-osconfig"),
+    ],
+)
 def test_localapi_dns_errors(helper, method, target, status, msg):
     up(helper)
 
@@ -156,6 +172,7 @@ def test_localapi_dns_errors(helper, method, target, status, msg):
         with pytest.raises(LocalAPIError) as ei:
             await LocalClient(helper.socket)._do(method, target)
         assert ei.value.status == status and msg in ei.value.message, ei.value
+
     asyncio.run(t())
 
 
@@ -166,4 +183,5 @@ def test_localapi_dns_before_login_is_409(helper):
             with pytest.raises(LocalAPIError) as ei:
                 await call
             assert ei.value.status == 409 and "needs a running connection (state NeedsLogin)" in ei.value.message
+
     asyncio.run(t())

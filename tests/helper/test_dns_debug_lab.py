@@ -1,4 +1,4 @@
-"""Lab: the real engine joins Headscale next to a real tailscaled; `meshctl dns query <peer>` / `tailscale dns query` answer its tailnet IP."""
+"""Lab: our engine and a real tailscaled on Headscale: `meshctl dns query <peer>`/`tailscale dns query` give its IP."""
 
 from __future__ import annotations
 
@@ -37,11 +37,24 @@ def test_dns_query_and_status_with_the_real_engine(dns_net):
     a = host("a", 11)
     sock, proc = start_helper(a, lab)
     try:
-        p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", "py-a", "--timeout", "60",
-                    timeout=90)
+        p = meshctl(
+            sock,
+            "up",
+            "--login-server",
+            hs.url,
+            "--auth-key",
+            key_file_arg(key, lab.dir),
+            "--hostname",
+            "py-a",
+            "--timeout",
+            "60",
+            timeout=90,
+        )
         assert p.returncode == 0, p.stdout + p.stderr + a.log_of(proc)[-3000:]
-        go_t = wait_until(lambda: next((v for v in (status(sock).get("Peer") or {}).values()
-                                        if v["HostName"] == "go-t"), None), "go-t in our status")
+        go_t = wait_until(
+            lambda: next((v for v in (status(sock).get("Peer") or {}).values() if v["HostName"] == "go-t"), None),
+            "go-t in our status",
+        )
         v4 = next(ip for ip in go_t["TailscaleIPs"] if ":" not in ip)
         fqdn = go_t["DNSName"]
         assert fqdn.endswith(f".{BASE_DOMAIN}."), fqdn
@@ -68,7 +81,8 @@ def test_dns_query_and_status_with_the_real_engine(dns_net):
         assert p.returncode == 0, p.stdout + p.stderr
         assert f"suffix {BASE_DOMAIN}" in p.stdout and f"py-a.{BASE_DOMAIN}" in p.stdout, p.stdout
         assert f"{SPLIT_DOMAIN}  -> {CTL}" in p.stdout, p.stdout
-        # headscale sends the tailnet's reverse zones (100.64/10 per /16, fd7a:115c:a1e0::/48) as routes without resolvers
+        # headscale sends the tailnet's reverse zones (100.64/10 per /16, fd7a:115c:a1e0::/48) as routes
+        # without resolvers
         assert "Answered only by MagicDNS: 65 reverse zones" in p.stdout, p.stdout
         # the lab namespace shares the host's /etc/resolv.conf: MagicDNS leaves the OS alone there
         assert "left alone: --dns-mode none, or a network namespace sharing" in p.stdout, p.stdout

@@ -1,4 +1,4 @@
-"""dns-osconfig / dns-query wire types (apitype.DNSOSConfig, DNSQueryResponse, dnstype.Resolver) and the pure query helpers."""
+"""dns-osconfig/dns-query wire types (apitype.DNSOSConfig, DNSQueryResponse, dnstype.Resolver), pure query helpers."""
 
 from __future__ import annotations
 
@@ -26,9 +26,12 @@ from engine.localapi.schema import DNSOSConfig, DNSQueryResponse, DNSResolver, S
 
 # Hand-written in the shape tailscaled 1.90.9 writes (encoding/json of apitype.DNSOSConfig; make()'d slices give []).
 TS_OSCONFIG = '{"Nameservers":["100.100.100.100"],"SearchDomains":["tail.example.com"],"MatchDomains":[]}'
-# apitype.DNSQueryResponse, hand-written: []byte as base64 (a header-only reply, id 1 + question), dnstype.Resolver omitempty.
-TS_QUERY = ('{"Bytes":"AAGBgAABAAAAAAAAB2V4YW1wbGUDY29tAAABAAE=",'
-            '"Resolvers":[{"Addr":"https://dns.example/dns-query","BootstrapResolution":["192.0.2.1"]},{"Addr":"192.0.2.53"}]}')
+# apitype.DNSQueryResponse, hand-written: []byte as base64 (a header-only reply, id 1 + question),
+# dnstype.Resolver omitempty.
+TS_QUERY = (
+    '{"Bytes":"AAGBgAABAAAAAAAAB2V4YW1wbGUDY29tAAABAAE=",'
+    '"Resolvers":[{"Addr":"https://dns.example/dns-query","BootstrapResolution":["192.0.2.1"]},{"Addr":"192.0.2.53"}]}'
+)
 
 
 def test_osconfig_reads_tailscaled_json_and_writes_its_keys():
@@ -42,9 +45,14 @@ def test_osconfig_reads_tailscaled_json_and_writes_its_keys():
 
 
 def test_osconfig_round_trip_with_extensions():
-    c = DNSOSConfig(nameservers=["198.51.100.53"], applied=True, route_all=True,
-                    applied_nameservers=["100.100.100.100"], applied_search_domains=["a.b"],
-                    applied_match_domains=["a.b", "corp"])
+    c = DNSOSConfig(
+        nameservers=["198.51.100.53"],
+        applied=True,
+        route_all=True,
+        applied_nameservers=["100.100.100.100"],
+        applied_search_domains=["a.b"],
+        applied_match_domains=["a.b", "corp"],
+    )
     assert DNSOSConfig.from_json(c.to_json()) == c
 
 
@@ -52,8 +60,10 @@ def test_query_response_reads_tailscaled_json_exactly():
     r = DNSQueryResponse.from_json(TS_QUERY)
     msg = dns.message.from_wire(r.reply)
     assert msg.question[0].name.to_text() == "example.com." and msg.id == 1
-    assert r.resolvers == [DNSResolver(addr="https://dns.example/dns-query", bootstrap_resolution=["192.0.2.1"]),
-                           DNSResolver(addr="192.0.2.53")]
+    assert r.resolvers == [
+        DNSResolver(addr="https://dns.example/dns-query", bootstrap_resolution=["192.0.2.1"]),
+        DNSResolver(addr="192.0.2.53"),
+    ]
     assert json.dumps(r.to_dict(), separators=(",", ":")) == TS_QUERY
 
 
@@ -74,11 +84,18 @@ def test_query_response_round_trip(reply, addrs):
     assert back == r and back.reply == reply
 
 
-@pytest.mark.parametrize("text,code", [
-    pytest.param("", 1, id="empty-is-A"), pytest.param("a", 1, id="lower"), pytest.param(" AAAA ", 28, id="spaces"),
-    pytest.param("mx", 15, id="mx"), pytest.param("ptr", 12, id="ptr"), pytest.param("ALL", 255, id="all"),
-    pytest.param("65", 65, id="number"),
-])
+@pytest.mark.parametrize(
+    "text,code",
+    [
+        pytest.param("", 1, id="empty-is-A"),
+        pytest.param("a", 1, id="lower"),
+        pytest.param(" AAAA ", 28, id="spaces"),
+        pytest.param("mx", 15, id="mx"),
+        pytest.param("ptr", 12, id="ptr"),
+        pytest.param("ALL", 255, id="all"),
+        pytest.param("65", 65, id="number"),
+    ],
+)
 def test_parse_query_type(text, code):
     assert parse_query_type(text) == code
 
@@ -97,18 +114,32 @@ def test_type_names_match_dnspython():
     assert type_name(65) == "TYPE65"
 
 
-@pytest.mark.parametrize("name,want", [
-    ("peer1", "peer1."), ("Peer1.Tail.Example.COM", "peer1.tail.example.com."), ("a.b.", "a.b."), (".", "."),
-    ("_sip._udp.example.com", "_sip._udp.example.com."),
-])
+@pytest.mark.parametrize(
+    "name,want",
+    [
+        ("peer1", "peer1."),
+        ("Peer1.Tail.Example.COM", "peer1.tail.example.com."),
+        ("a.b.", "a.b."),
+        (".", "."),
+        ("_sip._udp.example.com", "_sip._udp.example.com."),
+    ],
+)
 def test_to_fqdn(name, want):
     assert to_fqdn(name) == want
 
 
-@pytest.mark.parametrize("name,msg", [
-    ("", "missing 'name' parameter"), ("a..b", "label is empty"), ("x" * 64 + ".com", "> 63 octets"),
-    ("a b.com", "spaces"), ("a\\.b", "escapes"), ("a." * 127 + "ab", "longer than 253"), ("a\x00b", "control"),
-])
+@pytest.mark.parametrize(
+    "name,msg",
+    [
+        ("", "missing 'name' parameter"),
+        ("a..b", "label is empty"),
+        ("x" * 64 + ".com", "> 63 octets"),
+        ("a b.com", "spaces"),
+        ("a\\.b", "escapes"),
+        ("a." * 127 + "ab", "longer than 253"),
+        ("a\x00b", "control"),
+    ],
+)
 def test_to_fqdn_rejects(name, msg):
     with pytest.raises(QueryError, match=msg):
         to_fqdn(name)
@@ -128,6 +159,3 @@ def test_resolver_view():
     assert resolver_view(doh) == DNSResolverView("http://100.64.0.3:40123/dns-query")
     boot = parse_doh("https://dns.example/dns-query", ["192.0.2.1"])
     assert resolver_view(boot) == DNSResolverView("https://dns.example/dns-query", ("192.0.2.1",))
-
-
-

@@ -144,9 +144,22 @@ class NsHelper:
 
     def start(self):
         self.proc = self.host.popen(
-            [sys.executable, "-m", "tests.support.fake_helper", "serve", "--fake-system",
-             "--tun", TUN, "--socket", self.sock, "--journal", self.journal],
-            env={"MESH_TESTING": "1", "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}, cwd=str(REPO))
+            [
+                sys.executable,
+                "-m",
+                "tests.support.fake_helper",
+                "serve",
+                "--fake-system",
+                "--tun",
+                TUN,
+                "--socket",
+                self.sock,
+                "--journal",
+                self.journal,
+            ],
+            env={"MESH_TESTING": "1", "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+            cwd=str(REPO),
+        )
         deadline = time.monotonic() + 20
         while "mesh-helper ready" not in self.host.log_of(self.proc):
             assert self.proc.poll() is None, self.host.log_of(self.proc)[-3000:]
@@ -205,9 +218,10 @@ def test_cleanup_only_mode_for_systemd_exec_stop_post(lab):
     h.up()
     h.kill()
     assert counts(host) == (1, 1, 1)
-    p = host.run([sys.executable, "-m", "engine.cli.helper", "serve", "--cleanup-only", "--tun", TUN,
-                  "--journal", h.journal],
-                 env={"PYTHONPATH": str(REPO)})
+    p = host.run(
+        [sys.executable, "-m", "engine.cli.helper", "serve", "--cleanup-only", "--tun", TUN, "--journal", h.journal],
+        env={"PYTHONPATH": str(REPO)},
+    )
     assert "3 undone, 0 failed" in p.stderr
     assert counts(host) == (0, 0, 0)
 
@@ -219,12 +233,24 @@ def test_cleanup_also_runs_the_exit_router_journal(lab):
     host.run(["ip", "tuntap", "add", "dev", "mesh0", "mode", "tun"])
     host.run(["ip", "link", "set", "mesh0", "up"])
     rules_before = host.run(["ip", "-4", "rule", "show"]).stdout
-    code = ("import sys; from pathlib import Path; from engine.router.exitnode import ExitRouter, ExitRouteConfig;"
-            "ExitRouter(journal_dir=Path(sys.argv[1])).set(ExitRouteConfig('mesh0', ipv6=False))")
+    code = (
+        "import sys; from pathlib import Path; from engine.router.exitnode import ExitRouter, ExitRouteConfig;"
+        "ExitRouter(journal_dir=Path(sys.argv[1])).set(ExitRouteConfig('mesh0', ipv6=False))"
+    )
     host.exec_python(code, str(lab.dir))
     assert "lookup 52" in host.run(["ip", "-4", "rule", "show"]).stdout
-    p = host.run([sys.executable, "-m", "engine.cli.helper", "serve", "--cleanup-only",
-                  "--journal", str(lab.dir / "changes.jsonl")], env={"PYTHONPATH": str(REPO)})
+    p = host.run(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli.helper",
+            "serve",
+            "--cleanup-only",
+            "--journal",
+            str(lab.dir / "changes.jsonl"),
+        ],
+        env={"PYTHONPATH": str(REPO)},
+    )
     assert "0 failed" in p.stderr, p.stderr
     assert host.run(["ip", "-4", "rule", "show"]).stdout == rules_before
     assert "default" not in host.run(["ip", "route", "show", "table", "52"], check=False).stdout

@@ -6,8 +6,6 @@ import asyncio
 import json
 import logging
 
-import pytest
-
 from engine.control.client import NodeKeyRotated as ControlNodeKeyRotated
 from engine.ipn.engine_api import NodeKeyRotated, NodeKeys
 from engine.ipn.local import Backend
@@ -59,6 +57,7 @@ class Bus:
         async def collect():
             async for n in gen:
                 self.seen[name].append(n)
+
         self._tasks.append(asyncio.get_running_loop().create_task(collect()))
 
     def rotations(self, name: str) -> list[NodeKeyRotation]:
@@ -80,8 +79,11 @@ def test_rotation_notify_round_trips_and_has_a_fixed_wire_form():
     rot = NodeKeyRotation(node_public=str(new.public()), old_node_public=str(old.public()), node_private=new.to_text())
     n = Notify(version="v", node_key_rotated=rot)
     d = n.to_dict()
-    assert d["MeshvpnNodeKeyRotated"] == {"NodePublic": str(new.public()), "OldNodePublic": str(old.public()),
-                                          "NodeKey": new.to_text()}
+    assert d["MeshvpnNodeKeyRotated"] == {
+        "NodePublic": str(new.public()),
+        "OldNodePublic": str(old.public()),
+        "NodeKey": new.to_text(),
+    }
     assert Notify.from_json(n.to_json()) == n
     assert Notify.from_dict(d).to_dict() == d
     # the public view drops "NodeKey" entirely (omitempty), nothing else
@@ -96,9 +98,14 @@ def test_rotation_notify_round_trips_and_has_a_fixed_wire_form():
 def test_rotation_reprs_never_show_the_private_key():
     new, old = NodePrivate.generate(), NodePrivate.generate()
     rot = NodeKeyRotation(node_public=str(new.public()), old_node_public=str(old.public()), node_private=new.to_text())
-    secret = new.to_text()[len("privkey:"):]
-    for text in (repr(rot), str(rot), repr(Notify(node_key_rotated=rot)),
-                 repr(NodeKeyRotated(old.public(), new)), str(NodeKeyRotated(old.public(), new))):
+    secret = new.to_text()[len("privkey:") :]
+    for text in (
+        repr(rot),
+        str(rot),
+        repr(Notify(node_key_rotated=rot)),
+        repr(NodeKeyRotated(old.public(), new)),
+        str(NodeKeyRotated(old.public(), new)),
+    ):
         assert secret not in text, text
     assert "<redacted>" in repr(rot)
     assert new.public().short() in repr(NodeKeyRotated(old.public(), new))
@@ -187,6 +194,7 @@ def test_missed_rotation_is_offered_again_and_the_superseded_key_cannot_come_bac
         b.set_keys(keys_req(mk2, nk2), owner_uid=OWNER)
         assert b.keys.node == nk2
         await bus.close()
+
     run(t())
 
 
@@ -225,6 +233,7 @@ def test_after_a_restart_the_stored_key_logs_in_and_the_old_one_needs_login():
 
         assert await restart(keyring["node"]) == State.RUNNING
         assert await restart(nk) == State.NEEDS_LOGIN, "the pre-rotation key is expired at control"
+
     run(t())
 
 
@@ -250,6 +259,7 @@ def test_headless_state_file_keeps_the_rotated_key_and_sends_no_private_key(tmp_
         await bus.close()
         st = FileStore(path, keep_keys=True).load()
         assert st.keys is not None and st.keys.node == new and st.keys.machine == mk
+
     run(t())
 
 
@@ -269,8 +279,9 @@ def test_real_engine_reports_rotation_and_moves_the_data_plane_to_the_new_key(ca
         engine = TailnetEngine(EngineOptions(tun_name="mesh9"), world.system(), logger=logging.getLogger("test.node"))
         events: list = []
         old, new = NodePrivate.generate(), NodePrivate.generate()
-        await engine.start(EngineConfig(control_url="http://127.0.0.1:1"), NodeKeys(MachinePrivate.generate(), old),
-                           events.append)
+        await engine.start(
+            EngineConfig(control_url="http://127.0.0.1:1"), NodeKeys(MachinePrivate.generate(), old), events.append
+        )
         for _ in range(500):
             if engine._s is not None and isinstance(engine._s.client, ControlClient):
                 break
@@ -304,6 +315,7 @@ def test_fake_engine_rotates_once_at_first_login_when_asked(monkeypatch):
         nm = b.status()
         assert nm.self.public_key == str(b.keys.node.public())
         await b.aclose()
+
     run(t())
     monkeypatch.delenv("MESH_FAKE_ROTATE_NODE_KEY")
     assert not FakeEngine().rotate_on_login

@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from engine.localapi.client import LocalClient
 from engine.localapi.schema import NotifyWatchOpt, Options, Prefs
 from engine.types.keys import MachinePrivate, NodePrivate
@@ -40,8 +38,13 @@ class Watcher:
     def __init__(self, user, sock: str, mask: int, out: Path) -> None:
         self.out = out
         with open(out, "wb") as f:
-            self.proc = subprocess.Popen(user.argv(sys.executable, "-c", WATCHER, sock, str(mask)), env=helper_env(),
-                                         cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                user.argv(sys.executable, "-c", WATCHER, sock, str(mask)),
+                env=helper_env(),
+                cwd=REPO,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+            )
 
     def lines(self) -> list[str]:
         return self.out.read_text(errors="replace").splitlines()

@@ -1,4 +1,4 @@
-"""Bad input on the LocalAPI socket: malformed HTTP, huge heads/bodies, unknown endpoints, bad JSON → 4xx; still serving."""
+"""Bad LocalAPI input: malformed HTTP, huge heads/bodies, unknown endpoints, bad JSON → 4xx; server keeps serving."""
 
 from __future__ import annotations
 
@@ -56,25 +56,52 @@ def still_serving(helper: HelperProc) -> None:
 
 CASES = [
     pytest.param(b"GARBAGE\r\n\r\n", 400, id="not-http"),
-    pytest.param(b"GET /localapi/v0/status HTTP/1.1\r\nHost: local-tailscaled.sock\r\nBad Header\r\n\r\n", 400, id="bad-header"),
-    pytest.param(b"GET /localapi/v0/status HTTP/1.1\r\nHost: local-tailscaled.sock\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
-                 431, id="huge-head"),
+    pytest.param(
+        b"GET /localapi/v0/status HTTP/1.1\r\nHost: local-tailscaled.sock\r\nBad Header\r\n\r\n", 400, id="bad-header"
+    ),
+    pytest.param(
+        b"GET /localapi/v0/status HTTP/1.1\r\nHost: local-tailscaled.sock\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+        431,
+        id="huge-head",
+    ),
     pytest.param(b"GET /localapi/v0/status HTTP/1.1\r\nX-Big: " + b"a" * 200000, 431, id="endless-head"),
     pytest.param(get("/localapi/v0/nope"), 404, id="unknown-endpoint"),
     pytest.param(get("/etc/passwd"), 404, id="outside-localapi"),
     pytest.param(get("/localapi/v0/start"), 405, id="wrong-method"),
     pytest.param(get("/localapi/v0/status", "Origin: http://evil.example\r\n"), 403, id="browser-origin"),
-    pytest.param(b"GET /localapi/v0/status HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n", 403, id="wrong-host"),
-    pytest.param(b"PATCH /localapi/v0/prefs HTTP/1.1\r\nHost: local-tailscaled.sock\r\nContent-Length: 7\r\nConnection: close\r\n\r\n{nope!}",
-                 400, id="invalid-json"),
-    pytest.param(b"PATCH /localapi/v0/prefs HTTP/1.1\r\nHost: local-tailscaled.sock\r\nContent-Length: 24\r\nConnection: close\r\n\r\n{\"WantRunningSet\":\"yes\"}",
-                 400, id="mistyped-json"),
-    pytest.param(b"PATCH /localapi/v0/prefs HTTP/1.1\r\nHost: local-tailscaled.sock\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]",
-                 400, id="json-not-object"),
-    pytest.param(b"POST /localapi/v0/start HTTP/1.1\r\nHost: local-tailscaled.sock\r\nContent-Length: 999999999\r\nConnection: close\r\n\r\n{",
-                 413, id="huge-content-length"),
-    pytest.param(b"POST /localapi/v0/ping?ip=banana&type=disco HTTP/1.1\r\nHost: local-tailscaled.sock\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                 400, id="bad-ping-ip"),
+    pytest.param(
+        b"GET /localapi/v0/status HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n", 403, id="wrong-host"
+    ),
+    pytest.param(
+        b"PATCH /localapi/v0/prefs HTTP/1.1\r\nHost: local-tailscaled.sock\r\n"
+        b"Content-Length: 7\r\nConnection: close\r\n\r\n{nope!}",
+        400,
+        id="invalid-json",
+    ),
+    pytest.param(
+        b"PATCH /localapi/v0/prefs HTTP/1.1\r\nHost: local-tailscaled.sock\r\n"
+        b'Content-Length: 24\r\nConnection: close\r\n\r\n{"WantRunningSet":"yes"}',
+        400,
+        id="mistyped-json",
+    ),
+    pytest.param(
+        b"PATCH /localapi/v0/prefs HTTP/1.1\r\nHost: local-tailscaled.sock\r\n"
+        b"Content-Length: 2\r\nConnection: close\r\n\r\n[]",
+        400,
+        id="json-not-object",
+    ),
+    pytest.param(
+        b"POST /localapi/v0/start HTTP/1.1\r\nHost: local-tailscaled.sock\r\n"
+        b"Content-Length: 999999999\r\nConnection: close\r\n\r\n{",
+        413,
+        id="huge-content-length",
+    ),
+    pytest.param(
+        b"POST /localapi/v0/ping?ip=banana&type=disco HTTP/1.1\r\nHost: local-tailscaled.sock\r\n"
+        b"Content-Length: 0\r\nConnection: close\r\n\r\n",
+        400,
+        id="bad-ping-ip",
+    ),
     pytest.param(get("/localapi/v0/watch-ipn-bus?mask=abc"), 400, id="bad-mask"),
     pytest.param(get("/localapi/v0/whois"), 400, id="whois-missing-addr"),
 ]
@@ -92,8 +119,7 @@ def test_bad_requests_get_4xx_and_server_keeps_serving(helper, data, want):
 
 
 def test_huge_chunked_body_is_cut_off(helper):
-    head = (b"PATCH /localapi/v0/prefs HTTP/1.1\r\nHost: local-tailscaled.sock\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n")
+    head = b"PATCH /localapi/v0/prefs HTTP/1.1\r\nHost: local-tailscaled.sock\r\nTransfer-Encoding: chunked\r\n\r\n"
     chunk = b"%x\r\n" % (256 * 1024) + b" " * (256 * 1024) + b"\r\n"
     resp = raw(helper.socket, head + chunk * 6)
     assert status_line(resp) == 413
@@ -131,6 +157,7 @@ def test_client_errors_are_typed(helper, shared_dir):
         assert ei.value.status == 400 and "invalid hostname" in ei.value.message
         with pytest.raises(HelperNotRunning, match="not running"):
             await LocalClient(str(shared_dir / "absent.sock")).status()
+
     asyncio.run(t())
 
 

@@ -13,8 +13,14 @@ from engine import service
 from tests.helper.conftest import REPO, helper_env
 
 PRODUCT_DIRS = ("engine", "meshgui")
-REMOVED_FLAGS = [["--engine", "fake"], ["--engine", "real"], ["--engine=fake"], ["--fake-manual-login"],
-                 ["--fake-system"], ["--manual-login"]]
+REMOVED_FLAGS = [
+    ["--engine", "fake"],
+    ["--engine", "real"],
+    ["--engine=fake"],
+    ["--fake-manual-login"],
+    ["--fake-system"],
+    ["--manual-login"],
+]
 
 
 def _product_files() -> list[Path]:
@@ -26,8 +32,14 @@ def _is_fake(name: str, prefix: str) -> bool:
 
 
 def test_serve_help_names_no_engine_or_fake_flag():
-    r = subprocess.run([sys.executable, "-m", "engine.cli.helper", "serve", "--help"], env=helper_env(), cwd=REPO,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "engine.cli.helper", "serve", "--help"],
+        env=helper_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert "--state" in r.stdout and "--socket" in r.stdout
     assert "--engine" not in r.stdout and "fake" not in r.stdout.lower()
@@ -43,9 +55,25 @@ def test_parse_args_rejects_the_removed_test_flags(flags, capsys):
 
 def test_serve_with_a_removed_flag_exits_as_a_usage_error_touching_nothing(shared_dir):
     journal = shared_dir / "j.jsonl"
-    r = subprocess.run([sys.executable, "-m", "engine.cli.helper", "serve", "--engine", "fake", "--journal",
-                        str(journal), "--socket", str(shared_dir / "h.sock")], env=helper_env(), cwd=REPO,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli.helper",
+            "serve",
+            "--engine",
+            "fake",
+            "--journal",
+            str(journal),
+            "--socket",
+            str(shared_dir / "h.sock"),
+        ],
+        env=helper_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "unrecognized arguments: --engine fake" in r.stderr, r.stderr
     assert not journal.exists() and not (shared_dir / "h.sock").exists()
 
@@ -62,8 +90,12 @@ def test_the_engine_seam_is_a_typed_keyword_not_a_flag():
 
 def test_no_product_module_is_named_fake():
     bad = [str(f.relative_to(REPO)) for f in _product_files() if _is_fake(f.stem, "fake")]
-    bad += [str(d.relative_to(REPO)) for p in PRODUCT_DIRS for d in (REPO / p).rglob("*")
-            if d.is_dir() and d.name != "__pycache__" and _is_fake(d.name, "fake")]
+    bad += [
+        str(d.relative_to(REPO))
+        for p in PRODUCT_DIRS
+        for d in (REPO / p).rglob("*")
+        if d.is_dir() and d.name != "__pycache__" and _is_fake(d.name, "fake")
+    ]
     assert not bad, f"test doubles belong in tests/support/: {bad}"
 
 
@@ -82,17 +114,32 @@ def test_no_product_module_imports_the_tests():
     bad = []
     for f in _product_files():
         for node in ast.walk(ast.parse(f.read_text(), filename=str(f))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            )
             bad += [f"{f.relative_to(REPO)}: {n}" for n in names if n == "tests" or n.startswith("tests.")]
     assert not bad, bad
 
 
 def test_the_fake_helper_refuses_outside_tests_and_without_serve():
     env = {k: v for k, v in helper_env().items() if k != "MESH_TESTING"}
-    r = subprocess.run([sys.executable, "-m", "tests.support.fake_helper", "serve", "--socket", "/nonexistent/s"],
-                       env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "tests.support.fake_helper", "serve", "--socket", "/nonexistent/s"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "MESH_TESTING=1" in r.stderr, r.stderr
-    r = subprocess.run([sys.executable, "-m", "tests.support.fake_helper", "wg"], env=helper_env(), cwd=REPO,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "tests.support.fake_helper", "wg"],
+        env=helper_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "usage: python -m tests.support.fake_helper serve" in r.stderr

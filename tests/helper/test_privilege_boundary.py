@@ -1,9 +1,8 @@
-"""Attacks on the helper's privilege boundary by a real unprivileged user: planted journals, user-chosen paths, pkexec."""
+"""Attacks on the helper's privilege boundary by a real unprivileged user: planted journals, chosen paths, pkexec."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import subprocess
@@ -20,8 +19,14 @@ PY = sys.executable
 
 
 def serve(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "tests.support.fake_helper", "serve", *args], env=helper_env(),
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [PY, "-m", "tests.support.fake_helper", "serve", *args],
+        env=helper_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def rec(cid: int, change: Change) -> str:
@@ -34,8 +39,13 @@ def user_dir(make_user):
     user = make_user()
     d = Path("/tmp") / f"mvt-attack-{uuid.uuid4().hex[:8]}"
     try:
-        r = user.run("sh", "-c", f"mkdir -m 0755 {d} && printf '%s' \"$1\" > {d}/changes.jsonl", "sh",
-                     rec(1, Change.file_contents("/etc/shadow", b"pwned\n")))
+        r = user.run(
+            "sh",
+            "-c",
+            f"mkdir -m 0755 {d} && printf '%s' \"$1\" > {d}/changes.jsonl",
+            "sh",
+            rec(1, Change.file_contents("/etc/shadow", b"pwned\n")),
+        )
         assert r.returncode == 0, r.stderr
         yield user, d
     finally:
@@ -45,8 +55,10 @@ def user_dir(make_user):
 # ---------------------------------------------------------------- user-chosen paths are refused
 
 
-@pytest.mark.parametrize("flag,name", [("--journal", "changes.jsonl"), ("--state", "state.json"),
-                                       ("--prefs", "prefs.json"), ("--socket", "helper.sock")])
+@pytest.mark.parametrize(
+    "flag,name",
+    [("--journal", "changes.jsonl"), ("--state", "state.json"), ("--prefs", "prefs.json"), ("--socket", "helper.sock")],
+)
 def test_serve_refuses_paths_in_a_user_writable_directory(user_dir, shared_dir, flag, name):
     _, d = user_dir
     args = {"--journal": str(shared_dir / "j.jsonl"), "--socket": str(shared_dir / "h.sock")}
@@ -77,9 +89,24 @@ def test_serve_refuses_a_user_writable_run_dir(user_dir, shared_dir):
 
 def test_the_removed_headless_mode_names_its_replacement_and_touches_nothing(tmp_path):
     state = tmp_path / "s.json"
-    r = subprocess.run([PY, "-m", "engine.cli.helper", "--login-server", "http://127.0.0.1:1", "--state", str(state),
-                        "--auth-key", "file:/nonexistent"], env=helper_env(), cwd=REPO, capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [
+            PY,
+            "-m",
+            "engine.cli.helper",
+            "--login-server",
+            "http://127.0.0.1:1",
+            "--state",
+            str(state),
+            "--auth-key",
+            "file:/nonexistent",
+        ],
+        env=helper_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "mesh-helper serve --state FILE" in r.stderr
     assert "meshctl up --login-server URL --auth-key file:PATH" in r.stderr
@@ -112,8 +139,9 @@ def test_world_writable_journal_is_refused_unread(make_user, shared_dir):
     journal.chmod(0o666)  # root's file, but anyone may append to it ...
     canary = shared_dir / "canary"
     canary.write_text("original\n")
-    r = user.run("sh", "-c", f"printf '%s' \"$1\" >> {journal}", "sh",
-                 rec(1, Change.file_contents(str(canary), b"pwned\n")))  # ... and the user does
+    r = user.run(
+        "sh", "-c", f"printf '%s' \"$1\" >> {journal}", "sh", rec(1, Change.file_contents(str(canary), b"pwned\n"))
+    )  # ... and the user does
     assert r.returncode == 0, r.stderr
     h = HelperProc(shared_dir).start()
     try:
@@ -137,11 +165,17 @@ def test_journal_naming_shadow_and_foreign_sysctls_only_undoes_our_changes(lab):
     shadow = Path("/etc/shadow")
     canary = lab.dir / "canary"
     canary.write_text("original\n")
-    changes = [Change.link("meshvpn0"), Change.sysctl("net.ipv4.ip_forward", "0"),
-               # the same bytes: even a broken check could not damage the machine, only show in the log
-               Change.file_contents(str(shadow), shadow.read_bytes()),
-               Change.file_contents(str(canary), b"pwned\n"), Change.sysctl("net.ipv4.ip_default_ttl", "7"),
-               Change.link("victim0"), Change.rule(100, table=100), Change.nft_table("inet", "filter")]
+    changes = [
+        Change.link("meshvpn0"),
+        Change.sysctl("net.ipv4.ip_forward", "0"),
+        # the same bytes: even a broken check could not damage the machine, only show in the log
+        Change.file_contents(str(shadow), shadow.read_bytes()),
+        Change.file_contents(str(canary), b"pwned\n"),
+        Change.sysctl("net.ipv4.ip_default_ttl", "7"),
+        Change.link("victim0"),
+        Change.rule(100, table=100),
+        Change.nft_table("inet", "filter"),
+    ]
     journal = lab.dir / "changes.jsonl"
     fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -149,11 +183,19 @@ def test_journal_naming_shadow_and_foreign_sysctls_only_undoes_our_changes(lab):
     # the exit-node subsystem's journal in the same dir, naming a sysctl it never sets
     (lab.dir / "nft.json").write_text(json.dumps({"sysctl": {"net.ipv4.ip_default_ttl": "9"}}))
     os.chmod(lab.dir / "nft.json", 0o600)
-    p = host.run([PY, "-m", "engine.cli.helper", "serve", "--cleanup-only", "--journal", str(journal)],
-                 env={"PYTHONPATH": str(REPO)}, check=False)
+    p = host.run(
+        [PY, "-m", "engine.cli.helper", "serve", "--cleanup-only", "--journal", str(journal)],
+        env={"PYTHONPATH": str(REPO)},
+        check=False,
+    )
     assert "2 undone, 7 failed" in p.stderr, p.stderr[-3000:]
-    for what in ("file '/etc/shadow' is not one the helper writes", "sysctl 'net.ipv4.ip_default_ttl'",
-                 "interface 'victim0' is not ours", "rule priority 100", "nft table inet filter"):
+    for what in (
+        "file '/etc/shadow' is not one the helper writes",
+        "sysctl 'net.ipv4.ip_default_ttl'",
+        "interface 'victim0' is not ours",
+        "rule priority 100",
+        "nft table inet filter",
+    ):
         assert what in p.stderr, what
     assert "restored /etc/shadow" not in p.stderr  # (its inode is no witness: useradd elsewhere rewrites it)
     assert canary.read_text() == "original\n"
@@ -195,8 +237,9 @@ def test_state_file_writes_ignore_planted_temp_names(tmp_path):
         (tmp_path / old_tmp).symlink_to(victim)
     old = os.umask(0)
     try:
-        FileStore(state, keep_keys=True).save(Prefs(), NodeKeys(MachinePrivate.generate(), NodePrivate.generate(),
-                                                                source="state-file"))
+        FileStore(state, keep_keys=True).save(
+            Prefs(), NodeKeys(MachinePrivate.generate(), NodePrivate.generate(), source="state-file")
+        )
     finally:
         os.umask(old)
     assert victim.read_text() == "untouched\n"

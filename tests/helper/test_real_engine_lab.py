@@ -61,8 +61,19 @@ def test_auth_key_join_status_down_and_clean_exit(net):
     a = host("a", 11)
     sock, proc = start_helper(a, lab)
 
-    p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", "py-a", "--timeout", "60",
-                timeout=90)
+    p = meshctl(
+        sock,
+        "up",
+        "--login-server",
+        hs.url,
+        "--auth-key",
+        key_file_arg(key, lab.dir),
+        "--hostname",
+        "py-a",
+        "--timeout",
+        "60",
+        timeout=90,
+    )
     assert p.returncode == 0, p.stdout + p.stderr + a.log_of(proc)[-3000:]
     assert key not in a.log_of(proc)
 
@@ -104,12 +115,18 @@ def test_interactive_login_through_the_cli(net):
     hs.create_user("bob")
     a = host("a", 11)
     sock, proc = start_helper(a, lab)
-    cli = subprocess.Popen([str(TAILSCALE), f"--socket={sock}", "up", f"--login-server={hs.url}",
-                            "--hostname=py-i", "--timeout=90s"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli = subprocess.Popen(
+        [str(TAILSCALE), f"--socket={sock}", "up", f"--login-server={hs.url}", "--hostname=py-i", "--timeout=90s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        url = wait_until(lambda: re.search(r"https?://\S+/register/\S+", status(sock).get("AuthURL", "") or ""),
-                         "AuthURL from headscale", 60).group(0)
+        url = wait_until(
+            lambda: re.search(r"https?://\S+/register/\S+", status(sock).get("AuthURL", "") or ""),
+            "AuthURL from headscale",
+            60,
+        ).group(0)
         hs.register(auth_id_from_url(url), "bob")
         out, err = cli.communicate(timeout=90)
         assert cli.returncode == 0, out + err + a.log_of(proc)[-3000:]
@@ -130,8 +147,19 @@ def test_sigkill_with_real_engine_leaves_no_leftovers(net):
     rules_before = a.run(["ip", "rule", "show"]).stdout
     routes_before = a.run(["ip", "route", "show", "table", "all"]).stdout
     sock, proc = start_helper(a, lab)
-    p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", "py-k", "--timeout", "60",
-                timeout=90)
+    p = meshctl(
+        sock,
+        "up",
+        "--login-server",
+        hs.url,
+        "--auth-key",
+        key_file_arg(key, lab.dir),
+        "--hostname",
+        "py-k",
+        "--timeout",
+        "60",
+        timeout=90,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     assert a.run(["ip", "link", "show", "mesh0"], check=False).returncode == 0
     p = tailscale_cli(sock, "status")
@@ -143,8 +171,19 @@ def test_sigkill_with_real_engine_leaves_no_leftovers(net):
     assert a.run(["ip", "rule", "show"]).stdout == rules_before
     assert a.run(["ip", "route", "show", "table", "all"]).stdout == routes_before
     # the same node (keys are in memory only in GUI mode): logs in again with the key
-    p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", "py-k", "--timeout", "60",
-                timeout=90)
+    p = meshctl(
+        sock,
+        "up",
+        "--login-server",
+        hs.url,
+        "--auth-key",
+        key_file_arg(key, lab.dir),
+        "--hostname",
+        "py-k",
+        "--timeout",
+        "60",
+        timeout=90,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
@@ -158,11 +197,26 @@ def test_two_helpers_ping_each_other_over_wireguard(net):
     sa, pa = start_helper(a, lab)
     sb, pb = start_helper(b, lab)
     for sock, name in ((sa, "py-a"), (sb, "py-b")):
-        p = meshctl(sock, "up", "--login-server", hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", name, "--timeout", "60",
-                    timeout=90)
+        p = meshctl(
+            sock,
+            "up",
+            "--login-server",
+            hs.url,
+            "--auth-key",
+            key_file_arg(key, lab.dir),
+            "--hostname",
+            name,
+            "--timeout",
+            "60",
+            timeout=90,
+        )
         assert p.returncode == 0, p.stdout + p.stderr
-    b_ip = wait_until(lambda: next((v["TailscaleIPs"][0] for v in (status(sa).get("Peer") or {}).values()
-                                    if v["HostName"] == "py-b"), None), "py-b in py-a's status")
+    b_ip = wait_until(
+        lambda: next(
+            (v["TailscaleIPs"][0] for v in (status(sa).get("Peer") or {}).values() if v["HostName"] == "py-b"), None
+        ),
+        "py-b in py-a's status",
+    )
     tries: list = []
 
     def ping_ok():
@@ -214,10 +268,39 @@ def test_exit_node_chosen_through_the_localapi(net):
     sa, pa = start_helper(a, lab)
     sb, pb = start_helper(b, lab)
     rules_before = a.run(["ip", "-4", "rule", "show"]).stdout
-    assert meshctl(sb, "up", "--login-server", hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", "py-b",
-                   "--advertise-exit-node", "--timeout", "60", timeout=90).returncode == 0
-    assert meshctl(sa, "up", "--login-server", hs.url, "--auth-key", key_file_arg(key, lab.dir), "--hostname", "py-a",
-                   "--timeout", "60", timeout=90).returncode == 0
+    assert (
+        meshctl(
+            sb,
+            "up",
+            "--login-server",
+            hs.url,
+            "--auth-key",
+            key_file_arg(key, lab.dir),
+            "--hostname",
+            "py-b",
+            "--advertise-exit-node",
+            "--timeout",
+            "60",
+            timeout=90,
+        ).returncode
+        == 0
+    )
+    assert (
+        meshctl(
+            sa,
+            "up",
+            "--login-server",
+            hs.url,
+            "--auth-key",
+            key_file_arg(key, lab.dir),
+            "--hostname",
+            "py-a",
+            "--timeout",
+            "60",
+            timeout=90,
+        ).returncode
+        == 0
+    )
     node_b = wait_until(lambda: hs.node_by_hostname("py-b"), "py-b in headscale")
     hs.cli("nodes", "approve-routes", "-i", str(node_b["id"]), "-r", "0.0.0.0/0,::/0", json_out=False)
 

@@ -1,4 +1,4 @@
-"""Attack: the operator tries to change the root-only OperatorUser pref (start's UpdatePrefs, PATCH prefs); 403, nothing kept."""
+"""Attack: the operator sets the root-only OperatorUser pref (start's UpdatePrefs, PATCH prefs): 403, nothing kept."""
 
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ def test_operator_cannot_change_operator_user_by_start_or_patch(operator_helper)
     assert f"operator {op.name}" in got["body"]["Error"]
 
     # 2. PATCH prefs (MaskedPrefs)
-    got = request_as(op, h.socket, "PATCH", "/localapi/v0/prefs",
-                     {"OperatorUser": outsider.name, "OperatorUserSet": True})
+    got = request_as(
+        op, h.socket, "PATCH", "/localapi/v0/prefs", {"OperatorUser": outsider.name, "OperatorUserSet": True}
+    )
     assert got["status"] == 403, got
     assert "only root" in got["body"]["Error"]
 
@@ -65,8 +66,9 @@ def test_operator_cannot_change_operator_user_by_start_or_patch(operator_helper)
     assert got["status"] == 204, got
 
     # root may set it; the operator's whole-prefs copy that keeps root's value is no change, so allowed
-    got = request_as(None, h.socket, "PATCH", "/localapi/v0/prefs",
-                     {"OperatorUser": outsider.name, "OperatorUserSet": True})
+    got = request_as(
+        None, h.socket, "PATCH", "/localapi/v0/prefs", {"OperatorUser": outsider.name, "OperatorUserSet": True}
+    )
     assert got["status"] == 200 and got["body"]["OperatorUser"] == outsider.name, got
     assert outsider.name in prefs_file.read_text()
     now = request_as(op, h.socket, "GET", "/localapi/v0/prefs")["body"]

@@ -27,15 +27,19 @@ VECTORS = Path(__file__).parent / "vectors"
 
 
 def load(name: str):
-    return json.loads((VECTORS / name).read_text().splitlines()[0] if name.endswith(".jsonl")
-                      else (VECTORS / name).read_text())
+    return json.loads(
+        (VECTORS / name).read_text().splitlines()[0] if name.endswith(".jsonl") else (VECTORS / name).read_text()
+    )
 
 
-@pytest.mark.parametrize("cls,name", [
-    (Status, "tailscaled-1.90.9-status-needslogin.json"),
-    (Prefs, "tailscaled-1.90.9-prefs-default.json"),
-    (Notify, "tailscaled-1.90.9-notify-initial.jsonl"),
-])
+@pytest.mark.parametrize(
+    "cls,name",
+    [
+        (Status, "tailscaled-1.90.9-status-needslogin.json"),
+        (Prefs, "tailscaled-1.90.9-prefs-default.json"),
+        (Notify, "tailscaled-1.90.9-notify-initial.jsonl"),
+    ],
+)
 def test_tailscaled_capture_round_trips_exactly(cls, name):
     raw = load(name)
     obj = cls.from_dict(raw)
@@ -72,12 +76,15 @@ def test_omitempty_fields_are_left_out():
     assert PingResult(ip="1.2.3.4").to_dict().keys() >= {"IP", "Err", "LatencySeconds", "DERPRegionCode"}
 
 
-@pytest.mark.parametrize("bad,msg", [
-    ({"WantRunning": "yes"}, "Prefs.WantRunning: want a bool"),
-    ({"NetfilterMode": "on"}, "Prefs.NetfilterMode: want an integer"),
-    ({"AdvertiseRoutes": "10.0.0.0/8"}, "Prefs.AdvertiseRoutes: want a list"),
-    ([], "Prefs: want a JSON object"),
-])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        ({"WantRunning": "yes"}, "Prefs.WantRunning: want a bool"),
+        ({"NetfilterMode": "on"}, "Prefs.NetfilterMode: want an integer"),
+        ({"AdvertiseRoutes": "10.0.0.0/8"}, "Prefs.AdvertiseRoutes: want a list"),
+        ([], "Prefs: want a JSON object"),
+    ],
+)
 def test_wrong_types_are_named(bad, msg):
     with pytest.raises(SchemaError) as ei:
         Prefs.from_dict(bad)
@@ -90,6 +97,7 @@ def test_invalid_json_is_a_schema_error():
 
 
 # ---- MaskedPrefs ----
+
 
 def test_masked_prefs_wire_form_is_flat_with_set_flags():
     mp = MaskedPrefs.of(want_running=False, exit_node_id="n3")
@@ -132,12 +140,17 @@ def test_empty_mask_changes_nothing():
 
 
 _pref_values = {
-    "want_running": st.booleans(), "route_all": st.booleans(), "corp_dns": st.booleans(),
+    "want_running": st.booleans(),
+    "route_all": st.booleans(),
+    "corp_dns": st.booleans(),
     "hostname": st.text(alphabet="abcdefgh-0123", max_size=12),
     "exit_node_id": st.text(alphabet="nCNTRL0123456789", max_size=10),
     "exit_node_ip": st.sampled_from(["", "100.64.0.3", "fd7a:115c:a1e0::3"]),
-    "advertise_routes": st.one_of(st.none(), st.lists(st.sampled_from(["10.0.0.0/8", "0.0.0.0/0", "::/0"]), max_size=3)),
-    "shields_up": st.booleans(), "exit_node_allow_lan_access": st.booleans(),
+    "advertise_routes": st.one_of(
+        st.none(), st.lists(st.sampled_from(["10.0.0.0/8", "0.0.0.0/0", "::/0"]), max_size=3)
+    ),
+    "shields_up": st.booleans(),
+    "exit_node_allow_lan_access": st.booleans(),
     "control_url": st.sampled_from(["", "https://hs.example.com", "http://127.0.0.1:8080"]),
     "operator_user": st.sampled_from(["", "alice"]),
 }
@@ -158,14 +171,21 @@ def test_masking_applies_exactly_the_masked_fields(base, edit):
     assert Prefs.from_json(out.to_json()) == out
 
 
-@given(st.builds(
-    PeerStatus, id=st.text(max_size=8), host_name=st.text(max_size=8), online=st.booleans(),
-    tailscale_ips=st.one_of(st.none(), st.lists(st.sampled_from(["100.64.0.1", "fd7a::1"]), max_size=2)),
-    rx_bytes=st.integers(0, 2**62), key_expiry=st.one_of(st.none(), st.just("2027-01-01T00:00:00Z")),
-))
+@given(
+    st.builds(
+        PeerStatus,
+        id=st.text(max_size=8),
+        host_name=st.text(max_size=8),
+        online=st.booleans(),
+        tailscale_ips=st.one_of(st.none(), st.lists(st.sampled_from(["100.64.0.1", "fd7a::1"]), max_size=2)),
+        rx_bytes=st.integers(0, 2**62),
+        key_expiry=st.one_of(st.none(), st.just("2027-01-01T00:00:00Z")),
+    )
+)
 def test_peer_status_round_trip(ps):
-    st_ = Status(backend_state="Running", self=ps, peer={ps.public_key: ps},
-                 user={"7": UserProfile(id=7, login_name="a@b")})
+    st_ = Status(
+        backend_state="Running", self=ps, peer={ps.public_key: ps}, user={"7": UserProfile(id=7, login_name="a@b")}
+    )
     assert Status.from_json(st_.to_json()) == st_
 
 
@@ -177,6 +197,7 @@ def test_options_repr_hides_auth_key():
 
 def test_set_keys_request_names_and_aliases():
     from engine.localapi.schema import SetKeysRequest
+
     a = SetKeysRequest.from_dict({"MachineKey": "privkey:" + "1" * 64, "NodeKey": "privkey:" + "2" * 64})
     b = SetKeysRequest.from_dict({"MachinePrivate": "privkey:" + "1" * 64, "NodePrivate": "privkey:" + "2" * 64})
     assert a == b and a.to_dict() == {"MachineKey": "privkey:" + "1" * 64, "NodeKey": "privkey:" + "2" * 64}

@@ -50,18 +50,27 @@ def test_nothing_enters_no_state_or_in_use_other_user():
     assert State.IN_USE_OTHER_USER not in TABLE.values()
 
 
-@pytest.mark.parametrize("path,want", [
-    pytest.param([Input.START_LOGGED_OUT, Input.LOGIN_INTERACTIVE, Input.AUTH_URL, Input.LOGGED_IN, Input.ENGINE_UP],
-                 State.RUNNING, id="interactive-login"),
-    pytest.param([Input.START_RUNNING, Input.ENGINE_UP, Input.WANT_RUNNING_OFF], State.STOPPED, id="down"),
-    pytest.param([Input.START_STOPPED, Input.WANT_RUNNING_ON, Input.ENGINE_UP], State.RUNNING, id="up"),
-    pytest.param([Input.START_RUNNING, Input.ENGINE_UP, Input.LOGOUT], State.NEEDS_LOGIN, id="logout"),
-    pytest.param([Input.START_LOGGED_OUT, Input.MACHINE_AUTH_NEEDED, Input.LOGGED_IN, Input.ENGINE_UP],
-                 State.RUNNING, id="machine-approval"),
-    pytest.param([Input.START_RUNNING, Input.ENGINE_UP, Input.LOGIN_NEEDED], State.NEEDS_LOGIN, id="key-expired"),
-    pytest.param([Input.START_RUNNING, Input.ENGINE_FAILED], State.STOPPED, id="engine-failed"),
-    pytest.param([Input.START_STOPPED, Input.ENGINE_UP], State.STOPPED, id="late-netmap-ignored"),
-])
+@pytest.mark.parametrize(
+    "path,want",
+    [
+        pytest.param(
+            [Input.START_LOGGED_OUT, Input.LOGIN_INTERACTIVE, Input.AUTH_URL, Input.LOGGED_IN, Input.ENGINE_UP],
+            State.RUNNING,
+            id="interactive-login",
+        ),
+        pytest.param([Input.START_RUNNING, Input.ENGINE_UP, Input.WANT_RUNNING_OFF], State.STOPPED, id="down"),
+        pytest.param([Input.START_STOPPED, Input.WANT_RUNNING_ON, Input.ENGINE_UP], State.RUNNING, id="up"),
+        pytest.param([Input.START_RUNNING, Input.ENGINE_UP, Input.LOGOUT], State.NEEDS_LOGIN, id="logout"),
+        pytest.param(
+            [Input.START_LOGGED_OUT, Input.MACHINE_AUTH_NEEDED, Input.LOGGED_IN, Input.ENGINE_UP],
+            State.RUNNING,
+            id="machine-approval",
+        ),
+        pytest.param([Input.START_RUNNING, Input.ENGINE_UP, Input.LOGIN_NEEDED], State.NEEDS_LOGIN, id="key-expired"),
+        pytest.param([Input.START_RUNNING, Input.ENGINE_FAILED], State.STOPPED, id="engine-failed"),
+        pytest.param([Input.START_STOPPED, Input.ENGINE_UP], State.STOPPED, id="late-netmap-ignored"),
+    ],
+)
 def test_paths(path, want):
     sm = StateMachine()
     for inp in path:

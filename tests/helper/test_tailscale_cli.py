@@ -8,7 +8,9 @@ import pytest
 
 from tests.helper.conftest import TAILSCALE, tailscale_cli
 
-pytestmark = pytest.mark.skipif(not TAILSCALE.exists(), reason="tailscale CLI not built (installers/dev/build-peers.sh)")
+pytestmark = pytest.mark.skipif(
+    not TAILSCALE.exists(), reason="tailscale CLI not built (installers/dev/build-peers.sh)"
+)
 
 
 def ts(helper, *args, **kw):

@@ -42,8 +42,9 @@ def test_largest_mask_is_accepted_and_unknown_bits_ignored(helper):
     s.settimeout(10)
     s.connect(helper.socket)
     try:
-        s.sendall(b"GET /localapi/v0/watch-ipn-bus?mask=18446744073709551615 HTTP/1.1\r\n"
-                  b"Host: local-tailscaled.sock\r\n\r\n")
+        s.sendall(
+            b"GET /localapi/v0/watch-ipn-bus?mask=18446744073709551615 HTTP/1.1\r\nHost: local-tailscaled.sock\r\n\r\n"
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             head += s.recv(4096)

@@ -1,4 +1,4 @@
-"""Interop of our userspace WireGuard engine with wireguard-go and with itself, driven through wg(8), in lab namespaces."""
+"""Interop of our userspace WireGuard engine with wireguard-go and itself, driven through wg(8), in lab namespaces."""
 
 from __future__ import annotations
 
@@ -212,8 +212,11 @@ def test_wg_set_add_remove_and_setconf(lab, hosts):
     bad = a.run([ours.wg.wg, "set", ours.ifname, "peer", "AAAA", "remove"], check=False)
     assert bad.returncode != 0
     assert ours.wg.show("peers").split() == [ref.public_key]
-    raw = a.exec_python("import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n"
-                        "s.sendall(b'set=1\\nbogus=1\\n\\n')\nprint(s.recv(100).decode())", str(ours.socket_path))
+    raw = a.exec_python(
+        "import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n"
+        "s.sendall(b'set=1\\nbogus=1\\n\\n')\nprint(s.recv(100).decode())",
+        str(ours.socket_path),
+    )
     assert raw.stdout.strip() == "errno=-22"
 
 
@@ -224,12 +227,18 @@ def test_wg_quick_up_down_with_our_engine(lab, hosts):
     keys = gen_keypair()
     ifname = lab.ifname()
     conf = lab.dir / f"{ifname}.conf"
-    conf.write_text(f"[Interface]\nPrivateKey = {keys.private}\nListenPort = {PORT}\nAddress = {TA}/24\nMTU = 1400\n"
-                    f"[Peer]\nPublicKey = {ref.public_key}\nEndpoint = {B4}:{PORT}\nAllowedIPs = {TB}/32, 10.77.0.0/16\n")
+    conf.write_text(
+        f"[Interface]\nPrivateKey = {keys.private}\nListenPort = {PORT}\nAddress = {TA}/24\nMTU = 1400\n"
+        f"[Peer]\nPublicKey = {ref.public_key}\nEndpoint = {B4}:{PORT}\nAllowedIPs = {TB}/32, 10.77.0.0/16\n"
+    )
     os.chmod(conf, 0o600)
     ref.add_peer(keys.public, endpoint=f"{A4}:{PORT}", allowed_ips=f"{TA}/32")
-    env = engine_env({"WG_QUICK_USERSPACE_IMPLEMENTATION": str(WG_QUICK_SHIM),
-                      "MESH_WG_LOG_FILE": str(lab.dir / f"{ifname}-engine.log")})
+    env = engine_env(
+        {
+            "WG_QUICK_USERSPACE_IMPLEMENTATION": str(WG_QUICK_SHIM),
+            "MESH_WG_LOG_FILE": str(lab.dir / f"{ifname}-engine.log"),
+        }
+    )
     up = a.run(["wg-quick", "up", str(conf)], env=env, timeout=60)
     assert "userspace" in up.stderr.lower() or "[#]" in up.stderr
     assert a.wait_ping(TB)
@@ -241,8 +250,10 @@ def test_wg_quick_up_down_with_our_engine(lab, hosts):
     poll_until(lambda: not sock.exists(), 10, 0.2)
     assert a.run(["ip", "link", "show", "dev", ifname], check=False).returncode != 0
     assert not sock.exists()
-    assert "engine.cli.helper" not in a.run(["sh", "-c", f"ps -o args= -p $(ip netns pids {a.ns} | tr '\\n' ,)0"],
-                                            check=False).stdout
+    assert (
+        "engine.cli.helper"
+        not in a.run(["sh", "-c", f"ps -o args= -p $(ip netns pids {a.ns} | tr '\\n' ,)0"], check=False).stdout
+    )
 
 
 def _gone(eng, timeout=10.0) -> bool:

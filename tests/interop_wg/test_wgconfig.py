@@ -48,8 +48,10 @@ def test_parse_full():
     assert i.listen_port == 51820 and i.mtu == 1380 and i.fwmark == 0x1234
     assert [str(a) for a in i.addresses] == ["10.0.0.1/24", "fd00::1/64", "10.0.1.1/24"]
     assert i.dns == ("10.0.0.53",)
-    assert cfg.warnings == ("wg0.conf:8: DNS: ignored (mesh-helper wg does not configure DNS)",
-                            "wg0.conf:10: PostUp: ignored")
+    assert cfg.warnings == (
+        "wg0.conf:8: DNS: ignored (mesh-helper wg does not configure DNS)",
+        "wg0.conf:10: PostUp: ignored",
+    )
     p1, p2 = cfg.peers
     assert p1.public_key == b"\x11" * 32 and p1.preshared_key.raw == b"\x33" * 32
     assert p1.endpoint == ("192.0.2.2", 51820) and p1.persistent_keepalive == 25
@@ -87,8 +89,10 @@ def _peer(extra: str) -> str:
 IFACE_ERRORS = {
     "short_key": ("PrivateKey = abc", "PrivateKey: not a valid base64 32-byte key"),
     "nonbase64_key": ("PrivateKey = " + "!" * 44, "PrivateKey: not a valid base64 32-byte key"),
-    "31_byte_key": ("PrivateKey = " + base64.b64encode(b"x" * 31).decode(),
-                    "PrivateKey: not a valid base64 32-byte key"),
+    "31_byte_key": (
+        "PrivateKey = " + base64.b64encode(b"x" * 31).decode(),
+        "PrivateKey: not a valid base64 32-byte key",
+    ),
     "port_range": ("ListenPort = 70000", "ListenPort: 70000 out of range 0..65535"),
     "port_negative": ("ListenPort = -1", "ListenPort: not a number: '-1'"),
     "fwmark_hex": ("FwMark = 0xzz", "FwMark: not a number: '0xzz'"),
@@ -130,9 +134,11 @@ FILE_ERRORS = {
     "duplicate_peer": (_peer(f"[Peer]\nPublicKey = {PUB1}"), "wg0.conf:6: PublicKey: duplicate peer (first at line 4)"),
 }
 
-ERRORS = {**{k: (_iface(line), f"wg0.conf:3: {err}") for k, (line, err) in IFACE_ERRORS.items()},
-          **{k: (_peer(line), f"wg0.conf:5: {err}") for k, (line, err) in PEER_ERRORS.items()},
-          **FILE_ERRORS}
+ERRORS = {
+    **{k: (_iface(line), f"wg0.conf:3: {err}") for k, (line, err) in IFACE_ERRORS.items()},
+    **{k: (_peer(line), f"wg0.conf:5: {err}") for k, (line, err) in PEER_ERRORS.items()},
+    **FILE_ERRORS,
+}
 
 
 @pytest.mark.parametrize("text,msg", list(ERRORS.values()), ids=list(ERRORS))

@@ -1,4 +1,4 @@
-"""Browser SSO for lab tests: Playwright drives Debian's headless Chromium through headscale's OIDC login, inside a lab netns."""
+"""Lab browser SSO: Playwright drives Debian's headless Chromium through headscale's OIDC login, inside a lab netns."""
 
 from __future__ import annotations
 
@@ -16,8 +16,15 @@ from tests.lab.netlab import REPO_ROOT, LabError
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-    "--disable-component-update", "--disable-sync", "--no-proxy-server", "--disable-dev-shm-usage",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",
+    "--disable-dev-shm-usage",
 )
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 PASSWORD_ENV = "MESH_SSO_PASSWORD"  # the password travels in the child's environment, never in argv
@@ -48,8 +55,8 @@ def _strip_query(url: str) -> str:
 
 # --- in-namespace part (runs as `python -m tests.lab.browser`) -----------------------
 
-def _run_flow(auth_url: str, username: str, password: str, shots_dir: Path, prefix: str,
-              timeout_s: float) -> dict:
+
+def _run_flow(auth_url: str, username: str, password: str, shots_dir: Path, prefix: str, timeout_s: float) -> dict:
     from playwright.sync_api import Error as PwError, sync_playwright
 
     steps: list[str] = []
@@ -58,8 +65,15 @@ def _run_flow(auth_url: str, username: str, password: str, shots_dir: Path, pref
     t0 = time.monotonic()
     ms = int(timeout_s * 1000)
     shots_dir.mkdir(parents=True, exist_ok=True)
-    result: dict = {"ok": False, "steps": steps, "urls": urls, "screenshots": shots, "final_text": "",
-                    "error": "", "idp_origin": ""}
+    result: dict = {
+        "ok": False,
+        "steps": steps,
+        "urls": urls,
+        "screenshots": shots,
+        "final_text": "",
+        "error": "",
+        "idp_origin": "",
+    }
 
     def snap(page, name: str) -> None:
         steps.append(name)
@@ -70,8 +84,12 @@ def _run_flow(auth_url: str, username: str, password: str, shots_dir: Path, pref
 
     with tempfile.TemporaryDirectory(prefix="mesh-chromium-") as profile, sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_ARGS),
-            viewport={"width": 1000, "height": 760}, timeout=ms,
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=list(CHROMIUM_ARGS),
+            viewport={"width": 1000, "height": 760},
+            timeout=ms,
         )
         page = ctx.new_page()
         page.set_default_timeout(ms)
@@ -129,9 +147,18 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- test-side API --------------------------------------------------------------------
 
-def complete_sso_login(auth_url: str, username: str, password: str, netns: str, *,
-                       shots_dir: Path | None = None, prefix: str = "sso", timeout: float = 90.0,
-                       check: bool = True) -> SsoResult:
+
+def complete_sso_login(
+    auth_url: str,
+    username: str,
+    password: str,
+    netns: str,
+    *,
+    shots_dir: Path | None = None,
+    prefix: str = "sso",
+    timeout: float = 90.0,
+    check: bool = True,
+) -> SsoResult:
     """Open ``auth_url`` in headless Chromium inside ``netns``, sign in at the IdP, confirm at headscale.
 
     Screenshots of each step go to ``shots_dir`` (default test-artifacts/) as ``<prefix>-<n>-<step>.png``.
@@ -140,9 +167,25 @@ def complete_sso_login(auth_url: str, username: str, password: str, netns: str, 
     shots = shots_dir or ARTIFACTS
     for old in Path(shots).glob(f"{prefix}-[0-9]*-*.png") if Path(shots).is_dir() else ():
         old.unlink()
-    argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "tests.lab.browser",
-            "--auth-url", auth_url, "--username", username, "--shots-dir", str(shots), "--prefix", prefix,
-            "--timeout", str(max(5.0, timeout / 3))]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        sys.executable,
+        "-m",
+        "tests.lab.browser",
+        "--auth-url",
+        auth_url,
+        "--username",
+        username,
+        "--shots-dir",
+        str(shots),
+        "--prefix",
+        prefix,
+        "--timeout",
+        str(max(5.0, timeout / 3)),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), PASSWORD_ENV: password, "HOME": os.environ.get("HOME", "/root")}
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(REPO_ROOT))
@@ -153,13 +196,21 @@ def complete_sso_login(auth_url: str, username: str, password: str, netns: str, 
         data = json.loads(last)
     except ValueError as e:
         raise SsoLoginFailed(f"browser helper failed rc={p.returncode}: {p.stderr.strip()[-2000:]}") from e
-    res = SsoResult(ok=bool(data["ok"]), steps=tuple(data["steps"]), urls=tuple(data["urls"]),
-                    screenshots=tuple(data["screenshots"]), final_text=data["final_text"],
-                    error=data["error"], seconds=float(data.get("seconds", 0.0)),
-                    idp_origin=data.get("idp_origin", ""))
+    res = SsoResult(
+        ok=bool(data["ok"]),
+        steps=tuple(data["steps"]),
+        urls=tuple(data["urls"]),
+        screenshots=tuple(data["screenshots"]),
+        final_text=data["final_text"],
+        error=data["error"],
+        seconds=float(data.get("seconds", 0.0)),
+        idp_origin=data.get("idp_origin", ""),
+    )
     if check and not res.ok:
-        raise SsoLoginFailed(f"SSO flow failed after steps {list(res.steps)} at {res.urls[-1:]}: {res.error}\n"
-                             f"page: {res.final_text[:500]}\nstderr: {p.stderr.strip()[-1500:]}")
+        raise SsoLoginFailed(
+            f"SSO flow failed after steps {list(res.steps)} at {res.urls[-1:]}: {res.error}\n"
+            f"page: {res.final_text[:500]}\nstderr: {p.stderr.strip()[-1500:]}"
+        )
     return res
 
 

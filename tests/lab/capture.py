@@ -24,8 +24,14 @@ class Capture:
 
     def __enter__(self) -> "Capture":
         self._proc = self.host.popen(["tcpdump", "-i", self.iface, "-nn", "-q", "-l", "-U", self.bpf])
-        wait_ready(lambda: "listening on" in Host.log_of(self._proc), what=f"tcpdump on {self.host.name}/{self.iface}",
-                   until="'listening on' in its log", proc=self._proc, timeout=self.start_timeout, interval=0.05)
+        wait_ready(
+            lambda: "listening on" in Host.log_of(self._proc),
+            what=f"tcpdump on {self.host.name}/{self.iface}",
+            until="'listening on' in its log",
+            proc=self._proc,
+            timeout=self.start_timeout,
+            interval=0.05,
+        )
         return self
 
     def __exit__(self, *exc) -> None:

@@ -62,10 +62,14 @@ class Derper:
     def argv(self) -> list[str]:
         argv = [
             self.binary,
-            "-a", f"{self.addr}:{self.port}",
-            "-stun-port", str(self.stun_port),
-            "-c", str(self.workdir / "derper.json"),
-            "-http-port", "-1",
+            "-a",
+            f"{self.addr}:{self.port}",
+            "-stun-port",
+            str(self.stun_port),
+            "-c",
+            str(self.workdir / "derper.json"),
+            "-http-port",
+            "-1",
         ]
         if self.tls_hostname:
             argv += ["-certmode", "manual", "-certdir", str(self.workdir / "certs"), "-hostname", self.tls_hostname]
@@ -86,15 +90,22 @@ class Derper:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.tls_hostname)])
         now = datetime.datetime.now(datetime.timezone.utc)
         cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(self.tls_hostname)]), critical=False)
             .sign(key, hashes.SHA256())
         )
         (d / f"{self.tls_hostname}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (d / f"{self.tls_hostname}.key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        (d / f"{self.tls_hostname}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
 
     def start(self, timeout: float = 15.0) -> None:
         if self.tls_hostname and not (self.workdir / "certs").exists():
@@ -104,8 +115,15 @@ class Derper:
             self.proc = self._popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
         finally:
             log.close()
-        wait_ready(lambda: "derper: serving on" in self.log(), what="derper", until="'serving on' in its log",
-                   proc=self.proc, timeout=timeout, interval=0.05, log=self.log)
+        wait_ready(
+            lambda: "derper: serving on" in self.log(),
+            what="derper",
+            until="'serving on' in its log",
+            proc=self.proc,
+            timeout=timeout,
+            interval=0.05,
+            log=self.log,
+        )
 
     def stop(self) -> None:
         stop_process(self.proc, timeout=5)

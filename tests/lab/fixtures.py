@@ -15,10 +15,7 @@ _LOG_SUFFIXES = (".log", ".out", ".err", ".txt", ".png")
 
 def _only_logs(directory, names):
     """copytree filter: keep logs and screenshots, never keys, state files or databases."""
-    return [
-        n for n in names
-        if not os.path.isdir(os.path.join(directory, n)) and not n.endswith(_LOG_SUFFIXES)
-    ]
+    return [n for n in names if not os.path.isdir(os.path.join(directory, n)) and not n.endswith(_LOG_SUFFIXES)]
 
 
 @pytest.fixture

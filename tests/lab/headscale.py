@@ -81,8 +81,17 @@ def _config(d: Path, addr: str, port: int, stun_port: int, log_level: str) -> di
 class Headscale:
     """headscale serving on ``addr:port`` inside ``host`` (a lab namespace)."""
 
-    def __init__(self, host: Host, addr: str | None = None, *, port: int = 8080, stun_port: int = 3478,
-                 log_level: str = "info", policy: dict | None = None, extra_config: dict | None = None) -> None:
+    def __init__(
+        self,
+        host: Host,
+        addr: str | None = None,
+        *,
+        port: int = 8080,
+        stun_port: int = 3478,
+        log_level: str = "info",
+        policy: dict | None = None,
+        extra_config: dict | None = None,
+    ) -> None:
         self.host = host
         self.addr = addr or host.addr
         self.port = port
@@ -129,8 +138,15 @@ class Headscale:
             p = self.host.run(["curl", "-fsS", "-m", "2", f"{self.url}/health"], check=False, timeout=5)
             return p.returncode == 0 and (self.dir / "headscale.sock").exists()
 
-        wait_ready(ready, what="headscale", until="GET /health answers and the CLI socket exists", proc=self.proc,
-                   timeout=timeout, interval=0.2, log=self.log)
+        wait_ready(
+            ready,
+            what="headscale",
+            until="GET /health answers and the CLI socket exists",
+            proc=self.proc,
+            timeout=timeout,
+            interval=0.2,
+            log=self.log,
+        )
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -165,8 +181,9 @@ class Headscale:
                 return int(u["id"])
         raise LabError(f"user {name} not found after create")
 
-    def preauth_key(self, user: str | int, *, reusable: bool = True, ephemeral: bool = False,
-                    expiration: str = "1h") -> str:
+    def preauth_key(
+        self, user: str | int, *, reusable: bool = True, ephemeral: bool = False, expiration: str = "1h"
+    ) -> str:
         uid = user if isinstance(user, int) else self._user_ids.get(user) or self.create_user(user)
         args = ["preauthkeys", "create", "--user", str(uid), "-e", expiration]
         if reusable:
@@ -194,8 +211,10 @@ class Headscale:
 
     def debug_ping(self, node: str | int, timeout: float = 40) -> str:
         """Ask headscale to send the node a PingRequest (/debug/ping); returns the result page text."""
-        p = self.host.run(["curl", "-sS", "-m", str(int(timeout)), f"http://127.0.0.1:9090/debug/ping?node={node}"],
-                          timeout=timeout + 5)
+        p = self.host.run(
+            ["curl", "-sS", "-m", str(int(timeout)), f"http://127.0.0.1:9090/debug/ping?node={node}"],
+            timeout=timeout + 5,
+        )
         return p.stdout
 
     def delete_node(self, node_id: int) -> None:

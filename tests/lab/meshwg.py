@@ -28,12 +28,30 @@ class MeshWg(WgInterface):
     `env` may carry MESH_WG_* overrides (e.g. MESH_WG_REKEY_AFTER_TIME).
     """
 
-    def __init__(self, host: Host, ifname: str, keys: WgKeyPair | None = None, *,
-                 listen_port: int | None = None, address: str | None = None, address6: str | None = None,
-                 mtu: int = 1420, env: dict[str, str] | None = None, extra_config: str = "",
-                 log_level: str = "info"):
-        super().__init__(host, ifname, keys, listen_port=listen_port, address=address, address6=address6, mtu=mtu,
-                         log_level=log_level)
+    def __init__(
+        self,
+        host: Host,
+        ifname: str,
+        keys: WgKeyPair | None = None,
+        *,
+        listen_port: int | None = None,
+        address: str | None = None,
+        address6: str | None = None,
+        mtu: int = 1420,
+        env: dict[str, str] | None = None,
+        extra_config: str = "",
+        log_level: str = "info",
+    ):
+        super().__init__(
+            host,
+            ifname,
+            keys,
+            listen_port=listen_port,
+            address=address,
+            address6=address6,
+            mtu=mtu,
+            log_level=log_level,
+        )
         self.env = env or {}
         self.extra_config = extra_config
         self.config_path = host.lab.dir / f"{ifname}.conf"
@@ -52,8 +70,19 @@ class MeshWg(WgInterface):
         return self.config_path
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "engine.cli.helper", "wg", "--config", str(self.config_path),
-                "--interface", self.ifname, "--foreground", "--log-level", self.log_level]
+        return [
+            sys.executable,
+            "-m",
+            "engine.cli.helper",
+            "wg",
+            "--config",
+            str(self.config_path),
+            "--interface",
+            self.ifname,
+            "--foreground",
+            "--log-level",
+            self.log_level,
+        ]
 
     def start(self, timeout: float = 20) -> "MeshWg":
         self.write_config()
@@ -61,9 +90,14 @@ class MeshWg(WgInterface):
         self.host.lab.add_cleanup(self.stop)
         wait_for_socket(self.ifname, timeout=timeout, proc=self.proc)
         # The socket may be a stale one from a killed run: wait until wg(8) gets an answer.
-        wait_ready(lambda: self.host.run([self.wg.wg, "show", self.ifname], check=False).returncode == 0,
-                   what=f"engine {self.ifname}", until="wg show answers on its UAPI socket", proc=self.proc,
-                   timeout=timeout, log=self.log)
+        wait_ready(
+            lambda: self.host.run([self.wg.wg, "show", self.ifname], check=False).returncode == 0,
+            what=f"engine {self.ifname}",
+            until="wg show answers on its UAPI socket",
+            proc=self.proc,
+            timeout=timeout,
+            log=self.log,
+        )
         return self
 
     def log(self) -> str:
@@ -83,7 +117,9 @@ class MeshWg(WgInterface):
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=5)
-            raise LabError(f"engine {self.ifname} did not stop within {timeout}s on signal {sig}:\n{self.log()[-3000:]}")
+            raise LabError(
+                f"engine {self.ifname} did not stop within {timeout}s on signal {sig}:\n{self.log()[-3000:]}"
+            )
 
     def link_exists(self) -> bool:
         return self.host.run(["ip", "link", "show", "dev", self.ifname], check=False).returncode == 0

@@ -118,14 +118,14 @@ def sweep_stale(prefix: str = NS_PREFIX) -> list[str]:
     for ns in list_namespaces():
         if not ns.startswith(prefix):
             continue
-        pid = _tag_pid(ns[len(prefix):])
+        pid = _tag_pid(ns[len(prefix) :])
         if pid is not None and _pid_alive(pid):
             continue
         kill_namespace(ns)
         removed.append(ns)
     if UAPI_DIR.is_dir():
         for sock in UAPI_DIR.glob(f"{WG_IF_PREFIX}*.sock"):
-            pid = _tag_pid(sock.name[len(WG_IF_PREFIX):])
+            pid = _tag_pid(sock.name[len(WG_IF_PREFIX) :])
             if pid is not None and _pid_alive(pid):
                 continue
             with contextlib.suppress(OSError):
@@ -156,13 +156,22 @@ async def apoll_until(ready: Callable[[], T], timeout: float, interval: float = 
     return v or None
 
 
-def wait_ready(ready: Callable[[], T], *, what: str, until: str, proc: subprocess.Popen | None = None,
-               timeout: float = 30, interval: float = 0.1, log: Callable[[], str] | None = None) -> T:
+def wait_ready(
+    ready: Callable[[], T],
+    *,
+    what: str,
+    until: str,
+    proc: subprocess.Popen | None = None,
+    timeout: float = 30,
+    interval: float = 0.1,
+    log: Callable[[], str] | None = None,
+) -> T:
     """Poll ``ready()`` until truthy and return that; LabError (with the log tail) if ``proc`` exits or time runs out.
 
     ``what`` names the process ("headscale"), ``until`` the readiness check ("GET /health answers");
     ``log`` defaults to the log file of ``proc``.
     """
+
     def tail() -> str:
         text = log() if log is not None else Host.log_of(proc) if proc is not None else ""
         return text[-3000:]
@@ -240,9 +249,7 @@ class Host:
         full_env = {**os.environ, **(env or {})}
         if isinstance(input, bytes):
             text = False
-        p = subprocess.run(
-            self.wrap(cmd), capture_output=True, text=text, timeout=timeout, input=input, env=full_env
-        )
+        p = subprocess.run(self.wrap(cmd), capture_output=True, text=text, timeout=timeout, input=input, env=full_env)
         if check and p.returncode != 0:
             err = p.stderr if text else p.stderr.decode(errors="replace")
             out = p.stdout if text else p.stdout.decode(errors="replace")
@@ -275,8 +282,13 @@ class Host:
                 stderr = subprocess.STDOUT
         full_env = {**os.environ, **(env or {})}
         proc = subprocess.Popen(
-            self.wrap(cmd), env=full_env, stdout=stdout, stderr=stderr, stdin=stdin,
-            start_new_session=True, **kw,
+            self.wrap(cmd),
+            env=full_env,
+            stdout=stdout,
+            stderr=stderr,
+            stdin=stdin,
+            start_new_session=True,
+            **kw,
         )
         if log_path is not None:
             stdout.close()  # the child holds its own descriptor
@@ -287,8 +299,14 @@ class Host:
     @staticmethod
     def wait_log(proc: subprocess.Popen, text: str, timeout: float = 20) -> None:
         """Wait until ``proc``'s log holds ``text``; LabError with the log tail if it exits or time runs out."""
-        wait_ready(lambda: text in Host.log_of(proc), what=f"process {proc.pid}", until=f"{text!r} in its log",
-                   proc=proc, timeout=timeout, interval=0.05)
+        wait_ready(
+            lambda: text in Host.log_of(proc),
+            what=f"process {proc.pid}",
+            until=f"{text!r} in its log",
+            proc=proc,
+            timeout=timeout,
+            interval=0.05,
+        )
 
     @staticmethod
     def log_of(proc: subprocess.Popen) -> str:
@@ -300,14 +318,16 @@ class Host:
     def python_argv(self, *args: str) -> list[str]:
         return [sys.executable, *args]
 
-    def exec_python(self, code: str, *args: str, check: bool = True, timeout: float = 60,
-                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def exec_python(
+        self, code: str, *args: str, check: bool = True, timeout: float = 60, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         """Run a Python snippet (the venv interpreter, repo on sys.path) in this host."""
         env = {"PYTHONPATH": str(REPO_ROOT), **(env or {})}
         return self.run([sys.executable, "-c", code, *args], check=check, timeout=timeout, env=env)
 
-    def popen_python(self, code_or_path: str, *args: str, env: dict[str, str] | None = None,
-                     module: bool = False, **kw) -> subprocess.Popen:
+    def popen_python(
+        self, code_or_path: str, *args: str, env: dict[str, str] | None = None, module: bool = False, **kw
+    ) -> subprocess.Popen:
         """Start Python in this host: a script path, `-m module` if module=True, else a code snippet."""
         env = {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
         if module:
@@ -332,7 +352,8 @@ class Host:
 
     def set_default_route(self, via: str) -> None:
         self.add_route("default", via=via) if ":" not in via else self.run(
-            ["ip", "-6", "route", "replace", "default", "via", via])
+            ["ip", "-6", "route", "replace", "default", "via", via]
+        )
 
     def add_addr(self, ifname: str, cidr: str) -> None:
         ip = ipaddress.ip_interface(cidr)
@@ -355,12 +376,21 @@ class Host:
             last[:] = [self.run(predicate_cmd, check=False, timeout=max(1.0, timeout))]
             return last[0].returncode == 0
 
-        wait_ready(ok, what=f"[{self.name}] {predicate_cmd!r}", until="exits 0", timeout=timeout, interval=interval,
-                   log=lambda: last[0].stderr.strip())
+        wait_ready(
+            ok,
+            what=f"[{self.name}] {predicate_cmd!r}",
+            until="exits 0",
+            timeout=timeout,
+            interval=interval,
+            log=lambda: last[0].stderr.strip(),
+        )
 
     def ping(self, addr: str, count: int = 1, timeout: float = 5) -> subprocess.CompletedProcess:
-        return self.run(["ping", "-c", str(count), "-W", str(int(timeout)), "-i", "0.2", addr],
-                        check=False, timeout=timeout * count + 5)
+        return self.run(
+            ["ping", "-c", str(count), "-W", str(int(timeout)), "-i", "0.2", addr],
+            check=False,
+            timeout=timeout * count + 5,
+        )
 
     def wait_ping(self, addr: str, timeout: float = 20) -> bool:
         """Ping `addr` (one probe, 1 s wait) until it answers, e.g. during a handshake; False after `timeout` s."""
@@ -394,8 +424,7 @@ class Switch:
         host.run(["ip", "link", "add", "br0", "type", "bridge"])
         host.run(["ip", "link", "set", "br0", "up"])
 
-    def attach(self, host: Host, addr: str | None = None, addr6: str | None = None,
-               ifname: str | None = None) -> str:
+    def attach(self, host: Host, addr: str | None = None, addr6: str | None = None, ifname: str | None = None) -> str:
         """Plug `host` into the switch; returns the host-side interface name."""
         port = f"p{self._ports}"
         self._ports += 1
@@ -439,8 +468,7 @@ class Router:
         return str(ipaddress.ip_interface(self.wan_cidr).ip)
 
     def _apply_rules(self) -> None:
-        masq = {"none": None, "easy": "masquerade", "hard": "masquerade random",
-                "udp-blocked": "masquerade"}[self.kind]
+        masq = {"none": None, "easy": "masquerade", "hard": "masquerade random", "udp-blocked": "masquerade"}[self.kind]
         rules = "add table ip mvlnat\nflush table ip mvlnat\n"
         rules += "add chain ip mvlnat post { type nat hook postrouting priority 100 ; }\n"
         if masq:
@@ -448,13 +476,15 @@ class Router:
             # Like a home router: unsolicited UDP to the router itself is dropped. Otherwise the
             # kernel confirms a conntrack entry for a peer's early probe, and masquerade then
             # picks a *different* port for the client's own flow to that peer.
-            rules += ("add table inet mvlrfw\nflush table inet mvlrfw\n"
-                      "add chain inet mvlrfw input { type filter hook input priority 0 ; }\n"
-                      'add rule inet mvlrfw input iifname "wan" meta l4proto udp ct state new drop\n')
+            rules += (
+                "add table inet mvlrfw\nflush table inet mvlrfw\n"
+                "add chain inet mvlrfw input { type filter hook input priority 0 ; }\n"
+                'add rule inet mvlrfw input iifname "wan" meta l4proto udp ct state new drop\n'
+            )
         self.host.run(["nft", "-f", "-"], input=rules)
 
     def add_host(self, host: Host, addr: str | None = None) -> str:
-        """Attach `host` to the LAN with `addr` (next free if None) and default route via the router; returns its address."""
+        """Attach `host` to the LAN at `addr` (next free if None), default route via the router; returns its address."""
         ip = addr or str(next(self._free))
         port = f"lp{self.host._ifcount}"
         self.host._ifcount += 1
@@ -470,9 +500,11 @@ class Router:
     def block_udp(self, blocked: bool = True) -> None:
         """Drop (True) or allow (False) all forwarded UDP."""
         if blocked:
-            rules = ("add table inet mvlfilt\nflush table inet mvlfilt\n"
-                     "add chain inet mvlfilt fwdudp { type filter hook forward priority 0 ; }\n"
-                     "add rule inet mvlfilt fwdudp meta l4proto udp drop\n")
+            rules = (
+                "add table inet mvlfilt\nflush table inet mvlfilt\n"
+                "add chain inet mvlfilt fwdudp { type filter hook forward priority 0 ; }\n"
+                "add rule inet mvlfilt fwdudp meta l4proto udp drop\n"
+            )
             self.host.run(["nft", "-f", "-"], input=rules)
         else:
             self.host.run(["nft", "delete", "table", "inet", "mvlfilt"], check=False)
@@ -499,8 +531,8 @@ class Router:
         if shutil.which("conntrack"):
             return self.host.run(["conntrack", "-L"], check=False).stdout
         return self.host.exec_python(
-            "from pyroute2 import Conntrack\nc = Conntrack()\n"
-            "[print(e) for e in c.dump()]\nc.close()").stdout
+            "from pyroute2 import Conntrack\nc = Conntrack()\n[print(e) for e in c.dump()]\nc.close()"
+        ).stdout
 
 
 class Lab:
@@ -600,21 +632,36 @@ class Lab:
         h = Host(self, name, ns)
         self.hosts[name] = h
         h.run(["ip", "link", "set", "lo", "up"])
-        h.run(["sysctl", "-qw",
-               "net.ipv6.conf.all.disable_ipv6=0",
-               "net.ipv6.conf.default.disable_ipv6=0",
-               "net.ipv6.conf.all.accept_dad=0",
-               "net.ipv6.conf.default.accept_dad=0",
-               "net.ipv4.ping_group_range=0 2147483647",
-               "net.ipv6.conf.all.forwarding=0"])
+        h.run(
+            [
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=0",
+                "net.ipv6.conf.default.disable_ipv6=0",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+                "net.ipv4.ping_group_range=0 2147483647",
+                "net.ipv6.conf.all.forwarding=0",
+            ]
+        )
         return h
 
     def _veth(self, a: Host, a_if: str, b: Host, b_if: str) -> None:
         _sh(["ip", "link", "add", a_if, "netns", a.ns, "type", "veth", "peer", "name", b_if, "netns", b.ns])
 
-    def link(self, a: Host, b: Host, a_addr: str | None = None, b_addr: str | None = None, *,
-             a_addr6: str | None = None, b_addr6: str | None = None,
-             a_ifname: str | None = None, b_ifname: str | None = None, mtu: int | None = None) -> tuple[str, str]:
+    def link(
+        self,
+        a: Host,
+        b: Host,
+        a_addr: str | None = None,
+        b_addr: str | None = None,
+        *,
+        a_addr6: str | None = None,
+        b_addr6: str | None = None,
+        a_ifname: str | None = None,
+        b_ifname: str | None = None,
+        mtu: int | None = None,
+    ) -> tuple[str, str]:
         """A veth cable between a and b with the given CIDR addresses; returns (ifname_a, ifname_b)."""
         ia = a_ifname or a.next_ifname()
         ib = b_ifname or b.next_ifname()
@@ -635,8 +682,17 @@ class Lab:
         self.switches[name] = sw
         return sw
 
-    def nat_router(self, name: str, kind: str, wan: "Host | Switch", wan_addr: str, lan_subnet: str, *,
-                   wan_gateway: str | None = None, wan_peer_addr: str | None = None) -> Router:
+    def nat_router(
+        self,
+        name: str,
+        kind: str,
+        wan: "Host | Switch",
+        wan_addr: str,
+        lan_subnet: str,
+        *,
+        wan_gateway: str | None = None,
+        wan_peer_addr: str | None = None,
+    ) -> Router:
         """A router host `name` whose `wan` connects to a host or switch and whose LAN is `lan_subnet`.
 
         kind: "none" (routing only), "easy" (masquerade, port-preserving), "hard" (masquerade
@@ -665,5 +721,17 @@ class Lab:
         return r
 
 
-__all__ = ["Lab", "Host", "Switch", "Router", "LabError", "sweep_stale", "list_namespaces", "NAT_KINDS",
-           "wait_ready", "poll_until", "apoll_until", "stop_process"]
+__all__ = [
+    "Lab",
+    "Host",
+    "Switch",
+    "Router",
+    "LabError",
+    "sweep_stale",
+    "list_namespaces",
+    "NAT_KINDS",
+    "wait_ready",
+    "poll_until",
+    "apoll_until",
+    "stop_process",
+]

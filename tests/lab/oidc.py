@@ -43,9 +43,12 @@ class OidcUser:
     name: str = ""
 
     def as_json(self) -> dict:
-        return {"username": self.username, "password": self.password,
-                "email": self.email or f"{self.username}@example.com",
-                "name": self.name or self.username.capitalize()}
+        return {
+            "username": self.username,
+            "password": self.password,
+            "email": self.email or f"{self.username}@example.com",
+            "name": self.name or self.username.capitalize(),
+        }
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,15 @@ def node_bin() -> str:
 class OidcProvider:
     """The lab IdP serving ``http://addr:port`` inside ``host``; issuer/client_id/client_secret for a relying party."""
 
-    def __init__(self, host: Host, addr: str | None = None, *, port: int = DEFAULT_PORT,
-                 users: tuple[OidcUser, ...] | None = None, client_id: str = "headscale") -> None:
+    def __init__(
+        self,
+        host: Host,
+        addr: str | None = None,
+        *,
+        port: int = DEFAULT_PORT,
+        users: tuple[OidcUser, ...] | None = None,
+        client_id: str = "headscale",
+    ) -> None:
         self.host = host
         self.addr = addr or host.addr
         self.port = port
@@ -110,8 +120,7 @@ class OidcProvider:
         """Register a redirect URI for the client (call before start)."""
         if self.proc is not None:
             raise LabError("allow_redirect must be called before start()")
-        self.client = OidcClient(self.client.client_id, self.client.client_secret,
-                                 (*self.client.redirect_uris, uri))
+        self.client = OidcClient(self.client.client_id, self.client.client_secret, (*self.client.redirect_uris, uri))
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self, timeout: float = 30) -> "OidcProvider":
@@ -122,13 +131,19 @@ class OidcProvider:
             "host": self.addr,
             "port": self.port,
             "modules_dir": str(node_modules_dir()),
-            "clients": [{"client_id": self.client.client_id, "client_secret": self.client.client_secret,
-                         "redirect_uris": list(self.client.redirect_uris)}],
+            "clients": [
+                {
+                    "client_id": self.client.client_id,
+                    "client_secret": self.client.client_secret,
+                    "redirect_uris": list(self.client.redirect_uris),
+                }
+            ],
             "users": [u.as_json() for u in self.users],
         }
         # The config carries secrets: hand it over on stdin, never in argv or a file in the lab dir.
-        self.proc = self.host.popen([node_bin(), str(IDP_SCRIPT), "/dev/stdin"], stdin=subprocess.PIPE,
-                                    env={"NODE_ENV": "production"})
+        self.proc = self.host.popen(
+            [node_bin(), str(IDP_SCRIPT), "/dev/stdin"], stdin=subprocess.PIPE, env={"NODE_ENV": "production"}
+        )
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(cfg).encode())
         self.proc.stdin.close()
@@ -148,8 +163,15 @@ class OidcProvider:
                     pass
             return False
 
-        wait_ready(ready, what="OpenID provider", until="its discovery document names the issuer", proc=self.proc,
-                   timeout=timeout, interval=0.2, log=self.log)
+        wait_ready(
+            ready,
+            what="OpenID provider",
+            until="its discovery document names the issuer",
+            proc=self.proc,
+            timeout=timeout,
+            interval=0.2,
+            log=self.log,
+        )
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -190,11 +212,21 @@ def oidc_users(hs: Headscale) -> list[dict]:
     return [u for u in (hs.cli("users", "list") or []) if u.get("provider") == "oidc"]
 
 
-__all__ = ["OidcProvider", "OidcUser", "OidcClient", "OidcSetupMissing", "enable_oidc", "oidc_users",
-           "node_modules_dir", "node_bin", "IDP_SCRIPT"]
+__all__ = [
+    "OidcProvider",
+    "OidcUser",
+    "OidcClient",
+    "OidcSetupMissing",
+    "enable_oidc",
+    "oidc_users",
+    "node_modules_dir",
+    "node_bin",
+    "IDP_SCRIPT",
+]
 
 
 # --- the whole SSO lab: IdP + headscale(OIDC) + a client host, and the browser step ----------
+
 
 @dataclass
 class SsoLab:
@@ -210,8 +242,15 @@ class SsoLab:
     def login_server(self) -> str:
         return self.hs.url
 
-    def login_with_browser(self, auth_url: str, *, username: str | None = None, netns: str | None = None,
-                           prefix: str = "sso", timeout: float = 90.0):
+    def login_with_browser(
+        self,
+        auth_url: str,
+        *,
+        username: str | None = None,
+        netns: str | None = None,
+        prefix: str = "sso",
+        timeout: float = 90.0,
+    ):
         """Finish an interactive login for ``auth_url`` (any client's AuthURL) as an IdP user, in a real browser.
 
         This is the helper for every client under test: give it the URL that tailscaled's status,
@@ -223,8 +262,9 @@ class SsoLab:
         if not auth_url.startswith(self.hs.url + "/register/"):
             raise LabError(f"not an AuthURL of this headscale ({self.hs.url}): {auth_url[:200]}")
         user = self.idp.user(username)
-        return complete_sso_login(auth_url, user.username, user.password, netns or self.client.ns,
-                                  prefix=prefix, timeout=timeout)
+        return complete_sso_login(
+            auth_url, user.username, user.password, netns or self.client.ns, prefix=prefix, timeout=timeout
+        )
 
     def node_user(self, hostname: str) -> dict | None:
         """The headscale user owning node ``hostname`` (None if no such node)."""
@@ -232,8 +272,9 @@ class SsoLab:
         return None if node is None else node.get("user")
 
 
-def start_sso_lab(lab, *, subnet: str = "192.0.2", client_name: str = "laptop",
-                  users: tuple[OidcUser, ...] | None = None) -> SsoLab:
+def start_sso_lab(
+    lab, *, subnet: str = "192.0.2", client_name: str = "laptop", users: tuple[OidcUser, ...] | None = None
+) -> SsoLab:
     """Build and start the SSO lab: switch ``<subnet>.0/24`` with ctl .1, idp .2, client .10."""
     sw = lab.switch("sso")
     ctl, idp_host, client = lab.host("ctl"), lab.host("idp"), lab.host(client_name)

@@ -50,6 +50,7 @@ def peer_bin(name: str) -> str:
 
 # --- keys ----------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class WgKeyPair:
     """A WireGuard key pair in base64; repr shows only the public key's prefix."""
@@ -74,6 +75,7 @@ def gen_psk() -> str:
 
 # --- wg(8) wrapper -------------------------------------------------------------
 
+
 class WgTool:
     """`wg` commands against interface `ifname` from inside `host` (works for any UAPI implementation)."""
 
@@ -88,8 +90,15 @@ class WgTool:
     def set_private_key(self, private_b64: str) -> None:
         self.set("private-key", "/dev/stdin", input=private_b64 + "\n")
 
-    def add_peer(self, public: str, *, endpoint: str | None = None, allowed_ips: str = "",
-                 keepalive: int | None = None, psk: str | None = None) -> None:
+    def add_peer(
+        self,
+        public: str,
+        *,
+        endpoint: str | None = None,
+        allowed_ips: str = "",
+        keepalive: int | None = None,
+        psk: str | None = None,
+    ) -> None:
         args = ["peer", public]
         if endpoint:
             args += ["endpoint", endpoint]
@@ -129,8 +138,14 @@ class WgTool:
 
 def wait_for_socket(ifname: str, timeout: float = 10, proc: subprocess.Popen | None = None) -> Path:
     sock = UAPI_DIR / f"{ifname}.sock"
-    wait_ready(sock.exists, what=f"process for {ifname}", until=f"UAPI socket {sock} appears", proc=proc,
-               timeout=timeout, interval=0.05)
+    wait_ready(
+        sock.exists,
+        what=f"process for {ifname}",
+        until=f"UAPI socket {sock} appears",
+        proc=proc,
+        timeout=timeout,
+        interval=0.05,
+    )
     return sock
 
 
@@ -140,9 +155,18 @@ class WgInterface:
     ifname must be machine-unique (UAPI sockets are global): use `lab.ifname()`.
     """
 
-    def __init__(self, host: Host, ifname: str, keys: WgKeyPair | None = None, *,
-                 listen_port: int | None = None, address: str | None = None,
-                 address6: str | None = None, mtu: int = 1420, log_level: str = "error"):
+    def __init__(
+        self,
+        host: Host,
+        ifname: str,
+        keys: WgKeyPair | None = None,
+        *,
+        listen_port: int | None = None,
+        address: str | None = None,
+        address6: str | None = None,
+        mtu: int = 1420,
+        log_level: str = "error",
+    ):
         self.host = host
         self.ifname = ifname
         self.keys = keys or gen_keypair()
@@ -195,5 +219,14 @@ class WireguardGo(WgInterface):
                 pass
 
 
-__all__ = ["peer_bin", "PeerMissing", "WgKeyPair", "gen_keypair", "gen_psk", "WgTool", "WgInterface", "WireguardGo",
-           "wait_for_socket"]
+__all__ = [
+    "peer_bin",
+    "PeerMissing",
+    "WgKeyPair",
+    "gen_keypair",
+    "gen_psk",
+    "WgTool",
+    "WgInterface",
+    "WireguardGo",
+    "wait_for_socket",
+]

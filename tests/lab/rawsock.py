@@ -19,8 +19,9 @@ def _connect(address: str | os.PathLike | tuple[str, int], timeout: float | None
     return s
 
 
-def exchange(address: str | os.PathLike | tuple[str, int], data: bytes, *, timeout: float | None = 10.0,
-             shut_wr: bool = False) -> bytes:
+def exchange(
+    address: str | os.PathLike | tuple[str, int], data: bytes, *, timeout: float | None = 10.0, shut_wr: bool = False
+) -> bytes:
     """Connect to ``address``, send ``data`` and return all that comes back until the other side closes.
 
     ``address``: a path (a Unix socket) or ``(host, port)`` (TCP). ``shut_wr``: half-close after sending, for a

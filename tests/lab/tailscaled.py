@@ -21,8 +21,16 @@ ENV = {
 class Tailscaled:
     """A real tailscaled (TUN ``tun``) inside ``host``; CLI via ``tailscale --socket``."""
 
-    def __init__(self, host: Host, *, tun: str = "tailscale0", port: int = 41641, verbose: int = 0,
-                 extra_env: dict[str, str] | None = None, resolv_conf: str | None = None) -> None:
+    def __init__(
+        self,
+        host: Host,
+        *,
+        tun: str = "tailscale0",
+        port: int = 41641,
+        verbose: int = 0,
+        extra_env: dict[str, str] | None = None,
+        resolv_conf: str | None = None,
+    ) -> None:
         """``resolv_conf``: run with a private overlay on /etc holding this resolv.conf (for `--accept-dns`).
 
         tailscaled's direct DNS mode renames /etc/resolv.conf to a backup beside it; under `ip netns
@@ -42,8 +50,14 @@ class Tailscaled:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20) -> "Tailscaled":
-        argv = [peer_bin("tailscaled"), f"--statedir={self.dir}", f"--socket={self.socket}",
-                f"--tun={self.tun}", f"--port={self.port}", "--no-logs-no-support"]
+        argv = [
+            peer_bin("tailscaled"),
+            f"--statedir={self.dir}",
+            f"--socket={self.socket}",
+            f"--tun={self.tun}",
+            f"--port={self.port}",
+            "--no-logs-no-support",
+        ]
         if self.verbose:
             argv.append(f"--verbose={self.verbose}")
         if self.resolv_conf is not None:
@@ -51,21 +65,30 @@ class Tailscaled:
             upper.mkdir(exist_ok=True)
             work.mkdir(exist_ok=True)
             (upper / "resolv.conf").write_text(self.resolv_conf)
-            script = (f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc && "
-                      f"exec {shlex.join(argv)}")
+            script = (
+                f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc && "
+                f"exec {shlex.join(argv)}"
+            )
             argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
         self.proc = self.host.popen(argv, env=self.env)
         self.host.lab.add_cleanup(self.stop)
-        wait_ready(self.socket.exists, what="tailscaled", until=f"socket {self.socket} appears", proc=self.proc,
-                   timeout=timeout)
+        wait_ready(
+            self.socket.exists,
+            what="tailscaled",
+            until=f"socket {self.socket} appears",
+            proc=self.proc,
+            timeout=timeout,
+        )
         return self
 
     def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        return self.host.run([peer_bin("tailscale"), f"--socket={self.socket}", *args], check=check,
-                             timeout=timeout, env=self.env)
+        return self.host.run(
+            [peer_bin("tailscale"), f"--socket={self.socket}", *args], check=check, timeout=timeout, env=self.env
+        )
 
-    def up(self, login_server: str, auth_key: str, hostname: str | None = None, *extra: str,
-           timeout: float = 60) -> None:
+    def up(
+        self, login_server: str, auth_key: str, hostname: str | None = None, *extra: str, timeout: float = 60
+    ) -> None:
         # The key goes through a 0600 file, never argv: argv shows in `ps` and in error output.
         key_file = self.dir / "authkey"
         if auth_key.startswith("file:"):  # the caller already keeps it in a file
@@ -75,8 +98,13 @@ class Tailscaled:
             with os.fdopen(fd, "w") as f:
                 f.write(auth_key)
             key_arg = f"file:{key_file}"
-        args = ["up", f"--login-server={login_server}", f"--auth-key={key_arg}", "--accept-dns=false",
-                f"--timeout={int(timeout)}s"]
+        args = [
+            "up",
+            f"--login-server={login_server}",
+            f"--auth-key={key_arg}",
+            "--accept-dns=false",
+            f"--timeout={int(timeout)}s",
+        ]
         if hostname:
             args.append(f"--hostname={hostname}")
         try:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.fixtures import lab  # noqa: F401
 from tests.lab.netlab import REPO_ROOT, Lab, LabError, list_namespaces, sweep_stale
 from tests.lab.peers import WireguardGo, peer_bin
 

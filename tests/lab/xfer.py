@@ -67,6 +67,7 @@ def send_main(host: str, port: int, nbytes: int, seed: int, rate: float = 0.0) -
 
 # ---------------------------------------------------------------- test side ------------------------------------
 
+
 def receiver(host, port: int, addr: str = "::", timeout: float = 20) -> subprocess.Popen:
     """Start ``xfer.py recv`` in lab host ``host``; returns once it listens."""
     proc = host.popen_python(SCRIPT, "recv", str(port), addr)

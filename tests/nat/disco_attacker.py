@@ -1,17 +1,17 @@
 """Attack tools for lab tests (run inside a lab host): a raw UDP flood and a malicious tailnet peer.
 
-  disco_attacker.py flood --to IP:PORT --seconds S --peer-disco HEX
-      sends disco junk (random keys), disco junk under a real peer's disco key, STUN-looking
-      responses and WireGuard-looking junk, round robin from 8 source ports; prints
-      {"sent": {kind: n}} when done.
-  disco_attacker.py peer --derp-map PATH
-      a MagicConn driven by JSON lines on stdin (tests/lab/agent.py, like node_agent.py); first line
-      {"ready":true,"node":hex,"disco":hex}. Commands:
-        {"cmd":"home","region":n}                      dial the DERP region, wait until connected
-        {"cmd":"peers","peers":[{node,disco,derp}]}
-        {"cmd":"cmm","to":hex,"disco":hex,"ip":ip,"first_port":p,"n":k,"count":c}
-            send c CallMeMaybes via DERP, each listing k endpoints ip:first_port.. (fresh ports each time)
-        {"cmd":"quit"}
+disco_attacker.py flood --to IP:PORT --seconds S --peer-disco HEX
+    sends disco junk (random keys), disco junk under a real peer's disco key, STUN-looking
+    responses and WireGuard-looking junk, round robin from 8 source ports; prints
+    {"sent": {kind: n}} when done.
+disco_attacker.py peer --derp-map PATH
+    a MagicConn driven by JSON lines on stdin (tests/lab/agent.py, like node_agent.py); first line
+    {"ready":true,"node":hex,"disco":hex}. Commands:
+      {"cmd":"home","region":n}                      dial the DERP region, wait until connected
+      {"cmd":"peers","peers":[{node,disco,derp}]}
+      {"cmd":"cmm","to":hex,"disco":hex,"ip":ip,"first_port":p,"n":k,"count":c}
+          send c CallMeMaybes via DERP, each listing k endpoints ip:first_port.. (fresh ports each time)
+      {"cmd":"quit"}
 """
 
 from __future__ import annotations
@@ -78,8 +78,12 @@ async def peer(args) -> None:
             return {"connected": ms.derp_status()[rid].connected}
 
         def peers(req: dict) -> None:
-            ms.set_peers([PeerConfig.make(bytes.fromhex(p["node"]), bytes.fromhex(p["disco"]), p.get("derp", 0))
-                          for p in req["peers"]])
+            ms.set_peers(
+                [
+                    PeerConfig.make(bytes.fromhex(p["node"]), bytes.fromhex(p["disco"]), p.get("derp", 0))
+                    for p in req["peers"]
+                ]
+            )
 
         async def cmm(req: dict) -> dict:
             nonlocal port_seq
@@ -97,8 +101,10 @@ async def peer(args) -> None:
                 await asyncio.sleep(0.01)
             return {"sent": sent, "endpoints_each": int(req["n"])}
 
-        await serve({"ready": True, "node": ms.node_public.hex(), "disco": ms.disco_public.hex()},
-                    {"home": home, "peers": peers, "cmm": cmm})
+        await serve(
+            {"ready": True, "node": ms.node_public.hex(), "disco": ms.disco_public.hex()},
+            {"home": home, "peers": peers, "cmm": cmm},
+        )
 
 
 def main() -> None:

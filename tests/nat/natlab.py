@@ -25,10 +25,20 @@ class Agent:
         self.log_path = host.lab.dir / f"agent-{host.name}.log"
         log = open(self.log_path, "wb")
         self.proc = host.popen(
-            [sys.executable, AGENT, "--derp-map", str(derp_map_path), "--port", str(port),
-             *(["--wg", wg, "--wg-addr", wg_addr] if wg else [])],
+            [
+                sys.executable,
+                AGENT,
+                "--derp-map",
+                str(derp_map_path),
+                "--port",
+                str(port),
+                *(["--wg", wg, "--wg-addr", wg_addr] if wg else []),
+            ],
             env={"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "MESH_TESTING": "1"},
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, bufsize=0,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            bufsize=0,
         )
         log.close()
         hello = self._read(20.0)
@@ -142,8 +152,15 @@ def build(lab: Lab, kind_a: str, kind_b: str, n_derpers: int = 2, wg: bool = Fal
         h = lab.host(f"derp{i + 1}")
         ip = f"203.0.113.{10 + i}"
         inet.attach(h, f"{ip}/24")
-        d = Derper(addr=ip, port=3340, stun_port=3478, region_id=900 + i, workdir=lab.dir / f"derper{i + 1}",
-                   popen=h.popen, in_namespace=True)
+        d = Derper(
+            addr=ip,
+            port=3340,
+            stun_port=3478,
+            region_id=900 + i,
+            workdir=lab.dir / f"derper{i + 1}",
+            popen=h.popen,
+            in_namespace=True,
+        )
         d.workdir.mkdir(parents=True, exist_ok=True)
         d.start()
         derpers.append(d)

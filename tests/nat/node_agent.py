@@ -43,6 +43,7 @@ async def run(args) -> None:
     first_rx: dict[str, float] = {}
     t0 = time.monotonic()
     async with MagicConn(key, derp_map=derp_map, use_derp_http=True, port=args.port) as ms:
+
         def drain():
             buf = bytearray(65536)
             while True:
@@ -81,8 +82,14 @@ async def run(args) -> None:
             return {"report": rep.to_json(), "endpoints": [e.addr for e in ms.endpoints()], "net_info": ms.net_info()}
 
         def peers(req: dict) -> None:
-            ms.set_peers([PeerConfig.make(bytes.fromhex(p["node"]), bytes.fromhex(p["disco"]),
-                                          p.get("derp", 0), p.get("endpoints", ())) for p in req["peers"]])
+            ms.set_peers(
+                [
+                    PeerConfig.make(
+                        bytes.fromhex(p["node"]), bytes.fromhex(p["disco"]), p.get("derp", 0), p.get("endpoints", ())
+                    )
+                    for p in req["peers"]
+                ]
+            )
             if dev is not None:
                 for p in req["peers"]:
                     nk = bytes.fromhex(p["node"])
@@ -110,16 +117,27 @@ async def run(args) -> None:
                 "home_derp": ms.home_derp,
             }
             if dev is not None:
-                reply["wg"] = {"peers": [{"public_key": x.public_key.hex(), "endpoint": str(x.endpoint),
-                                          "last_handshake": x.last_handshake, "rx_bytes": x.rx_bytes,
-                                          "tx_bytes": x.tx_bytes} for x in dev.peers()],
-                               "counters": dev.counters()}
+                reply["wg"] = {
+                    "peers": [
+                        {
+                            "public_key": x.public_key.hex(),
+                            "endpoint": str(x.endpoint),
+                            "last_handshake": x.last_handshake,
+                            "rx_bytes": x.rx_bytes,
+                            "tx_bytes": x.tx_bytes,
+                        }
+                        for x in dev.peers()
+                    ],
+                    "counters": dev.counters(),
+                }
             return reply
 
         hello = {"ready": True, "node": ms.node_public.hex(), "disco": ms.disco_public.hex(), "port": ms.port}
         async with asyncio.TaskGroup() as tg:
-            await serve(hello, {"netcheck": netcheck, "peers": peers, "pump": start_pump, "stop_pump": stop_pump,
-                                "status": status})
+            await serve(
+                hello,
+                {"netcheck": netcheck, "peers": peers, "pump": start_pump, "stop_pump": stop_pump, "status": status},
+            )
             stop_pump({})
         if dev is not None:
             await asyncio.to_thread(dev.close)

@@ -51,13 +51,25 @@ async def run(args) -> None:
         dev = Device(args.tun, mtu=1280, tun=tun, bind=ms.bind)
         dev.set_private_key(node.raw)
         dev.up()
-        hostinfo = Hostinfo(hostname=args.hostname, os="linux", ipn_version="meshvpn-test",
-                            backend_log_id=uuid.uuid4().hex, net_info=NetInfo(preferred_derp=0))
+        hostinfo = Hostinfo(
+            hostname=args.hostname,
+            os="linux",
+            ipn_version="meshvpn-test",
+            backend_log_id=uuid.uuid4().hex,
+            net_info=NetInfo(preferred_derp=0),
+        )
         eps = ms.endpoints()
         cc = ControlClient(
-            ControlOptions(server_url=args.login_server, machine_key=MachinePrivate.generate(), node_key=node,
-                           disco_public=DiscoPublic(ms.disco_public), hostinfo=hostinfo, auth_key=resolve_auth_key(args.auth_key),
-                           endpoints=tuple(e.addr for e in eps), endpoint_types=tuple(e.type for e in eps)),
+            ControlOptions(
+                server_url=args.login_server,
+                machine_key=MachinePrivate.generate(),
+                node_key=node,
+                disco_public=DiscoPublic(ms.disco_public),
+                hostinfo=hostinfo,
+                auth_key=resolve_auth_key(args.auth_key),
+                endpoints=tuple(e.addr for e in eps),
+                endpoint_types=tuple(e.type for e in eps),
+            ),
             on_event=lambda ev: netmaps.put_nowait(ev.netmap) if isinstance(ev, NetMapUpdated) else None,
         )
         ms.on_endpoints_changed = lambda e: cc.set_endpoints([x.addr for x in e], [x.type for x in e])
@@ -78,18 +90,35 @@ async def run(args) -> None:
                         subprocess.run(["ip", "addr", "add", a, "dev", args.tun], check=False)
                         applied["addrs"].add(a)
             wg = wg_config(nm)
-            ms.set_peers([PeerConfig.make(p.public_key, p.disco_key, p.home_derp, p.endpoints)
-                          for p in wg.peers.values() if p.disco_key is not None])
+            ms.set_peers(
+                [
+                    PeerConfig.make(p.public_key, p.disco_key, p.home_derp, p.endpoints)
+                    for p in wg.peers.values()
+                    if p.disco_key is not None
+                ]
+            )
             for p in wg.peers.values():
-                dev.upsert_peer(p.public_key.raw, endpoint=PeerEndpoint(p.public_key.raw),
-                                allowed_ips=p.allowed_ips, replace_allowed_ips=True)
+                dev.upsert_peer(
+                    p.public_key.raw,
+                    endpoint=PeerEndpoint(p.public_key.raw),
+                    allowed_ips=p.allowed_ips,
+                    replace_allowed_ips=True,
+                )
                 for cidr in p.allowed_ips:
                     if ":" not in cidr and cidr not in applied["routes"]:
                         subprocess.run(["ip", "route", "replace", cidr, "dev", args.tun], check=False)
                         applied["routes"].add(cidr)
             applied["peers"] = {p.public_key.raw.hex(): str(p.public_key) for p in wg.peers.values()}
-            out.write(json.dumps({"netmap": True, "self": list(nm.self_node.addresses) if nm.self_node else [],
-                                  "peers": list(applied["peers"])}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "netmap": True,
+                        "self": list(nm.self_node.addresses) if nm.self_node else [],
+                        "peers": list(applied["peers"]),
+                    }
+                )
+                + "\n"
+            )
             out.flush()
 
         async def commands() -> None:
@@ -107,8 +136,15 @@ async def run(args) -> None:
                         "endpoints": [e.addr for e in ms.endpoints()],
                         "home_derp": ms.home_derp,
                         "net_info": ms.net_info(),
-                        "wg": [{"public_key": x.public_key.hex(), "last_handshake": x.last_handshake,
-                                "rx_bytes": x.rx_bytes, "tx_bytes": x.tx_bytes} for x in dev.peers()],
+                        "wg": [
+                            {
+                                "public_key": x.public_key.hex(),
+                                "last_handshake": x.last_handshake,
+                                "rx_bytes": x.rx_bytes,
+                                "tx_bytes": x.tx_bytes,
+                            }
+                            for x in dev.peers()
+                        ],
                         "derp": {str(k): dataclasses.asdict(v) for k, v in ms.derp_status().items()},
                         "counters": dataclasses.asdict(ms.counters),
                     }

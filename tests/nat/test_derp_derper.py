@@ -44,6 +44,7 @@ class Sink:
 
 def test_fwmark_dial(derper):
     """With fwmark set, the TCP connection is made from a socket carrying SO_MARK (needs root)."""
+
     async def main():
         ka, kb = nacl.public.PrivateKey.generate(), nacl.public.PrivateKey.generate()
         sa, sb = Sink(), Sink()
@@ -51,6 +52,7 @@ def test_fwmark_dial(derper):
             await sa.wait_for(lambda e: isinstance(e, p.ServerInfo))
             await sb.wait_for(lambda e: isinstance(e, p.ServerInfo))
             import socket as _socket
+
             mark = a._writer.get_extra_info("socket").getsockopt(_socket.SOL_SOCKET, _socket.SO_MARK)
             assert mark == 0x80000
             assert a.send_packet(bytes(kb.public_key), b"marked")
@@ -138,11 +140,22 @@ def test_malformed_server_counted_and_reconnects():
         srv = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = srv.sockets[0].getsockname()[1]
         region = DerpMap.from_json(
-            {"Regions": {"1": {"RegionID": 1, "Nodes": [{"Name": "1a", "RegionID": 1, "HostName": "127.0.0.1", "DERPPort": port}]}}}
+            {
+                "Regions": {
+                    "1": {
+                        "RegionID": 1,
+                        "Nodes": [{"Name": "1a", "RegionID": 1, "HostName": "127.0.0.1", "DERPPort": port}],
+                    }
+                }
+            }
         ).regions[1]
         sink = Sink()
-        async with srv, DerpClient(region, nacl.public.PrivateKey.generate(), sink, use_http=True,
-                                   backoff_min=0.05, backoff_max=0.1) as c:
+        async with (
+            srv,
+            DerpClient(
+                region, nacl.public.PrivateKey.generate(), sink, use_http=True, backoff_min=0.05, backoff_max=0.1
+            ) as c,
+        ):
             ev = await sink.wait_for(lambda e: isinstance(e, p.Closed))
             assert ev.malformed and ev.reason == "ServerKey frame too short (5 bytes)"
             for _ in range(100):
@@ -157,6 +170,7 @@ def test_malformed_server_counted_and_reconnects():
 def test_tls_derper_insecure_for_tests():
     """TLS DERP (derper -certmode manual, self-signed): InsecureForTests skips verification."""
     with Derper(tls_hostname="derp.test") as d:
+
         async def main():
             ka, kb = nacl.public.PrivateKey.generate(), nacl.public.PrivateKey.generate()
             sa, sb = Sink(), Sink()
@@ -172,6 +186,7 @@ def test_tls_derper_insecure_for_tests():
 
     # without InsecureForTests the self-signed certificate is refused
     with Derper(tls_hostname="derp.test") as d:
+
         async def refused():
             m = d.derp_map()
             m["Regions"][str(d.region_id)]["Nodes"][0]["InsecureForTests"] = False

@@ -79,9 +79,8 @@ class FakeServer:
         self.client_info = None
 
     def hello(self) -> bytes:
-        return (
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n"
-            + f.encode_frame(f.FrameType.SERVER_KEY, f.MAGIC + bytes(self.priv.public_key))
+        return b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n" + f.encode_frame(
+            f.FrameType.SERVER_KEY, f.MAGIC + bytes(self.priv.public_key)
         )
 
     def receive(self, data: bytes) -> list:

@@ -223,16 +223,19 @@ def test_gro_run_demux_check():
     assert _split([b"ab", b"cd"], 0) == [b"ab", b"cd"]
 
 
-@pytest.mark.parametrize("addr,ok", [
-    (("203.0.113.5", 41641), True),
-    (("10.1.0.2", 41641), True),
-    (("100.64.0.2", 41641), False),  # our own tailnet range: a path through the tunnel would loop
-    (("100.127.255.1", 1), False),
-    (("fd7a:115c:a1e0::1", 41641), False),
-    (("::ffff:100.64.0.9", 41641), False),
-    (("0.0.0.0", 41641), False),
-    (("203.0.113.5", 0), False),
-])
+@pytest.mark.parametrize(
+    "addr,ok",
+    [
+        (("203.0.113.5", 41641), True),
+        (("10.1.0.2", 41641), True),
+        (("100.64.0.2", 41641), False),  # our own tailnet range: a path through the tunnel would loop
+        (("100.127.255.1", 1), False),
+        (("fd7a:115c:a1e0::1", 41641), False),
+        (("::ffff:100.64.0.9", 41641), False),
+        (("0.0.0.0", 41641), False),
+        (("203.0.113.5", 0), False),
+    ],
+)
 def test_usable_candidate(addr, ok):
     from engine.magicsock.endpoint import usable_candidate
 

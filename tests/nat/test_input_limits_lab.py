@@ -1,4 +1,4 @@
-"""Attacks on a real magicsock node in namespaces: a UDP flood of disco/STUN/WireGuard junk and CallMeMaybe amplification."""
+"""Attacks on a real magicsock node (lab netns): a UDP flood of disco/STUN/WireGuard junk, CallMeMaybe amplification."""
 
 from __future__ import annotations
 
@@ -35,8 +35,14 @@ class EvilPeer(Agent):
         self.host = host
         self.log_path = host.lab.dir / f"attacker-{host.name}.log"
         log = open(self.log_path, "wb")
-        self.proc = host.popen([sys.executable, ATTACKER, "peer", "--derp-map", str(derp_map_path)], env=ENV,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, bufsize=0)
+        self.proc = host.popen(
+            [sys.executable, ATTACKER, "peer", "--derp-map", str(derp_map_path)],
+            env=ENV,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            bufsize=0,
+        )
         log.close()
         hello = self._read(20.0)
         self.node, self.disco = hello["node"], hello["disco"]
@@ -67,7 +73,9 @@ def test_flood_and_callmemaybe_amplification_stay_bounded(lab):
         v.run(["nft", "-f", "-"], input=VICTIM_COUNTER)
         s.connect()
         s.pump()
-        ok, _ = wait_for(lambda: s.a.path_to(s.b).get("path") == "direct" and s.b.path_to(s.a).get("path") == "direct", 30)
+        ok, _ = wait_for(
+            lambda: s.a.path_to(s.b).get("path") == "direct" and s.b.path_to(s.a).get("path") == "direct", 30
+        )
         assert ok, (s.a.status(), s.b.status())
         region = s.derpers[0].region_id
         evil = EvilPeer(m, lab.dir / "derpmap.json")
@@ -78,16 +86,43 @@ def test_flood_and_callmemaybe_amplification_stay_bounded(lab):
         c0 = s.a.status()["counters"]
 
         # 1. raw flood from a neighbour: disco junk (random and real-peer keys), STUN-looking, WireGuard-looking
-        r = m.run([sys.executable, ATTACKER, "flood", "--to", f"{A_IP}:{s.a.port}", "--seconds", "4",
-                   "--peer-disco", s.b.disco], env=ENV, timeout=60)
+        r = m.run(
+            [
+                sys.executable,
+                ATTACKER,
+                "flood",
+                "--to",
+                f"{A_IP}:{s.a.port}",
+                "--seconds",
+                "4",
+                "--peer-disco",
+                s.b.disco,
+            ],
+            env=ENV,
+            timeout=60,
+        )
         sent = json.loads(r.stdout.strip().splitlines()[-1])["sent"]
         time.sleep(1.0)
         c1 = s.a.status()["counters"]
         rss1 = _rss_kib(s.a.proc.pid)
-        report = {"sent": sent, "rss_kib": (rss0, rss1),
-                  **{k: _delta(c1, c0, k) for k in ("udp_rx", "disco_dropped", "ctl_rate_limited", "ctl_queue_dropped",
-                                                     "stun_unsolicited", "wg_unknown_src", "rx_queue_dropped")},
-                  "ctl_queue_peak": c1["ctl_queue_peak"], "rx_queue_peak": c1["rx_queue_peak"]}
+        report = {
+            "sent": sent,
+            "rss_kib": (rss0, rss1),
+            **{
+                k: _delta(c1, c0, k)
+                for k in (
+                    "udp_rx",
+                    "disco_dropped",
+                    "ctl_rate_limited",
+                    "ctl_queue_dropped",
+                    "stun_unsolicited",
+                    "wg_unknown_src",
+                    "rx_queue_dropped",
+                )
+            },
+            "ctl_queue_peak": c1["ctl_queue_peak"],
+            "rx_queue_peak": c1["rx_queue_peak"],
+        }
         print("flood:", report)
         assert sum(sent.values()) > 20_000, report
         assert _delta(c1, c0, "udp_rx") > 10_000, report
@@ -100,17 +135,21 @@ def test_flood_and_callmemaybe_amplification_stay_bounded(lab):
 
         # 2. CallMeMaybe amplification: 20 messages via DERP, 1000 victim endpoints each
         t0 = time.monotonic()
-        r = evil.call("cmm", to=s.a.node, disco=s.a.disco, ip=VICTIM_IP, first_port=20000, n=1000, count=20,
-                      timeout=60)
+        r = evil.call("cmm", to=s.a.node, disco=s.a.disco, ip=VICTIM_IP, first_port=20000, n=1000, count=20, timeout=60)
         time.sleep(2.0)
         elapsed = time.monotonic() - t0
         st = s.a.status()
         c2 = st["counters"]
         hit = _victim_packets(v)
-        report2 = {"cmm_sent": r["sent"], "endpoints_each": 1000, "victim_packets": hit, "elapsed": round(elapsed, 2),
-                   "cmm_endpoints_dropped": _delta(c2, c1, "cmm_endpoints_dropped"),
-                   "pings_rate_limited": _delta(c2, c1, "pings_rate_limited"),
-                   "evil_candidates": len(st["peers"][evil.node]["candidates"])}
+        report2 = {
+            "cmm_sent": r["sent"],
+            "endpoints_each": 1000,
+            "victim_packets": hit,
+            "elapsed": round(elapsed, 2),
+            "cmm_endpoints_dropped": _delta(c2, c1, "cmm_endpoints_dropped"),
+            "pings_rate_limited": _delta(c2, c1, "pings_rate_limited"),
+            "evil_candidates": len(st["peers"][evil.node]["candidates"]),
+        }
         print("callmemaybe:", report2)
         assert r["sent"] == 20, report2
         assert _delta(c2, c1, "cmm_endpoints_dropped") == 20 * (1000 - C.MAX_CMM_ENDPOINTS), report2
@@ -121,8 +160,14 @@ def test_flood_and_callmemaybe_amplification_stay_bounded(lab):
         # 3. the real peer is still pinged and answers, and data still flows directly
         pongs = st["peers"][s.b.node]["pongs_received"]
         rx = st["rx"].get(s.b.node, 0)
-        ok, _ = wait_for(lambda: (p := s.a.status())["peers"][s.b.node]["pongs_received"] > pongs + 1
-                         and p["peers"][s.b.node]["path"] == "direct" and p["rx"].get(s.b.node, 0) > rx + 3, 20)
+        ok, _ = wait_for(
+            lambda: (
+                (p := s.a.status())["peers"][s.b.node]["pongs_received"] > pongs + 1
+                and p["peers"][s.b.node]["path"] == "direct"
+                and p["rx"].get(s.b.node, 0) > rx + 3
+            ),
+            20,
+        )
         p = s.a.status()
         assert ok, ({k: v for k, v in p["peers"][s.b.node].items() if k != "candidates"}, p["rx"], pongs, rx)
     finally:

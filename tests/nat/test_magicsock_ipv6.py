@@ -35,6 +35,7 @@ def test_direct_over_ipv6_loopback():
             def direct():
                 a.bind.send([b"\x04\x00\x00\x00hello"], ep)
                 return a.peer_status()[b.node_public].path == "direct"
+
             assert await wait_until(direct, 10)
             st = a.peer_status()[b.node_public]
             assert st.addr == f"[::1]:{b.port}"

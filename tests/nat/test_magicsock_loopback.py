@@ -31,7 +31,7 @@ class Receiver:
             if ep is None:
                 return
             for off in range(0, n, seg or n):  # a GRO run holds several datagrams
-                self.got.append((bytes(buf[off:min(n, off + seg)]), ep))
+                self.got.append((bytes(buf[off : min(n, off + seg)]), ep))
 
 
 async def wait_until(pred, timeout, step=0.05):
@@ -46,6 +46,7 @@ async def wait_until(pred, timeout, step=0.05):
 
 def test_derp_first_then_direct_loopback():
     with Derper() as d:
+
         async def main():
             ka, kb = nacl.public.PrivateKey.generate(), nacl.public.PrivateKey.generate()
             mk = dict(derp_map=d.derp_map(), use_derp_http=True, local_addrs=lambda: ["127.0.0.1"])
@@ -69,12 +70,16 @@ def test_derp_first_then_direct_loopback():
                 assert data == b"\x04\x00\x00\x00first" and src == PeerEndpoint(a.node_public)
                 st = a.peer_status()[b.node_public]
                 assert st.tx_derp_packets >= 1
+
                 # keep sending; CallMeMaybe via DERP + pings should make it direct
                 async def direct():
                     a.bind.send([b"\x04\x00\x00\x00more"], epb)
                     b.bind.send([b"\x04\x00\x00\x00back"], PeerEndpoint(a.node_public))
-                    return a.peer_status()[b.node_public].path == "direct" and \
-                        b.peer_status()[a.node_public].path == "direct"
+                    return (
+                        a.peer_status()[b.node_public].path == "direct"
+                        and b.peer_status()[a.node_public].path == "direct"
+                    )
+
                 for _ in range(200):
                     if await direct():
                         break
@@ -94,14 +99,16 @@ def test_derp_first_then_direct_loopback():
                 run = b"".join(b"\x04\x00\x00\x00" + bytes([i]) * 60 for i in range(4)) + b"\x04\x00\x00\x00tail"
                 a.bind.send([memoryview(run)], epb, 64)
                 assert await wait_until(lambda: len(rb.got) >= n0 + 5, 5)
-                got = [d for d, _ in rb.got[n0:n0 + 5]]
-                assert got == [run[o:o + 64] for o in range(0, len(run), 64)]
+                got = [d for d, _ in rb.got[n0 : n0 + 5]]
+                assert got == [run[o : o + 64] for o in range(0, len(run), 64)]
+
         asyncio.run(main())
 
 
 def test_node_key_rotation_redials_derp_with_the_new_key():
     """After a key rotation the DERP server must route to our new key: DERP connections are redialled with it."""
     with Derper() as d:
+
         async def main():
             ka, kb, ka2 = (nacl.public.PrivateKey.generate() for _ in range(3))
             mk = dict(derp_map=d.derp_map(), use_derp_http=True, local_addrs=lambda: ["127.0.0.1"])
@@ -125,4 +132,5 @@ def test_node_key_rotation_redials_derp_with_the_new_key():
                 assert ra.got[0][1] == PeerEndpoint(b.node_public)
                 a.bind.send([b"\x04\x00\x00\x00from-new"], PeerEndpoint(b.node_public))
                 assert await wait_until(lambda: any(src == PeerEndpoint(a.node_public) for _, src in rb.got), 10)
+
         asyncio.run(main())

@@ -15,12 +15,18 @@ def _rand():
     return lambda n: next(c).to_bytes(n, "big")
 
 
-DMAP = DerpMap.from_json({"Regions": {
-    "1": {"RegionID": 1, "Nodes": [{"Name": "1a", "RegionID": 1, "HostName": "d1", "IPv4": "203.0.113.10"}]},
-    "2": {"RegionID": 2, "Nodes": [{"Name": "2a", "RegionID": 2, "HostName": "d2", "IPv4": "203.0.113.11",
-                                     "STUNPort": 3479}]},
-    "3": {"RegionID": 3, "Nodes": [{"Name": "3a", "RegionID": 3, "HostName": "d3", "STUNPort": -1}]},
-}})
+DMAP = DerpMap.from_json(
+    {
+        "Regions": {
+            "1": {"RegionID": 1, "Nodes": [{"Name": "1a", "RegionID": 1, "HostName": "d1", "IPv4": "203.0.113.10"}]},
+            "2": {
+                "RegionID": 2,
+                "Nodes": [{"Name": "2a", "RegionID": 2, "HostName": "d2", "IPv4": "203.0.113.11", "STUNPort": 3479}],
+            },
+            "3": {"RegionID": 3, "Nodes": [{"Name": "3a", "RegionID": 3, "HostName": "d3", "STUNPort": -1}]},
+        }
+    }
+)
 
 
 def test_plan_one_probe_per_stun_node():

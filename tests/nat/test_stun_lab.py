@@ -46,13 +46,27 @@ def test_stun_derper_and_coturn_behind_easy_nat(lab):
     r = lab.nat_router("r", "easy", inet, "203.0.113.2/24", "10.1.0.0/24")
     c = lab.host("c")
     r.add_host(c)
-    d = Derper(addr="203.0.113.10", port=3340, stun_port=3478, workdir=lab.dir / "derper", popen=dh.popen,
-               in_namespace=True)
+    d = Derper(
+        addr="203.0.113.10", port=3340, stun_port=3478, workdir=lab.dir / "derper", popen=dh.popen, in_namespace=True
+    )
     d.workdir.mkdir()
     d.start()
     try:
-        th.popen(["turnserver", "-n", "--stun-only", "-L", "203.0.113.20", "-p", "3478", "--no-cli",
-                  "--log-file", "stdout", "--simple-log"])
+        th.popen(
+            [
+                "turnserver",
+                "-n",
+                "--stun-only",
+                "-L",
+                "203.0.113.20",
+                "-p",
+                "3478",
+                "--no-cli",
+                "--log-file",
+                "stdout",
+                "--simple-log",
+            ]
+        )
         time.sleep(1.0)
         res = json.loads(c.exec_python(CLIENT, "203.0.113.10:3478", "203.0.113.20:3478").stdout)
         port = res["local_port"]

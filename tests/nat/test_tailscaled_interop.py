@@ -26,10 +26,25 @@ class TailnetAgent:
         self.host = host
         self.log_path = host.lab.dir / f"tailnet-agent-{host.name}.log"
         log = open(self.log_path, "wb")
-        self.proc = host.popen([sys.executable, AGENT, "--login-server", login_server, "--auth-key", key_file_arg(auth_key, host.lab.dir),
-                                "--hostname", f"mesh-{host.name}", "--tun", tun],
-                               env={"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"},
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, bufsize=0)
+        self.proc = host.popen(
+            [
+                sys.executable,
+                AGENT,
+                "--login-server",
+                login_server,
+                "--auth-key",
+                key_file_arg(auth_key, host.lab.dir),
+                "--hostname",
+                f"mesh-{host.name}",
+                "--tun",
+                tun,
+            ],
+            env={"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            bufsize=0,
+        )
         log.close()
         self.last_netmap: dict = {}
 
@@ -128,6 +143,7 @@ def test_tailscaled_peer(lab, our_nat):
             st = agent.status()
             paths = list(st["paths"].values())
             return paths and paths[0]["path"] == "direct"
+
         ok, _ = wait_for(direct, 40)
         pinger.terminate()
         assert ok, (agent.status(), ts.status())

@@ -66,8 +66,11 @@ ROWS: dict[str, tuple[str, str]] = {
     "ours-ours": ("ours", "ours"),
     "ours-tailscaled": ("ours", "tailscaled"),
 }
-ROW_TITLES = {"tailscaled-tailscaled": "tailscaled ↔ tailscaled", "ours-ours": "ours ↔ ours",
-              "ours-tailscaled": "ours ↔ tailscaled"}
+ROW_TITLES = {
+    "tailscaled-tailscaled": "tailscaled ↔ tailscaled",
+    "ours-ours": "ours ↔ ours",
+    "ours-tailscaled": "ours ↔ tailscaled",
+}
 
 
 @dataclass(frozen=True)
@@ -118,15 +121,17 @@ class CellResult:
 
 def all_cells(kinds: Iterable[str] = NAT_KINDS, same_nat: Iterable[str] = ("easy", "hard")) -> list[Cell]:
     """Every unordered pair of `kinds` (a-side x b-side) plus same-router cells for `same_nat`."""
-    cells = [Cell(f"{ka}-{kb}", side_label("a", ka), side_label("b", kb), ka, kb)
-             for ka, kb in itertools.combinations_with_replacement(list(kinds), 2)]
+    cells = [
+        Cell(f"{ka}-{kb}", side_label("a", ka), side_label("b", kb), ka, kb)
+        for ka, kb in itertools.combinations_with_replacement(list(kinds), 2)
+    ]
     for k in same_nat:
         cells.append(Cell(f"same-{k}", side_label("a", k), side_label("c", k), k, k, same_nat=True))
     return cells
 
 
 def parse_cells(spec: str) -> list[Cell]:
-    """"easy-hard,same-easy,..." -> cells (unknown names raise ValueError)."""
+    """ "easy-hard,same-easy,..." -> cells (unknown names raise ValueError)."""
     by_name = {c.name: c for c in all_cells()}
     for c in list(by_name.values()):  # accept either order of a pair
         if not c.same_nat:
@@ -181,8 +186,9 @@ def _ping_stats(log: str, t0: float) -> tuple[float | None, int, int]:
     return first, seq_max, received
 
 
-def measure_cell(topo: MatrixTopology, cell: Cell, *, window: float, settle: float = 0.0,
-                 stop_when_direct: bool = True) -> CellResult:
+def measure_cell(
+    topo: MatrixTopology, cell: Cell, *, window: float, settle: float = 0.0, stop_when_direct: bool = True
+) -> CellResult:
     """Run one cell: wait for mutual netmap entries, ping a->b and poll both paths for `window` seconds.
 
     With `stop_when_direct`, the cell ends as soon as both sides are direct and a reply was seen;
@@ -198,8 +204,7 @@ def measure_cell(topo: MatrixTopology, cell: Cell, *, window: float, settle: flo
     # after it is Running, and until then its peers log "no UDP or DERP addr" and the first
     # packet waits for the 5 s handshake retry.
     w0 = time.monotonic()
-    while not (a.knows(b_ip) and b.knows(a_ip)
-               and a.path_to(b).kind != "none" and b.path_to(a).kind != "none"):
+    while not (a.knows(b_ip) and b.knows(a_ip) and a.path_to(b).kind != "none" and b.path_to(a).kind != "none"):
         if time.monotonic() - w0 > 60:
             res.error = "peers never became reachable in each other's netmaps"
             return res
@@ -215,8 +220,11 @@ def measure_cell(topo: MatrixTopology, cell: Cell, *, window: float, settle: flo
     t0 = time.time()
     m0 = time.monotonic()
     with open(log_path, "wb") as out:
-        proc = host.popen(["ping", "-n", "-D", "-O", "-i", str(PING_INTERVAL), "-W", "1",
-                           "-w", str(int(window + settle + 5)), b_ip], stdout=out, stderr=subprocess.STDOUT)
+        proc = host.popen(
+            ["ping", "-n", "-D", "-O", "-i", str(PING_INTERVAL), "-W", "1", "-w", str(int(window + settle + 5)), b_ip],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
     def ping_log() -> str:
         return log_path.read_text(errors="replace")
@@ -247,8 +255,7 @@ def measure_cell(topo: MatrixTopology, cell: Cell, *, window: float, settle: flo
                 direct_since = None
             if res.first is None:
                 res.first, _, _ = _ping_stats(ping_log(), t0)
-            if stop_when_direct and direct_since is not None and res.first is not None \
-                    and now - direct_since >= settle:
+            if stop_when_direct and direct_since is not None and res.first is not None and now - direct_since >= settle:
                 break
             if now >= window + (settle if direct_since is not None else 0):
                 break
@@ -263,10 +270,18 @@ def measure_cell(topo: MatrixTopology, cell: Cell, *, window: float, settle: flo
     return res
 
 
-def run_matrix(cells: list[Cell], kind_a: Callable[[str], NodeKind], kind_b: Callable[[str], NodeKind], *,
-               window: float = 20.0, settle: float = 1.0, parallel: int = 12,
-               log: Callable[[str], None] = lambda s: None, lab: Lab | None = None,
-               firewall: bool = True) -> list[CellResult]:
+def run_matrix(
+    cells: list[Cell],
+    kind_a: Callable[[str], NodeKind],
+    kind_b: Callable[[str], NodeKind],
+    *,
+    window: float = 20.0,
+    settle: float = 1.0,
+    parallel: int = 12,
+    log: Callable[[str], None] = lambda s: None,
+    lab: Lab | None = None,
+    firewall: bool = True,
+) -> list[CellResult]:
     """Build one lab with every site the cells need, start the nodes, measure all cells concurrently.
 
     `kind_a` builds the node for a-side sites (the pinging side), `kind_b` for b- and c-side ones.
@@ -303,5 +318,17 @@ def median(xs: Iterable[float | None]) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-__all__ = ["ROWS", "ROW_TITLES", "direct_ip", "Cell", "CellResult", "EXPECTED_TAILSCALED", "all_cells", "parse_cells", "build_sites",
-           "measure_cell", "run_matrix", "median"]
+__all__ = [
+    "ROWS",
+    "ROW_TITLES",
+    "direct_ip",
+    "Cell",
+    "CellResult",
+    "EXPECTED_TAILSCALED",
+    "all_cells",
+    "parse_cells",
+    "build_sites",
+    "measure_cell",
+    "run_matrix",
+    "median",
+]

@@ -91,8 +91,9 @@ class NodeKind(abc.ABC):
     def ping(self, peer_ip: str, timeout: float = 2.0) -> float | None:
         """One ICMP echo through the tunnel (kernel ping in this node's namespace); RTT in ms or None."""
         assert self.host is not None, "start() first"
-        p = self.host.run(["ping", "-n", "-c", "1", "-W", str(max(1, int(timeout))), peer_ip],
-                          check=False, timeout=timeout + 5)
+        p = self.host.run(
+            ["ping", "-n", "-c", "1", "-W", str(max(1, int(timeout))), peer_ip], check=False, timeout=timeout + 5
+        )
         m = _RTT.search(p.stdout)
         return float(m.group(1)) if p.returncode == 0 and m else None
 
@@ -210,9 +211,19 @@ class OurNode(LocalApiNode):
         self.host = host
         d = host.lab.dir
         self.socket_path = d / f"ours-{host.name}.sock"
-        self.proc = host.popen_python("engine.cli.helper", "serve", "--socket", str(self.socket_path),
-                                      "--journal", str(d / f"ours-{host.name}.journal"), "--tun", "mesh0", "-v",
-                                      module=True, env={"MESH_TESTING": "1", "MESH_DEBUG_USE_DERP_HTTP": "1"})
+        self.proc = host.popen_python(
+            "engine.cli.helper",
+            "serve",
+            "--socket",
+            str(self.socket_path),
+            "--journal",
+            str(d / f"ours-{host.name}.journal"),
+            "--tun",
+            "mesh0",
+            "-v",
+            module=True,
+            env={"MESH_TESTING": "1", "MESH_DEBUG_USE_DERP_HTTP": "1"},
+        )
         host.lab.add_cleanup(self.stop)
         deadline = time.monotonic() + 30
         while "mesh-helper ready" not in self.log():
@@ -221,11 +232,29 @@ class OurNode(LocalApiNode):
             time.sleep(0.1)
         key_file = _write_secret(d / f"ours-{host.name}.authkey", auth_key)
         try:
-            p = subprocess.run([sys.executable, "-m", "engine.cli.meshctl", "--socket", str(self.socket_path), "up",
-                                "--login-server", login_server, "--auth-key", f"file:{key_file}",
-                                "--hostname", self.hostname, "--timeout", "60"],
-                               capture_output=True, text=True, timeout=90, cwd="/tmp",
-                               env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "MESH_TESTING": "1"})
+            p = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "engine.cli.meshctl",
+                    "--socket",
+                    str(self.socket_path),
+                    "up",
+                    "--login-server",
+                    login_server,
+                    "--auth-key",
+                    f"file:{key_file}",
+                    "--hostname",
+                    self.hostname,
+                    "--timeout",
+                    "60",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=90,
+                cwd="/tmp",
+                env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "MESH_TESTING": "1"},
+            )
         finally:
             key_file.unlink(missing_ok=True)  # never left behind for log/artifact copies
         if p.returncode != 0:

@@ -65,17 +65,31 @@ class _StaticNode(LocalApiNode):
 
 
 def _node(ip: str, peers: list[dict]) -> _StaticNode:
-    return _StaticNode(ip, {"BackendState": "Running", "Self": {"TailscaleIPs": [ip, "fd7a::1"]},
-                            "Peer": {f"nodekey:{i}": p for i, p in enumerate(peers)}})
+    return _StaticNode(
+        ip,
+        {
+            "BackendState": "Running",
+            "Self": {"TailscaleIPs": [ip, "fd7a::1"]},
+            "Peer": {f"nodekey:{i}": p for i, p in enumerate(peers)},
+        },
+    )
 
 
-@pytest.mark.parametrize("peer,want", [
-    pytest.param({"TailscaleIPs": ["100.64.0.2"], "CurAddr": "203.0.113.12:41641", "Relay": "lab"},
-                 PathInfo("direct", "203.0.113.12:41641"), id="direct"),
-    pytest.param({"TailscaleIPs": ["100.64.0.2"], "CurAddr": "", "Relay": "lab"}, PathInfo("derp", "lab"), id="derp"),
-    pytest.param({"TailscaleIPs": ["100.64.0.2"], "CurAddr": "", "Relay": ""}, NO_PATH, id="no-home-derp-yet"),
-    pytest.param({"TailscaleIPs": ["100.64.0.9"], "CurAddr": "1.2.3.4:5"}, NO_PATH, id="other-peer"),
-])
+@pytest.mark.parametrize(
+    "peer,want",
+    [
+        pytest.param(
+            {"TailscaleIPs": ["100.64.0.2"], "CurAddr": "203.0.113.12:41641", "Relay": "lab"},
+            PathInfo("direct", "203.0.113.12:41641"),
+            id="direct",
+        ),
+        pytest.param(
+            {"TailscaleIPs": ["100.64.0.2"], "CurAddr": "", "Relay": "lab"}, PathInfo("derp", "lab"), id="derp"
+        ),
+        pytest.param({"TailscaleIPs": ["100.64.0.2"], "CurAddr": "", "Relay": ""}, NO_PATH, id="no-home-derp-yet"),
+        pytest.param({"TailscaleIPs": ["100.64.0.9"], "CurAddr": "1.2.3.4:5"}, NO_PATH, id="other-peer"),
+    ],
+)
 def test_path_to_reads_curaddr_then_relay(peer, want):
     a, b = _node("100.64.0.1", [peer]), _node("100.64.0.2", [])
     assert a.ip() == "100.64.0.1"

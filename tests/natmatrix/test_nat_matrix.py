@@ -38,8 +38,11 @@ def _save(row: str, results: list[CellResult], lab_dir) -> None:
     dest = ARTIFACTS / f"{row}-logs"
     shutil.rmtree(dest, ignore_errors=True)
     # logs only: state dirs hold node and server private keys
-    shutil.copytree(lab_dir, dest, ignore=lambda d, names: [
-        n for n in names if not (n.endswith(".log") or os.path.isdir(os.path.join(d, n)))])
+    shutil.copytree(
+        lab_dir,
+        dest,
+        ignore=lambda d, names: [n for n in names if not (n.endswith(".log") or os.path.isdir(os.path.join(d, n)))],
+    )
 
 
 @pytest.fixture(scope="module", params=list(ROWS))
@@ -65,8 +68,10 @@ def test_cell(row_results, cell):
     row, results = row_results
     r = results[cell.name]
     want = cell.expected(EXPECTED[row])
-    summary = (f"{row} {cell.name}: path={r.path} a->b={r.path_ab} b->a={r.path_ba} first={r.first} "
-               f"direct={r.direct} sent={r.sent} received={r.received} rtt={r.final_rtt_ms} {r.error}")
+    summary = (
+        f"{row} {cell.name}: path={r.path} a->b={r.path_ab} b->a={r.path_ba} first={r.first} "
+        f"direct={r.direct} sent={r.sent} received={r.received} rtt={r.final_rtt_ms} {r.error}"
+    )
 
     # traffic flows in every cell, first over whatever path exists, and still at the end
     assert r.received > 0, f"no echo reply through the tailnet: {summary}"

@@ -104,8 +104,9 @@ class MatrixTopology:
         else:
             self._routers += 1
             n = self._routers
-            router = self.lab.nat_router(f"r{label}", nat, self.switch, f"{INET_PREFIX}.{ROUTER_BASE + n}/24",
-                                         f"10.{n}.0.0/24")
+            router = self.lab.nat_router(
+                f"r{label}", nat, self.switch, f"{INET_PREFIX}.{ROUTER_BASE + n}/24", f"10.{n}.0.0/24"
+            )
             if self.firewall:
                 router.host.run(["nft", "-f", "-"], input=ROUTER_FIREWALL)
             router.add_host(host)
@@ -113,9 +114,10 @@ class MatrixTopology:
         self.sites[label] = site
         return site
 
-    def start_nodes(self, kinds: dict[str, Callable[[str], NodeKind]], *, workers: int = 4,
-                    timeout: float = 90.0) -> None:
-        """Start a node on every site in `kinds` (label -> factory(hostname)), a few at a time, and wait until Running."""
+    def start_nodes(
+        self, kinds: dict[str, Callable[[str], NodeKind]], *, workers: int = 4, timeout: float = 90.0
+    ) -> None:
+        """Start a node on every site in `kinds` (label -> factory(hostname)), a few at a time; wait until Running."""
 
         def one(label: str) -> None:
             site = self.sites[label]

@@ -54,8 +54,8 @@ def exitnet(lab):  # noqa: F811
     ex = Node(e, hs.url, auth_key=key, args=("--advertise-exit-node",)).start()
     ex.wait_synced(0)
     approve_exit_routes(hs, "py-e")
-    wait_until(lambda: {"0.0.0.0/0", "::/0"} <= set(hs.node_by_hostname("py-e").get("approved_routes") or ()),
-               "exit routes approved")
+    wait_until(
+        lambda: {"0.0.0.0/0", "::/0"} <= set(hs.node_by_hostname("py-e").get("approved_routes") or ()),
+        "exit routes approved",
+    )
     return lab, hs, key, c, ex, ctl
-
-

@@ -55,10 +55,15 @@ class Node(OurNode):
 def prefs_dict(p: Prefs) -> dict:
     """LocalAPI prefs in the shape node tests use (exit_node: the ExitNodeID, or ExitNodeIP until resolved)."""
     routes = list(p.advertise_routes or ())
-    return {"exit_node": p.exit_node_id or p.exit_node_ip or None, "exit_node_allow_lan": p.exit_node_allow_lan_access,
-            "advertise_exit_node": p.exit_routes_advertised(),
-            "advertise_routes": [r for r in routes if r not in EXIT_ROUTES],
-            "accept_dns": p.corp_dns, "accept_routes": p.route_all, "shields_up": p.shields_up}
+    return {
+        "exit_node": p.exit_node_id or p.exit_node_ip or None,
+        "exit_node_allow_lan": p.exit_node_allow_lan_access,
+        "advertise_exit_node": p.exit_routes_advertised(),
+        "advertise_routes": [r for r in routes if r not in EXIT_ROUTES],
+        "accept_dns": p.corp_dns,
+        "accept_routes": p.route_all,
+        "shields_up": p.shields_up,
+    }
 
 
 class DrivenNode(Node):
@@ -95,8 +100,12 @@ class DrivenNode(Node):
 
     def _set_prefs(self, **changes: Any):
         """Several at once, by the old names (exit_node, exit_node_allow_lan, advertise_*, accept_*, shields_up)."""
-        names = {"exit_node_allow_lan": "exit_node_allow_lan_access", "accept_dns": "corp_dns",
-                 "accept_routes": "route_all", "shields_up": "shields_up"}
+        names = {
+            "exit_node_allow_lan": "exit_node_allow_lan_access",
+            "accept_dns": "corp_dns",
+            "accept_routes": "route_all",
+            "shields_up": "shields_up",
+        }
         unknown = set(changes) - set(names) - {"exit_node", "advertise_routes", "advertise_exit_node"}
         if unknown:
             raise LabError(f"set_prefs: unknown prefs {sorted(unknown)}")

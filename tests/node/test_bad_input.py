@@ -52,14 +52,26 @@ def _csum(b: bytes) -> int:
     return ~s & 0xFFFF
 
 
-def ipv4(src: str, dst: str, proto: int, payload: bytes, *, ident: int = 1, frag: int = 0,
-         total: int | None = None) -> bytes:
+def ipv4(
+    src: str, dst: str, proto: int, payload: bytes, *, ident: int = 1, frag: int = 0, total: int | None = None
+) -> bytes:
     """An IPv4 header (+ payload); ``frag`` = flags/offset word; ``total`` overrides the length field."""
     import ipaddress
 
     n = total if total is not None else 20 + len(payload)
-    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, n, ident, frag, 64, proto, 0,
-                    ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed)
+    h = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        n,
+        ident,
+        frag,
+        64,
+        proto,
+        0,
+        ipaddress.ip_address(src).packed,
+        ipaddress.ip_address(dst).packed,
+    )
     h = h[:10] + struct.pack("!H", _csum(h)) + h[12:]
     return h + payload
 
@@ -72,13 +84,14 @@ def fragments(src: str, dst: str, l4: bytes, size: int = 1200, ident: int = 7) -
     out = []
     for off in range(0, len(l4), size):
         more = 0x2000 if off + size < len(l4) else 0
-        out.append(ipv4(src, dst, 17, l4[off:off + size], ident=ident, frag=more | (off // 8)))
+        out.append(ipv4(src, dst, 17, l4[off : off + size], ident=ident, frag=more | (off // 8)))
     return out
 
 
 def inject(c, src: str, pkts: list[bytes], wait: float = 2.0) -> dict:
-    out = c.run([c.python_argv()[0], INJECT, "mesh0", src, str(SPORT), str(wait), *(p.hex() for p in pkts)],
-                timeout=wait + 30).stdout
+    out = c.run(
+        [c.python_argv()[0], INJECT, "mesh0", src, str(SPORT), str(wait), *(p.hex() for p in pkts)], timeout=wait + 30
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -87,7 +100,7 @@ def _not_local(node) -> int:
 
 
 def _dropped_at_exit(c, ex, me: str, pkts: list[bytes], n: int) -> None:
-    """Inject ``pkts`` at c (again while a path change loses them) until e's filter counts ``n`` more not-local drops."""
+    """Inject ``pkts`` at c (again while a path change loses them) until e's filter has ``n`` more not-local drops."""
     before = _not_local(ex)
     deadline = time.monotonic() + 30
     while True:
@@ -127,8 +140,13 @@ def test_junk_to_quad100_through_tunnel_and_oversize(exitnet):
     # the parseable ones reach e and its filter drops them; the truncated ones never left c (below)
     _dropped_at_exit(c, ex, me, junk, 3)
     # the same DNS payloads to e's resolver from e itself: one FORMERR, the rest dropped, a good query answered
-    dns_junk = [good[:12] + b"\xff\xfe\xfd", b"", b"\x12", good + b"\0" * 5000,
-                q("x." * 60 + "example.", 0x2222) + b"\x01" * 60000]
+    dns_junk = [
+        good[:12] + b"\xff\xfe\xfd",
+        b"",
+        b"\x12",
+        good + b"\0" * 5000,
+        q("x." * 60 + "example.", 0x2222) + b"\x01" * 60000,
+    ]
     out = json.loads(ex.host.exec_python(ASK_DNS, QUAD100, *(p.hex() for p in dns_junk)).stdout.strip())
     got = [dns.message.from_wire(bytes.fromhex(h)) for h in out]
     assert [(m.id, m.rcode()) for m in got] == [(int.from_bytes(good[:2], "big"), dns.rcode.FORMERR)], out

@@ -167,12 +167,16 @@ def test_exit_node_offers_its_lan_only_when_advertised(exitnet):
     assert ex.stop() == 0
     ex.restart("--advertise-exit-node", "--advertise-routes", "192.0.2.0/24")
     ex.wait_synced(1)
-    wait_until(lambda: "192.0.2.0/24" in (hs.node_by_hostname("py-e").get("available_routes") or ()),
-               "py-e to announce 192.0.2.0/24")
+    wait_until(
+        lambda: "192.0.2.0/24" in (hs.node_by_hostname("py-e").get("available_routes") or ()),
+        "py-e to announce 192.0.2.0/24",
+    )
     nid = int(hs.node_by_hostname("py-e")["id"])
     hs.cli("nodes", "approve-routes", "-i", str(nid), "-r", "0.0.0.0/0,::/0,192.0.2.0/24", json_out=False)
-    cl.wait(lambda s: any(p["Name"].startswith("py-e.") and "192.0.2.0/24" in p["AllowedIPs"] for p in s["Peers"]),
-            "py-e's LAN route in c's netmap")
+    cl.wait(
+        lambda s: any(p["Name"].startswith("py-e.") and "192.0.2.0/24" in p["AllowedIPs"] for p in s["Peers"]),
+        "py-e's LAN route in c's netmap",
+    )
     # the advertised LAN is local to e's filter although it is an attached subnet: forwarded and masqueraded
     wait_until(lambda: udp_ask(c, LANHOST, 7).startswith("192.0.2.12:"), "lanhost via the exit node", timeout=60)
     assert tcp_ask(c, LANHOST, 8080).startswith("192.0.2.12:")
@@ -193,8 +197,9 @@ def test_rules_and_nft_removed_by_other_programs_come_back(exitnet):
     c.run(["ip", "-4", "rule", "del", "pref", "5270"])  # e.g. systemd-networkd dropping foreign rules
     ex.host.run(["nft", "flush", "ruleset"])  # e.g. a firewall reload on the exit node
     wait_until(lambda: routing_dump(c) == with_exit, "c's rule 5270 re-installed", timeout=15)
-    wait_until(lambda: "meshvpn" in ex.host.run(["nft", "list", "tables"]).stdout, "e's nft table re-installed",
-               timeout=15)
+    wait_until(
+        lambda: "meshvpn" in ex.host.run(["nft", "list", "tables"]).stdout, "e's nft table re-installed", timeout=15
+    )
     wait_until(lambda: udp_ask(c, INET, 7).startswith(f"{E_WAN}:"), "traffic via e again", timeout=30)
     assert "exit routing was changed by another program" in cl.log()
     assert "forwarding was changed by another program" in ex.log()

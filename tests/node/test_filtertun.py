@@ -11,8 +11,9 @@ from engine.filter import Filter
 from tests.dataplane.packets import icmp_echo, tcp_packet, udp_packet
 
 ME, PEER, OTHER = "100.64.0.1", "100.64.0.2", "100.64.0.3"
-ALLOW_8080_FROM_PEER = [{"SrcIPs": [PEER], "DstPorts": [{"IP": ME, "Ports": {"First": 8080, "Last": 8080}}],
-                         "IPProto": [6]}]
+ALLOW_8080_FROM_PEER = [
+    {"SrcIPs": [PEER], "DstPorts": [{"IP": ME, "Ports": {"First": 8080, "Last": 8080}}], "IPProto": [6]}
+]
 SYN, ACK = 0x02, 0x10
 
 
@@ -92,8 +93,7 @@ def test_outbound_tcp_fast_path_still_drops_multicast_and_link_local(dst):
 
 def test_coalesced_tcp_super_packet_checked_once():
     """offload.coalesce output: [gso hdr, ip+tcp header, payloads...] passes or drops as a whole."""
-    segs = [tcp_packet(PEER, ME, 40000, 22, 1000 + i * 1000, bytes([i]) * 1000, flags=ACK, ident=i)
-            for i in range(4)]
+    segs = [tcp_packet(PEER, ME, 40000, 22, 1000 + i * 1000, bytes([i]) * 1000, flags=ACK, ident=i) for i in range(4)]
     frames: list = []
     offload.coalesce([memoryview(bytearray(s)) for s in segs], frames)
     assert len(frames) == 1 and len(frames[0]) == 6 and frames[0][0][1] == offload.GSO_TCPV4
@@ -103,8 +103,9 @@ def test_coalesced_tcp_super_packet_checked_once():
     assert len(w) == offload.VNET_HDR_LEN + 40 + 4000  # written unchanged: one super-packet
     assert t.filter.accepted_in == 1
     # the same run to an address that is not ours is dropped whole
-    segs = [tcp_packet(PEER, OTHER, 40000, 22, 1000 + i * 1000, bytes([i]) * 1000, flags=ACK, ident=i)
-            for i in range(4)]
+    segs = [
+        tcp_packet(PEER, OTHER, 40000, 22, 1000 + i * 1000, bytes([i]) * 1000, flags=ACK, ident=i) for i in range(4)
+    ]
     frames = []
     offload.coalesce([memoryview(bytearray(s)) for s in segs], frames)
     t.write(frames[0])
@@ -117,7 +118,10 @@ def test_filter_swap_and_attributes():
     syn = tcp_packet(PEER, ME, 40000, 9999, 1, b"", flags=SYN)
     t.write([offload.ZERO_VNET_HDR, syn])
     assert written(inner) == []
-    t.set_filter(Filter.for_netmap([{"SrcIPs": ["*"], "DstPorts": [{"IP": "*", "Ports": {"First": 0, "Last": 65535}}]}],
-                                   [f"{ME}/32"])[0])
+    t.set_filter(
+        Filter.for_netmap(
+            [{"SrcIPs": ["*"], "DstPorts": [{"IP": "*", "Ports": {"First": 0, "Last": 65535}}]}], [f"{ME}/32"]
+        )[0]
+    )
     t.write([offload.ZERO_VNET_HDR, syn])
     assert written(inner) == [offload.ZERO_VNET_HDR + syn]

@@ -1,7 +1,7 @@
 """Lab: MagicDNS on our node against headscale (dns.magic_dns, base_domain mesh.test): dig, getent, resolv.conf restore.
 
-    ctl 192.0.2.1 (headscale)   up 192.0.2.53 (lab upstream DNS: www.example.org -> 203.0.113.80)
-    a 192.0.2.11 (our node, /etc/netns/<ns>/resolv.conf "nameserver 192.0.2.53")   b 192.0.2.12 (our node)
+ctl 192.0.2.1 (headscale)   up 192.0.2.53 (lab upstream DNS: www.example.org -> 203.0.113.80)
+a 192.0.2.11 (our node, /etc/netns/<ns>/resolv.conf "nameserver 192.0.2.53")   b 192.0.2.12 (our node)
 """
 
 from __future__ import annotations

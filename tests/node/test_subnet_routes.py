@@ -1,6 +1,6 @@
 """Lab: advertising at run time (LocalAPI prefs edits: Hostinfo.RoutableIPs) and using a subnet route (accept-routes).
 
-    ctl 192.0.2.1 (headscale), c 192.0.2.11 (--accept-routes), e 192.0.2.12 (DrivenNode) -- inet 203.0.113.2
+ctl 192.0.2.1 (headscale), c 192.0.2.11 (--accept-routes), e 192.0.2.12 (DrivenNode) -- inet 203.0.113.2
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ def main(argv: list[str]) -> int:
         if addr[2] == PACKET_OUTGOING or len(pkt) < 28 or pkt[0] >> 4 != 4 or pkt[9] != 17:
             continue
         ihl = (pkt[0] & 15) * 4
-        if int.from_bytes(pkt[ihl + 2:ihl + 4], "big") == port:
-            replies.append(pkt[ihl + 8:].hex())
+        if int.from_bytes(pkt[ihl + 2 : ihl + 4], "big") == port:
+            replies.append(pkt[ihl + 8 :].hex())
     print(json.dumps({"replies": replies, "send_errors": errors}), flush=True)
     return 0
 

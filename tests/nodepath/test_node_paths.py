@@ -59,9 +59,14 @@ def _nodes(topo: MatrixTopology) -> tuple[OurNode, OurNode]:
 
 
 def meshctl(node: OurNode, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine.cli.meshctl", "--socket", str(node.socket_path), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd="/tmp",
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli.meshctl", "--socket", str(node.socket_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd="/tmp",
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
 
 
 def wait_path(a: OurNode, b: OurNode, kind: str, timeout: float, both: bool = True) -> float:
@@ -89,8 +94,9 @@ class Pinger:
     def __init__(self, node: OurNode, ip: str, name: str) -> None:
         self.log = node.host.lab.dir / f"pinger-{name}.log"
         self._out = open(self.log, "wb")
-        self.proc = node.host.popen(["ping", "-n", "-D", "-O", "-i", "0.2", "-W", "1", ip],
-                                    stdout=self._out, stderr=subprocess.STDOUT)
+        self.proc = node.host.popen(
+            ["ping", "-n", "-D", "-O", "-i", "0.2", "-W", "1", ip], stdout=self._out, stderr=subprocess.STDOUT
+        )
 
     def replies(self) -> list[float]:
         return [float(m.group(1)) for m in map(self.LINE.match, self.log.read_text(errors="replace").splitlines()) if m]
@@ -120,16 +126,22 @@ def test_meshctl_ping_via_derp_then_direct_and_status_shows_path(net):
     assert p.returncode == 0 and lines, p.stdout + p.stderr
     b_ip = b.ip()
     assert lines[0].startswith(f"pong from beasy ({b_ip}) via DERP(lab) in "), p.stdout
-    assert re.search(rf"pong from beasy \({re.escape(b_ip)}\) via 203\.0\.113\.\d+:\d+ in [\d.]+ms$", lines[-1]), \
+    assert re.search(rf"pong from beasy \({re.escape(b_ip)}\) via 203\.0\.113\.\d+:\d+ in [\d.]+ms$", lines[-1]), (
         p.stdout
+    )
 
     # status: direct + latency per peer, in our CLI and in tailscale's CLI against our socket
     assert a.ping(b_ip, timeout=3) is not None  # WireGuard traffic too (disco pings alone are not in Rx/Tx)
     p = meshctl(a, "status", "--latency")
     row = next((ln for ln in p.stdout.splitlines() if " beasy " in f" {ln} "), "")
     assert re.search(r"direct 203\.0\.113\.\d+:\d+\s+\d+ms", row), p.stdout
-    ts = subprocess.run([peer_bin("tailscale"), f"--socket={a.socket_path}", "status", "--json"],
-                        capture_output=True, text=True, timeout=30, cwd="/tmp")
+    ts = subprocess.run(
+        [peer_bin("tailscale"), f"--socket={a.socket_path}", "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/tmp",
+    )
     assert ts.returncode == 0, ts.stderr
     peer = next(v for v in json.loads(ts.stdout)["Peer"].values() if b_ip in v["TailscaleIPs"])
     assert re.fullmatch(r"203\.0\.113\.\d+:\d+", peer["CurAddr"]) and peer["Relay"] == "lab", peer
@@ -164,8 +176,10 @@ def test_direct_path_broken_mid_transfer_falls_back_to_derp_and_returns(net):
         gap = max((y - x for x, y in zip(pinger.replies(), pinger.replies()[1:]) if x >= t_block - 1), default=0)
         sent = xfer.received(client, timeout=120)
         assert xfer.received(server, timeout=30) == sent and sent[0] == str(24 << 20), sent
-        print(f"\nfallback to DERP {fell_back:.1f}s after the block; direct {back:.1f}s after it lifted "
-              f"({time.time() - t_lift:.1f}s incl. transfer end); longest echo gap {gap:.2f}s")
+        print(
+            f"\nfallback to DERP {fell_back:.1f}s after the block; direct {back:.1f}s after it lifted "
+            f"({time.time() - t_lift:.1f}s incl. transfer end); longest echo gap {gap:.2f}s"
+        )
     finally:
         pinger.stop()
         for p in (client, server):
@@ -189,10 +203,13 @@ def test_nat_rebinding_recovers_without_restart(net):
             pa = b.path_to(a)
             return pa.kind == "direct" and pa.where.startswith("203.0.113.60:") and a.path_to(b).kind == "direct"
 
-        assert poll_until(direct_via_new_address, 60.0, 0.5), \
+        assert poll_until(direct_via_new_address, 60.0, 0.5), (
             f"not direct via the new address within 60s: {b.path_to(a)} {a.path_to(b)}"
-        print(f"\nrebinding: traffic back {recovered:.1f}s after the move, direct via the new address "
-              f"{time.time() - t:.1f}s after it")
+        )
+        print(
+            f"\nrebinding: traffic back {recovered:.1f}s after the move, direct via the new address "
+            f"{time.time() - t:.1f}s after it"
+        )
     finally:
         pinger.stop()
         if router_a.wan_cidr != old:

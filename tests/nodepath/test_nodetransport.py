@@ -30,12 +30,23 @@ def test_derp_http_from_env():
 
 def _wg(peer_key: NodePrivate, peer_disco: DiscoPrivate, home: int, endpoints: list[str]) -> WgConfig:
     pub = peer_key.public()
-    return WgConfig(peers={pub: WgPeer(public_key=pub, allowed_ips=("100.64.0.9/32",), endpoint=None,
-                                       endpoints=tuple(endpoints), disco_key=peer_disco.public(), home_derp=home)})
+    return WgConfig(
+        peers={
+            pub: WgPeer(
+                public_key=pub,
+                allowed_ips=("100.64.0.9/32",),
+                endpoint=None,
+                endpoints=tuple(endpoints),
+                disco_key=peer_disco.public(),
+                home_derp=home,
+            )
+        }
+    )
 
 
 def test_ping_via_derp_then_direct_on_loopback():
     with Derper() as d:
+
         async def main():
             dm = decode(DERPMap, d.derp_map())
             keys = [(NodePrivate.generate(), DiscoPrivate.generate()) for _ in range(2)]
@@ -104,6 +115,7 @@ class _RecordingClient:
 def test_netcheck_result_is_published_as_net_info():
     """After the first netcheck the whole NetInfo goes to control (UDP works, DERP latency, home region)."""
     with Derper() as d:
+
         async def main():
             t = NodeTransport(NodePrivate.generate(), DiscoPrivate.generate(), use_derp_http=True)
             t.conn._local_addrs = lambda: ["127.0.0.1"]
@@ -115,7 +127,10 @@ def test_netcheck_result_is_published_as_net_info():
                 await apoll_until(lambda: client.net_infos, 5.0)
                 ni = client.net_infos[-1]
                 assert ni.working_udp is True and ni.preferred_derp == d.region_id
-                assert set(ni.derp_latency) == {f"{d.region_id}-v4"} and ni.mapping_varies_by_dest_ip is None  # one STUN server: unknown
+                assert (
+                    set(ni.derp_latency) == {f"{d.region_id}-v4"} and ni.mapping_varies_by_dest_ip is None
+                )  # one STUN server: unknown
             finally:
                 await t.aclose()
+
         asyncio.run(main())

@@ -33,7 +33,10 @@ class Built:
 def _gui_buildable() -> bool:
     if os.environ.get("MESHVPN_NO_GUI") == "1":
         return False
-    code = "import importlib.util as u, sys; sys.exit(0 if u.find_spec('meshgui.app') and u.find_spec('PySide6.QtWidgets') else 1)"
+    code = (
+        "import importlib.util as u, sys; "
+        "sys.exit(0 if u.find_spec('meshgui.app') and u.find_spec('PySide6.QtWidgets') else 1)"
+    )
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
@@ -59,7 +62,8 @@ def built(tmp_path_factory, artifacts_dir) -> Built:
     p = subprocess.run(argv, cwd=base, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
     seconds = time.monotonic() - t0
     (artifacts_dir / "packaging-build.log").write_text(
-        f"$ {' '.join(argv)}\nexit {p.returncode} after {seconds:.0f}s\n--- stdout\n{p.stdout}\n--- stderr\n{p.stderr}")
+        f"$ {' '.join(argv)}\nexit {p.returncode} after {seconds:.0f}s\n--- stdout\n{p.stdout}\n--- stderr\n{p.stderr}"
+    )
     assert p.returncode == 0, p.stderr[-4000:]
     deb = pathlib.Path(p.stdout.strip().splitlines()[-1])
     assert deb.is_file(), p.stdout

@@ -1,4 +1,4 @@
-"""The .deb and its PyInstaller bundle: contents and modes, bundled programs run bare, maintainer scripts in a throwaway root."""
+"""The .deb and PyInstaller bundle: contents/modes, bundled programs run bare, maintainer scripts in a scratch root."""
 
 from __future__ import annotations
 
@@ -23,9 +23,17 @@ RULES = "usr/share/polkit-1/rules.d/50-meshvpn.rules"
 WRAPPER = "usr/libexec/meshvpn/mesh-helper-start"
 DESKTOP = "usr/share/applications/meshgui.desktop"
 ICON = "usr/share/icons/hicolor/scalable/apps/meshvpn.svg"
-ALLOWED_TOP = ("opt/meshvpn/", "usr/bin/", "usr/lib/systemd/system/", "usr/share/applications/",
-               "usr/share/icons/hicolor/", "usr/share/polkit-1/actions/", "usr/share/polkit-1/rules.d/",
-               "usr/libexec/meshvpn/", "usr/share/doc/meshvpn/")
+ALLOWED_TOP = (
+    "opt/meshvpn/",
+    "usr/bin/",
+    "usr/lib/systemd/system/",
+    "usr/share/applications/",
+    "usr/share/icons/hicolor/",
+    "usr/share/polkit-1/actions/",
+    "usr/share/polkit-1/rules.d/",
+    "usr/libexec/meshvpn/",
+    "usr/share/doc/meshvpn/",
+)
 EXIT_NO_HELPER = 3  # engine/cli/meshctl.py: "3 helper not running"
 
 
@@ -103,7 +111,8 @@ def test_contents_and_modes(built):
     assert not any(p.startswith("etc/") for p in c)
     # Only the shared _internal/ of the three programs.
     assert sorted(p.split("/")[2] for p in c if p.startswith(f"{PREFIX}/") and p.count("/") == 2) == sorted(
-        [*programs(built), "_internal"])
+        [*programs(built), "_internal"]
+    )
 
 
 def test_unit_and_policy_point_at_the_bundle(built):
@@ -113,8 +122,12 @@ def test_unit_and_policy_point_at_the_bundle(built):
     assert "\nEnvironment=MESH_OPERATOR=:meshvpn\n" in unit
     # Everything else is the resource as written.
     original = (ROOT / "resources/systemd/mesh-helper.service").read_text()
-    assert unit.replace(f"/{PREFIX}/mesh-helper", "/usr/bin/mesh-helper").replace(
-        "MESH_OPERATOR=:meshvpn", "MESH_OPERATOR=") == original
+    assert (
+        unit.replace(f"/{PREFIX}/mesh-helper", "/usr/bin/mesh-helper").replace(
+            "MESH_OPERATOR=:meshvpn", "MESH_OPERATOR="
+        )
+        == original
+    )
     # pkexec may run only the argument-less wrapper, with the admin password every time.
     policy = (built.tree / POLICY).read_text()
     assert f'<annotate key="org.freedesktop.policykit.exec.path">/{WRAPPER}</annotate>' in policy
@@ -124,7 +137,8 @@ def test_unit_and_policy_point_at_the_bundle(built):
     assert f"\n    /{PREFIX}/mesh-helper serve --socket /run/meshvpn/meshvpn.sock --prefs " in wrapper
     assert "$@" not in wrapper and "$1" not in wrapper
     assert wrapper == (ROOT / "resources/polkit/mesh-helper-start").read_text().replace(
-        "/usr/bin/mesh-helper", f"/{PREFIX}/mesh-helper")
+        "/usr/bin/mesh-helper", f"/{PREFIX}/mesh-helper"
+    )
     # systemd route: the meshvpn group may start/stop/restart this one unit, nothing else.
     assert (built.tree / RULES).read_text() == (ROOT / "resources/polkit/50-meshvpn.rules").read_text()
     if built.with_gui:
@@ -184,8 +198,15 @@ def test_every_system_library_is_a_dependency(built):
 def test_bundle_holds_no_desktop_stack_from_the_build_host(built):
     """X11/GTK/GLib/fontconfig come from the target system (Depends), never from the build machine."""
     names = {p.name for p in (built.bundle / "_internal").iterdir()}
-    forbidden = [n for n in names if re.match(r"lib(X11|xcb|xkbcommon|gtk|gdk|glib|gobject|gio|cairo|pango|"
-                                              r"fontconfig|freetype|harfbuzz|dbus|systemd|stdc\+\+|gcc_s)", n)]
+    forbidden = [
+        n
+        for n in names
+        if re.match(
+            r"lib(X11|xcb|xkbcommon|gtk|gdk|glib|gobject|gio|cairo|pango|"
+            r"fontconfig|freetype|harfbuzz|dbus|systemd|stdc\+\+|gcc_s)",
+            n,
+        )
+    ]
     assert not forbidden, forbidden
 
 
@@ -238,10 +259,28 @@ def test_meshgui_starts_offscreen(built, tmp_path):
     _gui(built)
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
-    env = clean_env(QT_QPA_PLATFORM="offscreen", HOME=str(home), XDG_RUNTIME_DIR=str(home),
-                    XDG_CONFIG_HOME=str(home / ".config"), MESHVPN_SOCKET=str(tmp_path / "none.sock"))
-    r = run([built.bundle / "meshgui", "--no-supervise", "--no-keyring", "--show", "--exit-after", "1.5",
-             "--instance", f"pkgtest-{os.getpid()}", "--settings", home / "meshgui.conf"], env=env)
+    env = clean_env(
+        QT_QPA_PLATFORM="offscreen",
+        HOME=str(home),
+        XDG_RUNTIME_DIR=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        MESHVPN_SOCKET=str(tmp_path / "none.sock"),
+    )
+    r = run(
+        [
+            built.bundle / "meshgui",
+            "--no-supervise",
+            "--no-keyring",
+            "--show",
+            "--exit-after",
+            "1.5",
+            "--instance",
+            f"pkgtest-{os.getpid()}",
+            "--settings",
+            home / "meshgui.conf",
+        ],
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     assert "Could not load the Qt platform plugin" not in r.stderr
     assert "Traceback" not in r.stderr, r.stderr
@@ -263,8 +302,18 @@ def _throwaway_root(path: pathlib.Path) -> pathlib.Path:
 def _dpkg(root: pathlib.Path, *args) -> subprocess.CompletedProcess:
     # --force-script-chrootless: scripts run here with DPKG_ROOT=root (no chroot, no systemd);
     # --log keeps dpkg's log inside the throwaway root.
-    return run(["dpkg", f"--root={root}", f"--log={root}/dpkg.log", "--force-script-chrootless",
-                "--force-depends", "--force-not-root", *args], env=clean_env())
+    return run(
+        [
+            "dpkg",
+            f"--root={root}",
+            f"--log={root}/dpkg.log",
+            "--force-script-chrootless",
+            "--force-depends",
+            "--force-not-root",
+            *args,
+        ],
+        env=clean_env(),
+    )
 
 
 def test_install_and_purge_in_a_throwaway_root(built, tmp_path):
@@ -301,9 +350,13 @@ def test_install_and_purge_in_a_throwaway_root(built, tmp_path):
     r = _dpkg(root, "--purge", "meshvpn")
     assert r.returncode == 0, r.stdout + r.stderr
 
-    left = sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if not p.is_dir() and not str(p.relative_to(root)).startswith("var/lib/dpkg/")
-                  and p.name not in ("group-", "gshadow-", "dpkg.log"))
+    left = sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if not p.is_dir()
+        and not str(p.relative_to(root)).startswith("var/lib/dpkg/")
+        and p.name not in ("group-", "gshadow-", "dpkg.log")
+    )
     assert left == ["etc/group", "etc/gshadow", "etc/passwd"], left
     assert "meshvpn" not in (root / "etc/group").read_text()
     assert not (root / "opt").exists() or not any((root / "opt").rglob("*"))
@@ -340,11 +393,15 @@ def test_scripts_with_systemd_running(built, tmp_path):
         log.write_text("")
         # tmpfs over /run, /var/lib and /etc/systemd/system only inside the new mount namespace: the
         # machine's own runtime dirs, state and unit links are never touched.
-        inner = ('mount -t tmpfs meshvpn-test /run && mkdir -p /run/systemd/system && '
-                 'mount -t tmpfs meshvpn-test /var/lib && '
-                 '{ [ ! -d /etc/systemd/system ] || mount -t tmpfs meshvpn-test /etc/systemd/system; } && exec "$@"')
-        r = run(["unshare", "--mount", "--propagation", "private", "sh", "-c", inner, "sh", "sh", *argv],
-                env=clean_env(PATH=f"{fakebin}:/usr/sbin:/usr/bin:/sbin:/bin", FAKE_LOG=str(log)))
+        inner = (
+            "mount -t tmpfs meshvpn-test /run && mkdir -p /run/systemd/system && "
+            "mount -t tmpfs meshvpn-test /var/lib && "
+            '{ [ ! -d /etc/systemd/system ] || mount -t tmpfs meshvpn-test /etc/systemd/system; } && exec "$@"'
+        )
+        r = run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner, "sh", "sh", *argv],
+            env=clean_env(PATH=f"{fakebin}:/usr/sbin:/usr/bin:/sbin:/bin", FAKE_LOG=str(log)),
+        )
         if r.returncode != 0 and "unshare failed" in r.stderr:
             pytest.skip(f"cannot create a mount namespace here: {r.stderr.strip()}")
         assert r.returncode == 0, (argv, r.stderr)
@@ -363,7 +420,8 @@ def test_scripts_with_systemd_running(built, tmp_path):
     calls = script(str(ctl / "prerm"), "remove")
     assert "systemctl disable --now mesh-helper.service" in calls, calls
     assert calls.index("systemctl --root=/ is-enabled --quiet mesh-helper.service") < calls.index(
-        "systemctl disable --now mesh-helper.service"), calls
+        "systemctl disable --now mesh-helper.service"
+    ), calls
 
     calls = script(str(ctl / "postrm"), "remove")
     assert "systemctl daemon-reload" in calls, calls
@@ -375,7 +433,8 @@ def test_build_time_and_sizes(built, artifacts_dir):
     deb_bytes = built.deb.stat().st_size
     (artifacts_dir / "packaging-sizes.txt").write_text(
         f"build (bundle + deb): {built.seconds:.0f}s\nbundle: {bundle_bytes / 2**20:.1f} MiB\n"
-        f".deb: {deb_bytes / 2**20:.1f} MiB\ngui: {built.with_gui}\n")
+        f".deb: {deb_bytes / 2**20:.1f} MiB\ngui: {built.with_gui}\n"
+    )
     assert built.seconds < 900
 
 
@@ -387,19 +446,42 @@ def test_meshgui_keeps_keys_in_the_keyring(built, tmp_path):
         pytest.skip("dbus-run-session / gnome-keyring-daemon not installed")
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
-    env = clean_env(QT_QPA_PLATFORM="offscreen", HOME=str(home), XDG_RUNTIME_DIR=str(home),
-                    XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"),
-                    MESHVPN_SOCKET=str(tmp_path / "none.sock"))
+    env = clean_env(
+        QT_QPA_PLATFORM="offscreen",
+        HOME=str(home),
+        XDG_RUNTIME_DIR=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local/share"),
+        MESHVPN_SOCKET=str(tmp_path / "none.sock"),
+    )
     # The checking interpreter is the dev venv (it has keyrings.alt, so its default is a
     # chainer): read through the Secret Service backend inside it, as the GUI does.
-    check = ("import keyring; k = keyring.get_keyring(); "
-             "k = next((b for b in getattr(k, 'backends', [k]) "
-             "if type(b).__module__ == 'keyring.backends.SecretService'), k); "
-             "print(type(k).__module__, all(k.get_password('meshvpn', e) for e in "
-             "('machine-private-key', 'node-private-key')))")  # booleans only: keys never reach the output
-    inner = ('echo -n test | gnome-keyring-daemon --unlock --components=secrets >/dev/null && '
-             '"$1" --no-supervise --exit-after 2.5 --instance "$2" --settings "$3" && "$4" -c "$5"')
-    r = run(["dbus-run-session", "--", "sh", "-c", inner, "sh", built.bundle / "meshgui", f"pkgkr-{os.getpid()}",
-             home / "meshgui.conf", sys.executable, check], env=env)
+    check = (
+        "import keyring; k = keyring.get_keyring(); "
+        "k = next((b for b in getattr(k, 'backends', [k]) "
+        "if type(b).__module__ == 'keyring.backends.SecretService'), k); "
+        "print(type(k).__module__, all(k.get_password('meshvpn', e) for e in "
+        "('machine-private-key', 'node-private-key')))"
+    )  # booleans only: keys never reach the output
+    inner = (
+        "echo -n test | gnome-keyring-daemon --unlock --components=secrets >/dev/null && "
+        '"$1" --no-supervise --exit-after 2.5 --instance "$2" --settings "$3" && "$4" -c "$5"'
+    )
+    r = run(
+        [
+            "dbus-run-session",
+            "--",
+            "sh",
+            "-c",
+            inner,
+            "sh",
+            built.bundle / "meshgui",
+            f"pkgkr-{os.getpid()}",
+            home / "meshgui.conf",
+            sys.executable,
+            check,
+        ],
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "keyring.backends.SecretService True", r.stdout

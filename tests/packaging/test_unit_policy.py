@@ -51,8 +51,13 @@ def test_systemd_analyze_verify(tmp_path):
         exe = Path(shutil.which("true") or "/bin/true")
     unit = tmp_path / "mesh-helper.service"
     unit.write_text(UNIT.read_text().replace("/usr/bin/mesh-helper", str(exe)))
-    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
+    r = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"},
+    )
     assert r.returncode == 0, r.stderr
     assert "Unknown key" not in r.stderr and "Failed to parse" not in r.stderr, r.stderr
 
@@ -96,7 +101,11 @@ def test_rules_allow_only_start_stop_restart_of_our_unit_for_the_group():
         ([m, "mesh-helper.service", "start", ["meshvpn"], True, False], None),  # inactive session
         (["org.freedesktop.systemd1.manage-unit-files", "mesh-helper.service", "start", ["meshvpn"], True, True], None),
     ]
-    r = subprocess.run(["node", "-e", RULES_HARNESS, str(RULES), json.dumps([c for c, _ in cases])],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        ["node", "-e", RULES_HARNESS, str(RULES), json.dumps([c for c, _ in cases])],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [want for _, want in cases]

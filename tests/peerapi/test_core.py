@@ -94,25 +94,30 @@ def test_debug_form(core):
     assert res.status == 200 and json.loads(res.body) == ["203.0.113.80"]
 
 
-@pytest.mark.parametrize("req,status,reason", [
-    pytest.param(get("/dns-query?dns=***"), 400, "dns-base64", id="bad_base64"),
-    pytest.param(get("/dns-query?dns=" + "A" * (MAX_DNS_QUERY_BYTES * 2)), 413, "dns-oversize", id="oversize_get"),
-    pytest.param(post(b"\0" * (MAX_DNS_QUERY_BYTES + 1)), 413, "dns-oversize", id="oversize_post"),
-    pytest.param(get("/dns-query"), 400, "dns-missing", id="missing_param"),
-    pytest.param(post(query(), "text/plain"), 415, "dns-content-type", id="wrong_content_type"),
-    pytest.param(Request("PUT", "/dns-query", (("host", HOST),), b"", OTHER_USER), 405, "bad-method",
-                 id="wrong_method"),
-    pytest.param(get("/nope"), 404, "not-found", id="wrong_path"),
-    pytest.param(get("/dns-query?dns=" + b64(b"\1\2\3")), 400, "dns-short", id="short_query"),
-    pytest.param(get("/dns-query?dns=" + b64(b"\0\0\x80" + b"\0" * 9)), 400, "dns-not-query", id="qr_set"),
-    pytest.param(get("/dns-query?q=a..b"), 400, "dns-bad-name", id="bad_debug_name"),
-    pytest.param(get("/dns-query?dns=x", referer="http://evil/"), 403, "invalid-request", id="referer"),
-    pytest.param(get("/dns-query?dns=x", origin="http://evil"), 403, "invalid-request", id="origin"),
-    pytest.param(Request("GET", "/", (("host", "10.0.0.1:80"),), b"", OTHER_USER), 403, "invalid-request",
-                 id="host_not_ours"),
-    pytest.param(Request("GET", "/", (), b"", OTHER_USER), 403, "invalid-request", id="no_host"),
-    pytest.param(get("/", remote="100.64.9.9"), 403, "unknown-peer", id="unknown_peer"),
-])
+@pytest.mark.parametrize(
+    "req,status,reason",
+    [
+        pytest.param(get("/dns-query?dns=***"), 400, "dns-base64", id="bad_base64"),
+        pytest.param(get("/dns-query?dns=" + "A" * (MAX_DNS_QUERY_BYTES * 2)), 413, "dns-oversize", id="oversize_get"),
+        pytest.param(post(b"\0" * (MAX_DNS_QUERY_BYTES + 1)), 413, "dns-oversize", id="oversize_post"),
+        pytest.param(get("/dns-query"), 400, "dns-missing", id="missing_param"),
+        pytest.param(post(query(), "text/plain"), 415, "dns-content-type", id="wrong_content_type"),
+        pytest.param(
+            Request("PUT", "/dns-query", (("host", HOST),), b"", OTHER_USER), 405, "bad-method", id="wrong_method"
+        ),
+        pytest.param(get("/nope"), 404, "not-found", id="wrong_path"),
+        pytest.param(get("/dns-query?dns=" + b64(b"\1\2\3")), 400, "dns-short", id="short_query"),
+        pytest.param(get("/dns-query?dns=" + b64(b"\0\0\x80" + b"\0" * 9)), 400, "dns-not-query", id="qr_set"),
+        pytest.param(get("/dns-query?q=a..b"), 400, "dns-bad-name", id="bad_debug_name"),
+        pytest.param(get("/dns-query?dns=x", referer="http://evil/"), 403, "invalid-request", id="referer"),
+        pytest.param(get("/dns-query?dns=x", origin="http://evil"), 403, "invalid-request", id="origin"),
+        pytest.param(
+            Request("GET", "/", (("host", "10.0.0.1:80"),), b"", OTHER_USER), 403, "invalid-request", id="host_not_ours"
+        ),
+        pytest.param(Request("GET", "/", (), b"", OTHER_USER), 403, "invalid-request", id="no_host"),
+        pytest.param(get("/", remote="100.64.9.9"), 403, "unknown-peer", id="unknown_peer"),
+    ],
+)
 def test_errors(core, req, status, reason):
     out = core.handle(req)
     assert isinstance(out, Response), out
@@ -143,14 +148,17 @@ def test_dns_unavailable():
     assert c.handle(get("/dns-query?dns=" + b64(query()))).status == 501
 
 
-@pytest.mark.parametrize("offering_exit,internet,remote,allowed", [
-    pytest.param(True, True, OTHER_USER, True, id="exit_node_internet_ok"),
-    pytest.param(False, True, OTHER_USER, False, id="not_exit_node"),
-    pytest.param(True, False, OTHER_USER, False, id="exit_node_no_internet_acl"),
-    pytest.param(True, None, OTHER_USER, False, id="exit_node_no_filter"),
-    pytest.param(False, False, SAME_USER, True, id="same_user_always"),
-    pytest.param(False, False, ME4, True, id="self"),
-])
+@pytest.mark.parametrize(
+    "offering_exit,internet,remote,allowed",
+    [
+        pytest.param(True, True, OTHER_USER, True, id="exit_node_internet_ok"),
+        pytest.param(False, True, OTHER_USER, False, id="not_exit_node"),
+        pytest.param(True, False, OTHER_USER, False, id="exit_node_no_internet_acl"),
+        pytest.param(True, None, OTHER_USER, False, id="exit_node_no_filter"),
+        pytest.param(False, False, SAME_USER, True, id="same_user_always"),
+        pytest.param(False, False, ME4, True, id="self"),
+    ],
+)
 def test_who_may_query(offering_exit, internet, remote, allowed):
     c = PeerAPICore(access(offering_exit=offering_exit, internet=internet))
     out = c.handle(get("/dns-query?dns=" + b64(query()), remote=remote))
@@ -181,25 +189,33 @@ def test_syn_probe_parses():
 
 
 RULE_INTERNET = {"SrcIPs": ["100.64.0.3"], "DstPorts": [{"IP": "*", "Ports": {"First": 0, "Last": 65535}}]}
-RULE_TAILNET_ONLY = {"SrcIPs": ["100.64.0.3"],
-                     "DstPorts": [{"IP": "100.64.0.0/10", "Ports": {"First": 0, "Last": 65535}}]}
+RULE_TAILNET_ONLY = {
+    "SrcIPs": ["100.64.0.3"],
+    "DstPorts": [{"IP": "100.64.0.0/10", "Ports": {"First": 0, "Last": 65535}}],
+}
 
 
-@pytest.mark.parametrize("rules,routes,want", [
-    pytest.param([RULE_INTERNET], ("0.0.0.0/0", "::/0"), True, id="autogroup_internet"),
-    pytest.param([RULE_TAILNET_ONLY], ("0.0.0.0/0", "::/0"), False, id="tailnet_only_acl"),
-    pytest.param([RULE_INTERNET], (), False, id="not_advertising_exit"),
-])
+@pytest.mark.parametrize(
+    "rules,routes,want",
+    [
+        pytest.param([RULE_INTERNET], ("0.0.0.0/0", "::/0"), True, id="autogroup_internet"),
+        pytest.param([RULE_TAILNET_ONLY], ("0.0.0.0/0", "::/0"), False, id="tailnet_only_acl"),
+        pytest.param([RULE_INTERNET], (), False, id="not_advertising_exit"),
+    ],
+)
 def test_internet_check_from_real_filter(rules, routes, want):
     f, errs = Filter.from_rules(rules, [ME4, ME6, *routes])
     assert not errs
     assert filter_internet_check(f, ACCEPT)("100.64.0.3") is want
 
 
-@pytest.mark.parametrize("rules", [
-    pytest.param([], id="shields_up_no_rules"),
-    pytest.param([RULE_TAILNET_ONLY | {"SrcIPs": ["100.64.0.9"]}], id="acl_for_someone_else"),
-])
+@pytest.mark.parametrize(
+    "rules",
+    [
+        pytest.param([], id="shields_up_no_rules"),
+        pytest.param([RULE_TAILNET_ONLY | {"SrcIPs": ["100.64.0.9"]}], id="acl_for_someone_else"),
+    ],
+)
 def test_peerapi_ports_let_syn_through_any_acl(rules):
     """tailscale accepts a SYN to our peerAPI port whatever the ACL; only that port, only TCP, ICMP unchanged."""
     f, errs = Filter.for_netmap(rules, [ME4, ME6], open_tcp=[(ME4, 40000), (ME6, 40001)])

@@ -51,8 +51,9 @@ def free_port() -> int:
 def upstream():
     """tests/exitdns/upstream_dns.py (dnspython, UDP+TCP) on loopback."""
     port = free_port()
-    p = subprocess.Popen([sys.executable, str(UPSTREAM), LO, str(port), json.dumps(ZONE)],
-                         stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, str(UPSTREAM), LO, str(port), json.dumps(ZONE)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert p.stdout.readline().strip() == "ready"
         yield Upstream(LO, port)
@@ -69,8 +70,9 @@ def access(*, offering_exit: bool = True, user: int = 10) -> Access:
 
 @contextlib.asynccontextmanager
 async def serving(upstream: Upstream, *, acc: Access | None = None, limits: Limits = Limits(), deterministic=False):
-    resolver = Resolver(ResolverConfig(hosts={"me.ts.net.": ("100.64.0.1",)}, local_domains=("ts.net.",),
-                                       upstreams=(upstream,)))
+    resolver = Resolver(
+        ResolverConfig(hosts={"me.ts.net.": ("100.64.0.1",)}, local_domains=("ts.net.",), upstreams=(upstream,))
+    )
     async with DNSServer(resolver, [(LO, 0)]) as dnsd:
         core = PeerAPICore(acc or access(), self_name="me.ts.net.")
         kw = {} if deterministic else {"ports_for": lambda ip: []}
@@ -102,8 +104,9 @@ async def test_get_and_post_keepalive(upstream):
             r1 = c.getresponse()
             body1 = r1.read()
             sock1 = c.sock
-            c.request("POST", "/dns-query", body=q64("me.ts.net.", 78)[0],
-                      headers={"Content-Type": "application/dns-message"})
+            c.request(
+                "POST", "/dns-query", body=q64("me.ts.net.", 78)[0], headers={"Content-Type": "application/dns-message"}
+            )
             r2 = c.getresponse()
             body2 = r2.read()
             same = c.sock is sock1  # keep-alive: http.client reuses the socket unless the server closed it
@@ -161,8 +164,11 @@ async def test_oversize_body_and_malformed(upstream):
         def raw(data: bytes) -> bytes:
             return exchange((LO, port), data)
 
-        big = await asyncio.to_thread(raw, b"POST /dns-query HTTP/1.1\r\nHost: 127.0.0.1:1\r\n"
-                                      b"Content-Type: application/dns-message\r\nContent-Length: 100000\r\n\r\n")
+        big = await asyncio.to_thread(
+            raw,
+            b"POST /dns-query HTTP/1.1\r\nHost: 127.0.0.1:1\r\n"
+            b"Content-Type: application/dns-message\r\nContent-Length: 100000\r\n\r\n",
+        )
         assert big.startswith(b"HTTP/1.1 413 ")
         junk = await asyncio.to_thread(raw, b"\x16\x03\x01 this is not http\r\n\r\n")
         assert junk.startswith(b"HTTP/1.1 400 ")
@@ -172,8 +178,9 @@ async def test_oversize_body_and_malformed(upstream):
         assert errs["http-body-too-large"] == 1 and errs["http-malformed"] == 2
         # still serving afterwards
         w, b = q64("www.example.org.")
-        ok = await asyncio.to_thread(raw, b"GET /dns-query?dns=" + b.encode()
-                                     + b" HTTP/1.1\r\nHost: 127.0.0.1:1\r\nConnection: close\r\n\r\n")
+        ok = await asyncio.to_thread(
+            raw, b"GET /dns-query?dns=" + b.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:1\r\nConnection: close\r\n\r\n"
+        )
         assert ok.startswith(b"HTTP/1.1 200 ")
 
 

@@ -28,8 +28,10 @@ from typing import Sequence
 from tests.lab.netlab import Host, LabError
 
 CACHE_DIR = Path(os.environ.get("MESH_PEER_CACHE", "/var/cache/meshvpn-peers")) / "resolved"
-SKIP_REASON = (f"{CACHE_DIR} missing: run `bash installers/dev/fetch-resolved.sh` (unpacks systemd-resolved "
-               "there without installing it)")
+SKIP_REASON = (
+    f"{CACHE_DIR} missing: run `bash installers/dev/fetch-resolved.sh` (unpacks systemd-resolved "
+    "there without installing it)"
+)
 
 BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -125,7 +127,9 @@ class PrivateResolved:
         (d / "etc-systemd").mkdir(parents=True, exist_ok=True)
         passwd, group = Path("/etc/passwd"), Path("/etc/group")
         uid = _free_id(passwd, group)
-        (d / "passwd").write_text(passwd.read_text() + f"systemd-resolve:x:{uid}:{uid}:lab resolver:/:/usr/sbin/nologin\n")
+        (d / "passwd").write_text(
+            passwd.read_text() + f"systemd-resolve:x:{uid}:{uid}:lab resolver:/:/usr/sbin/nologin\n"
+        )
         (d / "group").write_text(group.read_text() + f"systemd-resolve:x:{uid}:\n")
         conf = ["[Resolve]", "LLMNR=no", "MulticastDNS=no", "DNSSEC=no", "FallbackDNS="]
         if self.upstream_dns:
@@ -143,8 +147,9 @@ class PrivateResolved:
         self.bus = self.host.popen(["dbus-daemon", "--nofork", "--nopidfile", f"--config-file={d / 'bus.conf'}"])
         self.host.wait_for(["test", "-S", "/run/dbus/system_bus_socket"], timeout=10)
         self.resolved = self.host.popen([str(exe)], env={"SYSTEMD_LOG_LEVEL": "debug"})
-        self.host.wait_for(["sh", "-c", "test -f /run/systemd/resolve/stub-resolv.conf && ss -lun | grep -q 127.0.0.53"],
-                           timeout=15)
+        self.host.wait_for(
+            ["sh", "-c", "test -f /run/systemd/resolve/stub-resolv.conf && ss -lun | grep -q 127.0.0.53"], timeout=15
+        )
         return self
 
     def log(self) -> str:

@@ -1,6 +1,6 @@
 """Lab: ResolvedConfigurator's resolvectl sequence against a real systemd-resolved on a private bus.
 
-    host a: mount namespace with dbus-daemon + systemd-resolved; TUN `mesh0` (ip tuntap, persistent)
+host a: mount namespace with dbus-daemon + systemd-resolved; TUN `mesh0` (ip tuntap, persistent)
 """
 
 from __future__ import annotations

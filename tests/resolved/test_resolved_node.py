@@ -1,9 +1,9 @@
 """Lab: our node's MagicDNS through a real systemd-resolved (per-link DNS on the TUN), incl. stop and SIGKILL.
 
-    ctl 192.0.2.1 (headscale, magic_dns, base_domain mesh.test)   up 192.0.2.53 (lab DNS: www.example.org)
-    a 192.0.2.11: private mount ns with dbus-daemon + systemd-resolved (DNS=192.0.2.53), /etc/resolv.conf
-                  "nameserver 127.0.0.53"; our node with --dns-mode auto (must detect resolved)
-    b 192.0.2.12: our node
+ctl 192.0.2.1 (headscale, magic_dns, base_domain mesh.test)   up 192.0.2.53 (lab DNS: www.example.org)
+a 192.0.2.11: private mount ns with dbus-daemon + systemd-resolved (DNS=192.0.2.53), /etc/resolv.conf
+              "nameserver 127.0.0.53"; our node with --dns-mode auto (must detect resolved)
+b 192.0.2.12: our node
 """
 
 from __future__ import annotations

@@ -82,24 +82,61 @@ def fake_netmap(self_key: str, hostname: str = "self", exit_node_id: str = "") -
         )
 
     self_node = PeerView(
-        node_id=1, stable_id="n1CNTRL", node_key=self_key, name=f"{hostname}.{FAKE_SUFFIX}.",
-        hostname=hostname, os="linux", user_id=FAKE_USER.id,
-        addresses=("100.64.0.1", "fd7a:115c:a1e0::1"), allowed_ips=("100.64.0.1/32", "fd7a:115c:a1e0::1/128"),
-        online=True, created="2026-11-01T10:00:00Z", key_expiry="2027-05-01T10:00:00Z",
+        node_id=1,
+        stable_id="n1CNTRL",
+        node_key=self_key,
+        name=f"{hostname}.{FAKE_SUFFIX}.",
+        hostname=hostname,
+        os="linux",
+        user_id=FAKE_USER.id,
+        addresses=("100.64.0.1", "fd7a:115c:a1e0::1"),
+        allowed_ips=("100.64.0.1/32", "fd7a:115c:a1e0::1/128"),
+        online=True,
+        created="2026-11-01T10:00:00Z",
+        key_expiry="2027-05-01T10:00:00Z",
     )
     peers = (
-        peer(2, "peer1", online=True, allowed_ips=("100.64.0.2/32", "fd7a:115c:a1e0::2/128"),
-             endpoints=("192.0.2.2:41641",), home_derp=1, cur_addr="192.0.2.2:41641", relay="fra",
-             rx_bytes=1234, tx_bytes=5678, last_handshake=1_795_000_000.0, active=True),
-        peer(3, "exit1", online=True,
-             allowed_ips=("100.64.0.3/32", "fd7a:115c:a1e0::3/128", *EXIT_ROUTES),
-             home_derp=1, relay="fra", active=bool(exit_node_id == "n3CNTRL")),
-        peer(4, "offline1", os="windows", online=False, last_seen="2026-11-20T08:00:00Z",
-             allowed_ips=("100.64.0.4/32", "fd7a:115c:a1e0::4/128")),
+        peer(
+            2,
+            "peer1",
+            online=True,
+            allowed_ips=("100.64.0.2/32", "fd7a:115c:a1e0::2/128"),
+            endpoints=("192.0.2.2:41641",),
+            home_derp=1,
+            cur_addr="192.0.2.2:41641",
+            relay="fra",
+            rx_bytes=1234,
+            tx_bytes=5678,
+            last_handshake=1_795_000_000.0,
+            active=True,
+        ),
+        peer(
+            3,
+            "exit1",
+            online=True,
+            allowed_ips=("100.64.0.3/32", "fd7a:115c:a1e0::3/128", *EXIT_ROUTES),
+            home_derp=1,
+            relay="fra",
+            active=bool(exit_node_id == "n3CNTRL"),
+        ),
+        peer(
+            4,
+            "offline1",
+            os="windows",
+            online=False,
+            last_seen="2026-11-20T08:00:00Z",
+            allowed_ips=("100.64.0.4/32", "fd7a:115c:a1e0::4/128"),
+        ),
     )
     return NetMapView(
-        self_node=self_node, peers=peers, users=(FAKE_USER,), domain="example.com",
-        magic_dns_suffix=FAKE_SUFFIX, magic_dns_enabled=True, derp_regions={1: "fra"}, dns_config=FAKE_DNS_CONFIG,
+        self_node=self_node,
+        peers=peers,
+        users=(FAKE_USER,),
+        domain="example.com",
+        magic_dns_suffix=FAKE_SUFFIX,
+        magic_dns_enabled=True,
+        derp_regions={1: "fra"},
+        dns_config=FAKE_DNS_CONFIG,
     )
 
 
@@ -226,11 +263,19 @@ class FakeEngine:
                     await asyncio.sleep(0)
                     return PingOutcome(node_ip=p.addresses[0], node_name=p.name.split(".")[0], err="timeout")
                 if p.cur_addr:
-                    return PingOutcome(node_ip=p.addresses[0], node_name=p.name.split(".")[0],
-                                       latency_seconds=0.0012, endpoint=p.cur_addr)
-                return PingOutcome(node_ip=p.addresses[0], node_name=p.name.split(".")[0],
-                                   latency_seconds=0.025, derp_region_id=p.home_derp or 1,
-                                   derp_region_code=nm.derp_regions.get(p.home_derp or 1, ""))
+                    return PingOutcome(
+                        node_ip=p.addresses[0],
+                        node_name=p.name.split(".")[0],
+                        latency_seconds=0.0012,
+                        endpoint=p.cur_addr,
+                    )
+                return PingOutcome(
+                    node_ip=p.addresses[0],
+                    node_name=p.name.split(".")[0],
+                    latency_seconds=0.025,
+                    derp_region_id=p.home_derp or 1,
+                    derp_region_code=nm.derp_regions.get(p.home_derp or 1, ""),
+                )
         return PingOutcome(err="no matching peer")
 
     def _dns_manager(self) -> DNSManager:
@@ -241,11 +286,25 @@ class FakeEngine:
         exit_peer = resolve_exit_node(cfg.exit_node_id or cfg.exit_node_ip, nm.peers, ident_of_view)
         exit_node = None
         if exit_peer is not None:
-            exit_node = {"Addresses": list(exit_peer.allowed_ips[:2]), "Cap": 130, "Hostinfo": {"Services": [
-                {"Proto": "peerapi4", "Port": FAKE_PEERAPI_PORT}, {"Proto": "peerapi-dns-proxy", "Port": 1}]}}
+            exit_node = {
+                "Addresses": list(exit_peer.allowed_ips[:2]),
+                "Cap": 130,
+                "Hostinfo": {
+                    "Services": [
+                        {"Proto": "peerapi4", "Port": FAKE_PEERAPI_PORT},
+                        {"Proto": "peerapi-dns-proxy", "Port": 1},
+                    ]
+                },
+            }
         mgr = DNSManager(_FakeOSDNS(), listen=())
-        mgr.set(nm.self_node, nm.peers, nm.dns_config, accept_dns=cfg.corp_dns, exit_node=exit_node,
-                using_exit_node=bool(cfg.exit_node_id or cfg.exit_node_ip))
+        mgr.set(
+            nm.self_node,
+            nm.peers,
+            nm.dns_config,
+            accept_dns=cfg.corp_dns,
+            exit_node=exit_node,
+            using_exit_node=bool(cfg.exit_node_id or cfg.exit_node_ip),
+        )
         return mgr
 
     def dns_os_config(self) -> DNSOSView:
@@ -254,8 +313,14 @@ class FakeEngine:
         base = tuple(mgr.base_nameservers())
         if o is None:
             return DNSOSView(base_nameservers=base)
-        return DNSOSView(applied=True, nameservers=o.nameservers, search_domains=o.search_domains,
-                         match_domains=o.match_domains, route_all=o.route_all, base_nameservers=base)
+        return DNSOSView(
+            applied=True,
+            nameservers=o.nameservers,
+            search_domains=o.search_domains,
+            match_domains=o.match_domains,
+            route_all=o.route_all,
+            base_nameservers=base,
+        )
 
     async def dns_query(self, name: str, qtype: int) -> DNSQueryOutcome:
         self.calls.append("dns_query")
@@ -270,8 +335,15 @@ class FakeEngine:
 
     async def netcheck(self) -> dict[str, Any]:
         self.calls.append("netcheck")
-        return {"UDP": True, "IPv4": True, "GlobalV4": "192.0.2.10:41641", "MappingVariesByDestIP": False,
-                "PreferredDERP": 1, "RegionLatency": {"1": 12.0}, "RegionCodes": {"1": "fra"}}
+        return {
+            "UDP": True,
+            "IPv4": True,
+            "GlobalV4": "192.0.2.10:41641",
+            "MappingVariesByDestIP": False,
+            "PreferredDERP": 1,
+            "RegionLatency": {"1": 12.0},
+            "RegionCodes": {"1": "fra"},
+        }
 
     def debug_status(self) -> dict[str, Any]:
         return {"State": "synced" if self.running else "stopped", "Fake": True}

@@ -33,10 +33,15 @@ def fake_system_hooks(journal: Journal, tun: str) -> tuple[Any, Any]:
         ids.append(journal.apply(Change.link(tun), ["ip", "tuntap", "add", "dev", tun, "mode", "tun"]))
         journal.run(["ip", "addr", "add", "100.64.0.1/32", "dev", tun])
         journal.run(["ip", "link", "set", "dev", tun, "up"])
-        ids.append(journal.apply(Change.route("100.64.0.0/10", dev=tun, table=52),
-                                 ["ip", "route", "add", "100.64.0.0/10", "dev", tun, "table", "52"]))
-        ids.append(journal.apply(Change.rule(5270, table=52),
-                                 ["ip", "-4", "rule", "add", "priority", "5270", "table", "52"]))
+        ids.append(
+            journal.apply(
+                Change.route("100.64.0.0/10", dev=tun, table=52),
+                ["ip", "route", "add", "100.64.0.0/10", "dev", tun, "table", "52"],
+            )
+        )
+        ids.append(
+            journal.apply(Change.rule(5270, table=52), ["ip", "-4", "rule", "add", "priority", "5270", "table", "52"])
+        )
 
     async def down() -> None:
         while ids:

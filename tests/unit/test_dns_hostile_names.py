@@ -54,15 +54,19 @@ def test_valid_domains_skips_and_logs_bad_ones(caplog) -> None:
     assert "ignoring invalid search domain '-h'" in caplog.text
     assert valid_domains("corp.example") == ["corp.example"]  # a lone string is one name, not characters
     assert ip_literals(["100.100.100.100", "1.2.3.4\nsearch x", "-x", "fd7a:115c:a1e0::53"]) == [
-        "100.100.100.100", "fd7a:115c:a1e0::53"]
+        "100.100.100.100",
+        "fd7a:115c:a1e0::53",
+    ]
 
 
 def _hostile_netmap_config():
     self_node = {"Name": "me.tail.example.", "Addresses": ["100.64.0.1/32"]}
-    dns = {"Proxied": True, "Domains": HOSTILE[:10] + ["corp.example"],
-           "Routes": {"ok.example": [{"Addr": "192.0.2.54"}], "-x\nsearch evil": [{"Addr": "192.0.2.55"}],
-                      "--flag": []},
-           "Resolvers": [{"Addr": "192.0.2.53"}]}
+    dns = {
+        "Proxied": True,
+        "Domains": HOSTILE[:10] + ["corp.example"],
+        "Routes": {"ok.example": [{"Addr": "192.0.2.54"}], "-x\nsearch evil": [{"Addr": "192.0.2.55"}], "--flag": []},
+        "Resolvers": [{"Addr": "192.0.2.53"}],
+    }
     return config_from_netmap(self_node, [], dns)
 
 
@@ -78,9 +82,11 @@ def test_config_from_netmap_keeps_only_valid_domains() -> None:
 
 def test_render_and_resolvectl_refuse_hostile_domains_given_directly() -> None:
     """Second line: even an OSDNSConfig built elsewhere cannot inject lines or options."""
-    cfg = OSDNSConfig(nameservers=("100.100.100.100", "1.1.1.1\noptions debug"),
-                      search_domains=tuple(HOSTILE[:10]) + ("corp.example",),
-                      match_domains=("-h", "ok.example", "a b"))
+    cfg = OSDNSConfig(
+        nameservers=("100.100.100.100", "1.1.1.1\noptions debug"),
+        search_domains=tuple(HOSTILE[:10]) + ("corp.example",),
+        match_domains=("-h", "ok.example", "a b"),
+    )
     text = render(cfg)
     assert text.splitlines()[1:] == ["nameserver 100.100.100.100", "search corp.example"]
     cmds = resolvectl_commands("tun0", cfg)
@@ -107,6 +113,7 @@ def test_resolv_conf_writer_with_hostile_domain_list(tmp_path) -> None:
 
 # -- pure parts of the firewall and the DNS server's admission ---------------------------------
 
+
 def test_input_chain_rules() -> None:
     lines = "\n".join(input_chain(InputConfig("mesh0")))
     assert 'ip daddr 100.100.100.100 iifname != { "lo", "mesh0" } counter drop' in lines
@@ -130,6 +137,7 @@ def test_one_table_holds_both_parts() -> None:
 def test_pktinfo_ifindex() -> None:
     import socket
     import struct
+
     v4 = (socket.IPPROTO_IP, 8, struct.pack("=i4s4s", 7, b"\0" * 4, b"\0" * 4))
     v6 = (socket.IPPROTO_IPV6, 50, b"\0" * 16 + struct.pack("=I", 9))
     assert pktinfo_ifindex([v4]) == 7 and pktinfo_ifindex([v6]) == 9
@@ -139,8 +147,12 @@ def test_pktinfo_ifindex() -> None:
 def test_arrival_guard() -> None:
     now = [0.0]
     holders = {"n": {5}}
-    g = ArrivalGuard(["100.100.100.100"], holders=lambda _a: holders["n"], route=lambda ip: {"100.64.0.2": 5}.get(ip, 3),
-                     clock=lambda: now[0])
+    g = ArrivalGuard(
+        ["100.100.100.100"],
+        holders=lambda _a: holders["n"],
+        route=lambda ip: {"100.64.0.2": 5}.get(ip, 3),
+        clock=lambda: now[0],
+    )
     g.refresh()
     assert g.ifindex_ok(1) and g.ifindex_ok(5)  # lo, the TUN
     assert not g.ifindex_ok(3) and not g.ifindex_ok(None)  # the LAN; no pktinfo

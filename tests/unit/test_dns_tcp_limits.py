@@ -26,8 +26,11 @@ class _StuckForwarder:
 
 
 def _resolver() -> Resolver:
-    return Resolver(config_from_netmap({"Name": "me.tail.example.", "Addresses": ["100.64.0.1/32"]}, [],
-                                       {"Resolvers": [{"Addr": "192.0.2.53"}]}))
+    return Resolver(
+        config_from_netmap(
+            {"Name": "me.tail.example.", "Addresses": ["100.64.0.1/32"]}, [], {"Resolvers": [{"Addr": "192.0.2.53"}]}
+        )
+    )
 
 
 async def _open(port: int, src: str = "127.0.0.1"):

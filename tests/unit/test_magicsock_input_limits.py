@@ -249,7 +249,18 @@ def test_new_counters_are_in_the_status_counters():
     from engine.magicsock.conn import MagicCounters
 
     d = dataclasses.asdict(MagicCounters())
-    for k in ("rx_queue_dropped", "rx_queue_peak", "ctl_queue_dropped", "ctl_queue_peak", "ctl_rate_limited",
-              "stun_unsolicited", "cmm_endpoints_dropped", "candidates_dropped", "pings_rate_limited",
-              "pong_addr_mismatch", "udp_rx", "disco_dropped"):
+    for k in (
+        "rx_queue_dropped",
+        "rx_queue_peak",
+        "ctl_queue_dropped",
+        "ctl_queue_peak",
+        "ctl_rate_limited",
+        "stun_unsolicited",
+        "cmm_endpoints_dropped",
+        "candidates_dropped",
+        "pings_rate_limited",
+        "pong_addr_mismatch",
+        "udp_rx",
+        "disco_dropped",
+    ):
         assert d[k] == 0

@@ -1,4 +1,4 @@
-"""Main-table routes from a netmap (engine.wgengine.reconfig.router_config) and LinuxRouter's ip commands (recording runner)."""
+"""Main-table routes from a netmap (wgengine.reconfig.router_config) and LinuxRouter ip commands (recording runner)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,16 @@ def test_router_config_keeps_defaults_out_of_main():
 
 def test_linux_router_service_addresses():
     calls = []
-    r = LinuxRouter("mesh0", runner=lambda argv, batch: calls.append(batch.splitlines()),
-                    service_addrs=("100.100.100.100/32", "fd7a:115c:a1e0::53/128"))
+    r = LinuxRouter(
+        "mesh0",
+        runner=lambda argv, batch: calls.append(batch.splitlines()),
+        service_addrs=("100.100.100.100/32", "fd7a:115c:a1e0::53/128"),
+    )
     r.up(1280)
-    assert calls[-1] == ["addr replace 100.100.100.100/32 dev mesh0 scope host",
-                         "addr replace fd7a:115c:a1e0::53/128 dev mesh0 nodad preferred_lft 0"]
+    assert calls[-1] == [
+        "addr replace 100.100.100.100/32 dev mesh0 scope host",
+        "addr replace fd7a:115c:a1e0::53/128 dev mesh0 nodad preferred_lft 0",
+    ]
     r.set(RouterConfig(local_addrs=("100.64.0.1/32",), routes=("100.64.0.2/32",)))
     assert calls[-1] == ["addr replace 100.64.0.1/32 dev mesh0", "route replace 100.64.0.2/32 dev mesh0"]
     r.set(RouterConfig())  # logged out: quad-100 stays while the node runs

@@ -56,10 +56,15 @@ def test_one_odd_field_gets_its_default_and_the_rest_is_used():
 
 def test_odd_values_deep_inside_are_reported_by_path():
     key = "nodekey:" + "1" * 64
-    raw = {"BackendState": "Running",
-           "Peer": {key: {"HostName": "nas", "Online": "yes", "TailscaleIPs": ["100.64.0.2", 7, "fd7a::2"]},
-                    "nodekey:bad": 5},
-           "Health": "not a list", "User": {"1": {"LoginName": "a@b", "ID": "one"}}}
+    raw = {
+        "BackendState": "Running",
+        "Peer": {
+            key: {"HostName": "nas", "Online": "yes", "TailscaleIPs": ["100.64.0.2", 7, "fd7a::2"]},
+            "nodekey:bad": 5,
+        },
+        "Health": "not a list",
+        "User": {"1": {"LoginName": "a@b", "ID": "one"}},
+    }
     got = decode_lenient(Status, raw)
     assert [str(p) for p in got.problems] == [
         "Health: want a list, got str",
@@ -138,10 +143,14 @@ def test_lenient_mode_belongs_to_the_task_that_asked():
 
 # JSON values of any shape, for the property below.
 JSON = hs.recursive(
-    hs.none() | hs.booleans() | hs.integers(-2**40, 2**40) | hs.floats(allow_nan=False, allow_infinity=False)
+    hs.none()
+    | hs.booleans()
+    | hs.integers(-(2**40), 2**40)
+    | hs.floats(allow_nan=False, allow_infinity=False)
     | hs.text(max_size=6),
     lambda inner: hs.lists(inner, max_size=3) | hs.dictionaries(hs.text(max_size=6), inner, max_size=3),
-    max_leaves=10)
+    max_leaves=10,
+)
 TYPES = [Status, Notify, Prefs, PingResult, PeerStatus]
 
 

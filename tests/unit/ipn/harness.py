@@ -34,8 +34,9 @@ def config(**prefs: Any) -> EngineConfig:
     return EngineConfig(control_url=URL, tun_name=TUN, **prefs)
 
 
-async def running(cfg: EngineConfig | None = None, *, world: FakeWorld | None = None, **system_kw: Any
-                  ) -> tuple[TailnetEngine, FakeWorld, list, NodeKeys]:
+async def running(
+    cfg: EngineConfig | None = None, *, world: FakeWorld | None = None, **system_kw: Any
+) -> tuple[TailnetEngine, FakeWorld, list, NodeKeys]:
     """A started TailnetEngine (engine up, control client built): (engine, world, events sent, keys)."""
     w = world or FakeWorld()
     eng = TailnetEngine(EngineOptions(tun_name=TUN), w.system(**system_kw), logger=logging.getLogger("t"))

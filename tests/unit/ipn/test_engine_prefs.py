@@ -54,6 +54,7 @@ def test_exit_node_select_allow_lan_and_clear():
         await reconfigure(eng, events, config())  # unchanged: nothing runs
         assert len(w.log.of("exit", "set")) == n_sets
         await eng.aclose()
+
     run(t())
 
 
@@ -66,6 +67,7 @@ def test_exit_node_ip_chosen_before_the_netmap():
         assert eng._s.engine.exit_node_peer.id == 3 and w.objs["device"].allowed[K3] == NODE3_EXIT
         assert w.log.of("exit", "set") == [(ExitRouteConfig(TUN),)]
         await eng.aclose()
+
     run(t())
 
 
@@ -79,6 +81,7 @@ def test_unknown_exit_node_fails_closed():
         assert w.log.of("exit", "set") == [(ExitRouteConfig(TUN),)]  # traffic to the TUN, no peer takes it
         assert w.objs["device"].allowed[K3] == NODE3_ONLY
         await eng.aclose()
+
     run(t())
 
 
@@ -96,6 +99,7 @@ def test_logged_out_removes_exit_routing():
         deliver(eng, nm)
         assert w.log.of("exit", "set")[-1] == (ExitRouteConfig(TUN),)
         await eng.aclose()
+
     run(t())
 
 
@@ -121,6 +125,7 @@ def test_advertise_exit_node_and_routes():
         assert eng.debug_status()["Prefs"]["AdvertiseRoutes"] == [] and hostinfo(eng).routable_ips is None
         assert len(w.log.of("fwd", "set")) == n_fwd  # refused prefs change nothing
         await eng.aclose()
+
     run(t())
 
 
@@ -140,6 +145,7 @@ def test_exit_node_and_advertising_one_exclude_each_other():
         assert prefs["ExitNode"] is None and prefs["AdvertiseExitNode"]
         assert w.log.of("fwd", "set")[-1] == (ForwardConfig(TUN),)
         await eng.aclose()
+
     run(t())
 
 
@@ -159,6 +165,7 @@ def test_accept_routes():
         await reconfigure(eng, events, config())
         assert "10.9.0.0/16" not in dev.allowed[K3] and "10.9.0.0/16" not in w.log.of("router", "set")[-1][0].routes
         await eng.aclose()
+
     run(t())
 
 
@@ -174,16 +181,25 @@ def test_shields_up():
         await reconfigure(eng, events, config())
         assert e.filter.explain_in(syn)[0] is not DROP
         await eng.aclose()
+
     run(t())
 
 
-@pytest.mark.parametrize("field,spec,want", [
-    ("exit_node_ip", "100.64.0.3", 3), ("exit_node_ip", "fd7a:115c:a1e0::3", 3), ("exit_node_id", N3, 3),
-    ("exit_node_ip", "100.64.0.9", None), ("exit_node_id", "nNOPE", None), ("exit_node_id", "", None),
-    ("exit_node_ip", "not-an-ip", None),
-])
+@pytest.mark.parametrize(
+    "field,spec,want",
+    [
+        ("exit_node_ip", "100.64.0.3", 3),
+        ("exit_node_ip", "fd7a:115c:a1e0::3", 3),
+        ("exit_node_id", N3, 3),
+        ("exit_node_ip", "100.64.0.9", None),
+        ("exit_node_id", "nNOPE", None),
+        ("exit_node_id", "", None),
+        ("exit_node_ip", "not-an-ip", None),
+    ],
+)
 def test_exit_node_resolved_from_id_or_ip(field, spec, want):
     """The backend hands over ExitNodeID (names are resolved to it by the client) or ExitNodeIP."""
+
     async def t():
         eng, w, events, _ = await running()
         deliver(eng, session_netmap()[1])
@@ -193,6 +209,7 @@ def test_exit_node_resolved_from_id_or_ip(field, spec, want):
         using = bool(spec)  # an exit node chosen: routed to the TUN even when no peer takes it (fail closed)
         assert w.log.of("exit", "set") == ([(ExitRouteConfig(TUN),)] if using else [])
         await eng.aclose()
+
     run(t())
 
 
@@ -204,4 +221,5 @@ def test_advertised_routes_canonical():
         assert eng.debug_status()["Prefs"]["AdvertiseRoutes"] == ["10.0.0.0/8", "fd00::/64"]
         assert hostinfo(eng).routable_ips == ("10.0.0.0/8", "fd00::/64")
         await eng.aclose()
+
     run(t())

@@ -14,22 +14,36 @@ from tests.unit.wgengine.fakes import NOW, FakeWorld
 
 
 def tnode(i: int, **kw) -> Node:
-    return decode(Node, {"ID": i, "StableID": f"n{i}", "Name": f"node{i}.tail.example.", "Cap": 130,
-                         "Key": str(NodePublic(bytes([i]) * 32)), "Addresses": [f"100.64.0.{i}/32"], **kw})
+    return decode(
+        Node,
+        {
+            "ID": i,
+            "StableID": f"n{i}",
+            "Name": f"node{i}.tail.example.",
+            "Cap": 130,
+            "Key": str(NodePublic(bytes([i]) * 32)),
+            "Addresses": [f"100.64.0.{i}/32"],
+            **kw,
+        },
+    )
 
 
 def exit_node(i: int) -> Node:
     """A peer offering an exit node that can proxy DNS (capver 130) on its peerAPI port 4100 + i."""
-    return tnode(i, AllowedIPs=[f"100.64.0.{i}/32", "0.0.0.0/0", "::/0"],
-                 Hostinfo={"Services": [{"Proto": "peerapi4", "Port": 4100 + i}]})
+    return tnode(
+        i,
+        AllowedIPs=[f"100.64.0.{i}/32", "0.0.0.0/0", "::/0"],
+        Hostinfo={"Services": [{"Proto": "peerapi4", "Port": 4100 + i}]},
+    )
 
 
 def test_engine_switches_dns_with_the_exit_node() -> None:
     async def t():
         me, ex2, ex3 = tnode(1), exit_node(2), exit_node(3)
         assert isinstance(ex2.hostinfo, Hostinfo)
-        nm = MapSession().apply(MapResponse(node=me, peers=(ex2, ex3),
-                                            dns_config=decode(DNSConfig, {"Proxied": True})), now=NOW)
+        nm = MapSession().apply(
+            MapResponse(node=me, peers=(ex2, ex3), dns_config=decode(DNSConfig, {"Proxied": True})), now=NOW
+        )
         w = FakeWorld(os_nameservers=("192.168.1.1",))  # the LAN's resolver
         eng, w, events, _ = await running(world=w, real_dns=True)
         dns = eng._s.engine.dns
@@ -53,4 +67,5 @@ def test_engine_switches_dns_with_the_exit_node() -> None:
         assert eng.dns_os_config().base_nameservers == ("192.168.1.1",)
         await eng.aclose()
         assert w.log.of("osdns", "set")[-1] == (None,), "OS DNS restored"
+
     run(t())

@@ -17,9 +17,21 @@ def nodes():
 
 
 CASES = [
-    ("100.64.0.3", 3), ("fd7a:115c:a1e0::3", 3), ("fd7a:115c:a1e0:0::3", 3), ("node3", 3), ("node3.mesh.test.", 3),
-    ("NODE3.mesh.test", 3), ("host3", 3), ("n3CNTRL", 3), ("n3cntrl", 3), ("3", 3), (3, 3), ("100.64.0.9", None),
-    ("", None), (None, None), ("node9", None),
+    ("100.64.0.3", 3),
+    ("fd7a:115c:a1e0::3", 3),
+    ("fd7a:115c:a1e0:0::3", 3),
+    ("node3", 3),
+    ("node3.mesh.test.", 3),
+    ("NODE3.mesh.test", 3),
+    ("host3", 3),
+    ("n3CNTRL", 3),
+    ("n3cntrl", 3),
+    ("3", 3),
+    (3, 3),
+    ("100.64.0.9", None),
+    ("", None),
+    (None, None),
+    ("node9", None),
 ]
 
 
@@ -38,8 +50,15 @@ def test_resolve_over_peer_views(spec, want):
 
 @pytest.mark.parametrize("spec,want", [c for c in CASES if c[0] not in ("3", 3)])  # ipnstate has no numeric ID
 def test_resolve_over_status_peers(spec, want):
-    peers = [PeerStatus(id=f"n{i}CNTRL", dns_name=f"node{i}.mesh.test.", host_name=f"host{i}",
-                        tailscale_ips=[f"100.64.0.{i}", f"fd7a:115c:a1e0::{i}"]) for i in (2, 3)]
+    peers = [
+        PeerStatus(
+            id=f"n{i}CNTRL",
+            dns_name=f"node{i}.mesh.test.",
+            host_name=f"host{i}",
+            tailscale_ips=[f"100.64.0.{i}", f"fd7a:115c:a1e0::{i}"],
+        )
+        for i in (2, 3)
+    ]
     p = resolve_exit_node(spec, peers, ident_of_status)
     assert (p.id if p is not None else None) == (f"n{want}CNTRL" if want else None)
 

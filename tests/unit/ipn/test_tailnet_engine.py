@@ -34,11 +34,35 @@ from engine.wgengine.options import EngineOptions
 from tests.unit.ipn.harness import URL, run, running, until
 from tests.unit.wgengine.fakes import EXIT_ALLOWED, FakeWorld, peer, session_netmap
 
-FULL = EngineConfig(control_url=URL, exit_node_id="nXYZCNTRL", exit_node_ip="100.64.0.3",
-                    exit_node_allow_lan_access=True, corp_dns=False, route_all=True,
-                    advertise_routes=("10.1.0.0/16",), shields_up=True, tun_name="mesh9")
-OLD_DOC_KEYS = ["State", "InMapPoll", "LastError", "AuthURL", "NodeKey", "ListenPort", "Reconfigs", "PeerUpserts",
-                "PeerRemoves", "StreamsStarted", "Prefs", "ExitNodeID", "MagicDNS", "Filter", "Self", "Peers"]
+FULL = EngineConfig(
+    control_url=URL,
+    exit_node_id="nXYZCNTRL",
+    exit_node_ip="100.64.0.3",
+    exit_node_allow_lan_access=True,
+    corp_dns=False,
+    route_all=True,
+    advertise_routes=("10.1.0.0/16",),
+    shields_up=True,
+    tun_name="mesh9",
+)
+OLD_DOC_KEYS = [
+    "State",
+    "InMapPoll",
+    "LastError",
+    "AuthURL",
+    "NodeKey",
+    "ListenPort",
+    "Reconfigs",
+    "PeerUpserts",
+    "PeerRemoves",
+    "StreamsStarted",
+    "Prefs",
+    "ExitNodeID",
+    "MagicDNS",
+    "Filter",
+    "Self",
+    "Peers",
+]
 
 
 def test_is_a_node_engine():
@@ -50,33 +74,48 @@ def test_reconfigure_passes_every_pref_to_the_engine():
         eng, w, events, _ = await running()
         await eng.reconfigure(FULL)
         prefs = eng.debug_status()["Prefs"]
-        assert prefs == {"ExitNode": "nXYZCNTRL", "ExitNodeAllowLANAccess": True, "AdvertiseExitNode": False,
-                         "AdvertiseRoutes": ["10.1.0.0/16"], "AcceptDNS": False, "AcceptRoutes": True,
-                         "ShieldsUp": True}
+        assert prefs == {
+            "ExitNode": "nXYZCNTRL",
+            "ExitNodeAllowLANAccess": True,
+            "AdvertiseExitNode": False,
+            "AdvertiseRoutes": ["10.1.0.0/16"],
+            "AcceptDNS": False,
+            "AcceptRoutes": True,
+            "ShieldsUp": True,
+        }
         hi = eng._s.client.opts.hostinfo
         assert hi.routable_ips == ("10.1.0.0/16",) and hi.hostname == "testhost" and hi.net_info.preferred_derp == 999
         await eng.reconfigure(EngineConfig(control_url=URL, tun_name="mesh9", hostname="box"))  # `--exit-node=` etc.
-        assert eng.debug_status()["Prefs"] == {"ExitNode": None, "ExitNodeAllowLANAccess": False,
-                                               "AdvertiseExitNode": False, "AdvertiseRoutes": [], "AcceptDNS": True,
-                                               "AcceptRoutes": False, "ShieldsUp": False}
+        assert eng.debug_status()["Prefs"] == {
+            "ExitNode": None,
+            "ExitNodeAllowLANAccess": False,
+            "AdvertiseExitNode": False,
+            "AdvertiseRoutes": [],
+            "AcceptDNS": True,
+            "AcceptRoutes": False,
+            "ShieldsUp": False,
+        }
         assert eng._s.client.opts.hostinfo.hostname == "box" and eng._s.client.opts.hostinfo.routable_ips is None
         await eng.reconfigure(EngineConfig(control_url=URL, advertise_routes=("0.0.0.0/0", "::/0", "10.2.0.0/24")))
         assert eng.debug_status()["Prefs"]["AdvertiseExitNode"] is True
         assert eng._s.client.opts.hostinfo.routable_ips == ("10.2.0.0/24", "0.0.0.0/0", "::/0")
         assert not [e for e in events if isinstance(e, EngineFailed)]
         await eng.aclose()
+
     run(t())
 
 
 def test_exit_node_and_advertising_one_exclude_each_other():
     async def t():
         eng, w, events, _ = await running(EngineConfig(control_url=URL, exit_node_id="n3CNTRL"))
-        await eng.reconfigure(EngineConfig(control_url=URL, exit_node_id="n3CNTRL",
-                                           advertise_routes=("0.0.0.0/0", "::/0")))
+        await eng.reconfigure(
+            EngineConfig(control_url=URL, exit_node_id="n3CNTRL", advertise_routes=("0.0.0.0/0", "::/0"))
+        )
         [failed] = [e for e in events if isinstance(e, EngineFailed)]
         assert "cannot apply prefs" in failed.message and "at the same time" in failed.message
         assert eng.debug_status()["Prefs"]["AdvertiseExitNode"] is False  # the old prefs stay
         await eng.aclose()
+
     run(t())
 
 
@@ -112,6 +151,7 @@ def test_control_events_become_engine_events_and_reach_the_data_plane():
         assert w.log.of("exit", "set") == [(None,)] and len(w.log.of("device", "remove_peer")) == 2
         assert eng.status().netmap is None and eng.debug_status()["Peers"] == []
         await eng.aclose()
+
     run(t())
 
 
@@ -141,8 +181,16 @@ def test_stop_restores_the_system_and_the_engine_reports_nothing():
         w.log.clear()
         await eng.stop()
         closed = [(c[0], c[1]) for c in w.log.calls]
-        for step in [("exit", "set"), ("fwd", "set"), ("fwd", "close"), ("router", "close"), ("device", "close"),
-                     ("tun", "close"), ("dns", "close"), ("peerapi", "close")]:
+        for step in [
+            ("exit", "set"),
+            ("fwd", "set"),
+            ("fwd", "close"),
+            ("router", "close"),
+            ("device", "close"),
+            ("tun", "close"),
+            ("dns", "close"),
+            ("peerapi", "close"),
+        ]:
             assert step in closed
         assert eng.debug_status() == {} and eng.status().netmap is None
         with pytest.raises(DNSUnavailable, match="not running"):
@@ -152,6 +200,7 @@ def test_stop_restores_the_system_and_the_engine_reports_nothing():
         assert (await eng.ping("100.64.0.2", "disco", 0)).err == "no matching peer"
         await eng.stop()  # idempotent
         await eng.aclose()
+
     run(t())
 
 
@@ -161,12 +210,14 @@ def test_a_failing_engine_start_is_reported_and_restored():
         w.log.fail[("router", "up")] = OSError("RTNETLINK answers: Operation not permitted")
         eng = TailnetEngine(EngineOptions(tun_name="mesh9"), w.system())
         events: list = []
-        await eng.start(EngineConfig(control_url=URL), NodeKeys(MachinePrivate.generate(), NodePrivate.generate()),
-                        events.append)
+        await eng.start(
+            EngineConfig(control_url=URL), NodeKeys(MachinePrivate.generate(), NodePrivate.generate()), events.append
+        )
         await until(lambda: events, "EngineFailed")
         assert isinstance(events[0], EngineFailed) and "Operation not permitted" in events[0].message
         assert ("device", "close") in [(c[0], c[1]) for c in w.log.calls]
         await eng.aclose()
+
     run(t())
 
 
@@ -175,10 +226,12 @@ def test_malformed_netmap_still_reaches_the_backend():
         eng, w, events, _ = await running()
         from engine.types.keys import NodePublic
 
-        _, nm = session_netmap(peer(2, allowed_ips=("junk",)), peer(5, key=NodePublic.zero()),
-                               peer(6, addresses=("100.64.0.6/99",)))
+        _, nm = session_netmap(
+            peer(2, allowed_ips=("junk",)), peer(5, key=NodePublic.zero()), peer(6, addresses=("100.64.0.6/99",))
+        )
         eng._on_control_event(eng._s, NetMapUpdated(nm))
         [up] = [e for e in events if isinstance(e, NetMapUpdate)]
         assert len(up.netmap.peers) == 3 and eng._s.engine.counters.malformed == 3
         await eng.aclose()
+
     run(t())

@@ -37,15 +37,27 @@ def ip4(src: str, dst: str, payload: bytes = b"hello") -> bytes:
     import ipaddress
 
     total = 20 + len(payload)
-    return (bytes([0x45, 0]) + total.to_bytes(2, "big") + bytes(8)
-            + ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed + payload)
+    return (
+        bytes([0x45, 0])
+        + total.to_bytes(2, "big")
+        + bytes(8)
+        + ipaddress.IPv4Address(src).packed
+        + ipaddress.IPv4Address(dst).packed
+        + payload
+    )
 
 
 def ip6(src: str, dst: str, payload: bytes = b"hello6") -> bytes:
     import ipaddress
 
-    return (bytes([0x60, 0, 0, 0]) + len(payload).to_bytes(2, "big") + bytes([17, 64])
-            + ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed + payload)
+    return (
+        bytes([0x60, 0, 0, 0])
+        + len(payload).to_bytes(2, "big")
+        + bytes([17, 64])
+        + ipaddress.IPv6Address(src).packed
+        + ipaddress.IPv6Address(dst).packed
+        + payload
+    )
 
 
 A_ADDR = ("192.0.2.1", 51820)
@@ -55,18 +67,23 @@ B_ADDR = ("192.0.2.2", 51820)
 class Pair:
     """Two DeviceCores wired by a lossless in-memory link, driven by one FakeClock."""
 
-    def __init__(self, timings: Timings = Timings(), seed: int = 7, psk: bytes | None = None,
-                 keepalive_a: float = 0) -> None:
+    def __init__(
+        self, timings: Timings = Timings(), seed: int = 7, psk: bytes | None = None, keepalive_a: float = 0
+    ) -> None:
         self.clock = FakeClock()
         rnd = DetRandom(seed)
-        self.a = DeviceCore(rnd(32), wall_clock=self.clock.wall, timings=timings, random_bytes=rnd,
-                            rng=random.Random(seed))
-        self.b = DeviceCore(rnd(32), wall_clock=self.clock.wall, timings=timings, random_bytes=rnd,
-                            rng=random.Random(seed + 1))
-        self.pa = self.a.add_peer(self.b.public_key, preshared_key=psk, endpoint=B_ADDR,
-                                  allowed_ips=["10.0.0.2/32", "fd00::2/128"])
-        self.pb = self.b.add_peer(self.a.public_key, preshared_key=psk, endpoint=A_ADDR,
-                                  allowed_ips=["10.0.0.1/32", "fd00::1/128"])
+        self.a = DeviceCore(
+            rnd(32), wall_clock=self.clock.wall, timings=timings, random_bytes=rnd, rng=random.Random(seed)
+        )
+        self.b = DeviceCore(
+            rnd(32), wall_clock=self.clock.wall, timings=timings, random_bytes=rnd, rng=random.Random(seed + 1)
+        )
+        self.pa = self.a.add_peer(
+            self.b.public_key, preshared_key=psk, endpoint=B_ADDR, allowed_ips=["10.0.0.2/32", "fd00::2/128"]
+        )
+        self.pb = self.b.add_peer(
+            self.a.public_key, preshared_key=psk, endpoint=A_ADDR, allowed_ips=["10.0.0.1/32", "fd00::1/128"]
+        )
         if keepalive_a:
             self.a.update_peer(self.pa, persistent_keepalive=keepalive_a, now=0.0)
         self.delivered_to_a: list[bytes] = []
@@ -91,8 +108,11 @@ class Pair:
         """Move queued datagrams both ways until quiet; returns how many moved."""
         moved = 0
         for _ in range(100):
-            outs = (list(first or ()) + [("a->b", o) for o in self.a.datagrams_to_send()]
-                    + [("b->a", o) for o in self.b.datagrams_to_send()])
+            outs = (
+                list(first or ())
+                + [("a->b", o) for o in self.a.datagrams_to_send()]
+                + [("b->a", o) for o in self.b.datagrams_to_send()]
+            )
             first = None
             if not outs:
                 return moved

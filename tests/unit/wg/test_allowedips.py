@@ -27,8 +27,9 @@ class SlowReference:
         return best[1] if best else None
 
     def entries_for(self, peer):
-        return sorted((n for n, p in self.entries.items() if p is peer),
-                      key=lambda n: (n.version, n.network_address, n.prefixlen))
+        return sorted(
+            (n for n, p in self.entries.items() if p is peer), key=lambda n: (n.version, n.network_address, n.prefixlen)
+        )
 
 
 def _rand_net(rnd: random.Random) -> ipaddress._BaseNetwork:
@@ -42,7 +43,7 @@ def _rand_net(rnd: random.Random) -> ipaddress._BaseNetwork:
 
 def _rand_ip(rnd: random.Random) -> bytes:
     if rnd.random() < 0.5:
-        return ((rnd.choice([0x0A000000, 0xC0A80000]) | rnd.getrandbits(16))).to_bytes(4, "big")
+        return (rnd.choice([0x0A000000, 0xC0A80000]) | rnd.getrandbits(16)).to_bytes(4, "big")
     return ((0xFD00 << 112) | rnd.getrandbits(80)).to_bytes(16, "big")
 
 

@@ -57,7 +57,9 @@ def test_reply_for_someone_else_is_refused():
     other.add_macs(b"\x01" * 148, now=0.0)  # a different mac1
     reply = checker.create_reply(msg, 1, A_ADDR, now=0.0)
     assert not other.consume_reply(reply, now=0.0)
-    tampered = CookieReply(reply.receiver, reply.nonce, bytes([reply.encrypted_cookie[0] ^ 1]) + reply.encrypted_cookie[1:])
+    tampered = CookieReply(
+        reply.receiver, reply.nonce, bytes([reply.encrypted_cookie[0] ^ 1]) + reply.encrypted_cookie[1:]
+    )
     assert not gen.consume_reply(tampered, now=0.0)
     assert gen.consume_reply(reply, now=0.0)
 

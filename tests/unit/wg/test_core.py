@@ -310,8 +310,16 @@ def test_crossing_initiations_stall_until_the_retransmit_timer_like_wireguard_go
 
 def _bookkeeping(peer) -> tuple:
     t = peer.timers
-    return (t.persistent_keepalive, t.send_keepalive, t.new_handshake, t.need_another_keepalive,
-            t.sent_last_minute_handshake, peer.rx_bytes, peer.tx_bytes, peer.endpoint)
+    return (
+        t.persistent_keepalive,
+        t.send_keepalive,
+        t.new_handshake,
+        t.need_another_keepalive,
+        t.sent_last_minute_handshake,
+        peer.rx_bytes,
+        peer.tx_bytes,
+        peer.endpoint,
+    )
 
 
 @pytest.mark.parametrize("payload", [b"data", None])  # None: a keepalive

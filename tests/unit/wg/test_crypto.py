@@ -68,9 +68,12 @@ def test_chacha20poly1305_rfc8439_2_8_2():
     # https://www.rfc-editor.org/rfc/rfc8439#section-2.8.2 (nonce 07000000 40414243 44454647)
     key = bytes(range(0x80, 0xA0))
     aad = bytes.fromhex("50515253c0c1c2c3c4c5c6c7")
-    pt = (b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip "
-          b"for the future, sunscreen would be it.")
+    pt = (
+        b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip "
+        b"for the future, sunscreen would be it."
+    )
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
     ct = ChaCha20Poly1305(key).encrypt(bytes.fromhex("070000004041424344454647"), pt, aad)
     assert ct[-16:].hex() == "1ae10b594f09e26a7e902ecbd0600691"
     # our nonce layout: 4 zero bytes then the counter little-endian

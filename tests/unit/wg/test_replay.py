@@ -14,14 +14,40 @@ R = REJECT_AFTER_MESSAGES
 
 # (counter, expected) in order; the comment numbers match the kernel's selftest
 KERNEL_CASES = [
-    (0, True), (1, True), (1, False), (9, True), (8, True), (7, True), (7, False),  # 1-7
-    (T_LIM, True), (T_LIM - 1, True), (T_LIM - 1, False), (T_LIM - 2, True),  # 8-11
-    (2, True), (2, False), (T_LIM + 16, True), (3, False), (T_LIM + 16, False),  # 12-16
-    (T_LIM * 4, True), (T_LIM * 4 - (T_LIM - 1), True), (10, False),  # 17-19
-    (T_LIM * 4 - T_LIM, False), (T_LIM * 4 - (T_LIM + 1), False),  # 20-21
-    (T_LIM * 4 - (T_LIM - 2), True), (T_LIM * 4 + 1 - T_LIM, False), (0, False),  # 22-24
-    (R, False), (R - 1, True), (R, False), (R - 1, False), (R - 2, True),  # 25-29
-    (R + 1, False), (R + 2, False), (R - 2, False), (R - 3, True), (0, False),  # 30-34
+    (0, True),
+    (1, True),
+    (1, False),
+    (9, True),
+    (8, True),
+    (7, True),
+    (7, False),  # 1-7
+    (T_LIM, True),
+    (T_LIM - 1, True),
+    (T_LIM - 1, False),
+    (T_LIM - 2, True),  # 8-11
+    (2, True),
+    (2, False),
+    (T_LIM + 16, True),
+    (3, False),
+    (T_LIM + 16, False),  # 12-16
+    (T_LIM * 4, True),
+    (T_LIM * 4 - (T_LIM - 1), True),
+    (10, False),  # 17-19
+    (T_LIM * 4 - T_LIM, False),
+    (T_LIM * 4 - (T_LIM + 1), False),  # 20-21
+    (T_LIM * 4 - (T_LIM - 2), True),
+    (T_LIM * 4 + 1 - T_LIM, False),
+    (0, False),  # 22-24
+    (R, False),
+    (R - 1, True),
+    (R, False),
+    (R - 1, False),
+    (R - 2, True),  # 25-29
+    (R + 1, False),
+    (R + 2, False),
+    (R - 2, False),
+    (R - 3, True),
+    (0, False),  # 30-34
 ]
 
 
@@ -80,9 +106,9 @@ def test_reordering_1000_packets_each_accepted_once():
     counters = list(range(1000))
     # local reordering within a span well inside the window
     for i in range(0, 1000, 50):
-        chunk = counters[i:i + 50]
+        chunk = counters[i : i + 50]
         rnd.shuffle(chunk)
-        counters[i:i + 50] = chunk
+        counters[i : i + 50] = chunk
     f = ReplayFilter()
     assert all(f.validate(c, R) for c in counters)
     dupes = rnd.sample(range(1000), 200)

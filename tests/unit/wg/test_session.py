@@ -14,8 +14,9 @@ from engine.wg.session import KeypairSet
 
 
 def kp(initiator: bool, idx: int, created: float = 0.0) -> Keypair:
-    return Keypair(bytes(32), bytes(32), local_index=idx, remote_index=idx + 100, created=created,
-                   is_initiator=initiator)
+    return Keypair(
+        bytes(32), bytes(32), local_index=idx, remote_index=idx + 100, created=created, is_initiator=initiator
+    )
 
 
 # The send/receive limits (REKEY/REJECT_AFTER_MESSAGES/TIME) live in DeviceCore.encrypt/decrypt
@@ -61,8 +62,12 @@ def _hs():
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.binary(min_size=32, max_size=32), st.binary(min_size=48, max_size=48), st.binary(min_size=28, max_size=28),
-       st.integers(0, 2**32 - 1))
+@given(
+    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=48, max_size=48),
+    st.binary(min_size=28, max_size=28),
+    st.integers(0, 2**32 - 1),
+)
 def test_fuzz_handshake_consumers_return_drops(eph, static, ts, sender):
     opened = hsm.open_initiation(IDENT, Initiation(sender, eph, static, ts))
     assert isinstance(opened, DropReason)  # random bytes never authenticate
@@ -72,12 +77,21 @@ def test_fuzz_handshake_consumers_return_drops(eph, static, ts, sender):
 @given(st.binary(min_size=32, max_size=32), st.binary(min_size=16, max_size=16), st.integers(0, 2**32 - 1))
 def test_fuzz_response_consumer(eph, empty, receiver):
     hs = _hs()
-    msg = hsm.create_initiation(hsm.StaticIdentity(PrivateKey(bytes([0x11]) * 32)), hsm.PeerHandshake(IDENT.public),
-                                sender_index=1, wall_time=0.0, ephemeral=PrivateKey(bytes([3]) * 32))
+    msg = hsm.create_initiation(
+        hsm.StaticIdentity(PrivateKey(bytes([0x11]) * 32)),
+        hsm.PeerHandshake(IDENT.public),
+        sender_index=1,
+        wall_time=0.0,
+        ephemeral=PrivateKey(bytes([3]) * 32),
+    )
     assert msg is None  # that handshake had no identity set: refused, not raised
     r = hsm.consume_response(IDENT, Response(7, receiver, eph, empty), hs)
     assert r == DropReason.UNEXPECTED_RESPONSE
-    hs.state, hs.local_index, hs.local_ephemeral = hsm.HandshakeState.INITIATION_CREATED, receiver, PrivateKey(bytes([3]) * 32)
+    hs.state, hs.local_index, hs.local_ephemeral = (
+        hsm.HandshakeState.INITIATION_CREATED,
+        receiver,
+        PrivateKey(bytes([3]) * 32),
+    )
     hs.chain_key, hs.hash = bytes(32), bytes(32)
     assert isinstance(hsm.consume_response(IDENT, Response(7, receiver, eph, empty), hs), DropReason)
     assert hs.state == hsm.HandshakeState.INITIATION_CREATED  # nothing committed

@@ -11,8 +11,7 @@ from engine.wg.timers import Action, PeerTimers
 
 from .conftest import B_ADDR, Pair, ip4
 
-SEND, KEEP, ZERO, GIVE_UP = (Action.SEND_HANDSHAKE_INITIATION, Action.SEND_KEEPALIVE,
-                             Action.ZERO_KEYS, Action.GIVE_UP)
+SEND, KEEP, ZERO, GIVE_UP = (Action.SEND_HANDSHAKE_INITIATION, Action.SEND_KEEPALIVE, Action.ZERO_KEYS, Action.GIVE_UP)
 
 
 class ZeroRandom(random.Random):
@@ -127,6 +126,7 @@ def test_persistent_keepalive():
 
 
 # ---------------------------------------------------------------- through DeviceCore pairs
+
 
 def test_pair_initiator_rekeys_after_120s_on_send():
     p = Pair()

@@ -22,8 +22,11 @@ def _load(mode: str) -> dict:
 
 
 def _core(v: dict) -> tuple[DeviceCore, object]:
-    core = DeviceCore(bytes.fromhex(v["our_private_key"]), wall_clock=lambda: v["wall"],
-                      random_bytes=random.Random(v["seed"]).randbytes)
+    core = DeviceCore(
+        bytes.fromhex(v["our_private_key"]),
+        wall_clock=lambda: v["wall"],
+        random_bytes=random.Random(v["seed"]).randbytes,
+    )
     peer = core.add_peer(bytes.fromhex(v["wg_public_key"]), endpoint=WG_ADDR, allowed_ips=["10.9.0.1/32"])
     return core, peer
 
@@ -60,8 +63,19 @@ def _captured_echo_request(core, peer):
 
     icmp = struct.pack("!BBHHH", 8, 0, 0, 1, 1) + b"meshvpn-sanity"
     icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0,
-                      socket.inet_aton("10.9.0.2"), socket.inet_aton("10.9.0.1"))
+    hdr = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(icmp),
+        0,
+        0,
+        64,
+        1,
+        0,
+        socket.inet_aton("10.9.0.2"),
+        socket.inet_aton("10.9.0.1"),
+    )
     hdr = hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:]
     pkt = hdr + icmp
     assert core.encrypt(peer, pkt, 0.0) is None

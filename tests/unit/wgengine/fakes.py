@@ -12,16 +12,26 @@ from engine.tailcfg import Hostinfo, MapResponse, Node as TNode
 from engine.types.keys import NodePublic
 
 NOW = 1_800_000_000.0
-SELF = TNode(id=1, name="me.mesh.test.", key=NodePublic(b"\x01" * 32), user=7,
-             addresses=("100.64.0.1/32", "fd7a:115c:a1e0::1/128"))
+SELF = TNode(
+    id=1,
+    name="me.mesh.test.",
+    key=NodePublic(b"\x01" * 32),
+    user=7,
+    addresses=("100.64.0.1/32", "fd7a:115c:a1e0::1/128"),
+)
 EXIT_ALLOWED = ("100.64.0.3/32", "fd7a:115c:a1e0::3/128", "0.0.0.0/0", "::/0", "10.9.0.0/16")
 
 
 def peer(i: int, **kw: Any) -> TNode:
-    base: dict[str, Any] = dict(id=i, stable_id=f"n{i}CNTRL", name=f"node{i}.mesh.test.",
-                                key=NodePublic(bytes([i]) * 32),
-                                addresses=(f"100.64.0.{i}/32", f"fd7a:115c:a1e0::{i}/128"),
-                                endpoints=(f"192.0.2.{i}:41641",), hostinfo=Hostinfo(hostname=f"host{i}"))
+    base: dict[str, Any] = dict(
+        id=i,
+        stable_id=f"n{i}CNTRL",
+        name=f"node{i}.mesh.test.",
+        key=NodePublic(bytes([i]) * 32),
+        addresses=(f"100.64.0.{i}/32", f"fd7a:115c:a1e0::{i}/128"),
+        endpoints=(f"192.0.2.{i}:41641",),
+        hostinfo=Hostinfo(hostname=f"host{i}"),
+    )
     base.update(kw)
     return TNode(**base)
 
@@ -29,8 +39,9 @@ def peer(i: int, **kw: Any) -> TNode:
 def session_netmap(*peers: TNode, **resp: Any) -> tuple[MapSession, Any]:
     """A MapSession and its first (full) netmap."""
     s = MapSession()
-    return s, s.apply(MapResponse(node=SELF, peers=peers or (peer(2), peer(3, allowed_ips=EXIT_ALLOWED)), **resp),
-                      now=NOW)
+    return s, s.apply(
+        MapResponse(node=SELF, peers=peers or (peer(2), peer(3, allowed_ips=EXIT_ALLOWED)), **resp), now=NOW
+    )
 
 
 @dataclass
@@ -106,6 +117,7 @@ class FakeDevice(_Fake):
                 self.allowed[a[0]] = tuple(kw["allowed_ips"])
             elif name == "remove_peer":
                 self.allowed.pop(a[0], None)
+
         return f
 
     def peers(self) -> list:
@@ -144,8 +156,16 @@ class FakeDNS(_Fake):
     async def __aexit__(self, *exc: Any) -> None:
         self.log.rec(self.who, "close")
 
-    def set(self, self_node: Any, peers: Any, dns_config: Any, *, accept_dns: bool = True, exit_node: Any = None,
-            using_exit_node: bool | None = None) -> None:
+    def set(
+        self,
+        self_node: Any,
+        peers: Any,
+        dns_config: Any,
+        *,
+        accept_dns: bool = True,
+        exit_node: Any = None,
+        using_exit_node: bool | None = None,
+    ) -> None:
         self.log.rec(self.who, "set", self_node is not None, accept_dns, exit_node, using_exit_node)
 
 
@@ -189,6 +209,7 @@ class Recorder(_Fake):
         def f(*a: Any, **kw: Any) -> Any:
             self.log.rec(self.who, name, *a)
             return [] if name in ("cleanup_leftovers", "reassert") else None
+
         return f
 
 

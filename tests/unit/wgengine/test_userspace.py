@@ -32,8 +32,13 @@ def run(coro):
 
 
 async def started(world: FakeWorld, prefs: Prefs | None = None, **kw) -> UserspaceEngine:
-    e = UserspaceEngine(EngineOptions(tun_name=TUN, run_dir=kw.pop("run_dir", EngineOptions().run_dir)),
-                        world.system(**kw), NodePrivate.generate(), DiscoPrivate.generate(), logging.getLogger("t"))
+    e = UserspaceEngine(
+        EngineOptions(tun_name=TUN, run_dir=kw.pop("run_dir", EngineOptions().run_dir)),
+        world.system(**kw),
+        NodePrivate.generate(),
+        DiscoPrivate.generate(),
+        logging.getLogger("t"),
+    )
     if prefs is not None:
         e.reconfig(None, prefs)
     await e.start()
@@ -60,6 +65,7 @@ def test_start_cleans_leftovers_guards_input_and_marks_wireguard(tmp_path):
         assert w.log.of("tun", "set_filter"), "AllowNone filter installed before the first netmap"
         assert e.running and e.tun_up and e.dns is w.objs["dns"]
         await e.aclose()
+
     run(t())
 
 
@@ -95,6 +101,7 @@ def test_reconfig_applies_diffs_only():
         assert (doc["Reconfigs"], doc["PeerUpserts"], doc["PeerRemoves"]) == (3, 3, 1)
         assert [d["ID"] for d in doc["Peers"]] == [2]
         await e.aclose()
+
     run(t())
 
 
@@ -127,6 +134,7 @@ def test_exit_node_select_allow_lan_and_clear():
         feed(e, nm, Prefs())  # unchanged: nothing runs
         assert len(w.log.of("exit", "set")) == n_sets
         await e.aclose()
+
     run(t())
 
 
@@ -151,6 +159,7 @@ def test_unknown_exit_node_fails_closed_and_logged_out_removes_routing():
         feed(e, nm, p)
         assert w.log.of("exit", "set")[-1] == (ExitRouteConfig(TUN),)
         await e.aclose()
+
     run(t())
 
 
@@ -172,6 +181,7 @@ def test_shields_up_reaches_the_filter_only():
         feed(e, nm, Prefs())
         assert e.filter.explain_in(syn)[0] is not DROP
         await e.aclose()
+
     run(t())
 
 
@@ -188,6 +198,7 @@ def test_accept_dns_reaches_magicdns():
         assert w.log.of("dns", "set") == [(True, False, None, False)]
         assert w.log.of("device") == [] and w.log.of("exit") == [] and w.log.of("fwd") == []
         await e.aclose()
+
     run(t())
 
 
@@ -213,6 +224,7 @@ def test_accept_routes_and_advertising_reach_wireguard_router_and_forwarding():
         feed(e, nm, Prefs())
         assert w.log.of("fwd", "set")[-1] == (None,)
         await e.aclose()
+
     run(t())
 
 
@@ -227,6 +239,7 @@ def test_peerapi_listens_on_our_addresses_and_is_announced():
         svc = {s["Proto"] if isinstance(s, dict) else s.proto for s in e.peerapi_services() or ()}
         assert {"peerapi4", "peerapi6", "peerapi-dns-proxy"} <= svc
         await e.aclose()
+
     run(t())
 
 
@@ -252,6 +265,7 @@ def test_malformed_netmap_entries_are_counted_and_skipped():
         feed(e, nm, Prefs(route_all=True))
         assert e.counters.malformed == 6 and e.running
         await e.aclose()
+
     run(t())
 
 
@@ -277,8 +291,17 @@ def test_aclose_restores_everything_even_when_one_close_raises():
         w.log.clear()
         await e.aclose()
         closed = [(c[0], c[1]) for c in w.log.calls]
-        for step in [("osdns", "set"), ("exit", "set"), ("fwd", "set"), ("fwd", "close"), ("router", "close"),
-                     ("device", "close"), ("tun", "close"), ("peerapi", "close"), ("dns", "close")]:
+        for step in [
+            ("osdns", "set"),
+            ("exit", "set"),
+            ("fwd", "set"),
+            ("fwd", "close"),
+            ("router", "close"),
+            ("device", "close"),
+            ("tun", "close"),
+            ("peerapi", "close"),
+            ("dns", "close"),
+        ]:
             assert step in closed, f"{step} not restored: {closed}"
         assert w.log.of("osdns", "set")[0] == (None,) and w.log.of("fwd", "set") == [(None,)]
         assert closed.index(("device", "close")) < closed.index(("dns", "close")), "OS restored before async closes"
@@ -286,6 +309,7 @@ def test_aclose_restores_everything_even_when_one_close_raises():
         w.log.clear()
         await e.aclose()  # safe twice
         assert w.log.calls == []
+
     run(t())
 
 
@@ -300,6 +324,7 @@ def test_a_failed_start_undoes_what_it_built():
         for step in [("exit", "set"), ("fwd", "set"), ("fwd", "close"), ("device", "close"), ("tun", "close")]:
             assert step in closed
         assert ("router", "up") not in closed and not e.running
+
     run(t())
 
 
@@ -312,6 +337,7 @@ def test_magicdns_failure_leaves_the_node_running_without_it():
         feed(e, nm, Prefs())
         assert e.counters.peer_upserts == 2
         await e.aclose()
+
     run(t())
 
 
@@ -325,6 +351,7 @@ def test_prefs_before_start_are_applied_at_start_and_node_key_rotation():
         assert w.log.of("device", "set_private_key")[-1] == (new.raw,)
         assert e.endpoints() == (("192.0.2.100:41641",), (1,))
         await e.aclose()
+
     run(t())
 
 
@@ -336,16 +363,44 @@ def test_debug_doc_has_the_engine_keys():
         _, nm = session_netmap(peer(2), peer(3, allowed_ips=EXIT_ALLOWED))
         feed(e, nm, p)
         doc = e.debug_doc()
-        assert list(doc) == ["ListenPort", "Reconfigs", "PeerUpserts", "PeerRemoves", "Prefs", "ExitNodeID",
-                             "MagicDNS", "Filter", "Self", "Peers"]  # no magicsock in the fake System
-        assert doc["Prefs"] == {"ExitNode": "n3CNTRL", "ExitNodeAllowLANAccess": False, "AdvertiseExitNode": False,
-                                "AdvertiseRoutes": [], "AcceptDNS": True, "AcceptRoutes": False, "ShieldsUp": False}
+        assert list(doc) == [
+            "ListenPort",
+            "Reconfigs",
+            "PeerUpserts",
+            "PeerRemoves",
+            "Prefs",
+            "ExitNodeID",
+            "MagicDNS",
+            "Filter",
+            "Self",
+            "Peers",
+        ]  # no magicsock in the fake System
+        assert doc["Prefs"] == {
+            "ExitNode": "n3CNTRL",
+            "ExitNodeAllowLANAccess": False,
+            "AdvertiseExitNode": False,
+            "AdvertiseRoutes": [],
+            "AcceptDNS": True,
+            "AcceptRoutes": False,
+            "ShieldsUp": False,
+        }
         addrs = ["100.64.0.1/32", "fd7a:115c:a1e0::1/128"]
         assert doc["Self"] == {"ID": 1, "Name": "me.mesh.test.", "Addresses": addrs, "AllowedIPs": addrs}
         p3 = doc["Peers"][1]
-        assert set(p3) == {"ID", "Name", "Key", "Addresses", "AllowedIPs", "Endpoints", "DiscoKey", "HomeDERP",
-                           "Online", "ExitNodeOption"}
+        assert set(p3) == {
+            "ID",
+            "Name",
+            "Key",
+            "Addresses",
+            "AllowedIPs",
+            "Endpoints",
+            "DiscoKey",
+            "HomeDERP",
+            "Online",
+            "ExitNodeOption",
+        }
         assert p3["ExitNodeOption"] is True and doc["Peers"][0]["ExitNodeOption"] is False
         assert doc["ListenPort"] == 41641 and doc["Filter"]["Rules"] == 0
         await e.aclose()
+
     run(t())
