@@ -1,1 +1,1 @@
-"""Tests of the control plane: keys, Noise, tailcfg, netmap, reconfig, control client (unit, pair and lab)."""
+"""Lab tests of the control plane: our node against a real headscale (unit tests: tests/unit/control/)."""

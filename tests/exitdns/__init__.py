@@ -1,1 +1,1 @@
-"""Tests for the packet filter, MagicDNS and exit-node routing (engine/filter, engine/dns, engine/router exit/nft)."""
+"""Lab and process-level tests of MagicDNS, exit-node routing and resolv.conf (unit tests: tests/unit/dns, filter)."""

@@ -732,7 +732,7 @@ def filter_packet(data: bytes) -> None:
 
 
 def filter_packet_seeds() -> list[bytes]:
-    from tests.exitdns.pkt import icmp, tcp, udp
+    from tests.unit.filter.pkt import icmp, tcp, udp
 
     return [
         tcp("100.64.0.2", "100.64.0.1", 40000, 22),
@@ -987,30 +987,36 @@ def uapi_seeds() -> list[bytes]:
 # ---------------------------------------------------------------- registry -------------------------------------
 
 _LIST = [
-    Target("disco_parse", disco_parse, "engine/disco/message.py parse", disco_parse_seeds, "tests/nat/test_disco.py"),
     Target(
-        "disco_open", disco_open, "engine/disco/box.py DiscoCrypto.open", disco_open_seeds, "tests/nat/test_disco.py"
+        "disco_parse", disco_parse, "engine/disco/message.py parse", disco_parse_seeds, "tests/unit/disco/test_disco.py"
+    ),
+    Target(
+        "disco_open",
+        disco_open,
+        "engine/disco/box.py DiscoCrypto.open",
+        disco_open_seeds,
+        "tests/unit/disco/test_disco.py",
     ),
     Target(
         "stun",
         stun_parse,
         "engine/net/stun.py parse_response, parse_binding_request",
         stun_seeds,
-        "tests/nat/test_stun.py (parse_response only)",
+        "tests/unit/net/test_stun.py (parse_response only)",
     ),
     Target(
         "derp_frames",
         derp_frames,
         "engine/derp/frames.py FrameReader + parse_frame",
         derp_frames_seeds,
-        "tests/nat/test_derp_frames.py (parse_frame only)",
+        "tests/unit/derp/test_derp_frames.py (parse_frame only)",
     ),
     Target(
         "derp_client",
         derp_client,
         "engine/derp/protocol.py DerpClientConn.receive_data",
         derp_client_seeds,
-        "tests/nat/test_derp_frames.py",
+        "tests/unit/derp/test_derp_frames.py",
     ),
     Target(
         "wg_messages", wg_messages, "engine/wg/messages.py parse", wg_messages_seeds, "tests/unit/wg/test_messages.py"
@@ -1027,7 +1033,7 @@ _LIST = [
         dns_resolver,
         "engine/dns/resolver.py Resolver.handle, finish_forward",
         dns_resolver_seeds,
-        "tests/exitdns/test_dns_resolver.py",
+        "tests/unit/dns/test_dns_resolver.py",
     ),
     Target("dns_names", dns_names, "engine/dns/names.py check_domain, valid_domains, ip_literals", dns_names_seeds),
     Target(
@@ -1053,14 +1059,14 @@ _LIST = [
         tailcfg_json,
         "engine/tailcfg/codec.py decode (MapResponse, RegisterResponse, ...)",
         tailcfg_seeds,
-        "tests/control/test_fuzz.py (MapResponse fields only)",
+        "tests/unit/control/test_fuzz.py (MapResponse fields only)",
     ),
     Target(
         "control_mapstream",
         control_mapstream,
         "engine/control/mapstream.py MapFramer + parse_map_response",
         control_mapstream_seeds,
-        "tests/control/test_fuzz.py",
+        "tests/unit/control/test_fuzz.py",
     ),
     Target(
         "control_noise",
@@ -1068,14 +1074,14 @@ _LIST = [
         "engine/control/noise.py NoiseConn.receive_data, ClientHandshake."
         "receive_response; engine/control/transport.py EarlyPayloadParser",
         control_noise_seeds,
-        "tests/control/test_fuzz.py",
+        "tests/unit/control/test_fuzz.py",
     ),
     Target(
         "filter_packet",
         filter_packet,
         "engine/filter/packet.py parse, Filter.check_in/check_out",
         filter_packet_seeds,
-        "tests/exitdns/test_filter.py",
+        "tests/unit/filter/test_filter.py",
     ),
     Target(
         "filter_rules",
@@ -1099,7 +1105,7 @@ _LIST = [
         uapi,
         "engine/dataplane/uapi.py handle_request",
         uapi_seeds,
-        "tests/interop_wg/test_uapi_codec.py (set lines only)",
+        "tests/unit/dataplane/test_uapi_codec.py (set lines only)",
     ),
 ]
 TARGETS: dict[str, Target] = {t.name: t for t in _LIST}

@@ -10,7 +10,7 @@ from engine.filter.filter import DropReason
 from engine.ipn.engine_api import EngineFailed
 from engine.router.exitnode import ExitRouteConfig
 from engine.router.nft import ForwardConfig
-from tests.dataplane.packets import udp_packet
+from tests.unit.dataplane.packets import udp_packet
 from tests.unit.ipn.harness import TUN, config, deliver, reconfigure, run, running
 from tests.unit.wgengine.fakes import session_netmap
 

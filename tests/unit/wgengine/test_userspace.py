@@ -19,7 +19,7 @@ from engine.types.keys import DiscoPrivate, NodePrivate, NodePublic
 from engine.wgengine.options import EngineOptions
 from engine.wgengine.reconfig import RouterConfig
 from engine.wgengine.userspace import UserspaceEngine
-from tests.dataplane.packets import udp_packet
+from tests.unit.dataplane.packets import udp_packet
 from tests.unit.wgengine.fakes import EXIT_ALLOWED, NOW, FakeWorld, Prefs, peer, session_netmap
 
 TUN = "mesh9"

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from engine.filter import ACCEPT, DROP, DropReason, Filter, FilterRuleError, compile_rules, parse, parse_ip_set
 from engine.filter.rules import concat_packet_filters
-from tests.exitdns.pkt import icmp, ip, raw, tcp, udp
+from tests.unit.filter.pkt import icmp, ip, raw, tcp, udp
 
 ME4, ME6 = "100.64.0.1", "fd7a:115c:a1e0::1"
 PEER4, PEER6 = "100.64.0.2", "fd7a:115c:a1e0::2"

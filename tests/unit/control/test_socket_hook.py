@@ -9,7 +9,7 @@ from engine.control.client import ControlClient, ControlOptions, State
 from engine.control.transport import ControlTransportError, fetch_server_key
 from engine.tailcfg import CURRENT_CAPABILITY_VERSION, Hostinfo
 from engine.types.keys import DiscoPrivate, MachinePrivate, NodePrivate
-from tests.control.fakecontrol import FakeControl
+from tests.unit.control.fakecontrol import FakeControl
 
 SELF = {"ID": 1, "Name": "me.t.", "Key": "nodekey:" + "01" * 32, "Addresses": ["100.64.0.1/32"]}
 

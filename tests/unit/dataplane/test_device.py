@@ -15,8 +15,8 @@ from engine.dataplane.device import Device
 from engine.dataplane.endpoint import UdpEndpoint
 from engine.dataplane.tun_linux import ChannelTun
 from engine.wg.constants import Timings
-from tests.dataplane.packets import icmp_echo, tcp_packet, udp_packet
 from tests.lab.netlab import poll_until
+from tests.unit.dataplane.packets import icmp_echo, tcp_packet, udp_packet
 
 A_IP, B_IP = "10.77.0.1", "10.77.0.2"
 A_IP6, B_IP6 = "fd77::1", "fd77::2"

@@ -23,7 +23,7 @@ from engine.localapi.schema import (
     lenient_decoding,
 )
 
-VECTORS = Path(__file__).resolve().parent.parent / "helper" / "vectors"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 
 
 def vector(name: str) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from engine.control.client import ControlClient, ControlOptions, State
 from engine.tailcfg import Hostinfo
 from engine.types.keys import DiscoPrivate, MachinePrivate, NodePrivate
-from tests.control.fakecontrol import FakeControl
+from tests.unit.control.fakecontrol import FakeControl
 
 SELF = {"ID": 1, "Name": "me.t.", "Key": "nodekey:" + "01" * 32, "Addresses": ["100.64.0.1/32"]}
 STOP_DEADLINE = 1.0  # s

@@ -11,7 +11,7 @@ from engine.filter import ACCEPT, DROP, DropReason, Filter
 from engine.filter.localnets import NEVER_VIA_DEFAULT, local_routes, shrink_default_route, subtract
 from engine.filter.rules import prefixes_to_ranges
 from engine.net.interfaces import interface_prefixes, parse_ip_addr_json
-from tests.exitdns.pkt import udp
+from tests.unit.filter.pkt import udp
 
 IFACES = (
     "127.0.0.1/8",

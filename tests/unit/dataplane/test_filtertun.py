@@ -8,7 +8,7 @@ from engine.dataplane import offload
 from engine.dataplane.filtertun import FilterTun
 from engine.dataplane.tun_linux import ChannelTun
 from engine.filter import Filter
-from tests.dataplane.packets import icmp_echo, tcp_packet, udp_packet
+from tests.unit.dataplane.packets import icmp_echo, tcp_packet, udp_packet
 
 ME, PEER, OTHER = "100.64.0.1", "100.64.0.2", "100.64.0.3"
 ALLOW_8080_FROM_PEER = [

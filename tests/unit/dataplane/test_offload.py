@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from engine.dataplane import offload
-from tests.dataplane.packets import ref_sum, tcp_checksum_ok, tcp_packet, udp_packet
+from tests.unit.dataplane.packets import ref_sum, tcp_checksum_ok, tcp_packet, udp_packet
 
 TS_OPT = b"\x01\x01\x08\x0a" + struct.pack("!II", 111, 222)
 
