@@ -165,12 +165,7 @@ class LocalClient:
                 # reading our body: its answer is still in our receive buffer.
                 pass
             while True:
-                ev = conn.next_event()
-                if ev is h11.NEED_DATA:
-                    async with asyncio.timeout(self.timeout):
-                        data = await reader.read(_CHUNK)
-                    conn.receive_data(data)
-                    continue
+                ev = await self._next_event(conn, reader)
                 if isinstance(ev, h11.Response):
                     hs = {k.decode().lower(): v.decode("latin-1") for k, v in ev.headers}
                     return _Response(ev.status_code, hs), conn, reader, writer
@@ -180,15 +175,20 @@ class LocalClient:
             writer.close()
             raise
 
+    async def _next_event(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+        """The next h11 event, reading from the socket (each read bounded by the timeout) while h11 needs data."""
+        while True:
+            ev = conn.next_event()
+            if ev is not h11.NEED_DATA:
+                return ev
+            async with asyncio.timeout(self.timeout):
+                data = await reader.read(_CHUNK)
+            conn.receive_data(data)
+
     async def _read_body(self, conn: h11.Connection, reader: asyncio.StreamReader) -> bytes:
         body = bytearray()
         while True:
-            ev = conn.next_event()
-            if ev is h11.NEED_DATA:
-                async with asyncio.timeout(self.timeout):
-                    data = await reader.read(_CHUNK)
-                conn.receive_data(data)
-                continue
+            ev = await self._next_event(conn, reader)
             if isinstance(ev, h11.Data):
                 body += ev.data
                 if len(body) > MAX_RESPONSE_BYTES:
