@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.fs.trustedpath import UntrustedPath, check_dir, check_file_path, first_refusal
+from engine.fs.trustedpath import check_dir, check_file_path, first_refusal
 from engine.ipn.engine_api import NodeEngine
 from engine.ipn.local import Backend
 from engine.ipn.store import FileStore, MemoryStore, StoreError
@@ -74,8 +74,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--run-dir",
         default="",
         metavar="DIR",
-        help="directory for journals of OS changes, undone after a crash at the next start "
-        "(default: the journal's directory)",
+        help="the engine's run directory (default: the journal's directory); OS changes are all "
+        "journaled in the one --journal",
     )
     p.add_argument("--derp-region", type=int, default=DEFAULT_DERP_REGION, help=argparse.SUPPRESS)
     p.add_argument("--endpoint-interval", type=float, default=10.0, help=argparse.SUPPRESS)
@@ -107,7 +107,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run_dir(args: argparse.Namespace) -> Path:
-    """Where the engine's subsystems journal their OS changes: --run-dir, else beside the helper's journal."""
+    """The engine's run directory (EngineOptions.run_dir): --run-dir, else beside the helper's journal."""
     return Path(args.run_dir) if args.run_dir else Path(args.journal).parent
 
 
@@ -182,38 +182,35 @@ async def _step(log: logging.Logger, what: str, close: Any, timeout: float) -> N
         log.debug("shutdown: %s closed", what)
 
 
-def recover_leftovers(args: argparse.Namespace, log: logging.Logger, *, subsystems: bool = True) -> tuple[int, int]:
-    """Undo what a crashed previous run left: our journal, then each subsystem's own journal.
+def new_journal(args: argparse.Namespace) -> Journal:
+    """The helper's one journal of OS changes (recovered at start, then handed to the engine's subsystems)."""
+    return Journal(args.journal, logger=logging.getLogger("meshvpn.hygiene"), own=own_changes(args))
 
-    (exit-node rules/routes, nft forwarding table + sysctls, resolv.conf). Subsystem cleanups run
-    only for the real engine (`subsystems`): they inspect the live system of the current network
-    namespace, which an injected test engine never touches.
+
+def recover_leftovers(
+    args: argparse.Namespace, log: logging.Logger, *, subsystems: bool = True, journal: Journal | None = None
+) -> tuple[int, int]:
+    """Undo what a crashed previous run left: everything its journal names (TUN, exit-node rules/routes,
+    nft table + forwarding sysctls, resolv.conf), then what the subsystems find unrecorded in the live system.
+
+    The live-system cleanups (a leftover `inet meshvpn` table, our rules and table-52 routes) run only
+    for the real engine (`subsystems`): they inspect the current network namespace, which an injected
+    test engine never touches.
     """
-    jdir = run_dir(args)
-    rep = Journal(args.journal, logger=logging.getLogger("meshvpn.hygiene"), own=own_changes(args)).recover()
+    journal = journal if journal is not None else new_journal(args)
+    rep = journal.recover()
     undone, failed = len(rep.undone), len(rep.failed)
     if not subsystems:
         return undone, failed
-    from engine.recovery.leftovers import vet_journal_dir
-
-    try:
-        failed += len(vet_journal_dir(jdir, log))
-    except UntrustedPath as e:
-        log.error("not cleaning up: %s", e)
-        return undone, failed + 1
     cleaners: list[tuple[str, Any]] = []
     with contextlib.suppress(ImportError):
         from engine.router.exitnode import ExitRouter
 
-        cleaners.append(("exit-node routes", lambda: ExitRouter(journal_dir=jdir).cleanup_leftovers()))
+        cleaners.append(("exit-node routes", lambda: ExitRouter(journal=journal).cleanup_leftovers()))
     with contextlib.suppress(ImportError):
         from engine.router.nft import Forwarder
 
-        cleaners.append(("forwarding", lambda: Forwarder(journal_dir=jdir).cleanup_leftovers()))
-    with contextlib.suppress(ImportError):
-        from engine.dns.resolvconf_file import ResolvConfFile
-
-        cleaners.append(("resolv.conf", lambda: ResolvConfFile(journal_dir=jdir).cleanup_leftovers()))
+        cleaners.append(("forwarding", lambda: Forwarder(journal=journal).cleanup_leftovers()))
     for what, clean in cleaners:
         try:
             done = clean()
@@ -221,8 +218,7 @@ def recover_leftovers(args: argparse.Namespace, log: logging.Logger, *, subsyste
             log.error("cleanup of %s leftovers failed: %s", what, e)
             failed += 1
             continue
-        if done:
-            undone += len(done) if isinstance(done, list) else 1
+        undone += len(done)
     return undone, failed
 
 
@@ -244,10 +240,10 @@ async def serve(args: argparse.Namespace, engine_factory: EngineFactory | None =
     """
     log = logging.getLogger("meshvpn.helper")
     ensure_socket_dir(args.socket, log)
-    undone, failed = recover_leftovers(args, log, subsystems=engine_factory is None)
+    journal = new_journal(args)
+    undone, failed = recover_leftovers(args, log, subsystems=engine_factory is None, journal=journal)
     if undone or failed:
         log.warning("cleaned up after a previous run: %d undone, %d failed", undone, failed)
-    journal = Journal(args.journal, logger=logging.getLogger("meshvpn.hygiene"), own=own_changes(args))
     if args.state:
         store: Any = FileStore(args.state, keep_keys=True)
     elif args.prefs:

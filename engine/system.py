@@ -37,9 +37,11 @@ class System:
     new_tun: Callable[[str, int], Any]  # (name, mtu) -> TUN with set_filter()/filter (FilterTun over LinuxTun)
     new_device: Callable[..., Any]  # (name, *, mtu, tun, bind, logger) -> WireGuard Device
     new_router: Callable[[str, Logger], Any]  # (tun, logger) -> LinuxRouter (addresses + main-table routes)
-    new_exit_router: Callable[[Path, Logger], Any]  # (journal dir, logger) -> ExitRouter (table 52 + rules)
-    new_forwarder: Callable[[Path, Logger], Any]  # (journal dir, logger) -> nft Forwarder + input firewall
-    new_os_dns: Callable[[str, str, Path, Logger], Any]  # (dns mode, tun, journal dir, logger) -> configurator|None
+    # `journal`: the helper's one journal of OS changes (engine.recovery.journal.Journal), which the
+    # subsystems record what they change in (built once by the composition root, engine/service.py)
+    new_exit_router: Callable[[Any, Logger], Any]  # (journal, logger) -> ExitRouter (table 52 + rules)
+    new_forwarder: Callable[[Any, Logger], Any]  # (journal, logger) -> nft Forwarder + input firewall
+    new_os_dns: Callable[[str, str, Any, Logger], Any]  # (dns mode, tun, journal, logger) -> configurator|None
     new_dns: Callable[[Any, SocketHook, Logger], Any]  # (os configurator, upstream socket hook, logger) -> DNSManager
     new_magicsock: Callable[..., Any] | None  # (node, disco, *, port, fwmark, control_url, logger); None = plain UDP
     new_peerapi: Callable[[Any, str, Logger], Any]  # (DNSManager|None, self name, logger) -> PeerAPIServer
@@ -90,19 +92,19 @@ def linux_router(tun: str, logger: Logger) -> Any:
     return LinuxRouter(tun, service_addrs=QUAD100_PREFIXES, logger=logger)
 
 
-def linux_exit_router(run_dir: Path, logger: Logger) -> Any:
+def linux_exit_router(journal: Any, logger: Logger) -> Any:
     from engine.router.exitnode import ExitRouter
 
-    return ExitRouter(journal_dir=run_dir, logger=logger)
+    return ExitRouter(journal=journal, logger=logger)
 
 
-def linux_forwarder(run_dir: Path, logger: Logger) -> Any:
+def linux_forwarder(journal: Any, logger: Logger) -> Any:
     from engine.router.nft import Forwarder
 
-    return Forwarder(journal_dir=run_dir, logger=logger)
+    return Forwarder(journal=journal, logger=logger)
 
 
-def linux_os_dns(mode: str, tun: str, run_dir: Path, logger: Logger) -> Any:
+def linux_os_dns(mode: str, tun: str, journal: Any, logger: Logger) -> Any:
     """The OS DNS configurator for ``mode`` (auto, resolv.conf, resolved, none); None = leave the OS alone."""
     if mode == "none":
         return None
@@ -116,13 +118,13 @@ def linux_os_dns(mode: str, tun: str, run_dir: Path, logger: Logger) -> Any:
     from engine.dns.resolvconf_file import ResolvConfFile
 
     if mode == "resolv.conf":
-        return ResolvConfFile(journal_dir=run_dir, logger=logger)
+        return ResolvConfFile(journal=journal, logger=logger)
     if mode == "resolved":
         from engine.dns.manager import _run
         from engine.dns.resolved import ResolvedConfigurator
 
         return ResolvedConfigurator(tun, _run, logger=logger)
-    return choose_os_configurator(tun, journal_dir=run_dir, logger=logger)
+    return choose_os_configurator(tun, journal=journal, logger=logger)
 
 
 def linux_dns(os_dns: Any, socket_hook: SocketHook, logger: Logger) -> Any:

@@ -215,7 +215,7 @@ def test_interfaces_are_enumerated_in_one_module():
 
 def test_files_are_replaced_only_through_atomicfile():
     """os.replace/os.rename only in engine/fs/atomicfile.py, plus the quarantine of refused journals (moved aside)."""
-    allowed = {"engine/fs/atomicfile.py", "engine/recovery/journal.py", "engine/recovery/leftovers.py"}
+    allowed = {"engine/fs/atomicfile.py", "engine/recovery/journal.py"}
     for f in (ROOT / "engine").rglob("*.py"):
         rel = str(f.relative_to(ROOT))
         if rel in allowed:

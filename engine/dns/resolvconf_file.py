@@ -1,18 +1,19 @@
-"""OS DNS by rewriting /etc/resolv.conf; the original is journaled in /run/meshvpn, restored on stop or at next start.
+"""OS DNS by rewriting /etc/resolv.conf; the original is journaled, restored on stop or at next start.
 
 Writes are in place (truncate + write), not rename: inside `ip netns exec` and in
 containers /etc/resolv.conf is a bind mount that cannot be replaced by rename. A symlinked
 resolv.conf (e.g. to a resolved stub) is replaced by a regular file and re-linked on restore.
 
-Journal (one JSON object, `JsonJournal` "resolv.json", replaced atomically):
+Journal: the helper's one journal of OS changes (engine/recovery/journal.py), one record
 
-    {"path": "/etc/resolv.conf", "symlink": "<target>" | null, "absent": bool,
-     "original": "<text of the file before us>", "written": "<sha256 of what we write>"}
+    Change.file_contents("/etc/resolv.conf", <original bytes> | None (absent), symlink=<target> | None,
+                         written=<sha256 of what we write>)
 
-Order: the journal (with the original and the hash about to be written) is on disk before
-every write to resolv.conf, so a SIGKILL at any point leaves enough to restore; the next
-start (`cleanup_leftovers`) puts the original back if the file is still ours, then drops
-the journal. A file someone else rewrote while we ran becomes the new original.
+Order: the record (with the original and the hash about to be written) is on disk before
+every write to resolv.conf (a new hash: the new record first, then the old one forgotten), so a
+SIGKILL at any point leaves enough to restore; the journal's recovery at the next start (and
+`cleanup_leftovers`) puts the original back if the file is still ours (the hash, or empty), else
+leaves it alone. A file someone else rewrote while we ran becomes the new original.
 """
 
 from __future__ import annotations
@@ -25,13 +26,9 @@ from pathlib import Path
 from engine.dns.names import ip_literals, valid_domains
 from engine.dns.osconfig import OSDNSConfig
 from engine.net.tsaddr import QUAD100_ADDRS
-from engine.router.exitnode import JsonJournal
+from engine.recovery.journal import DEFAULT_JOURNAL, Change, Journal, OwnChanges, write_in_place
 
 DEFAULT_PATH = Path("/etc/resolv.conf")
-DEFAULT_JOURNAL_DIR = Path("/run/meshvpn")
-JOURNAL_NAME = "resolv.json"
-# Earlier versions kept the original in a second file and no "original" key; migrated on read.
-LEGACY_BACKUP = "resolv.conf.orig"
 MARKER = "# resolv.conf written by meshvpn (MagicDNS); the original is restored when meshvpn stops"
 MAX_NAMESERVERS = 3  # glibc MAXNS
 MAX_SEARCH = 6  # older glibc MAXDNSRCH
@@ -67,38 +64,41 @@ class ResolvConfFile:
     def __init__(
         self,
         path: Path = DEFAULT_PATH,
-        journal_dir: Path = DEFAULT_JOURNAL_DIR,
+        journal_dir: Path | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
+        *,
+        journal: Journal | None = None,
     ) -> None:
+        """`journal`: the helper's one journal (composition root); without it (tests, scripts) a
+        journal `changes.jsonl` in `journal_dir` (default: the helper's) that may restore `path` only."""
         self.path = Path(path)
-        self._jdir = Path(journal_dir)
-        self._journal = JsonJournal(self._jdir, JOURNAL_NAME)
+        if journal is None:
+            jpath = Path(journal_dir) / Path(DEFAULT_JOURNAL).name if journal_dir is not None else Path(DEFAULT_JOURNAL)
+            journal = Journal(jpath, own=OwnChanges(files=frozenset({str(self.path)})))
+        self._journal = journal
         self._log = logger or logging.getLogger("meshvpn.dns.resolvconf")
         self._written: str | None = None  # what set() last wrote (None: the file is not ours now)
+        self._j: dict | None = None  # the original while the file is ours (see _snapshot)
+        self._cid: int | None = None  # its journal record
 
     # -- journal ---------------------------------------------------------------------------
     def _read_journal(self) -> dict | None:
-        j = self._journal.read()
-        if j is None or isinstance(j.get("original"), str):
-            return j
-        return self._migrate_legacy(j)
+        return self._j
 
-    def _migrate_legacy(self, meta: dict) -> dict:
-        """An earlier version's journal (metadata + resolv.conf.orig) is rewritten in one piece."""
-        try:
-            original = (self._jdir / LEGACY_BACKUP).read_text()
-        except OSError:
-            original = ""
-        j = {
-            "path": meta.get("path", str(self.path)),
-            "symlink": meta.get("symlink"),
-            "absent": bool(meta.get("absent")),
-            "original": original,
-            "written": meta.get("written"),
-        }
-        self._journal.write(j)
-        (self._jdir / LEGACY_BACKUP).unlink(missing_ok=True)
-        return j
+    def _record(self, j: dict) -> None:
+        """Journal `j` (a new record first, then the previous one forgotten)."""
+        original = None if j.get("absent") or j.get("symlink") else j["original"].encode()
+        cid = self._journal.record(
+            Change.file_contents(str(self.path), original, symlink=j.get("symlink"), written=j["written"])
+        )
+        if self._cid is not None:
+            self._journal.forget(self._cid)
+        self._cid, self._j = cid, j
+
+    def _drop_record(self) -> None:
+        if self._cid is not None:
+            self._journal.forget(self._cid)
+        self._cid = self._j = None
 
     def _snapshot(self) -> dict:
         """What resolv.conf is now (the original to journal before we first write)."""
@@ -152,10 +152,9 @@ class ResolvConfFile:
             j = None
         if j is None:
             j = self._snapshot()
-        if j.get("written") != _sha(text) or not self._journal.path.exists():
-            j["written"] = _sha(text)
+        if j.get("written") != _sha(text) or self._cid is None:
             # The original and the hash we are about to write are on disk before the write.
-            self._journal.write(j)
+            self._record({**j, "written": _sha(text)})
         if current != text:
             self._write_in_place(text)
             self._log.info("resolv.conf -> %s", ", ".join(cfg.nameservers))
@@ -166,13 +165,7 @@ class ResolvConfFile:
         return self._written is not None and self._current_text() != self._written
 
     def _write_in_place(self, text: str) -> None:
-        if self.path.is_symlink():
-            self.path.unlink()
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        write_in_place(self.path, text.encode())
 
     def restore(self) -> bool:
         """Put the original back if the file is still ours; returns whether anything was restored."""
@@ -194,14 +187,19 @@ class ResolvConfFile:
             self._log.info("resolv.conf restored")
         elif current != j["original"] and not (current is None and (j.get("absent") or j.get("symlink"))):
             self._log.warning("resolv.conf was changed by someone else; leaving it alone")
-        # Only once the original is back (or deliberately left alone) does the journal go; if the
-        # write above failed, it stays for the next attempt.
-        self._journal.remove()
+        # Only once the original is back (or deliberately left alone) is the record forgotten; if the
+        # write above failed, it stays for the next attempt (and the next start's recovery).
+        self._drop_record()
         return restored
 
     def cleanup_leftovers(self) -> bool:
-        """At start: a journal means a previous run died holding resolv.conf; restore it."""
-        return self.restore()
+        """At start: a journal record means a previous run died holding resolv.conf; restore it (if still ours)."""
+        self.restore()
+        path = str(self.path)
+        rep = self._journal.recover(select=lambda ch: ch.kind == "file" and ch.args.get("path") == path)
+        if rep.failed:
+            self._log.error("resolv.conf not restored: %s", "; ".join(rep.failed))
+        return any(m.startswith("restored") for m in rep.undone)
 
 
 _OURS = frozenset(QUAD100_ADDRS)

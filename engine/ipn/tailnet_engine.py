@@ -91,7 +91,7 @@ class TailnetEngine:
         journal: Journal | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
     ) -> None:
-        self.journal = journal  # TODO(router/dns owners): record system changes here (see engine/recovery/journal.py)
+        self.journal = journal  # the helper's journal of OS changes: routing and DNS record in it
         self.options = options
         self.system = system if system is not None else System.linux()
         self.tun_name = options.tun_name
@@ -113,7 +113,14 @@ class TailnetEngine:
         if cfg.tun_name and cfg.tun_name != o.tun_name:
             o = dataclasses.replace(o, tun_name=cfg.tun_name)
         engine = UserspaceEngine(
-            o, self.system, keys.node, self._disco, self.log, control_url=cfg.control_url, hostname=cfg.hostname
+            o,
+            self.system,
+            keys.node,
+            self._disco,
+            self.log,
+            control_url=cfg.control_url,
+            hostname=cfg.hostname,
+            journal=self.journal,
         )
         s = _Session(cfg, keys, engine)
         self._s = s

@@ -1,1 +1,1 @@
-"""Undoing OS changes after a crash: the journal of changes and the vetting of what a previous run left."""
+"""Undoing OS changes after a crash: the helper's one journal of OS changes (journal.py)."""

@@ -26,18 +26,27 @@ writable, in a directory nobody else can write (engine/fs/trustedpath.py); other
 (`<name>.rejected`) untouched. Each change is undone only if it is one the helper itself makes
 (`OwnChanges`: its TUN, routes/rules in its table and priority range, its nft table, its two
 forwarding sysctls, resolv.conf); anything else a journal names is refused, never acted on.
+
+One journal for every subsystem: the composition root (engine/service.py) creates it and hands it
+through the engine to the exit router (rules + table-52 routes), the nft forwarder (its table and
+the forwarding sysctls it changed) and the resolv.conf writer (the original file). Each records
+before it changes the OS and forgets after it has undone the change itself; at start-up
+`recover()` undoes everything (the service), and a subsystem's start-up cleanup calls
+`recover(select=...)` for its own kinds of change only.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import ipaddress
 import json
 import logging
 import os
 import re
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -64,6 +73,7 @@ MAX_JOURNAL_BYTES = 4 << 20
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _IP_ARG = re.compile(r"^[A-Za-z0-9_.:/]{1,64}$")  # one `ip rule` selector token; never an option
 _SYSCTL_VALUE = re.compile(r"^[0-9]$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class OwnChanges:
 
     links: frozenset[str] = frozenset({"meshvpn0"})
     tables: frozenset[str] = frozenset({"52"})
+    # tables an `ip rule` in our priority range may look up besides ours (the exit router's bypass rules)
+    rule_lookups: frozenset[str] = frozenset({"main", "default"})
     rule_priorities: range = range(5200, 5300)
     nft_tables: frozenset[tuple[str, str]] = frozenset({("inet", "meshvpn")})
     sysctls: frozenset[str] = frozenset({"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"})
@@ -106,8 +118,12 @@ class Change:
         return cls("link", {"name": name})
 
     @classmethod
-    def route(cls, dst: str, *, dev: str = "", table: int | str = "", via: str = "") -> "Change":
-        return cls("route", {"dst": dst, "dev": dev, "table": str(table), "via": via})
+    def route(cls, dst: str, *, dev: str = "", table: int | str = "", via: str = "", family: int = 0) -> "Change":
+        """A route we added; undo = delete it (any type: unicast, throw). `family` 0 = from `dst`."""
+        d: dict[str, Any] = {"dst": dst, "dev": dev, "table": str(table), "via": via}
+        if family:
+            d["family"] = family  # needed for "default"
+        return cls("route", d)
 
     @classmethod
     def rule(cls, priority: int, *, table: int | str = "", family: int = 4, extra: Sequence[str] = ()) -> "Change":
@@ -119,11 +135,22 @@ class Change:
         return cls("nft-table", {"family": family, "name": name})
 
     @classmethod
-    def file_contents(cls, path: str, original: bytes | None) -> "Change":
-        """We are about to rewrite `path`; undo = restore `original` (None = the file did not exist)."""
-        return cls(
-            "file", {"path": path, "original": None if original is None else base64.b64encode(original).decode()}
-        )
+    def file_contents(
+        cls, path: str, original: bytes | None, *, symlink: str | None = None, written: str | None = None
+    ) -> "Change":
+        """We are about to rewrite `path`; undo = restore `original` (None = the file did not exist), or
+        re-create the symlink `symlink` it was. With `written` (sha256 hex of what we write) the undo
+        only restores while the file is still ours (that hash, or empty: a crash between truncate and
+        write); a file someone else rewrote meanwhile is left alone."""
+        d: dict[str, Any] = {
+            "path": path,
+            "original": None if original is None else base64.b64encode(original).decode(),
+        }
+        if symlink is not None:
+            d["symlink"] = symlink
+        if written is not None:
+            d["written"] = written
+        return cls("file", d)
 
     @classmethod
     def sysctl(cls, key: str, original: str) -> "Change":
@@ -146,6 +173,8 @@ class Change:
         if self.kind == "route":
             if any(not isinstance(a.get(k, ""), str) for k in ("dst", "dev", "via", "table")):
                 return "route fields must be strings"  # they become `ip` arguments
+            if a.get("family", 0) not in (0, 4, 6) or type(a.get("family", 0)) is not int:
+                return "bad route family"
             if a["dst"] != "default":
                 ipaddress.ip_network(a["dst"], strict=False)
             if a.get("via"):
@@ -158,7 +187,7 @@ class Change:
                 return f"rule priority {a['priority']!r} is not ours"
             if not isinstance(a.get("table", ""), str):
                 return "rule table must be a string"  # it becomes an `ip` argument
-            if a.get("table") and str(a["table"]) not in own.tables:
+            if a.get("table") and str(a["table"]) not in own.tables | own.rule_lookups:
                 return f"rule table {a['table']!r} is not ours"
             if a.get("family", 4) not in (4, 6):
                 return "bad rule family"
@@ -176,6 +205,11 @@ class Change:
                 return f"file {a['path']!r} is not one the helper writes"
             if a["original"] is not None:
                 base64.b64decode(a["original"], validate=True)
+            link = a.get("symlink")
+            if link is not None and (not isinstance(link, str) or not link or "\0" in link or len(link) > 4096):
+                return "bad symlink target"
+            if a.get("written") is not None and not (isinstance(a["written"], str) and _SHA256.match(a["written"])):
+                return "bad hash of the written file"
             return None
         if self.kind == "sysctl":
             if a["key"] not in own.sysctls:
@@ -190,7 +224,7 @@ class Change:
         if self.kind == "link":
             return ["ip", "link", "del", "dev", a["name"]]
         if self.kind == "route":
-            fam = ["-6"] if ":" in a["dst"] else ["-4"]
+            fam = ["-6"] if a.get("family") == 6 or (not a.get("family") and ":" in a["dst"]) else ["-4"]
             argv = ["ip", *fam, "route", "del", a["dst"]]
             if a.get("via"):
                 argv += ["via", a["via"]]
@@ -206,6 +240,8 @@ class Change:
             return argv + list(a.get("extra") or ())
         if self.kind == "nft-table":
             return ["nft", "delete", "table", a["family"], a["name"]]
+        if self.kind == "sysctl":  # sysctl(8), not /proc/sys: runs in the runner's network namespace
+            return ["sysctl", "-qw", f"{a['key']}={a['original']}"]
         return None
 
     def undo(self, run: Runner, own: OwnChanges | None = None) -> tuple[bool, str]:
@@ -215,22 +251,7 @@ class Change:
             if why is not None:
                 return False, f"refused: {why}"
         if self.kind == "file":
-            path = Path(self.args["path"])
-            try:
-                if self.args["original"] is None:
-                    path.unlink(missing_ok=True)
-                else:
-                    write_atomic(path, base64.b64decode(self.args["original"]), mode=0o644)
-            except (OSError, binascii.Error) as e:
-                return False, f"restore {path}: {getattr(e, 'strerror', None) or e}"
-            return True, f"restored {path}"
-        if self.kind == "sysctl":
-            p = Path("/proc/sys") / self.args["key"].replace(".", "/")
-            try:
-                p.write_text(self.args["original"] + "\n")
-            except OSError as e:
-                return False, f"sysctl {self.args['key']}: {e.strerror}"
-            return True, f"sysctl {self.args['key']}={self.args['original']}"
+            return self._restore_file()
         argv = self.undo_argv()
         if argv is None:
             return False, f"unknown change kind {self.kind!r}"
@@ -240,6 +261,23 @@ class Change:
         if any(s in err for s in _ALREADY_GONE):
             return True, f"already gone: {' '.join(argv)}"
         return False, f"{' '.join(argv)}: {err or f'exit {rc}'}"
+
+    def _restore_file(self) -> tuple[bool, str]:
+        a = self.args
+        path = Path(a["path"])
+        try:
+            if a.get("written") is not None and not _still_ours(path, a["written"]):
+                return True, f"left {path} alone: changed by someone else"
+            if a.get("symlink"):
+                path.unlink(missing_ok=True)
+                os.symlink(a["symlink"], path)
+            elif a["original"] is None:
+                path.unlink(missing_ok=True)
+            else:
+                write_in_place(path, base64.b64decode(a["original"]))
+        except (OSError, binascii.Error) as e:
+            return False, f"restore {path}: {getattr(e, 'strerror', None) or e}"
+        return True, f"restored {path}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **self.args}
@@ -255,9 +293,32 @@ class Change:
         return cls(kind, d)
 
 
+def write_in_place(path: Path, data: bytes) -> None:
+    """Truncate + write (not rename: /etc/resolv.conf may be a bind mount); a symlink there is replaced."""
+    if path.is_symlink():
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _still_ours(path: Path, written: str) -> bool:
+    """The file is a regular file holding what we wrote (sha256 `written`), or empty (crash mid-write)."""
+    if path.is_symlink():
+        return False
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    return data == b"" or hashlib.sha256(data).hexdigest() == written
+
+
 @dataclass
 class RecoveryReport:
     undone: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)  # the changes undone (same order as `undone`)
     failed: list[str] = field(default_factory=list)  # includes refused ("refused: ...") changes and journals
     corrupt_lines: int = 0
 
@@ -281,6 +342,8 @@ class Journal:
         self._next_id = 1
         self._lines = 0
         self._loaded = False
+        # subsystems record from the loop thread and from their re-assert workers
+        self._lock = threading.RLock()
 
     # -- file --
 
@@ -342,46 +405,63 @@ class Journal:
     # -- API --
 
     def pending(self) -> list[tuple[int, Change]]:
-        if not self._loaded:
-            self._load()
-        return sorted(self._pending.items())
+        with self._lock:
+            if not self._loaded:
+                self._load()
+            return sorted(self._pending.items())
 
-    def recover(self) -> RecoveryReport:
-        """Undo everything a previous run left recorded (newest first), then empty the journal."""
-        try:
-            rep = RecoveryReport(corrupt_lines=self._load())
-        except UntrustedPath as e:
-            self._reject(str(e))
-            self._pending.clear()
-            self._loaded = True
-            return RecoveryReport(failed=[f"refused: {e}"])
-        for cid, ch in sorted(self._pending.items(), reverse=True):
-            ok, msg = ch.undo(self.run, self.own)
-            (rep.undone if ok else rep.failed).append(msg)
-            self.log.warning("recovered leftover from a previous run: %s", msg) if ok else self.log.error(
-                "could not undo leftover: %s", msg
-            )
-        self._pending.clear()
-        if self.path.exists():
-            self._rewrite()
-        return rep
+    def recover(self, select: Callable[[Change], bool] | None = None) -> RecoveryReport:
+        """Undo everything a previous run left recorded (newest first), then empty the journal.
+
+        With `select`, only the pending changes it picks are undone and dropped (a subsystem's start-up
+        cleanup); the others stay recorded. A change whose undo failed or was refused is dropped too.
+        """
+        with self._lock:
+            try:
+                rep = RecoveryReport(corrupt_lines=self._load())
+            except UntrustedPath as e:
+                self._reject(str(e))
+                self._pending.clear()
+                self._loaded = True
+                return RecoveryReport(failed=[f"refused: {e}"])
+            for cid, ch in sorted(self._pending.items(), reverse=True):
+                if select is not None and not select(ch):
+                    continue
+                ok, msg = ch.undo(self.run, self.own)
+                (rep.undone if ok else rep.failed).append(msg)
+                if ok:
+                    rep.changes.append(ch)
+                    self.log.warning("recovered leftover from a previous run: %s", msg)
+                else:
+                    self.log.error("could not undo leftover: %s", msg)
+                del self._pending[cid]
+            if self.path.exists():
+                self._rewrite()
+            return rep
 
     def record(self, change: Change) -> int:
-        if not self._loaded:
-            self._load()
-        cid = self._next_id
-        self._next_id += 1
-        self._append({"op": "rec", "id": cid, "change": change.to_dict()})
-        self._pending[cid] = change
-        return cid
+        with self._lock:
+            if not self._loaded:
+                try:
+                    self._load()
+                except UntrustedPath as e:  # never add to a journal we would refuse to read
+                    self._reject(str(e))
+                    self._pending.clear()
+                    self._loaded = True
+            cid = self._next_id
+            self._next_id += 1
+            self._append({"op": "rec", "id": cid, "change": change.to_dict()})
+            self._pending[cid] = change
+            return cid
 
     def forget(self, cid: int) -> None:
-        if cid not in self._pending:
-            return
-        self._append({"op": "fgt", "id": cid})
-        del self._pending[cid]
-        if self._lines > COMPACT_AFTER_LINES:
-            self._rewrite()
+        with self._lock:
+            if cid not in self._pending:
+                return
+            self._append({"op": "fgt", "id": cid})
+            del self._pending[cid]
+            if self._lines > COMPACT_AFTER_LINES:
+                self._rewrite()
 
     def apply(self, change: Change, do_argv: Sequence[str]) -> int:
         """Record, then run `do_argv`; on failure undo (idempotently), forget, and raise."""
@@ -395,13 +475,14 @@ class Journal:
 
     def revert(self, cid: int) -> tuple[bool, str]:
         """Undo one recorded change now and forget it (kept recorded if the undo failed)."""
-        ch = self._pending.get(cid)
-        if ch is None:
-            return True, "not pending"
-        ok, msg = ch.undo(self.run, self.own)
-        if ok:
-            self.forget(cid)
-        return ok, msg
+        with self._lock:
+            ch = self._pending.get(cid)
+            if ch is None:
+                return True, "not pending"
+            ok, msg = ch.undo(self.run, self.own)
+            if ok:
+                self.forget(cid)
+            return ok, msg
 
     def revert_all(self) -> list[str]:
         """Undo every pending change, newest first (clean shutdown); returns failures."""

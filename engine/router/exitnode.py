@@ -9,9 +9,10 @@ Layout (tailscale's, see docs reference §11), for IPv4 and IPv6:
     table 52: default dev <tun>;  throw <lan prefix> (allow-LAN: LAN stays on main)
 
 `ExitRouter.set(cfg)` is idempotent; `set(None)` removes exactly what it installed, so
-`ip rule` / `ip route show table all` dumps compare equal to before. What was installed is
-journaled under the journal dir so `cleanup_leftovers()` at the next start also removes
-what a SIGKILLed helper left behind.
+`ip rule` / `ip route show table all` dumps compare equal to before. Every rule and route is
+recorded in the helper's one journal of OS changes (engine/recovery/journal.py: `Change.rule`,
+`Change.route` in table 52) before it is installed and forgotten once removed, so the journal's
+recovery at the next start (and `cleanup_leftovers()`) also removes what a SIGKILLed helper left.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import shlex
 import socket
 import subprocess
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from engine.fs.atomicfile import write_atomic
 from engine.net.tsaddr import contains_exit_routes
+from engine.recovery.journal import DEFAULT_JOURNAL, Change, Journal, OwnChanges
 
 BYPASS_MARK = 0x80000  # SO_MARK on the helper's own sockets (UDP, DERP, control)
 SUBNET_ROUTE_MARK = 0x40000  # packets forwarded from the TUN (see nft.py)
@@ -40,8 +41,7 @@ PRIO_BYPASS_UNREACHABLE = 5250
 PRIO_TABLE = 5270
 RULE_PRIORITIES = (PRIO_BYPASS_MAIN, PRIO_BYPASS_DEFAULT, PRIO_BYPASS_UNREACHABLE, PRIO_TABLE)
 SO_MARK = getattr(socket, "SO_MARK", 36)  # linux/socket.h
-DEFAULT_JOURNAL_DIR = Path("/run/meshvpn")
-JOURNAL_NAME = "exitnode.json"
+JOURNAL_NAME = Path(DEFAULT_JOURNAL).name  # a standalone applier's journal in `journal_dir`
 
 _FWMARK = f"{BYPASS_MARK:#x}/{MARK_MASK:#x}"
 
@@ -62,6 +62,21 @@ def system_runner(argv: Sequence[str], *, input: str | None = None, check: bool 
     if check and p.returncode != 0:
         raise RouterError(f"{shlex.join(argv)} -> rc={p.returncode}: {p.stderr.strip()}")
     return p.stdout
+
+
+def journal_runner(run: Runner) -> Callable[[Sequence[str]], "tuple[int, str]"]:
+    """The journal's runner (argv -> (rc, stderr)) over one of ours, so its undo runs where we act."""
+
+    def jrun(argv: Sequence[str]) -> tuple[int, str]:
+        try:
+            run(argv)
+        except RouterError as e:
+            return 1, str(e)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return 127, str(e)
+        return 0, ""
+
+    return jrun
 
 
 def netns_runner(ns: str) -> Runner:
@@ -117,6 +132,13 @@ class RuleSpec:
         argv += ["unreachable"] if self.action == "unreachable" else ["table", self.action]
         return argv
 
+    def change(self) -> Change:
+        """The journal's record of this rule (undo: `ip rule del` with the same selector)."""
+        extra = ["fwmark", self.fwmark] if self.fwmark else []
+        if self.action == "unreachable":
+            return Change.rule(self.priority, family=self.family, extra=[*extra, "unreachable"])
+        return Change.rule(self.priority, table=self.action, family=self.family, extra=extra)
+
 
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
@@ -136,6 +158,10 @@ class RouteSpec:
         argv = ["ip", f"-{self.family}", "route", "del"]
         argv += ["throw", self.dst] if self.kind == "throw" else [self.dst, "dev", self.dev]
         return argv + ["table", str(ROUTE_TABLE)]
+
+    def change(self) -> Change:
+        """The journal's record of this route: `<dst> table 52` (any type; table 52 is ours alone)."""
+        return Change.route(self.dst, table=ROUTE_TABLE, family=self.family)
 
 
 def desired_rules(families: Iterable[int]) -> list[RuleSpec]:
@@ -163,64 +189,54 @@ def desired_routes(cfg: ExitRouteConfig, lan_prefixes: Sequence[str]) -> list[Ro
     return out
 
 
-class JsonJournal:
-    """One JSON object in the journal dir, replaced atomically: what to undo after a crash."""
-
-    def __init__(self, journal_dir: Path, name: str) -> None:
-        self.path = Path(journal_dir) / name
-
-    def write(self, obj: dict) -> None:
-        self.path.parent.mkdir(
-            parents=True, exist_ok=True, mode=0o755
-        )  # shared with the LocalAPI socket; journals hold no secrets
-        write_atomic(self.path, json.dumps(obj), mode=0o600)
-
-    def read(self) -> dict | None:
-        """The journaled object; None when there is none or it is not a readable JSON object."""
-        try:
-            obj = json.loads(self.path.read_text())
-        except (OSError, ValueError, RecursionError):
-            return None
-        return obj if isinstance(obj, dict) else None
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-@dataclass
-class _Journal:
-    rules: list[dict] = field(default_factory=list)
-    routes: list[dict] = field(default_factory=list)
-
-
 class JournaledApplier:
-    """What the OS appliers share: an injected command runner, a crash journal and a logger."""
+    """What the OS appliers share: an injected command runner, the journal of OS changes and a logger.
 
-    journal_name: str
+    `journal` is the helper's one journal (built by the composition root, engine/service.py); without
+    one (a standalone applier: tests, scripts) a journal `changes.jsonl` in `journal_dir` is used,
+    undoing through the same runner.
+    """
+
     logger_name: str
 
     def __init__(
         self,
         runner: Runner = system_runner,
-        journal_dir: Path = DEFAULT_JOURNAL_DIR,
+        journal_dir: Path | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
+        *,
+        journal: Journal | None = None,
     ) -> None:
         self._run = runner
-        self._journal = JsonJournal(journal_dir, self.journal_name)
         self._log = logger or logging.getLogger(self.logger_name)
+        if journal is None:
+            path = Path(journal_dir) / JOURNAL_NAME if journal_dir is not None else Path(DEFAULT_JOURNAL)
+            journal = Journal(path, run=journal_runner(runner), own=self._own_changes())
+        self._journal = journal
         # set() runs on the node's loop thread, reassert() in a worker thread: one at a time
         self._lock = threading.RLock()
+
+    def _own_changes(self) -> OwnChanges:
+        """What a standalone applier's own journal may undo."""
+        return OwnChanges()
+
+    def _forget(self, cids: Iterable[int]) -> None:
+        for cid in cids:
+            self._journal.forget(cid)
 
 
 class ExitRouter(JournaledApplier):
     """Applies ExitRouteConfig to the OS (via `ip`), idempotently and journaled."""
 
-    journal_name = JOURNAL_NAME
     logger_name = "meshvpn.router.exitnode"
     # What is installed now; set() and set(None) replace these per instance, never mutate them.
     _current: ExitRouteConfig | None = None
     _rules: Sequence[RuleSpec] = ()
     _routes: Sequence[RouteSpec] = ()
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._cids: dict[RuleSpec | RouteSpec, int] = {}  # journal record of each rule/route installed (or being)
 
     # -- queries --------------------------------------------------------------------------
     def _json(self, argv: list[str]) -> list[dict]:
@@ -307,11 +323,12 @@ class ExitRouter(JournaledApplier):
         rules = desired_rules((4, 6) if cfg.ipv6 else (4,))
         routes = desired_routes(cfg, lan)
         # Journal first (union with what is there), so a crash mid-way can still be undone.
-        self._write_journal(set(self._rules) | set(rules), set(self._routes) | set(routes))
+        self._record([*rules, *routes])
         # Routes before rules: once rule 5270 exists, table 52 must already be right.
         for rt in self._routes:
             if rt not in routes:
                 self._run(rt.del_argv(), check=False)
+                self._forget([self._cids.pop(rt)] if rt in self._cids else [])
         for rt in routes:
             self._run(rt.replace_argv())
         for r in rules:
@@ -320,8 +337,8 @@ class ExitRouter(JournaledApplier):
         for r in self._rules:
             if r not in rules:
                 self._del_rule(r)
+                self._forget([self._cids.pop(r)] if r in self._cids else [])
         self._rules, self._routes, self._current = rules, routes, cfg
-        self._write_journal(rules, routes)
         self._log.info(
             "exit routing on via %s (allow_lan=%s, %d throw routes)",
             cfg.tun,
@@ -341,14 +358,16 @@ class ExitRouter(JournaledApplier):
             self._run(argv, check=False)
 
     def _remove_all(self) -> None:
-        for r in self._rules:
+        # what is installed, and what a set() that failed half-way had recorded (and may have installed)
+        for r in [*self._rules, *(s for s in self._cids if isinstance(s, RuleSpec) and s not in self._rules)]:
             self._del_rule(r)
-        for rt in self._routes:
+        for rt in [*self._routes, *(s for s in self._cids if isinstance(s, RouteSpec) and s not in self._routes)]:
             self._run(rt.del_argv(), check=False)
         if self._rules or self._routes:
             self._log.info("exit routing off")
         self._rules, self._routes, self._current = [], [], None
-        self._journal.remove()
+        self._forget(self._cids.values())
+        self._cids.clear()
 
     # -- leftovers ------------------------------------------------------------------------
     def find_leftovers(self) -> tuple[list[RuleSpec], list[RouteSpec]]:
@@ -376,12 +395,12 @@ class ExitRouter(JournaledApplier):
 
     def cleanup_leftovers(self, *, keep_rules: bool = False) -> list[str]:
         """At start: remove what a previous (crashed) run installed; returns a description of it."""
-        removed: list[str] = []
-        journal = self._read_journal()
-        rules, routes = self.find_leftovers()
-        if journal is not None:
-            rules = list({*rules, *[RuleSpec(**d) for d in journal.rules]})
-            routes = list({*routes, *[RouteSpec(**d) for d in journal.routes]})
+        kinds = ("route",) if keep_rules else ("route", "rule")
+        rep = self._journal.recover(select=lambda ch: ch.kind in kinds)
+        removed: list[str] = [m for m in rep.undone if not m.startswith("already gone")]
+        for spec in [s for s in self._cids if s.change().kind in kinds]:  # recovered: nothing left to forget
+            del self._cids[spec]
+        rules, routes = self.find_leftovers()  # what is there though no journal names it
         for rt in routes:
             self._run(rt.del_argv(), check=False)
             removed.append(" ".join(rt.del_argv()[3:]))
@@ -390,15 +409,12 @@ class ExitRouter(JournaledApplier):
                 if self._rule_present(r):
                     self._del_rule(r)
                     removed.append(" ".join(r.add_argv()[3:]))
-        self._journal.remove()
         if removed:
             self._log.warning("removed leftovers of a previous run: %s", "; ".join(removed))
         return removed
 
     # -- journal --------------------------------------------------------------------------
-    def _write_journal(self, rules: Iterable[RuleSpec], routes: Iterable[RouteSpec]) -> None:
-        self._journal.write(asdict(_Journal([asdict(r) for r in rules], [asdict(r) for r in routes])))
-
-    def _read_journal(self) -> _Journal | None:
-        d = self._journal.read()
-        return None if d is None else _Journal(d.get("rules", []), d.get("routes", []))
+    def _record(self, specs: Iterable[RuleSpec | RouteSpec]) -> None:
+        for spec in specs:
+            if spec not in self._cids:
+                self._cids[spec] = self._journal.record(spec.change())

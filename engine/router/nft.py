@@ -11,22 +11,25 @@
         mark 0x40000/0xff0000, oifname != <tun> (or == wan) -> masquerade
 
 The ruleset is replaced atomically (`nft -f`), so set()/set_input() are idempotent; the table goes
-when neither part is wanted. The journal (nft.json) is written before the table exists and holds
-the previous sysctl values; set(None) restores them, and cleanup_leftovers() after a crash deletes
-a leftover table and restores them.
+when neither part is wanted. The helper's journal of OS changes (engine/recovery/journal.py) records
+the table (`Change.nft_table`) before it exists and each forwarding sysctl's previous value
+(`Change.sysctl`) before it is changed; they are forgotten once removed/restored. set(None) restores
+the sysctls, close() deletes the table, and after a crash the journal's recovery (and
+cleanup_leftovers(), which also deletes a table no journal names) undoes them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from engine.net.tsaddr import CGNAT_V4_TEXT
+from engine.recovery.journal import Change
 from engine.router.exitnode import MARK_MASK, SUBNET_ROUTE_MARK, JournaledApplier
 from engine.router.inputfw import InputConfig, input_chain, quote_ifname
 
 NFT_TABLE = "meshvpn"
 NFT_FAMILY = "inet"
-JOURNAL_NAME = "nft.json"
 SYSCTL_V4 = "net.ipv4.ip_forward"
 SYSCTL_V6 = "net.ipv6.conf.all.forwarding"
 CGNAT = CGNAT_V4_TEXT
@@ -88,10 +91,14 @@ class Forwarder(JournaledApplier):
     """Owns table `inet meshvpn`: set(ForwardConfig | None) forwarding + sysctls, set_input(InputConfig | None)
     the input guard; close() removes both. Journaled for crash recovery."""
 
-    journal_name = JOURNAL_NAME
     logger_name = "meshvpn.router.nft"
     _current: ForwardConfig | None = None  # set per instance by set()
     _input: InputConfig | None = None  # set per instance by set_input()
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._table_cid: int | None = None  # journal record of the table
+        self._saved: dict[str, tuple[str, int]] = {}  # sysctl -> (value before us, journal record)
 
     def _sysctl_get(self, key: str) -> str | None:
         out = self._run(["sysctl", "-n", key], check=False).strip()
@@ -137,52 +144,63 @@ class Forwarder(JournaledApplier):
 
     def _apply(self, cfg: ForwardConfig | None, inp: InputConfig | None) -> None:
         if cfg is None and inp is None:
-            if self._undo(self._journal.read()):
+            if self._undo():
                 self._log.info("nft table %s %s removed, sysctls restored", NFT_FAMILY, NFT_TABLE)
             self._current = self._input = None
             return
-        journal = self._journal.read() or {}
-        if cfg is not None and "sysctl" not in journal:
+        if self._table_cid is None:  # the table is on disk only after its journal record
+            self._table_cid = self._journal.record(Change.nft_table(NFT_FAMILY, NFT_TABLE))
+        if cfg is not None and not self._saved:
             # First time forwarding: remember what to restore before touching anything.
-            journal["sysctl"] = {k: self._sysctl_get(k) for k in (SYSCTL_V4, SYSCTL_V6)}
-            self._journal.write(journal)
-        elif not self._journal.path.exists():
-            self._journal.write(journal)  # the table is on disk only after its journal
+            for key in (SYSCTL_V4, SYSCTL_V6):
+                old = self._sysctl_get(key)
+                if old is not None and old.isdigit() and len(old) == 1:
+                    self._saved[key] = (old, self._journal.record(Change.sysctl(key, old)))
         self._run(["nft", "-f", "-"], input=ruleset(cfg, inp))
         if cfg is not None:
             self._sysctl_set(SYSCTL_V4, "1")
-            if cfg.ipv6 and journal["sysctl"].get(SYSCTL_V6) is not None:
+            if cfg.ipv6 and SYSCTL_V6 in self._saved:
                 self._sysctl_set(SYSCTL_V6, "1")
-        elif "sysctl" in journal:
-            self._restore_sysctls(journal.pop("sysctl"))
-            self._journal.write(journal)
+        else:
+            self._restore_sysctls()
         if cfg != self._current:
             self._log.info("forwarding %s", f"on from {cfg.tun} (snat={cfg.snat})" if cfg else "off")
         if inp != self._input:
             self._log.info("input guard %s", f"on for {inp.tun}" if inp else "off")
         self._current, self._input = cfg, inp
 
-    def _restore_sysctls(self, saved: dict | None) -> list[str]:
+    def _restore_sysctls(self) -> list[str]:
         done = []
-        for key, old in (saved or {}).items():
-            if old is not None and self._sysctl_get(key) != old:
+        for key, (old, cid) in list(self._saved.items()):
+            if self._sysctl_get(key) != old:
                 self._sysctl_set(key, old)
                 done.append(f"{key}={old}")
+            del self._saved[key]
+            self._journal.forget(cid)
         return done
 
-    def _undo(self, journal: dict | None) -> list[str]:
+    def _undo(self) -> list[str]:
         done: list[str] = []
         if self.table_present():
             self._run(["nft", "delete", "table", NFT_FAMILY, NFT_TABLE], check=False)
             done.append(f"nft table {NFT_FAMILY} {NFT_TABLE}")
-        if journal is not None:
-            done += self._restore_sysctls(journal.get("sysctl"))
-        self._journal.remove()
-        return done
+        if self._table_cid is not None:
+            self._journal.forget(self._table_cid)
+            self._table_cid = None
+        return done + self._restore_sysctls()
 
     def cleanup_leftovers(self) -> list[str]:
-        """At start: delete a leftover `meshvpn` table and restore journaled sysctls; returns what was done."""
-        done = self._undo(self._journal.read())
+        """At start: undo the journaled table and sysctls of a previous run, and delete a `meshvpn` table
+        no journal names; returns what was done."""
+        rep = self._journal.recover(select=lambda ch: ch.kind in ("nft-table", "sysctl"))
+        done: list[str] = []
+        for ch, msg in zip(rep.changes, rep.undone):
+            if ch.kind == "sysctl":
+                done.append(f"{ch.args['key']}={ch.args['original']}")
+            elif not msg.startswith("already gone"):
+                done.append(f"nft table {ch.args['family']} {ch.args['name']}")
+        self._table_cid, self._saved = None, {}
+        done += self._undo()
         self._current = self._input = None
         if done:
             self._log.warning("removed firewall/forwarding leftovers of a previous run: %s", "; ".join(done))

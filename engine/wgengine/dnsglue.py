@@ -12,12 +12,12 @@ class MagicDNS:
     """The engine's DNSManager (None when it could not start: the node then runs without MagicDNS)."""
 
     def __init__(
-        self, system: Any, tun: str, dns_mode: str, run_dir: Any, logger: logging.Logger | logging.LoggerAdapter
+        self, system: Any, tun: str, dns_mode: str, journal: Any, logger: logging.Logger | logging.LoggerAdapter
     ) -> None:
         self._system = system
         self._tun = tun
         self._mode = dns_mode
-        self._run_dir = run_dir
+        self._journal = journal  # the helper's journal of OS changes (engine/recovery/journal.py)
         self.log = logger
         self.manager: Any = None  # engine.dns.manager.DNSManager while running
         self._key: tuple | None = None
@@ -27,7 +27,7 @@ class MagicDNS:
         log = self.log.getChild("dns")
         try:
             dns = self._system.new_dns(
-                self._system.new_os_dns(self._mode, self._tun, self._run_dir, log), self._system.mark_socket, log
+                self._system.new_os_dns(self._mode, self._tun, self._journal, log), self._system.mark_socket, log
             )
             self.manager = await dns.__aenter__()
         except OSError as e:

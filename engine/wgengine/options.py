@@ -8,7 +8,7 @@ from pathlib import Path
 DEFAULT_TUN = "meshvpn0"
 DEFAULT_MTU = 1280  # tailscaled's default TUN MTU
 DEFAULT_DERP_REGION = 999  # headscale's embedded DERP region, until netcheck finds a home region
-DEFAULT_RUN_DIR = Path("/run/meshvpn")  # journals of OS changes (exit routes, nft, resolv.conf backup)
+DEFAULT_RUN_DIR = Path("/run/meshvpn")  # holds the journal of OS changes when no journal is handed over
 DNS_MODES = ("auto", "resolv.conf", "resolved", "none")
 
 
@@ -21,7 +21,7 @@ class EngineOptions:
     mtu: int = DEFAULT_MTU
     derp_region: int = DEFAULT_DERP_REGION  # PreferredDERP published before netcheck has one
     dns_mode: str = "auto"  # how OS DNS is configured: auto, resolv.conf, resolved, none
-    run_dir: Path = DEFAULT_RUN_DIR  # journals of OS changes, restored after a crash at the next start
+    run_dir: Path = DEFAULT_RUN_DIR  # its changes.jsonl: the journal of OS changes if the engine is given none
     endpoint_interval: float = 10.0  # seconds between re-scans of the local endpoints
     map_watchdog: float = 120.0  # seconds without map-stream traffic before control reconnects
 

@@ -15,10 +15,10 @@ REASSERT_INTERVAL = 2.0  # seconds between checks that nobody removed our exit r
 class OSRouting:
     """Owns the ExitRouter and the Forwarder of one engine (built by the System's factories)."""
 
-    def __init__(self, system: Any, tun: str, run_dir: Any, logger: logging.Logger | logging.LoggerAdapter) -> None:
+    def __init__(self, system: Any, tun: str, journal: Any, logger: logging.Logger | logging.LoggerAdapter) -> None:
         self._system = system
         self._tun = tun
-        self._run_dir = run_dir
+        self._journal = journal  # the helper's journal of OS changes (engine/recovery/journal.py)
         self.log = logger
         self.exit_router: Any = None
         self.forwarder: Any = None
@@ -26,9 +26,10 @@ class OSRouting:
         self.forward_applied: ForwardConfig | None = None
 
     def open(self) -> None:
-        """Build both routers, remove what a crashed earlier run left behind, install the input firewall."""
-        self.exit_router = self._system.new_exit_router(self._run_dir, self.log.getChild("exitnode"))
-        self.forwarder = self._system.new_forwarder(self._run_dir, self.log.getChild("forward"))
+        """Build both routers, remove what a crashed earlier run left behind (their records in the journal,
+        through Journal.recover, and what is there unrecorded), install the input firewall."""
+        self.exit_router = self._system.new_exit_router(self._journal, self.log.getChild("exitnode"))
+        self.forwarder = self._system.new_forwarder(self._journal, self.log.getChild("forward"))
         for what, fn in (
             ("exit routing", self.exit_router.cleanup_leftovers),
             ("forwarding", self.forwarder.cleanup_leftovers),

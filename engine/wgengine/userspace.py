@@ -21,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any, Protocol
 
+from engine.recovery.journal import DEFAULT_JOURNAL, Journal, OwnChanges
 from engine.wgengine.dataplane import Counters, DataPlane
 from engine.wgengine.debugdoc import add_paths, netmap_doc, offers_exit
 from engine.wgengine.dnsglue import MagicDNS
@@ -65,14 +67,18 @@ class UserspaceEngine:
         *,
         control_url: str | None = None,
         hostname: str = "",
+        journal: Journal | None = None,
     ) -> None:
         self.options = options
         self.system = system
         self.log = logger or logging.getLogger("meshvpn.engine")
-        tun, run_dir = options.tun_name, options.run_dir
+        tun = options.tun_name
+        if journal is None:  # no composition root handed one over: a journal in options.run_dir
+            journal = Journal(options.run_dir / Path(DEFAULT_JOURNAL).name, own=OwnChanges.for_tun(tun))
+        self.journal = journal  # the one journal of OS changes, shared by routing and DNS
         self._dp = DataPlane(system, options, node_key, disco_key, control_url, self.log)
-        self._osr = OSRouting(system, tun, run_dir, self.log)
-        self._dns = MagicDNS(system, tun, options.dns_mode, run_dir, self.log)
+        self._osr = OSRouting(system, tun, journal, self.log)
+        self._dns = MagicDNS(system, tun, options.dns_mode, journal, self.log)
         self._peerapi = PeerAPI(system, self.log)
         self._filter = PacketFilter(lambda: system.interface_prefixes({tun}), self.log)
         self._hostname = hostname

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.recovery.journal import Journal
 from tests.node.labnode import QUAD100_RAW, netns_resolv_conf
 
 HERE = Path(__file__).resolve().parent
@@ -95,8 +96,8 @@ def test_getent_via_resolv_conf(dnslab, tmp_path) -> None:
         "if sys.argv[2] == 'set':\n"
         "    print(m.original_nameservers())\n"
         "    m.set(OSDNSConfig(('100.100.100.100',), ('tail.example',)))\n"
-        "else:\n"
-        "    print(m.restore())\n"
+        "else:  # another process: the journal's record of the first one\n"
+        "    print(m.cleanup_leftovers())\n"
     )
     with netns_resolv_conf(c.ns, ORIGINAL_RESOLV) as rc:
         assert c.exec_python(code, str(tmp_path), "set").stdout.strip() == "['192.0.2.53']"
@@ -132,10 +133,10 @@ def test_resolv_conf_restored_after_sigkill(lab, tmp_path) -> None:
         assert rc.read_text().startswith("# resolv.conf written by meshvpn")
         p.send_signal(signal.SIGKILL)
         assert p.wait(10) == -9
-        assert (tmp_path / "resolv.json").exists()
+        assert [ch.kind for _cid, ch in Journal(tmp_path / "changes.jsonl").pending()] == ["file"]
         assert c.exec_python(restart, str(tmp_path)).stdout.strip() == "True"
         assert rc.read_text() == ORIGINAL_RESOLV
-        assert not (tmp_path / "resolv.json").exists()
+        assert Journal(tmp_path / "changes.jsonl").pending() == []
         assert c.exec_python(restart, str(tmp_path)).stdout.strip() == "False"
 
 

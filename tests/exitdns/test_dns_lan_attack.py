@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.recovery.journal import Journal
 from tests.lab.netlab import Host
 
 pytestmark = pytest.mark.lab
@@ -181,13 +182,13 @@ def test_lan_neighbour_gets_nothing_and_nothing_is_left(net) -> None:
     srv.send_signal(signal.SIGTERM)
     srv.wait(10)
     assert _table(me) == before
-    assert not (run_dir / "nft.json").exists()
+    assert Journal(run_dir / "changes.jsonl").pending() == []
 
     # SIGKILL leaves the table; the next start removes it (journal) and a stop leaves nothing
     srv = _start(me, run_dir)
     srv.send_signal(signal.SIGKILL)
     srv.wait(10)
-    assert "table inet meshvpn" in _table(me) and (run_dir / "nft.json").exists()
+    assert "table inet meshvpn" in _table(me) and Journal(run_dir / "changes.jsonl").pending()
     srv = _start(me, run_dir)
     assert "nft table inet meshvpn" in me.log_of(srv).split("leftovers", 1)[1].splitlines()[0]
     assert _table(me).count("table inet meshvpn") == 1
@@ -195,7 +196,7 @@ def test_lan_neighbour_gets_nothing_and_nothing_is_left(net) -> None:
     srv.send_signal(signal.SIGTERM)
     srv.wait(10)
     assert _table(me) == before
-    assert not (run_dir / "nft.json").exists()
+    assert Journal(run_dir / "changes.jsonl").pending() == []
 
 
 def test_tcp_flood_hits_the_per_source_cap(net) -> None:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from engine.recovery.journal import Journal
 from engine.router.exitnode import (
     BYPASS_MARK,
     ExitRouteConfig,
@@ -15,6 +16,11 @@ from engine.router.exitnode import (
     netns_runner,
     offers_exit_node,
 )
+
+
+def _journaled(d) -> list[str]:
+    """Kinds of the changes pending in the journal of OS changes in `d`."""
+    return [ch.kind for _cid, ch in Journal(d / "changes.jsonl").pending()]
 
 
 def test_desired_rules_and_routes_pure() -> None:
@@ -93,7 +99,8 @@ def test_exit_routing_set_and_restore(lab, tmp_path) -> None:
     assert "dev eth0" in _route_get(c, "2001:db8::1", BYPASS_MARK)
     # without allow-LAN the LAN goes through the tunnel too
     assert "dev tun0" in _route_get(c, "192.168.50.7")
-    assert (tmp_path / "exitnode.json").exists()
+    # journaled: 4 rules + 1 default route per family
+    assert sorted(_journaled(tmp_path)) == ["route"] * 2 + ["rule"] * 8
 
     once = _dump(c)
     r.set(ExitRouteConfig("tun0"))  # idempotent
@@ -110,7 +117,7 @@ def test_exit_routing_set_and_restore(lab, tmp_path) -> None:
 
     r.set(None)
     assert _dump(c) == before
-    assert not (tmp_path / "exitnode.json").exists()
+    assert _journaled(tmp_path) == []
     r.set(None)  # idempotent
     assert _dump(c) == before
 
@@ -157,6 +164,7 @@ def test_leftovers_after_crash_are_removed(lab, tmp_path) -> None:
     assert removed
     assert _dump(c) == before
     assert r.find_leftovers() == ([], [])
+    assert _journaled(tmp_path) == []
     assert r.cleanup_leftovers() == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine.recovery.journal import Journal
 from engine.router.exitnode import netns_runner
 from engine.router.nft import ForwardConfig, Forwarder, ruleset
 from tests.lab.netlab import REPO_ROOT
@@ -69,6 +70,8 @@ def test_exit_masquerade(lab, tmp_path) -> None:
     fw.set(ForwardConfig("tun0"))
     fw.set(ForwardConfig("tun0"))  # idempotent
     assert _sysctls(e) == ("1", "1")
+    pending = [ch for _cid, ch in Journal(tmp_path / "changes.jsonl").pending()]
+    assert sorted(ch.kind for ch in pending) == ["nft-table", "sysctl", "sysctl"]  # the table + what to restore
     seen = c.exec_python(ASK, "203.0.113.2").stdout.strip()
     assert seen.startswith("203.0.113.1:"), seen  # the exit's address, not 100.64.0.2
     seen6 = c.exec_python(ASK, "2001:db8:1::2").stdout.strip()
@@ -77,7 +80,7 @@ def test_exit_masquerade(lab, tmp_path) -> None:
     fw.set(None)
     assert _sysctls(e) == before_sysctl
     assert e.run(["nft", "list", "ruleset"]).stdout == before_rules
-    assert not (tmp_path / "nft.json").exists()
+    assert Journal(tmp_path / "changes.jsonl").pending() == []
 
 
 @pytest.mark.lab

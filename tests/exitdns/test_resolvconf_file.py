@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from engine.dns.osconfig import OSDNSConfig
-from engine.dns.resolvconf_file import JOURNAL_NAME, LEGACY_BACKUP, MARKER, ResolvConfFile, render
+from engine.dns.resolvconf_file import MARKER, ResolvConfFile
+from engine.recovery.journal import Change, Journal, OwnChanges
 
 CFG = OSDNSConfig(("100.100.100.100",), ("tail.example",))
 ORIG = "nameserver 10.0.0.53\nsearch lan\n"
@@ -35,7 +36,7 @@ def test_set_restore_roundtrip(tmp_path) -> None:
     assert m.original_nameservers() == ["10.0.0.53"]  # backup is still the first original
     m.set(None)
     assert path.read_text() == ORIG
-    assert not any(j.iterdir())
+    assert _pending(j) == []
     assert m.restore() is False
 
 
@@ -85,11 +86,19 @@ def test_original_nameservers_without_journal_skips_ours(tmp_path) -> None:
     assert ResolvConfFile(path, tmp_path / "run").original_nameservers() == ["10.0.0.53"]
 
 
-# -- the journal (engine.router.exitnode.JsonJournal "resolv.json") ---------------------------
+# -- the journal (engine.recovery.journal.Journal: one Change.file_contents record) ------------
+
+
+def _pending(j) -> list[Change]:
+    return [ch for _cid, ch in Journal(j / "changes.jsonl").pending()]
 
 
 def _journal(j) -> dict:
-    return json.loads((j / JOURNAL_NAME).read_text())
+    """The one pending resolv.conf record, its original decoded."""
+    (ch,) = _pending(j)
+    assert ch.kind == "file"
+    orig = ch.args["original"]
+    return {**ch.args, "original": None if orig is None else base64.b64decode(orig).decode()}
 
 
 def test_journal_holds_original_before_the_write(tmp_path, monkeypatch) -> None:
@@ -105,7 +114,8 @@ def test_journal_holds_original_before_the_write(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(ResolvConfFile, "_write_in_place", spy)
     ResolvConfFile(path, j).set(CFG)
     assert seen[0]["original"] == ORIG and seen[0]["written"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert sorted(p.name for p in j.iterdir()) == [JOURNAL_NAME]  # one file, no temp left behind
+    assert seen[0]["path"] == str(path)
+    assert sorted(p.name for p in j.iterdir()) == ["changes.jsonl"]  # one file, no temp left behind
 
 
 def test_sigkilled_process_is_undone_by_the_next(tmp_path) -> None:
@@ -133,7 +143,7 @@ def test_sigkilled_process_is_undone_by_the_next(tmp_path) -> None:
         p.wait(timeout=10)
     assert path.read_text().startswith(MARKER)
     assert ResolvConfFile(path, j).cleanup_leftovers() is True
-    assert path.read_text() == ORIG and not any(j.iterdir())
+    assert path.read_text() == ORIG and _pending(j) == []
 
 
 def test_crash_between_truncate_and_write_still_restores(tmp_path) -> None:
@@ -176,25 +186,35 @@ def test_file_replaced_while_running_becomes_the_original(tmp_path) -> None:
     assert path.read_text() == "nameserver 9.9.9.9\n"
 
 
-def test_legacy_journal_is_migrated_and_restored(tmp_path) -> None:
-    path, j = tmp_path / "resolv.conf", tmp_path / "run"
-    j.mkdir()
-    path.write_text(render(CFG))
-    (j / LEGACY_BACKUP).write_text(ORIG)  # what an earlier version left behind when killed
-    (j / JOURNAL_NAME).write_text(json.dumps({"path": str(path), "symlink": None, "absent": False, "written": None}))
-    m = ResolvConfFile(path, j)
-    assert m.original_nameservers() == ["10.0.0.53"]
-    assert m.cleanup_leftovers() is True
-    assert path.read_text() == ORIG and not any(j.iterdir())
-
-
 def test_journal_that_is_not_ours_is_ignored(tmp_path) -> None:
     path, j = tmp_path / "resolv.conf", tmp_path / "run"
     j.mkdir()
     path.write_text(ORIG)
-    (j / JOURNAL_NAME).write_text("[1, 2]")  # unreadable as a journal object
+    (j / "changes.jsonl").write_text("[1, 2]\n")  # unreadable as a journal record
     m = ResolvConfFile(path, j)
     assert m.cleanup_leftovers() is False and path.read_text() == ORIG
     m.set(CFG)
     m.set(None)
     assert path.read_text() == ORIG
+
+
+def test_record_for_another_file_is_refused(tmp_path) -> None:
+    """A planted record naming a file the helper does not write is never acted on."""
+    path, j = tmp_path / "resolv.conf", tmp_path / "run"
+    path.write_text(ORIG)
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    Journal(j / "changes.jsonl").record(Change.file_contents(str(victim), b"pwned\n"))
+    assert ResolvConfFile(path, j).cleanup_leftovers() is False  # not its record
+    rep = Journal(j / "changes.jsonl", own=OwnChanges(files=frozenset({str(path)}))).recover()
+    assert rep.failed and "not one the helper writes" in rep.failed[0]
+    assert victim.read_text() == "keep\n"
+
+
+def test_file_rewritten_by_someone_else_after_a_crash_is_left_alone(tmp_path) -> None:
+    path, j = tmp_path / "resolv.conf", tmp_path / "run"
+    path.write_text(ORIG)
+    ResolvConfFile(path, j).set(CFG)
+    path.write_text("nameserver 9.9.9.9\n")  # the DHCP client, while we were dead
+    assert ResolvConfFile(path, j).cleanup_leftovers() is False
+    assert path.read_text() == "nameserver 9.9.9.9\n" and _pending(j) == []

@@ -843,6 +843,9 @@ def hygiene_seeds() -> list[bytes]:
         Change.nft_table("inet", "meshvpn"),
         Change.sysctl("net.ipv4.ip_forward", "0"),
         Change.file_contents(d, b"nameserver 1.1.1.1\n"),
+        Change.file_contents(d, None, symlink="elsewhere", written="ab" * 32),
+        Change.route("default", table=52, family=6),
+        Change.rule(5250, family=4, extra=["fwmark", "0x80000/0xff0000", "unreachable"]),
     ]
     lines = [json.dumps({"op": "rec", "id": i + 1, "change": c.to_dict()}) for i, c in enumerate(changes)]
     lines.append(json.dumps({"op": "fgt", "id": 1}))
@@ -853,58 +856,11 @@ def hygiene_seeds() -> list[bytes]:
 _OWN_RULES = None
 
 
-def leftovers_journal(data: bytes) -> None:
-    """vet_journal_dir on a journal dir holding one subsystem journal (the first byte picks which): it returns
-    refusals and never raises for a file's contents."""
-    from engine.recovery.leftovers import CHECKS, vet_journal_dir
-
-    d = _tmpdir() / "journals"
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(mode=0o700)
-    names = list(CHECKS)
-    name = names[data[0] % len(names)] if data else names[0]
-    _write(d / name, data[1:])
-    vet_journal_dir(d, _QUIET)
-
-
-def leftovers_seeds() -> list[bytes]:
-    from dataclasses import asdict
-
-    from engine.router.exitnode import desired_rules
-
-    ex = {
-        "rules": [asdict(r) for r in desired_rules((4, 6))],
-        "routes": [
-            {"family": 4, "kind": "dev", "dst": "default", "dev": "meshvpn0"},
-            {"family": 6, "kind": "throw", "dst": "fd7a:115c:a1e0::/48"},
-        ],
-    }
-    return [
-        b"\x00" + json.dumps(ex).encode(),
-        b"\x01" + json.dumps({"sysctl": {"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": None}}).encode(),
-        b"\x02"
-        + json.dumps(
-            {
-                "path": "/etc/resolv.conf",
-                "symlink": "../run/systemd/resolve/stub-resolv.conf",
-                "absent": False,
-                "original": "nameserver 1.1.1.1\n",
-                "written": "ab" * 32,
-            }
-        ).encode(),
-        b"\x03nameserver 9.9.9.9\n",
-        b"\x00[]",
-        b"\x02",
-    ]
-
-
 def resolvconf(data: bytes) -> None:
-    """resolv.conf text (parse_nameservers) and a vetted resolv.json journal (ResolvConfFile restore at start):
-    the journal is only used after leftovers.vet_journal_dir accepted it, as at helper start; OSError is the
-    documented failure of the file operations themselves."""
+    """resolv.conf text (parse_nameservers) and a journal of OS changes holding resolv.conf records
+    (ResolvConfFile.cleanup_leftovers: Journal.recover of its own file records); OSError is the documented
+    failure of the file operations themselves. The journal may restore only the scratch resolv.conf."""
     from engine.dns.resolvconf_file import MARKER, ResolvConfFile, parse_nameservers
-    from engine.recovery.leftovers import vet_journal_dir
 
     text = data.decode("utf-8", "replace")
     parse_nameservers(text)
@@ -914,9 +870,7 @@ def resolvconf(data: bytes) -> None:
     d.mkdir(mode=0o700)
     conf = d / "resolv.conf"
     _write(conf, (MARKER + "\nnameserver 100.100.100.100\n").encode())
-    _write(d / "resolv.json", data)
-    if vet_journal_dir(d, _QUIET):
-        return  # refused: moved aside, never read by the configurator
+    _write(d / "changes.jsonl", data)
     rc = ResolvConfFile(path=conf, journal_dir=d, logger=_QUIET)
     try:
         rc.original_nameservers()
@@ -926,22 +880,26 @@ def resolvconf(data: bytes) -> None:
 
 
 def resolvconf_seeds() -> list[bytes]:
+    import hashlib
+
     from engine.dns.osconfig import OSDNSConfig
-    from engine.dns.resolvconf_file import render
+    from engine.dns.resolvconf_file import MARKER, render
+    from engine.recovery.journal import Change
 
     text = render(OSDNSConfig(nameservers=["100.100.100.100"], search_domains=["tail.example"]))
+    conf = str(_tmpdir() / "resolv" / "resolv.conf")
+    ours = hashlib.sha256((MARKER + "\nnameserver 100.100.100.100\n").encode()).hexdigest()
+    changes = [
+        Change.file_contents(conf, b"nameserver 1.1.1.1\nnameserver fe80::1%eth0\nsearch x\n", written=ours),
+        Change.file_contents(conf, None, symlink="stub-resolv.conf", written="ab" * 32),
+        Change.file_contents(conf, None, written=ours),
+        Change.file_contents("/etc/resolv.conf", b"nameserver 9.9.9.9\n"),
+    ]
+    lines = [json.dumps({"op": "rec", "id": i + 1, "change": c.to_dict()}) for i, c in enumerate(changes)]
     return [
-        json.dumps(
-            {
-                "path": "/etc/resolv.conf",
-                "symlink": None,
-                "absent": False,
-                "original": "nameserver 1.1.1.1\nnameserver fe80::1%eth0\nsearch x\n",
-                "written": None,
-            }
-        ).encode(),
-        json.dumps({"symlink": "stub-resolv.conf", "original": ""}).encode(),
-        json.dumps({"absent": True, "original": ""}).encode(),
+        "\n".join(lines).encode(),
+        lines[0].encode(),
+        lines[1].encode(),
         text.encode(),
         b"nameserver\nnameserver 1.2.3.4 5.6.7.8\n#x\n",
         b"{}",
@@ -1096,7 +1054,6 @@ _LIST = [
         "engine/recovery/journal.py Journal.recover (_load, Change.from_dict, refusal)",
         hygiene_seeds,
     ),
-    Target("leftovers_journal", leftovers_journal, "engine/recovery/leftovers.py vet_journal_dir", leftovers_seeds),
     Target(
         "resolvconf", resolvconf, "engine/dns/resolvconf_file.py parse_nameservers, journal restore", resolvconf_seeds
     ),

@@ -104,6 +104,57 @@ def test_file_and_sysctl_changes_restore(tmp_path):
     assert not new.exists()
 
 
+def test_recover_with_select_undoes_only_those(tmp_path):
+    """A subsystem's start-up cleanup recovers its own kinds of change; the others stay recorded."""
+    path = tmp_path / "j.jsonl"
+    j = Journal(path, own=OWN, run=Runner())
+    j.record(Change.link("mv0"))
+    j.record(Change.route("default", table=52, family=6))
+    r = Runner()
+    rep = Journal(path, own=OWN, run=r).recover(select=lambda ch: ch.kind == "route")
+    assert r.calls == [["ip", "-6", "route", "del", "default", "table", "52"]]
+    assert [ch.kind for ch in rep.changes] == ["route"]
+    assert [ch.kind for _c, ch in Journal(path, own=OWN, run=Runner()).pending()] == ["link"]
+
+
+def test_exit_router_and_forwarder_changes_undo(tmp_path):
+    r = Runner()
+    j = Journal(tmp_path / "j.jsonl", own=OWN, run=r)
+    j.record(Change.rule(5210, table="main", family=6, extra=["fwmark", "0x80000/0xff0000"]))
+    j.record(Change.rule(5250, family=4, extra=["fwmark", "0x80000/0xff0000", "unreachable"]))
+    j.record(Change.sysctl("net.ipv4.ip_forward", "0"))
+    j.record(Change.rule(5230, table="100"))  # a table that is neither ours nor main/default: refused
+    rep = j.recover()
+    assert r.calls == [
+        ["sysctl", "-qw", "net.ipv4.ip_forward=0"],
+        ["ip", "-4", "rule", "del", "priority", "5250", "fwmark", "0x80000/0xff0000", "unreachable"],
+        ["ip", "-6", "rule", "del", "priority", "5210", "table", "main", "fwmark", "0x80000/0xff0000"],
+    ]
+    assert rep.failed == ["refused: rule table '100' is not ours"]
+
+
+def test_file_change_with_hash_restores_only_while_ours(tmp_path):
+    import hashlib
+
+    target = tmp_path / "resolv.conf"
+    own = OwnChanges(files=frozenset({str(target)}))
+    ours = b"nameserver 100.100.100.100\n"
+    sha = hashlib.sha256(ours).hexdigest()
+    for now, restored in ((ours, True), (b"", True), (b"nameserver 9.9.9.9\n", False)):
+        target.write_bytes(now)
+        j = Journal(tmp_path / "j.jsonl", own=own, run=Runner())
+        j.record(Change.file_contents(str(target), b"nameserver 192.0.2.53\n", written=sha))
+        rep = Journal(tmp_path / "j.jsonl", own=own, run=Runner()).recover()
+        assert rep.failed == []
+        assert target.read_bytes() == (b"nameserver 192.0.2.53\n" if restored else now)
+    target.write_bytes(ours)
+    Journal(tmp_path / "j.jsonl", own=own).record(Change.file_contents(str(target), None, symlink="stub", written=sha))
+    Journal(tmp_path / "j.jsonl", own=own).recover()
+    assert target.is_symlink() and os.readlink(target) == "stub"
+    bad = Change.file_contents(str(target), None, symlink="x", written="not-a-hash")
+    assert bad.refusal(own) == "bad hash of the written file"
+
+
 def test_journal_is_compacted(tmp_path):
     path = tmp_path / "j.jsonl"
     j = Journal(path, own=OWN, run=Runner())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from engine.control.mapsession import MapSession
@@ -219,7 +218,8 @@ class FakeWorld:
 
     log: Log = field(default_factory=Log)
     objs: dict[str, Any] = field(default_factory=dict)
-    os_dns_args: tuple = ()
+    os_dns_args: tuple = ()  # (dns mode, tun, journal) new_os_dns was called with
+    journals: dict = field(default_factory=dict)  # subsystem -> the journal of OS changes it was given
     bypass_installed: int = 0
     iface_prefixes: tuple[str, ...] = ("192.168.7.2/24",)
     os_nameservers: tuple[str, ...] = ("192.168.1.1",)  # the LAN's resolver, as the OS had it
@@ -228,8 +228,10 @@ class FakeWorld:
         """real_dns: the real DNSManager (resolver config, OS DNS on FakeOSDNS) without listeners, not FakeDNS."""
         log = self.log
 
-        def keep(name: str, obj: Any) -> Any:
+        def keep(name: str, obj: Any, journal: Any = None) -> Any:
             self.objs[name] = obj
+            if journal is not None:
+                self.journals[name] = journal
             return obj
 
         def new_dns(os_dns: Any, hook: Any, logger: Any) -> Any:
@@ -241,8 +243,8 @@ class FakeWorld:
                 return keep("dns", DNSManager(os_dns, listen=(), logger=logger))
             return keep("dns", FakeDNS(log, os_dns))
 
-        def new_os_dns(mode: str, tun: str, run_dir: Path, logger: Any) -> Any:
-            self.os_dns_args = (mode, tun, run_dir)
+        def new_os_dns(mode: str, tun: str, journal: Any, logger: Any) -> Any:
+            self.os_dns_args = (mode, tun, journal)
             return keep("osdns", FakeOSDNS(log, self.os_nameservers))
 
         def bypass() -> None:
@@ -252,8 +254,8 @@ class FakeWorld:
             new_tun=lambda name, mtu: keep("tun", FakeTun(log, name, mtu)),
             new_device=lambda name, **kw: keep("device", FakeDevice(log)),
             new_router=lambda tun, logger: keep("router", Recorder(log, "router")),
-            new_exit_router=lambda run_dir, logger: keep("exit", Recorder(log, "exit")),
-            new_forwarder=lambda run_dir, logger: keep("fwd", Recorder(log, "fwd")),
+            new_exit_router=lambda journal, logger: keep("exit", Recorder(log, "exit"), journal),
+            new_forwarder=lambda journal, logger: keep("fwd", Recorder(log, "fwd"), journal),
             new_os_dns=new_os_dns,
             new_dns=new_dns,
             new_magicsock=None,

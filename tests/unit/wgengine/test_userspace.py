@@ -61,7 +61,10 @@ def test_start_cleans_leftovers_guards_input_and_marks_wireguard(tmp_path):
         assert w.log.of("fwd", "set_input") == [(InputConfig(TUN),)]
         assert (BYPASS_MARK,) in w.log.of("device", "set_fwmark")
         assert w.log.of("router", "up") == [(1280,)]
-        assert w.bypass_installed == 1 and w.os_dns_args == ("auto", TUN, tmp_path)
+        assert w.bypass_installed == 1 and w.os_dns_args == ("auto", TUN, e.journal)
+        # one journal of OS changes for routing and DNS (here the fallback in run_dir: no composition root)
+        assert w.journals == {"exit": e.journal, "fwd": e.journal}
+        assert e.journal.path == tmp_path / "changes.jsonl"
         assert w.log.of("tun", "set_filter"), "AllowNone filter installed before the first netmap"
         assert e.running and e.tun_up and e.dns is w.objs["dns"]
         await e.aclose()
