@@ -264,7 +264,6 @@ async def serve(args: argparse.Namespace, engine_factory: EngineFactory | None =
             backend = Backend(
                 engine,
                 store=store,
-                tun_name=args.tun,
                 logger=logging.getLogger("meshvpn.backend"),
                 generate_keys=not (args.prefs and not args.state),
             )

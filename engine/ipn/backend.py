@@ -38,7 +38,7 @@ def _rfc3339(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def engine_config(prefs: Prefs, *, tun_name: str, auth_key: str = "") -> EngineConfig:
+def engine_config(prefs: Prefs, *, auth_key: str = "") -> EngineConfig:
     """The engine's view of prefs (pure)."""
     return EngineConfig(
         control_url=prefs.control_url or DEFAULT_CONTROL_URL,
@@ -51,7 +51,6 @@ def engine_config(prefs: Prefs, *, tun_name: str, auth_key: str = "") -> EngineC
         route_all=prefs.route_all,
         advertise_routes=tuple(prefs.advertise_routes or ()),
         shields_up=prefs.shields_up,
-        tun_name=tun_name,
     )
 
 

@@ -54,7 +54,6 @@ class EngineConfig:
     route_all: bool = False  # accept subnet routes
     advertise_routes: tuple[str, ...] = ()  # incl. 0.0.0.0/0 + ::/0 for --advertise-exit-node
     shields_up: bool = False
-    tun_name: str = "meshvpn0"
 
 
 # ---- views the engine reports (plain data; the backend turns them into ipnstate.Status) ----

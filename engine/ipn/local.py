@@ -134,7 +134,6 @@ class Backend:
         store: PrefsStore | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         version: str = IPN_VERSION,
-        tun_name: str = "meshvpn0",
         os_hostname: Callable[[], str] = socket.gethostname,
         generate_keys: bool = True,
     ) -> None:
@@ -142,7 +141,6 @@ class Backend:
         self.store = store or MemoryStore()
         self.log = logger or logging.getLogger("meshvpn.backend")
         self.version = version
-        self.tun_name = tun_name
         self._os_hostname = os_hostname
         self._generate_keys = generate_keys  # False (GUI mode): a saved login waits for the GUI's keys
         self.sm = StateMachine()
@@ -303,7 +301,7 @@ class Backend:
                 return
             keys = self._ensure_keys()
             self._engine_on = True
-            cfg = engine_config(self.prefs, tun_name=self.tun_name, auth_key=auth_key)
+            cfg = engine_config(self.prefs, auth_key=auth_key)
             self.log.info("starting engine: control=%s node=%s", cfg.control_url, keys.node.public().short())
             await self.engine.start(cfg, keys, self._on_engine_event)
 
@@ -494,12 +492,8 @@ class Backend:
             self._send(Notify(prefs=self._public_prefs()))
             if old.want_running != self.prefs.want_running or "WantRunning" in mp.set_fields:
                 self._input(Input.WANT_RUNNING_ON if self.prefs.want_running else Input.WANT_RUNNING_OFF)
-            if (
-                self._engine_on
-                and self._engine_wanted()
-                and engine_config(old, tun_name=self.tun_name) != engine_config(self.prefs, tun_name=self.tun_name)
-            ):
-                await self.engine.reconfigure(engine_config(self.prefs, tun_name=self.tun_name))
+            if self._engine_on and self._engine_wanted() and engine_config(old) != engine_config(self.prefs):
+                await self.engine.reconfigure(engine_config(self.prefs))
             await self._sync_engine_locked()
             return self.prefs
 

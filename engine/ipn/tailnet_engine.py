@@ -109,11 +109,8 @@ class TailnetEngine:
         await self.stop()
         self._sink = sink
         self._up_sent = False
-        o = self.options
-        if cfg.tun_name and cfg.tun_name != o.tun_name:
-            o = dataclasses.replace(o, tun_name=cfg.tun_name)
         engine = UserspaceEngine(
-            o,
+            self.options,
             self.system,
             keys.node,
             self._disco,

@@ -31,7 +31,7 @@ async def until(fn: Any, what: str, timeout: float = 5.0) -> None:
 
 def config(**prefs: Any) -> EngineConfig:
     """The EngineConfig the backend derives from its prefs (engine.ipn.backend.engine_config), on TUN."""
-    return EngineConfig(control_url=URL, tun_name=TUN, **prefs)
+    return EngineConfig(control_url=URL, **prefs)
 
 
 async def running(

@@ -43,7 +43,6 @@ FULL = EngineConfig(
     route_all=True,
     advertise_routes=("10.1.0.0/16",),
     shields_up=True,
-    tun_name="mesh9",
 )
 OLD_DOC_KEYS = [
     "State",
@@ -85,7 +84,7 @@ def test_reconfigure_passes_every_pref_to_the_engine():
         }
         hi = eng._s.client.opts.hostinfo
         assert hi.routable_ips == ("10.1.0.0/16",) and hi.hostname == "testhost" and hi.net_info.preferred_derp == 999
-        await eng.reconfigure(EngineConfig(control_url=URL, tun_name="mesh9", hostname="box"))  # `--exit-node=` etc.
+        await eng.reconfigure(EngineConfig(control_url=URL, hostname="box"))  # `--exit-node=` etc.
         assert eng.debug_status()["Prefs"] == {
             "ExitNode": None,
             "ExitNodeAllowLANAccess": False,
@@ -121,7 +120,7 @@ def test_exit_node_and_advertising_one_exclude_each_other():
 
 def test_control_events_become_engine_events_and_reach_the_data_plane():
     async def t():
-        eng, w, events, _ = await running(EngineConfig(control_url=URL, exit_node_ip="100.64.0.3", tun_name="mesh9"))
+        eng, w, events, _ = await running(EngineConfig(control_url=URL, exit_node_ip="100.64.0.3"))
         s = eng._s
         eng._on_control_event(s, CAuthURL("http://ctl/auth/1"))
         _, nm = session_netmap(peer(2), peer(3, allowed_ips=EXIT_ALLOWED))
