@@ -20,7 +20,7 @@ from engine.localapi.client import HelperNotRunning, LocalAPIError, LocalClient
 from engine.localapi.schema import MaskedPrefs, Options, PeerStatus, Prefs, Status
 from engine.net.tsaddr import canonical_routes
 from tests.lab.headscale import Headscale
-from tests.lab.netlab import Host, Lab, LabError
+from tests.lab.netlab import Host, Lab, LabError, poll_until
 from tests.lab.peers import PeerMissing, peer_bin
 
 CTL = "192.0.2.1"  # the control host on the flat lab LAN (see flat_lan)
@@ -354,14 +354,11 @@ class OurNode:
 
 
 def wait_until(pred: Callable[[], Any], what: str, timeout: float = 30, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise LabError(f"timed out waiting for {what}")
-        time.sleep(interval)
+    """netlab.poll_until, raising LabError when time runs out."""
+    v = poll_until(pred, timeout, interval)
+    if v is None:
+        raise LabError(f"timed out waiting for {what}")
+    return v
 
 
 TCP_SERVER = r"""

@@ -9,8 +9,7 @@ import pytest
 
 from tests.control.nodes import headscale_lan
 from tests.helper.conftest import TAILSCALE, meshctl, tailscale_cli
-from tests.helper.keyfile import key_file_arg
-from tests.helper.test_real_engine_lab import CTL, start_helper, status, wait_until
+from tests.helper.test_real_engine_lab import CTL, start_helper, status, up_with_key, wait_until
 from tests.lab.headscale import BASE_DOMAIN
 from tests.lab.tailscaled import Tailscaled
 from tests.node.labnode import UPSTREAM_DNS
@@ -37,19 +36,7 @@ def test_dns_query_and_status_with_the_real_engine(dns_net):
     a = host("a", 11)
     sock, proc = start_helper(a, lab)
     try:
-        p = meshctl(
-            sock,
-            "up",
-            "--login-server",
-            hs.url,
-            "--auth-key",
-            key_file_arg(key, lab.dir),
-            "--hostname",
-            "py-a",
-            "--timeout",
-            "60",
-            timeout=90,
-        )
+        p = up_with_key(sock, hs.url, key, lab, "py-a")
         assert p.returncode == 0, p.stdout + p.stderr + a.log_of(proc)[-3000:]
         go_t = wait_until(
             lambda: next((v for v in (status(sock).get("Peer") or {}).values() if v["HostName"] == "go-t"), None),

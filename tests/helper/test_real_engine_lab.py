@@ -6,7 +6,6 @@ import json
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from tests.control.nodes import headscale_lan, start_serve
 from tests.helper.conftest import TAILSCALE, meshctl, tailscale_cli
 from tests.helper.keyfile import key_file_arg
 from tests.lab.headscale import auth_id_from_url
+from tests.lab.netlab import poll_until
 from tests.lab.tailscaled import Tailscaled
 from tests.node.labnode import INET, UDP_ECHO, udp_ask
 
@@ -25,14 +25,35 @@ B_WAN = "198.51.100.2"  # the exit node's WAN address (towards isp) in test_exit
 
 
 def wait_until(fn, what: str, timeout: float = 60.0, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last={last!r}")
+    """netlab.poll_until, failing the test (with the last value seen) when time runs out."""
+    seen = [None]
+
+    def probe():
+        seen[0] = fn()
+        return seen[0]
+
+    got = poll_until(probe, timeout, interval)
+    if got is None:
+        raise AssertionError(f"timed out waiting for {what}; last={seen[0]!r}")
+    return got
+
+
+def up_with_key(sock: str, url: str, key: str, lab, hostname: str, *flags: str):
+    """`meshctl up` with a pre-auth key file, a hostname and ``flags`` (waits up to 60 s for Running)."""
+    return meshctl(
+        sock,
+        "up",
+        "--login-server",
+        url,
+        "--auth-key",
+        key_file_arg(key, lab.dir),
+        "--hostname",
+        hostname,
+        *flags,
+        "--timeout",
+        "60",
+        timeout=90,
+    )
 
 
 @pytest.fixture
@@ -61,19 +82,7 @@ def test_auth_key_join_status_down_and_clean_exit(net):
     a = host("a", 11)
     sock, proc = start_helper(a, lab)
 
-    p = meshctl(
-        sock,
-        "up",
-        "--login-server",
-        hs.url,
-        "--auth-key",
-        key_file_arg(key, lab.dir),
-        "--hostname",
-        "py-a",
-        "--timeout",
-        "60",
-        timeout=90,
-    )
+    p = up_with_key(sock, hs.url, key, lab, "py-a")
     assert p.returncode == 0, p.stdout + p.stderr + a.log_of(proc)[-3000:]
     assert key not in a.log_of(proc)
 
@@ -147,19 +156,7 @@ def test_sigkill_with_real_engine_leaves_no_leftovers(net):
     rules_before = a.run(["ip", "rule", "show"]).stdout
     routes_before = a.run(["ip", "route", "show", "table", "all"]).stdout
     sock, proc = start_helper(a, lab)
-    p = meshctl(
-        sock,
-        "up",
-        "--login-server",
-        hs.url,
-        "--auth-key",
-        key_file_arg(key, lab.dir),
-        "--hostname",
-        "py-k",
-        "--timeout",
-        "60",
-        timeout=90,
-    )
+    p = up_with_key(sock, hs.url, key, lab, "py-k")
     assert p.returncode == 0, p.stdout + p.stderr
     assert a.run(["ip", "link", "show", "mesh0"], check=False).returncode == 0
     p = tailscale_cli(sock, "status")
@@ -171,19 +168,7 @@ def test_sigkill_with_real_engine_leaves_no_leftovers(net):
     assert a.run(["ip", "rule", "show"]).stdout == rules_before
     assert a.run(["ip", "route", "show", "table", "all"]).stdout == routes_before
     # the same node (keys are in memory only in GUI mode): logs in again with the key
-    p = meshctl(
-        sock,
-        "up",
-        "--login-server",
-        hs.url,
-        "--auth-key",
-        key_file_arg(key, lab.dir),
-        "--hostname",
-        "py-k",
-        "--timeout",
-        "60",
-        timeout=90,
-    )
+    p = up_with_key(sock, hs.url, key, lab, "py-k")
     assert p.returncode == 0, p.stdout + p.stderr
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
@@ -197,19 +182,7 @@ def test_two_helpers_ping_each_other_over_wireguard(net):
     sa, pa = start_helper(a, lab)
     sb, pb = start_helper(b, lab)
     for sock, name in ((sa, "py-a"), (sb, "py-b")):
-        p = meshctl(
-            sock,
-            "up",
-            "--login-server",
-            hs.url,
-            "--auth-key",
-            key_file_arg(key, lab.dir),
-            "--hostname",
-            name,
-            "--timeout",
-            "60",
-            timeout=90,
-        )
+        p = up_with_key(sock, hs.url, key, lab, name)
         assert p.returncode == 0, p.stdout + p.stderr
     b_ip = wait_until(
         lambda: next(
@@ -268,39 +241,8 @@ def test_exit_node_chosen_through_the_localapi(net):
     sa, pa = start_helper(a, lab)
     sb, pb = start_helper(b, lab)
     rules_before = a.run(["ip", "-4", "rule", "show"]).stdout
-    assert (
-        meshctl(
-            sb,
-            "up",
-            "--login-server",
-            hs.url,
-            "--auth-key",
-            key_file_arg(key, lab.dir),
-            "--hostname",
-            "py-b",
-            "--advertise-exit-node",
-            "--timeout",
-            "60",
-            timeout=90,
-        ).returncode
-        == 0
-    )
-    assert (
-        meshctl(
-            sa,
-            "up",
-            "--login-server",
-            hs.url,
-            "--auth-key",
-            key_file_arg(key, lab.dir),
-            "--hostname",
-            "py-a",
-            "--timeout",
-            "60",
-            timeout=90,
-        ).returncode
-        == 0
-    )
+    assert up_with_key(sb, hs.url, key, lab, "py-b", "--advertise-exit-node").returncode == 0
+    assert up_with_key(sa, hs.url, key, lab, "py-a").returncode == 0
     node_b = wait_until(lambda: hs.node_by_hostname("py-b"), "py-b in headscale")
     hs.cli("nodes", "approve-routes", "-i", str(node_b["id"]), "-r", "0.0.0.0/0,::/0", json_out=False)
 
